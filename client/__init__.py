@@ -1,0 +1,1 @@
+"""On-prem daemon: collectors, local store, local training and federation client."""

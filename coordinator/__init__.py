@@ -1,0 +1,1 @@
+"""Vendor-hosted coordinator: Flower ServerApp, model registry, encrypted benchmark queries."""

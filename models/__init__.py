@@ -1,0 +1,1 @@
+"""Failure predictor (spatio-temporal GNN), baselines, evaluation, explanations, anomaly detectors."""

@@ -1,0 +1,1 @@
+"""Differential privacy accounting and ledger, anonymisation, HE parameters, secure aggregation."""

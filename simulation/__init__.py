@@ -1,0 +1,1 @@
+"""Datacenter simulator: topology, telemetry, faults and cascades, federations, what-if scenarios."""
