@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "infrabrain.models.cli",
     "infrabrain.privacy.cli",
     "infrabrain.coordinator.cli",
+    "infrabrain.coordinator.query_cli",
     "infrabrain.client.cli",
 )
 
