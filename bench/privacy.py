@@ -1,0 +1,187 @@
+"""Benchmark: what differential privacy costs the failure predictor, and an audit that it holds.
+
+1. Simulates ``--sites`` sites (``infrabrain.simulation.simulate_site``) and splits them by time with
+   NON-overlapping one-hour training windows (the privacy unit: one snapshot window).
+2. Trains the predictor (``infrabrain.models``) non-privately and with DP-SGD (``train_dp``, PRV accountant,
+   noise calibrated to epsilon 1, 4 and 8 at delta = min(1e-5, 1/n)) with the same optimizer, expected batch
+   size and number of steps; reports each model's PR-AUC on the later, unseen test period.
+3. Times a DP-SGD step against a non-private step of the same expected batch size (``dp_step_ratio``).
+4. Runs the one-run canary audit (Steinke-Nasr-Jagielski 2023) on the trainer with DP on and off.
+
+Prints a short table, writes ``pr_auc_vs_epsilon.png`` to ``--out``, and as its LAST line one JSON object.
+Run: ``.venv/bin/python bench/privacy.py`` (about 10-20 minutes on 2 CPU cores; ``--quick`` for a smoke run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def _step_time(stamps: list[float]) -> float:
+    """Median seconds between consecutive step callbacks (robust to a noisy shared machine)."""
+    gaps = np.diff(np.asarray(stamps))
+    return float(np.median(gaps)) if len(gaps) else float("nan")
+
+
+def _pr_auc(model: torch.nn.Module, dataset: Any) -> float:
+    from infrabrain.models.training import evaluate_model
+
+    return float(evaluate_model(model, dataset)["pr_auc"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sites", type=int, default=6, help="simulated sites pooled for training (default 6)")
+    parser.add_argument("--hours", type=float, default=240.0, help="simulated hours per site (default 240)")
+    parser.add_argument("--acceleration", type=float, default=50.0, help="fault-rate multiplier (default 50)")
+    parser.add_argument("--epochs", type=float, default=8.0, help="epochs of every training run (default 8)")
+    parser.add_argument("--batch", type=int, default=64, help="expected (Poisson) batch size (default 64)")
+    parser.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3)")
+    parser.add_argument("--clip", type=float, default=1.0, help="per-sample clipping norm (default 1.0)")
+    parser.add_argument("--hidden", type=int, default=16, help="predictor state width (default 16)")
+    parser.add_argument("--timing-steps", type=int, default=30, help="steps timed for dp_step_ratio")
+    parser.add_argument("--out", default="runs/bench-privacy", help="folder for the plot (default runs/bench-privacy)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.sites, args.hours, args.epochs, args.timing_steps = 2, 72.0, 1.0, 6
+
+    torch.set_num_threads(1)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from infrabrain.models.gnn import FailurePredictor, ModelConfig
+    from infrabrain.models.snapshots import collate_snapshots, make_splits
+    from infrabrain.models.training import estimate_pos_weight, loss_fn
+    from infrabrain.privacy.audit import one_run_audit
+    from infrabrain.privacy.audit_task import classification_loss, make_canary_task, negative_loss_scores
+    from infrabrain.privacy.budget import BudgetConfig
+    from infrabrain.privacy.dp_training import DPConfig, train_dp
+    from infrabrain.privacy.ledger import PrivacyLedger
+    from infrabrain.privacy.nonprivate import train_nonprivate
+    from infrabrain.simulation import SiteSpec, simulate_site
+
+    t0 = time.perf_counter()
+    runs = [simulate_site(SiteSpec(name=f"site{i}"), hours=args.hours, seed=args.seed + i,
+                          acceleration=args.acceleration) for i in range(args.sites)]
+    splits = make_splits(runs, window_min=60, stride_min=60, eval_stride_min=30, fractions=(0.6, 0.8))
+    train, test = splits.train, splits.test_time
+    n = len(train)
+    print(f"{args.sites} sites x {args.hours:g} h: {n} non-overlapping training windows, {len(test)} test windows "
+          f"({time.perf_counter() - t0:.0f} s to simulate and split)", file=sys.stderr)
+    pos_weight = estimate_pos_weight(train)
+
+    def new_model() -> FailurePredictor:
+        torch.manual_seed(args.seed)
+        return FailurePredictor(ModelConfig(window=splits.window, pool=splits.pool,
+                                            n_features=splits.feature_set.f_max, hidden=args.hidden,
+                                            pos_weight=pos_weight))
+
+    batch = min(args.batch, n)
+    cfg = DPConfig(optimizer="adam", lr=args.lr, expected_batch_size=batch, max_physical_batch_size=batch * 2,
+                   epochs=args.epochs, max_grad_norm=args.clip)
+
+    # ---- utility: non-private vs DP at epsilon 1, 4, 8 (same splits, optimizer, batch size, steps)
+    results: dict[str, Any] = {}
+    stamps_np: list[float] = []
+    nonprivate = train_nonprivate(new_model(), train, loss_fn, collate_snapshots, config=cfg, seed=args.seed,
+                                  on_step=lambda s: stamps_np.append(time.perf_counter()))
+    results["pr_auc_nonprivate"] = _pr_auc(nonprivate.model, test)
+    print(f"non-private: {nonprivate.steps} steps, PR-AUC {results['pr_auc_nonprivate']:.4f}", file=sys.stderr)
+    eps_accounted_predictor: dict[str, float] = {}
+    sigma_by_eps: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for eps in (1, 4, 8):
+            ledger = PrivacyLedger.open(Path(tmp) / f"eps{eps}", BudgetConfig(epsilon_total=float(eps)))
+            res = train_dp(new_model(), train, loss_fn, collate_snapshots, config=cfg, ledger=ledger)
+            results[f"pr_auc_eps{eps}"] = _pr_auc(res.model, test)
+            eps_accounted_predictor[str(eps)] = res.epsilon_total
+            sigma_by_eps[str(eps)] = res.noise_multiplier
+            print(f"DP eps<={eps}: sigma {res.noise_multiplier:.3f}, {res.steps} steps, accounted eps "
+                  f"{res.epsilon_total:.3f} (delta {res.delta:.2g}), PR-AUC {results[f'pr_auc_eps{eps}']:.4f}",
+                  file=sys.stderr)
+
+        # ---- cost: DP-SGD step time over non-private step time, same expected batch size
+        timing = cfg.model_copy(update={"steps": args.timing_steps, "noise_multiplier": sigma_by_eps["4"]})
+        stamps_dp: list[float] = []
+        ledger = PrivacyLedger.open(Path(tmp) / "timing", BudgetConfig(epsilon_total=1e6))
+        train_dp(new_model(), train, loss_fn, collate_snapshots, config=timing, ledger=ledger,
+                 on_step=lambda opt, s: stamps_dp.append(time.perf_counter()))
+        stamps_np2: list[float] = []
+        train_nonprivate(new_model(), train, loss_fn, collate_snapshots, config=timing, seed=args.seed,
+                         on_step=lambda s: stamps_np2.append(time.perf_counter()))
+        step_dp, step_np = _step_time(stamps_dp), _step_time(stamps_np2)
+        results["dp_step_s"], results["nonprivate_step_s"] = step_dp, step_np
+        results["dp_step_ratio"] = step_dp / step_np
+        print(f"step time: DP {step_dp * 1e3:.1f} ms, non-private {step_np * 1e3:.1f} ms, ratio "
+              f"{results['dp_step_ratio']:.2f}", file=sys.stderr)
+
+        # ---- audit: one-run canary audit of the same trainer, DP on and off
+        task = make_canary_task(n_base=500, m=200, seed=args.seed)
+        acfg = DPConfig(optimizer="adam", lr=1e-3, expected_batch_size=64, epochs=40)
+        rng_seed = args.seed + 1
+
+        def private(ds: Any) -> torch.nn.Module:
+            led = PrivacyLedger.open(Path(tmp) / "audit", BudgetConfig(epsilon_total=8.0))
+            out = train_dp(task.make_model(), ds, classification_loss, config=acfg, ledger=led)
+            results["eps_accounted"] = out.epsilon_total
+            return out.model
+
+        def nonpriv(ds: Any) -> torch.nn.Module:
+            return train_nonprivate(task.make_model(), ds, classification_loss, config=acfg, seed=args.seed).model
+
+        on = one_run_audit(private, task.base, task.canaries, negative_loss_scores, k_plus=40, k_minus=40,
+                           delta=1e-5, rng=np.random.default_rng(rng_seed))
+        off = one_run_audit(nonpriv, task.base, task.canaries, negative_loss_scores, k_plus=40, k_minus=40,
+                            delta=1e-5, rng=np.random.default_rng(rng_seed))
+    results["audit_eps_lb_dp"], results["audit_eps_lb_nodp"] = on.epsilon_lower_bound, off.epsilon_lower_bound
+    print(f"audit (m=200 canaries, 80 guesses, 95 %): DP on {on.correct}/80 correct -> eps >= "
+          f"{on.epsilon_lower_bound:.3f} (accounted {results['eps_accounted']:.3f}); DP off {off.correct}/80 -> "
+          f"eps >= {off.epsilon_lower_bound:.3f}", file=sys.stderr)
+
+    base = results["pr_auc_nonprivate"]
+    results["eps4_retention"] = results["pr_auc_eps4"] / base if base > 0 else float("nan")
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot([1, 4, 8], [results[f"pr_auc_eps{e}"] for e in (1, 4, 8)], "o-", label="DP-SGD (PRV accountant)")
+    ax.axhline(base, color="k", ls="--", label="non-private")
+    ax.axhline(0.9 * base, color="grey", ls=":", label="90 % of non-private")
+    ax.set_xlabel("epsilon (delta = min(1e-5, 1/n))")
+    ax.set_ylabel("PR-AUC, later test period")
+    ax.set_title("Failure predictor: utility vs privacy")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_dir / "pr_auc_vs_epsilon.png", dpi=120)
+
+    summary = {
+        "dp_step_ratio": results["dp_step_ratio"], "pr_auc_nonprivate": base,
+        "pr_auc_eps1": results["pr_auc_eps1"], "pr_auc_eps4": results["pr_auc_eps4"],
+        "pr_auc_eps8": results["pr_auc_eps8"], "eps_accounted": results["eps_accounted"],
+        "audit_eps_lb_dp": results["audit_eps_lb_dp"], "audit_eps_lb_nodp": results["audit_eps_lb_nodp"],
+        "eps4_retention": results["eps4_retention"], "eps_accounted_predictor": eps_accounted_predictor,
+        "noise_multiplier_predictor": sigma_by_eps, "dp_step_s": results["dp_step_s"],
+        "nonprivate_step_s": results["nonprivate_step_s"], "train_windows": n, "test_windows": len(test),
+        "sites": args.sites, "hours": args.hours, "epochs": args.epochs, "batch": batch,
+        "seconds": time.perf_counter() - t0,
+    }
+    print(json.dumps({k: (round(v, 5) if isinstance(v, float) and math.isfinite(v) else v)
+                      for k, v in summary.items()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

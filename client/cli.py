@@ -1,0 +1,124 @@
+"""``infrabrain client ...``: run the on-prem daemon and inspect what it collected.
+
+Subcommands: ``run`` (the daemon), ``collect-once`` (one pass of every collector into the store),
+``store-info`` (size, counts, integrity of a store), ``check-topology`` (validate a topology YAML),
+``topology-from-sim`` (write the topology YAML of a simulated site, for replay and examples).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import threading
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``client`` command group to the root parser."""
+    parser = subparsers.add_parser(
+        "client",
+        help="on-prem daemon: collect telemetry, store it locally, score risk, serve /metrics",
+        description="The site's daemon and its tools. Raw telemetry never leaves the site.",
+    )
+    sub = parser.add_subparsers(dest="client_command", metavar="SUBCOMMAND")
+    parser.set_defaults(handler=lambda args: (parser.print_help(), 2)[1])
+
+    run = sub.add_parser("run", help="run the daemon until SIGTERM/SIGINT",
+                         description="Collect on a schedule, store, score risk every minute, serve /metrics.")
+    run.add_argument("--config", required=True, help="site.yaml (see docs/daemon.md)")
+    run.add_argument("--max-cycles", type=int, default=None, help="stop after N collection cycles (testing)")
+    run.set_defaults(handler=_run)
+
+    once = sub.add_parser("collect-once", help="run every configured collector once and store the result")
+    once.add_argument("--config", required=True, help="site.yaml")
+    once.set_defaults(handler=_collect_once)
+
+    info = sub.add_parser("store-info", help="size, sample counts, time range and integrity of a store")
+    src = info.add_mutually_exclusive_group(required=True)
+    src.add_argument("--config", help="site.yaml (uses its store.path)")
+    src.add_argument("--store", help="path of a store file")
+    info.add_argument("--no-check", action="store_true", help="skip the (slow on big stores) integrity check")
+    info.set_defaults(handler=_store_info)
+
+    topo = sub.add_parser("check-topology", help="validate a topology YAML and print what it holds")
+    topo.add_argument("path", help="topology.yaml")
+    topo.set_defaults(handler=_check_topology)
+
+    fromsim = sub.add_parser("topology-from-sim", help="write the topology YAML of a simulated dataset's site")
+    fromsim.add_argument("dataset", help="simulator output directory (or its site=<name> directory)")
+    fromsim.add_argument("--site", default=None, help="site name when the dataset holds several")
+    fromsim.add_argument("--out", required=True, help="where to write topology.yaml")
+    fromsim.set_defaults(handler=_topology_from_sim)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from infrabrain.client.config import load_site_config
+    from infrabrain.client.daemon import Daemon
+
+    cfg = load_site_config(args.config)
+    daemon = Daemon(cfg)
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    daemon.run(stop, max_cycles=args.max_cycles)
+    return 0
+
+
+def _collect_once(args: argparse.Namespace) -> int:
+    from infrabrain.client.config import load_site_config
+    from infrabrain.client.daemon import Daemon
+
+    daemon = Daemon(load_site_config(args.config))
+    try:
+        stored = daemon.collect_once()
+        health = {name: {"up": h.up, "samples": h.samples_total, "error": h.last_error}
+                  for name, h in daemon.health.items()}
+    finally:
+        daemon.close()
+    print(json.dumps({"stored": stored, "collectors": health}))
+    return 0 if any(h["up"] for h in health.values()) else 1
+
+
+def _store_info(args: argparse.Namespace) -> int:
+    from infrabrain.client.store import TelemetryStore
+
+    if args.config:
+        from infrabrain.client.config import load_site_config
+
+        path = load_site_config(args.config).store.path
+    else:
+        path = args.store
+    with TelemetryStore(path, read_only=True) as store:
+        info = store.info(check=not args.no_check)
+    print(json.dumps(info.as_dict(), indent=2))
+    return 0 if info.integrity in ("ok", "not checked") else 1
+
+
+def _check_topology(args: argparse.Namespace) -> int:
+    from infrabrain.client.topology_file import KINDS, load_topology
+
+    topo = load_topology(args.path)
+    counts = {k: len(topo.ids(k)) for k in KINDS}
+    print(json.dumps({"site": topo.site, "components": counts, "edges": int(len(topo.edges))}))
+    return 0
+
+
+def _topology_from_sim(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from infrabrain.client.collectors.replay import site_dir
+    from infrabrain.client.topology_file import build_site_topology, dump_topology, topology_from_components
+
+    sdir = site_dir(args.dataset, args.site)
+    comps = pd.read_parquet(sdir / "topology" / "components.parquet")
+    edges = pd.read_parquet(sdir / "topology" / "edges.parquet")
+    spec = topology_from_components(sdir.name.removeprefix("site="), comps, edges)
+    build_site_topology(spec)  # validate before writing
+    dump_topology(spec, args.out)
+    print(json.dumps({"wrote": args.out, "nodes": sum(len(r.nodes) for r in spec.racks)}))
+    return 0

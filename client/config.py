@@ -1,0 +1,153 @@
+"""The site's daemon configuration (``site.yaml``), validated by pydantic; relative paths are relative to it.
+
+Example (every section but ``site``, ``topology`` and one collector is optional)::
+
+    site: lab
+    topology: topology.yaml
+    cadence_s: 60                 # telemetry grid (the simulator's cadence)
+    collect_interval_s: 60
+    score_interval_s: 60
+    alert_threshold: 0.5
+    store: {path: /var/lib/infrabrain/store.db, retention_days: 14, synchronous: normal}
+    metrics: {host: 0.0.0.0, port: 9464}
+    model: {checkpoint: /var/lib/infrabrain/model}
+    privacy_ledger: /var/lib/infrabrain/federation/ledger   # for the "privacy budget left" gauge
+    collectors:
+      nvml: {node_id: r00-n00}
+      prometheus: {url: http://127.0.0.1:9090, mapping: prometheus-mapping.yaml, timeout_s: 10}
+      replay: {dataset: /data/sim, site: lab, speed: 60}
+    federation: {...}             # SupernodeConfig fields (infrabrain.client.supernode)
+    benchmark: {...}              # passed to infrabrain.client.benchmark_query
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StoreConfig(_Strict):
+    """The local time-series store."""
+
+    path: Path = Path("infrabrain-store.db")
+    retention_days: float = Field(14.0, gt=0, le=3650)
+    synchronous: Literal["normal", "full"] = "normal"
+
+
+class MetricsConfig(_Strict):
+    """Where ``/metrics`` is served (port 0: pick a free one; see the log line)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(9464, ge=0, le=65535)
+
+
+class ModelConfigSection(_Strict):
+    """The predictor checkpoint used for scoring (reloaded when the directory changes)."""
+
+    checkpoint: Path | None = None
+
+
+class NvmlSection(_Strict):
+    """The local node's GPUs through NVML."""
+
+    enabled: bool = True
+    node_id: str | None = Field(None, description="this host's node id in the topology (default: hostname)")
+    xid_events: bool = True
+
+
+class PrometheusSection(_Strict):
+    """A Prometheus server with DCGM exporter and node_exporter series."""
+
+    url: str
+    mapping: Path | None = Field(None, description="mapping file; default: DCGM + node_exporter names")
+    timeout_s: float = Field(10.0, gt=0, le=300)
+    initial_lookback_s: int = Field(600, ge=0)
+    max_backfill_s: int = Field(6 * 3600, ge=0)
+
+
+class ReplaySection(_Strict):
+    """Replay of a simulator dataset."""
+
+    dataset: Path
+    site: str | None = None
+    speed: float = Field(1.0, gt=0)
+    start_epoch: float | None = Field(None, description="wall time of simulated second 0 (default: start time)")
+
+
+class CollectorsConfig(_Strict):
+    """Which collectors run; at least one must be configured."""
+
+    nvml: NvmlSection | None = None
+    prometheus: PrometheusSection | None = None
+    replay: ReplaySection | None = None
+
+    @model_validator(mode="after")
+    def _validate_some(self) -> CollectorsConfig:
+        if self.nvml is None and self.prometheus is None and self.replay is None:
+            raise ValueError("collectors: configure at least one of nvml, prometheus, replay")
+        return self
+
+
+class SiteConfig(_Strict):
+    """The whole ``site.yaml``."""
+
+    site: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    topology: Path
+    cadence_s: int = Field(60, ge=1, le=3600)
+    collect_interval_s: float = Field(60.0, gt=0, le=3600)
+    score_interval_s: float = Field(60.0, gt=0, le=3600)
+    retention_interval_s: float = Field(3600.0, gt=0)
+    alert_threshold: float = Field(0.5, ge=0, le=1)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    model: ModelConfigSection = Field(default_factory=ModelConfigSection)
+    privacy_ledger: Path | None = None
+    collectors: CollectorsConfig
+    federation: dict[str, Any] | None = None
+    benchmark: dict[str, Any] | None = None
+
+
+def _resolve(base: Path, value: Any) -> Any:
+    return value if value is None or Path(str(value)).is_absolute() else str(base / str(value))
+
+
+def load_site_config(path: str | os.PathLike[str]) -> SiteConfig:
+    """Read and validate ``site.yaml``; relative paths are made relative to its directory."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"site config {str(p)!r} does not exist")
+    try:
+        doc = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ValueError(f"site config {str(p)!r} is not valid YAML: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ValueError(f"site config {str(p)!r} must be a mapping with at least 'site', 'topology', 'collectors'")
+    base = p.resolve().parent
+    doc = dict(doc)
+    if "topology" in doc:
+        doc["topology"] = _resolve(base, doc["topology"])
+    if "privacy_ledger" in doc:
+        doc["privacy_ledger"] = _resolve(base, doc["privacy_ledger"])
+    for section, key in (("store", "path"), ("model", "checkpoint")):
+        if isinstance(doc.get(section), dict) and key in doc[section]:
+            doc[section] = {**doc[section], key: _resolve(base, doc[section][key])}
+    cols = doc.get("collectors")
+    if isinstance(cols, dict):
+        cols = dict(cols)
+        if isinstance(cols.get("prometheus"), dict) and "mapping" in cols["prometheus"]:
+            cols["prometheus"] = {**cols["prometheus"], "mapping": _resolve(base, cols["prometheus"]["mapping"])}
+        if isinstance(cols.get("replay"), dict) and "dataset" in cols["replay"]:
+            cols["replay"] = {**cols["replay"], "dataset": _resolve(base, cols["replay"]["dataset"])}
+        doc["collectors"] = cols
+    try:
+        return SiteConfig.model_validate(doc)
+    except ValueError as exc:
+        raise ValueError(f"site config {str(p)!r}: {exc}") from exc

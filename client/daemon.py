@@ -1,0 +1,407 @@
+"""The on-prem daemon: collect on a schedule, keep everything in the local store, score risk every minute,
+serve the scores on ``/metrics``, log alerts, and take part in federation / benchmark queries when configured.
+
+Data flows one way: collectors -> store (durable) + window buffer (recent, dense) -> scorer -> gauges and alert
+logs. One broken collector never stops the others (its health is exported); no model yet means no risk gauges
+(and a log line saying so), not a made-up score. SIGTERM/SIGINT set a stop event: the loop finishes its current
+step, stops the SuperNode, checkpoints the store and returns.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+from infrabrain.client.collectors.base import Collector, CollectorHealth, run_collector
+from infrabrain.client.config import SiteConfig
+from infrabrain.client.records import SampleBatch, known_metrics
+from infrabrain.client.scoring import NodeRisk
+from infrabrain.client.store import TelemetryStore
+from infrabrain.client.topology_file import KINDS, SiteTopology, load_topology
+from infrabrain.client.window_buffer import WindowBuffer
+from infrabrain.logs import get_logger
+
+log = get_logger("client.daemon")
+
+#: Window kept when no model is loaded yet (steps).
+DEFAULT_WINDOW_STEPS = 61
+#: A node above the threshold is re-alerted at most this often.
+REALERT_S = 3600.0
+
+
+@runtime_checkable
+class RiskScorer(Protocol):
+    """What the daemon needs from a model: the window it reads and per-node risks from it."""
+
+    window_steps: int
+    metric_names: Mapping[str, Sequence[str]]
+
+    def score(self, metrics: Mapping[str, np.ndarray]) -> list[NodeRisk]:
+        """Per-node risks from ``{kind: [window_steps, n_kind, F]}`` (columns in ``metric_names`` order)."""
+
+
+class DaemonMetrics:
+    """The daemon's Prometheus metrics (own registry: nothing of the process leaks in by accident)."""
+
+    def __init__(self, site: str) -> None:
+        self.site = site
+        r = self.registry = CollectorRegistry()
+        self.risk = Gauge("infrabrain_node_failure_risk", "Probability that the node fails within the next hour",
+                          ["site", "node", "rack"], registry=r)
+        self.cause = Gauge("infrabrain_node_top_cause", "1 for the node's most likely cause and its strongest signal",
+                           ["site", "node", "rack", "cause", "component", "metric"], registry=r)
+        self.deviation = Gauge("infrabrain_node_top_signal_deviation",
+                               "Normalised deviation of the node's strongest abnormal signal", ["site", "node"],
+                               registry=r)
+        self.collector_up = Gauge("infrabrain_collector_up", "1 when the collector's last pass succeeded",
+                                  ["site", "collector"], registry=r)
+        self.collector_last = Gauge("infrabrain_collector_last_success_timestamp_seconds",
+                                    "Wall time of the collector's last successful pass", ["site", "collector"],
+                                    registry=r)
+        self.collector_samples = Counter("infrabrain_collector_samples", "Samples collected",
+                                         ["site", "collector"], registry=r)
+        self.collector_errors = Counter("infrabrain_collector_errors", "Failed collector passes",
+                                        ["site", "collector"], registry=r)
+        self.collector_duration = Gauge("infrabrain_collector_duration_seconds", "Duration of the last pass",
+                                        ["site", "collector"], registry=r)
+        self.stored = Counter("infrabrain_store_samples", "Samples written to the local store", ["site"], registry=r)
+        self.store_errors = Counter("infrabrain_store_errors", "Batches the store refused", ["site"], registry=r)
+        self.epsilon_left = Gauge("infrabrain_privacy_epsilon_remaining",
+                                  "Differential-privacy budget (epsilon) the site has left", ["site"], registry=r)
+        self.epsilon_spent = Gauge("infrabrain_privacy_epsilon_spent", "Epsilon spent so far", ["site"], registry=r)
+        self.model_loaded = Gauge("infrabrain_model_loaded", "1 when a predictor checkpoint is loaded", ["site"],
+                                  registry=r)
+        self.score_duration = Gauge("infrabrain_score_duration_seconds", "Duration of the last scoring cycle",
+                                    ["site"], registry=r)
+        self.score_time = Gauge("infrabrain_score_timestamp_seconds", "Wall time of the last scoring cycle",
+                                ["site"], registry=r)
+        self.alerts = Counter("infrabrain_alerts", "Risk alerts raised", ["site", "cause"], registry=r)
+
+    def update_collector(self, health: CollectorHealth, samples: int, failed: bool) -> None:
+        """Reflect one collector pass."""
+        s, c = self.site, health.name
+        self.collector_up.labels(s, c).set(1.0 if health.up else 0.0)
+        if health.last_success is not None:
+            self.collector_last.labels(s, c).set(health.last_success)
+        self.collector_samples.labels(s, c).inc(samples)
+        self.collector_errors.labels(s, c).inc(1 if failed else 0)
+        self.collector_duration.labels(s, c).set(health.last_duration_s)
+
+    def update_risks(self, risks: Sequence[NodeRisk]) -> None:
+        """Replace the per-node gauges with this cycle's scores."""
+        self.risk.clear()
+        self.cause.clear()
+        self.deviation.clear()
+        for r in risks:
+            self.risk.labels(self.site, r.node_id, r.rack).set(r.risk)
+            self.cause.labels(self.site, r.node_id, r.rack, r.top_cause, r.component_id, r.metric).set(1.0)
+            self.deviation.labels(self.site, r.node_id).set(r.deviation)
+
+
+def build_collectors(cfg: SiteConfig, topology: SiteTopology, start: float) -> tuple[list[Collector], SiteTopology]:
+    """The configured collectors; NVML also refines the local node's GPU layout when it can."""
+    collectors: list[Collector] = []
+    c = cfg.collectors
+    if c.nvml is not None and c.nvml.enabled:
+        from infrabrain.client.collectors.nvml import NvmlCollector
+
+        node_id = c.nvml.node_id or socket.gethostname()
+        nvml = NvmlCollector(node_id, xid_events=c.nvml.xid_events)
+        if nvml.unavailable:
+            log.warning("NVML collector unavailable; continuing with the others", extra={"reason": nvml.unavailable})
+        else:
+            layout = nvml.layout()
+            if layout is not None and node_id in set(topology.ids("node")):
+                topology = topology.with_gpu_layout(node_id, layout)
+        collectors.append(nvml)
+    if c.prometheus is not None:
+        from infrabrain.client.collectors.prometheus import PrometheusCollector, default_mapping, load_mapping
+
+        mapping = load_mapping(c.prometheus.mapping) if c.prometheus.mapping else default_mapping(step_s=cfg.cadence_s)
+        collectors.append(PrometheusCollector(c.prometheus.url, mapping, timeout_s=c.prometheus.timeout_s,
+                                              initial_lookback_s=c.prometheus.initial_lookback_s,
+                                              max_backfill_s=c.prometheus.max_backfill_s))
+    if c.replay is not None:
+        from infrabrain.client.collectors.replay import ReplayCollector
+
+        collectors.append(ReplayCollector(c.replay.dataset, start if c.replay.start_epoch is None
+                                          else c.replay.start_epoch, site=c.replay.site, speed=c.replay.speed))
+    return collectors, topology
+
+
+class Daemon:
+    """One site's daemon. ``run(stop)`` loops until ``stop`` is set; the ``*_once`` methods are its steps."""
+
+    def __init__(
+        self,
+        cfg: SiteConfig,
+        scorer: RiskScorer | None = None,
+        collectors: list[Collector] | None = None,
+        now: float | None = None,
+    ) -> None:
+        self.cfg = cfg
+        start = time.time() if now is None else now
+        self.topology = load_topology(cfg.topology)
+        if collectors is None:
+            collectors, self.topology = build_collectors(cfg, self.topology, start)
+        self.collectors = collectors
+        self.health = {c.name: CollectorHealth(c.name) for c in collectors}
+        self.metrics = DaemonMetrics(cfg.site)
+        self.store = TelemetryStore(cfg.store.path, retention_s=int(cfg.store.retention_days * 86400),
+                                    synchronous=cfg.store.synchronous)
+        self._checkpoint_mtime: float | None = None
+        self.scorer: RiskScorer | None = scorer if scorer is not None else self._load_model()
+        self.buffer = self._new_buffer()
+        self._warm_buffer()
+        self._alerted: dict[str, float] = {}
+        self._server: Any = None
+        self.metrics_port: int | None = None
+        self._supernode: subprocess.Popen | None = None
+        self._benchmark: Any = None
+        self.last_risks: list[NodeRisk] = []
+
+    # -- model ---------------------------------------------------------------------------------------------
+    def _card_mtime(self) -> float | None:
+        ckpt = self.cfg.model.checkpoint
+        card = Path(ckpt) / "model_card.json" if ckpt else None
+        return card.stat().st_mtime if card is not None and card.is_file() else None
+
+    def _load_model(self) -> RiskScorer | None:
+        ckpt = self.cfg.model.checkpoint
+        if ckpt is None:
+            log.warning("no model.checkpoint configured: collecting and storing only, no risk scores")
+            return None
+        try:
+            from infrabrain.client.scoring import PredictorScorer
+
+            scorer = PredictorScorer(ckpt, self.topology, explain_threshold=self.cfg.alert_threshold)
+        except (FileNotFoundError, ValueError) as exc:
+            log.error("cannot load the predictor checkpoint; no risk scores until it loads",
+                      extra={"checkpoint": str(ckpt), "error": str(exc)})
+            self._checkpoint_mtime = self._card_mtime()
+            return None
+        self._checkpoint_mtime = self._card_mtime()
+        log.info("predictor loaded", extra={"checkpoint": str(ckpt), "window_steps": scorer.window_steps})
+        return scorer
+
+    def _maybe_reload_model(self) -> None:
+        """Reload when the checkpoint directory was replaced (e.g. a new global model after a round)."""
+        if self.cfg.model.checkpoint is None:
+            return
+        mtime = self._card_mtime()
+        if mtime is not None and mtime != self._checkpoint_mtime:
+            scorer = self._load_model()
+            if scorer is not None:
+                old_steps = self.buffer.steps
+                self.scorer = scorer
+                if scorer.window_steps != old_steps or dict(scorer.metric_names) != self.buffer.metric_names:
+                    self.buffer = self._new_buffer()
+                    self._warm_buffer()
+
+    def _new_buffer(self) -> WindowBuffer:
+        ids = {k: self.topology.ids(k) for k in KINDS}
+        if self.scorer is not None:
+            names = {k: list(self.scorer.metric_names.get(k, ())) for k in KINDS}
+            steps = int(self.scorer.window_steps)
+        else:
+            names = {k: list(known_metrics(k)) for k in KINDS}
+            steps = DEFAULT_WINDOW_STEPS
+        return WindowBuffer(ids, names, self.cfg.cadence_s, steps)
+
+    def _warm_buffer(self) -> None:
+        """Refill the window from the store after a restart (so scoring resumes at once)."""
+        latest = self.store.latest_t()
+        if latest is None:
+            return
+        df = self.store.read_samples(latest - self.buffer.steps * self.cfg.cadence_s + 1, latest + 1)
+        batch = SampleBatch(t=df["t"].astype(int).tolist(), component_id=df["component_id"].tolist(),
+                            kind=df["kind"].tolist(), metric=df["metric"].tolist(),
+                            value=df["value"].astype(float).tolist())
+        n = self.buffer.add(batch)
+        log.info("window warmed from the store", extra={"samples": n, "latest_t": latest})
+
+    # -- steps -----------------------------------------------------------------------------------------------
+    def collect_once(self, now: float | None = None) -> int:
+        """Run every collector once; store and buffer what they got. Returns samples stored."""
+        now = time.time() if now is None else now
+        total = 0
+        for collector in self.collectors:
+            health = self.health[collector.name]
+            errors_before = health.errors_total
+            result = run_collector(collector, health, now)
+            self.metrics.update_collector(health, len(result.samples), health.errors_total > errors_before)
+            if len(result.samples) == 0 and not result.events:
+                continue
+            try:
+                total += self.store.ingest(result.samples, result.events)
+            except Exception as exc:  # noqa: BLE001 - a refused batch must not stop collection
+                self.metrics.store_errors.labels(self.cfg.site).inc()
+                log.exception("store refused a batch", extra={"collector": collector.name, "error": str(exc)})
+                continue
+            self.buffer.add(result.samples)
+        self.metrics.stored.labels(self.cfg.site).inc(total)
+        return total
+
+    def score_once(self, now: float | None = None) -> list[NodeRisk]:
+        """Score the newest window, update the gauges, log alerts. Empty when no model is loaded."""
+        now = time.time() if now is None else now
+        self._maybe_reload_model()
+        self._update_privacy()
+        site = self.cfg.site
+        self.metrics.model_loaded.labels(site).set(1.0 if self.scorer is not None else 0.0)
+        if self.scorer is None or self.buffer.latest_step < 0:
+            return []
+        t0 = time.perf_counter()
+        _, window = self.buffer.window(steps=int(self.scorer.window_steps))
+        try:
+            risks = self.scorer.score(window)
+        except ValueError as exc:
+            log.error("scoring failed", extra={"error": str(exc)})
+            return []
+        self.metrics.update_risks(risks)
+        self.metrics.score_duration.labels(site).set(time.perf_counter() - t0)
+        self.metrics.score_time.labels(site).set(now)
+        self._alert(risks, now)
+        self.last_risks = risks
+        return risks
+
+    def _alert(self, risks: Sequence[NodeRisk], now: float) -> None:
+        threshold = self.cfg.alert_threshold
+        for r in risks:
+            if r.risk < threshold:
+                self._alerted.pop(r.node_id, None)
+                continue
+            last = self._alerted.get(r.node_id)
+            if last is not None and now - last < REALERT_S:
+                continue
+            self._alerted[r.node_id] = now
+            self.metrics.alerts.labels(self.cfg.site, r.top_cause).inc()
+            log.warning("node at risk of failing within the hour",
+                        extra={"node": r.node_id, "rack": r.rack, "risk": round(r.risk, 4), "cause": r.top_cause,
+                               "explanation": r.explanation})
+
+    def _update_privacy(self) -> None:
+        path = self.cfg.privacy_ledger
+        if path is None:
+            return
+        try:
+            from infrabrain.privacy.ledger import PrivacyLedger
+
+            ledger = PrivacyLedger.load(path)
+        except FileNotFoundError:
+            return  # no round has run yet
+        except ValueError as exc:
+            log.error("privacy ledger unreadable", extra={"ledger": str(path), "error": str(exc)})
+            return
+        self.metrics.epsilon_left.labels(self.cfg.site).set(ledger.epsilon_remaining)
+        self.metrics.epsilon_spent.labels(self.cfg.site).set(ledger.epsilon_spent)
+
+    def retention_once(self, now: float | None = None) -> int:
+        """Apply the store's retention."""
+        return self.store.apply_retention(now)
+
+    # -- services --------------------------------------------------------------------------------------------
+    def start_metrics_server(self) -> int:
+        """Serve ``/metrics``; returns the bound port."""
+        server, _thread = start_http_server(self.cfg.metrics.port, addr=self.cfg.metrics.host,
+                                            registry=self.metrics.registry)
+        self._server = server
+        self.metrics_port = int(server.server_port)
+        log.info("serving /metrics", extra={"host": self.cfg.metrics.host, "port": self.metrics_port})
+        return self.metrics_port
+
+    def start_federation(self) -> None:
+        """Start the site's Flower SuperNode when ``federation:`` is configured (skipped, logged, if absent)."""
+        if self.cfg.federation is None:
+            return
+        try:
+            from infrabrain.client.supernode import SupernodeConfig, start_supernode
+        except ImportError as exc:
+            log.warning("federation configured but infrabrain.client.supernode is unavailable; skipped",
+                        extra={"error": str(exc)})
+            return
+        self._supernode = start_supernode(SupernodeConfig.model_validate(self.cfg.federation))
+
+    def start_benchmark(self) -> None:
+        """Start the benchmark-query responder when ``benchmark:`` is configured (skipped, logged, if absent)."""
+        if self.cfg.benchmark is None:
+            return
+        try:
+            from infrabrain.client import benchmark_query
+        except ImportError as exc:
+            log.warning("benchmark configured but infrabrain.client.benchmark_query is unavailable; skipped",
+                        extra={"error": str(exc)})
+            return
+        start = getattr(benchmark_query, "start_benchmark_responder", None)
+        if start is None:
+            log.warning("infrabrain.client.benchmark_query has no start_benchmark_responder; skipped")
+            return
+        self._benchmark = start(self.cfg.benchmark, self.store.path)
+
+    # -- loop ------------------------------------------------------------------------------------------------
+    def run(self, stop: threading.Event, max_cycles: int | None = None) -> None:
+        """Collect / score / retain on their intervals until ``stop`` is set (or ``max_cycles`` collections)."""
+        self.start_metrics_server()
+        self.start_federation()
+        self.start_benchmark()
+        cfg = self.cfg
+        next_collect = next_score = time.time()
+        next_retention = time.time() + cfg.retention_interval_s
+        cycles = 0
+        log.info("daemon running", extra={"site": cfg.site, "collectors": ",".join(self.health),
+                                          "metrics_port": self.metrics_port})
+        try:
+            while not stop.is_set():
+                now = time.time()
+                if now >= next_collect:
+                    self.collect_once(now)
+                    cycles += 1
+                    next_collect = max(next_collect + cfg.collect_interval_s, now + 0.01)
+                if now >= next_score:
+                    self.score_once(now)
+                    next_score = max(next_score + cfg.score_interval_s, now + 0.01)
+                if now >= next_retention:
+                    self.retention_once(now)
+                    next_retention = now + cfg.retention_interval_s
+                if max_cycles is not None and cycles >= max_cycles:
+                    break
+                stop.wait(max(0.0, min(next_collect, next_score, next_retention) - time.time()))
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the services and close collectors and store (idempotent)."""
+        if self._supernode is not None and self._supernode.poll() is None:
+            self._supernode.terminate()
+            try:
+                self._supernode.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._supernode.kill()
+                self._supernode.wait()
+        self._supernode = None
+        stop_bench = getattr(self._benchmark, "stop", None)
+        if callable(stop_bench):
+            stop_bench()
+        self._benchmark = None
+        for c in self.collectors:
+            try:
+                c.close()
+            except Exception:  # noqa: BLE001 - closing must reach the store
+                log.exception("collector close failed", extra={"collector": c.name})
+        self.collectors = []
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if getattr(self, "store", None) is not None:
+            self.store.close()
+            self.store = None  # type: ignore[assignment]
+        log.info("daemon stopped cleanly")

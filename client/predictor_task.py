@@ -1,0 +1,217 @@
+"""The real local task of a federated round: the failure predictor, trained with DP-SGD on the site's own data.
+
+Data: the site simulates its own telemetry from its partition id and seed (``infrabrain.simulation``); sites
+differ in size, ambient temperature, fault rates and firmware quality (non-IID). The first 70 % of the run
+(by time) trains, the last 30 % (after a one-hour gap) is the held-out evaluation split. Normalisation is
+fitted on the site's own training part and never leaves the site.
+
+Training: ``infrabrain.privacy.train_dp`` with the site's persistent :class:`PrivacyLedger` under
+``<state_dir>/ledger``; the ledger file is re-read every round (each round runs in a fresh process), the run is
+reserved before the first step and committed before the update leaves. A round that would exceed the budget
+is refused (``BudgetExceededError``). With ``noise-multiplier = 0`` the noise is calibrated so that the
+remaining budget covers the rounds this site is still expected to join. FedProx's proximal pull towards the
+global model is applied to the already clipped and noised gradient (post-processing: no extra privacy cost).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from infrabrain.client.local_training import EvalResult, SiteSettings, TrainResult
+from infrabrain.logs import get_logger
+
+log = get_logger("client.predictor_task")
+
+WINDOW_MIN = 60
+TRAIN_FRACTION = 0.7
+STRIDE_MIN = 10
+DEFAULT_ACCELERATION = 300.0
+
+
+def feature_set() -> Any:
+    """The feature set every site and the coordinator use: every metric the data contract defines."""
+    from infrabrain.models.features import KINDS, FeatureSet
+    from infrabrain.simulation.telemetry import METRIC_NAMES
+
+    return FeatureSet(metrics={k: tuple(METRIC_NAMES[k]) for k in KINDS if k in METRIC_NAMES})
+
+
+def _window() -> int:
+    from infrabrain.models.snapshots import window_steps
+
+    return window_steps(WINDOW_MIN, 60)
+
+
+def build_predictor(cfg: Mapping[str, Any] | None = None) -> Any:
+    """A fresh FailurePredictor for the shared feature set (seeded, so every party builds the same one)."""
+    import torch
+
+    from infrabrain.models.gnn import build_model
+
+    seed = int((cfg or {}).get("seed", 0))
+    torch.manual_seed(seed)
+    return build_model(feature_set().f_max, _window())
+
+
+def predictor_initial_weights(cfg: Mapping[str, Any]) -> list[np.ndarray]:
+    """Initial global arrays (the coordinator calls this; no site data needed)."""
+    from infrabrain.models.training import get_weights
+
+    return get_weights(build_predictor(cfg))
+
+
+def site_spec(settings: SiteSettings) -> Any:
+    """This site's simulated hardware: ``site_gpus`` GPUs (8 per node, 4 nodes per rack) and its own climate."""
+    from infrabrain.simulation.spec import FaultSpec, SiteSpec
+
+    rng = np.random.default_rng([settings.data_seed, settings.partition_id, 7])
+    nodes = max(1, math.ceil(settings.site_gpus / 8))
+    racks = max(1, math.ceil(nodes / 4))
+    return SiteSpec(
+        name=f"site-{settings.partition_id:04d}", rows=1, racks_per_row=racks, nodes_per_rack=min(4, nodes),
+        gpus_per_node=8, ambient_temp_c=float(rng.uniform(19.0, 27.0)),
+        faults=FaultSpec(rate_scale=float(rng.uniform(0.6, 1.6)), firmware_quality=float(rng.uniform(0.6, 0.95))),
+    )
+
+
+@dataclass
+class SiteData:
+    """The site's training and held-out snapshot datasets (stay in this process)."""
+
+    train: Any
+    test: Any
+
+
+@lru_cache(maxsize=4)
+def _site_data_cached(settings: SiteSettings, acceleration: float) -> SiteData:
+    from infrabrain.models.snapshots import SnapshotDataset, fit_normalizer, site_tensors
+    from infrabrain.simulation.engine import simulate_site
+
+    run = simulate_site(site_spec(settings), settings.site_hours, seed=settings.data_seed * 1000 + settings.partition_id,
+                        acceleration=acceleration)
+    fs = feature_set()
+    norm = fit_normalizer([run], fs, (0.0, TRAIN_FRACTION))
+    tensors = site_tensors(run, fs, norm, name="local")
+    w = _window()
+    stride = max(1, round(STRIDE_MIN * 60 / tensors.cadence_s))
+    gap = round(3600 / tensors.cadence_s)
+    train = SnapshotDataset([tensors], w, stride, (0.0, TRAIN_FRACTION))
+    test = SnapshotDataset([tensors], w, stride, (TRAIN_FRACTION, 1.0), gap_steps=gap)
+    if len(train) == 0 or len(test) == 0:
+        raise ValueError(f"site-hours={settings.site_hours} is too short for {WINDOW_MIN}-minute windows and a "
+                         f"held-out split; use at least 6 hours")
+    return SiteData(train, test)
+
+
+def site_data(settings: SiteSettings, cfg: Mapping[str, Any]) -> SiteData:
+    """Simulate (deterministically from partition id and seed) and window this site's data."""
+    return _site_data_cached(settings, float(cfg.get("acceleration", DEFAULT_ACCELERATION)))
+
+
+def _ledger(settings: SiteSettings, cfg: Mapping[str, Any]) -> Any:
+    from infrabrain.privacy.budget import BudgetConfig
+    from infrabrain.privacy.ledger import PrivacyLedger
+
+    return PrivacyLedger.open(settings.state_path / "ledger",
+                              BudgetConfig(epsilon_total=float(cfg.get("eps-budget", 8.0))),
+                              site=f"partition-{settings.partition_id}")
+
+
+def predictor_train(settings: SiteSettings, weights: list[np.ndarray], cfg: Mapping[str, Any]) -> TrainResult:
+    """One DP-SGD run on the site's training split, starting from the global ``weights``."""
+    import torch
+
+    from infrabrain.models.snapshots import collate_snapshots
+    from infrabrain.models.training import get_weights, loss_fn, set_weights
+
+    torch.set_num_threads(1)
+    data = site_data(settings, cfg)
+    model = build_predictor(cfg)
+    set_weights(model, weights)
+    n = len(data.train)
+    batch = min(int(cfg.get("batch-size", 16)), n)
+    mu = float(cfg.get("proximal-mu", 0.0))
+    global_params = [p.detach().clone() for p in model.parameters()]
+
+    def proximal(optimizer: Any, step: int) -> None:
+        # Post-processing of the privatised gradient with public values (the global model): no privacy cost.
+        if mu > 0:
+            for p, g in zip(optimizer.params, global_params, strict=True):
+                if p.grad is not None:
+                    p.grad.add_(p.detach() - g, alpha=mu)
+
+    server_round = int(cfg.get("server-round", 0))
+    if not bool(cfg.get("dp", True)):
+        raise ValueError("dp=false is not allowed for federated training: every update that leaves a site is "
+                         "trained with DP-SGD")
+    from infrabrain.privacy.dp_training import DPConfig, train_dp
+
+    sigma = float(cfg.get("noise-multiplier", 0.0))
+    dp_cfg = DPConfig(
+        max_grad_norm=float(cfg.get("max-grad-norm", 1.0)), noise_multiplier=sigma if sigma > 0 else None,
+        expected_batch_size=batch, max_physical_batch_size=max(batch, 32), epochs=float(cfg.get("local-epochs", 1)),
+        lr=float(cfg.get("lr", 0.1)), optimizer=str(cfg.get("optimizer", "sgd")),
+        momentum=float(cfg.get("momentum", 0.0)) if str(cfg.get("optimizer", "sgd")) == "sgd" else 0.0,
+    )
+    ledger = _ledger(settings, cfg)
+    rounds_left = max(1, int(cfg.get("rounds-left", 1)))
+    if dp_cfg.noise_multiplier is None:
+        dp_cfg = dp_cfg.model_copy(update={"noise_multiplier": _calibrated_noise(settings, dp_cfg, ledger, n,
+                                                                                 rounds_left)})
+    res = train_dp(model, data.train, loss_fn, collate_snapshots, config=dp_cfg, ledger=ledger,
+                   round=server_round, rounds_left=rounds_left, on_step=proximal)
+    metrics = {"train-loss": res.mean_loss if math.isfinite(res.mean_loss) else 0.0, "epsilon": res.epsilon_total,
+               "delta": res.delta, "dp-steps": float(res.steps), "noise-multiplier": res.noise_multiplier}
+    return TrainResult([w.astype(np.float32) for w in get_weights(model)], n, metrics)
+
+
+def _calibrated_noise(settings: SiteSettings, dp_cfg: Any, ledger: Any, n: int, rounds_left: int) -> float:
+    """Noise multiplier calibrated once per site (on its first round) and then kept fixed.
+
+    Calibration searches sigma so that the remaining budget covers ``rounds_left`` runs; with Opacus' PRV
+    accountant that takes tens of seconds on two cores, too long to repeat every round. The result is stored
+    in ``<state_dir>/dp-noise.json`` with what it depends on; the ledger still accounts and enforces every run.
+    """
+    import json
+
+    from infrabrain.atomic import atomic_write_text
+    from infrabrain.privacy.dp_training import resolve_noise_multiplier
+
+    path = settings.state_path / "dp-noise.json"
+    key = {"num_samples": n, "batch": dp_cfg.expected_batch_size, "epochs": dp_cfg.epochs,
+           "epsilon_total": ledger.budget.epsilon_total, "max_grad_norm": dp_cfg.max_grad_norm}
+    if path.exists():
+        try:
+            stored = json.loads(path.read_text())
+            if stored.get("key") == key and float(stored["noise_multiplier"]) > 0:
+                return float(stored["noise_multiplier"])
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignoring unreadable dp-noise.json; recalibrating", extra={"path": str(path)})
+    sigma = resolve_noise_multiplier(dp_cfg, ledger, num_samples=n, rounds_left=rounds_left)
+    atomic_write_text(path, json.dumps({"key": key, "noise_multiplier": sigma, "rounds_left": rounds_left}))
+    return float(sigma)
+
+
+def predictor_evaluate(settings: SiteSettings, weights: list[np.ndarray], cfg: Mapping[str, Any]) -> EvalResult:
+    """Aggregate metrics of ``weights`` on the site's held-out split (no per-node scores leave)."""
+    import torch
+
+    from infrabrain.models.training import evaluate_model, set_weights
+
+    torch.set_num_threads(1)
+    data = site_data(settings, cfg)
+    model = build_predictor(cfg)
+    set_weights(model, weights)
+    m = evaluate_model(model, data.test)
+    metrics: dict[str, float] = {"positives": float(m.get("positives", 0.0))}
+    for src, dst in (("loss", "eval-loss"), ("pr_auc", "pr-auc"), ("roc_auc", "roc-auc"), ("brier", "brier")):
+        v = m.get(src)
+        if v is not None and math.isfinite(float(v)):
+            metrics[dst] = float(v)
+    return EvalResult(len(data.test), metrics)

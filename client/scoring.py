@@ -1,0 +1,175 @@
+"""Risk scoring with the predictor's checkpoint (``infrabrain.models``), adapted to the daemon's RiskScorer.
+
+Per node: ``risk`` = sigmoid of the predictor's next-hour failure logit on the latest window.
+
+Two levels of explanation:
+- for every node (cheap, every minute): the strongest abnormal signal around it: over the node, its GPUs and
+  what it hangs on (leaf, PDU, rack, cooling), the (component, metric) whose normalised value (the predictor's
+  own normalisation, training statistics) deviates most in the last time bins. Its metric gives the cause
+  group (thermal, memory, network, power, gpu, other) exported as ``top_cause``. This is an attribution
+  heuristic on the model's inputs, not a second model;
+- for nodes at or above ``explain_threshold`` (at most ``max_explained`` per cycle, highest risk first): the
+  predictor's own occlusion explanation (``infrabrain.models.explain.explain_node``), a sentence in raw units
+  that goes into the alert log.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from infrabrain.client.topology_file import SiteTopology
+from infrabrain.logs import get_logger
+
+log = get_logger("client.scoring")
+
+#: Steps at the end of the window that the explanation looks at.
+EXPLAIN_STEPS = 5
+
+_CAUSE_PATTERNS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("memory", ("ECC", "REMAP", "ROW_", "edac", "MemAvailable")),
+    ("network", ("NVLINK", "PCIE", "switch_", "network", "NIC")),
+    ("thermal", ("TEMP", "THERMAL", "temp", "cooling_", "airflow")),
+    ("power", ("POWER", "pdu_", "power_supply")),
+    ("gpu", ("XID", "CLOCK", "UTIL", "FB_")),
+)
+
+
+def cause_of_metric(metric: str) -> str:
+    """Cause group suggested by a metric name (``other`` when none fits)."""
+    for cause, patterns in _CAUSE_PATTERNS:
+        if any(p in metric for p in patterns):
+            return cause
+    return "other"
+
+
+@dataclass(frozen=True)
+class NodeRisk:
+    """One node's score and its explanation."""
+
+    node_id: str
+    rack: str
+    risk: float
+    top_cause: str
+    component_id: str
+    metric: str
+    deviation: float
+    detail: str = ""  # the model's own explanation sentence, for alerted nodes
+
+    @property
+    def explanation(self) -> str:
+        """One line for operators and logs."""
+        if self.detail:
+            return self.detail
+        if not self.metric:
+            return "no abnormal signal"
+        return f"{self.component_id} {self.metric} {self.deviation:+.1f} (normalised) -> {self.top_cause}"
+
+
+class PredictorScorer:
+    """Scores a window with a predictor checkpoint directory (``infrabrain models train`` output)."""
+
+    def __init__(self, checkpoint: str | os.PathLike[str], topology: SiteTopology, explain_threshold: float = 0.5,
+                 max_explained: int = 5) -> None:
+        import torch
+
+        from infrabrain.models.checkpoint import load_checkpoint
+        from infrabrain.models.snapshots import graph_from_topology
+
+        self.checkpoint_path = str(checkpoint)
+        self.explain_threshold = float(explain_threshold)
+        self.max_explained = int(max_explained)
+        self._ckpt = load_checkpoint(checkpoint)
+        self.pool = int(getattr(self._ckpt.model.config, "pool", 1))
+        self._torch = torch
+        self.topology = topology
+        self.feature_set = self._ckpt.feature_set
+        self.window_steps = int(self._ckpt.window) + 1  # one extra step gives counters an increment
+        self.metric_names = {k: list(self.feature_set.metrics_of(k)) for k in self.feature_set.kinds
+                             if self.feature_set.metrics_of(k)}
+        self.loaded_at = time.time()
+        graph = graph_from_topology(topology)
+        self._graph = graph
+        self._node_ids = topology.ids("node")
+        self._rack_of = topology.rack_of()
+        self._neigh = self._node_neighbourhoods()
+
+    def _node_neighbourhoods(self) -> list[np.ndarray]:
+        """Per node: global indices of itself, its GPUs and its direct infrastructure (leaf, PDU, rack, cooling)."""
+        g = self._graph
+        node_pos = {int(gi): i for i, gi in enumerate(g.node_global)}
+        members: list[set[int]] = [{int(gi)} for gi in g.node_global]
+        for (s, d), _t in zip(g.edge_index, g.edge_type, strict=True):
+            s, d = int(s), int(d)
+            if s in node_pos:
+                members[node_pos[s]].add(d)
+            if d in node_pos:
+                members[node_pos[d]].add(s)
+        cooled = {int(s): int(d) for (s, d), t in zip(g.edge_index, g.edge_type, strict=True) if t == 5}
+        for m in members:
+            for c in list(m):
+                if c in cooled:
+                    m.add(cooled[c])
+        return [np.array(sorted(m), dtype=np.int64) for m in members]
+
+    def score(self, metrics: Mapping[str, np.ndarray]) -> list[NodeRisk]:
+        """Risks for every node from a raw window ``{kind: [window_steps, n, F]}`` in ``metric_names`` order."""
+        from infrabrain.models.snapshots import collate_snapshots, snapshot_from_window
+
+        torch = self._torch
+        snap = snapshot_from_window(self.topology, metrics, self.metric_names, self.feature_set,
+                                    self._ckpt.normalizer, self._ckpt.window, pool=self.pool)
+        with torch.no_grad():
+            logits = self._ckpt.model(collate_snapshots([snap]))[0]
+        risk = torch.sigmoid(logits).numpy().astype(float)
+        bins = snap["x"].shape[1]
+        k = max(1, min(EXPLAIN_STEPS, bins // 6))
+        x = snap["x"].numpy()[:, -k:, :]  # [N, k, F] normalised, 0 where unobserved
+        mask = snap["mask"].numpy()[:, -k:, :].astype(np.float32)  # observed (fraction) per bin
+        cnt = mask.sum(axis=1)
+        dev = np.where(cnt > 0, (x * mask).sum(axis=1) / np.maximum(cnt, 1e-6), 0.0)  # [N, F]
+        best_f = np.abs(dev).argmax(axis=1)
+        best_v = dev[np.arange(len(dev)), best_f]
+        kinds = self.feature_set.kinds
+        comp_ids = self._graph.component_ids
+        comp_kind = self._graph.kind
+        out = []
+        for i, node_id in enumerate(self._node_ids):
+            neigh = self._neigh[i]
+            j = neigh[np.abs(best_v[neigh]).argmax()]
+            names = self.feature_set.metrics_of(kinds[comp_kind[j]])
+            f = int(best_f[j])
+            metric = names[f] if f < len(names) and abs(best_v[j]) > 0 else ""
+            out.append(NodeRisk(node_id=node_id, rack=self._rack_of.get(node_id, ""), risk=float(risk[i]),
+                                top_cause=cause_of_metric(metric) if metric else "none",
+                                component_id=str(comp_ids[j]) if metric else "", metric=metric,
+                                deviation=float(best_v[j])))
+        return self._explain_top(out, snap, metrics)
+
+    def _explain_top(self, risks: list[NodeRisk], snap: dict, metrics: Mapping[str, np.ndarray]) -> list[NodeRisk]:
+        """Attach the predictor's occlusion explanation to the riskiest nodes above the threshold."""
+        order = sorted((i for i, r in enumerate(risks) if r.risk >= self.explain_threshold),
+                       key=lambda i: -risks[i].risk)[: self.max_explained]
+        if not order:
+            return risks
+        try:
+            from dataclasses import replace
+
+            from infrabrain.models.explain import explain_node
+        except ImportError:
+            return risks
+        out = list(risks)
+        for i in order:
+            try:
+                exp = explain_node(self._ckpt.model, snap, self._graph, self.feature_set, i, raw=metrics,
+                                   raw_names=self.metric_names)
+            except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as exc:
+                log.warning("model explanation failed; keeping the signal heuristic",
+                            extra={"node": risks[i].node_id, "error": str(exc)})
+                continue
+            out[i] = replace(risks[i], detail=exp.sentence)
+        return out

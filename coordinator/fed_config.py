@@ -1,0 +1,111 @@
+"""Typed configuration of one federation run (the ``[tool.flwr.app.config]`` keys, validated).
+
+Flower hands the ServerApp a flat ``run_config`` with hyphenated keys; :class:`FederationConfig` validates it and
+names any bad value. Sites get their per-round settings from the ServerApp inside each message's ConfigRecord
+(:meth:`FederationConfig.site_config`), so that ``flwr run .``, ``infrabrain federate`` and the deployment path
+behave the same even where Flower leaves ``run_config`` empty (``run_simulation``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+StrategyName = Literal["fedavg", "fedprox", "trimmed-mean", "krum", "bulyan"]
+ROBUST_STRATEGIES: frozenset[str] = frozenset({"trimmed-mean", "krum", "bulyan"})
+
+
+class FederationConfig(BaseModel):
+    """Everything the ServerApp needs to run a federation; field names are the run-config keys."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True)
+
+    num_server_rounds: int = Field(3, alias="num-server-rounds", ge=1, le=10_000)
+    strategy: StrategyName = "fedavg"
+    proximal_mu: float = Field(0.01, alias="proximal-mu", ge=0.0)
+    trimmed_beta: float = Field(0.2, alias="trimmed-beta", gt=0.0, lt=0.5)
+    num_malicious: int = Field(0, alias="num-malicious", ge=0)
+    secagg: bool = False
+    secagg_num_shares: int = Field(3, alias="secagg-num-shares", ge=2)
+    secagg_threshold: int = Field(2, alias="secagg-threshold", ge=2)
+    secagg_clipping_range: float = Field(8.0, alias="secagg-clipping-range", gt=0.0)
+    fraction_train: float = Field(1.0, alias="fraction-train", gt=0.0, le=1.0)
+    fraction_evaluate: float = Field(1.0, alias="fraction-evaluate", ge=0.0, le=1.0)
+    min_train_sites: int = Field(2, alias="min-train-sites", ge=1)
+    min_available_sites: int = Field(2, alias="min-available-sites", ge=1)
+    round_timeout_s: float = Field(300.0, alias="round-timeout-s", gt=0.0)
+    registry_dir: str = Field("", alias="registry-dir")
+    resume: bool = True
+    seed: int = 0
+    # Local training, sent to every site each round.
+    task: Literal["predictor"] = "predictor"
+    local_epochs: int = Field(1, alias="local-epochs", ge=1, le=100)
+    lr: float = Field(0.1, gt=0.0, le=10.0)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    momentum: float = Field(0.0, ge=0.0, lt=1.0)
+    batch_size: int = Field(16, alias="batch-size", ge=1)
+    dp: bool = True
+    noise_multiplier: float = Field(0.0, alias="noise-multiplier", ge=0.0,
+                                    description="0 = calibrate to the remaining budget over the remaining rounds")
+    max_grad_norm: float = Field(1.0, alias="max-grad-norm", gt=0.0)
+    eps_budget: float = Field(8.0, alias="eps-budget", gt=0.0)
+    # Simulated site data (only used where a site simulates itself: simulation engine, demo, tests).
+    site_gpus: int = Field(16, alias="site-gpus", ge=1)
+    site_hours: float = Field(24.0, alias="site-hours", gt=0.0)
+    acceleration: float = Field(300.0, gt=0.0, description="simulated fault-rate multiplier (sites that simulate)")
+    data_seed: int = Field(0, alias="data-seed")
+    state_root: str = Field("", alias="state-root")
+
+    @field_validator("registry_dir", "state_root")
+    @classmethod
+    def _validate_path(cls, v: str) -> str:
+        if "\x00" in v:
+            raise ValueError("path contains a NUL byte")
+        return v
+
+    @model_validator(mode="after")
+    def _validate_combination(self) -> FederationConfig:
+        if not self.dp:
+            raise ValueError("dp=false is not allowed: every update that leaves a site is trained with DP-SGD")
+        if self.secagg and self.fraction_evaluate == 0:
+            raise ValueError("secagg=true needs fraction-evaluate > 0 (rounds are checkpointed after evaluation)")
+        if self.secagg and self.strategy in ROBUST_STRATEGIES:
+            raise ValueError(
+                f"strategy={self.strategy!r} cannot run with secagg=true: robust rules need each site's update, "
+                "while SecAgg+ only reveals their sum. Use strategy='fedavg' with secagg, or turn secagg off.")
+        if self.secagg and self.strategy == "fedprox":
+            raise ValueError("strategy='fedprox' is not available with secagg=true (the SecAgg+ path uses the "
+                             "legacy FedAvg); use strategy='fedavg'")
+        if self.secagg_threshold > self.secagg_num_shares:
+            raise ValueError(f"secagg-threshold={self.secagg_threshold} exceeds secagg-num-shares="
+                             f"{self.secagg_num_shares}")
+        return self
+
+    @classmethod
+    def from_run_config(cls, run_config: Mapping[str, Any], **overrides: Any) -> FederationConfig:
+        """Validate Flower's ``run_config`` (hyphenated keys) plus keyword overrides; ValueError on bad input."""
+        data = {k: v for k, v in dict(run_config).items()}
+        data.update({k.replace("_", "-"): v for k, v in overrides.items()})
+        known = {f.alias or name for name, f in cls.model_fields.items()}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown federation config key(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ())) or "config"
+            raise ValueError(f"federation config {where}: {first.get('msg')} (got {first.get('input')!r})") from None
+
+    def site_config(self) -> dict[str, int | float | str | bool]:
+        """The settings each site receives in the round's ConfigRecord (no secrets, no identifiers)."""
+        keys = ("task", "local-epochs", "lr", "optimizer", "momentum", "batch-size", "dp", "noise-multiplier",
+                "max-grad-norm", "eps-budget", "site-gpus", "site-hours", "acceleration", "data-seed", "state-root",
+                "seed")
+        dumped = self.model_dump(by_alias=True)
+        out: dict[str, int | float | str | bool] = {k: dumped[k] for k in keys}
+        if self.strategy == "fedprox":
+            out["proximal-mu"] = self.proximal_mu
+        return out

@@ -1,0 +1,312 @@
+"""Baselines on the same snapshots as the GNN: the incumbents' rules, per-node tabular models, Isolation Forest.
+
+- :func:`rule_scores`: what operators alert on today (DCGM health watches and XID rules): an XID 48/63/64/79/95
+  on one of the node's GPUs within the window, a thermal-violation counter that moved, a GPU temperature over
+  :data:`TEMP_THRESHOLD_C`, and a high single-bit ECC rate (:data:`SBE_PER_HOUR`). The score is the weighted
+  count of rules that fire (a few discrete levels), computed from *raw* telemetry and events.
+- :func:`window_features`: per node, summary statistics over the window of the node's own metrics and of its
+  GPUs' metrics (mean and max over GPUs), *without* the graph (no rack, switch, PDU or cooling inputs). Used by
+  :class:`TabularBaseline` (logistic regression, histogram gradient boosting) and :class:`IsolationForestBaseline`
+  (unsupervised anomaly score).
+
+All baselines return a table with the same ``site, t, node`` keys as
+:func:`infrabrain.models.training.predict_scores`, so evaluation is on identical rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from infrabrain.logs import get_logger
+from infrabrain.models.features import KINDS
+from infrabrain.models.snapshots import SiteTensors, SnapshotDataset, _alive_components
+
+log = get_logger("models.baselines")
+
+RULE_XIDS: tuple[int, ...] = (48, 63, 64, 79, 95)
+TEMP_THRESHOLD_C = 85.0
+SBE_PER_HOUR = 100.0
+RULE_WEIGHTS = {"xid": 4.0, "thermal_violation": 2.0, "temperature": 2.0, "sbe_rate": 1.0}
+N_STATS = 6  # last, mean, max, min, slope, observed fraction
+
+
+def _gpu_node(site: SiteTensors) -> np.ndarray:
+    """Node position (in node order) of every GPU (in GPU order), from ``gpu_in_node`` edges."""
+    g = site.graph
+    gpu_pos = {int(c): i for i, c in enumerate(g.kind_index.get("gpu", []))}
+    node_pos = {int(c): i for i, c in enumerate(g.node_global)}
+    out = np.full(len(gpu_pos), -1, dtype=np.int64)
+    sel = g.edge_type == 0
+    for s, d in g.edge_index[sel]:
+        if int(s) in gpu_pos and int(d) in node_pos:
+            out[gpu_pos[int(s)]] = node_pos[int(d)]
+    return out
+
+
+def _stats(win: np.ndarray) -> np.ndarray:
+    """``win [W, n, F]`` (NaN = missing) -> ``[n, F, N_STATS]`` summary statistics (NaN where never observed)."""
+    import warnings
+
+    w = win.shape[0]
+    k = max(1, w // 6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        last = np.nanmean(win[-k:], axis=0)
+        mean = np.nanmean(win, axis=0)
+        mx = np.nanmax(win, axis=0)
+        mn = np.nanmin(win, axis=0)
+        slope = last - np.nanmean(win[:k], axis=0)
+    obs = np.isfinite(win).mean(axis=0)
+    return np.stack([last, mean, mx, mn, slope, obs], axis=-1)
+
+
+def window_features(site: SiteTensors, t_idx: int, window: int, gpu_node: np.ndarray | None = None) -> np.ndarray:
+    """Per-node tabular features ``[n_node, D]`` of the snapshot ending at ``t_idx`` (no graph inputs).
+
+    ``D = S*F_node + 2*S*F_gpu`` (node stats; GPU stats averaged and maxed over the node's GPUs), NaN where a
+    metric was never observed in the window.
+    """
+    import warnings
+
+    g = site.graph
+    win = site.values_nan(t_idx + 1 - window, t_idx + 1)
+    node_f = _stats(win[:, g.node_global]).reshape(len(g.node_global), -1)
+    gpu_idx = g.kind_index.get("gpu")
+    if gpu_idx is None or len(gpu_idx) == 0:
+        return node_f
+    gn = _gpu_node(site) if gpu_node is None else gpu_node
+    gs = _stats(win[:, gpu_idx])  # [n_gpu, F, S]
+    gs = gs.reshape(len(gpu_idx), -1)
+    nn = len(g.node_global)
+    order = np.argsort(gn, kind="stable")
+    counts = np.bincount(gn[gn >= 0], minlength=nn)
+    if counts.min() == counts.max() and (gn >= 0).all():  # regular: reshape [n_node, gpn, D]
+        grid = gs[order].reshape(nn, counts[0], -1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            gmean, gmax = np.nanmean(grid, axis=1), np.nanmax(grid, axis=1)
+    else:
+        gmean = np.full((nn, gs.shape[1]), np.nan)
+        gmax = np.full((nn, gs.shape[1]), np.nan)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            for n in range(nn):
+                sel = gs[gn == n]
+                if len(sel):
+                    gmean[n], gmax[n] = np.nanmean(sel, axis=0), np.nanmax(sel, axis=0)
+    return np.concatenate([node_f, gmean, gmax], axis=1).astype(np.float32)
+
+
+def _alive_nodes(site: SiteTensors, t_idx: int) -> np.ndarray:
+    """Same alive rule as :func:`~infrabrain.models.snapshots.build_snapshot` (rows that get a label)."""
+    obs = site.observed[max(0, t_idx + 1 - 5) : t_idx + 1]
+    alive = _alive_components(obs)[site.graph.node_global] > 0
+    return site.node_alive[t_idx] & alive
+
+
+def feature_table(dataset: SnapshotDataset, progress: bool = False) -> tuple[np.ndarray, pd.DataFrame]:
+    """Tabular features and keys (``site, t, node, label, cause, root``) of every alive node of every snapshot."""
+    from tqdm.auto import tqdm
+
+    gn_cache: dict[int, np.ndarray] = {}
+    xs, metas = [], []
+    for si, ti in tqdm(dataset.index, desc="features", disable=not progress, leave=False):
+        site = dataset.sites[si]
+        if si not in gn_cache:
+            gn_cache[si] = _gpu_node(site)
+        alive = _alive_nodes(site, ti)
+        feats = window_features(site, ti, dataset.window, gn_cache[si])[alive]
+        nodes = np.flatnonzero(alive)
+        xs.append(feats)
+        metas.append(pd.DataFrame({
+            "site": si, "t": int(site.timestamps[ti]), "node": nodes, "label": site.y[ti][alive],
+            "cause": site.cause[ti][alive], "root": site.root[ti][alive],
+        }))
+    if not xs:
+        return np.zeros((0, 0), np.float32), pd.DataFrame(columns=["site", "t", "node", "label", "cause", "root"])
+    return np.concatenate(xs), pd.concat(metas, ignore_index=True)
+
+
+class TabularBaseline:
+    """Per-node model on :func:`window_features`: ``"logistic"`` or ``"gbm"`` (histogram gradient boosting)."""
+
+    def __init__(self, kind: str = "gbm", seed: int = 0) -> None:
+        if kind not in ("logistic", "gbm"):
+            raise ValueError(f"tabular baseline kind must be 'logistic' or 'gbm', got {kind!r}")
+        self.kind = kind
+        self.seed = seed
+        self.model: Any = None
+        self.cols = np.zeros(0, np.int64)
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> TabularBaseline:
+        from sklearn.ensemble import HistGradientBoostingClassifier
+        from sklearn.impute import SimpleImputer
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        if len(np.unique(y)) < 2:
+            raise ValueError("tabular baseline needs both failing and healthy nodes in its training data")
+        if self.kind == "logistic":
+            self.model = make_pipeline(
+                SimpleImputer(strategy="constant", fill_value=0.0, keep_empty_features=True), StandardScaler(),
+                LogisticRegression(C=0.1, class_weight="balanced", max_iter=500),
+            )
+        else:
+            self.model = HistGradientBoostingClassifier(
+                max_iter=200, learning_rate=0.1, max_leaf_nodes=31, class_weight="balanced", random_state=self.seed,
+                early_stopping=False,
+            )
+        self.cols = np.flatnonzero(np.isfinite(x).any(axis=0) & (np.nanstd(np.where(np.isfinite(x), x, np.nan), axis=0) > 0))
+        self.model.fit(x[:, self.cols], y.astype(int))
+        return self
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        if self.model is None:
+            raise ValueError("baseline is not fitted")
+        return self.model.predict_proba(x[:, self.cols])[:, 1]
+
+
+class IsolationForestBaseline:
+    """Unsupervised anomaly score (Isolation Forest on :func:`window_features`); higher = more anomalous."""
+
+    def __init__(self, seed: int = 0, max_samples: int = 4096) -> None:
+        self.seed = seed
+        self.max_samples = max_samples
+        self.model: Any = None
+        self.fill: np.ndarray | None = None
+
+    def fit(self, x: np.ndarray) -> IsolationForestBaseline:
+        from sklearn.ensemble import IsolationForest
+
+        self.fill = np.nan_to_num(np.nanmedian(np.where(np.isfinite(x), x, np.nan), axis=0)) if len(x) else None
+        self.model = IsolationForest(n_estimators=200, max_samples=min(self.max_samples, max(len(x), 2)),
+                                     random_state=self.seed).fit(self._fill(x))
+        return self
+
+    def _fill(self, x: np.ndarray) -> np.ndarray:
+        return np.where(np.isfinite(x), x, self.fill if self.fill is not None else 0.0)
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        if self.model is None:
+            raise ValueError("baseline is not fitted")
+        return -self.model.score_samples(self._fill(x))
+
+
+def _find_metric(names: list[str], *needles: str) -> int | None:
+    """Index of the first metric containing all ``needles`` (case-insensitive), else None."""
+    for i, n in enumerate(names):
+        if all(s.lower() in n.lower() for s in needles):
+            return i
+    return None
+
+
+def rule_scores(run: Any, site: SiteTensors, t_indices: np.ndarray, window: int) -> tuple[np.ndarray, dict[str, int]]:
+    """Incumbent rule score ``[len(t_indices), n_node]`` from raw telemetry and events of ``run``.
+
+    Returns the scores and how many (snapshot, node) pairs each rule fired on. A rule whose metric the
+    telemetry lacks is skipped (and reported with count -1).
+    """
+    from infrabrain.models.snapshots import _get
+
+    metrics, names = _get(run, "metrics"), _get(run, "metric_names")
+    gpu_raw = np.asarray(metrics["gpu"]) if "gpu" in metrics else None
+    gnames = list(names.get("gpu", []))
+    gn = _gpu_node(site)
+    nn = len(site.graph.node_global)
+    ts = site.timestamps
+    out = np.zeros((len(t_indices), nn), np.float32)
+    fired = dict.fromkeys(RULE_WEIGHTS, 0)
+
+    def per_node_any(mask_gpu: np.ndarray) -> np.ndarray:  # [k, n_gpu] -> [k, n_node]
+        res = np.zeros((mask_gpu.shape[0], nn), bool)
+        for j in range(mask_gpu.shape[0]):
+            np.logical_or.at(res[j], gn[gn >= 0], mask_gpu[j, gn >= 0])
+        return res
+
+    lo = np.maximum(np.asarray(t_indices) + 1 - window, 0)
+    hi = np.asarray(t_indices)
+    if gpu_raw is not None:
+        i_temp = _find_metric(gnames, "GPU_TEMP")
+        i_viol = _find_metric(gnames, "THERMAL_VIOLATION")
+        i_sbe = _find_metric(gnames, "SBE", "TOTAL") or _find_metric(gnames, "SBE")
+        cad_h = site.cadence_s / 3600.0
+        for name, idx in (("temperature", i_temp), ("thermal_violation", i_viol), ("sbe_rate", i_sbe)):
+            if idx is None:
+                fired[name] = -1
+                continue
+            col = gpu_raw[:, :, idx]
+            hit = np.zeros((len(t_indices), col.shape[1]), bool)
+            for j, (a, b) in enumerate(zip(lo, hi)):
+                seg = col[a : b + 1]
+                with np.errstate(invalid="ignore"), _no_warn():
+                    if name == "temperature":
+                        hit[j] = np.nanmax(seg, axis=0) > TEMP_THRESHOLD_C
+                    else:
+                        inc = np.nanmax(seg, axis=0) - np.nanmin(seg, axis=0)
+                        if name == "thermal_violation":
+                            hit[j] = inc > 0
+                        else:
+                            hit[j] = inc / max(len(seg) * cad_h, cad_h) > SBE_PER_HOUR
+            node_hit = per_node_any(np.nan_to_num(hit).astype(bool))
+            out += RULE_WEIGHTS[name] * node_hit
+            fired[name] = int(node_hit.sum())
+    events = _get(run, "events")
+    if len(events):
+        ev = events[(events["event"] == "xid") & events["xid"].isin(RULE_XIDS)]
+        gpu_ids = {cid: i for i, cid in enumerate(site.graph.component_ids[site.graph.kind_index.get("gpu", [])])}
+        node_ids = {cid: i for i, cid in enumerate(site.graph.component_ids[site.graph.node_global])}
+        hit = np.zeros((len(t_indices), nn), bool)
+        for t_ev, cid in zip(ev["t"].to_numpy(), ev["component_id"].to_numpy()):
+            n = gn[gpu_ids[cid]] if cid in gpu_ids else node_ids.get(cid, -1)
+            if n < 0:
+                continue
+            # alert visible in snapshots whose window (t_lo, t_end] contains the event
+            t_end = ts[hi]
+            t_lo = ts[lo]
+            hit[(t_ev <= t_end) & (t_ev > t_lo), n] = True
+        out += RULE_WEIGHTS["xid"] * hit
+        fired["xid"] = int(hit.sum())
+    return out, fired
+
+
+class _no_warn:
+    def __enter__(self) -> None:
+        import warnings
+
+        self._c = warnings.catch_warnings()
+        self._c.__enter__()
+        warnings.simplefilter("ignore", RuntimeWarning)
+
+    def __exit__(self, *a: object) -> None:
+        self._c.__exit__(*a)
+
+
+def rule_table(dataset: SnapshotDataset) -> pd.DataFrame:
+    """Rule scores for every alive node of every snapshot of ``dataset`` (from each site's raw run);
+    columns ``site, t, node, score``."""
+    rows = []
+    by_site: dict[int, list[int]] = {}
+    for si, ti in dataset.index:
+        by_site.setdefault(si, []).append(ti)
+    for si, tis in by_site.items():
+        site = dataset.sites[si]
+        if site.run is None:
+            raise ValueError(f"site {site.name!r} has no raw run attached; rules need raw telemetry and events")
+        scores, fired = rule_scores(site.run, site, np.asarray(tis), dataset.window)
+        log.debug("rules", extra={"site": site.name, **{f"fired_{k}": v for k, v in fired.items()}})
+        for j, ti in enumerate(tis):
+            alive = _alive_nodes(site, ti)
+            nodes = np.flatnonzero(alive)
+            rows.append(pd.DataFrame({"site": si, "t": int(site.timestamps[ti]), "node": nodes,
+                                      "score": scores[j][alive]}))
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["site", "t", "node", "score"])
+
+
+__all__ = [
+    "KINDS", "RULE_XIDS", "TabularBaseline", "IsolationForestBaseline", "window_features", "feature_table",
+    "rule_scores", "rule_table",
+]

@@ -1,0 +1,204 @@
+"""``infrabrain train``, ``infrabrain evaluate`` and ``infrabrain predict``: the failure predictor's commands.
+
+Data comes from a dataset written by ``infrabrain simulate --out DIR`` (``--data DIR``; one ``site=<name>``
+directory works too) or is simulated in memory (``--simulate N --hours H --acceleration A``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+EXAMPLES = """examples:
+  infrabrain simulate --sites 6 --hours 48 --acceleration 100 --out data/fed
+  infrabrain train --data data/fed --heldout 2 --out ckpt/gnn
+  infrabrain evaluate --checkpoint ckpt/gnn --data data/fed --out reports/gnn
+  infrabrain predict --checkpoint ckpt/gnn --data data/fed/site=site-5 --at 86400 --top 5
+"""
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data (one of)")
+    g.add_argument("--data", type=Path, help="dataset dir from `infrabrain simulate --out` (or one site=<name> dir)")
+    g.add_argument("--simulate", type=int, metavar="N", help="simulate N federation sites in memory instead")
+    g.add_argument("--hours", type=float, default=48.0, help="hours per simulated site (default 48)")
+    g.add_argument("--acceleration", type=float, default=100.0,
+                   help="fault-rate multiplier for --simulate (default 100; 1 = realistic, too few failures to learn)")
+    g.add_argument("--seed", type=int, default=0, help="simulation and training seed (default 0)")
+
+
+def load_runs(args: argparse.Namespace) -> list[Any]:
+    """SiteRuns from ``--data`` (dataset or site directory) or ``--simulate``."""
+    if (args.data is None) == (args.simulate is None):
+        raise ValueError("give exactly one of --data DIR or --simulate N")
+    if args.simulate is not None:
+        from infrabrain.simulation import simulate_federation
+
+        if args.simulate < 1:
+            raise ValueError(f"--simulate must be at least 1 site, got {args.simulate}")
+        return simulate_federation(args.simulate, hours=args.hours, seed=args.seed, acceleration=args.acceleration,
+                                   progress=True)
+    from infrabrain.simulation.storage import load_dataset, load_site
+
+    d = Path(args.data)
+    if not d.exists():
+        raise FileNotFoundError(f"--data {str(d)!r} does not exist")
+    if (d / "manifest.json").is_file():
+        return load_dataset(d)
+    if (d / "site.json").is_file():
+        return [load_site(d)]
+    raise ValueError(f"--data {str(d)!r} is neither a simulator dataset (manifest.json) nor a site directory (site.json)")
+
+
+def _heldout(value: str | None) -> int | list[str] | None:
+    if value is None:
+        return None
+    if value.isdigit():
+        return int(value)
+    names = [v for v in value.split(",") if v]
+    if not names:
+        raise ValueError(f"--heldout must be a count or comma-separated site names, got {value!r}")
+    return names
+
+
+def _train(args: argparse.Namespace) -> int:
+    from infrabrain.models.checkpoint import save_checkpoint
+    from infrabrain.models.pipeline import PipelineConfig, train_predictor
+    from infrabrain.models.training import evaluate_model
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"checkpoint {str(out)!r} exists (pass --overwrite to replace it)")
+    runs = load_runs(args)
+    held = _heldout(args.heldout)
+    cfg = PipelineConfig(
+        heldout=held if held is not None else (1 if len(runs) > 2 else 0), window_min=args.window_min,
+        stride_min=args.stride_min, hidden=args.hidden, layers=args.layers, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, patience=args.patience, seed=args.seed,
+        progress=not args.no_progress,
+    )
+    trained = train_predictor(runs, cfg)
+    sp = trained.splits
+    metrics: dict[str, Any] = {"val": trained.result.best_val}
+    test = sp.test_sites if sp.test_sites is not None else sp.test_time
+    if len(test):
+        metrics["test" if sp.test_sites is None else "heldout_sites"] = evaluate_model(trained.model, test)
+    extra = {"pipeline": cfg.model_dump(), "train_sites": [s.name for s in sp.train_sites],
+             "heldout_sites": [s.name for s in sp.heldout_sites], "history": trained.result.history,
+             "best_epoch": trained.result.best_epoch, "stopped_early": trained.result.stopped_early}
+    save_checkpoint(out, trained.model, sp.feature_set, sp.normalizer, metrics, extra, overwrite=args.overwrite)
+    summary = {"checkpoint": str(out), "epochs_run": len(trained.result.history), "best_epoch": trained.result.best_epoch,
+               **{f"{k}_pr_auc": v.get("pr_auc") for k, v in metrics.items()}}
+    print(json.dumps(summary))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from infrabrain.models.checkpoint import load_checkpoint
+    from infrabrain.models.features import FeatureSet
+    from infrabrain.models.pipeline import PipelineConfig, Trained, evaluate_predictor
+    from infrabrain.models.snapshots import make_splits
+    from infrabrain.models.training import TrainResult
+
+    runs = load_runs(args)
+    ckpt = load_checkpoint(args.checkpoint, expected=FeatureSet.from_run(runs[0]))
+    pipe = dict(ckpt.card.get("pipeline", {}))
+    held = _heldout(args.heldout)
+    if held is None:
+        names = {getattr(r, "name", None) for r in runs}
+        card_held = [n for n in ckpt.card.get("heldout_sites", []) if n in names]
+        held = card_held if card_held and len(card_held) < len(runs) else 0
+    pipe.update(heldout=held, progress=False)
+    cfg = PipelineConfig(**pipe)
+    splits = make_splits(runs, heldout=cfg.heldout, window_min=cfg.window_min, stride_min=cfg.stride_min,
+                         eval_stride_min=cfg.eval_stride_min, fractions=cfg.fractions, pool_min=cfg.pool_min,
+                         feature_set=ckpt.feature_set, normalizer=ckpt.normalizer)
+    if splits.window != ckpt.window:
+        raise ValueError(f"data cadence gives a {splits.window}-step window, the checkpoint expects {ckpt.window}")
+    trained = Trained(model=ckpt.model, splits=splits, result=TrainResult(history=ckpt.card.get("history", []),
+                      best_epoch=int(ckpt.card.get("best_epoch", -1))), config=cfg, train_s=0.0)
+    report = evaluate_predictor(trained, args.out, rootcause_events=args.rootcause_events)
+    keys = ("split", "pr_auc_gnn", "best_baseline", "pr_auc_best_baseline", "pr_auc_ratio", "pr_auc_ratio_cascade")
+    print(json.dumps({k: report[k] for k in keys} | {"rootcause_top3": report["rootcause"].get("top3"),
+                                                      "files": report.get("files", [])}))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from infrabrain.models.checkpoint import load_checkpoint
+    from infrabrain.models.features import FeatureSet
+    from infrabrain.models.predict import predict_run
+
+    runs = load_runs(args)
+    if args.site is not None:
+        sel = [r for r in runs if getattr(r, "name", None) == args.site]
+        if not sel:
+            raise ValueError(f"--site {args.site!r} not in data (sites: {[getattr(r, 'name', '?') for r in runs]})")
+        run = sel[0]
+    elif len(runs) == 1:
+        run = runs[0]
+    else:
+        raise ValueError(f"data has {len(runs)} sites; choose one with --site")
+    ckpt = load_checkpoint(args.checkpoint, expected=FeatureSet.from_run(run))
+    rows = predict_run(ckpt, run, at_s=args.at, explain_top=args.top)
+    if args.json:
+        print(json.dumps(rows[: args.top] if args.top else rows))
+        return 0
+    for r in rows[: args.top]:
+        line = r.get("explanation") or (f"node {r['node_id']}: no data in the window" if r["risk"] is None
+                                        else f"node {r['node_id']} at risk {r['risk']:.2f}")
+        print(line)
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``train``, ``evaluate`` and ``predict`` to the root parser."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = subparsers.add_parser("train", help="train the next-hour failure predictor (GNN) and save a checkpoint",
+                              description="Train the spatio-temporal GNN on simulated/loaded sites with early stopping; "
+                              "write weights (safetensors) and a JSON model card.", epilog=EXAMPLES, formatter_class=fmt)
+    _add_data_args(p)
+    p.add_argument("--out", required=True, type=Path, help="checkpoint directory to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
+    p.add_argument("--heldout", default=None, help="held-out sites: a count (last N) or comma-separated names")
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--patience", type=int, default=3, help="early stopping: epochs without val PR-AUC gain")
+    p.add_argument("--hidden", type=int, default=32)
+    p.add_argument("--layers", type=int, default=3)
+    p.add_argument("--window-min", type=int, default=60, help="snapshot window in minutes (default 60)")
+    p.add_argument("--stride-min", type=int, default=10, help="minutes between training snapshots")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(handler=_train)
+
+    p = subparsers.add_parser("evaluate", help="evaluate a checkpoint against rules, GBM, logistic, Isolation Forest",
+                              description="Per-node PR/ROC-AUC, event-level recall at precision 0.5/0.8, lead times, "
+                              "per-cause breakdown, calibration and root-cause accuracy; JSON report + PR-curve PNG.",
+                              epilog=EXAMPLES, formatter_class=fmt)
+    _add_data_args(p)
+    p.add_argument("--checkpoint", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help="directory for report.json and pr_curves.png")
+    p.add_argument("--heldout", default=None, help="held-out sites (default: the checkpoint's, else time split)")
+    p.add_argument("--rootcause-events", type=int, default=150, help="failures explained for root-cause accuracy")
+    p.set_defaults(handler=_evaluate)
+
+    p = subparsers.add_parser("predict", help="score a site's latest telemetry window and explain the top risks",
+                              description="Per-node next-hour failure risk from the window ending at --at, with "
+                              "explanations (occlusion over graph neighbours).", epilog=EXAMPLES, formatter_class=fmt)
+    _add_data_args(p)
+    p.add_argument("--checkpoint", required=True, type=Path)
+    p.add_argument("--site", default=None, help="site name when the data holds several")
+    p.add_argument("--at", type=int, default=None, help="end of the window in seconds since run start (default: end)")
+    p.add_argument("--top", type=int, default=10, help="nodes to print (default 10)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of sentences")
+    p.set_defaults(handler=_predict)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from infrabrain.cli import main
+
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""Evaluation of per-node risk scores: node-level PR/ROC, event-level precision/recall, lead times, causes,
+calibration, and a PNG of the PR curves of every model.
+
+Definitions (documented in docs/predictor.md):
+
+- *Rows*: one per (snapshot, alive node): ``site, t, node, score`` plus ground truth ``label`` (fails within the
+  next hour), ``cause``, ``root``.
+- *Failure events*: a node failure at ``tf`` is the end of a run of positive labels of that node. It is
+  *caught* at threshold ``thr`` if some row of that node with ``tf - 60 min <= t <= tf - 5 min`` has
+  ``score >= thr``; its *lead time* is ``tf - t`` of the earliest such row. Only events with at least one row in
+  that range are evaluated.
+- *Precision* (event level) = alerts (rows with ``score >= thr``) whose node fails within the hour / all alerts.
+- ``recall_at_p50`` / ``recall_at_p80``: the highest event recall at any threshold whose precision is at least
+  0.5 / 0.8. The threshold of p50 is reused for lead times and the per-cause breakdown.
+- *Hardware precursor*: the failure's root component had a ``degrade`` event (a visible precursor) before the
+  failure; software-like causes have none and are reported separately.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from infrabrain.models.snapshots import HORIZON_S, SnapshotDataset
+from infrabrain.models.training import summary_metrics
+
+MIN_LEAD_S = 5 * 60
+CASCADE_GROUPS = ("thermal", "network")
+
+
+def cause_names() -> tuple[tuple[str, ...], dict[str, str]]:
+    """The simulator's ``CAUSES`` and ``CAUSE_GROUP`` (the contract's names)."""
+    from infrabrain.simulation.faults import CAUSE_GROUP, CAUSES
+
+    return tuple(CAUSES), dict(CAUSE_GROUP)
+
+
+def _cause_group(cause: np.ndarray) -> np.ndarray:
+    causes, group = cause_names()
+    names = np.array([group.get(c, "other") for c in causes] + ["none"], dtype=object)
+    c = np.asarray(cause, dtype=np.int64)
+    return names[np.where((c >= 0) & (c < len(causes)), c, len(causes))]
+
+
+def failure_events(dataset: SnapshotDataset) -> pd.DataFrame:
+    """Node failures of the dataset's sites: ``site, node, tf, cause, group, root, precursor``.
+
+    ``tf`` is the first step after a run of positive labels (the failure time per the label definition).
+    """
+    rows = []
+    for si, site in enumerate(dataset.sites):
+        y = site.y
+        ts = site.timestamps
+        prev = np.vstack([np.zeros((1, y.shape[1]), bool), y[:-1]])
+        ends = np.argwhere(prev & ~y)  # step where label turns off = failure step
+        degr: dict[str, np.ndarray] = {}
+        run = site.run
+        if run is not None:
+            ev = getattr(run, "events", None)
+            if ev is not None and len(ev):
+                d = ev[ev["event"] == "degrade"]
+                for cid, t in zip(d["component_id"].to_numpy(), d["t"].to_numpy()):
+                    degr.setdefault(str(cid), []).append(int(t))  # type: ignore[attr-defined]
+        for step, node in ends:
+            tf = int(ts[step])
+            cause = int(site.cause[step - 1, node])
+            root = int(site.root[step - 1, node])
+            rid = site.graph.component_ids[root] if 0 <= root < site.graph.n else ""
+            pre = any(t < tf for t in degr.get(rid, []))
+            rows.append((si, int(node), tf, cause, root, pre))
+    df = pd.DataFrame(rows, columns=["site", "node", "tf", "cause", "root", "precursor"])
+    df["group"] = _cause_group(df["cause"].to_numpy()) if len(df) else pd.Series(dtype=object)
+    return df
+
+
+def _event_windows(rows: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
+    """Join events with the rows of their node in ``[tf - 60 min, tf - 5 min]``: ``ev, t, score``."""
+    ev = events.reset_index(drop=True).assign(ev=lambda d: np.arange(len(d)))
+    j = ev[["ev", "site", "node", "tf"]].merge(rows[["site", "node", "t", "score"]], on=["site", "node"])
+    lead = j["tf"] - j["t"]
+    return j[(lead >= MIN_LEAD_S) & (lead <= HORIZON_S)].assign(lead=lead)
+
+
+def event_scores(rows: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
+    """Events that have at least one row in their alert window, with ``max_score`` over it."""
+    win = _event_windows(rows, events)
+    mx = win.groupby("ev")["score"].max()
+    ev = events.reset_index(drop=True)
+    ev = ev.assign(max_score=ev.index.map(mx))
+    return ev[ev["max_score"].notna()].reset_index(drop=True)
+
+
+def recall_at_precision(rows: pd.DataFrame, ev: pd.DataFrame, min_precision: float) -> dict[str, float]:
+    """Highest event recall at a threshold whose alert precision is >= ``min_precision``."""
+    if len(ev) == 0 or len(rows) == 0:
+        return {"recall": float("nan"), "precision": float("nan"), "threshold": float("nan")}
+    s = np.sort(rows["score"].to_numpy())[::-1]
+    lab = rows["label"].to_numpy()[np.argsort(-rows["score"].to_numpy(), kind="stable")]
+    tp_cum = np.cumsum(lab)
+    cand = np.unique(ev["max_score"].to_numpy())[::-1]  # descending thresholds
+    n_alert = np.searchsorted(-s, -cand, side="right")  # rows with score >= thr
+    prec = np.where(n_alert > 0, tp_cum[np.maximum(n_alert - 1, 0)] / np.maximum(n_alert, 1), 0.0)
+    rec = np.array([(ev["max_score"].to_numpy() >= c).mean() for c in cand])
+    ok = prec >= min_precision
+    if not ok.any():
+        return {"recall": 0.0, "precision": float(prec.max()) if len(prec) else float("nan"), "threshold": float("inf")}
+    i = int(np.argmax(np.where(ok, rec, -1)))
+    return {"recall": float(rec[i]), "precision": float(prec[i]), "threshold": float(cand[i])}
+
+
+def lead_times(rows: pd.DataFrame, events: pd.DataFrame, threshold: float) -> np.ndarray:
+    """Lead time (minutes) of every event caught at ``threshold`` (earliest alert in its window)."""
+    win = _event_windows(rows, events)
+    hit = win[win["score"] >= threshold]
+    return (hit.groupby("ev")["lead"].max().to_numpy() / 60.0) if len(hit) else np.zeros(0)
+
+
+def calibration(labels: np.ndarray, scores: np.ndarray, bins: int = 10) -> dict[str, Any]:
+    """Reliability table (equal-width bins of predicted probability) and expected calibration error."""
+    labels = np.asarray(labels, float)
+    scores = np.clip(np.asarray(scores, float), 0, 1)
+    edges = np.linspace(0, 1, bins + 1)
+    idx = np.clip(np.digitize(scores, edges) - 1, 0, bins - 1)
+    table, ece = [], 0.0
+    for b in range(bins):
+        sel = idx == b
+        if not sel.any():
+            continue
+        p, o = float(scores[sel].mean()), float(labels[sel].mean())
+        table.append({"bin_lo": float(edges[b]), "bin_hi": float(edges[b + 1]), "n": int(sel.sum()),
+                      "mean_predicted": p, "observed_rate": o})
+        ece += sel.mean() * abs(p - o)
+    return {"ece": float(ece), "bins": table}
+
+
+def evaluate_scores(rows: pd.DataFrame, events: pd.DataFrame, probabilistic: bool = True) -> dict[str, Any]:
+    """All metrics of one model's ``rows`` (with truth columns) against ``events``."""
+    out: dict[str, Any] = dict(summary_metrics(rows["label"].to_numpy(), rows["score"].to_numpy()))
+    if not probabilistic:
+        out.pop("brier", None)
+    groups = _cause_group(rows["cause"].to_numpy())
+    casc = (~rows["label"].to_numpy()) | np.isin(groups, CASCADE_GROUPS)
+    out["pr_auc_cascade"] = summary_metrics(rows["label"].to_numpy()[casc], rows["score"].to_numpy()[casc])["pr_auc"]
+    ev = event_scores(rows, events)
+    out["events"] = int(len(ev))
+    hw = ev[ev["precursor"]] if len(ev) else ev
+    out["events_with_precursor"] = int(len(hw))
+    r50 = recall_at_precision(rows, ev, 0.5)
+    r80 = recall_at_precision(rows, ev, 0.8)
+    out["event_recall_at_p50"], out["threshold_p50"], out["precision_at_p50"] = r50["recall"], r50["threshold"], r50["precision"]
+    out["event_recall_at_p80"], out["threshold_p80"] = r80["recall"], r80["threshold"]
+    hw50 = recall_at_precision(rows, hw, 0.5)
+    out["event_recall_at_p50_precursor"] = hw50["recall"]
+    out["event_recall_at_p80_precursor"] = recall_at_precision(rows, hw, 0.8)["recall"]
+    thr = hw50["threshold"] if np.isfinite(hw50["threshold"]) else r50["threshold"]
+    leads = lead_times(rows, hw, thr) if np.isfinite(thr) else np.zeros(0)
+    out["median_lead_min"] = float(np.median(leads)) if len(leads) else float("nan")
+    out["lead_min_quantiles"] = {f"q{int(q * 100)}": float(np.quantile(leads, q)) for q in (0.1, 0.25, 0.5, 0.75, 0.9)} if len(leads) else {}
+    out["lead_min_hist"] = np.histogram(leads, bins=[5, 10, 20, 30, 40, 50, 60.01])[0].tolist()
+    by: dict[str, Any] = {}
+    for g in sorted(set(ev["group"])) if len(ev) else []:
+        sub = ev[ev["group"] == g]
+        gsel = (~rows["label"].to_numpy()) | (groups == g)
+        by[g] = {
+            "events": int(len(sub)),
+            "with_precursor": int(sub["precursor"].sum()),
+            "recall_at_p50_threshold": float((sub["max_score"] >= r50["threshold"]).mean()) if np.isfinite(r50["threshold"]) else 0.0,
+            "pr_auc": summary_metrics(rows["label"].to_numpy()[gsel], rows["score"].to_numpy()[gsel])["pr_auc"],
+        }
+    out["by_cause_group"] = by
+    if probabilistic:
+        out["calibration"] = calibration(rows["label"].to_numpy(), rows["score"].to_numpy())
+    return out
+
+
+def attach_truth(scores: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
+    """Inner-join a ``site, t, node, score`` table with truth ``site, t, node, label, cause, root``."""
+    keep = [c for c in ("site", "t", "node", "label", "cause", "root") if c in truth.columns]
+    s = scores[["site", "t", "node", "score"]]
+    return s.merge(truth[keep], on=["site", "t", "node"], how="inner")
+
+
+def plot_pr_curves(tables: Mapping[str, pd.DataFrame], path: str | Path, title: str = "held-out sites") -> Path:
+    """Write a PNG with the node-level PR curve of every model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=110)
+    base = None
+    for name, df in tables.items():
+        y, s = df["label"].to_numpy(bool), df["score"].to_numpy(float)
+        if y.sum() == 0 or y.all():
+            continue
+        p, r, _ = precision_recall_curve(y, s)
+        ax.step(r, p, where="post", label=f"{name} (AP {average_precision_score(y, s):.3f})")
+        base = y.mean()
+    if base is not None:
+        ax.axhline(base, color="grey", lw=0.8, ls=":", label=f"prevalence {base:.4f}")
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_title(f"Next-hour node failure, PR curves ({title})")
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    from infrabrain.atomic import atomic_write_bytes
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic_write_bytes(out, buf.getvalue())
+    return out

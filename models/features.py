@@ -1,0 +1,205 @@
+"""Feature set and normalisation: which metrics of which component kind the predictor reads, and how.
+
+A :class:`FeatureSet` fixes, per component kind, the ordered metric names the model was built for. Every
+snapshot tensor uses a *per-kind layout*: feature slot ``j`` of a component of kind ``k`` holds
+``FeatureSet.metrics[k][j]``; slots beyond ``len(metrics[k])`` are padding (always masked). The kind itself is
+given separately (``kind`` index per component), so the model knows how to read the slots.
+
+Cumulative counters (``*_TOTAL``, ``*_errors_total``, XID counts, violation counters) are turned into per-step
+increments (``log1p`` of the non-negative difference) before normalisation: a level of a cumulative counter
+means nothing, its rate does. Missing values (NaN) stay NaN here and become a mask in the snapshot, never an
+invented value.
+
+:class:`Normalizer` holds per (kind, metric) centre and scale, fitted on *training* data only and saved with the
+model (see :mod:`infrabrain.models.checkpoint`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: Component kinds the predictor knows, in a fixed order (the kind index used in snapshots).
+#: Same order as ``infrabrain.simulation.topology.KINDS`` in the data contract.
+KINDS: tuple[str, ...] = ("gpu", "node", "leaf", "spine", "pdu", "cooling", "rack")
+
+#: Values are clipped to +-CLIP after normalisation, so one absurd reading cannot dominate a snapshot.
+CLIP = 10.0
+
+
+def is_counter(metric: str) -> bool:
+    """True for cumulative counters: ``*_TOTAL`` / ``*_total``, violation times, replay counters, remapped rows.
+
+    ``DCGM_FI_DEV_XID_ERRORS`` is *not* a counter: DCGM reports the number of the last XID seen (a code).
+    """
+    up = metric.upper()
+    return (up.endswith("_TOTAL") or up.endswith("_COUNTER") or "VIOLATION" in up or up.endswith("REMAPPED_ROWS"))
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """Ordered metric names per component kind; the identity of a model's inputs.
+
+    ``metrics`` maps each kind in :data:`KINDS` to its metric names (possibly empty). Two models are
+    compatible only if their feature sets have the same :meth:`fingerprint`.
+    """
+
+    metrics: Mapping[str, tuple[str, ...]]
+    kinds: tuple[str, ...] = KINDS
+
+    def __post_init__(self) -> None:
+        unknown = set(self.metrics) - set(self.kinds)
+        if unknown:
+            raise ValueError(f"feature set names unknown component kind(s) {sorted(unknown)}; known: {self.kinds}")
+
+    @property
+    def f_max(self) -> int:
+        """Width of the per-kind feature layout (largest number of metrics of any kind, at least 1)."""
+        return max([1, *(len(v) for v in self.metrics.values())])
+
+    def metrics_of(self, kind: str) -> tuple[str, ...]:
+        """Metric names of ``kind`` (empty tuple if the kind has none)."""
+        return tuple(self.metrics.get(kind, ()))
+
+    def counters(self, kind: str) -> np.ndarray:
+        """Boolean mask over ``metrics_of(kind)``: which are cumulative counters."""
+        return np.array([is_counter(m) for m in self.metrics_of(kind)], dtype=bool)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form (stored in the model card)."""
+        return {"kinds": list(self.kinds), "metrics": {k: list(self.metrics_of(k)) for k in self.kinds}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FeatureSet:
+        """Inverse of :meth:`to_dict`."""
+        kinds = tuple(data.get("kinds", KINDS))
+        return cls(metrics={k: tuple(v) for k, v in data["metrics"].items()}, kinds=kinds)
+
+    def fingerprint(self) -> str:
+        """Short stable hash of the kinds and metric names (order matters)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    @classmethod
+    def from_run(cls, run: Any) -> FeatureSet:
+        """The feature set of a simulated/loaded ``SiteRun``: every metric of every kind it carries."""
+        names = getattr(run, "metric_names")
+        unknown = set(names) - set(KINDS)
+        if unknown:
+            raise ValueError(f"unknown component type(s) {sorted(unknown)} in telemetry; known: {KINDS}")
+        return cls(metrics={k: tuple(names[k]) for k in KINDS if k in names})
+
+
+def validate_metric_columns(feature_set: FeatureSet, metric_names: Mapping[str, Sequence[str]]) -> dict[str, np.ndarray]:
+    """Map each kind's telemetry columns onto the feature set's order; error on anything missing or unknown.
+
+    Returns, per kind of the feature set, the column indices into ``metric_names[kind]``. Extra columns are
+    ignored (a newer exporter may add fields); a missing column is an error that names the kind and metric,
+    never a silently zero-filled input.
+    """
+    unknown = set(metric_names) - set(feature_set.kinds)
+    if unknown:
+        raise ValueError(f"unknown component type(s) {sorted(unknown)} in telemetry; the model knows {feature_set.kinds}")
+    out: dict[str, np.ndarray] = {}
+    for kind in feature_set.kinds:
+        wanted = feature_set.metrics_of(kind)
+        if not wanted:
+            continue
+        have = list(metric_names.get(kind, []))
+        if kind not in metric_names:
+            raise ValueError(f"telemetry has no component kind {kind!r}, which the model needs (metrics {list(wanted)})")
+        missing = [m for m in wanted if m not in have]
+        if missing:
+            raise ValueError(f"missing metric column(s) for kind {kind!r}: {missing}")
+        out[kind] = np.array([have.index(m) for m in wanted], dtype=np.int64)
+    return out
+
+
+def transform_series(values: np.ndarray, counters: np.ndarray) -> np.ndarray:
+    """Turn raw ``[T, n, F]`` telemetry into model-ready values (counters -> log1p of per-step increments).
+
+    The first step of a counter has no predecessor and becomes NaN (masked). NaNs propagate; nothing is filled.
+    """
+    out = values.astype(np.float32, copy=True)
+    if counters.any():
+        c = values[:, :, counters].astype(np.float32)
+        d = np.full_like(c, np.nan)
+        d[1:] = np.diff(c, axis=0)
+        with np.errstate(invalid="ignore"):
+            d = np.log1p(np.clip(d, 0.0, None))
+        out[:, :, counters] = d
+    return out
+
+
+@dataclass
+class Normalizer:
+    """Per (kind, metric) centre and scale, fitted on training data only; applied as ``(x - centre) / scale``."""
+
+    center: dict[str, np.ndarray] = field(default_factory=dict)
+    scale: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @classmethod
+    def fit(cls, transformed: Mapping[str, Sequence[np.ndarray]], feature_set: FeatureSet) -> Normalizer:
+        """Fit from lists of transformed arrays ``[T, n, F_kind]`` per kind (NaNs ignored).
+
+        A metric never observed gets centre 0 and scale 1 (its inputs are masked anyway).
+        """
+        center: dict[str, np.ndarray] = {}
+        scale: dict[str, np.ndarray] = {}
+        for kind in feature_set.kinds:
+            f = len(feature_set.metrics_of(kind))
+            if f == 0:
+                continue
+            arrays = [a.reshape(-1, f) for a in transformed.get(kind, [])]
+            flat = np.concatenate(arrays, axis=0) if arrays else np.full((1, f), np.nan, np.float32)
+            with np.errstate(invalid="ignore"), _quiet_nan_warnings():
+                mu = np.nanmean(flat, axis=0)
+                sd = np.nanstd(flat, axis=0)
+            mu = np.where(np.isfinite(mu), mu, 0.0)
+            sd = np.where(np.isfinite(sd), sd, 1.0)
+            # A floor on the scale: a counter that is almost always 0 must not turn one event into 1e6.
+            floor = np.maximum(1e-2, 1e-3 * np.abs(mu))
+            center[kind] = mu.astype(np.float32)
+            scale[kind] = np.maximum(sd, floor).astype(np.float32)
+        return cls(center=center, scale=scale)
+
+    def apply(self, kind: str, transformed: np.ndarray) -> np.ndarray:
+        """Normalise a transformed ``[..., F_kind]`` array of ``kind`` and clip to +-CLIP (NaN stays NaN)."""
+        if kind not in self.center:
+            raise ValueError(f"normaliser has no statistics for component kind {kind!r}")
+        z = (transformed - self.center[kind]) / self.scale[kind]
+        return np.clip(z, -CLIP, CLIP).astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form (stored in the model card)."""
+        return {
+            "center": {k: [float(x) for x in v] for k, v in self.center.items()},
+            "scale": {k: [float(x) for x in v] for k, v in self.scale.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Normalizer:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            center={k: np.asarray(v, np.float32) for k, v in data["center"].items()},
+            scale={k: np.asarray(v, np.float32) for k, v in data["scale"].items()},
+        )
+
+
+class _quiet_nan_warnings:
+    """Silence numpy's 'mean of empty slice' warnings for all-NaN columns (handled explicitly)."""
+
+    def __enter__(self) -> None:
+        import warnings
+
+        self._ctx = warnings.catch_warnings()
+        self._ctx.__enter__()
+        warnings.simplefilter("ignore", category=RuntimeWarning)
+
+    def __exit__(self, *exc: object) -> None:
+        self._ctx.__exit__(*exc)

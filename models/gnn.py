@@ -1,0 +1,133 @@
+"""The next-hour failure predictor: a small spatio-temporal graph network over a site's typed topology.
+
+Architecture (all trainable layers are ``nn.Linear`` applied to batch-first tensors ``[B, N, ...]`` so that
+Opacus computes exact per-snapshot gradients; batch and component dimensions are never folded into one for a
+trainable layer):
+
+1. **Temporal encoder per component.** The pooled window of values and observed fractions ``[B, N, P, F]``
+   (``P = window / pool`` time bins) plus the one-hot component kind (type encoding, which tells the encoder
+   how to read the per-kind feature layout) go through an MLP ``Linear(2 P F + K -> 2H) -> ReLU ->
+   Linear(2H -> H)``: a learned filter over the whole window, per component.
+2. **GPU pooling**: the mean and max of each node's alive GPUs' states (parameter-free) join the node.
+3. **Message passing** over the typed topology of the infrastructure (node, leaf, spine, PDU, cooling, rack):
+   for every edge type and direction, the mean of the *alive* neighbours' states (parameter-free scatter over
+   the flattened edge list: dead components are removed), then ``Linear((3 + 2 T) H -> H)`` with a residual
+   connection; ``layers`` rounds (3 reach cooling -> rack -> node and node -> leaf -> spine). GPUs only send
+   (pooling), which keeps a 10,000-GPU site cheap.
+4. **Head**: per node, ``Linear(4 H -> H) -> ReLU -> Linear(H -> 1)`` on the node's final and initial states and
+   its GPU pool: one failure logit per node.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from infrabrain.models.features import KINDS
+from infrabrain.models.snapshots import N_EDGE_TYPES
+
+
+class ModelConfig(BaseModel):
+    """Hyper-parameters of :class:`FailurePredictor` (stored in the model card)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    window: int = Field(60, ge=2, description="time steps per snapshot")
+    pool: int = Field(5, ge=1, description="steps averaged per time bin (window must be a multiple)")
+    n_features: int = Field(..., ge=1, description="F_max of the feature set")
+    n_kinds: int = Field(len(KINDS), ge=1)
+    n_edge_types: int = Field(N_EDGE_TYPES, ge=0)
+    hidden: int = Field(32, ge=4, description="H: state width")
+    layers: int = Field(3, ge=0, description="message-passing rounds")
+    pos_weight: float = Field(10.0, gt=0, description="BCE weight of positive labels (class weighting)")
+
+
+class FailurePredictor(nn.Module):
+    """Per-node next-hour failure logits from a batch of snapshots (see module docstring)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        if c.window % c.pool:
+            raise ValueError(f"window ({c.window}) must be a multiple of pool ({c.pool})")
+        self.enc1 = nn.Linear(2 * self.bins * c.n_features + c.n_kinds, 2 * c.hidden)
+        self.enc2 = nn.Linear(2 * c.hidden, c.hidden)
+        n_msg = 3 + 2 * max(c.n_edge_types - 1, 0)  # self, GPU mean+max, both directions of infra edge types
+        self.mp = nn.ModuleList([nn.Linear(n_msg * c.hidden, c.hidden) for _ in range(c.layers)])
+        self.head1 = nn.Linear(4 * c.hidden, c.hidden)
+        self.head2 = nn.Linear(c.hidden, 1)
+        self.act = nn.ReLU()
+
+    @property
+    def bins(self) -> int:
+        """Time bins per snapshot (``window / pool``)."""
+        return self.config.window // self.config.pool
+
+    @property
+    def pos_weight(self) -> float:
+        return float(self.config.pos_weight)
+
+    def encode_components(self, x: torch.Tensor, mask: torch.Tensor, kind: torch.Tensor) -> torch.Tensor:
+        """``x``, ``mask`` ``[B, N, P, F]``, ``kind`` ``[B, N]`` -> initial states ``[B, N, H]``."""
+        b, n, p, f = x.shape
+        if p != self.bins or f != self.config.n_features:
+            raise ValueError(
+                f"snapshot has {p} time bins and {f} features; model expects {self.bins} bins "
+                f"(window {self.config.window} / pool {self.config.pool}) and {self.config.n_features} features"
+            )
+        m = mask.to(x.dtype)
+        onehot = nn.functional.one_hot(kind.clamp(0, self.config.n_kinds - 1), self.config.n_kinds).to(x.dtype)
+        z = torch.cat([(x * m).reshape(b, n, p * f), m.reshape(b, n, p * f), onehot], dim=2)
+        return self.act(self.enc2(self.act(self.enc1(z))))
+
+    def propagate(self, h: torch.Tensor, alive: torch.Tensor, edge_index: torch.Tensor, edge_type: torch.Tensor) -> list[torch.Tensor]:
+        """Mean of alive neighbours per edge type and direction: list of ``[B, M, H]`` (parameter-free)."""
+        b, m, hid = h.shape
+        flat = (h * alive[..., None]).reshape(b * m, hid)
+        a = alive.reshape(b * m)
+        out = []
+        src, dst = edge_index[:, 0], edge_index[:, 1]
+        for t in range(1, self.config.n_edge_types):  # type 0 (gpu_in_node) is the GPU pooling
+            sel = edge_type == t
+            for s, d in ((src[sel], dst[sel]), (dst[sel], src[sel])):
+                agg = torch.zeros_like(flat).index_add(0, d, flat[s])
+                deg = torch.zeros_like(a).index_add(0, d, a[s]).clamp(min=1.0)
+                out.append((agg / deg[:, None]).view(b, m, hid))
+        return out
+
+    def pool_gpus(self, h0: torch.Tensor, alive: torch.Tensor, gpu_edge: torch.Tensor, m: int) -> torch.Tensor:
+        """Mean and max of each node's alive GPUs' states -> ``[B, M, 2H]`` on the infrastructure slots."""
+        b, n, hid = h0.shape
+        flat = (h0 * alive[..., None]).reshape(b * n, hid)
+        a = alive.reshape(b * n)
+        src, dst = gpu_edge[:, 0], gpu_edge[:, 1]
+        s = flat.new_zeros(b * m, hid).index_add(0, dst, flat[src])
+        cnt = a.new_zeros(b * m).index_add(0, dst, a[src]).clamp(min=1.0)
+        mx = flat.new_zeros(b * m, hid).scatter_reduce(0, dst[:, None].expand(-1, hid), flat[src], "amax",
+                                                       include_self=True)
+        return torch.cat([s / cnt[:, None], mx], dim=1).view(b, m, 2 * hid)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Batch from :func:`~infrabrain.models.snapshots.collate_snapshots` -> logits ``[B, n_node_max]``."""
+        x, mask, kind, alive = batch["x"], batch["mask"], batch["kind"], batch["alive"]
+        hid = self.config.hidden
+        h0 = self.encode_components(x, mask, kind) * alive[..., None]
+        ia = batch["infra_alive"]
+        m = ia.shape[1]
+        hi = h0.gather(1, batch["infra_index"][..., None].expand(-1, -1, hid)) * ia[..., None]
+        gpu = self.pool_gpus(h0, alive, batch["gpu_edge"], m)
+        h = hi
+        for layer in self.mp:
+            msgs = self.propagate(h, ia, batch["edge_index"], batch["edge_type"])
+            h = (h + self.act(layer(torch.cat([h, gpu, *msgs], dim=2)))) * ia[..., None]
+        idx = batch["node_slot"][..., None]
+        hn = torch.cat([h.gather(1, idx.expand(-1, -1, hid)), hi.gather(1, idx.expand(-1, -1, hid)),
+                        gpu.gather(1, idx.expand(-1, -1, 2 * hid))], dim=2)
+        return self.head2(self.act(self.head1(hn))).squeeze(-1)
+
+
+def build_model(n_features: int, window: int, **overrides: object) -> FailurePredictor:
+    """Convenience constructor: ``FailurePredictor(ModelConfig(n_features=..., window=..., **overrides))``."""
+    return FailurePredictor(ModelConfig(n_features=n_features, window=window, **overrides))

@@ -1,0 +1,95 @@
+"""Inference on a window of telemetry: per-node next-hour failure risk with explanations.
+
+:func:`predict_window` scores the raw telemetry window of one site (e.g. the daemon's last hour, or a slice of
+a dataset loaded with the simulator's ``load_site``). Nodes with no data in the window (dead, or every scrape
+missing) get no score (``risk`` None, ``status`` "no data") instead of a made-up one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from infrabrain.models.checkpoint import Checkpoint, describe_difference
+from infrabrain.models.features import FeatureSet
+from infrabrain.models.snapshots import _get, collate_snapshots, graph_from_topology, snapshot_from_window
+
+
+def predict_window(
+    ckpt: Checkpoint,
+    topology: Any,
+    metrics: Mapping[str, np.ndarray],
+    metric_names: Mapping[str, Sequence[str]],
+    node_alive: np.ndarray | None = None,
+    explain_top: int = 5,
+    cadence_s: int = 60,
+) -> list[dict[str, Any]]:
+    """Score every node from a raw telemetry window (``[T, n_kind, F_kind]`` per kind, ``T >= window``).
+
+    Returns one dict per node sorted by risk (highest first): ``node_id``, ``risk`` (None when no data),
+    ``status``, and for the ``explain_top`` riskiest nodes ``explanation`` (a sentence) and ``contributors``.
+    Raises ``ValueError`` for an unknown component type, a missing metric column or a too-short window.
+    """
+    from infrabrain.models.explain import explain_node
+
+    have = FeatureSet(metrics={k: tuple(v) for k, v in metric_names.items() if k in ckpt.feature_set.kinds},
+                      kinds=ckpt.feature_set.kinds) if set(metric_names) <= set(ckpt.feature_set.kinds) else None
+    if have is None:
+        unknown = sorted(set(metric_names) - set(ckpt.feature_set.kinds))
+        raise ValueError(f"unknown component type(s) {unknown} in telemetry; the model knows {ckpt.feature_set.kinds}")
+    for kind in ckpt.feature_set.kinds:
+        missing = [m for m in ckpt.feature_set.metrics_of(kind) if m not in have.metrics_of(kind)]
+        if missing:
+            raise ValueError(f"missing metric column(s) for kind {kind!r}: {missing} "
+                             f"({describe_difference(ckpt.feature_set, have)})")
+    w = ckpt.window
+    t = int(np.asarray(next(iter(metrics.values()))).shape[0])
+    if t < w:
+        raise ValueError(f"telemetry window has {t} steps, the model needs at least {w} ({w * cadence_s // 60} min)")
+    lo = max(0, t - w - 1)  # one extra step so counters have an increment at the first step
+    win = {k: np.asarray(v)[lo:] for k, v in metrics.items()}
+    alive = None if node_alive is None else np.asarray(node_alive, bool)[lo:]
+    item = snapshot_from_window(topology, win, metric_names, ckpt.feature_set, ckpt.normalizer, w, alive,
+                                pool=ckpt.model.config.pool)
+    model = ckpt.model.eval()
+    with torch.no_grad():
+        logits = model(collate_snapshots([item]))[0].double().numpy()
+    graph = graph_from_topology(topology)
+    scored = item["label_mask"].numpy() > 0
+    risk = 1.0 / (1.0 + np.exp(-logits))
+    out = []
+    for pos, g in enumerate(graph.node_global):
+        ok = bool(scored[pos])
+        out.append({"node_id": str(graph.component_ids[g]), "node": pos,
+                    "risk": float(risk[pos]) if ok else None, "status": "ok" if ok else "no data"})
+    out.sort(key=lambda r: -1.0 if r["risk"] is None else -r["risk"])
+    raw = {k: v[-w:] for k, v in win.items()}
+    for r in out[:explain_top]:
+        if r["risk"] is None:
+            continue
+        e = explain_node(model, item, graph, ckpt.feature_set, r["node"], raw, metric_names, cadence_s)
+        r["explanation"] = e.sentence
+        r["contributors"] = [{"component_id": c.component_id, "kind": c.kind, "score": c.score, "metric": c.metric,
+                              "change": c.change} for c in e.contributors[:5]]
+    return out
+
+
+def predict_run(ckpt: Checkpoint, run: Any, at_s: int | None = None, explain_top: int = 5) -> list[dict[str, Any]]:
+    """:func:`predict_window` on a ``SiteRun`` for the window ending at ``at_s`` seconds (default: the end)."""
+    ts = np.asarray(_get(run, "timestamps"))
+    if len(ts) == 0:
+        raise ValueError("site run has no time steps")
+    if at_s is None:
+        end = len(ts) - 1
+    else:
+        if at_s < ts[0] or at_s > ts[-1]:
+            raise ValueError(f"--at {at_s}s is outside the run ({int(ts[0])}..{int(ts[-1])}s)")
+        end = int(np.searchsorted(ts, at_s, side="right") - 1)
+    metrics = {k: np.asarray(v)[: end + 1] for k, v in _get(run, "metrics").items()}
+    # Liveness comes from the telemetry itself (no scrape = dead); ground-truth labels are never read here.
+    alive = None
+    cad = int(np.median(np.diff(ts))) if len(ts) > 1 else 60
+    return predict_window(ckpt, _get(run, "topology"), metrics, _get(run, "metric_names"), alive, explain_top, cad)

@@ -1,0 +1,247 @@
+"""Training, weights exchange and evaluation of a :class:`~infrabrain.models.gnn.FailurePredictor`.
+
+These functions are deliberately generic so that the privacy area (Opacus DP-SGD) and the federation area
+(Flower clients) can call them:
+
+- :func:`loss_fn` ``(model, batch) -> scalar``: the mean over *snapshots* of each snapshot's masked, class
+  weighted BCE over its alive nodes. Each sample's loss depends on that sample only, so Opacus' per-sample
+  gradients (``loss_reduction="mean"``) are exact; an empty batch (Poisson sampling) gives a zero loss that
+  still has a graph.
+- :func:`get_weights` / :func:`set_weights`: trainable parameters as a list of numpy arrays, in
+  ``named_parameters`` order (what Flower sends).
+- :func:`train_model`: Adam, early stopping on validation PR-AUC, tqdm bar.
+- :func:`predict_scores` / :func:`evaluate_model`: per (snapshot, node) probabilities and summary metrics.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from infrabrain.logs import get_logger
+from infrabrain.models.snapshots import collate_snapshots
+
+log = get_logger("models.training")
+
+
+def loss_fn(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean over snapshots of the masked, class-weighted BCE of each snapshot's alive nodes.
+
+    ``model.pos_weight`` (from :class:`~infrabrain.models.gnn.ModelConfig`) weights positive labels. Works on a
+    model wrapped by Opacus (``GradSampleModule``) too: the weight is read from the wrapped module.
+    """
+    core = model._module if hasattr(model, "_module") else model
+    logits = model(batch)
+    y, m = batch["y"], batch["label_mask"]
+    if logits.shape[0] == 0:
+        return logits.sum() * 0.0
+    pw = torch.tensor(float(getattr(core, "pos_weight", 1.0)), dtype=logits.dtype)
+    per = F.binary_cross_entropy_with_logits(logits, y, pos_weight=pw, reduction="none") * m
+    per_sample = per.sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+    return per_sample.mean()
+
+
+def get_weights(model: nn.Module) -> list[np.ndarray]:
+    """Trainable parameters as numpy arrays (copies), in ``named_parameters`` order."""
+    core = model._module if hasattr(model, "_module") else model
+    return [p.detach().cpu().numpy().copy() for _, p in core.named_parameters()]
+
+
+def set_weights(model: nn.Module, weights: Sequence[np.ndarray]) -> None:
+    """Load arrays from :func:`get_weights` into ``model``; shapes must match exactly (named in the error)."""
+    core = model._module if hasattr(model, "_module") else model
+    params = list(core.named_parameters())
+    if len(weights) != len(params):
+        raise ValueError(f"got {len(weights)} weight arrays, model has {len(params)} parameters")
+    with torch.no_grad():
+        for (name, p), w in zip(params, weights):
+            arr = np.asarray(w)
+            if tuple(arr.shape) != tuple(p.shape):
+                raise ValueError(f"weight {name!r} has shape {tuple(arr.shape)}, model expects {tuple(p.shape)}")
+            if not np.all(np.isfinite(arr)):
+                raise ValueError(f"weight {name!r} contains NaN or infinity")
+            p.copy_(torch.from_numpy(arr.astype(np.float32)))
+
+
+class TrainConfig(BaseModel):
+    """Optimisation settings for :func:`train_model`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    patience: int = Field(3, ge=1, description="epochs without validation PR-AUC gain before stopping")
+    max_batches_per_epoch: int | None = Field(None, ge=1)
+    seed: int = 0
+    progress: bool = True
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_model` did: per-epoch history, best epoch and its validation metrics."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = -1
+    best_val: dict[str, float] = field(default_factory=dict)
+    stopped_early: bool = False
+
+
+def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = False, seed: int = 0) -> DataLoader:
+    """A single-process ``DataLoader`` with :func:`collate_snapshots` (snapshots are cut on the fly)."""
+    gen = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collate_snapshots, generator=gen)
+
+
+def train_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    max_batches: int | None = None,
+    progress: bool = False,
+    desc: str = "train",
+) -> float:
+    """One pass of ``loss_fn`` + ``optimizer.step`` over ``loader``; returns the mean batch loss."""
+    from tqdm.auto import tqdm
+
+    model.train()
+    total, count = 0.0, 0
+    n = len(loader) if max_batches is None else min(len(loader), max_batches)
+    bar = tqdm(loader, total=n, desc=desc, disable=not progress, leave=False)
+    for i, batch in enumerate(bar):
+        if max_batches is not None and i >= max_batches:
+            break
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model, batch)
+        loss.backward()
+        optimizer.step()
+        total += float(loss.detach())
+        count += 1
+        bar.set_postfix(loss=f"{total / count:.4f}")
+    return total / max(count, 1)
+
+
+def train_model(
+    model: nn.Module,
+    train_ds: Dataset,
+    val_ds: Dataset | None = None,
+    config: TrainConfig | None = None,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train with Adam; early-stop on validation PR-AUC (keeps the best weights); a tqdm bar over epochs.
+
+    Without ``val_ds`` it trains for ``config.epochs`` and keeps the last weights.
+    """
+    cfg = config or TrainConfig()
+    if len(train_ds) == 0:
+        raise ValueError("training dataset is empty (no snapshots: check window, stride and time range)")
+    from tqdm.auto import tqdm
+
+    torch.manual_seed(cfg.seed)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    loader = make_loader(train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed)
+    result = TrainResult()
+    best_state, best_score, bad = None, -np.inf, 0
+    bar = tqdm(range(cfg.epochs), desc="epochs", disable=not cfg.progress)
+    for epoch in bar:
+        t0 = time.perf_counter()
+        loss = train_epoch(model, loader, opt, cfg.max_batches_per_epoch, progress=cfg.progress, desc=f"epoch {epoch}")
+        rec: dict[str, float] = {"epoch": epoch, "loss": loss, "epoch_s": time.perf_counter() - t0}
+        if val_ds is not None and len(val_ds):
+            val = evaluate_model(model, val_ds, batch_size=cfg.batch_size)
+            rec.update({f"val_{k}": v for k, v in val.items() if isinstance(v, (int, float))})
+            score = val["pr_auc"] if np.isfinite(val["pr_auc"]) else -val["loss"]
+            if score > best_score + 1e-4:
+                best_score, bad, result.best_epoch = score, 0, epoch
+                best_state = copy.deepcopy(model.state_dict())
+                result.best_val = {k: v for k, v in val.items() if isinstance(v, (int, float))}
+            else:
+                bad += 1
+        result.history.append(rec)
+        bar.set_postfix({k: f"{v:.3f}" for k, v in rec.items() if k in ("loss", "val_pr_auc")})
+        log.info("epoch", extra={k: float(v) for k, v in rec.items()})
+        if on_epoch:
+            on_epoch(epoch, rec)
+        if val_ds is not None and bad >= cfg.patience:
+            result.stopped_early = True
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    else:
+        result.best_epoch = len(result.history) - 1
+    return result
+
+
+@torch.no_grad()
+def predict_scores(model: nn.Module, dataset: Dataset, batch_size: int = 16, progress: bool = False) -> pd.DataFrame:
+    """Per (snapshot, alive node) predictions: columns ``site``, ``t``, ``node``, ``score``, ``label``, ``cause``,
+    ``root``, ``logit``. ``node`` is the position in the site's node order (``kind_index['node']``)."""
+    from tqdm.auto import tqdm
+
+    model.eval()
+    rows: list[pd.DataFrame] = []
+    for batch in tqdm(make_loader(dataset, batch_size), desc="predict", disable=not progress, leave=False):
+        logits = model(batch)
+        m = batch["label_mask"] > 0
+        b_idx, n_idx = torch.nonzero(m, as_tuple=True)
+        lg = logits[m].double().numpy()
+        rows.append(pd.DataFrame({
+            "site": batch["site"][b_idx].numpy(), "t": batch["t"][b_idx].numpy(), "node": n_idx.numpy(),
+            "logit": lg, "score": 1.0 / (1.0 + np.exp(-lg)), "label": batch["y"][m].numpy().astype(bool),
+            "cause": batch["cause"][m].numpy(), "root": batch["root"][m].numpy(),
+        }))
+    if not rows:
+        return pd.DataFrame(columns=["site", "t", "node", "logit", "score", "label", "cause", "root"])
+    return pd.concat(rows, ignore_index=True)
+
+
+def summary_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    """PR-AUC (average precision), ROC-AUC, positives, Brier score; NaN where undefined (one class only)."""
+    from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+
+    labels = np.asarray(labels, bool)
+    scores = np.asarray(scores, float)
+    out: dict[str, float] = {"n": float(len(labels)), "positives": float(labels.sum())}
+    two = 0 < labels.sum() < len(labels)
+    out["pr_auc"] = float(average_precision_score(labels, scores)) if two else float("nan")
+    out["roc_auc"] = float(roc_auc_score(labels, scores)) if two else float("nan")
+    if len(labels) and np.all((scores >= 0) & (scores <= 1)):
+        out["brier"] = float(brier_score_loss(labels, scores))
+    return out
+
+
+def evaluate_model(model: nn.Module, dataset: Dataset, batch_size: int = 16) -> dict[str, Any]:
+    """Per-node metrics of ``model`` on ``dataset``: ``pr_auc``, ``roc_auc``, ``loss`` (weighted BCE), ``brier``,
+    ``n`` and ``positives``."""
+    df = predict_scores(model, dataset, batch_size)
+    out: dict[str, Any] = summary_metrics(df["label"].to_numpy(), df["score"].to_numpy())
+    core = model._module if hasattr(model, "_module") else model
+    pw = float(getattr(core, "pos_weight", 1.0))
+    if len(df):
+        y = df["label"].to_numpy(float)
+        lg = torch.tensor(df["logit"].to_numpy())
+        out["loss"] = float(F.binary_cross_entropy_with_logits(lg, torch.tensor(y), pos_weight=torch.tensor(pw)))
+    else:
+        out["loss"] = float("nan")
+    return out
+
+
+def estimate_pos_weight(dataset: Any, cap: float = 50.0) -> float:
+    """``negatives / positives`` of the dataset's alive node labels, clipped to ``[1, cap]`` (class weighting)."""
+    labels = dataset.labels()
+    pos = float(labels.sum())
+    if pos == 0:
+        return cap
+    return float(np.clip((len(labels) - pos) / pos, 1.0, cap))

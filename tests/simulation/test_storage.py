@@ -1,0 +1,116 @@
+"""Parquet storage: round trip, duckdb-readable, atomic (a crash leaves no complete-looking dataset)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from infrabrain.simulation import SiteSimulation, SiteSpec
+from infrabrain.simulation.storage import list_sites, load_dataset, load_site, write_sites
+
+
+def test_round_trip_and_duckdb(tmp_path, small_run) -> None:
+    out = write_sites([small_run], tmp_path / "ds")
+    assert (out / "manifest.json").is_file()
+    back = load_site(list_sites(out)[0])
+    for k, arr in small_run.metrics.items():
+        assert np.array_equal(arr, back.metrics[k], equal_nan=True), k
+    assert np.array_equal(small_run.timestamps, back.timestamps)
+    pd.testing.assert_frame_equal(small_run.events, back.events)
+    for f in ("fail_within_1h", "cause", "root_component", "alive"):
+        assert np.array_equal(getattr(small_run.labels, f), getattr(back.labels, f)), f
+    assert back.spec == small_run.spec
+    import duckdb
+
+    n_fail = duckdb.sql(f"SELECT count(*) FROM read_parquet('{out}/*/events.parquet') "
+                        "WHERE event='failure' AND kind='node'").fetchall()[0][0]
+    assert n_fail == ((small_run.events["event"] == "failure") & (small_run.events["kind"] == "node")).sum()
+    rows = duckdb.sql(f"SELECT count(*) FROM read_parquet('{out}/*/telemetry/kind=gpu/*.parquet')").fetchall()[0][0]
+    assert rows == small_run.metrics["gpu"].shape[0] * small_run.metrics["gpu"].shape[1]
+
+
+def test_streamed_write_equals_in_memory(tmp_path, small_spec) -> None:
+    sim = SiteSimulation(small_spec, 3, seed=1, acceleration=40)
+    run = SiteSimulation(small_spec, 3, seed=1, acceleration=40).run()
+    back = load_dataset(write_sites([sim], tmp_path / "s"))[0]
+    assert np.array_equal(run.metrics["gpu"], back.metrics["gpu"], equal_nan=True)
+
+
+def test_bad_output_paths(tmp_path, small_run) -> None:
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(FileExistsError, match="is a file"):
+        write_sites([small_run], f)
+    d = tmp_path / "exists"
+    d.mkdir()
+    (d / "keep.txt").write_text("precious")
+    with pytest.raises(FileExistsError, match="already exists"):
+        write_sites([small_run], d)
+    assert (d / "keep.txt").read_text() == "precious"
+    with pytest.raises(FileNotFoundError, match="not a complete"):
+        list_sites(d)
+
+
+def test_exception_mid_write_leaves_nothing(tmp_path, small_spec, monkeypatch) -> None:
+    sim = SiteSimulation(small_spec, 6, seed=1)
+    calls = {"n": 0}
+    real = sim.chunks
+
+    def broken(chunk_steps=None):
+        for ch in real(60):
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise RuntimeError("disk on fire")
+            yield ch
+
+    monkeypatch.setattr(sim, "chunks", broken)
+    with pytest.raises(RuntimeError):
+        write_sites([sim], tmp_path / "ds")
+    assert not (tmp_path / "ds").exists()
+    assert not any(p.name.endswith(".partial") for p in tmp_path.iterdir())
+
+
+def test_killed_writer_leaves_no_complete_looking_dataset(tmp_path) -> None:
+    """SIGKILL a real writer process mid-write: the target never appears, only a hidden *.partial dir."""
+    out = tmp_path / "ds"
+    code = textwrap.dedent(f"""
+        import time
+        from infrabrain.simulation import SiteSimulation, SiteSpec
+        from infrabrain.simulation import storage
+        orig = storage._write_chunks
+        def slow(site_dir, topology, chunks):
+            def gen():
+                for ch in chunks:
+                    yield ch
+                    time.sleep(0.2)
+            return orig(site_dir, topology, gen())
+        storage._write_chunks = slow
+        sim = SiteSimulation(SiteSpec(name="k"), 24, seed=0)
+        sim.default_chunk = 30
+        storage.write_sites([sim], {str(out)!r})
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            parts = [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+            if parts and list(parts[0].rglob("part-00000.parquet")):
+                break
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert not out.exists()
+    with pytest.raises(FileNotFoundError):
+        list_sites(out)
+    leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert leftovers and all(not (p / "manifest.json").exists() for p in leftovers)
