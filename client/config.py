@@ -106,6 +106,7 @@ class SiteConfig(_Strict):
     score_interval_s: float = Field(60.0, gt=0, le=3600)
     retention_interval_s: float = Field(3600.0, gt=0)
     alert_threshold: float = Field(0.5, ge=0, le=1)
+    torch_threads: int = Field(1, ge=1, le=256, description="CPU threads for scoring (the daemon shares its host)")
     store: StoreConfig = Field(default_factory=StoreConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     model: ModelConfigSection = Field(default_factory=ModelConfigSection)

@@ -180,9 +180,12 @@ class Daemon:
             log.warning("no model.checkpoint configured: collecting and storing only, no risk scores")
             return None
         try:
+            import torch
+
             from infrabrain.client.scoring import PredictorScorer
 
-            scorer = PredictorScorer(ckpt, self.topology, explain_threshold=self.cfg.alert_threshold)
+            torch.set_num_threads(self.cfg.torch_threads)
+            scorer = PredictorScorer(ckpt, self.topology)
         except (FileNotFoundError, ValueError) as exc:
             log.error("cannot load the predictor checkpoint; no risk scores until it loads",
                       extra={"checkpoint": str(ckpt), "error": str(exc)})
@@ -274,7 +277,9 @@ class Daemon:
         return risks
 
     def _alert(self, risks: Sequence[NodeRisk], now: float) -> None:
+        """Log nodes that crossed the threshold (again at most every REALERT_S), with the model's explanation."""
         threshold = self.cfg.alert_threshold
+        due = []
         for r in risks:
             if r.risk < threshold:
                 self._alerted.pop(r.node_id, None)
@@ -282,6 +287,11 @@ class Daemon:
             last = self._alerted.get(r.node_id)
             if last is not None and now - last < REALERT_S:
                 continue
+            due.append(r)
+        explain = getattr(self.scorer, "explain", None)
+        if due and callable(explain):
+            due = explain(due)
+        for r in due:
             self._alerted[r.node_id] = now
             self.metrics.alerts.labels(self.cfg.site, r.top_cause).inc()
             log.warning("node at risk of failing within the hour",

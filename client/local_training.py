@@ -34,7 +34,7 @@ class SiteSettings(BaseModel):
     num_partitions: int = Field(1, ge=1)
     data_seed: int = 0
     site_gpus: int = Field(16, ge=1)
-    site_hours: float = Field(24.0, gt=0)
+    site_hours: float = Field(168.0, gt=0)
     state_dir: str = ""
     task: str = "predictor"
 

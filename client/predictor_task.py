@@ -3,7 +3,8 @@
 Data: the site simulates its own telemetry from its partition id and seed (``infrabrain.simulation``); sites
 differ in size, ambient temperature, fault rates and firmware quality (non-IID). The first 70 % of the run
 (by time) trains, the last 30 % (after a one-hour gap) is the held-out evaluation split. Normalisation is
-fitted on the site's own training part and never leaves the site.
+fitted on the site's own training part and never leaves the site. Training windows do not overlap (one hour
+each, the privacy unit); evaluation windows are cut every 10 minutes.
 
 Training: ``infrabrain.privacy.train_dp`` with the site's persistent :class:`PrivacyLedger` under
 ``<state_dir>/ledger``; the ledger file is re-read every round (each round runs in a fresh process), the run is
@@ -29,6 +30,7 @@ from infrabrain.logs import get_logger
 log = get_logger("client.predictor_task")
 
 WINDOW_MIN = 60
+POOL_MIN = 5
 TRAIN_FRACTION = 0.7
 STRIDE_MIN = 10
 DEFAULT_ACCELERATION = 300.0
@@ -45,7 +47,7 @@ def feature_set() -> Any:
 def _window() -> int:
     from infrabrain.models.snapshots import window_steps
 
-    return window_steps(WINDOW_MIN, 60)
+    return window_steps(WINDOW_MIN, 60, POOL_MIN)
 
 
 def build_predictor(cfg: Mapping[str, Any] | None = None) -> Any:
@@ -56,7 +58,7 @@ def build_predictor(cfg: Mapping[str, Any] | None = None) -> Any:
 
     seed = int((cfg or {}).get("seed", 0))
     torch.manual_seed(seed)
-    return build_model(feature_set().f_max, _window())
+    return build_model(feature_set().f_max, _window(), pool=POOL_MIN)
 
 
 def predictor_initial_weights(cfg: Mapping[str, Any]) -> list[np.ndarray]:
@@ -90,23 +92,22 @@ class SiteData:
 
 @lru_cache(maxsize=4)
 def _site_data_cached(settings: SiteSettings, acceleration: float) -> SiteData:
-    from infrabrain.models.snapshots import SnapshotDataset, fit_normalizer, site_tensors
+    from infrabrain.models.snapshots import make_splits
     from infrabrain.simulation.engine import simulate_site
 
     run = simulate_site(site_spec(settings), settings.site_hours, seed=settings.data_seed * 1000 + settings.partition_id,
                         acceleration=acceleration)
-    fs = feature_set()
-    norm = fit_normalizer([run], fs, (0.0, TRAIN_FRACTION))
-    tensors = site_tensors(run, fs, norm, name="local")
-    w = _window()
-    stride = max(1, round(STRIDE_MIN * 60 / tensors.cadence_s))
-    gap = round(3600 / tensors.cadence_s)
-    train = SnapshotDataset([tensors], w, stride, (0.0, TRAIN_FRACTION))
-    test = SnapshotDataset([tensors], w, stride, (TRAIN_FRACTION, 1.0), gap_steps=gap)
-    if len(train) == 0 or len(test) == 0:
-        raise ValueError(f"site-hours={settings.site_hours} is too short for {WINDOW_MIN}-minute windows and a "
-                         f"held-out split; use at least 6 hours")
-    return SiteData(train, test)
+    # Training windows do not overlap (stride = window): one snapshot window is the DP privacy unit.
+    splits = make_splits([run], heldout=0, window_min=WINDOW_MIN, stride_min=WINDOW_MIN, eval_stride_min=STRIDE_MIN,
+                         fractions=(TRAIN_FRACTION, TRAIN_FRACTION + 0.02), feature_set=feature_set(),
+                         pool_min=POOL_MIN)
+    if splits.window != _window() or splits.pool != POOL_MIN:
+        raise ValueError(f"site telemetry cadence gives window {splits.window}/pool {splits.pool}; the federation's "
+                         f"model expects {_window()}/{POOL_MIN} (60 s cadence)")
+    if len(splits.train) < 4 or len(splits.test_time) == 0:
+        raise ValueError(f"site-hours={settings.site_hours} gives {len(splits.train)} non-overlapping training "
+                         "windows; simulate at least 48 hours per site")
+    return SiteData(splits.train, splits.test_time)
 
 
 def site_data(settings: SiteSettings, cfg: Mapping[str, Any]) -> SiteData:

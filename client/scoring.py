@@ -8,17 +8,16 @@ Two levels of explanation:
   own normalisation, training statistics) deviates most in the last time bins. Its metric gives the cause
   group (thermal, memory, network, power, gpu, other) exported as ``top_cause``. This is an attribution
   heuristic on the model's inputs, not a second model;
-- for nodes at or above ``explain_threshold`` (at most ``max_explained`` per cycle, highest risk first): the
-  predictor's own occlusion explanation (``infrabrain.models.explain.explain_node``), a sentence in raw units
-  that goes into the alert log.
+- for nodes the daemon alerts on (at most ``max_explained`` per cycle, highest risk first): the predictor's own
+  occlusion explanation (``infrabrain.models.explain.explain_node``), a sentence in raw units for the alert log.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -73,15 +72,13 @@ class NodeRisk:
 class PredictorScorer:
     """Scores a window with a predictor checkpoint directory (``infrabrain models train`` output)."""
 
-    def __init__(self, checkpoint: str | os.PathLike[str], topology: SiteTopology, explain_threshold: float = 0.5,
-                 max_explained: int = 5) -> None:
+    def __init__(self, checkpoint: str | os.PathLike[str], topology: SiteTopology, max_explained: int = 5) -> None:
         import torch
 
         from infrabrain.models.checkpoint import load_checkpoint
         from infrabrain.models.snapshots import graph_from_topology
 
         self.checkpoint_path = str(checkpoint)
-        self.explain_threshold = float(explain_threshold)
         self.max_explained = int(max_explained)
         self._ckpt = load_checkpoint(checkpoint)
         self.pool = int(getattr(self._ckpt.model.config, "pool", 1))
@@ -97,6 +94,7 @@ class PredictorScorer:
         self._node_ids = topology.ids("node")
         self._rack_of = topology.rack_of()
         self._neigh = self._node_neighbourhoods()
+        self._last: tuple[dict, Mapping[str, np.ndarray]] | None = None
 
     def _node_neighbourhoods(self) -> list[np.ndarray]:
         """Per node: global indices of itself, its GPUs and its direct infrastructure (leaf, PDU, rack, cooling)."""
@@ -148,28 +146,33 @@ class PredictorScorer:
                                 top_cause=cause_of_metric(metric) if metric else "none",
                                 component_id=str(comp_ids[j]) if metric else "", metric=metric,
                                 deviation=float(best_v[j])))
-        return self._explain_top(out, snap, metrics)
+        self._last = (snap, metrics)
+        return out
 
-    def _explain_top(self, risks: list[NodeRisk], snap: dict, metrics: Mapping[str, np.ndarray]) -> list[NodeRisk]:
-        """Attach the predictor's occlusion explanation to the riskiest nodes above the threshold."""
-        order = sorted((i for i, r in enumerate(risks) if r.risk >= self.explain_threshold),
-                       key=lambda i: -risks[i].risk)[: self.max_explained]
-        if not order:
-            return risks
+    def explain(self, risks: Sequence[NodeRisk]) -> list[NodeRisk]:
+        """The predictor's occlusion explanation for ``risks`` (nodes of the last scored window).
+
+        Costs a few forward passes per node, so the daemon asks only for nodes it is about to alert on, at most
+        ``max_explained`` per cycle (highest risk first); the others keep the signal heuristic.
+        """
+        if self._last is None or not risks:
+            return list(risks)
         try:
-            from dataclasses import replace
-
             from infrabrain.models.explain import explain_node
         except ImportError:
-            return risks
+            return list(risks)
+        snap, metrics = self._last
+        pos = {n: i for i, n in enumerate(self._node_ids)}
+        ranked = sorted(range(len(risks)), key=lambda i: -risks[i].risk)[: self.max_explained]
         out = list(risks)
-        for i in order:
+        for i in ranked:
+            r = risks[i]
             try:
-                exp = explain_node(self._ckpt.model, snap, self._graph, self.feature_set, i, raw=metrics,
-                                   raw_names=self.metric_names)
+                exp = explain_node(self._ckpt.model, snap, self._graph, self.feature_set, pos[r.node_id],
+                                   raw=metrics, raw_names=self.metric_names)
             except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as exc:
                 log.warning("model explanation failed; keeping the signal heuristic",
-                            extra={"node": risks[i].node_id, "error": str(exc)})
+                            extra={"node": r.node_id, "error": str(exc)})
                 continue
-            out[i] = replace(risks[i], detail=exp.sentence)
+            out[i] = replace(r, detail=exp.sentence)
         return out

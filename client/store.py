@@ -124,6 +124,7 @@ class TelemetryStore:
         self._series = {
             (c, m): i for i, c, m in self._db.execute("SELECT id, component_id, metric FROM series")
         }
+        self._next_id = max(self._series.values(), default=0) + 1
 
     # -- writing -----------------------------------------------------------------------------------------------
     def ingest(self, batch: SampleBatch, events: Sequence[EventRecord] = ()) -> int:
@@ -138,7 +139,7 @@ class TelemetryStore:
             return 0
         series = self._series
         new_series: dict[tuple[str, str], tuple[int, str]] = {}
-        next_id = (max(series.values()) + 1) if series else 1
+        next_id = self._next_id
         ids: list[int] = []
         append = ids.append
         for comp, kind, metric in zip(batch.component_id, batch.kind, batch.metric, strict=True):
@@ -170,6 +171,7 @@ class TelemetryStore:
             db.execute("ROLLBACK")
             raise
         series.update({key: sid for key, (sid, _) in new_series.items()})
+        self._next_id = next_id
         return len(batch)
 
     def apply_retention(self, now: float | None = None) -> int:

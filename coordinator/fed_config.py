@@ -35,7 +35,9 @@ class FederationConfig(BaseModel):
     fraction_evaluate: float = Field(1.0, alias="fraction-evaluate", ge=0.0, le=1.0)
     min_train_sites: int = Field(2, alias="min-train-sites", ge=1)
     min_available_sites: int = Field(2, alias="min-available-sites", ge=1)
-    round_timeout_s: float = Field(300.0, alias="round-timeout-s", gt=0.0)
+    round_timeout_s: float = Field(600.0, alias="round-timeout-s", gt=0.0)
+    straggler_timeout_s: float = Field(60.0, alias="straggler-timeout-s", ge=0.0,
+                                       description="once min-train-sites replied, wait this long for the rest")
     registry_dir: str = Field("", alias="registry-dir")
     resume: bool = True
     seed: int = 0
@@ -53,7 +55,7 @@ class FederationConfig(BaseModel):
     eps_budget: float = Field(8.0, alias="eps-budget", gt=0.0)
     # Simulated site data (only used where a site simulates itself: simulation engine, demo, tests).
     site_gpus: int = Field(16, alias="site-gpus", ge=1)
-    site_hours: float = Field(24.0, alias="site-hours", gt=0.0)
+    site_hours: float = Field(168.0, alias="site-hours", gt=0.0)
     acceleration: float = Field(300.0, gt=0.0, description="simulated fault-rate multiplier (sites that simulate)")
     data_seed: int = Field(0, alias="data-seed")
     state_root: str = Field("", alias="state-root")

@@ -120,13 +120,34 @@ def _describe(content: Any) -> dict[str, Any]:
     return out
 
 
+def _site_of(msg: Any, sent_to: dict[str, int]) -> int:
+    """The site a reply belongs to: the destination of the message it answers (error replies that the SuperLink
+    generates for an unreachable site carry the SuperLink as their source)."""
+    return sent_to.get(msg.metadata.reply_to_message_id, msg.metadata.src_node_id)
+
+
 def inspect_replies(replies: Iterable[Any], kind: str, spec: Sequence[ArraySpec], server_round: int,
-                    audit_path: str | os.PathLike[str] | None = None, salt: str = "") -> Inspection:
-    """Split replies into accepted, rejected (malformed) and failed (error) ones; log and audit each."""
+                    audit_path: str | os.PathLike[str] | None = None, salt: str = "",
+                    sent: Iterable[Any] = ()) -> Inspection:
+    """Split replies into accepted, rejected (malformed) and failed (error) ones; log and audit each.
+
+    ``sent`` (the messages of this round) attributes each reply to its site; sites that never answered
+    (timeout) are recorded as failed too.
+    """
     result = Inspection()
     lines: list[str] = []
+    sent_to = {m.metadata.message_id: m.metadata.dst_node_id for m in sent if m.metadata.message_id}
+    replies = list(replies)
+    answered = {m.metadata.reply_to_message_id for m in replies}
+    for mid, node in sent_to.items():
+        if mid not in answered:
+            who = site_pseudonym(node, salt)
+            result.failed.append((who, "no reply before the round timeout"))
+            lines.append(json.dumps({"ts": round(time.time(), 3), "round": server_round, "kind": kind, "site": who,
+                                     "decision": "failed", "reason": "no reply before the round timeout"}))
+            log.warning("site did not reply", extra={"site": who, "round": server_round, "kind": kind})
     for msg in replies:
-        who = site_pseudonym(msg.metadata.src_node_id, salt)
+        who = site_pseudonym(_site_of(msg, sent_to), salt)
         record: dict[str, Any] = {"ts": round(time.time(), 3), "round": server_round, "kind": kind, "site": who}
         if msg.has_error():
             reason = f"site error: {str(msg.error.reason)[:300]}"

@@ -87,6 +87,33 @@ def _max_metric(replies: list[Message], key: str) -> float | None:
     return max(vals) if vals else None
 
 
+def collect_replies(grid: Grid, messages: list[Message], timeout_s: float, quorum: int,
+                    straggler_s: float) -> list[Message]:
+    """Send ``messages`` and gather replies until all answered, ``timeout_s`` passed, or ``quorum`` replies are in
+    and stragglers had ``straggler_s`` more seconds. A site that died mid-round therefore delays the round by at
+    most ``straggler_s`` instead of stopping it (Flower notices a dead SuperNode only after ~60 s)."""
+    if not messages:
+        return []
+    pending = set(grid.push_messages(messages))
+    start = time.monotonic()
+    quorum_at: float | None = None
+    replies: list[Message] = []
+    while pending:
+        got = list(grid.pull_messages(pending))
+        replies.extend(got)
+        pending.difference_update(m.metadata.reply_to_message_id for m in got)
+        now = time.monotonic()
+        if not pending or now - start >= timeout_s:
+            break
+        ok = sum(1 for m in replies if not m.has_error())
+        if quorum_at is None and ok >= quorum:
+            quorum_at = now
+        if quorum_at is not None and now - quorum_at >= straggler_s:
+            break
+        time.sleep(0.5)
+    return replies
+
+
 def run_federation(grid: Grid, cfg: FederationConfig, on_round: RoundCallback | None = None,
                    context: Context | None = None) -> list[dict[str, Any]]:
     """Run ``cfg.num_server_rounds`` rounds (minus those already in the registry); return per-round records."""
@@ -112,8 +139,8 @@ def run_federation(grid: Grid, cfg: FederationConfig, on_round: RoundCallback | 
         spec = model_spec(arrays)
         round_cfg = {**site_cfg, "rounds-left": math.ceil((cfg.num_server_rounds - rnd + 1) * cfg.fraction_train)}
         train_msgs = list(strategy.configure_train(rnd, arrays, ConfigRecord(dict(round_cfg)), grid))
-        replies = list(grid.send_and_receive(train_msgs, timeout=cfg.round_timeout_s))
-        train_check = inspect_replies(replies, "train", spec, rnd, audit)
+        replies = collect_replies(grid, train_msgs, cfg.round_timeout_s, cfg.min_train_sites, cfg.straggler_timeout_s)
+        train_check = inspect_replies(replies, "train", spec, rnd, audit, sent=train_msgs)
         agg_arrays, train_metrics = None, None
         if train_check.accepted:
             try:
@@ -126,8 +153,9 @@ def run_federation(grid: Grid, cfg: FederationConfig, on_round: RoundCallback | 
         eval_metrics, eval_check = None, None
         if cfg.fraction_evaluate > 0:
             eval_msgs = list(strategy.configure_evaluate(rnd, arrays, ConfigRecord(dict(round_cfg)), grid))
-            eval_replies = list(grid.send_and_receive(eval_msgs, timeout=cfg.round_timeout_s))
-            eval_check = inspect_replies(eval_replies, "evaluate", spec, rnd, audit)
+            eval_replies = collect_replies(grid, eval_msgs, cfg.round_timeout_s, cfg.min_train_sites,
+                                           cfg.straggler_timeout_s)
+            eval_check = inspect_replies(eval_replies, "evaluate", spec, rnd, audit, sent=eval_msgs)
             eval_metrics = weighted_metrics(eval_check.accepted)
         record = {
             "round": rnd,
@@ -161,8 +189,8 @@ def _evaluate_initial(grid: Grid, cfg: FederationConfig, strategy: Any, arrays: 
     t0 = time.monotonic()
     round_cfg = {**cfg.site_config(), "rounds-left": 0}
     msgs = list(strategy.configure_evaluate(0, arrays, ConfigRecord(dict(round_cfg)), grid))
-    replies = list(grid.send_and_receive(msgs, timeout=cfg.round_timeout_s))
-    check = inspect_replies(replies, "evaluate", model_spec(arrays), 0, audit)
+    replies = collect_replies(grid, msgs, cfg.round_timeout_s, cfg.min_train_sites, cfg.straggler_timeout_s)
+    check = inspect_replies(replies, "evaluate", model_spec(arrays), 0, audit, sent=msgs)
     record = {"round": 0, "sites_sampled": len(msgs), "sites_aggregated": 0, "sites_rejected": len(check.rejected),
               "sites_failed": len(check.failed), "sites_evaluated": len(check.accepted), "train": {},
               "eval": _num(weighted_metrics(check.accepted)), "eps_max": None,

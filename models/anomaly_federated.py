@@ -43,7 +43,8 @@ class FedAnomalyConfig(BaseModel):
     """Federated DP training settings (the budget is per site, over all rounds)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    rounds: int = Field(8, ge=1, le=1000)
+    rounds: int = Field(4, ge=1, le=1000)
+    personalise_epochs: int = Field(1, ge=0, le=100, description="on-site fine-tuning epochs after federation")
     local_epochs: float = Field(1.0, gt=0, le=100)
     epsilon: float = Field(8.0, gt=0, le=100, description="per-site epsilon budget over the whole training")
     accountant: str = Field("prv", pattern="^(prv|rdp)$")
@@ -99,7 +100,7 @@ def run_federated(
     from flwr.app import ArrayRecord, MetricRecord, RecordDict
 
     from infrabrain.privacy.budget import BudgetConfig
-    from infrabrain.privacy.dp_training import DPConfig, train_dp
+    from infrabrain.privacy.dp_training import DPConfig, resolve_noise_multiplier, train_dp
     from infrabrain.privacy.ledger import PrivacyLedger
 
     if len(sites) < 1:
@@ -116,6 +117,13 @@ def run_federated(
         max_physical_batch_size=max(cfg.expected_batch_size * 2, 512), epochs=cfg.local_epochs,
         optimizer="adam", lr=cfg.lr, secure_noise=False,
     )
+    # one noise multiplier per site for the whole run, calibrated by the privacy code so that all
+    # ``rounds`` runs fit the site's budget (identical runs keep the accountant's history homogeneous)
+    site_cfg = {
+        s.name: dp_cfg.model_copy(update={"noise_multiplier": resolve_noise_multiplier(
+            dp_cfg, ledgers[s.name], num_samples=len(datasets[s.name]), rounds_left=cfg.rounds)})
+        for s in sites
+    }
     global_w = get_weights(build_model(next(iter(n_metrics)), neural))
     eps: dict[str, float] = {}
     delta: dict[str, float] = {}
@@ -133,8 +141,8 @@ def run_federated(
         for s in sites:
             model = build_model(s.train.shape[1], neural)
             set_weights(model, global_w)
-            res = train_dp(model, datasets[s.name], reconstruction_loss, config=dp_cfg, ledger=ledgers[s.name],
-                           round=r, rounds_left=cfg.rounds - r)
+            res = train_dp(model, datasets[s.name], reconstruction_loss, config=site_cfg[s.name],
+                           ledger=ledgers[s.name], round=r, rounds_left=cfg.rounds - r)
             eps[s.name], delta[s.name], sigma[s.name] = res.epsilon_total, res.delta, res.noise_multiplier
             losses.append(res.mean_loss)
             # what leaves the site: weights and the example count, nothing else
@@ -158,6 +166,16 @@ def detectors_from_global(sites: list[SiteData], weights: list[np.ndarray], neur
         set_weights(model, weights)
         out[s.name] = NeuralDetector(model, neural).calibrate(s.train)
     return out
+
+
+def personalise(site: SiteData, weights: list[np.ndarray], neural: NeuralConfig, epochs: int = 1
+                ) -> tuple[NeuralDetector, float]:
+    """Fine-tune the global model on the site's own history for ``epochs`` (on site, so no DP needed: the
+    personalised model and its scores never leave the site) and calibrate; returns it and its CPU seconds."""
+    model = build_model(site.train.shape[1], neural)
+    set_weights(model, weights)
+    cpu = train_plain(model, make_windows(site.train, neural.window), neural.model_copy(update={"epochs": epochs}))
+    return NeuralDetector(model, neural).calibrate(site.train), cpu
 
 
 def train_pooled(sites: list[SiteData], neural: NeuralConfig) -> tuple[list[np.ndarray], float]:

@@ -24,7 +24,7 @@ class NeuralConfig(BaseModel):
     """Architecture and (non-private) training settings of the window autoencoder."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    window: int = Field(5, ge=1, le=240, description="minutes of history in each input (current one included)")
+    window: int = Field(1, ge=1, le=240, description="minutes of history in each input (current one included)")
     hidden: int = Field(64, ge=1, le=4096)
     bottleneck: int = Field(6, ge=1, le=1024)
     epochs: int = Field(10, ge=1, le=1000)

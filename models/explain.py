@@ -180,7 +180,7 @@ def describe_change(series: np.ndarray, metric: str, cadence_s: int) -> str:
     vals = v[ok]
     steps = np.flatnonzero(ok)
     k = max(1, len(vals) // 6)
-    first, last = float(np.mean(vals[:k])), float(np.mean(vals[-k:]))
+    first, last = float(np.mean(vals[:k])), float(np.median(vals[-3:]))
     delta = last - first
     moved = np.flatnonzero(np.abs(vals - first) > 0.1 * abs(delta)) if delta != 0 else np.zeros(0, int)
     span_min = int(round((steps[-1] - (steps[moved[0]] if len(moved) else steps[0])) * cadence_s / 60)) or int(

@@ -39,6 +39,7 @@ from infrabrain.logs import get_logger
 from infrabrain.privacy.accounting import calibrate_noise, validate_sample_rate
 from infrabrain.privacy.budget import validate_positive_finite
 from infrabrain.privacy.ledger import BudgetExceededError, PrivacyLedger
+from infrabrain.privacy.unit import validate_privacy_unit
 
 LossFn = Callable[[nn.Module, Any], Tensor]
 CollateFn = Callable[[list[Any]], Any]
@@ -229,11 +230,13 @@ def train_dp(
     ``loss_fn(model, batch)`` must return the mean loss over the batch (the first dimension of every input).
     ``on_step(optimizer, step)`` is called after clipping and noising, before the parameter update (tests and
     diagnostics read ``p.grad_sample``/``p.summed_grad`` there). Raises :class:`BudgetExceededError` before any
-    step if the run would exceed the site's budget, and ``LedgerCorruptError`` if the ledger is corrupted.
+    step if the run would exceed the site's budget, ``LedgerCorruptError`` if the ledger is corrupted, and
+    ``ValueError`` if the dataset declares overlapping windows (see :mod:`infrabrain.privacy.unit`).
     """
     started = time.perf_counter()
     _validate_model(model)
     n = _validate_dataset(dataset)
+    validate_privacy_unit(dataset)
     q = config.sample_rate(n)
     steps = config.num_steps(n)
     sigma = resolve_noise_multiplier(config, ledger, num_samples=n, rounds_left=rounds_left)

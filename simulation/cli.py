@@ -13,7 +13,7 @@ examples:
   infrabrain simulate --sites 5 --hours 72 --out data/fed          # 5 differing sites, Parquet dataset
   infrabrain simulate --sites 3 --hours 24 --acceleration 50       # summary only, many failures
   infrabrain simulate --spec site.yaml --hours 168 --out data/site # one site from a YAML SiteSpec
-  infrabrain simulate --what-if "cooling crac-2 fails at 3h" --hours 12
+  infrabrain simulate --what-if "cooling crac-2 fails at 3h" --hours 12 --plot whatif.png
   infrabrain simulate --scenario scenario.yaml --out data/whatif
 
 --acceleration multiplies every fault rate; 1 is the calibrated, realistic rate (about 2e-5 unexpected
@@ -36,6 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--what-if", dest="what_if", default=None,
                    help="'[kind] COMPONENT fails at TIME', e.g. 'cooling crac-2 fails at 3h'")
     p.add_argument("--scenario", default=None, help="YAML scenario: site, hours, seed, acceleration, events")
+    p.add_argument("--plot", default=None, metavar="PNG",
+                   help="also draw a picture: the what-if comparison, or an overview of the first site")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -59,6 +61,8 @@ def _validate_args(args: argparse.Namespace) -> None:
         from infrabrain.simulation.storage import _validate_out
 
         _validate_out(args.out, args.overwrite)
+    if args.plot and not str(args.plot).lower().endswith(".png"):
+        raise ValueError(f"--plot must name a .png file, got {args.plot!r}")
 
 
 def run_simulate(args: argparse.Namespace) -> int:
@@ -93,13 +97,18 @@ def run_simulate(args: argparse.Namespace) -> int:
                 bar.update(len(ch.timestamps))
         bar.close()
     elapsed = time.perf_counter() - t0
+    if args.plot:
+        from infrabrain.simulation.plots import plot_site
+
+        plot_site(sims[0].run(), args.plot)
     summary = summarize(sims)
     summary.update({"samples": samples, "seconds": round(elapsed, 2), "out": args.out})
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
         print(format_summary(summary))
-        print(f"{samples:,} metric samples in {elapsed:.1f}s" + (f", written to {args.out}" if args.out else ""))
+        print(f"{samples:,} metric samples in {elapsed:.1f}s" + (f", written to {args.out}" if args.out else "")
+              + (f"; picture of {sims[0].spec.name}: {args.plot}" if args.plot else ""))
     return 0
 
 
@@ -115,15 +124,20 @@ def _run_what_if(args: argparse.Namespace, progress: bool) -> int:
         spec = load_site_spec(args.spec) if args.spec else SiteSpec()
         hours, seed, acc, inj = args.hours, args.seed, args.acceleration, (parse_what_if(args.what_if),)
     result = run_what_if(spec, hours, inj, seed=seed, acceleration=acc)
+    report, text = result.report(), result.format()
+    if args.plot:
+        from infrabrain.simulation.plots import plot_what_if
+
+        plot_what_if(result, args.plot)
     if args.out:
         base, scen = result.baseline, result.scenario
         # same streams, two names on disk: <site>-baseline and <site>-whatif
         base.spec = base.spec.model_copy(update={"name": f"{spec.name}-baseline"})
         scen.spec = scen.spec.model_copy(update={"name": f"{spec.name}-whatif"})
         write_sites([base, scen], args.out, overwrite=args.overwrite, progress=progress,
-                    extra_manifest={"what_if": result.report()})
+                    extra_manifest={"what_if": report})
     if args.json:
-        print(json.dumps(result.report(), indent=2, default=str))
+        print(json.dumps(report, indent=2, default=str))
     else:
-        print(result.format())
+        print(text + (f"\npicture: {args.plot}" if args.plot else ""))
     return 0

@@ -81,7 +81,8 @@ class SiteSimulation:
         self.spec, self.hours, self.seed, self.acceleration = spec, float(hours), int(seed), float(acceleration)
         self.topology = build_topology(spec)
         ss_f, ss_w, self._ss_t = _streams(spec, seed)
-        self.plan = plan_faults(self.topology, hours, np.random.default_rng(ss_f), acceleration, injections, injection_seed=seed)
+        self.plan = plan_faults(self.topology, hours, np.random.default_rng(ss_f), acceleration, injections,
+                                injection_seed=seed)
         self.n_steps = max(1, int(round(hours * 3600.0 / spec.cadence_s)))
         self.workload: Workload = schedule(self.topology, self.plan, self.n_steps, spec.cadence_s,
                                            np.random.default_rng(ss_w))

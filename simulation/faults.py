@@ -126,7 +126,9 @@ class FaultPlan:
     topology: Topology
     hours: float
     acceleration: float
-    incidents: pd.DataFrame  # one row per root incident (incl. benign look-alikes, failed=False)
+    # one row per root incident (incl. benign look-alikes, failed=False): incident, mode, cause, root (global
+    # index), t_fail, t_onset (s, precursor start), visible, benign, injected, failed, t_first (s), n_nodes
+    incidents: pd.DataFrame
     failures: pd.DataFrame  # one row per node failure: node, t, t_repair, cause, root, incident
     signals: np.ndarray  # SIGNAL_DTYPE records
     _rows: list[tuple] = field(default_factory=list, repr=False)  # raw event rows, see `events`
@@ -222,7 +224,7 @@ def _lead_s(rng: np.random.Generator, mode: Mode) -> float:
     return float(min(max(lead, MIN_LEAD_S), MAX_LEAD_S))
 
 
-def _expand(b: _Builder, inc_id: int, mode: Mode, root_local: int, t_fail: float, visible: bool,
+def _expand(b: _Builder, mode: Mode, root_local: int, t_fail: float, visible: bool,
             lead: float, benign: bool, detail_prefix: str = "") -> tuple[list[tuple], float]:
     """Expand one incident into signals, events and candidate node failures ``(node, t, t_repair, gpu)``."""
     topo, rng = b.topo, b.rng
@@ -415,16 +417,16 @@ def plan_faults(topology: Topology, hours: float, rng: np.random.Generator, acce
         if len(rec) > 6:
             irng, inj = rec[6], rec[7]
             saved, b.rng = b.rng, irng
-            lead = t_fail - inj.at_s if mode.root == "cooling" else MIN_LEAD_S
+            vis = mode.root == "cooling"  # only a failed cooling unit takes a while (the racks heat up)
+            lead = t_fail - inj.at_s if vis else 0.0
             root_g = int(topo.kind_index[mode.root][root_local])
             b.ev.append((inj.at_s, root_g, "inject", CAUSE_ID[mode.cause], root_g, -1,
                          f"what-if: {inj.component_id} fails at {inj.at_s / 3600:.2f}h"))
-            cands, _ = _expand(b, inc_id, mode, root_local, t_fail, vis and mode.root == "cooling", lead, False,
-                               prefix)
+            cands, _ = _expand(b, mode, root_local, t_fail, vis, lead, False, prefix)
             b.rng = saved
         else:
             lead = _lead_s(rng, mode) if vis else 0.0
-            cands, _ = _expand(b, inc_id, mode, root_local, t_fail, vis, lead, benign)
+            cands, _ = _expand(b, mode, root_local, t_fail, vis, lead, benign)
         inc_rows.append((inc_id, mode.name, mode.cause, int(topo.kind_index[mode.root][root_local]), t_fail,
                          t_fail - lead, vis, benign, prefix != ""))
         candidates.extend((n, t, tr, g, inc_id) for n, t, tr, g in cands)
@@ -454,7 +456,7 @@ def plan_faults(topology: Topology, hours: float, rng: np.random.Generator, acce
     })
     first = failures.groupby("incident")["t"].min()
     incidents["failed"] = incidents["incident"].isin(first.index)
-    incidents["t_first"] = incidents["incident"].map(first).fillna(np.inf).to_numpy() / 3600.0
+    incidents["t_first"] = incidents["incident"].map(first).fillna(np.inf).to_numpy()  # s; inf = no failure
     incidents["n_nodes"] = incidents["incident"].map(failures.groupby("incident").size()).fillna(0).astype(int)
 
     # 4) node failure / recovery events, within the run only

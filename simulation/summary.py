@@ -75,11 +75,12 @@ def format_summary(summary: dict[str, object]) -> str:
     lines = [f"{summary['sites']} sites, {summary['gpus']} GPUs, {summary['gpu_hours']:.0f} GPU-hours; "
              f"{summary['node_failures']} node failures from {summary['interruptions']} interruptions "
              f"({summary['interruptions_per_gpu_hour']:.2e} per GPU-hour)"]
-    lines.append(f"{'site':<12}{'GPUs':>6}  {'hardware':<18}{'ambient':>8}  {'profile':<10}{'failures':>9}"
+    w = max([12] + [len(str(s["site"])) + 2 for s in summary["per_site"]])  # type: ignore[union-attr]
+    lines.append(f"{'site':<{w}}{'GPUs':>6}  {'hardware':<18}{'ambient':>8}  {'profile':<10}{'failures':>9}"
                  f"{'interr.':>8}{'job kills':>10}")
     for s in summary["per_site"]:  # type: ignore[union-attr]
         hw = "+".join(f"{m}" if v == 1 else f"{m}:{v:g}" for m, v in s["gpu_mix"].items())
-        lines.append(f"{s['site']:<12}{s['gpus']:>6}  {hw:<18}{s['ambient_temp_c']:>7.1f}C  {s['profile']:<10}"
+        lines.append(f"{s['site']:<{w}}{s['gpus']:>6}  {hw:<18}{s['ambient_temp_c']:>7.1f}C  {s['profile']:<10}"
                      f"{s['node_failures']:>9}{s['interruptions']:>8}{s['jobs_killed_on_other_nodes']:>10}")
     by = summary["failures_by_cause"]
     inter = summary["interruptions_by_cause"]
@@ -87,7 +88,8 @@ def format_summary(summary: dict[str, object]) -> str:
         lines.append("failures by cause (node failures / interruptions):")
         for c in CAUSES:
             if c in by:  # type: ignore[operator]
-                lines.append(f"  {c:<18}{by[c]:>6} / {inter.get(c, 0):<6} [{CAUSE_GROUP[c]}]")  # type: ignore[index,union-attr]
+                n_int = inter.get(c, 0)  # type: ignore[union-attr]
+                lines.append(f"  {c:<18}{by[c]:>6} / {n_int:<6} [{CAUSE_GROUP[c]}]")  # type: ignore[index]
     else:
         lines.append("no failures (raise --acceleration or --hours to see some)")
     return "\n".join(lines)

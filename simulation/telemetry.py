@@ -140,6 +140,9 @@ class TelemetryRenderer:
         self.eff = rng.uniform(0.93, 1.0, n_gpu).astype(f32)
         self.t_off = rng.normal(0.0, 1.5, n_gpu).astype(f32)
         self.rack_off = rng.normal(0.0, 0.8, topology.count("rack")).astype(f32)
+        # slow drift: thermal paste / dust make some GPUs run warmer week by week; weather moves the ambient
+        self.drift_c_per_day = np.abs(rng.normal(0.0, 0.15, n_gpu)).astype(f32)
+        self.weather_phase = float(rng.uniform(0, 2 * np.pi))
         # counter starting values: fleets have history
         self.base = {
             "sbe": np.where(rng.random(n_gpu) < 0.1, rng.integers(1, 500, n_gpu), 0).astype(np.float64),
@@ -249,7 +252,8 @@ class TelemetryRenderer:
 
         # cooling units -> rack inlet
         n_cool, n_rack = topo.count("cooling"), topo.count("rack")
-        amb = f32(spec.ambient_temp_c) + 1.5 * (diurnal(t) - 0.5).astype(f32)
+        weather = 2.0 * np.sin(2 * np.pi * t / (5 * 86400.0) + self.weather_phase)
+        amb = (spec.ambient_temp_c + 3.0 * (diurnal(t) - 0.5) + weather).astype(f32)
         setpoint = 18.0 + 0.25 * (amb - 22.0)
         supply = np.repeat(setpoint[:, None], n_cool, axis=1) + 0.15 * self.noise.take("n2", s0, (tc, n_cool))
         airflow_frac = np.ones((tc, n_cool), dtype=f32)
@@ -279,6 +283,7 @@ class TelemetryRenderer:
         temp *= self.rise
         temp += inlet[:, self.rack_of_gpu]
         temp += self.t_off
+        temp += self.drift_c_per_day * (t / 86400.0).astype(f32)[:, None]
         temp += 0.4 * self.noise.take("n6", s0, (tc, ng))
         for r in sig[codes == SIGNAL_CODE["gpu_hot"]]:
             c = int(r["col"])

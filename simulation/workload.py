@@ -51,7 +51,8 @@ def _arrivals(rng: np.random.Generator, topology: Topology, horizon_s: float) ->
     p /= p.sum()
     mean_size = float((2.0 ** ks * p).sum())
     mean_batch = 1.0 + 4.0 * w.burstiness
-    rate = OVERBOOK * w.mean_utilisation * n_node / (mean_size * w.mean_job_hours * 3600.0) / mean_batch  # batches per s
+    # batches per second
+    rate = OVERBOOK * w.mean_utilisation * n_node / (mean_size * w.mean_job_hours * 3600.0) / mean_batch
     peak = rate * (1.0 + w.diurnal_amplitude)
     n = rng.poisson(peak * horizon_s)
     t = np.sort(rng.uniform(0.0, horizon_s, size=n))

@@ -63,7 +63,8 @@ def read_field(fn: Callable[[], Any], problems: list[str], label: str) -> Any:
         return None
 
 
-def _sum_links(handle: Any, counter: int, problems: list[str], label: str) -> float | None:
+def _sum_links(handle: Any, counter: int, label: str) -> float | None:
+    """Sum of one NVLink error counter over the GPU's links; links that do not exist/answer are skipped."""
     total, seen = 0.0, False
     for link in range(pynvml.NVML_NVLINK_MAX_LINKS):
         value = read_field(lambda link=link: pynvml.nvmlDeviceGetNvLinkErrorCounter(handle, link, counter),
@@ -119,14 +120,14 @@ def _gpu_fields(handle: Any, problems: list[str]) -> dict[str, float | None]:
         "DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS": None if remap is None else remap[0],
         "DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS": None if remap is None else remap[1],
         "DCGM_FI_DEV_ROW_REMAP_FAILURE": None if remap is None else float(bool(remap[3])),
-        "DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL": _sum_links(handle, p.NVML_NVLINK_ERROR_DL_CRC_FLIT,
-                                                                     problems, "nvlink_crc_flit"),
-        "DCGM_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL": _sum_links(handle, p.NVML_NVLINK_ERROR_DL_CRC_DATA,
-                                                                     problems, "nvlink_crc_data"),
-        "DCGM_FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL": _sum_links(handle, p.NVML_NVLINK_ERROR_DL_REPLAY,
-                                                                   problems, "nvlink_replay"),
-        "DCGM_FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL": _sum_links(handle, p.NVML_NVLINK_ERROR_DL_RECOVERY,
-                                                                     problems, "nvlink_recovery"),
+        "DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL": _sum_links(
+            handle, p.NVML_NVLINK_ERROR_DL_CRC_FLIT, "nvlink_crc_flit"),
+        "DCGM_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL": _sum_links(
+            handle, p.NVML_NVLINK_ERROR_DL_CRC_DATA, "nvlink_crc_data"),
+        "DCGM_FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL": _sum_links(
+            handle, p.NVML_NVLINK_ERROR_DL_REPLAY, "nvlink_replay"),
+        "DCGM_FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL": _sum_links(
+            handle, p.NVML_NVLINK_ERROR_DL_RECOVERY, "nvlink_recovery"),
         "DCGM_FI_DEV_PCIE_REPLAY_COUNTER": r("pcie_replay", lambda: p.nvmlDeviceGetPcieReplayCounter(handle)),
     }
     return fields

@@ -108,7 +108,10 @@ def test_daemon_process_scores_serves_metrics_and_stops_on_sigterm(tmp_path: Pat
     reader.join(timeout=5)
     msgs = [r.get("msg") for r in lines]
     assert "daemon stopped cleanly" in msgs
-    assert "node at risk of failing within the hour" in msgs
+    alerts = [r for r in lines if r.get("msg") == "node at risk of failing within the hour"]
+    assert {a["node"] for a in alerts} == {"r00-n00", "r00-n01"}
+    # the alert carries the predictor's own explanation sentence
+    assert all(a["explanation"].startswith(f"node {a['node']} at risk") for a in alerts), alerts
     assert any(r.get("msg") == "NVML collector unavailable; continuing with the others" for r in lines)
     with TelemetryStore(tmp_path / "store.db", read_only=True) as store:
         info = store.info()
@@ -141,13 +144,39 @@ def test_in_process_cycle_restart_warms_from_store(tmp_path: Path, small_dataset
         again.close()
 
 
-def test_no_model_means_no_scores_and_a_clear_log(tmp_path: Path, small_dataset: Path) -> None:
-    cfg = load_site_config(_site_yaml(tmp_path, small_dataset, tmp_path / "no-such-checkpoint"))
+def test_cli_collect_once_and_store_info(tmp_path: Path, small_dataset: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _site_yaml(tmp_path, small_dataset, None)
+    capsys.readouterr()
+    assert cli_main(["client", "collect-once", "--config", str(cfg)]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["stored"] > 0 and out["collectors"]["replay"]["up"] and not out["collectors"]["nvml"]["up"]
+    assert "NVML library not found" in out["collectors"]["nvml"]["error"]
+    assert cli_main(["client", "store-info", "--config", str(cfg)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["integrity"] == "ok" and info["n_samples"] == out["stored"]
+    assert cli_main(["client", "check-topology", str(tmp_path / "topology.yaml")]) == 0
+    assert json.loads(capsys.readouterr().out)["components"]["gpu"] == 4
+
+
+def test_no_model_means_no_scores_and_privacy_budget_from_the_ledger(tmp_path: Path, small_dataset: Path) -> None:
+    from prometheus_client import generate_latest
+
+    from infrabrain.privacy.budget import BudgetConfig
+    from infrabrain.privacy.ledger import PrivacyLedger
+
+    PrivacyLedger.open(tmp_path / "ledger", BudgetConfig(epsilon_total=6.5), site="lab")  # a real, fresh ledger
+    cfg = load_site_config(_site_yaml(tmp_path, small_dataset, tmp_path / "no-such-checkpoint",
+                                      privacy_ledger="ledger"))
     daemon = Daemon(cfg, now=1_800_000_000.0)
     try:
         assert daemon.scorer is None
         assert daemon.collect_once(1_800_000_005) > 0
         assert daemon.score_once() == []
+        text = generate_latest(daemon.metrics.registry).decode()
+        assert 'infrabrain_privacy_epsilon_remaining{site="lab"} 6.5' in text
+        assert 'infrabrain_model_loaded{site="lab"} 0.0' in text
+        assert "infrabrain_node_failure_risk{" not in text  # no model: no invented scores
     finally:
         daemon.close()
 

@@ -107,8 +107,9 @@ def test_counter_reset_is_kept_raw_and_corrected_on_read(site, tmp_path: Path) -
 
 def test_gap_in_a_series_stays_a_gap(site) -> None:  # noqa: ANN001
     prom, dcgm, gpu_ids = site["prom"], site["dcgm"], site["gpu_ids"]
-    mapping = PrometheusMapping(step_s=1, series=[SeriesMapping(query="DCGM_FI_DEV_GPU_UTIL", metric="DCGM_FI_DEV_GPU_UTIL",
-                                                                kind="gpu", component="{Hostname}-g{gpu}")])
+    util = "DCGM_FI_DEV_GPU_UTIL"
+    mapping = PrometheusMapping(step_s=1, series=[SeriesMapping(query=util, metric=util, kind="gpu",
+                                                                component="{Hostname}-g{gpu}")])
     dcgm.hidden.add(gpu_ids[3])
     time.sleep(3.5)
     dcgm.hidden.clear()
@@ -196,3 +197,34 @@ def test_mapping_file_errors_name_the_problem(tmp_path: Path) -> None:
     assert load_mapping(p).label_values["instance"]["a:9100"] == "r00-n00"
     with pytest.raises(ValueError, match="must start with http"):
         PrometheusCollector("localhost:9090", load_mapping(p))
+
+
+def test_daemon_scores_from_the_real_prometheus(site, small_dataset: Path, small_checkpoint: Path,  # noqa: ANN001
+                                                tmp_path: Path) -> None:
+    import yaml
+
+    from infrabrain.cli import main as cli_main
+    from infrabrain.client.config import load_site_config
+    from infrabrain.client.daemon import Daemon
+
+    prom = site["prom"]
+    assert cli_main(["client", "topology-from-sim", str(small_dataset), "--out", str(tmp_path / "topology.yaml")]) == 0
+    mapping = default_mapping({prom.node_instance: "r00-n00"}, step_s=1)
+    (tmp_path / "mapping.yaml").write_text(yaml.safe_dump(mapping.model_dump()))
+    (tmp_path / "site.yaml").write_text(yaml.safe_dump({
+        "site": "lab", "topology": "topology.yaml", "cadence_s": 1, "alert_threshold": 1.0,
+        "store": {"path": "store.db"}, "metrics": {"port": 0}, "model": {"checkpoint": str(small_checkpoint)},
+        "collectors": {"prometheus": {"url": prom.url, "mapping": "mapping.yaml", "timeout_s": 5,
+                                      "initial_lookback_s": 30}},
+    }))
+    daemon = Daemon(load_site_config(tmp_path / "site.yaml"))
+    try:
+        assert daemon.collect_once() > 0
+        assert daemon.health["prometheus"].up
+        risks = daemon.score_once()
+        assert [r.node_id for r in risks] == ["r00-n00", "r00-n01"]
+        assert all(0.0 <= r.risk <= 1.0 for r in risks)
+        gpu_window = daemon.buffer.window()[1]["gpu"]
+        assert np.isfinite(gpu_window).any()
+    finally:
+        daemon.close()

@@ -25,7 +25,7 @@ from infrabrain.coordinator.superlink import SuperlinkConfig, register_supernode
 from infrabrain.privacy.boundary import EVAL_METRIC_KEYS, TRAIN_METRIC_KEYS
 
 ROOT = Path(__file__).resolve().parents[2]
-SITE = {"site_gpus": 16, "site_hours": 12.0}
+SITE = {"site_gpus": 16, "site_hours": 96.0}
 
 
 def _wait(pred, timeout_s: float, what: str) -> None:
@@ -67,8 +67,9 @@ def test_tls_auth_federation_with_kill_and_rejoin(tmp_path: Path) -> None:
         procs["rogue"] = rogue
 
         run = submit_run(ROOT, link_cfg.flwr_home, link_cfg.connection_name, {
-            "num-server-rounds": 3, "registry-dir": str(registry_dir), "round-timeout-s": 45.0,
-            "noise-multiplier": 1.0, "local-epochs": 2, "lr": 0.1, "acceleration": 1000.0,
+            "num-server-rounds": 3, "registry-dir": str(registry_dir), "round-timeout-s": 240.0,
+            "straggler-timeout-s": 15.0, "noise-multiplier": 1.0, "local-epochs": 1, "batch-size": 8,
+            "optimizer": "adam", "lr": 0.005, "acceleration": 1000.0,
             "min-train-sites": 2, "min-available-sites": 2, "site-gpus": SITE["site_gpus"],
             "site-hours": SITE["site_hours"]}, log_path=tmp_path / "run.log")
 

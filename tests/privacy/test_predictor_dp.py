@@ -12,8 +12,6 @@ from infrabrain.privacy.budget import BudgetConfig
 from infrabrain.privacy.dp_training import DPConfig, train_dp
 from infrabrain.privacy.ledger import PrivacyLedger
 
-models = pytest.importorskip("infrabrain.models.training")
-
 
 def test_predictor_trains_under_dp_and_its_update_passes_the_boundary(tmp_path):
     from infrabrain.models.gnn import FailurePredictor, ModelConfig

@@ -18,7 +18,9 @@ import tenseal as ts
 from infrabrain.client.benchmark_query import BenchmarkClient
 from infrabrain.coordinator.query_worker import worker_rss_bytes
 
-N_QUERY, N_CONTEXT, N_CONTEXT_DEEP, N_RAW = 5000, 1980, 20, 3000
+# "deep" mutations flip bits anywhere: many then decode to a valid (garbage) ciphertext/key, which CKKS cannot
+# tell apart (it has no integrity) and which costs a real evaluation/load, so they are few.
+N_QUERY, N_QUERY_DEEP, N_CONTEXT, N_CONTEXT_DEEP, N_RAW = 4980, 20, 1990, 10, 3000
 
 
 def _mutate(blob: bytes, rng: np.random.Generator, head: int | None = None) -> bytes:
@@ -84,9 +86,10 @@ def test_fuzz_ten_thousand_inputs(open_server, identities, reference):
     signed_query = pb.QueryRequest(auth=ident.auth(pb, "Query", cid, ver, good_query), context_id=cid,
                                    reference_version=ver, ciphertext=good_query).SerializeToString()
 
-    cases = [("q", _mutate(good_query, rng)) for _ in range(N_QUERY)]
+    cases = [("q", _mutate(good_query, rng, head=120)) for _ in range(N_QUERY)]
+    cases += [("Q", _mutate(good_query, rng)) for _ in range(N_QUERY_DEEP)]
     cases += [("c", _mutate(good_ctx, rng, head=400)) for _ in range(N_CONTEXT)]
-    cases += [("c", _mutate(good_ctx, rng)) for _ in range(N_CONTEXT_DEEP)]
+    cases += [("C", _mutate(good_ctx, rng)) for _ in range(N_CONTEXT_DEEP)]
     cases += [("r", _mutate(signed_query, rng)) for _ in range(N_RAW // 2)]
     cases += [("R", rng.bytes(int(rng.integers(0, 4096)))) for _ in range(N_RAW - N_RAW // 2)]
     assert len(cases) >= 10_000
@@ -94,9 +97,9 @@ def test_fuzz_ten_thousand_inputs(open_server, identities, reference):
     def run(case):
         kind, blob = case
         try:
-            if kind == "q":
+            if kind in "qQ":
                 send_query(blob)
-            elif kind == "c":
+            elif kind in "cC":
                 send_ctx(blob)
             elif kind == "r":
                 raw_query(blob, timeout=60)
@@ -110,8 +113,9 @@ def test_fuzz_ten_thousand_inputs(open_server, identities, reference):
         results = list(ex.map(run, cases))
     unclear = [r for r in results if r[1].startswith("UNCLEAR")]
     assert not unclear, unclear[:5]
-    refused = sum(r[1] == "clear" for r in results)
-    assert refused >= 0.95 * len(cases)  # a mutation may be harmless (e.g. a flip in a zero-padding bit)
+    structural = [r for r in results if r[0] not in "QC"]
+    refused = sum(r[1] == "clear" for r in structural)
+    assert refused >= 0.99 * len(structural), [r for r in structural if r[1] == "accepted"][:3]
     # still alive and correct: re-register a valid context, ask a valid query
     c.context_id = None
     c.register()

@@ -13,7 +13,7 @@ def test_cooling_failure_hazard_ratio_above_10() -> None:
     plan = simulate_faults(spec, hours=8000, seed=5, acceleration=50.0)
     topo = plan.topology
     inc = plan.incidents
-    cool = inc[(inc["mode"] == "cooling") & inc["failed"] & (inc["t_first"] < 7997)]
+    cool = inc[(inc["mode"] == "cooling") & inc["failed"] & (inc["t_first"] < 7997 * 3600.0)]
     assert len(cool) >= 5
     f = plan.failures
     n_node = topo.count("node")
@@ -21,7 +21,7 @@ def test_cooling_failure_hazard_ratio_above_10() -> None:
     for row in cool.itertuples():
         unit = int(row.root - topo.kind_index["cooling"][0])
         cooled = np.isin(topo.rack_of_node, np.flatnonzero(topo.cooling_of_rack == unit))
-        t0 = row.t_first * 3600.0
+        t0 = row.t_first
         w = f[(f["t"] >= t0) & (f["t"] < t0 + 3 * 3600.0)]
         hit = cooled[w["node"].to_numpy()]
         in_fail += hit.sum()

@@ -1,0 +1,180 @@
+"""Benchmark of the next-hour failure predictor against the incumbents' rules and non-graph models.
+
+Trains the GNN on a simulated federation (default 10 sites, 3 held out, 48 h, acceleration 100), fits every
+baseline on the same split, evaluates all of them on the held-out sites, then times one training epoch over
+1,000 snapshots of a 512-GPU site and inference on a 10,000-GPU snapshot. Prints a human summary, then as its
+LAST line one JSON object (keys named in issue 3).
+
+    .venv/bin/python bench/predictor.py                 # default (about 10 minutes on 2 shared cores)
+    .venv/bin/python bench/predictor.py --quick         # smaller smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+
+import numpy as np
+import torch
+
+
+def _peak_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+def accuracy_part(args: argparse.Namespace) -> dict:
+    from infrabrain.models.pipeline import PipelineConfig, evaluate_predictor, train_predictor
+    from infrabrain.simulation import simulate_federation
+
+    t0 = time.perf_counter()
+    runs = simulate_federation(args.sites, hours=args.hours, seed=args.seed, acceleration=args.acceleration)
+    sim_s = time.perf_counter() - t0
+    fails = sum(int((r.events["event"] == "failure").sum()) for r in runs)
+    print(f"simulated {len(runs)} sites x {args.hours} h (acceleration {args.acceleration}): "
+          f"{sum(r.topology.count('gpu') for r in runs)} GPUs, {fails} failure events, {sim_s:.1f} s", file=sys.stderr)
+    cfg = PipelineConfig(heldout=args.heldout, epochs=args.epochs, patience=args.patience, seed=args.seed,
+                         hidden=args.hidden, layers=args.layers, progress=not args.no_progress)
+    trained = train_predictor(runs, cfg)
+    rep = evaluate_predictor(trained, args.report_dir, rootcause_events=args.rootcause_events)
+    g = rep["models"]["gnn"]
+    print("held-out sites:", ", ".join(rep["sites"]), file=sys.stderr)
+    print(f"{'model':10s} {'PR-AUC':>7s} {'ROC-AUC':>7s} {'PR-AUC casc':>11s} {'rec@p50':>7s} {'rec@p50 hw':>10s} "
+          f"{'rec@p80':>7s} {'lead med':>8s}", file=sys.stderr)
+    for name, m in rep["models"].items():
+        print(f"{name:10s} {m['pr_auc']:7.3f} {m['roc_auc']:7.3f} {m['pr_auc_cascade']:11.3f} "
+              f"{m['event_recall_at_p50']:7.2f} {m['event_recall_at_p50_precursor']:10.2f} "
+              f"{m['event_recall_at_p80']:7.2f} {m['median_lead_min']:8.1f}", file=sys.stderr)
+    print(f"GNN / best non-graph ({rep['best_baseline']}) PR-AUC ratio: {rep['pr_auc_ratio']:.2f}; cascades "
+          f"({rep['best_baseline_cascade']}): {rep['pr_auc_ratio_cascade']:.2f}", file=sys.stderr)
+    print("by cause group (GNN):", json.dumps(g["by_cause_group"]), file=sys.stderr)
+    print("root cause:", json.dumps(rep["rootcause"]), file=sys.stderr)
+    for s in rep["explanations"][:3]:
+        print("  ", s, file=sys.stderr)
+    rc = rep["rootcause"]
+    return {
+        "pr_auc_gnn": rep["pr_auc_gnn"],
+        "pr_auc_best_baseline": rep["pr_auc_best_baseline"],
+        "best_baseline": rep["best_baseline"],
+        "pr_auc_ratio": rep["pr_auc_ratio"],
+        "pr_auc_ratio_cascade": rep["pr_auc_ratio_cascade"],
+        "event_recall_at_p50": g["event_recall_at_p50_precursor"],
+        "event_recall_at_p50_all": g["event_recall_at_p50"],
+        "event_recall_at_p80": g["event_recall_at_p80_precursor"],
+        "median_lead_min": g["median_lead_min"],
+        "rootcause_top1": rc.get("top1"),
+        "rootcause_top3": rc.get("cascade_top3"),
+        "rootcause_top3_all": rc.get("top3"),
+        "rootcause_cascades_n": rc.get("cascade_n"),
+        "heldout_events": g["events"],
+        "epochs_run": rep["train"]["epochs_run"],
+        "train_s": rep["train"]["train_s"],
+        "rules_recall_at_p50": rep["models"]["rules"]["event_recall_at_p50_precursor"],
+    }
+
+
+def epoch_part(args: argparse.Namespace) -> dict:
+    from infrabrain.models.gnn import build_model
+    from infrabrain.models.snapshots import SnapshotDataset, fit_normalizer, site_tensors
+    from infrabrain.models.features import FeatureSet
+    from infrabrain.models.training import make_loader, train_epoch
+    from infrabrain.simulation import SiteSpec, simulate_site
+
+    spec = SiteSpec(name="epoch-512", rows=2, racks_per_row=args.epoch_gpus // 64, nodes_per_rack=4)
+    hours = (args.epoch_snapshots + 70) / 60.0
+    run = simulate_site(spec, hours=hours, seed=args.seed, acceleration=args.acceleration)
+    fs = FeatureSet.from_run(run)
+    site = site_tensors(run, fs, fit_normalizer([run], fs))
+    ds = SnapshotDataset([site], window=60, stride=1, pool=5)
+    ds.index = ds.index[: args.epoch_snapshots]
+    model = build_model(fs.f_max, 60, pool=5, hidden=args.hidden, layers=args.layers)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    loader = make_loader(ds, 16, shuffle=True)
+    t0 = time.perf_counter()
+    train_epoch(model, loader, opt, progress=not args.no_progress, desc="timed epoch")
+    epoch_s = time.perf_counter() - t0
+    print(f"one epoch over {len(ds)} snapshots of a {spec.n_gpus}-GPU site ({site.graph.n} components): "
+          f"{epoch_s:.1f} s", file=sys.stderr)
+    return {"epoch_s": epoch_s, "epoch_snapshots": len(ds), "epoch_gpus": spec.n_gpus}
+
+
+def inference_part(args: argparse.Namespace) -> dict:
+    from infrabrain.models.features import FeatureSet
+    from infrabrain.models.gnn import build_model
+    from infrabrain.models.snapshots import collate_snapshots, fit_normalizer, snapshot_from_window
+    from infrabrain.simulation import SiteSpec, simulate_site
+
+    racks = max(1, -(-args.infer_gpus // 64))
+    spec = SiteSpec(name="infer-10k", rows=4, racks_per_row=-(-racks // 4), nodes_per_rack=8)
+    run = simulate_site(spec, hours=62 / 60, seed=args.seed, acceleration=1.0)
+    fs = FeatureSet.from_run(run)
+    norm = fit_normalizer([run], fs)
+    model = build_model(fs.f_max, 60, pool=5, hidden=args.hidden, layers=args.layers).eval()
+    t0 = time.perf_counter()
+    item = snapshot_from_window(run.topology, run.metrics, run.metric_names, fs, norm, 60, pool=5)
+    batch = collate_snapshots([item])
+    prep_ms = (time.perf_counter() - t0) * 1000
+    times = []
+    with torch.no_grad():
+        for _ in range(args.infer_repeats):
+            t0 = time.perf_counter()
+            model(batch)
+            times.append((time.perf_counter() - t0) * 1000)
+    ms = float(np.median(times))
+    print(f"inference on a {spec.n_gpus}-GPU snapshot ({len(item['kind'])} components): model {ms:.0f} ms "
+          f"(median of {len(times)}), snapshot preparation {prep_ms:.0f} ms", file=sys.stderr)
+    return {"infer_ms_10k_gpus": ms, "infer_prep_ms": prep_ms, "infer_gpus": spec.n_gpus}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sites", type=int, default=10)
+    p.add_argument("--heldout", type=int, default=3)
+    p.add_argument("--hours", type=float, default=48.0)
+    p.add_argument("--acceleration", type=float, default=100.0,
+                   help="fault-rate multiplier (1 = realistic: ~1 failure in 10 sites x 48 h, nothing to learn)")
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--patience", type=int, default=4)
+    p.add_argument("--hidden", type=int, default=32)
+    p.add_argument("--layers", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rootcause-events", type=int, default=150)
+    p.add_argument("--epoch-gpus", type=int, default=512)
+    p.add_argument("--epoch-snapshots", type=int, default=1000)
+    p.add_argument("--infer-gpus", type=int, default=10000)
+    p.add_argument("--infer-repeats", type=int, default=5)
+    p.add_argument("--report-dir", default=None, help="also write report.json and pr_curves.png here")
+    p.add_argument("--quick", action="store_true", help="smoke run: 4 sites, 24 h, 3 epochs, 200-snapshot epoch")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (the target machine has 2 cores)")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.sites, args.heldout, args.hours, args.epochs, args.epoch_snapshots = 4, 1, 24.0, 3, 200
+        args.rootcause_events = 30
+    torch.set_num_threads(args.threads)
+    from infrabrain.logs import configure_logging
+
+    configure_logging("warning")
+    out: dict = {}
+    out.update(accuracy_part(args))
+    out.update(epoch_part(args))
+    out.update(inference_part(args))
+    out["peak_rss_gib"] = _peak_rss_gib()
+    out["config"] = {"sites": args.sites, "heldout": args.heldout, "hours": args.hours,
+                     "acceleration": args.acceleration, "epochs": args.epochs, "hidden": args.hidden,
+                     "layers": args.layers, "threads": args.threads, "seed": args.seed}
+    goals = {"pr_auc_ratio": 1.2, "pr_auc_ratio_cascade": 1.5, "event_recall_at_p50": 0.8, "median_lead_min": 30,
+             "rootcause_top3": 0.8}
+    for k, g in goals.items():
+        v = out.get(k)
+        print(f"{k:24s} {v if v is None else round(v, 3)!s:>8s}  goal >= {g}", file=sys.stderr)
+    for k, g in (("infer_ms_10k_gpus", 200), ("epoch_s", 30), ("peak_rss_gib", 4)):
+        print(f"{k:24s} {out[k]:8.2f}  goal <= {g}", file=sys.stderr)
+    print(json.dumps({k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in out.items()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

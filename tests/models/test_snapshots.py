@@ -1,0 +1,128 @@
+"""Snapshots from real simulated runs: shapes, masking, dynamic graph, splits, normalisation, bad input."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from infrabrain.models.features import FeatureSet, Normalizer, is_counter
+from infrabrain.models.snapshots import (
+    collate_snapshots,
+    fit_normalizer,
+    make_splits,
+    site_tensors,
+    snapshot_from_window,
+)
+
+
+def test_snapshot_shapes_and_labels(small_runs, small_splits):
+    sp = small_splits
+    item = sp.train[0]
+    run = small_runs[0]
+    n = len(run.topology.components)
+    bins = sp.window // sp.pool
+    assert sp.window == 60 and sp.pool == 5
+    assert item["x"].shape == (n, bins, sp.feature_set.f_max)
+    assert item["mask"].shape == item["x"].shape
+    assert item["kind"].shape == (n,)
+    assert item["y"].shape == (run.topology.count("node"),)
+    # padding slots of kinds with fewer metrics are always masked
+    rack = run.topology.kind_index["rack"][0]
+    assert float(item["mask"][rack, :, 1:].sum()) == 0.0
+    # labels equal the simulator's
+    si, ti = sp.train.index[0]
+    assert torch.equal(item["y"].bool(), torch.from_numpy(run.labels.fail_within_1h[ti]))
+
+
+def test_nan_values_are_masked_not_invented(small_runs, small_splits):
+    run = copy.deepcopy(small_runs[0])
+    gpu = 3
+    run.metrics["gpu"][:, gpu, :] = np.nan  # every scrape of one GPU missing
+    site = site_tensors(run, small_splits.feature_set, small_splits.normalizer)
+    from infrabrain.models.snapshots import build_snapshot
+
+    item = build_snapshot(site, 100, 60, pool=5)
+    g = run.topology.kind_index["gpu"][gpu]
+    assert float(item["mask"][g].sum()) == 0.0
+    assert float(item["x"][g].abs().sum()) == 0.0
+    assert float(item["alive"][g]) == 0.0  # dead: removed from message passing
+
+
+def test_dead_node_gets_no_label(small_runs, small_splits):
+    run = small_runs[0]
+    alive = run.labels.alive
+    t, n = np.argwhere(~alive)[0]
+    site = small_splits.train_sites[0] if small_splits.train_sites[0].name == run.name else None
+    assert site is not None
+    from infrabrain.models.snapshots import build_snapshot
+
+    item = build_snapshot(site, max(int(t), 60), 60, pool=5)
+    if not alive[max(int(t), 60), n]:
+        assert float(item["label_mask"][n]) == 0.0
+
+
+def test_splits_by_site_and_time(small_runs, small_splits):
+    sp = small_splits
+    held = {s.name for s in sp.heldout_sites}
+    assert held == {small_runs[-1].name}
+    assert held.isdisjoint({s.name for s in sp.train_sites})
+    # time split: train ends before validation starts, with at least the label horizon between them
+    t_train = max(sp.train.sites[si].timestamps[ti] for si, ti in sp.train.index)
+    t_val = min(sp.val.sites[si].timestamps[ti] for si, ti in sp.val.index)
+    assert t_val - t_train >= 3600
+    # the normaliser comes from the training sites' training period only
+    ref = fit_normalizer(small_runs[:-1], sp.feature_set, (0.0, 0.6))
+    for k in ref.center:
+        np.testing.assert_allclose(ref.center[k], sp.normalizer.center[k])
+    other = fit_normalizer(small_runs, sp.feature_set, (0.0, 1.0))
+    assert any(not np.allclose(other.center[k], sp.normalizer.center[k]) for k in ref.center)
+
+
+def test_collate_pads_different_sites(small_splits):
+    sp = small_splits
+    a = sp.train[0]
+    b = sp.test_sites[0]
+    batch = collate_snapshots([a, b])
+    n_max = max(a["kind"].shape[0], b["kind"].shape[0])
+    assert batch["x"].shape[:2] == (2, n_max)
+    assert batch["edge_index"].max() < 2 * batch["infra_index"].shape[1]
+    assert batch["gpu_edge"][:, 0].max() < 2 * n_max
+
+
+def test_missing_metric_column_is_an_error(small_runs, small_splits):
+    run = small_runs[0]
+    names = {k: list(v) for k, v in run.metric_names.items()}
+    names["gpu"] = names["gpu"][1:]
+    metrics = {k: v[:70] for k, v in run.metrics.items()}
+    metrics["gpu"] = metrics["gpu"][:, :, 1:]
+    with pytest.raises(ValueError, match="missing metric column.*DCGM_FI_DEV_GPU_TEMP"):
+        snapshot_from_window(run.topology, metrics, names, small_splits.feature_set, small_splits.normalizer, 60, pool=5)
+
+
+def test_unknown_component_type_is_an_error(small_runs, small_splits):
+    run = small_runs[0]
+    names = {k: list(v) for k, v in run.metric_names.items()} | {"ups": ["ups_load"]}
+    metrics = {k: v[:70] for k, v in run.metrics.items()} | {"ups": np.zeros((70, 1, 1), np.float32)}
+    with pytest.raises(ValueError, match="unknown component type.*ups"):
+        snapshot_from_window(run.topology, metrics, names, small_splits.feature_set, small_splits.normalizer, 60, pool=5)
+    with pytest.raises(ValueError, match="unknown component kind"):
+        FeatureSet(metrics={"ups": ("x",)})
+
+
+def test_short_window_is_an_error(small_runs, small_splits):
+    run = small_runs[0]
+    metrics = {k: v[:30] for k, v in run.metrics.items()}
+    with pytest.raises(ValueError, match="needs at least 60"):
+        snapshot_from_window(run.topology, metrics, run.metric_names, small_splits.feature_set,
+                             small_splits.normalizer, 60, pool=5)
+
+
+def test_counters_and_normaliser_roundtrip(small_splits):
+    assert is_counter("DCGM_FI_DEV_ECC_SBE_VOL_TOTAL") and is_counter("node_network_receive_errs_total")
+    assert not is_counter("DCGM_FI_DEV_XID_ERRORS") and not is_counter("DCGM_FI_DEV_GPU_TEMP")
+    n2 = Normalizer.from_dict(small_splits.normalizer.to_dict())
+    for k in n2.center:
+        np.testing.assert_allclose(n2.scale[k], small_splits.normalizer.scale[k])

@@ -1,0 +1,97 @@
+"""Training, weights exchange and checkpoints on real simulated snapshots."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from infrabrain.models.checkpoint import load_checkpoint, save_checkpoint
+from infrabrain.models.features import FeatureSet
+from infrabrain.models.gnn import build_model
+from infrabrain.models.snapshots import collate_snapshots
+from infrabrain.models.training import (
+    TrainConfig,
+    estimate_pos_weight,
+    evaluate_model,
+    get_weights,
+    loss_fn,
+    set_weights,
+    train_model,
+)
+
+
+@pytest.fixture(scope="module")
+def trained(small_splits):
+    sp = small_splits
+    torch.manual_seed(0)
+    model = build_model(sp.feature_set.f_max, sp.window, pool=sp.pool, hidden=16, layers=2,
+                        pos_weight=estimate_pos_weight(sp.train))
+    batch = collate_snapshots([sp.train[i] for i in range(len(sp.train))])
+    before = float(loss_fn(model, batch))
+    result = train_model(model, sp.train, sp.val, TrainConfig(epochs=4, batch_size=8, patience=4, progress=False))
+    return model, result, before, batch
+
+
+def test_training_lowers_the_loss(trained):
+    model, result, before, batch = trained
+    assert len(result.history) >= 1
+    assert 0 <= result.best_epoch < len(result.history)
+    with torch.no_grad():
+        after = float(loss_fn(model, batch))
+    assert after < before
+
+
+def test_evaluate_model_reports_metrics(trained, small_splits):
+    model = trained[0]
+    out = evaluate_model(model, small_splits.test_sites)
+    assert {"pr_auc", "roc_auc", "loss", "n", "positives"} <= set(out)
+    assert out["n"] > 0 and 0.0 <= out["roc_auc"] <= 1.0
+
+
+def test_weights_roundtrip_and_shape_errors(trained, small_splits):
+    model = trained[0]
+    sp = small_splits
+    w = get_weights(model)
+    assert all(isinstance(a, np.ndarray) for a in w)
+    other = build_model(sp.feature_set.f_max, sp.window, pool=sp.pool, hidden=16, layers=2)
+    set_weights(other, w)
+    batch = collate_snapshots([sp.test_sites[0]])
+    with torch.no_grad():
+        torch.testing.assert_close(model(batch), other(batch))
+    with pytest.raises(ValueError, match="shape"):
+        set_weights(other, [a.T if a.ndim == 2 else a for a in w])
+    with pytest.raises(ValueError, match="weight arrays"):
+        set_weights(other, w[:-1])
+    bad = [a.copy() for a in w]
+    bad[0][...] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        set_weights(other, bad)
+
+
+def test_checkpoint_roundtrip_and_feature_set_guard(trained, small_splits, tmp_path):
+    model = trained[0]
+    sp = small_splits
+    path = save_checkpoint(tmp_path / "ckpt", model, sp.feature_set, sp.normalizer, {"val": {"pr_auc": 0.5}})
+    card = json.loads((path / "model_card.json").read_text())
+    assert card["feature_fingerprint"] == sp.feature_set.fingerprint()
+    assert card["feature_set"]["metrics"]["gpu"][0] == "DCGM_FI_DEV_GPU_TEMP"
+    ck = load_checkpoint(path, expected=sp.feature_set)
+    batch = collate_snapshots([sp.test_sites[0]])
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(batch), ck.model(batch))
+    other = FeatureSet(metrics={**sp.feature_set.metrics, "gpu": sp.feature_set.metrics["gpu"][:-1]})
+    with pytest.raises(ValueError, match="another feature set.*DCGM_FI_DEV_POWER_VIOLATION"):
+        load_checkpoint(path, expected=other)
+    with pytest.raises(FileExistsError):
+        save_checkpoint(path, model, sp.feature_set, sp.normalizer)
+    # a card edited by hand no longer matches its fingerprint
+    card["feature_set"]["metrics"]["rack"] = ["something_else"]
+    (path / "model_card.json").write_text(json.dumps(card))
+    with pytest.raises(ValueError, match="fingerprint"):
+        load_checkpoint(path)
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "nope")
