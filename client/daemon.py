@@ -115,6 +115,9 @@ def build_collectors(cfg: SiteConfig, topology: SiteTopology, start: float) -> t
 
         node_id = c.nvml.node_id or socket.gethostname()
         nvml = NvmlCollector(node_id, xid_events=c.nvml.xid_events)
+        if node_id not in set(topology.ids("node")):
+            log.warning("NVML node_id is not a node of the topology: its GPUs are stored but not scored",
+                        extra={"node_id": node_id})
         if nvml.unavailable:
             log.warning("NVML collector unavailable; continuing with the others", extra={"reason": nvml.unavailable})
         else:
@@ -321,8 +324,12 @@ class Daemon:
     # -- services --------------------------------------------------------------------------------------------
     def start_metrics_server(self) -> int:
         """Serve ``/metrics``; returns the bound port."""
-        server, _thread = start_http_server(self.cfg.metrics.port, addr=self.cfg.metrics.host,
-                                            registry=self.metrics.registry)
+        try:
+            server, _thread = start_http_server(self.cfg.metrics.port, addr=self.cfg.metrics.host,
+                                                registry=self.metrics.registry)
+        except OSError as exc:
+            raise ValueError(f"metrics: cannot serve on {self.cfg.metrics.host}:{self.cfg.metrics.port} ({exc}); "
+                             "pick another metrics.port") from exc
         self._server = server
         self.metrics_port = int(server.server_port)
         log.info("serving /metrics", extra={"host": self.cfg.metrics.host, "port": self.metrics_port})

@@ -19,13 +19,15 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import pandas as pd
 
 from infrabrain.client.records import EventRecord, KindWindow, SampleBatch, counter_monotone, is_counter
 from infrabrain.logs import get_logger
+
+if TYPE_CHECKING:  # pandas is imported where frames are built: a writer process stays light
+    import pandas as pd
 
 SCHEMA_VERSION = 1
 log = get_logger("client.store")
@@ -229,6 +231,8 @@ class TelemetryStore:
             mlist = list(metrics)
             sql += f" AND r.metric IN ({','.join('?' * len(mlist))})"
             params.extend(mlist)
+        import pandas as pd
+
         rows = self._db.execute(sql + " ORDER BY s.t", params).fetchall()
         df = pd.DataFrame(rows, columns=["t", "component_id", "kind", "metric", "value"])
         df["value"] = df["value"].astype("float64")  # NULL -> NaN
@@ -236,6 +240,8 @@ class TelemetryStore:
 
     def read_events(self, start: int, end: int) -> pd.DataFrame:
         """Events with ``start <= t < end``."""
+        import pandas as pd
+
         rows = self._db.execute(
             "SELECT t, component_id, kind, event, xid, detail FROM events WHERE t >= ? AND t < ? ORDER BY t",
             (int(start), int(end)),

@@ -160,7 +160,9 @@ class TabularBaseline:
                 max_iter=200, learning_rate=0.1, max_leaf_nodes=31, class_weight="balanced", random_state=self.seed,
                 early_stopping=False,
             )
-        self.cols = np.flatnonzero(np.isfinite(x).any(axis=0) & (np.nanstd(np.where(np.isfinite(x), x, np.nan), axis=0) > 0))
+        with _no_warn():
+            spread = np.nanstd(np.where(np.isfinite(x), x, np.nan), axis=0)
+        self.cols = np.flatnonzero(np.isfinite(x).any(axis=0) & (np.nan_to_num(spread) > 0))
         self.model.fit(x[:, self.cols], y.astype(int))
         return self
 
@@ -182,7 +184,8 @@ class IsolationForestBaseline:
     def fit(self, x: np.ndarray) -> IsolationForestBaseline:
         from sklearn.ensemble import IsolationForest
 
-        self.fill = np.nan_to_num(np.nanmedian(np.where(np.isfinite(x), x, np.nan), axis=0)) if len(x) else None
+        with _no_warn():
+            self.fill = np.nan_to_num(np.nanmedian(np.where(np.isfinite(x), x, np.nan), axis=0)) if len(x) else None
         self.model = IsolationForest(n_estimators=200, max_samples=min(self.max_samples, max(len(x), 2)),
                                      random_state=self.seed).fit(self._fill(x))
         return self

@@ -233,7 +233,6 @@ class TelemetryRenderer:
         topo, f32 = self.topo, np.float32
         tc, ng, nn, gpn = s1 - s0, self.n_gpu, self.n_node, self.gpn
         t = (np.arange(s0, s1, dtype=np.float64) * self.cad)
-        tcol = t[:, None]
         spec = topo.spec
         active = self._active(float(t[0]), float(t[-1]))
         sig = self.plan.signals[active]

@@ -187,7 +187,7 @@ def run_what_if(spec: SiteSpec, hours: float, injections: tuple[Injection, ...],
             hit = xe[(xe["component_id"] == gid) & (xe["t"] == round(f.t))]
             if len(hit):
                 xid = int(hit["xid"].iloc[0])
-                via_gpu = f" -> {gid} (XID {xid})"
+                via_gpu = f" -> {gid} (XID {xid})" if gid != ids[root] else f" (XID {xid})"
         txt = " -> ".join(f"{c}" + (f" [{e}]" if e else "") for c, e in path) + via_gpu
         rows.append({"t_h": round(f.t / 3600.0, 3), "component_id": str(ids[target]),
                      "cause": CAUSES[int(f.cause)],

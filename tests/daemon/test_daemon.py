@@ -201,3 +201,50 @@ def test_site_config_errors_name_the_field(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="colectors"):
         load_site_config(p)
     assert cli_main(["client", "run", "--config", str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_metrics_port_in_use_is_a_clear_error(tmp_path: Path, small_dataset: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        cfg = _site_yaml(tmp_path, small_dataset, None)
+        doc = yaml.safe_load(cfg.read_text())
+        doc["metrics"] = {"host": "127.0.0.1", "port": port}
+        cfg.write_text(yaml.safe_dump(doc))
+        daemon = Daemon(load_site_config(cfg))
+        try:
+            with pytest.raises(ValueError, match=f"cannot serve on 127.0.0.1:{port}"):
+                daemon.run(threading.Event(), max_cycles=1)
+        finally:
+            daemon.close()
+    with TelemetryStore(tmp_path / "store.db", read_only=True) as store:
+        assert store.integrity_check() == "ok"
+
+
+def test_federation_section_starts_and_stops_the_real_supernode(tmp_path: Path, small_dataset: Path) -> None:
+    import socket
+
+    from infrabrain.coordinator.certs import make_supernode_keys, make_tls
+
+    tls = make_tls(tmp_path / "tls")
+    key = make_supernode_keys(tmp_path / "keys", "lab")
+    with socket.socket() as s:  # a SuperLink address nobody listens on: the SuperNode keeps retrying
+        s.bind(("127.0.0.1", 0))
+        superlink = f"127.0.0.1:{s.getsockname()[1]}"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        local_port = s.getsockname()[1]
+    cfg = _site_yaml(tmp_path, small_dataset, None, federation={
+        "superlink": superlink, "root_certificates": str(tls.ca_cert), "auth_private_key": str(key.private_key),
+        "state_dir": str(tmp_path / "fed"), "port": local_port, "log_file": str(tmp_path / "supernode.log")})
+    daemon = Daemon(load_site_config(cfg))
+    try:
+        daemon.start_federation()
+        proc = daemon._supernode
+        assert proc is not None and proc.pid > 0
+    finally:
+        daemon.close()
+    assert proc.poll() is not None  # stopped with the daemon, not left behind

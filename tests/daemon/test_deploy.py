@@ -44,3 +44,15 @@ def test_systemd_unit_runs_the_real_cli() -> None:
     args = build_parser().parse_args(argv)
     assert args.config == "/etc/infrabrain/site.yaml" and callable(args.handler)
     assert "KillSignal=SIGTERM" in unit
+
+
+def test_example_configs_are_valid() -> None:
+    from infrabrain.client.collectors.prometheus import load_mapping
+    from infrabrain.client.config import load_site_config
+    from infrabrain.client.topology_file import load_topology
+
+    cfg = load_site_config(DEPLOY / "site.example.yaml")
+    topo = load_topology(cfg.topology)
+    assert len(topo.ids("gpu")) == 32 and cfg.collectors.prometheus is not None
+    mapping = load_mapping(cfg.collectors.prometheus.mapping)
+    assert mapping.label_values["instance"]["10.0.0.10:9100"] in topo.ids("node")

@@ -86,6 +86,22 @@ def test_ingests_dcgm_and_node_exporter_through_the_real_server(site, tmp_path: 
         assert temps.loc[temps["component_id"] == gpu_ids[0], "value"].notna().all()
 
 
+def test_gap_in_a_series_stays_a_gap(site) -> None:  # noqa: ANN001
+    prom, dcgm, gpu_ids = site["prom"], site["dcgm"], site["gpu_ids"]
+    util = "DCGM_FI_DEV_GPU_UTIL"
+    mapping = PrometheusMapping(step_s=1, series=[SeriesMapping(query=util, metric=util, kind="gpu",
+                                                                component="{Hostname}-g{gpu}")])
+    dcgm.hidden.add(gpu_ids[3])
+    time.sleep(3.5)
+    dcgm.hidden.clear()
+    time.sleep(2.5)
+    result = PrometheusCollector(prom.url, mapping, timeout_s=5, initial_lookback_s=15).collect(time.time())
+    ts_hidden = sorted(t for t, c in zip(result.samples.t, result.samples.component_id) if c == gpu_ids[3])
+    ts_other = sorted(t for t, c in zip(result.samples.t, result.samples.component_id) if c == gpu_ids[0])
+    assert len(ts_hidden) < len(ts_other) - 1  # steps missing where the series was not scraped
+    assert max(np.diff(ts_hidden)) >= 2
+
+
 def test_counter_reset_is_kept_raw_and_corrected_on_read(site, tmp_path: Path) -> None:  # noqa: ANN001
     prom, gpu_ids = site["prom"], site["gpu_ids"]
     if COUNTER not in site["names"]:
@@ -103,22 +119,6 @@ def test_counter_reset_is_kept_raw_and_corrected_on_read(site, tmp_path: Path) -
     r, f = raw.values[:, 0, 0], fixed.values[:, 0, 0]
     assert (np.diff(r[np.isfinite(r)]) < 0).any(), "the exporter's counter reset should be visible raw"
     assert (np.diff(f[np.isfinite(f)]) >= 0).all()
-
-
-def test_gap_in_a_series_stays_a_gap(site) -> None:  # noqa: ANN001
-    prom, dcgm, gpu_ids = site["prom"], site["dcgm"], site["gpu_ids"]
-    util = "DCGM_FI_DEV_GPU_UTIL"
-    mapping = PrometheusMapping(step_s=1, series=[SeriesMapping(query=util, metric=util, kind="gpu",
-                                                                component="{Hostname}-g{gpu}")])
-    dcgm.hidden.add(gpu_ids[3])
-    time.sleep(3.5)
-    dcgm.hidden.clear()
-    time.sleep(2.5)
-    result = PrometheusCollector(prom.url, mapping, timeout_s=5, initial_lookback_s=15).collect(time.time())
-    ts_hidden = sorted(t for t, c in zip(result.samples.t, result.samples.component_id) if c == gpu_ids[3])
-    ts_other = sorted(t for t, c in zip(result.samples.t, result.samples.component_id) if c == gpu_ids[0])
-    assert len(ts_hidden) < len(ts_other) - 1  # steps missing where the series was not scraped
-    assert max(np.diff(ts_hidden)) >= 2
 
 
 def test_rejected_query_is_a_warning_and_others_still_ingest(site) -> None:  # noqa: ANN001

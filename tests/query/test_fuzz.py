@@ -20,7 +20,7 @@ from infrabrain.coordinator.query_worker import worker_rss_bytes
 
 # "deep" mutations flip bits anywhere: many then decode to a valid (garbage) ciphertext/key, which CKKS cannot
 # tell apart (it has no integrity) and which costs a real evaluation/load, so they are few.
-N_QUERY, N_QUERY_DEEP, N_CONTEXT, N_CONTEXT_DEEP, N_RAW = 4980, 20, 1990, 10, 3000
+N_QUERY, N_QUERY_DEEP, N_CONTEXT, N_CONTEXT_DEEP, N_RAW = 4990, 10, 1995, 5, 3000
 
 
 def _mutate(blob: bytes, rng: np.random.Generator, head: int | None = None) -> bytes:
@@ -86,16 +86,33 @@ def test_fuzz_ten_thousand_inputs(open_server, identities, reference):
     signed_query = pb.QueryRequest(auth=ident.auth(pb, "Query", cid, ver, good_query), context_id=cid,
                                    reference_version=ver, ciphertext=good_query).SerializeToString()
 
-    cases = [("q", _mutate(good_query, rng, head=120)) for _ in range(N_QUERY)]
-    cases += [("Q", _mutate(good_query, rng)) for _ in range(N_QUERY_DEEP)]
-    cases += [("c", _mutate(good_ctx, rng, head=400)) for _ in range(N_CONTEXT)]
-    cases += [("C", _mutate(good_ctx, rng)) for _ in range(N_CONTEXT_DEEP)]
-    cases += [("r", _mutate(signed_query, rng)) for _ in range(N_RAW // 2)]
-    cases += [("R", rng.bytes(int(rng.integers(0, 4096)))) for _ in range(N_RAW - N_RAW // 2)]
+    from infrabrain.coordinator.query_validation import parse_context_proto
+
+    # structural flips: protobuf framing, the parameter blob, the key streams' SEAL and zstd headers
+    ctx_head = good_ctx.find(parse_context_proto(good_ctx).public_key) + 28
+    plan = [("q", N_QUERY), ("Q", N_QUERY_DEEP), ("c", N_CONTEXT), ("C", N_CONTEXT_DEEP), ("r", N_RAW // 2),
+            ("R", N_RAW - N_RAW // 2)]
+    cases = [(kind, int(seed)) for kind, n in plan for seed in rng.integers(0, 2**63, n)]
+
+    def make(kind: str, seed: int) -> bytes:  # built lazily: 10,000 mutated 400 KB blobs would not fit in RAM
+        r = np.random.default_rng(seed)
+        if kind == "q":
+            return _mutate(good_query, r, head=36)
+        if kind == "Q":
+            return _mutate(good_query, r)
+        if kind == "c":
+            return _mutate(good_ctx, r, head=ctx_head)
+        if kind == "C":
+            return _mutate(good_ctx, r)
+        if kind == "r":
+            return _mutate(signed_query, r)
+        return r.bytes(int(r.integers(0, 4096)))
+
     assert len(cases) >= 10_000
 
     def run(case):
-        kind, blob = case
+        kind, seed = case
+        blob = make(kind, seed)
         try:
             if kind in "qQ":
                 send_query(blob)

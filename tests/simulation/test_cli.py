@@ -47,9 +47,12 @@ def test_simulate_errors_name_the_problem(tmp_path, capsys) -> None:
 
 
 def test_what_if_cli_and_scenario(tmp_path, capsys) -> None:
-    assert main(["simulate", "--what-if", "cooling crac-2 fails at 2h", "--hours", "5", "--no-progress"]) == 0
+    png = tmp_path / "w.png"
+    assert main(["simulate", "--what-if", "cooling crac-2 fails at 2h", "--hours", "5", "--no-progress",
+                 "--plot", str(png)]) == 0
     text = capsys.readouterr().out
     assert "crac-2 fails at 2.00h" in text and "path: crac-2" in text
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     sc = tmp_path / "s.yaml"
     sc.write_text("site: {name: lab, racks_per_row: 4, racks_per_cooling: 2}\nhours: 5\n"
                   "events: [{component: leaf-r01, at: 90m}]\n")

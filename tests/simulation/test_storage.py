@@ -99,7 +99,7 @@ def test_killed_writer_leaves_no_complete_looking_dataset(tmp_path) -> None:
     """)
     proc = subprocess.Popen([sys.executable, "-c", code])
     try:
-        deadline = time.time() + 60
+        deadline = time.time() + 120
         while time.time() < deadline:
             parts = [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
             if parts and list(parts[0].rglob("part-00000.parquet")):

@@ -1,0 +1,132 @@
+"""Benchmark: federated DP training vs. centralised non-private vs. each site alone, on held-out sites.
+
+    .venv/bin/python bench/federation.py                       # 10 sites x 512 GPUs, the issue's setting
+    .venv/bin/python bench/federation.py --quick               # 4 sites x 32 GPUs, a few minutes
+    .venv/bin/python bench/federation.py --scale-sites 100     # also: 100 sites, 10 sampled per round
+
+Runs the real ServerApp/ClientApp on Flower's simulation engine (Ray, one CPU per site): every site simulates
+its own telemetry, trains the failure predictor with DP-SGD under its persistent privacy ledger, and evaluates
+locally. Then scores, on sites that never took part: the final federated model, a non-private model trained on
+all training sites' pooled data (what federation avoids), and each training site's model trained alone with the
+same DP budget. Prints ratios, then as its LAST line one JSON object with ``sites``, ``rounds``,
+``pr_auc_federated_dp``, ``pr_auc_centralized``, ``pr_auc_local_mean``, ``eps_max``, ``round_s`` (median).
+Goals (issue 5): federated DP >= 0.9 x centralised and >= 1.2 x local mean; round_s <= 60 (10 x 512 GPUs, 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sites", type=int, default=10)
+    p.add_argument("--heldout", type=int, default=3, help="sites used only for scoring")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--site-gpus", type=int, default=512)
+    p.add_argument("--site-hours", type=float, default=168.0)
+    p.add_argument("--eps-budget", type=float, default=8.0)
+    p.add_argument("--lr", type=float, default=0.005)
+    p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
+    p.add_argument("--local-epochs", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--noise-multiplier", type=float, default=0.0, help="0: calibrate to the budget")
+    p.add_argument("--strategy", default="fedavg")
+    p.add_argument("--quick", action="store_true", help="4 sites x 32 GPUs, 2 held out, 3 rounds")
+    p.add_argument("--scale-sites", type=int, default=0, help="also run N tiny sites with 10 sampled per round")
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.sites, args.heldout, args.rounds, args.site_gpus = 4, 2, 3, 32
+
+    import torch
+
+    torch.set_num_threads(1)
+    from infrabrain.coordinator.comparison import (
+        heldout_sets,
+        pooled_scores,
+        train_centralized,
+        train_local_only,
+    )
+    from infrabrain.coordinator.registry import ModelRegistry
+    from infrabrain.coordinator.simulation_run import run_simulated_federation, simulation_config
+    from infrabrain.logs import configure_logging
+
+    configure_logging("warning")
+    work = Path(args.out or tempfile.mkdtemp(prefix="infrabrain-bench-fed-"))
+    total = args.sites + args.heldout
+    cfg = simulation_config(args.sites, args.rounds, None, work, site_gpus=args.site_gpus,
+                            site_hours=args.site_hours, eps_budget=args.eps_budget, lr=args.lr,
+                            optimizer=args.optimizer, local_epochs=args.local_epochs, batch_size=args.batch_size,
+                            noise_multiplier=args.noise_multiplier, strategy=args.strategy)
+    print(f"federating {args.sites} sites x {args.site_gpus} GPUs x {args.site_hours:g} h for {args.rounds} rounds "
+          f"(held out: {args.heldout}); work dir {work}", flush=True)
+
+    def show(r: dict) -> None:
+        ev = r.get("eval", {})
+        print(f"  round {r['round']}: sites {r.get('sites_aggregated')} pr-auc(site-local) "
+              f"{ev.get('pr-auc', float('nan')):.3f} eps_max {r.get('eps_max')} {r.get('round_s')} s", flush=True)
+
+    t0 = time.monotonic()
+    report = run_simulated_federation(cfg, args.sites, work, on_round=show)
+    fed_wall = time.monotonic() - t0
+    final = ModelRegistry(cfg.registry_dir).latest()
+    held = heldout_sets(cfg, args.sites, args.heldout, total)
+    site_cfg = cfg.site_config()
+    fed = pooled_scores(final.arrays, held, site_cfg)
+    print(f"federated DP: {fed}", flush=True)
+    central = pooled_scores(train_centralized(cfg, range(args.sites), total), held, site_cfg)
+    print(f"centralised non-private: {central}", flush=True)
+    local = []
+    for pid in range(args.sites):
+        s = pooled_scores(train_local_only(cfg, pid, total, work), held, site_cfg)
+        local.append(s["pr_auc"])
+        print(f"  site {pid} alone (DP): pr-auc {s['pr_auc']:.3f}", flush=True)
+    local_ok = [x for x in local if math.isfinite(x)]
+    local_mean = statistics.mean(local_ok) if local_ok else float("nan")
+    train_rounds = [r for r in report.rounds if r["round"] >= 1]
+    round_s = statistics.median(r["round_s"] for r in train_rounds) if train_rounds else float("nan")
+    eps = [r["eps_max"] for r in train_rounds if r.get("eps_max") is not None]
+
+    result: dict = {
+        "sites": args.sites, "rounds": args.rounds, "site_gpus": args.site_gpus, "heldout_sites": args.heldout,
+        "pr_auc_federated_dp": round(fed["pr_auc"], 4), "pr_auc_centralized": round(central["pr_auc"], 4),
+        "pr_auc_local_mean": round(local_mean, 4), "eps_max": round(max(eps), 4) if eps else None,
+        "eps_budget": args.eps_budget, "round_s": round(round_s, 2), "federation_wall_s": round(fed_wall, 1),
+        "ratio_vs_centralized": round(fed["pr_auc"] / central["pr_auc"], 3) if central["pr_auc"] else None,
+        "ratio_vs_local_mean": round(fed["pr_auc"] / local_mean, 3) if local_mean else None,
+        "cpus": os.cpu_count(),
+    }
+    print(f"federated/centralised = {result['ratio_vs_centralized']} (goal >= 0.9); "
+          f"federated/local mean = {result['ratio_vs_local_mean']} (goal >= 1.2); "
+          f"median round {result['round_s']} s (goal <= 60)", flush=True)
+
+    if args.scale_sites:
+        scfg = simulation_config(args.scale_sites, 2, 10, work / "scale", site_gpus=8, site_hours=48.0,
+                                 noise_multiplier=1.0, batch_size=8, lr=args.lr, optimizer=args.optimizer)
+        t1 = time.monotonic()
+        srep = run_simulated_federation(scfg, args.scale_sites, work / "scale")
+        srounds = [r for r in srep.rounds if r["round"] >= 1]
+        result["scale_sites"] = args.scale_sites
+        result["scale_sampled_per_round"] = 10
+        result["scale_round_s"] = round(statistics.median(r["round_s"] for r in srounds), 2)
+        result["scale_wall_s"] = round(time.monotonic() - t1, 1)
+        result["scale_sites_aggregated"] = [r["sites_aggregated"] for r in srounds]
+        print(f"scale: {args.scale_sites} sites, 10 per round: median round {result['scale_round_s']} s", flush=True)
+
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""CLI surface: `infrabrain certs`, and clear errors from `federate` / `coordinator serve` on bad input."""
+
+from __future__ import annotations
+
+from infrabrain.cli import main
+
+
+def test_certs_command_makes_ca_server_and_site_keys(tmp_path, capsys) -> None:
+    assert main(["certs", "--out", str(tmp_path / "pki"), "--site", "site-a", "--site", "site-b"]) == 0
+    for name in ("ca.crt", "ca.key", "server.pem", "server.key", "supernode-keys/site-a",
+                 "supernode-keys/site-b.pub"):
+        assert (tmp_path / "pki" / name).is_file(), name
+    assert "127.0.0.1" in capsys.readouterr().out
+    # Refuses to overwrite a CA silently.
+    assert main(["certs", "--out", str(tmp_path / "pki")]) == 2
+    assert "already exist" in capsys.readouterr().err
+
+
+def test_federate_and_serve_name_bad_values(tmp_path, capsys) -> None:
+    assert main(["federate", "--sites", "3", "--sample", "5", "--out", str(tmp_path / "f")]) == 2
+    assert "--sample must be in 1..3" in capsys.readouterr().err
+    assert main(["federate", "--sites", "3", "--strategy", "krum", "--secagg", "--out", str(tmp_path / "f")]) == 2
+    assert "SecAgg" in capsys.readouterr().err
+    assert main(["coordinator", "serve", "--dir", str(tmp_path / "c")]) == 2
+    assert "infrabrain certs" in capsys.readouterr().err
