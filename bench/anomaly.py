@@ -35,7 +35,7 @@ from infrabrain.models.anomaly_federated import (
     train_pooled,
 )
 from infrabrain.models.anomaly_hdc import HDCConfig, HDCDetector
-from infrabrain.models.anomaly_metrics import evaluate
+from infrabrain.models.anomaly_metrics import evaluate, mean_over_machines
 from infrabrain.models.anomaly_neural import NeuralConfig, NeuralDetector
 from infrabrain.models.anomaly_scorer import AnomalyScorer
 from infrabrain.models.anomaly_scoring import contributions
@@ -44,7 +44,7 @@ _log = get_logger("bench.anomaly")
 
 
 def _mean(rows: dict[str, dict[str, float]], key: str) -> float:
-    return float(np.mean([r[key] for r in rows.values()]))
+    return mean_over_machines(list(rows.values()), key)
 
 
 def _throughput(scorer: AnomalyScorer, x: np.ndarray, repeats: int = 3) -> float:

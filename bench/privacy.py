@@ -1,15 +1,18 @@
 """Benchmark: what differential privacy costs the failure predictor, and an audit that it holds.
 
-1. Simulates ``--sites`` sites (``infrabrain.simulation.simulate_site``) and splits them by time with
-   NON-overlapping one-hour training windows (the privacy unit: one snapshot window).
-2. Trains the predictor (``infrabrain.models``) non-privately and with DP-SGD (``train_dp``, PRV accountant,
-   noise calibrated to epsilon 1, 4 and 8 at delta = min(1e-5, 1/n)) with the same optimizer, expected batch
-   size and number of steps; reports each model's PR-AUC on the later, unseen test period.
+1. Simulates ``--sites`` private sites and ``--public-sites`` public ones (``infrabrain.simulation``; the
+   simulator is open source, so its output is public data). Private sites are split by time with
+   NON-overlapping one-hour training windows (the privacy unit: one snapshot window); the feature normaliser is
+   fitted on the public sites only, so no un-noised statistic of private data enters the pipeline.
+2. Pretrains the predictor (``infrabrain.models``) on the public sites, then fine-tunes it on the private
+   sites non-privately and with DP-SGD (``train_dp``: PRV accountant, noise calibrated to epsilon 1, 4 and 8 at
+   delta = min(1e-5, 1/n)), same optimizer, expected batch size and steps; reports PR-AUC on the private sites'
+   later, unseen test period. The same from a random init (``*_scratch``), and the public model alone.
 3. Times a DP-SGD step against a non-private step of the same expected batch size (``dp_step_ratio``).
 4. Runs the one-run canary audit (Steinke-Nasr-Jagielski 2023) on the trainer with DP on and off.
 
 Prints a short table, writes ``pr_auc_vs_epsilon.png`` to ``--out``, and as its LAST line one JSON object.
-Run: ``.venv/bin/python bench/privacy.py`` (about 10-20 minutes on 2 CPU cores; ``--quick`` for a smoke run).
+Run: ``.venv/bin/python bench/privacy.py`` (about 15-25 minutes on 2 busy CPU cores; ``--quick`` smoke run).
 """
 
 from __future__ import annotations
@@ -42,9 +45,11 @@ def _pr_auc(model: torch.nn.Module, dataset: Any) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sites", type=int, default=6, help="simulated sites pooled for training (default 6)")
+    parser.add_argument("--public-sites", type=int, default=4, help="public simulated sites for pretraining (default 4)")
     parser.add_argument("--hours", type=float, default=240.0, help="simulated hours per site (default 240)")
     parser.add_argument("--acceleration", type=float, default=50.0, help="fault-rate multiplier (default 50)")
-    parser.add_argument("--epochs", type=float, default=8.0, help="epochs of every training run (default 8)")
+    parser.add_argument("--epochs", type=float, default=4.0, help="epochs of every fine-tuning run (default 4)")
+    parser.add_argument("--pretrain-epochs", type=float, default=8.0, help="epochs of public pretraining (default 8)")
     parser.add_argument("--batch", type=int, default=64, help="expected (Poisson) batch size (default 64)")
     parser.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3)")
     parser.add_argument("--clip", type=float, default=1.0, help="per-sample clipping norm (default 1.0)")
@@ -55,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
     args = parser.parse_args(argv)
     if args.quick:
-        args.sites, args.hours, args.epochs, args.timing_steps = 2, 72.0, 1.0, 6
+        args.sites, args.public_sites, args.hours, args.epochs, args.pretrain_epochs, args.timing_steps = \
+            2, 1, 72.0, 1.0, 1.0, 6
 
     torch.set_num_threads(1)
     import matplotlib
@@ -77,42 +83,58 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     runs = [simulate_site(SiteSpec(name=f"site{i}"), hours=args.hours, seed=args.seed + i,
                           acceleration=args.acceleration) for i in range(args.sites)]
-    splits = make_splits(runs, window_min=60, stride_min=60, eval_stride_min=30, fractions=(0.6, 0.8))
+    public_runs = [simulate_site(SiteSpec(name=f"public{i}"), hours=args.hours, seed=args.seed + 1000 + i,
+                                 acceleration=args.acceleration) for i in range(args.public_sites)]
+    public = make_splits(public_runs, window_min=60, stride_min=60, fractions=(0.6, 0.8))
+    splits = make_splits(runs, window_min=60, stride_min=60, eval_stride_min=30, fractions=(0.6, 0.8),
+                         feature_set=public.feature_set, normalizer=public.normalizer)
     train, test = splits.train, splits.test_time
     n = len(train)
-    print(f"{args.sites} sites x {args.hours:g} h: {n} non-overlapping training windows, {len(test)} test windows "
-          f"({time.perf_counter() - t0:.0f} s to simulate and split)", file=sys.stderr)
-    pos_weight = estimate_pos_weight(train)
+    print(f"{args.sites} private sites x {args.hours:g} h: {n} non-overlapping training windows, {len(test)} test "
+          f"windows; {len(public.train)} public windows ({time.perf_counter() - t0:.0f} s to simulate and split)",
+          file=sys.stderr)
+    pos_weight = estimate_pos_weight(public.train)
 
-    def new_model() -> FailurePredictor:
+    def new_model(state: dict[str, torch.Tensor] | None = None) -> FailurePredictor:
         torch.manual_seed(args.seed)
-        return FailurePredictor(ModelConfig(window=splits.window, pool=splits.pool,
-                                            n_features=splits.feature_set.f_max, hidden=args.hidden,
-                                            pos_weight=pos_weight))
+        model = FailurePredictor(ModelConfig(window=splits.window, pool=splits.pool,
+                                             n_features=splits.feature_set.f_max, hidden=args.hidden,
+                                             pos_weight=pos_weight))
+        if state is not None:
+            model.load_state_dict(state)
+        return model
 
     batch = min(args.batch, n)
     cfg = DPConfig(optimizer="adam", lr=args.lr, expected_batch_size=batch, max_physical_batch_size=batch * 2,
                    epochs=args.epochs, max_grad_norm=args.clip)
+    pre_cfg = cfg.model_copy(update={"epochs": args.pretrain_epochs,
+                                     "expected_batch_size": min(args.batch, len(public.train))})
+    pretrained = train_nonprivate(new_model(), public.train, loss_fn, collate_snapshots, config=pre_cfg,
+                                  seed=args.seed).model
+    public_state = {k: v.detach().clone() for k, v in pretrained.state_dict().items()}
+    results: dict[str, Any] = {"pr_auc_public_only": _pr_auc(pretrained, test)}
+    print(f"public model alone: PR-AUC {results['pr_auc_public_only']:.4f}", file=sys.stderr)
 
     # ---- utility: non-private vs DP at epsilon 1, 4, 8 (same splits, optimizer, batch size, steps)
-    results: dict[str, Any] = {}
-    stamps_np: list[float] = []
-    nonprivate = train_nonprivate(new_model(), train, loss_fn, collate_snapshots, config=cfg, seed=args.seed,
-                                  on_step=lambda s: stamps_np.append(time.perf_counter()))
-    results["pr_auc_nonprivate"] = _pr_auc(nonprivate.model, test)
-    print(f"non-private: {nonprivate.steps} steps, PR-AUC {results['pr_auc_nonprivate']:.4f}", file=sys.stderr)
     eps_accounted_predictor: dict[str, float] = {}
     sigma_by_eps: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for eps in (1, 4, 8):
-            ledger = PrivacyLedger.open(Path(tmp) / f"eps{eps}", BudgetConfig(epsilon_total=float(eps)))
-            res = train_dp(new_model(), train, loss_fn, collate_snapshots, config=cfg, ledger=ledger)
-            results[f"pr_auc_eps{eps}"] = _pr_auc(res.model, test)
-            eps_accounted_predictor[str(eps)] = res.epsilon_total
-            sigma_by_eps[str(eps)] = res.noise_multiplier
-            print(f"DP eps<={eps}: sigma {res.noise_multiplier:.3f}, {res.steps} steps, accounted eps "
-                  f"{res.epsilon_total:.3f} (delta {res.delta:.2g}), PR-AUC {results[f'pr_auc_eps{eps}']:.4f}",
-                  file=sys.stderr)
+        for init, suffix, epsilons in ((public_state, "", (1, 4, 8)), (None, "_scratch", (4,))):
+            nonprivate = train_nonprivate(new_model(init), train, loss_fn, collate_snapshots, config=cfg,
+                                          seed=args.seed)
+            results[f"pr_auc_nonprivate{suffix}"] = _pr_auc(nonprivate.model, test)
+            print(f"non-private{suffix}: {nonprivate.steps} steps, PR-AUC "
+                  f"{results[f'pr_auc_nonprivate{suffix}']:.4f}", file=sys.stderr)
+            for eps in epsilons:
+                ledger = PrivacyLedger.open(Path(tmp) / f"eps{eps}{suffix}", BudgetConfig(epsilon_total=float(eps)))
+                res = train_dp(new_model(init), train, loss_fn, collate_snapshots, config=cfg, ledger=ledger)
+                key = f"pr_auc_eps{eps}{suffix}"
+                results[key] = _pr_auc(res.model, test)
+                if not suffix:
+                    eps_accounted_predictor[str(eps)] = res.epsilon_total
+                    sigma_by_eps[str(eps)] = res.noise_multiplier
+                print(f"DP{suffix} eps<={eps}: sigma {res.noise_multiplier:.3f}, {res.steps} steps, accounted eps "
+                      f"{res.epsilon_total:.3f} (delta {res.delta:.2g}), PR-AUC {results[key]:.4f}", file=sys.stderr)
 
         # ---- cost: DP-SGD step time over non-private step time, same expected batch size
         timing = cfg.model_copy(update={"steps": args.timing_steps, "noise_multiplier": sigma_by_eps["4"]})
@@ -157,9 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot([1, 4, 8], [results[f"pr_auc_eps{e}"] for e in (1, 4, 8)], "o-", label="DP-SGD (PRV accountant)")
-    ax.axhline(base, color="k", ls="--", label="non-private")
+    ax.plot([1, 4, 8], [results[f"pr_auc_eps{e}"] for e in (1, 4, 8)], "o-", label="DP fine-tuning (PRV)")
+    ax.axhline(base, color="k", ls="--", label="non-private fine-tuning")
     ax.axhline(0.9 * base, color="grey", ls=":", label="90 % of non-private")
+    ax.axhline(results["pr_auc_public_only"], color="tab:red", ls="-.", label="public pretraining only")
+    ax.plot([4], [results["pr_auc_eps4_scratch"]], "s", color="tab:orange", label="DP from scratch")
     ax.set_xlabel("epsilon (delta = min(1e-5, 1/n))")
     ax.set_ylabel("PR-AUC, later test period")
     ax.set_title("Failure predictor: utility vs privacy")
@@ -173,9 +197,11 @@ def main(argv: list[str] | None = None) -> int:
         "pr_auc_eps8": results["pr_auc_eps8"], "eps_accounted": results["eps_accounted"],
         "audit_eps_lb_dp": results["audit_eps_lb_dp"], "audit_eps_lb_nodp": results["audit_eps_lb_nodp"],
         "eps4_retention": results["eps4_retention"], "eps_accounted_predictor": eps_accounted_predictor,
-        "noise_multiplier_predictor": sigma_by_eps, "dp_step_s": results["dp_step_s"],
+        "noise_multiplier_predictor": sigma_by_eps, "pr_auc_public_only": results["pr_auc_public_only"],
+        "pr_auc_nonprivate_scratch": results["pr_auc_nonprivate_scratch"],
+        "pr_auc_eps4_scratch": results["pr_auc_eps4_scratch"], "dp_step_s": results["dp_step_s"],
         "nonprivate_step_s": results["nonprivate_step_s"], "train_windows": n, "test_windows": len(test),
-        "sites": args.sites, "hours": args.hours, "epochs": args.epochs, "batch": batch,
+        "sites": args.sites, "public_sites": args.public_sites, "hours": args.hours, "epochs": args.epochs, "batch": batch,
         "seconds": time.perf_counter() - t0,
     }
     print(json.dumps({k: (round(v, 5) if isinstance(v, float) and math.isfinite(v) else v)

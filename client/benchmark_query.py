@@ -120,6 +120,7 @@ class BenchmarkClient:
         self.last_query_bytes = 0
         self.last_answer_bytes = 0
         self.last_server_ms = 0.0
+        self.last_eval_cpu_ms = 0.0
 
     def close(self) -> None:
         self.channel.close()
@@ -167,6 +168,7 @@ class BenchmarkClient:
         reply = self.stub.Query(req, timeout=self.timeout_s)
         self.last_query_bytes, self.last_answer_bytes = len(req.SerializeToString()), len(reply.answer)
         self.last_server_ms = reply.server_ms
+        self.last_eval_cpu_ms = reply.eval_cpu_ms
         return self.decrypt(ciphertext_from_bytes(self.ctx.seal_context().data, reply.answer), len(vec))
 
     def decrypt(self, ct, n: int) -> np.ndarray:

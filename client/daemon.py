@@ -84,6 +84,11 @@ class DaemonMetrics:
         self.score_time = Gauge("infrabrain_score_timestamp_seconds", "Wall time of the last scoring cycle",
                                 ["site"], registry=r)
         self.alerts = Counter("infrabrain_alerts", "Risk alerts raised", ["site", "cause"], registry=r)
+        self.bench_pct = Gauge("infrabrain_benchmark_percentile",
+                               "Where the site stands in the fleet (encrypted benchmark query), 0-100",
+                               ["site", "metric"], registry=r)
+        self.bench_abnormal = Gauge("infrabrain_benchmark_abnormal", "1 when the metric is abnormal for the fleet",
+                                    ["site", "metric"], registry=r)
 
     def update_collector(self, health: CollectorHealth, samples: int, failed: bool) -> None:
         """Reflect one collector pass."""
@@ -94,6 +99,12 @@ class DaemonMetrics:
         self.collector_samples.labels(s, c).inc(samples)
         self.collector_errors.labels(s, c).inc(1 if failed else 0)
         self.collector_duration.labels(s, c).set(health.last_duration_s)
+
+    def update_benchmark(self, answers: Sequence[Any]) -> None:
+        """Export the latest benchmark answers (percentile and verdict per metric)."""
+        for a in answers:
+            self.bench_pct.labels(self.site, a.metric).set(a.percentile)
+            self.bench_abnormal.labels(self.site, a.metric).set(1.0 if a.abnormal else 0.0)
 
     def update_risks(self, risks: Sequence[NodeRisk]) -> None:
         """Replace the per-node gauges with this cycle's scores."""
@@ -348,20 +359,17 @@ class Daemon:
         self._supernode = start_supernode(SupernodeConfig.model_validate(self.cfg.federation))
 
     def start_benchmark(self) -> None:
-        """Start the benchmark-query responder when ``benchmark:`` is configured (skipped, logged, if absent)."""
+        """Start the periodic encrypted benchmark query when ``benchmark:`` is configured."""
         if self.cfg.benchmark is None:
             return
         try:
-            from infrabrain.client import benchmark_query
-        except ImportError as exc:
-            log.warning("benchmark configured but infrabrain.client.benchmark_query is unavailable; skipped",
-                        extra={"error": str(exc)})
+            from infrabrain.client.benchmark_job import BenchmarkJob, BenchmarkSection
+        except ImportError as exc:  # the benchmark-query client (tenseal, grpc) is missing
+            log.warning("benchmark configured but its client is unavailable; skipped", extra={"error": str(exc)})
             return
-        start = getattr(benchmark_query, "start_benchmark_responder", None)
-        if start is None:
-            log.warning("infrabrain.client.benchmark_query has no start_benchmark_responder; skipped")
-            return
-        self._benchmark = start(self.cfg.benchmark, self.store.path)
+        section = BenchmarkSection.model_validate(self.cfg.benchmark)
+        self._benchmark = BenchmarkJob(section, self.store.path, self.topology, self.cfg.cadence_s,
+                                       on_answers=self.metrics.update_benchmark).start()
 
     # -- loop ------------------------------------------------------------------------------------------------
     def run(self, stop: threading.Event, max_cycles: int | None = None) -> None:

@@ -36,11 +36,16 @@ class SiteSettings(BaseModel):
     site_gpus: int = Field(16, ge=1)
     site_hours: float = Field(168.0, gt=0)
     state_dir: str = ""
+    data_dir: str = ""  # where the site's cached local data lives; default <state_dir>/local-data
     task: str = "predictor"
 
     @property
     def state_path(self) -> Path:
         return Path(self.state_dir)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir) if self.data_dir else Path(self.state_dir) / "local-data"
 
 
 def site_settings(node_config: Mapping[str, Any], round_config: Mapping[str, Any]) -> SiteSettings:

@@ -92,9 +92,39 @@ class SiteData:
 
 @lru_cache(maxsize=4)
 def _site_data_cached(settings: SiteSettings, acceleration: float) -> SiteData:
+    from infrabrain.models.snapshots import SnapshotDataset
+
+    tensors, meta = _site_tensors(settings, acceleration)
+    w, pool = int(meta["window"]), int(meta["pool"])
+    train = SnapshotDataset([tensors], w, int(meta["train_stride"]), (0.0, TRAIN_FRACTION), pool=pool)
+    test = SnapshotDataset([tensors], w, int(meta["eval_stride"]), (TRAIN_FRACTION + 0.02, 1.0),
+                           gap_steps=int(meta["gap"]), pool=pool)
+    if len(train) < 4 or len(test) == 0:
+        raise ValueError(f"site-hours={settings.site_hours} gives {len(train)} non-overlapping training "
+                         "windows; simulate at least 48 hours per site")
+    return SiteData(train, test)
+
+
+def _site_tensors(settings: SiteSettings, acceleration: float) -> tuple[Any, dict[str, Any]]:
+    """The site's encoded telemetry, from its on-site cache (memory-mapped) or simulated and cached.
+
+    The cache lives in ``<state_dir>/local-data/`` (raw site data: it never leaves the site). Each ClientApp
+    process re-opens it instead of re-simulating, which for a 512-GPU week takes about a minute.
+    """
     from infrabrain.models.snapshots import make_splits
     from infrabrain.simulation.engine import simulate_site
 
+    key = {"partition_id": settings.partition_id, "data_seed": settings.data_seed, "site_gpus": settings.site_gpus,
+           "site_hours": settings.site_hours, "acceleration": acceleration, "feature_set": feature_set().fingerprint(),
+           "window_min": WINDOW_MIN, "pool_min": POOL_MIN, "version": 1}
+    cache = settings.data_path
+    if settings.state_dir or settings.data_dir:
+        try:
+            loaded = _load_tensors(cache, key)
+            if loaded is not None:
+                return loaded
+        except Exception as exc:  # noqa: BLE001 - a stale or partial cache is rebuilt, never trusted
+            log.warning("site data cache unreadable; rebuilding", extra={"error": f"{type(exc).__name__}: {exc}"})
     run = simulate_site(site_spec(settings), settings.site_hours, seed=settings.data_seed * 1000 + settings.partition_id,
                         acceleration=acceleration)
     # Training windows do not overlap (stride = window): one snapshot window is the DP privacy unit.
@@ -104,10 +134,75 @@ def _site_data_cached(settings: SiteSettings, acceleration: float) -> SiteData:
     if splits.window != _window() or splits.pool != POOL_MIN:
         raise ValueError(f"site telemetry cadence gives window {splits.window}/pool {splits.pool}; the federation's "
                          f"model expects {_window()}/{POOL_MIN} (60 s cadence)")
-    if len(splits.train) < 4 or len(splits.test_time) == 0:
-        raise ValueError(f"site-hours={settings.site_hours} gives {len(splits.train)} non-overlapping training "
-                         "windows; simulate at least 48 hours per site")
-    return SiteData(splits.train, splits.test_time)
+    tensors = splits.train_sites[0]
+    meta = {"window": splits.window, "pool": splits.pool, "train_stride": splits.train.stride,
+            "eval_stride": splits.test_time.stride, "gap": round(3600 / tensors.cadence_s)}
+    if settings.state_dir or settings.data_dir:
+        _save_tensors(cache, key, tensors, meta)
+    return tensors, meta
+
+
+def _save_tensors(path: Any, key: dict[str, Any], tensors: Any, meta: dict[str, Any]) -> None:
+    import dataclasses
+    import json
+
+    from infrabrain.atomic import atomic_directory
+
+    scalars: dict[str, Any] = {}
+
+    def dump(obj: Any, prefix: str, out: Any) -> None:
+        for f in dataclasses.fields(obj):
+            v = getattr(obj, f.name)
+            name = prefix + f.name
+            if isinstance(v, np.ndarray):
+                np.save(out / f"{name}.npy", v, allow_pickle=False)
+            elif dataclasses.is_dataclass(v):
+                dump(v, name + ".", out)
+            elif isinstance(v, dict) and all(isinstance(x, np.ndarray) for x in v.values()):
+                scalars[name + "@keys"] = list(v.keys())
+                for i, x in enumerate(v.values()):
+                    np.save(out / f"{name}@{i}.npy", x, allow_pickle=False)
+            elif isinstance(v, (int, float, str, bool)) or v is None:
+                scalars[name] = v
+            # anything else (the raw SiteRun) is not needed for training and is not cached
+
+    with atomic_directory(path, overwrite=True) as tmp:
+        dump(tensors, "", tmp)
+        (tmp / "meta.json").write_text(json.dumps({"key": key, "meta": meta, "scalars": scalars}))
+
+
+def _load_tensors(path: Any, key: dict[str, Any]) -> tuple[Any, dict[str, Any]] | None:
+    import dataclasses
+    import json
+
+    from infrabrain.models.snapshots import SiteTensors
+
+    if not (path / "meta.json").is_file():
+        return None
+    stored = json.loads((path / "meta.json").read_text())
+    if stored.get("key") != key:
+        return None
+    scalars = stored["scalars"]
+
+    def build(cls: Any, prefix: str) -> Any:
+        hints = __import__("typing").get_type_hints(cls)
+        kwargs: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            name = prefix + f.name
+            typ = hints.get(f.name)
+            if (path / f"{name}.npy").exists():
+                big = (path / f"{name}.npy").stat().st_size > 8 * 1024 * 1024  # memory-map the telemetry only
+                kwargs[f.name] = np.load(path / f"{name}.npy", mmap_mode="r" if big else None, allow_pickle=False)
+            elif name + "@keys" in scalars:
+                kwargs[f.name] = {k: np.load(path / f"{name}@{i}.npy", allow_pickle=False)
+                                  for i, k in enumerate(scalars[name + "@keys"])}
+            elif name in scalars:
+                kwargs[f.name] = scalars[name]
+            elif dataclasses.is_dataclass(typ):
+                kwargs[f.name] = build(typ, name + ".")
+        return cls(**kwargs)
+
+    return build(SiteTensors, ""), stored["meta"]
 
 
 def site_data(settings: SiteSettings, cfg: Mapping[str, Any]) -> SiteData:

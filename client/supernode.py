@@ -93,3 +93,64 @@ def start_supernode(cfg: SupernodeConfig) -> subprocess.Popen:
     proc = spawn(cmd, flower_env(home), cfg.log_file)
     log.info("supernode started", extra={"pid": proc.pid, "superlink": cfg.superlink, "port": cfg.port})
     return proc
+
+
+class SupernodeSupervisor:
+    """Keeps this site's SuperNode running: restarts it (after ``restart_delay_s``) whenever it exits.
+
+    A SuperNode that crashed or was killed cannot re-activate until the SuperLink has noticed the old session is
+    gone (missed heartbeats, about a minute); until then it exits with code 305 ("Failed to activate SuperNode")
+    and the supervisor simply tries again. The daemon uses this so that a site rejoins the federation on its own.
+    """
+
+    def __init__(self, cfg: SupernodeConfig, restart_delay_s: float = 10.0) -> None:
+        import threading
+
+        if restart_delay_s < 0:
+            raise ValueError(f"restart_delay_s must be >= 0, got {restart_delay_s}")
+        self.cfg = cfg
+        self.restart_delay_s = restart_delay_s
+        self.restarts = 0
+        self._proc: subprocess.Popen | None = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._loop, name="supernode-supervisor", daemon=True)
+
+    @property
+    def proc(self) -> subprocess.Popen | None:
+        """The SuperNode process running now (None between restarts)."""
+        with self._lock:
+            return self._proc
+
+    def start(self) -> SupernodeSupervisor:
+        with self._lock:
+            self._proc = start_supernode(self.cfg)
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.5):
+            with self._lock:
+                proc = self._proc
+            if proc is None or proc.poll() is None:
+                continue
+            log.warning("supernode exited; restarting", extra={"code": proc.returncode,
+                                                              "delay_s": self.restart_delay_s})
+            if self._stop.wait(self.restart_delay_s):
+                return
+            with self._lock:
+                if self._stop.is_set():
+                    return
+                self._proc = start_supernode(self.cfg)
+                self.restarts += 1
+
+    def stop(self) -> None:
+        """Stop supervising and stop the SuperNode (and what it spawned)."""
+        from infrabrain.coordinator.flower_env import stop
+
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        with self._lock:
+            stop(self._proc)
+            self._proc = None

@@ -27,11 +27,14 @@ from infrabrain.logs import get_logger
 log = get_logger("coordinator.comparison")
 
 
-def settings_for(cfg: FederationConfig, partition_id: int, num_partitions: int, state_root: str | Path) -> SiteSettings:
-    """Site settings as the ClientApp would build them for ``partition_id``."""
+def settings_for(cfg: FederationConfig, partition_id: int, num_partitions: int, state_root: str | Path,
+                 data_root: str | Path | None = None) -> SiteSettings:
+    """Site settings as the ClientApp would build them for ``partition_id`` (data cached under ``data_root``,
+    by default the federation's own site directories, so each site is simulated once)."""
+    data = Path(data_root or cfg.state_root or state_root) / f"site-{partition_id:04d}" / "local-data"
     return SiteSettings(partition_id=partition_id, num_partitions=num_partitions, data_seed=cfg.data_seed,
                         site_gpus=cfg.site_gpus, site_hours=cfg.site_hours,
-                        state_dir=str(Path(state_root) / f"site-{partition_id:04d}"))
+                        state_dir=str(Path(state_root) / f"site-{partition_id:04d}"), data_dir=str(data))
 
 
 def pooled_scores(weights: Sequence[np.ndarray], datasets: Sequence[Any], cfg: dict[str, Any]) -> dict[str, float]:

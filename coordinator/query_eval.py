@@ -63,6 +63,7 @@ class CircuitPlan:
             raise ValueError(f"parameter set has {len(self.levels)} levels, the circuit needs exactly 4")
         primes = [float(m.value()) for m in seal_context.first_context_data().parms().coeff_modulus()]
         q1, q2, q3 = primes[1], primes[2], primes[3]  # dropped at L2, L1, L0 respectively
+        self.q = primes
         s0 = float(input_scale)
         self.input_scale = s0
         # scales exactly as SEAL computes them (same double operations in the same order)
@@ -149,34 +150,41 @@ def evaluate(plan: CircuitPlan, ct, relin_keys, public_key, noise: NoiseSpec | N
     def pmul(a, p):
         out = new()
         ev.multiply_plain(a, p, out)
-        ev.rescale_to_next_inplace(out)
         return out
 
-    # B = c5 x + c6 x2 + (c7 x) x2 at L2, scale s_B
+    def cmul(a, b):
+        out = new()
+        ev.multiply(a, b, out)
+        return out
+
+    # Terms that land on the same level are summed BEFORE rescaling (all share the same pre-rescale scale),
+    # so each level costs one rescale and at most one relinearisation.
+    # c7*x at L1 (it is a multiplicand)
     c7x = pmul(ct, pt["c7"])
-    c7x3 = new()
-    ev.multiply(c7x, x2, c7x3)
-    _relin_rescale(ev, c7x3, relin_keys, plan.relin_first)
-    b = pmul(x_l1, pt["c5"])
-    c6x2 = pmul(x2, pt["c6"])
-    for term in (b, c6x2, c7x3):
-        _force_scale(term, s["B"])
-    ev.add_inplace(b, c6x2)
-    ev.add_inplace(b, c7x3)
-    # terms at L3, scale T
-    acc = new()
-    ev.multiply(x4, b, acc)
-    ev.rescale_to_next_inplace(acc)
+    ev.rescale_to_next_inplace(c7x)
+    # B = c5 x + c6 x2 + (c7 x) x2 : summed at L1, rescaled to L2, relinearised (2 primes)
+    b = cmul(c7x, x2)
+    pre_b = s["B"] * plan.q[2]
+    _force_scale(b, pre_b)
+    for term in (pmul(x_l1, pt["c5"]), pmul(x2, pt["c6"])):
+        _force_scale(term, pre_b)
+        ev.add_inplace(b, term)
+    ev.rescale_to_next_inplace(b)
+    ev.relinearize_inplace(b, relin_keys)
+    # c3*x at L2 (a multiplicand)
     c3x = pmul(x_l1, pt["c3"])
+    ev.rescale_to_next_inplace(c3x)
     _force_scale(c3x, s["c3x"])
-    c3x3 = new()
-    ev.multiply(c3x, x2_l2, c3x3)
-    ev.rescale_to_next_inplace(c3x3)
-    terms = [c3x3, pmul(x_l2, pt["c1"]), pmul(x2_l2, pt["c2"]), pmul(x4, pt["c4"])]
-    _force_scale(acc, s["T"])
-    for term in terms:
-        _force_scale(term, s["T"])
+    _force_scale(b, s["B"])
+    # everything else at L2, summed, one rescale to L3, one relinearisation on a single prime
+    pre_t = s["T"] * plan.q[1]
+    acc = cmul(x4, b)
+    _force_scale(acc, pre_t)
+    for term in (cmul(c3x, x2_l2), pmul(x_l2, pt["c1"]), pmul(x2_l2, pt["c2"]), pmul(x4, pt["c4"])):
+        _force_scale(term, pre_t)
         ev.add_inplace(acc, term)
+    ev.rescale_to_next_inplace(acc)
+    _force_scale(acc, s["T"])
     ev.relinearize_inplace(acc, relin_keys)
     ev.add_plain_inplace(acc, pt["c0"])
     if noise is not None:

@@ -167,7 +167,7 @@ class BenchmarkQueryService:
         p = get_params(reg.params)
         lap = self._laplace[: p.slots] if self.cfg.add_noise else None
         try:
-            answer, _eval_ms = self.pool.run(reg.context_id, reg.params, reg.blob, self.reference.version,
+            answer, eval_ms, eval_cpu_ms = self.pool.run(reg.context_id, reg.params, reg.blob, self.reference.version,
                                              self._coeffs, blob, lap, self.cfg.flood_sigma)
         except WorkerError as exc:
             self.guard.refund(site)
@@ -179,7 +179,8 @@ class BenchmarkQueryService:
         return self.pb.QueryReply(
             answer=answer, server_ms=(time.perf_counter() - t0) * 1000.0, budget_left=self.guard.budget_left(site),
             percentile_noise_std=float(np.sqrt(2) * self._laplace[:m].max()) if noisy else 0.0,
-            z_noise_std=float(np.sqrt(2) * self._laplace[m : 2 * m].max() * Z_SCALE) if noisy else 0.0)
+            z_noise_std=float(np.sqrt(2) * self._laplace[m : 2 * m].max() * Z_SCALE) if noisy else 0.0,
+            eval_ms=eval_ms, eval_cpu_ms=eval_cpu_ms)
 
 
 @dataclass

@@ -68,6 +68,7 @@ def run_simulated_federation(cfg: FederationConfig, num_sites: int, work_dir: st
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     apply_quiet_env(os.environ.get("FLWR_HOME") or work / "flwr")
+    logging.getLogger("flwr").propagate = verbose  # Flower prints its own lines; don't duplicate them as JSON
     from flwr.simulation import run_simulation
 
     from infrabrain.client.flower_client_app import app as client_app

@@ -3,7 +3,8 @@
 Layout (see ``/work/shared/data/smd/README.md``): one ``<machine>.npz`` per machine with ``train``
 ``float [T_train, F]`` (unlabelled, mostly normal), ``test`` ``float [T_test, F]`` and ``test_label``
 ``int [T_test]`` (1 = anomalous minute); optionally ``interpretation_label/<machine>.txt`` with one line per
-anomaly segment, ``start-end:d1,d2,...`` (1-based metric indices the operators named as the cause).
+anomaly segment, ``start-end:d1,d2,...`` (rows ``start..end-1``, 0-based; 1-based metric indices the operators
+named as the cause).
 
 Bad input handling (documented in ``docs/anomaly.md``):
 - a file whose metric count differs from the others (or from ``n_metrics``): ``ValueError`` naming the file;
@@ -104,7 +105,11 @@ def _check_array(name: str, key: str, arr: np.ndarray, nan_policy: str) -> tuple
 
 
 def parse_interpretation(path: Path, n_test: int, n_metrics: int) -> list[CauseSegment]:
-    """Parse ``start-end:d1,d2`` lines (1-based, inclusive) into 0-based :class:`CauseSegment` objects."""
+    """Parse ``start-end:d1,d2`` lines into 0-based inclusive :class:`CauseSegment` objects.
+
+    In the SMD files ``start-end`` is a 0-based, end-exclusive row range (it matches ``test_label`` exactly)
+    and the metric indices are 1-based.
+    """
     segments: list[CauseSegment] = []
     for lineno, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
@@ -112,7 +117,8 @@ def parse_interpretation(path: Path, n_test: int, n_metrics: int) -> list[CauseS
         m = _SEGMENT_RE.match(line)
         if not m:
             raise ValueError(f"{path}:{lineno}: expected 'start-end:d1,d2,...', got {line.strip()!r}")
-        start, end = int(m.group(1)) - 1, int(m.group(2)) - 1
+        # checked against test_label on the real files: start is 0-based, end exclusive (a Python slice)
+        start, end = int(m.group(1)), int(m.group(2)) - 1
         dims = tuple(int(d) - 1 for d in m.group(3).split(",") if d.strip())
         if start < 0 or end < start or end >= n_test:
             raise ValueError(f"{path}:{lineno}: segment {m.group(1)}-{m.group(2)} outside test length {n_test}")

@@ -97,10 +97,16 @@ class HDCDetector:
             used = torch.bincount(assign, minlength=k) > 0
             protos[used] = torch.where(sums[used] >= 0, 1.0, -1.0)
         self.prototypes = protos
+        self._build_lookup()
         self.decoded = self._decode(protos)
         self._fitted = True
         self.scale = fit_scale(self.residuals(x[idx]))
         return self
+
+    def _build_lookup(self) -> None:
+        """Item-to-prototype similarity table ``[F*levels, K]`` used by :meth:`nearest`."""
+        sim = self._table.weight @ self.prototypes.T
+        self._lookup = torch.nn.EmbeddingBag.from_pretrained(sim, mode="sum")
 
     def _decode(self, protos: torch.Tensor) -> np.ndarray:
         """Metric values ``[K, F]`` each prototype stands for (unbind identity, nearest level)."""
@@ -119,16 +125,23 @@ class HDCDetector:
             raise ValueError(f"expected [T, {self.n_metrics}] metrics, got shape {x.shape}")
         return x
 
-    def nearest(self, x: np.ndarray, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
-        """Index of the nearest prototype and the normalised Hamming distance to it, per minute."""
+    def nearest(self, x: np.ndarray, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+        """Index of the most similar prototype and that similarity (normalised to [-1, 1]), per minute.
+
+        Associative-memory lookup: the query bundle is ``sum_f ID_f * LEVEL[q_f]`` (kept integer, not
+        binarised), so its dot product with every prototype is ``sum_f <ID_f * LEVEL[q_f], P_k>``; those item
+        similarities are precomputed at fit time into a ``[F*levels, K]`` table and scoring is a table sum.
+        """
         x = self._check(x)
-        idx, dist = [], []
-        for s in range(0, x.shape[0], chunk):
-            sim = self.encode(x[s : s + chunk]) @ self.prototypes.T
-            best, arg = sim.max(dim=1)
-            idx.append(arg.numpy())
-            dist.append(((self.config.dim - best) / (2 * self.config.dim)).numpy())
-        return np.concatenate(idx), np.concatenate(dist)
+        idx, sims = [], []
+        with torch.no_grad():
+            for s in range(0, x.shape[0], chunk):
+                q = torch.from_numpy(self._quantise(x[s : s + chunk])) + self._offsets
+                sim = self._lookup(q)
+                best, arg = sim.max(dim=1)
+                idx.append(arg.numpy())
+                sims.append((best / (self.n_metrics * self.config.dim)).numpy())
+        return np.concatenate(idx), np.concatenate(sims)
 
     def residuals(self, x: np.ndarray) -> np.ndarray:
         """``x`` minus the decoded nearest prototype, ``[T, F]``."""

@@ -67,13 +67,17 @@ def point_adjusted_best_f1(labels: np.ndarray, scores: np.ndarray, n_thresholds:
 
 
 def evaluate(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
-    """Best-F1 and PR-AUC of one machine's scores."""
+    """Best-F1 and PR-AUC of one machine's scores (NaN for both when it has no anomalous minute)."""
+    if int(np.asarray(labels).sum()) == 0:
+        _validate_scores(labels, scores)
+        return {"best_f1": float("nan"), "pr_auc": float("nan"), "threshold": float("nan")}
     f1, thr = best_f1(labels, scores)
     return {"best_f1": f1, "pr_auc": pr_auc(labels, scores), "threshold": thr}
 
 
 def mean_over_machines(per_machine: Sequence[dict[str, float]], key: str) -> float:
-    """Average one metric over machines (each machine weighs the same)."""
-    if not per_machine:
-        raise ValueError("no machines to average")
-    return float(np.mean([m[key] for m in per_machine]))
+    """Average one metric over machines (each weighs the same; machines without anomalies are skipped)."""
+    vals = [m[key] for m in per_machine if np.isfinite(m[key])]
+    if not vals:
+        raise ValueError(f"no machine with labelled anomalies to average {key!r} over")
+    return float(np.mean(vals))

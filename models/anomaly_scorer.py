@@ -159,6 +159,7 @@ class AnomalyScorer:
             det.lo, det.span, det.decoded = z["lo"], z["span"], z["decoded"]
             det._build_codebook(det.n_metrics)  # seeded: same codebook as at fit time
             det.prototypes = torch.from_numpy(z["prototypes"])
+            det._build_lookup()
             det._fitted = True
         det.scale = z["scale"]
         scorer.detector = det

@@ -133,10 +133,11 @@ def feature_table(dataset: SnapshotDataset, progress: bool = False) -> tuple[np.
 class TabularBaseline:
     """Per-node model on :func:`window_features`: ``"logistic"`` or ``"gbm"`` (histogram gradient boosting)."""
 
-    def __init__(self, kind: str = "gbm", seed: int = 0) -> None:
+    def __init__(self, kind: str = "gbm", seed: int = 0, threads: int = 1) -> None:
         if kind not in ("logistic", "gbm"):
             raise ValueError(f"tabular baseline kind must be 'logistic' or 'gbm', got {kind!r}")
         self.kind = kind
+        self.threads = threads
         self.seed = seed
         self.model: Any = None
         self.cols = np.zeros(0, np.int64)
@@ -163,13 +164,19 @@ class TabularBaseline:
         with _no_warn():
             spread = np.nanstd(np.where(np.isfinite(x), x, np.nan), axis=0)
         self.cols = np.flatnonzero(np.isfinite(x).any(axis=0) & (np.nan_to_num(spread) > 0))
-        self.model.fit(x[:, self.cols], y.astype(int))
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(self.threads):  # OpenMP spinning on shared cores is slower than one thread
+            self.model.fit(x[:, self.cols], y.astype(int))
         return self
 
     def score(self, x: np.ndarray) -> np.ndarray:
         if self.model is None:
             raise ValueError("baseline is not fitted")
-        return self.model.predict_proba(x[:, self.cols])[:, 1]
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(self.threads):
+            return self.model.predict_proba(x[:, self.cols])[:, 1]
 
 
 class IsolationForestBaseline:

@@ -1,7 +1,7 @@
 """Integration test of the deployment path: a real SuperLink (TLS + SuperNode auth) and real SuperNodes on loopback.
 
 One test, because starting Flower processes is what costs time: it checks that
-- 3 authenticated sites train the predictor with DP-SGD for 3 rounds and the global model improves;
+- 3 authenticated sites train the predictor with DP-SGD for 4 rounds and the global model improves;
 - a SuperNode whose key is not on the allow-list is rejected;
 - a site killed (SIGKILL) in the middle of a round does not stop the federation, and rejoins after a restart
   with its privacy ledger intact;
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from infrabrain.client.supernode import SupernodeConfig, start_supernode
+from infrabrain.client.supernode import SupernodeConfig, SupernodeSupervisor, start_supernode
 from infrabrain.coordinator.certs import make_supernode_keys, make_tls
 from infrabrain.coordinator.flower_env import free_port, stop
 from infrabrain.coordinator.inspection import site_pseudonym
@@ -38,7 +38,7 @@ def _wait(pred, timeout_s: float, what: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(900)
 def test_tls_auth_federation_with_kill_and_rejoin(tmp_path: Path) -> None:
     tls = make_tls(tmp_path / "tls")
     link_cfg = SuperlinkConfig(port=free_port(), ca_cert=tls.ca_cert, server_cert=tls.server_cert,
@@ -57,7 +57,7 @@ def test_tls_auth_federation_with_kill_and_rejoin(tmp_path: Path) -> None:
                 superlink=link_cfg.address, root_certificates=tls.ca_cert, auth_private_key=keys[i].private_key,
                 state_dir=tmp_path / f"site{i}", port=free_port(), partition_id=i, num_partitions=3,
                 log_file=tmp_path / f"site{i}.log", **SITE)
-            procs[f"site{i}"] = start_supernode(site_cfgs[i])
+            procs[f"site{i}"] = SupernodeSupervisor(site_cfgs[i], restart_delay_s=5.0).start()
 
         # A SuperNode with a key the coordinator never registered is turned away.
         rogue_key = make_supernode_keys(tmp_path / "keys", "rogue")
@@ -67,7 +67,7 @@ def test_tls_auth_federation_with_kill_and_rejoin(tmp_path: Path) -> None:
         procs["rogue"] = rogue
 
         run = submit_run(ROOT, link_cfg.flwr_home, link_cfg.connection_name, {
-            "num-server-rounds": 3, "registry-dir": str(registry_dir), "round-timeout-s": 240.0,
+            "num-server-rounds": 4, "registry-dir": str(registry_dir), "round-timeout-s": 240.0,
             "straggler-timeout-s": 15.0, "noise-multiplier": 1.0, "local-epochs": 1, "batch-size": 8,
             "optimizer": "adam", "lr": 0.005, "acceleration": 1000.0,
             "min-train-sites": 2, "min-available-sites": 2, "site-gpus": SITE["site_gpus"],
@@ -78,33 +78,32 @@ def test_tls_auth_federation_with_kill_and_rejoin(tmp_path: Path) -> None:
         assert rogue.returncode != 0
         assert "Failed to activate SuperNode" in rogue_log or "2004" in rogue_log, rogue_log[-2000:]
 
-        # Kill site 2 in the middle of round 2 (its training message is out), then bring it back.
+        # Kill site 2 (SIGKILL, with its ClientApp) in the middle of round 2; its supervisor brings it back.
         registry = ModelRegistry(registry_dir)
-        _wait(lambda: 1 in registry.versions() or run.poll() is not None, 240, "round 1 to complete")
+        _wait(lambda: 1 in registry.versions() or run.poll() is not None, 300, "round 1 to complete")
         assert run.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
         time.sleep(3.0)
-        stop(procs["site2"], kill=True)
-        time.sleep(2.0)
-        procs["site2"] = start_supernode(site_cfgs[2])
+        stop(procs["site2"].proc, kill=True)
 
-        _wait(lambda: run.poll() is not None, 300, "the federation to finish")
+        _wait(lambda: run.poll() is not None, 400, "the federation to finish")
+        assert procs["site2"].restarts >= 1
         run_log = (tmp_path / "run.log").read_text(errors="replace")
         assert run.returncode == 0, run_log[-3000:]
     finally:
         stop(run)
         for p in procs.values():
-            stop(p)
+            p.stop() if isinstance(p, SupernodeSupervisor) else stop(p)
         stop(link)
 
     # All rounds completed and were checkpointed; the model improved on the sites' held-out data.
     registry = ModelRegistry(registry_dir)
-    assert registry.versions() == [0, 1, 2, 3]
+    assert registry.versions() == [0, 1, 2, 3, 4]
     history = registry.history()
     assert all(h["aggregated"] for h in history[1:])
     assert all(h["sites_aggregated"] >= 2 for h in history[1:])
     assert history[-1]["eval"]["eval-loss"] < history[0]["eval"]["eval-loss"], [h["eval"] for h in history]
     final = registry.latest()
-    assert final is not None and final.round == 3
+    assert final is not None and final.round == 4
 
     # Every payload the coordinator received was inspected; only model arrays and allow-listed metrics.
     audit = [json.loads(line) for line in (registry_dir / "audit.jsonl").read_text().splitlines()]
@@ -125,9 +124,9 @@ def test_tls_auth_federation_with_kill_and_rejoin(tmp_path: Path) -> None:
     accepted_train = [a for a in audit if a["kind"] == "train" and a["decision"] == "accepted"]
     assert len(accepted_train) == sum(h["sites_aggregated"] for h in history)
 
-    # Site 2 was killed mid-round 2 and rejoined: it trained in round 3, and its ledger kept every run.
+    # Site 2 was killed mid-round 2 and rejoined: it answered again in a later round, its ledger kept every run.
     site2 = site_pseudonym(node_ids[2])
-    assert any(a["site"] == site2 and a["round"] == 3 for a in accepted_train), audit
+    assert any(a["site"] == site2 and a["round"] >= 3 and a["decision"] == "accepted" for a in audit), audit
     ledger = json.loads((tmp_path / "site2" / "ledger" / "privacy-ledger.json").read_text())
     assert len(ledger["runs"]) >= 2
     assert ledger["epsilon_spent"] > 0

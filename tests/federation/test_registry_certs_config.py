@@ -99,3 +99,17 @@ def test_strategies_by_config() -> None:
     assert isinstance(make(strategy="bulyan", **{"min-train-sites": 3}), S.Bulyan)
     site = FederationConfig.from_run_config({"strategy": "fedprox"}).site_config()
     assert site["proximal-mu"] == 0.01 and "registry-dir" not in site
+
+
+def test_pyproject_run_config_matches_federation_config() -> None:
+    """`flwr run . --run-config k=v` can only override keys listed in pyproject: keep both in sync."""
+    import tomllib
+    from pathlib import Path
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    app = pyproject["tool"]["flwr"]["app"]
+    assert app["components"] == {"serverapp": "infrabrain.coordinator.server_app:app",
+                                 "clientapp": "infrabrain.client.flower_client_app:app"}
+    cfg = FederationConfig.from_run_config(app["config"])
+    assert set(cfg.model_dump(by_alias=True)) == set(app["config"])
+    assert "federations" not in pyproject["tool"]["flwr"]  # flwr 1.42 would rewrite pyproject.toml

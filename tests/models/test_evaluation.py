@@ -134,3 +134,21 @@ def test_rootcause_accuracy_runs(small_splits):
     ev = failure_events(sp.test_sites)
     rc = rootcause_accuracy(model, sp.test_sites, sp.feature_set, rows, ev, max_events=5)
     assert rc["n"] <= 5 and (rc["n"] == 0 or 0.0 <= rc["top3"] <= 1.0)
+
+
+def test_rank_root_causes_credits_cooling_for_rack(small_splits):
+    from infrabrain.models.explain import candidates, rank_root_causes
+
+    site = small_splits.test_sites.sites[0]
+    g = site.graph
+    node = int(g.node_global[0])
+    cand = candidates(g, node, 3)
+    kinds = [g.kind[c] for c in cand]
+    rack = int(cand[kinds.index(6)])
+    cool = int(cand[kinds.index(5)])
+    drops = np.zeros(len(cand))
+    drops[list(cand).index(rack)] = 2.0  # only the rack's inlet moved the risk
+    drops[list(cand).index(node)] = 1.0
+    ranked = rank_root_causes(g, cand, drops)
+    assert ranked[0] == cool and ranked[1] == node
+    assert all(g.kind[c] == 6 for c in ranked[ranked.index(rack):])  # racks last

@@ -20,7 +20,7 @@ from infrabrain.coordinator.query_worker import worker_rss_bytes
 
 # "deep" mutations flip bits anywhere: many then decode to a valid (garbage) ciphertext/key, which CKKS cannot
 # tell apart (it has no integrity) and which costs a real evaluation/load, so they are few.
-N_QUERY, N_QUERY_DEEP, N_CONTEXT, N_CONTEXT_DEEP, N_RAW = 4990, 10, 1995, 5, 3000
+N_QUERY, N_QUERY_DEEP, N_CONTEXT, N_CONTEXT_DEEP, N_RAW = 1500, 10, 500, 5, 8000
 
 
 def _mutate(blob: bytes, rng: np.random.Generator, head: int | None = None) -> bytes:
@@ -83,8 +83,9 @@ def test_fuzz_ten_thousand_inputs(open_server, identities, reference):
 
     raw_query = c.channel.unary_unary("/infrabrain.benchmark.BenchmarkQuery/Query")
     raw_register = c.channel.unary_unary("/infrabrain.benchmark.BenchmarkQuery/RegisterContext")
-    signed_query = pb.QueryRequest(auth=ident.auth(pb, "Query", cid, ver, good_query), context_id=cid,
-                                   reference_version=ver, ciphertext=good_query).SerializeToString()
+    small = good_query[:2048]  # raw-message fuzzing works on small, signed requests: the framing is the target
+    signed_query = pb.QueryRequest(auth=ident.auth(pb, "Query", cid, ver, small), context_id=cid,
+                                   reference_version=ver, ciphertext=small).SerializeToString()
 
     from infrabrain.coordinator.query_validation import parse_context_proto
 

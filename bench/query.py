@@ -1,0 +1,163 @@
+"""Benchmark of encrypted benchmark queries on a real gRPC server on loopback.
+
+Simulates a 48-site fleet, builds the secure DP reference, starts the coordinator (2 capped worker
+processes), then: one site at a time asks queries (latency: server handler time, its worker CPU time, end to end incl.
+encryption and decryption, sizes), then 8 concurrent site clients (throughput), and a grid of inputs is
+answered with the deliberate noise switched off to measure the percentile error against the plaintext
+percentile of the stored reference. Prints goal ratios, then as its LAST line one JSON object.
+
+    .venv/bin/python bench/query.py [--queries-per-client 25] [--clients 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import threading
+import time
+
+import numpy as np
+
+GOALS = {"server_ms_p50": 10.0, "e2e_ms_p50": 40.0, "qps": 100.0, "query_kib": 450.0, "answer_kib": 150.0,
+         "max_abs_err": 0.01}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--queries-per-client", type=int, default=25)
+    ap.add_argument("--sequential", type=int, default=40, help="queries for the latency phase")
+    ap.add_argument("--sites", type=int, default=48)
+    ap.add_argument("--hours", type=float, default=720.0)
+    ap.add_argument("--grid", type=int, default=41, help="inputs per metric for max_abs_err")
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+
+    from infrabrain.client.benchmark_query import BenchmarkClient, SiteIdentity
+    from infrabrain.coordinator.query_demo import build_reference, fleet_statistics
+    from infrabrain.coordinator.query_guard import GuardConfig, SiteKeys
+    from infrabrain.coordinator.query_server import QueryServerConfig, start_server
+    from infrabrain.logs import configure_logging
+
+    configure_logging("warning")
+    t0 = time.perf_counter()
+    stats = fleet_statistics(args.sites, args.hours, seed=0)
+    reference = build_reference(stats, epsilon=4.0, seed=0)
+    print(f"fleet reference: {reference.aggregate.n_sites} sites, epsilon {reference.aggregate.epsilon:.3f}, "
+          f"built in {time.perf_counter() - t0:.1f} s")
+    ids = [SiteIdentity.generate(f"site-{i}") for i in range(args.clients)]
+    keys = SiteKeys({i.site_id: i.public_raw for i in ids})
+    unlimited = GuardConfig(budget=10**6, rate_per_s=1e6, burst=10**6)
+
+    # ---- latency / throughput with noise on (the production path)
+    h = start_server(reference, keys, QueryServerConfig(workers=args.workers, guard=unlimited))
+    try:
+        clients = [BenchmarkClient(h.address, i) for i in ids]
+        for c in clients:
+            c.register()
+            c.query(stats[0])  # warm: context and plan loaded on a worker
+            c.query(stats[0])
+        # sequential: one site at a time -> latency without queueing behind other sites
+        e2e, server_ms, cpu_ms, q_kib, a_kib = [], [], [], [], []
+        for k in range(args.sequential):
+            c = clients[k % len(clients)]
+            vec = c.encode_inputs(stats[k % len(stats)])
+            t = time.perf_counter()
+            c.query_vector(vec)
+            e2e.append((time.perf_counter() - t) * 1000.0)
+            server_ms.append(c.last_server_ms)
+            cpu_ms.append(c.last_eval_cpu_ms)
+            q_kib.append(c.last_query_bytes / 1024)
+            a_kib.append(c.last_answer_bytes / 1024)
+        # concurrent: 8 sites at once -> throughput
+        conc_e2e = []
+        lock = threading.Lock()
+
+        def worker(ci: int) -> None:
+            c = clients[ci]
+            vec = c.encode_inputs(stats[ci % len(stats)])
+            for _ in range(args.queries_per_client):
+                t = time.perf_counter()
+                c.query_vector(vec)
+                with lock:
+                    conc_e2e.append((time.perf_counter() - t) * 1000.0)
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(args.clients)]
+        t = time.perf_counter()
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        wall = time.perf_counter() - t
+        # noise actually added (reported separately from the accuracy)
+        c = clients[0]
+        info = c.fetch_info()
+        c.query(stats[0])
+        from infrabrain.coordinator import benchmark_pb2  # noqa: F401
+
+        reply_noise = h.service._laplace
+        m = reference.n_metrics
+        noise = {"percentile_noise_std": float(np.sqrt(2) * reply_noise[:m].max()),
+                 "z_noise_std": float(np.sqrt(2) * reply_noise[m : 2 * m].max() * info.z_scale),
+                 "flood_sigma": h.service.cfg.flood_sigma}
+        for c in clients:
+            c.close()
+    finally:
+        h.stop()
+
+    # ---- accuracy over a grid, deliberate noise off
+    h = start_server(reference, keys, QueryServerConfig(workers=1, add_noise=False, flood_sigma=0.0, guard=unlimited))
+    try:
+        c = BenchmarkClient(h.address, ids[0])
+        c.register()
+        m = reference.n_metrics
+        avail = [i for i, r in enumerate(reference.metrics) if r.available]
+        err_plain, err_he = 0.0, 0.0
+        for tv in np.linspace(-1.0, 1.0, args.grid):
+            vec = np.zeros(2 * m)
+            for i in avail:
+                vec[i], vec[m + i] = reference.metrics[i].to_u(tv), tv
+            out = c.query_vector(vec)
+            for i in avail:
+                r = reference.metrics[i]
+                err_plain = max(err_plain, abs(out[i] - float(r.cdf(tv))))
+                err_he = max(err_he, abs(out[i] - float(r.poly(vec[i]))))
+        c.close()
+    finally:
+        h.stop()
+
+    res = {
+        "server_ms_p50": round(float(np.percentile(server_ms, 50)), 2),
+        "server_ms_p99": round(float(np.percentile(server_ms, 99)), 2),
+        "e2e_ms_p50": round(float(np.percentile(e2e, 50)), 2),
+        "e2e_ms_p99": round(float(np.percentile(e2e, 99)), 2),
+        "eval_cpu_ms_p50": round(float(np.percentile(cpu_ms, 50)), 2),
+        "qps": round(len(conc_e2e) / wall, 1),
+        "e2e_ms_p50_concurrent": round(float(np.percentile(conc_e2e, 50)), 2),
+        "query_kib": round(float(np.mean(q_kib)), 1),
+        "answer_kib": round(float(np.mean(a_kib)), 1),
+        "max_abs_err": round(err_plain, 5),
+        "he_err": float(f"{err_he:.3g}"),
+        "fit_err_max": round(max(reference.metrics[i].fit_err for i in avail), 5),
+        **{k: float(f"{v:.4g}") for k, v in noise.items()},
+        "metrics_available": len(avail),
+        "n_sites": reference.aggregate.n_sites,
+        "epsilon": round(reference.aggregate.epsilon, 4),
+        "params": clients[0].params,
+        "clients": args.clients,
+        "workers": args.workers,
+        "queries": len(e2e) + len(conc_e2e),
+        "cpu_count": os.cpu_count(),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+    }
+    for k, goal in GOALS.items():
+        better_low = k != "qps"
+        ratio = res[k] / goal if better_low else goal / max(res[k], 1e-9)
+        print(f"{k:>14}: {res[k]:>10} goal {'<=' if better_low else '>='} {goal:<6} ratio {ratio:.2f} "
+              f"{'OK' if ratio <= 1.0 else 'MISSED'}")
+    print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    main()
