@@ -94,8 +94,6 @@ def main() -> None:
         c = clients[0]
         info = c.fetch_info()
         c.query(stats[0])
-        from infrabrain.coordinator import benchmark_pb2  # noqa: F401
-
         reply_noise = h.service._laplace
         m = reference.n_metrics
         noise = {"percentile_noise_std": float(np.sqrt(2) * reply_noise[:m].max()),

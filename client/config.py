@@ -17,7 +17,7 @@ Example (every section but ``site``, ``topology`` and one collector is optional)
       prometheus: {url: http://127.0.0.1:9090, mapping: prometheus-mapping.yaml, timeout_s: 10}
       replay: {dataset: /data/sim, site: lab, speed: 60}
     federation: {...}             # SupernodeConfig fields (infrabrain.client.supernode)
-    benchmark: {...}              # passed to infrabrain.client.benchmark_query
+    benchmark: {...}              # BenchmarkSection fields (infrabrain.client.benchmark_job)
 """
 
 from __future__ import annotations

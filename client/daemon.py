@@ -276,8 +276,13 @@ class Daemon:
         self.metrics.model_loaded.labels(site).set(1.0 if self.scorer is not None else 0.0)
         if self.scorer is None or self.buffer.latest_step < 0:
             return []
+        steps = int(self.scorer.window_steps)
+        filled = self.buffer.filled_steps(steps)
+        if filled < (steps + 1) // 2:  # a mostly empty window would give scores of nothing
+            log.info("window still filling; not scoring yet", extra={"filled_steps": filled, "window_steps": steps})
+            return []
         t0 = time.perf_counter()
-        _, window = self.buffer.window(steps=int(self.scorer.window_steps))
+        _, window = self.buffer.window(steps=steps)
         try:
             risks = self.scorer.score(window)
         except ValueError as exc:

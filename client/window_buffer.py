@@ -86,6 +86,14 @@ class WindowBuffer:
             landed += 1
         return landed
 
+    def filled_steps(self, steps: int | None = None) -> int:
+        """How many of the newest ``steps`` steps received any sample."""
+        steps = self.steps if steps is None else int(steps)
+        if self.latest_step < 0:
+            return 0
+        wanted = np.arange(self.latest_step - steps + 1, self.latest_step + 1, dtype=np.int64)
+        return int((self._slot_step[wanted % self.steps] == wanted).sum())
+
     def window(self, end_t: int | None = None, steps: int | None = None,
                correct_counters: bool = True) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """``(timestamps [S], {kind: [S, n, F]})`` for the ``steps`` steps ending at ``end_t`` (default: newest)."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -195,6 +194,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.set_defaults(handler=_serve)
     coord.set_defaults(handler=lambda a: (coord.print_help(), 2)[1])
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(0)

@@ -96,10 +96,14 @@ def _remote(args):
     stats = json.loads(Path(args.stats).read_text())
     if not isinstance(stats, dict):
         raise ValueError(f"--stats {args.stats!r} must hold a JSON object {{metric: value}}")
+    import grpc
+
     client = BenchmarkClient(args.server, SiteIdentity(args.site_id, key))
     try:
         client.register()
         got = client.query(stats, threshold_pct=args.threshold)
+    except grpc.RpcError as exc:
+        raise ValueError(f"coordinator {args.server} refused: {exc.code().name}: {exc.details()}") from None
     finally:
         client.close()
     got = [a for a in got if args.metric == "all" or a.family == args.metric]
@@ -140,6 +144,7 @@ def _server(args) -> int:
         print(json.dumps({"site_id": args.site_id, "key": args.key_out, "sites": str(sites_path)}))
         return 0
     # serve
+    import signal
     import time
 
     from infrabrain.coordinator.query_guard import GuardConfig, SiteKeys
@@ -155,6 +160,11 @@ def _server(args) -> int:
     cfg = QueryServerConfig(host=args.host, port=args.port, workers=args.workers,
                             guard=GuardConfig(budget=args.budget))
     handle = start_server(ref, keys, cfg, ledger_path=args.ledger)
+
+    def _term(_signum, _frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _term)
     print(json.dumps({"address": handle.address, "reference": ref.version}), flush=True)
     try:
         while True:

@@ -133,8 +133,11 @@ class BenchmarkQueryService:
             validate_public_context(request.public_context, request.params)
             cid = hashlib.sha256(request.params.encode() + b"\0" + request.public_context).hexdigest()[:32]
             self.pool.run(cid, request.params, request.public_context, self.reference.version, self._coeffs, None)
-        except (ValidationError, WorkerError) as exc:
+        except ValidationError as exc:
             self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except WorkerError as exc:
+            code = grpc.StatusCode.UNAVAILABLE if exc.crashed else grpc.StatusCode.INVALID_ARGUMENT
+            self._abort(context, code, str(exc))
         with self._lock:
             self._regs[site] = _Registration(cid, request.params, request.public_context)
         log.info("context registered", extra={"site": site, "params": request.params})
@@ -171,7 +174,8 @@ class BenchmarkQueryService:
                                              self._coeffs, blob, lap, self.cfg.flood_sigma)
         except WorkerError as exc:
             self.guard.refund(site)
-            self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            code = grpc.StatusCode.UNAVAILABLE if exc.crashed else grpc.StatusCode.INVALID_ARGUMENT
+            self._abort(context, code, str(exc))
         with self._lock:
             self.stats["ok"] += 1
         m = self.reference.n_metrics

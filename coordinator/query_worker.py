@@ -29,7 +29,14 @@ MAX_CONTEXTS_PER_WORKER = 32  # each holds ~3 MB of relinearisation keys
 
 
 class WorkerError(RuntimeError):
-    """The worker refused the input or failed; the message is safe to return to the site."""
+    """The worker refused the input or failed; the message is safe to return to the site.
+
+    ``crashed`` is True when the worker process died or hung (it has been restarted; a retry can succeed).
+    """
+
+    def __init__(self, message: str, crashed: bool = False) -> None:
+        super().__init__(message)
+        self.crashed = crashed
 
 
 def _set_memory_cap(cap_bytes: int) -> None:
@@ -223,7 +230,8 @@ class WorkerPool:
                     return val
                 except _Dead as dead:
                     h = self._restart(h)
-                    raise WorkerError(f"evaluation worker failed ({dead}); it was restarted") from None
+                    raise WorkerError(f"evaluation worker failed ({dead}); it was restarted, retry",
+                                      crashed=True) from None
             raise WorkerError("context could not be kept loaded")
         finally:
             self._free.put(h)

@@ -11,7 +11,8 @@ import torch
 from infrabrain.models.anomaly_data import default_smd_dir
 
 SMD = default_smd_dir()
-SLICE = 1500
+SLICE = 1500  # test minutes kept
+TRAIN_SLICE = 4000  # normal-history minutes kept (the detectors need a few thousand)
 SLICE_MACHINES = ("machine-1-6", "machine-2-7")  # both have labelled anomalies in their first 1500 minutes
 
 
@@ -42,7 +43,7 @@ def slice_dir(tmp_path: Path, smd_dir: Path) -> Path:
     (out / "interpretation_label").mkdir(parents=True)
     for name in SLICE_MACHINES:
         z = np.load(smd_dir / f"{name}.npz")
-        write_machine(out, name, z["train"][:SLICE], z["test"][:SLICE], z["test_label"][:SLICE])
+        write_machine(out, name, z["train"][:TRAIN_SLICE], z["test"][:SLICE], z["test_label"][:SLICE])
         lines = (smd_dir / "interpretation_label" / f"{name}.txt").read_text().splitlines()
         keep = [ln for ln in lines if ln.strip() and int(ln.split(":")[0].split("-")[1]) <= SLICE]
         (out / "interpretation_label" / f"{name}.txt").write_text("\n".join(keep) + "\n")

@@ -26,7 +26,7 @@ def test_real_smd_slice(slice_dir: Path) -> None:
     ms = load_dir(slice_dir)
     assert [m.name for m in ms] == ["machine-1-6", "machine-2-7"]
     m = ms[0]
-    assert m.train.shape == (1500, 38) and m.train.dtype == np.float32 and m.n_metrics == 38
+    assert m.train.shape == (4000, 38) and m.train.dtype == np.float32 and m.n_metrics == 38
     assert m.test_label.sum() > 0
     # '246-252:1,2,...' is rows 246..251 (0-based, end exclusive), metric 1 -> index 0
     seg = m.segments[0]

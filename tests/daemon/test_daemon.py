@@ -126,6 +126,8 @@ def test_in_process_cycle_restart_warms_from_store(tmp_path: Path, small_dataset
     try:
         assert isinstance(daemon.scorer, PredictorScorer) and isinstance(daemon.scorer, RiskScorer)
         assert daemon.score_once(t0) == []  # nothing collected yet: no scores, not invented ones
+        assert daemon.collect_once(t0 + 0.2) > 0  # 60 simulated seconds: 2 of the window's 11 steps
+        assert daemon.score_once(t0 + 0.2) == []  # a mostly empty window is not scored
         stored = daemon.collect_once(t0 + 5)  # 5 s at speed 300 = 25 simulated minutes
         assert stored > 0
         risks = daemon.score_once(t0 + 5)

@@ -23,3 +23,22 @@ def test_federate_and_serve_name_bad_values(tmp_path, capsys) -> None:
     assert "SecAgg" in capsys.readouterr().err
     assert main(["coordinator", "serve", "--dir", str(tmp_path / "c")]) == 2
     assert "infrabrain certs" in capsys.readouterr().err
+
+
+def test_fab_is_built_from_the_project_without_venv(tmp_path) -> None:
+    """`flwr run .` packs the project dir into a FAB: it must hold the apps and nothing like .venv."""
+    import subprocess
+    import zipfile
+    from pathlib import Path
+
+    from infrabrain.coordinator.flower_env import flower_bin, flower_env
+
+    root = Path(__file__).resolve().parents[2]
+    res = subprocess.run([flower_bin("flwr"), "build", "--app", str(root)], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120, env=flower_env(tmp_path / "flwr"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    (fab,) = tmp_path.glob("*.fab")
+    names = zipfile.ZipFile(fab).namelist()
+    assert "client/flower_client_app.py" in names and "coordinator/server_app.py" in names
+    assert not [n for n in names if n.startswith((".venv/", "build/")) or "__pycache__" in n]
+    assert fab.stat().st_size < 10 * 1024 * 1024

@@ -68,8 +68,8 @@ def test_tls_auth_federation_with_kill_and_rejoin(tmp_path: Path) -> None:
 
         run = submit_run(ROOT, link_cfg.flwr_home, link_cfg.connection_name, {
             "num-server-rounds": 4, "registry-dir": str(registry_dir), "round-timeout-s": 240.0,
-            "straggler-timeout-s": 15.0, "noise-multiplier": 1.0, "local-epochs": 1, "batch-size": 8,
-            "optimizer": "adam", "lr": 0.005, "acceleration": 1000.0,
+            "straggler-timeout-s": 15.0, "noise-multiplier": 0.5, "eps-budget": 50.0, "local-epochs": 1,
+            "batch-size": 16, "optimizer": "adam", "lr": 0.002, "acceleration": 1000.0,
             "min-train-sites": 2, "min-available-sites": 2, "site-gpus": SITE["site_gpus"],
             "site-hours": SITE["site_hours"]}, log_path=tmp_path / "run.log")
 
@@ -101,7 +101,10 @@ def test_tls_auth_federation_with_kill_and_rejoin(tmp_path: Path) -> None:
     history = registry.history()
     assert all(h["aggregated"] for h in history[1:])
     assert all(h["sites_aggregated"] >= 2 for h in history[1:])
-    assert history[-1]["eval"]["eval-loss"] < history[0]["eval"]["eval-loss"], [h["eval"] for h in history]
+    # (ranking and calibration on held-out windows; the class-weighted BCE is not a stable yardstick here)
+    first, last = history[0]["eval"], history[-1]["eval"]
+    assert last["roc-auc"] > first["roc-auc"] and last["brier"] < first["brier"], [h["eval"] for h in history]
+    assert all(h["eps_max"] <= 50.0 for h in history[1:])
     final = registry.latest()
     assert final is not None and final.round == 4
 

@@ -55,3 +55,10 @@ def test_cli_errors(dataset, tmp_path, capsys):
     assert main(["predict", "--checkpoint", str(tmp_path), "--data", str(dataset)]) == 2
     assert main(["train", "--out", str(tmp_path / "x")]) == 2
     assert "exactly one of --data" in capsys.readouterr().err
+
+
+def test_demo_train_and_explain(small_runs):
+    from infrabrain.models.pipeline import demo_train_and_explain
+
+    lines = demo_train_and_explain(small_runs, top_n=2, epochs=1, progress=False)
+    assert len(lines) == 2 and all(" at risk " in s for s in lines)

@@ -183,3 +183,28 @@ def test_noise_is_added_when_enabled(reference, identities):
         c.close()
     finally:
         h.stop()
+
+
+def test_killed_worker_is_restarted_and_the_server_keeps_answering(reference, identities):
+    import os
+    import signal
+
+    from infrabrain.coordinator.query_guard import GuardConfig, SiteKeys
+    from infrabrain.coordinator.query_server import QueryServerConfig, start_server
+
+    h = start_server(reference, SiteKeys({"alice": identities["alice"].public_raw}),
+                     QueryServerConfig(workers=1, add_noise=False, guard=GuardConfig(budget=5)))
+    try:
+        c = BenchmarkClient(h.address, identities["alice"])
+        vec = np.zeros(2 * reference.n_metrics)
+        c.query_vector(vec)
+        os.kill(h.pool.pids()[0], signal.SIGKILL)
+        with pytest.raises(grpc.RpcError) as e:
+            c.query_vector(vec)
+        assert _code(e) == grpc.StatusCode.UNAVAILABLE and "restarted" in e.value.details()
+        i = reference.index("gpu_failure_rate.H100")
+        assert abs(c.query_vector(vec)[i] - float(reference.metrics[i].poly(0.0))) < 1e-3
+        assert h.pool.restarts == 1 and h.service.guard.budget_left("alice") == 3  # the failed one was refunded
+        c.close()
+    finally:
+        h.stop()
