@@ -94,6 +94,13 @@ def epoch_part(args: argparse.Namespace) -> dict:
     model = build_model(fs.f_max, 60, pool=5, hidden=args.hidden, layers=args.layers)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     loader = make_loader(ds, 16, shuffle=True)
+    from itertools import islice
+
+    from infrabrain.models.training import loss_fn
+
+    for batch in islice(loader, 2):  # warm-up (lazy imports, allocator) outside the timed epoch
+        opt.zero_grad()
+        loss_fn(model, batch).backward()
     t0 = time.perf_counter()
     train_epoch(model, loader, opt, progress=not args.no_progress, desc="timed epoch")
     epoch_s = time.perf_counter() - t0
@@ -120,6 +127,7 @@ def inference_part(args: argparse.Namespace) -> dict:
     prep_ms = (time.perf_counter() - t0) * 1000
     times = []
     with torch.no_grad():
+        model(batch)  # warm-up
         for _ in range(args.infer_repeats):
             t0 = time.perf_counter()
             model(batch)

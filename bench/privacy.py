@@ -51,7 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=float, default=4.0, help="epochs of every fine-tuning run (default 4)")
     parser.add_argument("--pretrain-epochs", type=float, default=8.0, help="epochs of public pretraining (default 8)")
     parser.add_argument("--batch", type=int, default=64, help="expected (Poisson) batch size (default 64)")
-    parser.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3)")
+    parser.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
+                        help="fine-tuning optimizer (default sgd: Adam rescales the DP noise into full-size steps)")
+    parser.add_argument("--lr", type=float, default=0.05, help="fine-tuning learning rate (default 0.05)")
+    parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
     parser.add_argument("--clip", type=float, default=1.0, help="per-sample clipping norm (default 1.0)")
     parser.add_argument("--hidden", type=int, default=16, help="predictor state width (default 16)")
     parser.add_argument("--timing-steps", type=int, default=30, help="steps timed for dp_step_ratio")
@@ -105,10 +108,11 @@ def main(argv: list[str] | None = None) -> int:
         return model
 
     batch = min(args.batch, n)
-    cfg = DPConfig(optimizer="adam", lr=args.lr, expected_batch_size=batch, max_physical_batch_size=batch * 2,
-                   epochs=args.epochs, max_grad_norm=args.clip)
-    pre_cfg = cfg.model_copy(update={"epochs": args.pretrain_epochs,
-                                     "expected_batch_size": min(args.batch, len(public.train))})
+    cfg = DPConfig(optimizer=args.optimizer, lr=args.lr, momentum=args.momentum if args.optimizer == "sgd" else 0.0,
+                   expected_batch_size=batch, max_physical_batch_size=batch * 2, epochs=args.epochs,
+                   max_grad_norm=args.clip)
+    pre_cfg = DPConfig(optimizer="adam", lr=3e-3, expected_batch_size=min(args.batch, len(public.train)),
+                       epochs=args.pretrain_epochs)
     pretrained = train_nonprivate(new_model(), public.train, loss_fn, collate_snapshots, config=pre_cfg,
                                   seed=args.seed).model
     public_state = {k: v.detach().clone() for k, v in pretrained.state_dict().items()}
@@ -202,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         "pr_auc_eps4_scratch": results["pr_auc_eps4_scratch"], "dp_step_s": results["dp_step_s"],
         "nonprivate_step_s": results["nonprivate_step_s"], "train_windows": n, "test_windows": len(test),
         "sites": args.sites, "public_sites": args.public_sites, "hours": args.hours, "epochs": args.epochs, "batch": batch,
+        "optimizer": args.optimizer, "lr": args.lr, "momentum": args.momentum, "clip": args.clip,
         "seconds": time.perf_counter() - t0,
     }
     print(json.dumps({k: (round(v, 5) if isinstance(v, float) and math.isfinite(v) else v)

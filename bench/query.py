@@ -32,6 +32,7 @@ def main() -> None:
     ap.add_argument("--hours", type=float, default=720.0)
     ap.add_argument("--grid", type=int, default=41, help="inputs per metric for max_abs_err")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--plot", default=None, help="save a PNG: each metric's reference CDF, fit and HE answers")
     args = ap.parse_args()
 
     from infrabrain.client.benchmark_query import BenchmarkClient, SiteIdentity
@@ -112,6 +113,7 @@ def main() -> None:
         m = reference.n_metrics
         avail = [i for i, r in enumerate(reference.metrics) if r.available]
         err_plain, err_he = 0.0, 0.0
+        he_points: dict[int, list[tuple[float, float]]] = {i: [] for i in avail}
         for tv in np.linspace(-1.0, 1.0, args.grid):
             vec = np.zeros(2 * m)
             for i in avail:
@@ -121,10 +123,13 @@ def main() -> None:
                 r = reference.metrics[i]
                 err_plain = max(err_plain, abs(out[i] - float(r.cdf(tv))))
                 err_he = max(err_he, abs(out[i] - float(r.poly(vec[i]))))
+                he_points[i].append((float(tv), float(out[i])))
         c.close()
     finally:
         h.stop()
 
+    if args.plot:
+        _plot(reference, he_points, args.plot)
     res = {
         "server_ms_p50": round(float(np.percentile(server_ms, 50)), 2),
         "server_ms_p99": round(float(np.percentile(server_ms, 99)), 2),
@@ -155,6 +160,30 @@ def main() -> None:
         print(f"{k:>14}: {res[k]:>10} goal {'<=' if better_low else '>='} {goal:<6} ratio {ratio:.2f} "
               f"{'OK' if ratio <= 1.0 else 'MISSED'}")
     print(json.dumps(res))
+
+
+def _plot(reference, he_points, path: str) -> None:
+    """One panel per available metric: stored CDF (plaintext), the degree-7 fit, the decrypted HE answers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    idx = list(he_points)
+    fig, axes = plt.subplots(1, len(idx), figsize=(3.2 * len(idx), 3), squeeze=False)
+    for ax, i in zip(axes[0], idx, strict=True):
+        r = reference.metrics[i]
+        t = np.linspace(-1, 1, 400)
+        ax.plot(t, r.cdf(t), label="reference CDF")
+        ax.plot(t, [float(r.poly(r.to_u(x))) for x in t], "--", label="degree-7 fit")
+        pts = np.array(he_points[i])
+        ax.plot(pts[:, 0], pts[:, 1], ".", label="decrypted HE answer")
+        ax.set_title(r.spec.name, fontsize=8)
+        ax.set_xlabel("t (public domain)")
+    axes[0][0].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"plot: {path}")
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ class FederationConfig(BaseModel):
     lr: float = Field(0.1, gt=0.0, le=10.0)
     optimizer: Literal["sgd", "adam"] = "sgd"
     momentum: float = Field(0.0, ge=0.0, lt=1.0)
-    batch_size: int = Field(16, alias="batch-size", ge=1)
+    batch_size: int = Field(32, alias="batch-size", ge=1)
     dp: bool = True
     noise_multiplier: float = Field(0.0, alias="noise-multiplier", ge=0.0,
                                     description="0 = calibrate to the remaining budget over the remaining rounds")

@@ -123,8 +123,22 @@ def _force_scale(ct, scale: float) -> None:
     ct.scale = scale
 
 
-def evaluate(plan: CircuitPlan, ct, relin_keys, public_key, noise: NoiseSpec | None, rng: np.random.Generator):
-    """Run the circuit on ciphertext ``ct`` (level 0, input scale); return the answer ciphertext (level 3)."""
+def prepare_spare(plan: CircuitPlan, public_key, noise: NoiseSpec, rng: np.random.Generator):
+    """A fresh (encryption of zero, noise plaintext) pair, made ahead of time while the worker is idle.
+
+    Each pair is used for exactly one answer; it only moves ~4 ms of work off the latency path.
+    """
+    zero = plan._sealapi.Ciphertext()
+    plan._sealapi.Encryptor(plan.ctx, public_key).encrypt_zero(plan.levels[3], zero)
+    return zero, plan.noise_plaintext(noise, rng)
+
+
+def evaluate(plan: CircuitPlan, ct, relin_keys, public_key, noise: NoiseSpec | None, rng: np.random.Generator,
+             spare=None):
+    """Run the circuit on ciphertext ``ct`` (level 0, input scale); return the answer ciphertext (level 3).
+
+    ``spare`` is an unused pair from :func:`prepare_spare` (made with the same public key and noise spec).
+    """
     sa = plan._sealapi
     ev = sa.Evaluator(plan.ctx)
     L0, L1, L2, L3 = plan.levels
@@ -188,9 +202,8 @@ def evaluate(plan: CircuitPlan, ct, relin_keys, public_key, noise: NoiseSpec | N
     ev.relinearize_inplace(acc, relin_keys)
     ev.add_plain_inplace(acc, pt["c0"])
     if noise is not None:
-        ev.add_plain_inplace(acc, plan.noise_plaintext(noise, rng))
-        zero = new()
-        sa.Encryptor(plan.ctx, public_key).encrypt_zero(L3, zero)
+        zero, noise_pt = spare if spare is not None else prepare_spare(plan, public_key, noise, rng)
+        ev.add_plain_inplace(acc, noise_pt)
         zero.scale = acc.scale
         ev.add_inplace(acc, zero)
     return acc

@@ -51,6 +51,7 @@ class FedAnomalyConfig(BaseModel):
     expected_batch_size: int = Field(256, ge=1)
     max_grad_norm: float = Field(0.05, gt=0)
     lr: float = Field(2e-3, gt=0, le=1.0)
+    noise_multiplier: float | None = Field(None, gt=0, description="fixed sigma; None calibrates it to the budget")
     strategy: str = Field("fedavg", description="coordinator strategy name (FedAvg-family weighting)")
 
 
@@ -115,7 +116,7 @@ def run_federated(
     dp_cfg = DPConfig(
         max_grad_norm=cfg.max_grad_norm, expected_batch_size=cfg.expected_batch_size,
         max_physical_batch_size=max(cfg.expected_batch_size * 2, 512), epochs=cfg.local_epochs,
-        optimizer="adam", lr=cfg.lr, secure_noise=False,
+        optimizer="adam", lr=cfg.lr, secure_noise=False, noise_multiplier=cfg.noise_multiplier,
     )
     # one noise multiplier per site for the whole run, calibrated by the privacy code so that all
     # ``rounds`` runs fit the site's budget (identical runs keep the accountant's history homogeneous)

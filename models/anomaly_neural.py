@@ -154,7 +154,7 @@ class NeuralDetector:
             raise ValueError(f"expected [T, {self.n_metrics}] metrics, got shape {x.shape}")
         out = np.empty_like(x)
         w = self.config.window
-        with torch.no_grad():
+        with torch.inference_mode():
             for s in range(0, x.shape[0], chunk):
                 lo = max(0, s - (w - 1))
                 win = make_windows(x[lo : s + chunk], w)[s - lo :]

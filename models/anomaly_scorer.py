@@ -33,11 +33,16 @@ _FORMAT = "infrabrain-anomaly-scorer-v1"
 class AnomalyScorer:
     """Per-node anomaly scorer backed by the neural autoencoder (default) or the HDC detector."""
 
-    def __init__(self, kind: Kind = "neural", neural: NeuralConfig | None = None, hdc: HDCConfig | None = None
-                 ) -> None:
+    def __init__(self, kind: Kind = "neural", neural: NeuralConfig | None = None, hdc: HDCConfig | None = None,
+                 normalise: bool = True) -> None:
+        """``normalise``: min-max scale every metric by the node's normal history before the detector (raw
+        exporter units -- bytes, degrees, watts -- differ by orders of magnitude; SMD is already in [0, 1])."""
         if kind not in ("neural", "hdc"):
             raise ValueError(f"kind must be 'neural' or 'hdc', got {kind!r}")
         self.kind: Kind = kind
+        self.normalise = normalise
+        self.lo: np.ndarray | None = None
+        self.span: np.ndarray | None = None
         self.neural_config = neural or NeuralConfig()
         self.hdc_config = hdc or HDCConfig()
         self.detector: NeuralDetector | HDCDetector | None = None
@@ -45,18 +50,33 @@ class AnomalyScorer:
     # ---------------------------------------------------------------- fitting
     def fit(self, history: np.ndarray) -> AnomalyScorer:
         """Train on one node's normal history ``[T, F]`` (stays on the node) and calibrate its scale."""
-        x = _validate(history, None)
+        x = self._fit_scaling(_validate(history, None))
         if self.kind == "neural":
             self.detector = NeuralDetector.fit(x, self.neural_config)
         else:
             self.detector = HDCDetector(self.hdc_config).fit(x)
         return self
 
+    def _fit_scaling(self, x: np.ndarray) -> np.ndarray:
+        if self.normalise:
+            self.lo = x.min(axis=0)
+            self.span = np.maximum(x.max(axis=0) - self.lo, 1e-6).astype(np.float32)
+        return self._scale(x)
+
+    def _scale(self, x: np.ndarray) -> np.ndarray:
+        if self.lo is None or self.span is None:
+            return x
+        return ((x - self.lo) / self.span).astype(np.float32)
+
     @classmethod
     def from_weights(cls, weights: list[np.ndarray], history: np.ndarray, neural: NeuralConfig | None = None
                      ) -> AnomalyScorer:
-        """Adopt a (federated) global autoencoder and calibrate it on this node's normal history."""
-        scorer = cls("neural", neural=neural)
+        """Adopt a (federated) global autoencoder and calibrate it on this node's normal history.
+
+        The global model expects inputs scaled the way every site scaled them in training, so no per-node
+        rescaling happens here (``normalise=False``): pass metrics on the federation's agreed scale.
+        """
+        scorer = cls("neural", neural=neural, normalise=False)
         x = _validate(history, None)
         model = build_model(x.shape[1], scorer.neural_config)
         set_weights(model, weights)
@@ -86,7 +106,7 @@ class AnomalyScorer:
     def score(self, window: np.ndarray) -> np.ndarray:
         """One float per minute of ``window`` ``[T, F]`` (the first ``context - 1`` use padded history)."""
         det = self._det()
-        x = _validate(window, det.n_metrics)
+        x = self._scale(_validate(window, det.n_metrics))
         return score_from_residuals(det.residuals(x), det.scale, self._smooth())
 
     def score_latest(self, recent: np.ndarray) -> float:
@@ -104,7 +124,7 @@ class AnomalyScorer:
     def contributions(self, window: np.ndarray) -> np.ndarray:
         """Per minute and metric, squared standardised residual ``[T, F]``."""
         det = self._det()
-        return contributions(det.residuals(_validate(window, det.n_metrics)), det.scale)
+        return contributions(det.residuals(self._scale(_validate(window, det.n_metrics))), det.scale)
 
     def explain(self, window: np.ndarray, threshold: float, k: int = 3, min_length: int = 1) -> list[Explanation]:
         """Top-``k`` metrics of every run of minutes whose score exceeds ``threshold``."""
@@ -116,6 +136,8 @@ class AnomalyScorer:
         """Write the scorer atomically as ``.npz`` (arrays + JSON config; no pickles)."""
         det = self._det()
         arrays: dict[str, np.ndarray] = {"scale": det.scale}
+        if self.lo is not None and self.span is not None:
+            arrays.update(in_lo=self.lo, in_span=self.span)
         if isinstance(det, NeuralDetector):
             for i, w in enumerate(get_weights(det.model)):
                 arrays[f"w{i}"] = w
@@ -163,6 +185,9 @@ class AnomalyScorer:
             det._fitted = True
         det.scale = z["scale"]
         scorer.detector = det
+        scorer.normalise = "in_lo" in z.files
+        if scorer.normalise:
+            scorer.lo, scorer.span = z["in_lo"], z["in_span"]
         return scorer
 
 

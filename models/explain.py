@@ -204,11 +204,13 @@ def describe_change(series: np.ndarray, metric: str, cadence_s: int) -> str:
     moved = np.flatnonzero(np.abs(vals - first) > 0.1 * abs(delta)) if delta != 0 else np.zeros(0, int)
     span_min = int(round((steps[-1] - (steps[moved[0]] if len(moved) else steps[0])) * cadence_s / 60)) or int(
         round(len(v) * cadence_s / 60))
+    if "XID" in metric.upper():
+        return f"XID {int(last)} raised" if last > 0 and delta != 0 else f"last XID {int(last)}"
     if is_counter(metric):
         return f"{label} +{max(delta, 0):.0f} over {span_min} min"
     if unit == "%":
-        if abs(first) < 1e-9:
-            return f"{label} {delta:+.3g} over {span_min} min"
+        if abs(first) < 0.05 * max(float(np.max(np.abs(vals))), 1e-9):  # from ~0: a percentage means nothing
+            return f"{label} {first:.3g} -> {last:.3g} over {span_min} min"
         return f"{label} {100 * delta / abs(first):+.0f} % over {span_min} min"
     return f"{label} {delta:+.1f} {unit} over {span_min} min".replace("  ", " ")
 

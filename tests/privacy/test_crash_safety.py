@@ -57,11 +57,25 @@ SITE = textwrap.dedent(
 )
 
 
-def _start(tmp_path: Path, steps: int, mode: str) -> subprocess.Popen:
-    script = tmp_path / "site.py"
-    script.write_text(SITE)
-    return subprocess.Popen([sys.executable, str(script), str(tmp_path / "ledger"), str(steps), mode],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+@pytest.fixture
+def start(tmp_path: Path):
+    """Start the site script; whatever happens in the test, the process is gone afterwards."""
+    procs: list[subprocess.Popen] = []
+
+    def _start(steps: int, mode: str) -> subprocess.Popen:
+        script = tmp_path / "site.py"
+        script.write_text(SITE)
+        proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "ledger"), str(steps), mode],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        procs.append(proc)
+        return proc
+
+    yield _start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        proc.stdout.close()
 
 
 def _wait_for(proc: subprocess.Popen, prefix: str, timeout: float = 120) -> str:
@@ -82,8 +96,8 @@ def _kill9(proc: subprocess.Popen) -> None:
     assert proc.returncode == -signal.SIGKILL
 
 
-def test_kill9_during_training_keeps_the_reserved_epsilon(tmp_path):
-    proc = _start(tmp_path, steps=100_000, mode="hang")
+def test_kill9_during_training_keeps_the_reserved_epsilon(tmp_path, start):
+    proc = start(steps=100_000, mode="hang")
     _wait_for(proc, "TRAINING")
     _kill9(proc)
     ledger = PrivacyLedger.load(tmp_path / "ledger")
@@ -101,8 +115,8 @@ def test_kill9_during_training_keeps_the_reserved_epsilon(tmp_path):
     assert res.epsilon_total == pytest.approx(offline.get_epsilon(delta=1e-5), rel=1e-9)
 
 
-def test_kill9_after_release_and_mid_write(tmp_path):
-    proc = _start(tmp_path, steps=10, mode="fast")
+def test_kill9_after_release_and_mid_write(tmp_path, start):
+    proc = start(steps=10, mode="fast")
     line = _wait_for(proc, "RELEASE")
     released = PrivacyLedger.load(tmp_path / "ledger")  # what is on disk when the update may leave
     assert released.runs[-1].status == "committed"

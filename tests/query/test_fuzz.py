@@ -20,7 +20,7 @@ from infrabrain.coordinator.query_worker import worker_rss_bytes
 
 # "deep" mutations flip bits anywhere: many then decode to a valid (garbage) ciphertext/key, which CKKS cannot
 # tell apart (it has no integrity) and which costs a real evaluation/load, so they are few.
-N_QUERY, N_QUERY_DEEP, N_CONTEXT, N_CONTEXT_DEEP, N_RAW = 1500, 10, 500, 5, 8000
+N_QUERY, N_QUERY_DEEP, N_CONTEXT, N_CONTEXT_DEEP, N_RAW = 1000, 10, 300, 5, 8700
 
 
 def _mutate(blob: bytes, rng: np.random.Generator, head: int | None = None) -> bytes:

@@ -93,3 +93,15 @@ def test_aggregate_records_sites_and_epsilon(fleet_stats, reference):
 def test_too_few_sites_is_refused():
     with pytest.raises(ValueError, match="min_sites"):
         build_fleet_aggregate([{}, {}], FleetStatsConfig(min_sites=3))
+
+
+def test_site_statistics_from_a_site_run_with_telemetry():
+    """A SiteRun (telemetry included) also yields thermal-violation hours from the DCGM counter."""
+    from infrabrain.privacy.secure_fleet_stats import site_statistics
+    from infrabrain.simulation.engine import simulate_site
+    from infrabrain.simulation.spec import SiteSpec
+
+    run = simulate_site(SiteSpec(racks_per_row=2, nodes_per_rack=2), hours=6, seed=1, acceleration=50.0)
+    st = site_statistics(run)
+    assert st["thermal_violation_hours"] is not None and st["thermal_violation_hours"] >= 0
+    assert st["gpu_failure_rate.H100"] is not None and st["gpu_failure_rate.A100"] is None
