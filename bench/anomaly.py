@@ -59,8 +59,8 @@ def _throughput(scorer: AnomalyScorer, x: np.ndarray, repeats: int = 3) -> float
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=None, help="directory of <machine>.npz files (default: %(default)s -> "
-                    f"{default_smd_dir()})")
+    ap.add_argument("--data", default=None, help="directory of <machine>.npz files laid out like SMD (default: "
+                    f"$INFRABRAIN_SMD_DIR, else ../shared/data/smd beside the repository = {default_smd_dir()})")
     ap.add_argument("--rounds", type=int, default=FedAnomalyConfig().rounds, help="federated rounds")
     ap.add_argument("--epsilon", type=float, default=8.0, help="per-site epsilon budget over all rounds")
     ap.add_argument("--nan-policy", choices=["error", "ffill"], default="error", help="what to do with NaNs")
@@ -70,7 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging("warning")
     torch.set_num_threads(1)  # training CPU seconds are compared on one thread
 
-    machines = load_dir(args.data, nan_policy=args.nan_policy, max_rows=args.max_rows)
+    try:
+        machines = load_dir(args.data, nan_policy=args.nan_policy, max_rows=args.max_rows)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     sites = [SiteData(m.name, m.train) for m in machines]
     ncfg, hcfg = NeuralConfig(), HDCConfig()
     fcfg = FedAnomalyConfig(rounds=args.rounds, epsilon=args.epsilon)
@@ -152,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
                    label=k)
         ax.set_xticks(np.arange(len(machines)) + 0.4 - width / 2, [m.name for m in machines], rotation=20)
         ax.set_ylabel("best F1 (no point adjustment)")
+        ax.set_ylim(0, 1.25)
         ax.legend(ncol=4, fontsize=8)
         fig.tight_layout()
         fig.savefig(args.plot, dpi=110)

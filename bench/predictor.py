@@ -37,7 +37,8 @@ def accuracy_part(args: argparse.Namespace) -> dict:
     fails = sum(int((r.events["event"] == "failure").sum()) for r in runs)
     print(f"simulated {len(runs)} sites x {args.hours} h (acceleration {args.acceleration}): "
           f"{sum(r.topology.count('gpu') for r in runs)} GPUs, {fails} failure events, {sim_s:.1f} s", file=sys.stderr)
-    cfg = PipelineConfig(heldout=args.heldout, epochs=args.epochs, patience=args.patience, seed=args.seed,
+    cfg = PipelineConfig(heldout=args.heldout, val_sites=args.val_sites, weight_decay=args.weight_decay,
+                         epochs=args.epochs, patience=args.patience, seed=args.seed,
                          hidden=args.hidden, layers=args.layers, progress=not args.no_progress)
     trained = train_predictor(runs, cfg)
     rep = evaluate_predictor(trained, args.report_dir, rootcause_events=args.rootcause_events)
@@ -142,22 +143,25 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sites", type=int, default=10)
     p.add_argument("--heldout", type=int, default=3)
+    p.add_argument("--val-sites", type=int, default=1, help="whole sites used for early stopping (not trained on)")
+    p.add_argument("--weight-decay", type=float, default=1e-3)
     p.add_argument("--hours", type=float, default=24.0)
     p.add_argument("--acceleration", type=float, default=200.0,
                    help="fault-rate multiplier (1 = realistic: ~1 failure in 10 sites x 48 h, nothing to learn)")
-    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--patience", type=int, default=3)
     p.add_argument("--hidden", type=int, default=32)
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--rootcause-events", type=int, default=150)
+    p.add_argument("--rootcause-events", type=int, default=100)
     p.add_argument("--epoch-gpus", type=int, default=512)
     p.add_argument("--epoch-snapshots", type=int, default=1000)
     p.add_argument("--infer-gpus", type=int, default=10000)
     p.add_argument("--infer-repeats", type=int, default=5)
     p.add_argument("--report-dir", default=None, help="also write report.json and pr_curves.png here")
     p.add_argument("--quick", action="store_true", help="smoke run: 4 sites, 24 h, 3 epochs, 200-snapshot epoch")
-    p.add_argument("--threads", type=int, default=2, help="torch threads (the target machine has 2 cores)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: on 2 cores shared with other jobs one thread is faster)")
     p.add_argument("--parts", default="accuracy,epoch,inference", help="comma-separated parts to run")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)

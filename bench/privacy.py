@@ -53,10 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=64, help="expected (Poisson) batch size (default 64)")
     parser.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
                         help="fine-tuning optimizer (default sgd: Adam rescales the DP noise into full-size steps)")
-    parser.add_argument("--lr", type=float, default=0.05, help="fine-tuning learning rate (default 0.05)")
+    parser.add_argument("--lr", type=float, default=0.1, help="fine-tuning learning rate (default 0.1)")
     parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
-    parser.add_argument("--clip", type=float, default=1.0, help="per-sample clipping norm (default 1.0)")
+    parser.add_argument("--clip", type=float, default=0.3, help="per-sample clipping norm (default 0.3)")
     parser.add_argument("--hidden", type=int, default=16, help="predictor state width (default 16)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="independent fine-tuning runs averaged per setting (DP noise makes one run noisy)")
     parser.add_argument("--timing-steps", type=int, default=30, help="steps timed for dp_step_ratio")
     parser.add_argument("--out", default="runs/bench-privacy", help="folder for the plot (default runs/bench-privacy)")
     parser.add_argument("--seed", type=int, default=0)
@@ -65,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.sites, args.public_sites, args.hours, args.epochs, args.pretrain_epochs, args.timing_steps = \
             2, 1, 72.0, 1.0, 1.0, 6
+        args.repeats = 1
 
     torch.set_num_threads(1)
     import matplotlib
@@ -123,22 +126,29 @@ def main(argv: list[str] | None = None) -> int:
     eps_accounted_predictor: dict[str, float] = {}
     sigma_by_eps: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for init, suffix, epsilons in ((public_state, "", (1, 4, 8)), (None, "_scratch", (4,))):
-            nonprivate = train_nonprivate(new_model(init), train, loss_fn, collate_snapshots, config=cfg,
-                                          seed=args.seed)
-            results[f"pr_auc_nonprivate{suffix}"] = _pr_auc(nonprivate.model, test)
-            print(f"non-private{suffix}: {nonprivate.steps} steps, PR-AUC "
-                  f"{results[f'pr_auc_nonprivate{suffix}']:.4f}", file=sys.stderr)
-            for eps in epsilons:
-                ledger = PrivacyLedger.open(Path(tmp) / f"eps{eps}{suffix}", BudgetConfig(epsilon_total=float(eps)))
-                res = train_dp(new_model(init), train, loss_fn, collate_snapshots, config=cfg, ledger=ledger)
-                key = f"pr_auc_eps{eps}{suffix}"
-                results[key] = _pr_auc(res.model, test)
-                if not suffix:
-                    eps_accounted_predictor[str(eps)] = res.epsilon_total
-                    sigma_by_eps[str(eps)] = res.noise_multiplier
-                print(f"DP{suffix} eps<={eps}: sigma {res.noise_multiplier:.3f}, {res.steps} steps, accounted eps "
-                      f"{res.epsilon_total:.3f} (delta {res.delta:.2g}), PR-AUC {results[key]:.4f}", file=sys.stderr)
+        runs_by_key: dict[str, list[float]] = {}
+        for init, suffix, epsilons, repeats in ((public_state, "", (1, 4, 8), args.repeats),
+                                                (None, "_scratch", (4,), 1)):
+            for rep in range(repeats):
+                nonprivate = train_nonprivate(new_model(init), train, loss_fn, collate_snapshots, config=cfg,
+                                              seed=args.seed + rep)
+                runs_by_key.setdefault(f"pr_auc_nonprivate{suffix}", []).append(_pr_auc(nonprivate.model, test))
+                print(f"non-private{suffix} #{rep}: {nonprivate.steps} steps, PR-AUC "
+                      f"{runs_by_key[f'pr_auc_nonprivate{suffix}'][-1]:.4f}", file=sys.stderr)
+                for eps in epsilons:
+                    ledger = PrivacyLedger.open(Path(tmp) / f"eps{eps}{suffix}-{rep}",
+                                                BudgetConfig(epsilon_total=float(eps)))
+                    res = train_dp(new_model(init), train, loss_fn, collate_snapshots, config=cfg, ledger=ledger)
+                    key = f"pr_auc_eps{eps}{suffix}"
+                    runs_by_key.setdefault(key, []).append(_pr_auc(res.model, test))
+                    if not suffix:
+                        eps_accounted_predictor[str(eps)] = res.epsilon_total
+                        sigma_by_eps[str(eps)] = res.noise_multiplier
+                    print(f"DP{suffix} eps<={eps} #{rep}: sigma {res.noise_multiplier:.3f}, {res.steps} steps, "
+                          f"accounted eps {res.epsilon_total:.3f} (delta {res.delta:.2g}), PR-AUC "
+                          f"{runs_by_key[key][-1]:.4f}", file=sys.stderr)
+        for key, values in runs_by_key.items():
+            results[key] = float(np.mean(values))
 
         # ---- cost: DP-SGD step time over non-private step time, same expected batch size
         timing = cfg.model_copy(update={"steps": args.timing_steps, "noise_multiplier": sigma_by_eps["4"]})
@@ -207,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         "nonprivate_step_s": results["nonprivate_step_s"], "train_windows": n, "test_windows": len(test),
         "sites": args.sites, "public_sites": args.public_sites, "hours": args.hours, "epochs": args.epochs, "batch": batch,
         "optimizer": args.optimizer, "lr": args.lr, "momentum": args.momentum, "clip": args.clip,
+        "repeats": args.repeats, "pr_auc_runs": {k: [round(v, 4) for v in vs] for k, vs in runs_by_key.items()},
         "seconds": time.perf_counter() - t0,
     }
     print(json.dumps({k: (round(v, 5) if isinstance(v, float) and math.isfinite(v) else v)

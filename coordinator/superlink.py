@@ -70,7 +70,7 @@ def write_connection(flwr_home: str | os.PathLike[str], name: str, address: str,
     return path
 
 
-def write_local_simulation(flwr_home: str | os.PathLike[str], num_supernodes: int, num_cpus: float = 1.0,
+def write_local_simulation(flwr_home: str | os.PathLike[str], num_supernodes: int, num_cpus: int = 1,
                            name: str = "local") -> Path:
     """Configure the ``local`` simulation connection (``flwr run .``): N virtual sites, ``num_cpus`` each."""
     import tomli_w
@@ -89,7 +89,7 @@ def write_local_simulation(flwr_home: str | os.PathLike[str], num_supernodes: in
     links["default"] = name
     links[name] = {"address": ":local:", "options": {
         "num-supernodes": int(num_supernodes),
-        "backend": {"client-resources": {"num-cpus": float(num_cpus), "num-gpus": 0.0}},
+        "backend": {"client-resources": {"num-cpus": int(num_cpus), "num-gpus": 0.0}},
     }}
     atomic_write_text(path, tomli_w.dumps(data))
     return path

@@ -44,7 +44,7 @@ class FedAnomalyConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     rounds: int = Field(4, ge=1, le=1000)
-    personalise_epochs: int = Field(1, ge=0, le=100, description="on-site fine-tuning epochs after federation")
+    personalise_epochs: int = Field(2, ge=0, le=100, description="on-site fine-tuning epochs after federation")
     local_epochs: float = Field(1.0, gt=0, le=100)
     epsilon: float = Field(8.0, gt=0, le=100, description="per-site epsilon budget over the whole training")
     accountant: str = Field("prv", pattern="^(prv|rdp)$")
@@ -52,6 +52,7 @@ class FedAnomalyConfig(BaseModel):
     max_grad_norm: float = Field(0.05, gt=0)
     lr: float = Field(2e-3, gt=0, le=1.0)
     noise_multiplier: float | None = Field(None, gt=0, description="fixed sigma; None calibrates it to the budget")
+    secure_noise: bool = Field(True, description="Opacus secure-mode noise (floating-point attack resistant)")
     strategy: str = Field("fedavg", description="coordinator strategy name (FedAvg-family weighting)")
 
 
@@ -116,7 +117,7 @@ def run_federated(
     dp_cfg = DPConfig(
         max_grad_norm=cfg.max_grad_norm, expected_batch_size=cfg.expected_batch_size,
         max_physical_batch_size=max(cfg.expected_batch_size * 2, 512), epochs=cfg.local_epochs,
-        optimizer="adam", lr=cfg.lr, secure_noise=False, noise_multiplier=cfg.noise_multiplier,
+        optimizer="adam", lr=cfg.lr, secure_noise=cfg.secure_noise, noise_multiplier=cfg.noise_multiplier,
     )
     # one noise multiplier per site for the whole run, calibrated by the privacy code so that all
     # ``rounds`` runs fit the site's budget (identical runs keep the accountant's history homogeneous)

@@ -115,7 +115,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     cfg = PipelineConfig(**pipe)
     splits = make_splits(runs, heldout=cfg.heldout, window_min=cfg.window_min, stride_min=cfg.stride_min,
                          eval_stride_min=cfg.eval_stride_min, fractions=cfg.fractions, pool_min=cfg.pool_min,
-                         feature_set=ckpt.feature_set, normalizer=ckpt.normalizer)
+                         feature_set=ckpt.feature_set, normalizer=ckpt.normalizer, val_sites=cfg.val_sites)
     if splits.window != ckpt.window:
         raise ValueError(f"data cadence gives a {splits.window}-step window, the checkpoint expects {ckpt.window}")
     trained = Trained(model=ckpt.model, splits=splits, result=TrainResult(history=ckpt.card.get("history", []),

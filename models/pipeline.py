@@ -35,6 +35,8 @@ class PipelineConfig(BaseModel):
     eval_stride_min: int = Field(5, ge=1, description="minutes between evaluation snapshots (lead-time resolution)")
     heldout: int | list[str] = Field(0, description="held-out sites: a count (last sites) or names")
     fractions: tuple[float, float] = (0.6, 0.8)
+    val_sites: int = Field(0, ge=0, description="validate on this many whole sites (not trained on) instead of later time")
+    weight_decay: float = Field(1e-4, ge=0)
     hidden: int = Field(32, ge=4)
     layers: int = Field(3, ge=0)
     pool_min: int = Field(5, ge=1, description="minutes averaged per time bin of the window")
@@ -64,7 +66,8 @@ def train_predictor(runs: Sequence[Any], config: PipelineConfig | None = None) -
     cfg = config or PipelineConfig()
     torch.manual_seed(cfg.seed)
     splits = make_splits(runs, heldout=cfg.heldout, window_min=cfg.window_min, stride_min=cfg.stride_min,
-                         eval_stride_min=cfg.eval_stride_min, fractions=cfg.fractions, pool_min=cfg.pool_min)
+                         eval_stride_min=cfg.eval_stride_min, fractions=cfg.fractions, pool_min=cfg.pool_min,
+                         val_sites=cfg.val_sites)
     if len(splits.train) == 0:
         raise ValueError("no training snapshots: runs are shorter than the window (use more hours)")
     pw = cfg.pos_weight or estimate_pos_weight(splits.train)
@@ -72,6 +75,7 @@ def train_predictor(runs: Sequence[Any], config: PipelineConfig | None = None) -
                                          hidden=cfg.hidden, layers=cfg.layers,
                                          pos_weight=pw))
     tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, patience=cfg.patience,
+                       weight_decay=cfg.weight_decay,
                        max_batches_per_epoch=cfg.max_batches_per_epoch, seed=cfg.seed, progress=cfg.progress)
     t0 = time.perf_counter()
     result = train_model(model, splits.train, splits.val if len(splits.val) else None, tcfg)

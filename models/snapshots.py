@@ -446,6 +446,7 @@ def make_splits(
     feature_set: FeatureSet | None = None,
     pool_min: int = 5,
     normalizer: Normalizer | None = None,
+    val_sites: int = 0,
 ) -> Splits:
     """Split runs by site (``heldout``: a count taken from the end, or names) and by time.
 
@@ -468,9 +469,15 @@ def make_splits(
         if len(held) == len(names):
             raise ValueError("every site is held out; nothing left to train on")
     fs = feature_set or FeatureSet.from_run(runs[0])
-    train_runs = [r for r, n in zip(runs, names) if n not in held]
+    rest = [n for n in names if n not in held]
+    if not 0 <= val_sites < len(rest):
+        raise ValueError(f"val_sites must be in [0, {len(rest) - 1}] (sites left after hold-out), got {val_sites}")
+    val_names = set(rest[len(rest) - val_sites :]) if val_sites else set()
+    held_or_val = held | val_names
+    train_runs = [r for r, n in zip(runs, names) if n not in held_or_val]
     norm = normalizer or fit_normalizer(train_runs, fs, (0.0, fractions[0]))
-    train_sites = [site_tensors(r, fs, norm, name=n) for r, n in zip(runs, names) if n not in held]
+    train_sites = [site_tensors(r, fs, norm, name=n) for r, n in zip(runs, names) if n not in held_or_val]
+    val_site_t = [site_tensors(r, fs, norm, name=n) for r, n in zip(runs, names) if n in val_names]
     held_sites = [site_tensors(r, fs, norm, name=n) for r, n in zip(runs, names) if n in held]
     cad = train_sites[0].cadence_s
     pool = max(1, int(round(pool_min * 60 / cad)))
@@ -483,7 +490,8 @@ def make_splits(
     return Splits(
         feature_set=fs, normalizer=norm, window=w, pool=pool,
         train=SnapshotDataset(train_sites, w, stride, (0.0, f0), pool=pool),
-        val=SnapshotDataset(train_sites, w, ev_stride, (f0, f1), gap_steps=gap, pool=pool),
+        val=(SnapshotDataset(val_site_t, w, ev_stride, pool=pool) if val_site_t
+             else SnapshotDataset(train_sites, w, ev_stride, (f0, f1), gap_steps=gap, pool=pool)),
         test_time=SnapshotDataset(train_sites, w, ev_stride, (f1, 1.0), gap_steps=gap, pool=pool),
         test_sites=SnapshotDataset(held_sites, w, ev_stride, pool=pool) if held_sites else None,
         train_sites=train_sites, heldout_sites=held_sites,

@@ -126,3 +126,13 @@ def test_counters_and_normaliser_roundtrip(small_splits):
     n2 = Normalizer.from_dict(small_splits.normalizer.to_dict())
     for k in n2.center:
         np.testing.assert_allclose(n2.scale[k], small_splits.normalizer.scale[k])
+
+
+def test_validation_by_site(small_runs):
+    sp = make_splits(small_runs, heldout=1, val_sites=1)
+    train = {s.name for s in sp.train_sites}
+    val = {s.name for s in sp.val.sites}
+    assert val == {small_runs[1].name} and train == {small_runs[0].name}
+    assert {s.name for s in sp.heldout_sites} == {small_runs[2].name}
+    with pytest.raises(ValueError, match="val_sites"):
+        make_splits(small_runs, heldout=1, val_sites=2)

@@ -1,0 +1,52 @@
+"""Site-side pieces: settings from node config, the SuperNode's config string, the cached local data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from infrabrain.client.local_training import site_settings
+
+
+def test_node_config_overrides_round_config(tmp_path) -> None:
+    s = site_settings({"partition-id": 2, "num-partitions": 3, "state-dir": str(tmp_path / "s")},
+                      {"site-gpus": 64, "state-root": "/elsewhere", "partition-id": 0})
+    assert s.partition_id == 2 and s.site_gpus == 64 and s.state_dir == str(tmp_path / "s")
+    assert s.data_path == tmp_path / "s" / "local-data"
+    with pytest.raises(ValueError, match="partition-id=3 must be < num-partitions=3"):
+        site_settings({"partition-id": 3, "num-partitions": 3}, {})
+
+
+def test_supernode_node_config_is_parsed_by_flower(tmp_path) -> None:
+    from flwr.common.config import parse_config_args
+
+    from infrabrain.client.supernode import SupernodeConfig
+
+    key = tmp_path / "k"
+    key.write_text("x")
+    cfg = SupernodeConfig(superlink="127.0.0.1:9200", root_certificates=key, auth_private_key=key,
+                          state_dir=tmp_path / "state dir", partition_id=1, num_partitions=4, site_gpus=32)
+    parsed = parse_config_args([cfg.node_config()])
+    assert parsed["partition-id"] == 1 and parsed["num-partitions"] == 4 and parsed["site-gpus"] == 32
+    assert parsed["state-dir"] == str((tmp_path / "state dir").resolve())
+    with pytest.raises(ValueError, match="host:port"):
+        SupernodeConfig(superlink="no-port", root_certificates=key, auth_private_key=key, state_dir=tmp_path)
+    with pytest.raises(ValueError, match="does not exist"):
+        SupernodeConfig(superlink="h:1", root_certificates=tmp_path / "missing", auth_private_key=key,
+                        state_dir=tmp_path)
+
+
+def test_site_data_is_cached_on_site_and_identical(tmp_path) -> None:
+    from infrabrain.client import predictor_task as pt
+
+    s = site_settings({"partition-id": 0, "num-partitions": 1}, {"site-gpus": 8, "site-hours": 48.0,
+                                                                 "state-root": str(tmp_path)})
+    first = pt.site_data(s, {"acceleration": 500.0})
+    assert (s.data_path / "meta.json").is_file()
+    pt._site_data_cached.cache_clear()
+    again = pt.site_data(s, {"acceleration": 500.0})
+    assert len(first.train) == len(again.train) >= 4 and len(first.test) == len(again.test)
+    a, b = first.train[len(first.train) - 1], again.train[len(again.train) - 1]
+    assert all(np.array_equal(np.asarray(a[k]), np.asarray(b[k])) for k in a)
+    # Training windows never overlap: one window is the privacy unit.
+    assert first.train.stride >= first.train.window
