@@ -183,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     out["peak_rss_gib"] = _peak_rss_gib()
     out["config"] = {"sites": args.sites, "heldout": args.heldout, "hours": args.hours,
                      "acceleration": args.acceleration, "epochs": args.epochs, "hidden": args.hidden,
-                     "layers": args.layers, "threads": args.threads, "seed": args.seed}
+                     "layers": args.layers, "threads": args.threads, "seed": args.seed, "val_sites": args.val_sites,
+                     "weight_decay": args.weight_decay}
     goals = {"pr_auc_ratio": 1.2, "pr_auc_ratio_cascade": 1.5, "event_recall_at_p50": 0.8, "median_lead_min": 30,
              "rootcause_top3": 0.8}
     for k, g in goals.items():

@@ -12,7 +12,7 @@
 4. Runs the one-run canary audit (Steinke-Nasr-Jagielski 2023) on the trainer with DP on and off.
 
 Prints a short table, writes ``pr_auc_vs_epsilon.png`` to ``--out``, and as its LAST line one JSON object.
-Run: ``.venv/bin/python bench/privacy.py`` (about 15-25 minutes on 2 busy CPU cores; ``--quick`` smoke run).
+Run: ``.venv/bin/python bench/privacy.py`` (about 6 minutes on 2 busy CPU cores; ``--quick`` for a smoke run).
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ Example (every section but ``site``, ``topology`` and one collector is optional)
       replay: {dataset: /data/sim, site: lab, speed: 60}
     federation: {...}             # SupernodeConfig fields (infrabrain.client.supernode)
     benchmark: {...}              # BenchmarkSection fields (infrabrain.client.benchmark_job)
+    anomaly: {kind: hdc, fit_minutes: 1440, refit_every_minutes: 1440, threshold: 10, model_path: anomaly.npz}
 """
 
 from __future__ import annotations
@@ -82,6 +83,25 @@ class ReplaySection(_Strict):
     start_epoch: float | None = Field(None, description="wall time of simulated second 0 (default: start time)")
 
 
+class AnomalySection(_Strict):
+    """The label-free anomaly score (``infrabrain_node_anomaly_score``, see ``client/anomaly_job.py``)."""
+
+    kind: Literal["hdc", "neural"] = Field("hdc", description="detector: hdc (cheap, default) or neural")
+    fit_minutes: int = Field(1440, ge=30, le=60 * 24 * 90, description="node history (minutes) the scorer fits on")
+    min_fit_minutes: int = Field(60, ge=30, description="minutes of history needed before the first fit")
+    refit_every_minutes: float = Field(1440.0, ge=0, description="refit after this much new data; 0: never")
+    threshold: float = Field(10.0, gt=0, description="score (units of normal spread) at which a node is alerted")
+    score_minutes: int = Field(30, ge=5, le=1440, description="trailing minutes read for each scoring cycle")
+    model_path: Path | None = Field(None, description="where the fitted scorer is saved and loaded from (.npz)")
+
+    @model_validator(mode="after")
+    def _validate_minutes(self) -> AnomalySection:
+        if self.min_fit_minutes > self.fit_minutes:
+            raise ValueError(f"anomaly.min_fit_minutes={self.min_fit_minutes} exceeds "
+                             f"anomaly.fit_minutes={self.fit_minutes}")
+        return self
+
+
 class CollectorsConfig(_Strict):
     """Which collectors run; at least one must be configured."""
 
@@ -114,6 +134,7 @@ class SiteConfig(_Strict):
     collectors: CollectorsConfig
     federation: dict[str, Any] | None = None
     benchmark: dict[str, Any] | None = None
+    anomaly: AnomalySection | None = None
 
 
 def _resolve(base: Path, value: Any) -> Any:
@@ -137,7 +158,7 @@ def load_site_config(path: str | os.PathLike[str]) -> SiteConfig:
         doc["topology"] = _resolve(base, doc["topology"])
     if "privacy_ledger" in doc:
         doc["privacy_ledger"] = _resolve(base, doc["privacy_ledger"])
-    for section, key in (("store", "path"), ("model", "checkpoint")):
+    for section, key in (("store", "path"), ("model", "checkpoint"), ("anomaly", "model_path")):
         if isinstance(doc.get(section), dict) and key in doc[section]:
             doc[section] = {**doc[section], key: _resolve(base, doc[section][key])}
     cols = doc.get("collectors")

@@ -87,6 +87,9 @@ class DaemonMetrics:
         self.bench_pct = Gauge("infrabrain_benchmark_percentile",
                                "Where the site stands in the fleet (encrypted benchmark query), 0-100",
                                ["site", "metric"], registry=r)
+        self.anomaly = Gauge("infrabrain_node_anomaly_score",
+                             "Label-free anomaly score: distance from normal node behaviour, in units of normal "
+                             "spread (about 1 when normal)", ["site", "node"], registry=r)
         self.bench_abnormal = Gauge("infrabrain_benchmark_abnormal", "1 when the metric is abnormal for the fleet",
                                     ["site", "metric"], registry=r)
 
@@ -105,6 +108,12 @@ class DaemonMetrics:
         for a in answers:
             self.bench_pct.labels(self.site, a.metric).set(a.percentile)
             self.bench_abnormal.labels(self.site, a.metric).set(1.0 if a.abnormal else 0.0)
+
+    def update_anomaly(self, scores: Sequence[Any]) -> None:
+        """Replace the anomaly gauges with this cycle's scores (none: the series disappears)."""
+        self.anomaly.clear()
+        for a in scores:
+            self.anomaly.labels(self.site, a.node_id).set(a.score)
 
     def update_risks(self, risks: Sequence[NodeRisk]) -> None:
         """Replace the per-node gauges with this cycle's scores."""
@@ -181,6 +190,13 @@ class Daemon:
         self._supernode: subprocess.Popen | None = None
         self._benchmark: Any = None
         self.last_risks: list[NodeRisk] = []
+        self.anomaly: Any = None
+        if cfg.anomaly is not None:
+            from infrabrain.client.anomaly_job import AnomalyJob
+
+            self.anomaly = AnomalyJob(cfg.anomaly, self.topology.ids("node"), cfg.cadence_s, site=cfg.site,
+                                      torch_threads=cfg.torch_threads)
+        self.last_anomalies: list[Any] = []
 
     # -- model ---------------------------------------------------------------------------------------------
     def _card_mtime(self) -> float | None:
@@ -274,6 +290,7 @@ class Daemon:
         self._update_privacy()
         site = self.cfg.site
         self.metrics.model_loaded.labels(site).set(1.0 if self.scorer is not None else 0.0)
+        self._score_anomaly(now)
         if self.scorer is None or self.buffer.latest_step < 0:
             return []
         steps = int(self.scorer.window_steps)
@@ -294,6 +311,17 @@ class Daemon:
         self._alert(risks, now)
         self.last_risks = risks
         return risks
+
+    def _score_anomaly(self, now: float) -> None:
+        """The label-free anomaly score (``anomaly:`` in site.yaml); independent of the predictor."""
+        if self.anomaly is None:
+            return
+        try:
+            self.last_anomalies = self.anomaly.step(self.store, now)
+        except ValueError as exc:
+            log.error("anomaly scoring failed", extra={"error": str(exc)})
+            self.last_anomalies = []
+        self.metrics.update_anomaly(self.last_anomalies)
 
     def _alert(self, risks: Sequence[NodeRisk], now: float) -> None:
         """Log nodes that crossed the threshold (again at most every REALERT_S), with the model's explanation."""

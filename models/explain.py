@@ -109,7 +109,6 @@ def khop(graph: SiteGraph, start: int, hops: int) -> tuple[np.ndarray, np.ndarra
 def candidates(graph: SiteGraph, node_global: int, hops: int) -> np.ndarray:
     """Possible root causes of ``node_global``'s failure within ``hops``: itself, its GPUs, infrastructure."""
     comps, _ = khop(graph, node_global, max(hops, 1))
-    own_gpus = set()
     gpu_k = KINDS.index("gpu")
     sel = graph.edge_type == 0
     e = graph.edge_index[sel]
@@ -171,14 +170,13 @@ def rank_root_causes(graph: SiteGraph, cand: np.ndarray, drops: np.ndarray) -> l
     after every active component.
     """
     score = {int(c): float(d) for c, d in zip(cand, drops)}
-    rack_k, cool_k = KINDS.index("rack"), KINDS.index("cooling")
+    rack_k = KINDS.index("rack")
     sel = graph.edge_type == 5  # rack_cooled_by: rack -> cooling
     for r, c in graph.edge_index[sel]:
         if int(r) in score and int(c) in score and score[int(r)] > 0:
             score[int(c)] += score[int(r)]
     active = [c for c in score if graph.kind[c] != rack_k]
     passive = [c for c in score if graph.kind[c] == rack_k]
-    del cool_k
     return sorted(active, key=lambda c: -score[c]) + sorted(passive, key=lambda c: -score[c])
 
 

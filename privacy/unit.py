@@ -7,8 +7,8 @@ attacker learns about that reading. ``train_dp`` therefore refuses datasets that
 (``window`` and ``stride`` attributes, as :class:`infrabrain.models.snapshots.SnapshotDataset` has).
 
 :func:`group_privacy` converts a per-sample guarantee to one for a group of k samples; docs/privacy.md uses it
-for "one hour of raw telemetry", which touches at most 2 non-overlapping samples (its own window's features,
-the previous window's label).
+for one window's hour of raw telemetry, which touches 2 non-overlapping samples (its own window's features,
+the previous window's label; an unaligned hour touches at most 3).
 """
 
 from __future__ import annotations

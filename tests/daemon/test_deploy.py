@@ -29,6 +29,7 @@ def test_dashboard_uses_only_exported_metrics() -> None:
     m.epsilon_left.labels("lab").set(5.0)
     m.model_loaded.labels("lab").set(1)
     m.score_duration.labels("lab").set(0.1)
+    m.anomaly.labels("lab", "r00-n00").set(1.2)
     exported = set(re.findall(r"^(infrabrain_[a-z_]+)", generate_latest(m.registry).decode(), flags=re.M))
     used = {name for expr in dashboard_exprs() for name in re.findall(r"infrabrain_[a-z_]+", expr)}
     assert used and used <= exported, used - exported
