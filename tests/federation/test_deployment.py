@@ -68,8 +68,8 @@ def test_tls_auth_federation_with_kill_and_rejoin(tmp_path: Path) -> None:
 
         run = submit_run(ROOT, link_cfg.flwr_home, link_cfg.connection_name, {
             "num-server-rounds": 4, "registry-dir": str(registry_dir), "round-timeout-s": 240.0,
-            "straggler-timeout-s": 15.0, "noise-multiplier": 0.5, "eps-budget": 50.0, "local-epochs": 1,
-            "batch-size": 16, "optimizer": "adam", "lr": 0.002, "acceleration": 1000.0,
+            "straggler-timeout-s": 15.0, "noise-multiplier": 1.0, "eps-budget": 20.0, "local-epochs": 1,
+            "batch-size": 32, "optimizer": "sgd", "lr": 0.1, "acceleration": 1000.0,
             "min-train-sites": 2, "min-available-sites": 2, "site-gpus": SITE["site_gpus"],
             "site-hours": SITE["site_hours"]}, log_path=tmp_path / "run.log")
 
@@ -101,10 +101,11 @@ def test_tls_auth_federation_with_kill_and_rejoin(tmp_path: Path) -> None:
     history = registry.history()
     assert all(h["aggregated"] for h in history[1:])
     assert all(h["sites_aggregated"] >= 2 for h in history[1:])
-    # (ranking and calibration on held-out windows; the class-weighted BCE is not a stable yardstick here)
+    # Brier score (a proper scoring rule) on the sites' held-out windows; ranking must not get worse.
     first, last = history[0]["eval"], history[-1]["eval"]
-    assert last["roc-auc"] > first["roc-auc"] and last["brier"] < first["brier"], [h["eval"] for h in history]
-    assert all(h["eps_max"] <= 50.0 for h in history[1:])
+    assert last["brier"] < first["brier"] - 0.005, [h["eval"] for h in history]
+    assert last["roc-auc"] >= first["roc-auc"] - 0.01, [h["eval"] for h in history]
+    assert all(h["eps_max"] <= 20.0 for h in history[1:])
     final = registry.latest()
     assert final is not None and final.round == 4
 
