@@ -44,6 +44,20 @@ def _heading(step: int, text: str) -> None:
     print(f"\n== {step}. {text}", flush=True)
 
 
+def _round_line(r: dict[str, Any]) -> str:
+    """One line per federated round from the ServerApp's round record."""
+    train, ev = r.get("train") or {}, r.get("eval") or {}
+    parts = [f"round {r['round']}: {r.get('sites_aggregated', 0)} sites aggregated"]
+    if "train-loss" in train:
+        parts.append(f"train loss {train['train-loss']:.3f}")
+    if "pr-auc" in ev:
+        parts.append(f"site-evaluated PR-AUC {ev['pr-auc']:.3f}")
+    if r.get("eps_max") is not None:
+        parts.append(f"max epsilon {r['eps_max']:.2f}")
+    parts.append(f"{r.get('round_s', 0):.0f} s")
+    return ", ".join(parts)
+
+
 def run_demo(args: argparse.Namespace) -> int:
     """Run the four steps and print their results; returns 0 on success."""
     if args.sites < 2:
@@ -75,14 +89,20 @@ def run_demo(args: argparse.Namespace) -> int:
         results["alerts"] = sentences
 
     if "federate" not in args.skip:
-        from infrabrain.coordinator.simulation_run import demo_federation
+        from infrabrain.coordinator.comparison import federated_demo
 
         _heading(3, f"Federating {args.rounds} rounds on Flower's simulation engine, DP-SGD at every site")
-        fed = demo_federation(num_sites=args.sites, rounds=args.rounds, work_dir=work / "federation",
-                              seed=args.seed)
-        for line in fed["lines"]:
-            print(f"  {line}")
-        results["federation"] = {k: v for k, v in fed.items() if k != "lines"}
+
+        def show_round(r: dict[str, Any]) -> None:
+            print("  " + _round_line(r), flush=True)
+
+        fed = federated_demo(sites=args.sites - 1, rounds=args.rounds, heldout=1, work_dir=work / "federation",
+                             on_round=show_round)
+        fed_pr = fed["federated"].get("pr_auc", float("nan"))
+        print(f"  held-out site: federated DP model PR-AUC {fed_pr:.3f} vs local-only mean "
+              f"{fed['local_only_mean_pr_auc']:.3f} (largest epsilon spent by a site: {fed['eps_max']})")
+        results["federation"] = {k: fed[k] for k in ("federated", "local_only", "local_only_mean_pr_auc", "eps_max",
+                                                     "registry_dir")}
 
     if "query" not in args.skip:
         from infrabrain.coordinator.query_demo import run_demo as run_query_demo

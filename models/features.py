@@ -28,6 +28,11 @@ import numpy as np
 #: Same order as ``infrabrain.simulation.topology.KINDS`` in the data contract.
 KINDS: tuple[str, ...] = ("gpu", "node", "leaf", "spine", "pdu", "cooling", "rack")
 
+#: Static configuration published as a metric (a PDU's rating): constant for a component and different per site,
+#: it identifies a site rather than describing its state, so the model does not read it (it only invites
+#: overfitting to the training sites) and explanations never quote it.
+STATIC_METRICS: frozenset[str] = frozenset({"pdu_rating_kw"})
+
 #: Values are clipped to +-CLIP after normalisation, so one absurd reading cannot dominate a snapshot.
 CLIP = 10.0
 
@@ -87,12 +92,13 @@ class FeatureSet:
 
     @classmethod
     def from_run(cls, run: Any) -> FeatureSet:
-        """The feature set of a simulated/loaded ``SiteRun``: every metric of every kind it carries."""
+        """The feature set of a simulated/loaded ``SiteRun``: every metric of every kind it carries, except the
+        static configuration in :data:`STATIC_METRICS`."""
         names = getattr(run, "metric_names")
         unknown = set(names) - set(KINDS)
         if unknown:
             raise ValueError(f"unknown component type(s) {sorted(unknown)} in telemetry; known: {KINDS}")
-        return cls(metrics={k: tuple(names[k]) for k in KINDS if k in names})
+        return cls(metrics={k: tuple(m for m in names[k] if m not in STATIC_METRICS) for k in KINDS if k in names})
 
 
 def validate_metric_columns(feature_set: FeatureSet, metric_names: Mapping[str, Sequence[str]]) -> dict[str, np.ndarray]:

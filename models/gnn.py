@@ -41,6 +41,8 @@ class ModelConfig(BaseModel):
     hidden: int = Field(32, ge=4, description="H: state width")
     layers: int = Field(3, ge=0, description="message-passing rounds")
     pos_weight: float = Field(10.0, gt=0, description="BCE weight of positive labels (class weighting)")
+    peer_features: bool = Field(True, description="also feed each value minus the snapshot's mean over alive "
+                                "components of the same kind (site-relative inputs that transfer across sites)")
 
 
 class FailurePredictor(nn.Module):
@@ -52,7 +54,8 @@ class FailurePredictor(nn.Module):
         c = config
         if c.window % c.pool:
             raise ValueError(f"window ({c.window}) must be a multiple of pool ({c.pool})")
-        self.enc1 = nn.Linear(2 * self.bins * c.n_features + c.n_kinds, 2 * c.hidden)
+        n_views = 3 if c.peer_features else 2
+        self.enc1 = nn.Linear(n_views * self.bins * c.n_features + c.n_kinds, 2 * c.hidden)
         self.enc2 = nn.Linear(2 * c.hidden, c.hidden)
         n_msg = 3 + 2 * max(c.n_edge_types - 1, 0)  # self, GPU mean+max, both directions of infra edge types
         self.mp = nn.ModuleList([nn.Linear(n_msg * c.hidden, c.hidden) for _ in range(c.layers)])
@@ -79,8 +82,24 @@ class FailurePredictor(nn.Module):
             )
         m = mask.to(x.dtype)
         onehot = nn.functional.one_hot(kind.clamp(0, self.config.n_kinds - 1), self.config.n_kinds).to(x.dtype)
-        z = torch.cat([(x * m).reshape(b, n, p * f), m.reshape(b, n, p * f), onehot], dim=2)
+        xm = x * m
+        views = [xm.reshape(b, n, p * f), m.reshape(b, n, p * f)]
+        if self.config.peer_features:
+            views.append(self.peer_deviation(xm, m, onehot).reshape(b, n, p * f))
+        z = torch.cat([*views, onehot], dim=2)
         return self.act(self.enc2(self.act(self.enc1(z))))
+
+    @staticmethod
+    def peer_deviation(xm: torch.Tensor, m: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+        """Each observed value minus the mean of the same (bin, metric) over the snapshot's components of the same
+        kind (parameter-free, within one snapshot, so Opacus per-sample gradients stay exact).
+
+        A site's ambient temperature, load level or fleet age shifts every component alike; the deviation from
+        its peers at the same moment is what transfers from the training sites to a new one."""
+        s = torch.einsum("bnk,bnpf->bkpf", onehot, xm)
+        c = torch.einsum("bnk,bnpf->bkpf", onehot, m).clamp(min=1.0)
+        peer = torch.einsum("bnk,bkpf->bnpf", onehot, s / c)
+        return (xm - peer * m)
 
     def propagate(self, h: torch.Tensor, alive: torch.Tensor, edge_index: torch.Tensor, edge_type: torch.Tensor) -> list[torch.Tensor]:
         """Mean of alive neighbours per edge type and direction: list of ``[B, M, H]`` (parameter-free)."""
