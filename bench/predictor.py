@@ -39,11 +39,14 @@ def accuracy_part(args: argparse.Namespace) -> dict:
           f"{sum(r.topology.count('gpu') for r in runs)} GPUs, {fails} failure events, {sim_s:.1f} s", file=sys.stderr)
     cfg = PipelineConfig(heldout=args.heldout, val_sites=args.val_sites, weight_decay=args.weight_decay,
                          epochs=args.epochs, patience=args.patience, seed=args.seed,
-                         hidden=args.hidden, layers=args.layers, progress=not args.no_progress)
+                         hidden=args.hidden, layers=args.layers, lr=args.lr, level_features=not args.no_levels, progress=not args.no_progress)
     trained = train_predictor(runs, cfg)
     rep = evaluate_predictor(trained, args.report_dir, rootcause_events=args.rootcause_events)
     g = rep["models"]["gnn"]
     print("held-out sites:", ", ".join(rep["sites"]), file=sys.stderr)
+    print("epochs (validation site PR-AUC):", ", ".join(f"{h['epoch']}: {h.get('val_pr_auc', float('nan')):.3f}"
+                                                       for h in rep["train"]["history"]),
+          f"-> best epoch {rep['train']['best_epoch']}", file=sys.stderr)
     print(f"{'model':10s} {'PR-AUC':>7s} {'ROC-AUC':>7s} {'PR-AUC casc':>11s} {'rec@p50':>7s} {'rec@p50 hw':>10s} "
           f"{'rec@p80':>7s} {'lead med':>8s}", file=sys.stderr)
     for name, m in rep["models"].items():
@@ -150,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="fault-rate multiplier (1 = realistic: ~1 failure in 10 sites x 48 h, nothing to learn)")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--patience", type=int, default=3)
+    p.add_argument("--no-levels", action="store_true", help="GNN input without the normalised levels")
+    p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
     p.add_argument("--hidden", type=int, default=32)
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
@@ -184,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     out["config"] = {"sites": args.sites, "heldout": args.heldout, "hours": args.hours,
                      "acceleration": args.acceleration, "epochs": args.epochs, "hidden": args.hidden,
                      "layers": args.layers, "threads": args.threads, "seed": args.seed, "val_sites": args.val_sites,
-                     "weight_decay": args.weight_decay}
+                     "weight_decay": args.weight_decay, "lr": args.lr, "levels": not args.no_levels}
     goals = {"pr_auc_ratio": 1.2, "pr_auc_ratio_cascade": 1.5, "event_recall_at_p50": 0.8, "median_lead_min": 30,
              "rootcause_top3": 0.8}
     for k, g in goals.items():

@@ -22,19 +22,32 @@ import numpy as np
 import pandas as pd
 import torch
 
-from infrabrain.models.features import KINDS, FeatureSet, is_counter
+from infrabrain.models.features import KINDS, STATIC_METRICS, FeatureSet, is_counter
 from infrabrain.models.snapshots import HORIZON_S, SiteGraph, SnapshotDataset, _get, build_snapshot, collate_snapshots
 
 KIND_LABEL = {"gpu": "GPU", "node": "node", "leaf": "leaf switch", "spine": "spine switch", "pdu": "PDU",
               "cooling": "cooling unit", "rack": "rack"}
 
-# (substring of the metric name, short label, unit); unit "%" = relative change
+# (substring of the metric name, short label, how to render). Renders: "C" temperature difference in C; "rel:U"
+# relative change with the levels in unit U (scaled by _SCALE); "pct:S" a utilisation, levels shown in % (x S);
+# "level:U" the two levels in unit U; "busy" / "throttle" a time counter (s / us) as the share of the time it moved;
+# "rate" any other counter as +N and N per minute.
 _PRETTY: tuple[tuple[str, str, str], ...] = (
-    ("rack_inlet_temp", "inlet", "C"), ("airflow", "airflow", "%"), ("supply_temp", "supply temperature", "C"),
+    ("rack_inlet_temp", "inlet", "C"), ("airflow", "airflow", "rel:cfm"), ("supply_temp", "supply temperature", "C"),
     ("return_temp", "return temperature", "C"), ("MEMORY_TEMP", "memory temperature", "C"),
-    ("GPU_TEMP", "temperature", "C"), ("hwmon_temp", "temperature", "C"), ("POWER_USAGE", "power", "%"),
-    ("load_kw", "load", "%"), ("latency", "latency", "%"), ("SM_CLOCK", "SM clock", "%"), ("util", "utilisation", "%"),
+    ("GPU_TEMP", "temperature", "C"), ("hwmon_temp", "temperature", "C"), ("POWER_USAGE", "power", "rel:W"),
+    ("load_kw", "load", "rel:kW"), ("latency", "latency", "rel:us"), ("SM_CLOCK", "SM clock", "rel:MHz"),
+    ("GPU_UTIL", "utilisation", "pct:1"), ("switch_port_util", "port utilisation", "pct:100"),
+    ("MemAvailable", "free memory", "level:GiB"), ("node_load1", "load average", "level:"),
+    ("THERMAL_VIOLATION", "thermal throttling", "throttle"), ("POWER_VIOLATION", "power capping", "throttle"),
+    ("io_time_seconds", "disk busy", "busy"), ("ECC_SBE", "single-bit ECC errors", "rate"),
+    ("ECC_DBE", "double-bit ECC errors", "rate"), ("UNCORRECTABLE_REMAPPED", "uncorrectable remapped rows", "rate"),
+    ("CORRECTABLE_REMAPPED", "correctable remapped rows", "rate"), ("NVLINK_CRC", "NVLink CRC errors", "rate"),
+    ("PCIE_REPLAY", "PCIe replays", "rate"), ("edac_correctable", "EDAC correctable errors", "rate"),
+    ("network_receive_errs", "network receive errors", "rate"),
+    ("infiniband_port_errors", "InfiniBand port errors", "rate"), ("switch_port_errors", "port errors", "rate"),
 )
+_SCALE = {"GiB": 1.0 / 2**30}
 
 
 @dataclass
@@ -132,7 +145,14 @@ def _subgraph_item(item: Mapping[str, torch.Tensor], comps: np.ndarray, node_pos
     e = item["edge_index"]
     keep = (remap[e[:, 0]] >= 0) & (remap[e[:, 1]] >= 0)
     node_g = int(item["node_index"][node_pos])
+    m = item["mask"].to(item["x"].dtype)
+    onehot = torch.nn.functional.one_hot(item["kind"], len(KINDS)).to(m.dtype)
+    from infrabrain.models.gnn import FailurePredictor
+
+    # The full site's per-kind means, so the subgraph sees the same peer deviations as the whole snapshot.
+    peer = FailurePredictor.peer_mean((item["x"] * m)[None], m[None], onehot[None])[0]
     return {
+        "peer_mean": peer,
         "x": item["x"][idx], "mask": item["mask"][idx], "kind": item["kind"][idx], "alive": item["alive"][idx],
         "edge_index": remap[e[keep]], "edge_type": item["edge_type"][keep],
         "node_index": remap[torch.tensor([node_g])], "y": item["y"][node_pos : node_pos + 1],
@@ -184,11 +204,31 @@ def _pretty(metric: str) -> tuple[str, str]:
     for needle, label, unit in _PRETTY:
         if needle.lower() in metric.lower():
             return label, unit
+    if is_counter(metric):
+        return metric, "rate"
     return metric, ""
 
 
+def _num(v: float) -> str:
+    """A level with about 3 significant digits and no exponent for everyday magnitudes."""
+    a = abs(v)
+    return f"{v:.0f}" if a >= 100 else f"{v:.1f}" if a >= 1 else f"{v:.2f}"
+
+
+def is_constant(series: np.ndarray) -> bool:
+    """True if a raw series has fewer than 2 observations or never changes over the window (nothing to say)."""
+    v = np.asarray(series, float)
+    v = v[np.isfinite(v)]
+    return len(v) < 2 or float(np.max(v) - np.min(v)) == 0.0
+
+
 def describe_change(series: np.ndarray, metric: str, cadence_s: int) -> str:
-    """Raw series over the window -> '+6.1 C over 40 min' / '-35 % over 20 min' / '+120 over 60 min'."""
+    """Raw series over the window -> a phrase in operator units: 'temperature +6.1 C over 40 min',
+    'airflow -35 % over 20 min (2000 -> 1300 cfm)', 'single-bit ECC errors +164 over 49 min (3.3/min)',
+    'thermal throttling 42 % of the time over 20 min', 'utilisation 92 % -> 3 % over 15 min'.
+
+    Counters are rendered as increments and rates over the span where they moved, never as raw cumulative levels.
+    """
     v = np.asarray(series, float)
     ok = np.isfinite(v)
     label, unit = _pretty(metric)
@@ -197,24 +237,49 @@ def describe_change(series: np.ndarray, metric: str, cadence_s: int) -> str:
     vals = v[ok]
     steps = np.flatnonzero(ok)
     k = max(1, len(vals) // 6)
-    first, last = float(np.mean(vals[:k])), float(np.median(vals[-3:]))
+    counter = is_counter(metric) or unit in ("rate", "busy", "throttle")
+    first = float(vals[0]) if counter else float(np.mean(vals[:k]))
+    last = float(vals[-1]) if counter else float(np.median(vals[-3:]))
     delta = last - first
-    moved = np.flatnonzero(np.abs(vals - first) > 0.1 * abs(delta)) if delta != 0 else np.zeros(0, int)
-    span_min = int(round((steps[-1] - (steps[moved[0]] if len(moved) else steps[0])) * cadence_s / 60)) or int(
-        round(len(v) * cadence_s / 60))
+    if counter:  # from the first increment on
+        moved = np.flatnonzero(vals > first) if delta > 0 else np.zeros(0, int)
+    else:
+        moved = np.flatnonzero(np.abs(vals - first) > 0.1 * abs(delta)) if delta != 0 else np.zeros(0, int)
+    start = steps[moved[0] - 1] if counter and len(moved) and moved[0] > 0 else (
+        steps[moved[0]] if len(moved) else steps[0])
+    span_steps = max(int(steps[-1] - start), 1)
+    span_min = int(round(span_steps * cadence_s / 60)) or 1
     if "XID" in metric.upper():
         return f"XID {int(last)} raised" if last > 0 and delta != 0 else f"last XID {int(last)}"
-    if is_counter(metric):
-        return f"{label} +{max(delta, 0):.0f} over {span_min} min"
-    if unit == "%":
+    if counter:
+        inc = max(delta, 0.0)
+        span_s = span_steps * cadence_s
+        if unit == "throttle":  # microseconds of violation per second of wall time
+            return f"{label} {min(100.0, 100 * inc / 1e6 / span_s):.0f} % of the time over {span_min} min"
+        if unit == "busy":  # seconds busy per second
+            return f"{label} {min(100.0, 100 * inc / span_s):.0f} % of the time over {span_min} min"
+        per_min = inc / (span_s / 60)
+        return f"{label} +{inc:.0f} over {span_min} min ({_num(per_min)}/min)"
+    if unit.startswith("pct:"):
+        f = float(unit[4:])
+        return f"{label} {first * f:.0f} % -> {last * f:.0f} % over {span_min} min"
+    if unit.startswith("level:"):
+        u = unit[6:]
+        sc = _SCALE.get(u, 1.0)
+        return f"{label} {_num(first * sc)} -> {_num(last * sc)} {u} over {span_min} min".replace("  ", " ")
+    if unit.startswith("rel:"):
+        u = unit[4:]
+        levels = f"({_num(first)} -> {_num(last)} {u})"
         if abs(first) < 0.05 * max(float(np.max(np.abs(vals))), 1e-9):  # from ~0: a percentage means nothing
-            return f"{label} {first:.3g} -> {last:.3g} over {span_min} min"
-        return f"{label} {100 * delta / abs(first):+.0f} % over {span_min} min"
+            return f"{label} {_num(first)} -> {_num(last)} {u} over {span_min} min"
+        return f"{label} {100 * delta / abs(first):+.0f} % over {span_min} min {levels}"
     return f"{label} {delta:+.1f} {unit} over {span_min} min".replace("  ", " ")
 
 
-def _top_metric(item: Mapping[str, torch.Tensor], comp: int, names: Sequence[str]) -> int:
-    """Slot of the component's most deviating metric (largest |z| near the window end)."""
+def _top_metric(item: Mapping[str, torch.Tensor], comp: int, names: Sequence[str],
+                skip: Sequence[int] = ()) -> int:
+    """Slot of the component's most deviating metric (largest |z| near the window end), ignoring ``skip``
+    (metrics constant over the window, which have nothing to say)."""
     x = item["x"][comp].numpy()  # [W, F]
     m = item["mask"][comp].numpy()
     f = len(names)
@@ -224,6 +289,9 @@ def _top_metric(item: Mapping[str, torch.Tensor], comp: int, names: Sequence[str
     tail = np.where(m[-k:, :f], np.abs(x[-k:, :f]), 0.0).mean(axis=0)
     head = np.where(m[:k, :f], x[:k, :f], 0.0).mean(axis=0)
     dev = tail + np.abs(np.where(m[-k:, :f], x[-k:, :f], 0.0).mean(axis=0) - head)
+    if len(skip) >= f:
+        return -1
+    dev[list(skip)] = -np.inf
     return int(np.argmax(dev))
 
 
@@ -253,13 +321,19 @@ def explain_node(
         c = int(cand[j])
         kind = KINDS[int(graph.kind[c])]
         names = feature_set.metrics_of(kind)
-        slot = _top_metric(item, c, names)
+        series: dict[int, np.ndarray] = {}
+        if raw is not None and raw_names is not None and kind in raw:
+            cols = list(raw_names[kind])
+            series = {j: np.asarray(raw[kind])[:, local_of[kind][c], cols.index(mn)]
+                      for j, mn in enumerate(names) if mn in cols}
+        skip = [j for j, mn in enumerate(names) if mn in STATIC_METRICS or (j in series and is_constant(series[j]))]
+        slot = _top_metric(item, c, names, skip)
+        if slot < 0:  # every metric constant: fall back to the model's view
+            slot = _top_metric(item, c, names, [j for j, mn in enumerate(names) if mn in STATIC_METRICS])
         metric = names[slot] if slot >= 0 else ""
         change = ""
-        if metric and raw is not None and raw_names is not None and kind in raw:
-            col = list(raw_names[kind]).index(metric) if metric in raw_names[kind] else -1
-            if col >= 0:
-                change = describe_change(np.asarray(raw[kind])[:, local_of[kind][c], col], metric, cadence_s)
+        if metric and slot in series:
+            change = describe_change(series[slot], metric, cadence_s)
         if metric and not change:
             z = item["x"][c, -1, slot].item()
             change = f"{_pretty(metric)[0]} {z:+.1f} sd"

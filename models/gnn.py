@@ -41,6 +41,8 @@ class ModelConfig(BaseModel):
     hidden: int = Field(32, ge=4, description="H: state width")
     layers: int = Field(3, ge=0, description="message-passing rounds")
     pos_weight: float = Field(10.0, gt=0, description="BCE weight of positive labels (class weighting)")
+    level_features: bool = Field(True, description="feed the normalised levels themselves (False: only the "
+                                 "deviations from peers and the observed fractions)")
     peer_features: bool = Field(True, description="also feed each value minus the snapshot's mean over alive "
                                 "components of the same kind (site-relative inputs that transfer across sites)")
 
@@ -54,7 +56,7 @@ class FailurePredictor(nn.Module):
         c = config
         if c.window % c.pool:
             raise ValueError(f"window ({c.window}) must be a multiple of pool ({c.pool})")
-        n_views = 3 if c.peer_features else 2
+        n_views = 1 + int(c.level_features) + int(c.peer_features)
         self.enc1 = nn.Linear(n_views * self.bins * c.n_features + c.n_kinds, 2 * c.hidden)
         self.enc2 = nn.Linear(2 * c.hidden, c.hidden)
         n_msg = 3 + 2 * max(c.n_edge_types - 1, 0)  # self, GPU mean+max, both directions of infra edge types
@@ -72,8 +74,10 @@ class FailurePredictor(nn.Module):
     def pos_weight(self) -> float:
         return float(self.config.pos_weight)
 
-    def encode_components(self, x: torch.Tensor, mask: torch.Tensor, kind: torch.Tensor) -> torch.Tensor:
-        """``x``, ``mask`` ``[B, N, P, F]``, ``kind`` ``[B, N]`` -> initial states ``[B, N, H]``."""
+    def encode_components(self, x: torch.Tensor, mask: torch.Tensor, kind: torch.Tensor,
+                          peer: torch.Tensor | None = None) -> torch.Tensor:
+        """``x``, ``mask`` ``[B, N, P, F]``, ``kind`` ``[B, N]`` -> initial states ``[B, N, H]``; ``peer``
+        optionally gives the per-kind peer means ``[B, K, P, F]`` (default: computed from this snapshot)."""
         b, n, p, f = x.shape
         if p != self.bins or f != self.config.n_features:
             raise ValueError(
@@ -83,23 +87,33 @@ class FailurePredictor(nn.Module):
         m = mask.to(x.dtype)
         onehot = nn.functional.one_hot(kind.clamp(0, self.config.n_kinds - 1), self.config.n_kinds).to(x.dtype)
         xm = x * m
-        views = [xm.reshape(b, n, p * f), m.reshape(b, n, p * f)]
+        views = [m.reshape(b, n, p * f)]
+        if self.config.level_features:
+            views.append(xm.reshape(b, n, p * f))
         if self.config.peer_features:
-            views.append(self.peer_deviation(xm, m, onehot).reshape(b, n, p * f))
+            views.append(self.peer_deviation(xm, m, onehot, peer).reshape(b, n, p * f))
         z = torch.cat([*views, onehot], dim=2)
         return self.act(self.enc2(self.act(self.enc1(z))))
 
     @staticmethod
-    def peer_deviation(xm: torch.Tensor, m: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+    def peer_mean(xm: torch.Tensor, m: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+        """Mean of each (bin, metric) over the snapshot's observed components of each kind: ``[B, K, P, F]``."""
+        s = torch.einsum("bnk,bnpf->bkpf", onehot, xm)
+        c = torch.einsum("bnk,bnpf->bkpf", onehot, m).clamp(min=1.0)
+        return s / c
+
+    @staticmethod
+    def peer_deviation(xm: torch.Tensor, m: torch.Tensor, onehot: torch.Tensor,
+                       peer: torch.Tensor | None = None) -> torch.Tensor:
         """Each observed value minus the mean of the same (bin, metric) over the snapshot's components of the same
         kind (parameter-free, within one snapshot, so Opacus per-sample gradients stay exact).
 
         A site's ambient temperature, load level or fleet age shifts every component alike; the deviation from
-        its peers at the same moment is what transfers from the training sites to a new one."""
-        s = torch.einsum("bnk,bnpf->bkpf", onehot, xm)
-        c = torch.einsum("bnk,bnpf->bkpf", onehot, m).clamp(min=1.0)
-        peer = torch.einsum("bnk,bkpf->bnpf", onehot, s / c)
-        return (xm - peer * m)
+        its peers at the same moment is what transfers from the training sites to a new one. ``peer``
+        (``[B, K, P, F]``) overrides the means, e.g. the full site's when the snapshot is a subgraph."""
+        if peer is None:
+            peer = FailurePredictor.peer_mean(xm, m, onehot)
+        return xm - torch.einsum("bnk,bkpf->bnpf", onehot, peer) * m
 
     def propagate(self, h: torch.Tensor, alive: torch.Tensor, edge_index: torch.Tensor, edge_type: torch.Tensor) -> list[torch.Tensor]:
         """Mean of alive neighbours per edge type and direction: list of ``[B, M, H]`` (parameter-free)."""
@@ -132,7 +146,7 @@ class FailurePredictor(nn.Module):
         """Batch from :func:`~infrabrain.models.snapshots.collate_snapshots` -> logits ``[B, n_node_max]``."""
         x, mask, kind, alive = batch["x"], batch["mask"], batch["kind"], batch["alive"]
         hid = self.config.hidden
-        h0 = self.encode_components(x, mask, kind) * alive[..., None]
+        h0 = self.encode_components(x, mask, kind, batch.get("peer_mean")) * alive[..., None]
         ia = batch["infra_alive"]
         m = ia.shape[1]
         hi = h0.gather(1, batch["infra_index"][..., None].expand(-1, -1, hid)) * ia[..., None]

@@ -39,6 +39,7 @@ class PipelineConfig(BaseModel):
     weight_decay: float = Field(1e-4, ge=0)
     hidden: int = Field(32, ge=4)
     layers: int = Field(3, ge=0)
+    level_features: bool = Field(True, description="model input: normalised levels (besides peer deviations)")
     pool_min: int = Field(5, ge=1, description="minutes averaged per time bin of the window")
     pos_weight: float | None = Field(None, gt=0, description="None: negatives/positives of the training set")
     epochs: int = Field(15, ge=1)
@@ -72,7 +73,7 @@ def train_predictor(runs: Sequence[Any], config: PipelineConfig | None = None) -
         raise ValueError("no training snapshots: runs are shorter than the window (use more hours)")
     pw = cfg.pos_weight or estimate_pos_weight(splits.train)
     model = FailurePredictor(ModelConfig(window=splits.window, pool=splits.pool, n_features=splits.feature_set.f_max,
-                                         hidden=cfg.hidden, layers=cfg.layers,
+                                         hidden=cfg.hidden, layers=cfg.layers, level_features=cfg.level_features,
                                          pos_weight=pw))
     tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, patience=cfg.patience,
                        weight_decay=cfg.weight_decay,

@@ -346,7 +346,9 @@ def collate_snapshots(items: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, 
     - ``edge_index`` ``[E, 2]`` / ``edge_type`` ``[E]``: edges between infrastructure components, indexing the
       flattened ``B * M_max`` slots; ``gpu_edge`` ``[G, 2]``: (flattened ``B * N_max`` GPU, flattened
       ``B * M_max`` node slot) pairs;
-    - ``node_slot`` ``[B, n_node_max]``: infrastructure slot of each labelled node.
+    - ``node_slot`` ``[B, n_node_max]``: infrastructure slot of each labelled node;
+    - ``peer_mean`` ``[B, K, P, F]`` only if every item carries one (a subgraph cut for explanations keeps its
+      full site's per-kind means, see :func:`~infrabrain.models.gnn.FailurePredictor.peer_deviation`).
     """
     if len(items) == 0:
         raise ValueError("cannot collate an empty list of snapshots")
@@ -396,13 +398,16 @@ def collate_snapshots(items: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, 
         etypes.append(et[both])
         g = (src < 0) & (dst >= 0) & (it["kind"][e[:, 0]] == GPU_KIND)
         gedges.append(torch.stack([e[g, 0] + i * n_max, dst[g] + i * m_max], 1))
-    return {
+    out = {
         "x": x, "mask": mask, "kind": kind, "alive": alive,
         "infra_index": infra_index, "infra_alive": infra_alive,
         "edge_index": torch.cat(edges), "edge_type": torch.cat(etypes), "gpu_edge": torch.cat(gedges),
         "node_index": node_index, "node_slot": node_slot, "y": y, "label_mask": label_mask, "cause": cause,
         "root": root, "site": torch.stack([it["site"] for it in items]), "t": torch.stack([it["t"] for it in items]),
     }
+    if all("peer_mean" in it for it in items):
+        out["peer_mean"] = torch.stack([it["peer_mean"] for it in items])
+    return out
 
 
 @dataclass

@@ -157,4 +157,31 @@ def test_rank_root_causes_credits_cooling_for_rack(small_splits):
 def test_describe_change_xid_and_from_zero():
     assert describe_change(np.r_[np.zeros(30), np.full(30, 63.0)], "DCGM_FI_DEV_XID_ERRORS", 60) == "XID 63 raised"
     assert describe_change(np.r_[np.full(30, 1.0), np.full(30, 80.0)], "DCGM_FI_DEV_GPU_UTIL", 60) \
-        .startswith("utilisation 1 -> 80 over")
+        .startswith("utilisation 1 % -> 80 % over")
+    assert describe_change(np.r_[np.full(30, 0.9), np.full(30, 0.05)], "switch_port_util", 60) \
+        .startswith("port utilisation 90 % -> 5 % over")
+
+
+def test_describe_change_counters_in_operator_units():
+    """Counters are increments and rates, time counters a share of the time; never a raw cumulative level."""
+    import re
+
+    from infrabrain.models.explain import is_constant
+
+    sbe = np.r_[np.full(30, 5e6), 5e6 + np.arange(30) * 4.0]  # huge level, +4 per minute for 29 min
+    text = describe_change(sbe, "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL", 60)
+    assert re.fullmatch(r"single-bit ECC errors \+116 over 29 min \(4\.0/min\)", text), text
+    thr = np.r_[np.full(40, 9e12), 9e12 + np.arange(20) * 30e6]  # 30 s of violation per 60 s minute
+    text = describe_change(thr, "DCGM_FI_DEV_THERMAL_VIOLATION", 60)
+    assert text == "thermal throttling 50 % of the time over 19 min", text
+    assert describe_change(np.r_[np.full(30, 64 * 2**30), np.full(30, 2 * 2**30)], "node_memory_MemAvailable_bytes",
+                           60).startswith("free memory 64.0 -> 2.0 GiB")
+    assert is_constant(np.full(60, 12.5)) and not is_constant(np.r_[np.full(59, 1.0), 2.0])
+
+
+def test_static_metrics_not_features(small_runs):
+    from infrabrain.models.features import FeatureSet
+
+    assert "pdu_rating_kw" in small_runs[0].metric_names["pdu"]
+    assert FeatureSet.from_run(small_runs[0]).metrics_of("pdu") == ("pdu_load_kw",)
+
