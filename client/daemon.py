@@ -10,7 +10,6 @@ step, stops the SuperNode, checkpoints the store and returns.
 from __future__ import annotations
 
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -187,7 +186,7 @@ class Daemon:
         self._alerted: dict[str, float] = {}
         self._server: Any = None
         self.metrics_port: int | None = None
-        self._supernode: subprocess.Popen | None = None
+        self._supernode: Any = None  # SupernodeSupervisor when federation is configured
         self._benchmark: Any = None
         self.last_risks: list[NodeRisk] = []
         self.anomaly: Any = None
@@ -384,12 +383,13 @@ class Daemon:
         if self.cfg.federation is None:
             return
         try:
-            from infrabrain.client.supernode import SupernodeConfig, start_supernode
+            from infrabrain.client.supernode import SupernodeConfig, SupernodeSupervisor
         except ImportError as exc:
             log.warning("federation configured but infrabrain.client.supernode is unavailable; skipped",
                         extra={"error": str(exc)})
             return
-        self._supernode = start_supernode(SupernodeConfig.model_validate(self.cfg.federation))
+        # The supervisor restarts the SuperNode whenever it exits, so the site rejoins the federation by itself.
+        self._supernode = SupernodeSupervisor(SupernodeConfig.model_validate(self.cfg.federation)).start()
 
     def start_benchmark(self) -> None:
         """Start the periodic encrypted benchmark query when ``benchmark:`` is configured."""
@@ -437,13 +437,8 @@ class Daemon:
 
     def close(self) -> None:
         """Stop the services and close collectors and store (idempotent)."""
-        if self._supernode is not None and self._supernode.poll() is None:
-            self._supernode.terminate()
-            try:
-                self._supernode.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._supernode.kill()
-                self._supernode.wait()
+        if self._supernode is not None:
+            self._supernode.stop()
         self._supernode = None
         stop_bench = getattr(self._benchmark, "stop", None)
         if callable(stop_bench):

@@ -245,7 +245,9 @@ def test_federation_section_starts_and_stops_the_real_supernode(tmp_path: Path, 
     daemon = Daemon(load_site_config(cfg))
     try:
         daemon.start_federation()
-        proc = daemon._supernode
+        supervisor = daemon._supernode
+        assert supervisor is not None
+        proc = supervisor.proc
         assert proc is not None and proc.pid > 0
     finally:
         daemon.close()
