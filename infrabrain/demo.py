@@ -100,7 +100,7 @@ def run_demo(args: argparse.Namespace) -> int:
                              on_round=show_round)
         fed_pr = fed["federated"].get("pr_auc", float("nan"))
         print(f"  held-out site: federated DP model PR-AUC {fed_pr:.3f} vs local-only mean "
-              f"{fed['local_only_mean_pr_auc']:.3f} (largest epsilon spent by a site: {fed['eps_max']})")
+              f"{fed['local_only_mean_pr_auc']:.3f} (largest epsilon spent by a site: {fed["eps_max"]:.2f})")
         results["federation"] = {k: fed[k] for k in ("federated", "local_only", "local_only_mean_pr_auc", "eps_max",
                                                      "registry_dir")}
 
