@@ -99,8 +99,10 @@ def run_demo(args: argparse.Namespace) -> int:
         fed = federated_demo(sites=args.sites - 1, rounds=args.rounds, heldout=1, work_dir=work / "federation",
                              on_round=show_round)
         fed_pr = fed["federated"].get("pr_auc", float("nan"))
+        eps_max = fed["eps_max"]
+        eps_text = "n/a" if eps_max is None else f"{eps_max:.2f}"
         print(f"  held-out site: federated DP model PR-AUC {fed_pr:.3f} vs local-only mean "
-              f"{fed['local_only_mean_pr_auc']:.3f} (largest epsilon spent by a site: {fed["eps_max"]:.2f})")
+              f"{fed['local_only_mean_pr_auc']:.3f} (largest epsilon spent by a site: {eps_text})")
         results["federation"] = {k: fed[k] for k in ("federated", "local_only", "local_only_mean_pr_auc", "eps_max",
                                                      "registry_dir")}
 
