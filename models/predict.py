@@ -65,7 +65,7 @@ def predict_window(
         ok = bool(scored[pos])
         out.append({"node_id": str(graph.component_ids[g]), "node": pos,
                     "risk": float(risk[pos]) if ok else None, "status": "ok" if ok else "no data"})
-    out.sort(key=lambda r: -1.0 if r["risk"] is None else -r["risk"])
+    out.sort(key=lambda r: (r["risk"] is None, -(r["risk"] or 0.0)))  # highest risk first, "no data" last
     raw = {k: v[-w:] for k, v in win.items()}
     for r in out[:explain_top]:
         if r["risk"] is None:

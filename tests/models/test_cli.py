@@ -46,7 +46,12 @@ def test_train_evaluate_predict(dataset, tmp_path, capsys):
     assert len(lines) == 3 and all(line.startswith("node ") for line in lines)
     assert main(["predict", "--checkpoint", str(ck), "--data", str(dataset), "--json", "--site", "site-0"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert rows[0]["risk"] is None or 0.0 <= rows[0]["risk"] <= 1.0
+    risks = [r["risk"] for r in rows]
+    scored = [x for x in risks if x is not None]
+    assert scored and all(0.0 <= x <= 1.0 for x in scored)
+    # highest risk first; nodes without data come after every scored node
+    assert risks[: len(scored)] == sorted(scored, reverse=True)
+    assert all(x is None for x in risks[len(scored):])
 
 
 def test_cli_errors(dataset, tmp_path, capsys):
