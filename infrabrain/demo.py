@@ -113,7 +113,7 @@ def run_demo(args: argparse.Namespace) -> int:
         answer = run_query_demo("gpu_failure_rate", n_sites=max(24, args.sites), seed=args.seed)
         for s in answer.sentences:
             print(f"  {s}")
-        print(f"  (fleet reference: {answer.n_sites} sites, epsilon {answer.epsilon:g}; "
+        print(f"  (fleet reference: {answer.n_sites} sites, epsilon {answer.epsilon:.2f}; "
               "the coordinator never decrypted anything)")
         results["query"] = answer.answers
 
