@@ -27,8 +27,9 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from infrabrain.yaml_file import read_yaml_mapping
 
 
 class _Strict(BaseModel):
@@ -144,16 +145,8 @@ def _resolve(base: Path, value: Any) -> Any:
 def load_site_config(path: str | os.PathLike[str]) -> SiteConfig:
     """Read and validate ``site.yaml``; relative paths are made relative to its directory."""
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"site config {str(p)!r} does not exist")
-    try:
-        doc = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise ValueError(f"site config {str(p)!r} is not valid YAML: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise ValueError(f"site config {str(p)!r} must be a mapping with at least 'site', 'topology', 'collectors'")
+    doc = read_yaml_mapping(p, "site config", "a mapping with at least 'site', 'topology', 'collectors'")
     base = p.resolve().parent
-    doc = dict(doc)
     if "topology" in doc:
         doc["topology"] = _resolve(base, doc["topology"])
     if "privacy_ledger" in doc:

@@ -41,6 +41,8 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from infrabrain.yaml_file import read_yaml_mapping
+
 KINDS: tuple[str, ...] = ("gpu", "node", "leaf", "spine", "pdu", "cooling", "rack")
 EDGE_TYPES: tuple[str, ...] = (
     "gpu_in_node",
@@ -273,14 +275,7 @@ def build_site_topology(
 def load_topology(path: str | os.PathLike[str]) -> SiteTopology:
     """Read, validate and lay out a topology YAML file; errors name the file and the bad entry."""
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"topology file {str(p)!r} does not exist")
-    try:
-        doc = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise ValueError(f"topology file {str(p)!r} is not valid YAML: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise ValueError(f"topology file {str(p)!r} must hold a mapping with 'site' and 'racks'")
+    doc = read_yaml_mapping(p, "topology file", "a mapping with 'site' and 'racks'")
     try:
         spec = TopologyFile.model_validate(doc)
         return build_site_topology(spec)

@@ -33,12 +33,10 @@ class FederationSpec(BaseModel):
 
 def load_federation_spec(path: str | Path) -> FederationSpec:
     """Load a `FederationSpec` (``sites: [...]``) from YAML; errors name the file and the field."""
-    import yaml
+    from infrabrain.yaml_file import read_yaml_mapping
 
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"federation spec {str(p)!r} does not exist or is not a file")
-    data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    data = read_yaml_mapping(p, "federation spec", "a mapping with 'sites'")
     try:
         return FederationSpec.model_validate(data)
     except ValidationError as exc:

@@ -142,13 +142,7 @@ def site_spec_from_dict(data: dict[str, Any], source: str = "input") -> SiteSpec
 
 def load_site_spec(path: str | Path) -> SiteSpec:
     """Load a `SiteSpec` from a YAML file (``ValueError`` naming the file and field on bad input)."""
-    import yaml
+    from infrabrain.yaml_file import read_yaml_mapping
 
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"site spec {str(p)!r} does not exist or is not a file")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ValueError(f"site spec {str(p)!r} is not valid YAML: {exc}") from None
-    return site_spec_from_dict(data or {}, source=str(p))
+    return site_spec_from_dict(read_yaml_mapping(p, "site spec"), source=str(p))

@@ -80,13 +80,12 @@ class Scenario(BaseModel):
 
 def load_scenario(path: str | Path) -> Scenario:
     """Load a `Scenario` from YAML; errors name the file and the field."""
-    import yaml
+    from infrabrain.yaml_file import read_yaml_mapping
 
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"scenario {str(p)!r} does not exist or is not a file")
+    data = read_yaml_mapping(p, "scenario", "a mapping with 'site', 'hours' and 'events'")
     try:
-        return Scenario.model_validate(yaml.safe_load(p.read_text(encoding="utf-8")) or {})
+        return Scenario.model_validate(data)
     except ValidationError as exc:
         raise ValueError(_format_validation_error(exc, str(p)).replace("SiteSpec", "scenario")) from None
 

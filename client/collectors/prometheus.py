@@ -37,11 +37,11 @@ import urllib.request
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from infrabrain.client.collectors.base import Collector, CollectorError
 from infrabrain.client.records import CollectResult, SampleBatch, is_counter, known_metrics, validate_metric
+from infrabrain.yaml_file import read_yaml_mapping
 
 _TEMPLATE_FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 MAX_POINTS_PER_QUERY = 10_000  # Prometheus refuses > 11,000 points per series
@@ -80,12 +80,10 @@ class PrometheusMapping(BaseModel):
 def load_mapping(path: str | os.PathLike[str]) -> PrometheusMapping:
     """Read and validate a mapping file; errors name the file and the entry."""
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"Prometheus mapping file {str(p)!r} does not exist")
+    doc = read_yaml_mapping(p, "Prometheus mapping file")
     try:
-        doc = yaml.safe_load(p.read_text())
         return PrometheusMapping.model_validate(doc)
-    except (yaml.YAMLError, ValueError) as exc:
+    except ValueError as exc:
         raise ValueError(f"Prometheus mapping file {str(p)!r}: {exc}") from exc
 
 
