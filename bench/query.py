@@ -1,12 +1,14 @@
 """Benchmark of encrypted benchmark queries on a real gRPC server on loopback.
 
 Simulates a 48-site fleet, builds the secure DP reference, starts the coordinator (2 capped worker
-processes), then: one site at a time asks queries (latency: server handler time, its worker CPU time, end to end incl.
-encryption and decryption, sizes), then 8 concurrent site clients (throughput), and a grid of inputs is
-answered with the deliberate noise switched off to measure the percentile error against the plaintext
-percentile of the stored reference. Prints goal ratios, then as its LAST line one JSON object.
+processes), then: one site at a time asks queries (latency: server handler time, its worker CPU time and a
+per-stage profile, end to end incl. encryption and decryption, sizes), then 8 concurrent site clients
+(throughput), and a grid of inputs is answered with the deliberate noise switched off to measure the percentile
+error against the plaintext percentile of the stored reference. Prints goal ratios, then as its LAST line one
+JSON object. ``--fidelity`` instead prints how close the reference is to the true fleet percentiles.
 
-    .venv/bin/python bench/query.py [--queries-per-client 25] [--clients 8]
+    .venv/bin/python bench/query.py [--queries-per-client 25] [--clients 8] [--params ckks-n8192-ip]
+    .venv/bin/python bench/query.py --fidelity [--seeds 6]
 """
 
 from __future__ import annotations
@@ -33,10 +35,18 @@ def main() -> None:
     ap.add_argument("--grid", type=int, default=41, help="inputs per metric for max_abs_err")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--plot", default=None, help="save a PNG: each metric's reference CDF, fit and HE answers")
+    ap.add_argument("--params", default=None, help="allow-listed CKKS parameter set (default: the default set)")
+    ap.add_argument("--fidelity", action="store_true", help="print the reference-vs-true-percentile table instead")
+    ap.add_argument("--seeds", type=int, default=6, help="DP noise draws averaged by --fidelity")
     args = ap.parse_args()
+    if args.fidelity:
+        _fidelity(args)
+        return
 
     from infrabrain.client.benchmark_query import BenchmarkClient, SiteIdentity
     from infrabrain.coordinator.query_demo import build_reference, fleet_statistics
+    from infrabrain.coordinator.query_layout import encode_site_inputs
+    from infrabrain.privacy.he_params import DEFAULT_PARAMS
     from infrabrain.coordinator.query_guard import GuardConfig, SiteKeys
     from infrabrain.coordinator.query_server import QueryServerConfig, start_server
     from infrabrain.logs import configure_logging
@@ -50,17 +60,20 @@ def main() -> None:
     ids = [SiteIdentity.generate(f"site-{i}") for i in range(args.clients)]
     keys = SiteKeys({i.site_id: i.public_raw for i in ids})
     unlimited = GuardConfig(budget=10**6, rate_per_s=1e6, burst=10**6)
+    params = args.params or DEFAULT_PARAMS
 
     # ---- latency / throughput with noise on (the production path)
     h = start_server(reference, keys, QueryServerConfig(workers=args.workers, guard=unlimited))
     try:
-        clients = [BenchmarkClient(h.address, i) for i in ids]
+        clients = [BenchmarkClient(h.address, i, params=params) for i in ids]
         for c in clients:
             c.register()
             c.query(stats[0])  # warm: context and plan loaded on a worker
             c.query(stats[0])
         # sequential: one site at a time -> latency without queueing behind other sites
         e2e, server_ms, cpu_ms, q_kib, a_kib = [], [], [], [], []
+        stages: dict[str, list[float]] = {k: [] for k in ("auth_ms", "validate_ms", "load_ms", "circuit_ms",
+                                                          "serialise_ms", "eval_ms")}
         for k in range(args.sequential):
             c = clients[k % len(clients)]
             vec = c.encode_inputs(stats[k % len(stats)])
@@ -71,6 +84,8 @@ def main() -> None:
             cpu_ms.append(c.last_eval_cpu_ms)
             q_kib.append(c.last_query_bytes / 1024)
             a_kib.append(c.last_answer_bytes / 1024)
+            for k, v in stages.items():
+                v.append(getattr(c.last_reply, k))
         # concurrent: 8 sites at once -> throughput
         conc_e2e = []
         lock = threading.Lock()
@@ -92,13 +107,7 @@ def main() -> None:
             th.join()
         wall = time.perf_counter() - t
         # noise actually added (reported separately from the accuracy)
-        c = clients[0]
-        info = c.fetch_info()
-        c.query(stats[0])
-        reply_noise = h.service._laplace
-        m = reference.n_metrics
-        noise = {"percentile_noise_std": float(np.sqrt(2) * reply_noise[:m].max()),
-                 "z_noise_std": float(np.sqrt(2) * reply_noise[m : 2 * m].max() * info.z_scale),
+        noise = {"percentile_noise_std": h.service.percentile_noise_std, "z_noise_std": h.service.z_noise_std,
                  "flood_sigma": h.service.cfg.flood_sigma}
         for c in clients:
             c.close()
@@ -108,28 +117,36 @@ def main() -> None:
     # ---- accuracy over a grid, deliberate noise off
     h = start_server(reference, keys, QueryServerConfig(workers=1, add_noise=False, flood_sigma=0.0, guard=unlimited))
     try:
-        c = BenchmarkClient(h.address, ids[0])
+        c = BenchmarkClient(h.address, ids[0], params=params)
         c.register()
         m = reference.n_metrics
         avail = [i for i, r in enumerate(reference.metrics) if r.available]
-        err_plain, err_he = 0.0, 0.0
+        present = np.array([r.available for r in reference.metrics])
+        err_plain, err_he, err_z = 0.0, 0.0, 0.0
         he_points: dict[int, list[tuple[float, float]]] = {i: [] for i in avail}
         for tv in np.linspace(-1.0, 1.0, args.grid):
-            vec = np.zeros(2 * m)
-            for i in avail:
-                vec[i], vec[m + i] = reference.metrics[i].to_u(tv), tv
-            out = c.query_vector(vec)
+            u = np.array([r.to_u(tv) for r in reference.metrics])
+            pct, zs = c.query_sums(encode_site_inputs(u, np.full(m, tv), present, reference.degree))
             for i in avail:
                 r = reference.metrics[i]
-                err_plain = max(err_plain, abs(out[i] - float(r.cdf(tv))))
-                err_he = max(err_he, abs(out[i] - float(r.poly(vec[i]))))
-                he_points[i].append((float(tv), float(out[i])))
+                err_plain = max(err_plain, abs(pct[i] - float(r.cdf(tv))))
+                err_he = max(err_he, abs(pct[i] - float(r.poly(u[i]))))
+                err_z = max(err_z, abs(zs[i] * c.info.z_scale - (tv - r.t_mean) / r.t_std))
+                he_points[i].append((float(tv), float(pct[i])))
         c.close()
     finally:
         h.stop()
 
     if args.plot:
         _plot(reference, he_points, args.plot)
+    from infrabrain.coordinator.query_eval import masked_view_distance, masked_view_kl
+    from infrabrain.coordinator.query_layout import blocks
+    from infrabrain.privacy.he_params import get_params
+
+    p = get_params(params)
+    mask_sigma = p.mask_sigma(reference.n_slots_used)
+    kl = masked_view_kl(reference.coefficient_vector(p.slots),
+                        tuple((b.start, b.stop) for pair in blocks(m, reference.degree) for b in pair), mask_sigma)
     res = {
         "server_ms_p50": round(float(np.percentile(server_ms, 50)), 2),
         "server_ms_p99": round(float(np.percentile(server_ms, 99)), 2),
@@ -142,15 +159,22 @@ def main() -> None:
         "answer_kib": round(float(np.mean(a_kib)), 1),
         "max_abs_err": round(err_plain, 5),
         "he_err": float(f"{err_he:.3g}"),
-        "fit_err_max": round(max(reference.metrics[i].fit_err for i in avail), 5),
+        "mask_sigma": mask_sigma,
+        "mask_sd_bound_per_answer": float(f"{masked_view_distance(kl, 1):.3g}"),
+        "mask_sd_bound_budget": float(f"{masked_view_distance(kl, 100):.3g}"),
+        "z_he_err": float(f"{err_z:.3g}"),
+        "fit_err_max": float(f"{max(reference.metrics[i].fit_err for i in avail):.3g}"),
         **{k: float(f"{v:.4g}") for k, v in noise.items()},
         "metrics_available": len(avail),
         "n_sites": reference.aggregate.n_sites,
         "epsilon": round(reference.aggregate.epsilon, 4),
-        "params": clients[0].params,
+        "params": params,
         "clients": args.clients,
         "workers": args.workers,
         "queries": len(e2e) + len(conc_e2e),
+        "degree": reference.degree,
+        "slots_used": reference.n_slots_used,
+        **{f"{k}_p50": round(float(np.percentile(v, 50)), 3) for k, v in stages.items()},
         "cpu_count": os.cpu_count(),
         "load_avg_1m": round(os.getloadavg()[0], 2),
     }
@@ -163,7 +187,7 @@ def main() -> None:
 
 
 def _plot(reference, he_points, path: str) -> None:
-    """One panel per available metric: stored CDF (plaintext), the degree-7 fit, the decrypted HE answers."""
+    """One panel per available metric: stored CDF (plaintext), the Chebyshev fit, the decrypted HE answers."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -175,7 +199,7 @@ def _plot(reference, he_points, path: str) -> None:
         r = reference.metrics[i]
         t = np.linspace(-1, 1, 400)
         ax.plot(t, r.cdf(t), label="reference CDF")
-        ax.plot(t, [float(r.poly(r.to_u(x))) for x in t], "--", label="degree-7 fit")
+        ax.plot(t, [float(r.poly(r.to_u(x))) for x in t], "--", label=f"degree-{reference.degree} fit")
         pts = np.array(he_points[i])
         ax.plot(pts[:, 0], pts[:, 1], ".", label="decrypted HE answer")
         ax.set_title(r.spec.name, fontsize=8)
@@ -184,6 +208,43 @@ def _plot(reference, he_points, path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     print(f"plot: {path}")
+
+
+def _fidelity(args) -> None:
+    """Mean |reference percentile (the fitted polynomial, clamped) - true empirical mid-rank percentile| over the
+    sites' own values, averaged over ``--seeds`` DP noise draws, for a few settings; LAST line: JSON."""
+    from infrabrain.coordinator.query_demo import fleet_statistics
+    from infrabrain.coordinator.query_reference import FleetReference
+    from infrabrain.logs import configure_logging
+    from infrabrain.privacy.secure_fleet_stats import FleetStatsConfig, build_fleet_aggregate
+
+    configure_logging("warning")
+    stats = fleet_statistics(args.sites, args.hours, seed=0)
+    names = ["gpu_failure_rate.H100", "repair_time_hours", "xid_rate.nvlink"]
+    settings = [(4.0, 16, 7, 2.0), (4.0, 16, 31, 1.0), (4.0, 32, 31, 1.0), (1000.0, 16, 7, 2.0),
+                (1000.0, 16, 31, 1.0), (1000.0, 32, 31, 1.0)]
+    table = []
+    for eps, bins, degree, smooth in settings:
+        errs, fits = [], []
+        for seed in range(args.seeds):
+            agg = build_fleet_aggregate(stats, FleetStatsConfig(epsilon=eps, bins=bins), seed=seed)
+            ref = FleetReference(agg, degree=degree, smooth_bins=smooth)
+            row = []
+            for n in names:
+                r = ref.metrics[ref.index(n)]
+                ts = np.array([r.spec.to_t(s[n]) for s in stats if s.get(n) is not None])
+                emp = [(np.sum(ts < x) + 0.5 * np.sum(ts == x)) / len(ts) for x in ts]
+                got = [float(np.clip(r.poly(r.to_u(x)), 0.0, 1.0)) for x in ts]
+                row.append(float(np.mean(np.abs(np.subtract(got, emp)))) if r.available else float("nan"))
+                fits.append(r.fit_err)
+            errs.append(row)
+        mean = np.nanmean(errs, axis=0)
+        table.append({"epsilon": eps, "bins": bins, "degree": degree, "smooth_bins": smooth,
+                      **{n: round(float(v), 3) for n, v in zip(names, mean, strict=True)},
+                      "fit_err_max": float(f"{max(fits):.2g}")})
+        print(f"epsilon {eps:>6}, {bins} bins, degree {degree:>2}, smoothing {smooth} bins: "
+              + "  ".join(f"{n} {v:.3f}" for n, v in zip(names, mean, strict=True)) + f"  (fit err <= {max(fits):.2g})")
+    print(json.dumps({"fidelity": table, "seeds": args.seeds, "n_sites": args.sites}))
 
 
 if __name__ == "__main__":

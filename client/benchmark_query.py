@@ -1,10 +1,12 @@
 """Site side of encrypted benchmark queries: keys, encryption, decryption, the sentence an operator reads.
 
 The site's CKKS secret key and every decrypted value stay in this process. What leaves: the public context
-(public key + relinearisation keys, once) and one ciphertext per query, both signed with the site's Ed25519
-key. Slot ``m`` of the query holds ``u_m`` (the statistic on the reference polynomial's [-1, 1]), slot
-``M + m`` holds ``t_m`` (the statistic on the public domain's [-1, 1]); metrics the site has no value for are
-sent as 0 and their answers are ignored.
+(parameters + public key, once) and one ciphertext per query, both signed with the site's Ed25519 key. Per
+metric the query holds a block ``[T_0(u)..T_D(u), 1, t]`` (``infrabrain.coordinator.query_layout``): ``u`` is the
+statistic on the reference polynomial's [-1, 1], ``T_k`` the Chebyshev polynomials (computed here, in
+plaintext), ``t`` the statistic on the public domain's [-1, 1]. The coordinator multiplies slot-wise by its
+coefficients and masks each block; the site decrypts and sums each block. Metrics the site has no value for are
+sent as zero blocks and their answers are ignored.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from infrabrain.privacy.he_params import DEFAULT_PARAMS, make_context, public_co
 from infrabrain.privacy.secure_fleet_stats import MetricSpec
 
 #: gRPC client limits (mirror the server's)
-MAX_SEND_BYTES = 4 * 1024 * 1024 + 64 * 1024
+MAX_SEND_BYTES = 1024 * 1024 + 64 * 1024
 MAX_RECEIVE_BYTES = 1024 * 1024
 
 
@@ -121,6 +123,7 @@ class BenchmarkClient:
         self.last_answer_bytes = 0
         self.last_server_ms = 0.0
         self.last_eval_cpu_ms = 0.0
+        self.last_reply = None
 
     def close(self) -> None:
         self.channel.close()
@@ -130,7 +133,7 @@ class BenchmarkClient:
         return self.info
 
     def register(self) -> str:
-        """Send the public context (no secret key, no Galois keys); returns the context id."""
+        """Send the public context (public key only: no secret, relinearisation or Galois keys); returns its id."""
         blob = public_context_bytes(self.ctx)
         req = self.pb.RegisterRequest(auth=self.identity.auth(self.pb, "RegisterContext", self.params, blob),
                                       params=self.params, public_context=blob)
@@ -138,22 +141,24 @@ class BenchmarkClient:
         return self.context_id
 
     def encode_inputs(self, stats: Mapping[str, float | None]) -> np.ndarray:
-        """The plaintext query vector [u_0..u_{M-1}, t_0..t_{M-1}] (stays on site)."""
+        """The plaintext query vector: per metric ``[T_0(u)..T_D(u), 1, t]`` or zeros (stays on site)."""
+        from infrabrain.coordinator.query_layout import encode_site_inputs
+
         info = self.info or self.fetch_info()
         m = len(info.metrics)
-        vec = np.zeros(2 * m)
+        u, t, present = np.zeros(m), np.zeros(m), np.zeros(m, dtype=bool)
         for i, mi in enumerate(info.metrics):
             v = stats.get(mi.name)
             if v is None:
                 continue
-            t = _spec(mi).to_t(float(v))
+            t[i] = _spec(mi).to_t(float(v))
             mid, half = (mi.zoom_hi + mi.zoom_lo) / 2.0, (mi.zoom_hi - mi.zoom_lo) / 2.0
-            vec[i] = min(1.0, max(-1.0, (t - mid) / half))
-            vec[m + i] = t
-        return vec
+            u[i] = min(1.0, max(-1.0, (t[i] - mid) / half))
+            present[i] = True
+        return encode_site_inputs(u, t, present, int(info.cheb_degree))
 
     def query_vector(self, vec: np.ndarray) -> np.ndarray:
-        """Encrypt ``vec``, ask, decrypt: returns the raw decrypted slots [percentile_0.., z_0/Z..]."""
+        """Encrypt ``vec``, ask, decrypt: returns the raw decrypted slots (masked; only block sums mean anything)."""
         import tenseal as ts
 
         from infrabrain.coordinator.query_eval import ciphertext_from_bytes
@@ -161,15 +166,23 @@ class BenchmarkClient:
         info = self.info or self.fetch_info()
         if self.context_id is None:
             self.register()
-        blob = ts.ckks_vector(self.ctx, list(map(float, vec))).serialize()
+        blob = ts.ckks_vector(self.ctx, np.asarray(vec, dtype=np.float64).tolist()).serialize()
         req = self.pb.QueryRequest(
             auth=self.identity.auth(self.pb, "Query", self.context_id, info.reference_version, blob),
             context_id=self.context_id, reference_version=info.reference_version, ciphertext=blob)
         reply = self.stub.Query(req, timeout=self.timeout_s)
-        self.last_query_bytes, self.last_answer_bytes = len(req.SerializeToString()), len(reply.answer)
+        self.last_query_bytes, self.last_answer_bytes = req.ByteSize(), len(reply.answer)
         self.last_server_ms = reply.server_ms
         self.last_eval_cpu_ms = reply.eval_cpu_ms
+        self.last_reply = reply
         return self.decrypt(ciphertext_from_bytes(self.ctx.seal_context().data, reply.answer), len(vec))
+
+    def query_sums(self, vec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Ask with ``vec``; return per metric (percentile 0..1, z / z_scale): the sums of the answer's blocks."""
+        from infrabrain.coordinator.query_layout import block_sums
+
+        info = self.info or self.fetch_info()
+        return block_sums(self.query_vector(vec), len(info.metrics), int(info.cheb_degree))
 
     def decrypt(self, ct, n: int) -> np.ndarray:
         from tenseal import sealapi
@@ -182,16 +195,14 @@ class BenchmarkClient:
     def query(self, stats: Mapping[str, float | None], threshold_pct: float = 90.0) -> list[MetricAnswer]:
         """Ask for every metric the site has a value for; decrypt; return the answers."""
         info = self.info or self.fetch_info()
-        vec = self.encode_inputs(stats)
-        out = self.query_vector(vec)
-        m = len(info.metrics)
+        pcts, zs = self.query_sums(self.encode_inputs(stats))
         answers = []
         for i, mi in enumerate(info.metrics):
             v = stats.get(mi.name)
             if v is None or mi.n_sites == 0:
                 continue
-            pct = 100.0 * min(1.0, max(0.0, float(out[i])))
-            z = float(out[m + i]) * info.z_scale
+            pct = 100.0 * min(1.0, max(0.0, float(pcts[i])))
+            z = float(zs[i]) * info.z_scale
             answers.append(MetricAnswer(mi.name, mi.family, mi.unit, float(v), pct, z, int(mi.n_sites),
                                         float(mi.fleet_median), float(mi.epsilon),
                                         abnormal=pct >= threshold_pct))  # every metric here: higher is worse

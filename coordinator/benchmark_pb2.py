@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0f\x62\x65nchmark.proto\x12\x14infrabrain.benchmark\"O\n\x04\x41uth\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\r\n\x05nonce\x18\x02 \x01(\x0c\x12\x14\n\x0ctimestamp_ms\x18\x03 \x01(\x03\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"\r\n\x0bInfoRequest\"\xd6\x01\n\nMetricInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x66\x61mily\x18\x02 \x01(\t\x12\x0c\n\x04unit\x18\x03 \x01(\t\x12\r\n\x05log10\x18\x04 \x01(\x08\x12\x11\n\tdomain_lo\x18\x05 \x01(\x01\x12\x11\n\tdomain_hi\x18\x06 \x01(\x01\x12\x0f\n\x07zoom_lo\x18\x07 \x01(\x01\x12\x0f\n\x07zoom_hi\x18\x08 \x01(\x01\x12\x0f\n\x07n_sites\x18\t \x01(\r\x12\x0f\n\x07\x65psilon\x18\n \x01(\x01\x12\r\n\x05\x64\x65lta\x18\x0b \x01(\x01\x12\x14\n\x0c\x66leet_median\x18\x0c \x01(\x01\"\xb0\x01\n\tInfoReply\x12\x19\n\x11reference_version\x18\x01 \x01(\t\x12\x31\n\x07metrics\x18\x02 \x03(\x0b\x32 .infrabrain.benchmark.MetricInfo\x12\x16\n\x0e\x61llowed_params\x18\x03 \x03(\t\x12\x0f\n\x07z_scale\x18\x04 \x01(\x01\x12\x14\n\x0c\x62udget_total\x18\x05 \x01(\r\x12\x16\n\x0e\x61nswer_epsilon\x18\x06 \x01(\x01\"c\n\x0fRegisterRequest\x12(\n\x04\x61uth\x18\x01 \x01(\x0b\x32\x1a.infrabrain.benchmark.Auth\x12\x0e\n\x06params\x18\x02 \x01(\t\x12\x16\n\x0epublic_context\x18\x03 \x01(\x0c\"#\n\rRegisterReply\x12\x12\n\ncontext_id\x18\x01 \x01(\t\"{\n\x0cQueryRequest\x12(\n\x04\x61uth\x18\x01 \x01(\x0b\x32\x1a.infrabrain.benchmark.Auth\x12\x12\n\ncontext_id\x18\x02 \x01(\t\x12\x19\n\x11reference_version\x18\x03 \x01(\t\x12\x12\n\nciphertext\x18\x04 \x01(\x0c\"\x9d\x01\n\nQueryReply\x12\x0e\n\x06\x61nswer\x18\x01 \x01(\x0c\x12\x11\n\tserver_ms\x18\x02 \x01(\x01\x12\x13\n\x0b\x62udget_left\x18\x03 \x01(\r\x12\x1c\n\x14percentile_noise_std\x18\x04 \x01(\x01\x12\x13\n\x0bz_noise_std\x18\x05 \x01(\x01\x12\x0f\n\x07\x65val_ms\x18\x06 \x01(\x01\x12\x13\n\x0b\x65val_cpu_ms\x18\x07 \x01(\x01\x32\x8d\x02\n\x0e\x42\x65nchmarkQuery\x12M\n\x07GetInfo\x12!.infrabrain.benchmark.InfoRequest\x1a\x1f.infrabrain.benchmark.InfoReply\x12]\n\x0fRegisterContext\x12%.infrabrain.benchmark.RegisterRequest\x1a#.infrabrain.benchmark.RegisterReply\x12M\n\x05Query\x12\".infrabrain.benchmark.QueryRequest\x1a .infrabrain.benchmark.QueryReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0f\x62\x65nchmark.proto\x12\x14infrabrain.benchmark\"O\n\x04\x41uth\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\r\n\x05nonce\x18\x02 \x01(\x0c\x12\x14\n\x0ctimestamp_ms\x18\x03 \x01(\x03\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"\r\n\x0bInfoRequest\"\xd6\x01\n\nMetricInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x66\x61mily\x18\x02 \x01(\t\x12\x0c\n\x04unit\x18\x03 \x01(\t\x12\r\n\x05log10\x18\x04 \x01(\x08\x12\x11\n\tdomain_lo\x18\x05 \x01(\x01\x12\x11\n\tdomain_hi\x18\x06 \x01(\x01\x12\x0f\n\x07zoom_lo\x18\x07 \x01(\x01\x12\x0f\n\x07zoom_hi\x18\x08 \x01(\x01\x12\x0f\n\x07n_sites\x18\t \x01(\r\x12\x0f\n\x07\x65psilon\x18\n \x01(\x01\x12\r\n\x05\x64\x65lta\x18\x0b \x01(\x01\x12\x14\n\x0c\x66leet_median\x18\x0c \x01(\x01\"\xda\x01\n\tInfoReply\x12\x19\n\x11reference_version\x18\x01 \x01(\t\x12\x31\n\x07metrics\x18\x02 \x03(\x0b\x32 .infrabrain.benchmark.MetricInfo\x12\x16\n\x0e\x61llowed_params\x18\x03 \x03(\t\x12\x0f\n\x07z_scale\x18\x04 \x01(\x01\x12\x14\n\x0c\x62udget_total\x18\x05 \x01(\r\x12\x16\n\x0e\x61nswer_epsilon\x18\x06 \x01(\x01\x12\x13\n\x0b\x63heb_degree\x18\x07 \x01(\r\x12\x13\n\x0b\x62lock_width\x18\x08 \x01(\r\"c\n\x0fRegisterRequest\x12(\n\x04\x61uth\x18\x01 \x01(\x0b\x32\x1a.infrabrain.benchmark.Auth\x12\x0e\n\x06params\x18\x02 \x01(\t\x12\x16\n\x0epublic_context\x18\x03 \x01(\x0c\"#\n\rRegisterReply\x12\x12\n\ncontext_id\x18\x01 \x01(\t\"{\n\x0cQueryRequest\x12(\n\x04\x61uth\x18\x01 \x01(\x0b\x32\x1a.infrabrain.benchmark.Auth\x12\x12\n\ncontext_id\x18\x02 \x01(\t\x12\x19\n\x11reference_version\x18\x03 \x01(\t\x12\x12\n\nciphertext\x18\x04 \x01(\x0c\"\xfe\x01\n\nQueryReply\x12\x0e\n\x06\x61nswer\x18\x01 \x01(\x0c\x12\x11\n\tserver_ms\x18\x02 \x01(\x01\x12\x13\n\x0b\x62udget_left\x18\x03 \x01(\r\x12\x1c\n\x14percentile_noise_std\x18\x04 \x01(\x01\x12\x13\n\x0bz_noise_std\x18\x05 \x01(\x01\x12\x0f\n\x07\x65val_ms\x18\x06 \x01(\x01\x12\x13\n\x0b\x65val_cpu_ms\x18\x07 \x01(\x01\x12\x0f\n\x07\x61uth_ms\x18\x08 \x01(\x01\x12\x13\n\x0bvalidate_ms\x18\t \x01(\x01\x12\x0f\n\x07load_ms\x18\n \x01(\x01\x12\x12\n\ncircuit_ms\x18\x0b \x01(\x01\x12\x14\n\x0cserialise_ms\x18\x0c \x01(\x01\x32\x8d\x02\n\x0e\x42\x65nchmarkQuery\x12M\n\x07GetInfo\x12!.infrabrain.benchmark.InfoRequest\x1a\x1f.infrabrain.benchmark.InfoReply\x12]\n\x0fRegisterContext\x12%.infrabrain.benchmark.RegisterRequest\x1a#.infrabrain.benchmark.RegisterReply\x12M\n\x05Query\x12\".infrabrain.benchmark.QueryRequest\x1a .infrabrain.benchmark.QueryReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,15 +38,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_METRICINFO']._serialized_start=138
   _globals['_METRICINFO']._serialized_end=352
   _globals['_INFOREPLY']._serialized_start=355
-  _globals['_INFOREPLY']._serialized_end=531
-  _globals['_REGISTERREQUEST']._serialized_start=533
-  _globals['_REGISTERREQUEST']._serialized_end=632
-  _globals['_REGISTERREPLY']._serialized_start=634
-  _globals['_REGISTERREPLY']._serialized_end=669
-  _globals['_QUERYREQUEST']._serialized_start=671
-  _globals['_QUERYREQUEST']._serialized_end=794
-  _globals['_QUERYREPLY']._serialized_start=797
-  _globals['_QUERYREPLY']._serialized_end=954
-  _globals['_BENCHMARKQUERY']._serialized_start=957
-  _globals['_BENCHMARKQUERY']._serialized_end=1226
+  _globals['_INFOREPLY']._serialized_end=573
+  _globals['_REGISTERREQUEST']._serialized_start=575
+  _globals['_REGISTERREQUEST']._serialized_end=674
+  _globals['_REGISTERREPLY']._serialized_start=676
+  _globals['_REGISTERREPLY']._serialized_end=711
+  _globals['_QUERYREQUEST']._serialized_start=713
+  _globals['_QUERYREQUEST']._serialized_end=836
+  _globals['_QUERYREPLY']._serialized_start=839
+  _globals['_QUERYREPLY']._serialized_end=1093
+  _globals['_BENCHMARKQUERY']._serialized_start=1096
+  _globals['_BENCHMARKQUERY']._serialized_end=1365
 # @@protoc_insertion_point(module_scope)

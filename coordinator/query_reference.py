@@ -2,9 +2,10 @@
 
 Only a ``FleetAggregate`` (noisy histogram sums, site counts, epsilon) is stored. Everything else is
 deterministic post-processing of it (so it costs no privacy): a smoothed CDF over ``t`` (the public domain
-mapped to [-1, 1]), a zoom window where that CDF rises, a degree-7 Chebyshev least-squares fit of the CDF on
-the zoom window mapped to ``u`` in [-1, 1] (converted to power-basis coefficients for the circuit), and the
-mean/std of ``t`` for the z-score.
+mapped to [-1, 1]), a zoom window where that CDF rises, a degree-``DEGREE`` Chebyshev least-squares fit of the
+CDF on the zoom window mapped to ``u`` in [-1, 1], and the mean/std of ``t`` for the z-score. The Chebyshev
+coefficients go, unchanged, into the coefficient plaintext of the inner-product circuit
+(``infrabrain.coordinator.query_layout``): the site supplies ``T_k(u)`` itself, so the degree costs no depth.
 """
 
 from __future__ import annotations
@@ -20,14 +21,16 @@ from numpy.polynomial import chebyshev as cheb
 from scipy.special import erf as _erf
 
 from infrabrain.atomic import atomic_write_text
+from infrabrain.coordinator.query_layout import blocks, n_slots_used
 from infrabrain.privacy.secure_fleet_stats import FleetAggregate, MetricSpec
 
-DEGREE = 7
-#: answer slot M+m carries z / Z_SCALE so that |value| stays well inside the first prime's headroom
-Z_SCALE = 16.0
+#: Chebyshev degree of the CDF fit (the circuit is an inner product, so the degree costs slots, not depth)
+DEGREE = 31
+#: the z block's sum carries z / Z_SCALE (kept as a protocol field; 1 since the inner product has ample headroom)
+Z_SCALE = 1.0
 _GRID = 4001
 #: smoothing kernel of the noisy histogram, in bins (post-processing; trades resolution for a fit within 0.01)
-SMOOTH_BINS = 2.0
+SMOOTH_BINS = 1.0
 #: a metric needs at least this many (noisy) contributing sites, and at least twice the noise sigma
 MIN_SITES = 3
 
@@ -41,7 +44,7 @@ class MetricReference:
     n_sites: int
     zoom_lo: float
     zoom_hi: float
-    cheb_coeffs: np.ndarray  # [DEGREE+1], Chebyshev basis in u
+    cheb_coeffs: np.ndarray  # [degree+1], Chebyshev basis in u
     t_mean: float
     t_std: float
     median_t: float
@@ -83,13 +86,14 @@ def _smoothed_cdf(counts: np.ndarray, bins: int, kernel_bins: float = SMOOTH_BIN
     return grid, cdf / total
 
 
-def fit_metric(spec: MetricSpec, counts: list[float], presence: float, bins: int, sigma: float = 0.0) -> MetricReference:
+def fit_metric(spec: MetricSpec, counts: list[float], presence: float, bins: int, sigma: float = 0.0,
+               degree: int = DEGREE, smooth_bins: float = SMOOTH_BINS) -> MetricReference:
     """Fit one metric's reference from its noisy histogram; too few sites (vs. the noise) -> unavailable."""
     c = np.asarray(counts, dtype=np.float64)
     n_sites = max(0, int(round(presence)))
-    grid, cdf = _smoothed_cdf(c, bins, SMOOTH_BINS)
+    grid, cdf = _smoothed_cdf(c, bins, smooth_bins)
     if np.clip(c, 0, None).sum() < 1.0 or presence < max(MIN_SITES, 2.0 * sigma):
-        return MetricReference(spec, False, n_sites, -1.0, 1.0, np.zeros(DEGREE + 1), 0.0, 1.0, 0.0, 0.0, grid,
+        return MetricReference(spec, False, n_sites, -1.0, 1.0, np.zeros(degree + 1), 0.0, 1.0, 0.0, 0.0, grid,
                                cdf)
     lo_i = int(np.searchsorted(cdf, 0.002))
     hi_i = int(np.searchsorted(cdf, 0.998))
@@ -101,7 +105,7 @@ def fit_metric(spec: MetricSpec, counts: list[float], presence: float, bins: int
     u = np.cos(np.pi * (np.arange(512) + 0.5) / 512)  # Chebyshev nodes: near-minimax least squares
     t = (zhi + zlo) / 2.0 + u * (zhi - zlo) / 2.0
     target = np.interp(t, grid, cdf)
-    coeffs = cheb.chebfit(u, target, DEGREE)
+    coeffs = cheb.chebfit(u, target, degree)
     uu = np.linspace(-1, 1, 2001)
     tt = (zhi + zlo) / 2.0 + uu * (zhi - zlo) / 2.0
     fit_err = float(np.max(np.abs(cheb.chebval(uu, coeffs) - np.interp(tt, grid, cdf))))
@@ -114,14 +118,21 @@ def fit_metric(spec: MetricSpec, counts: list[float], presence: float, bins: int
 
 
 class FleetReference:
-    """All metrics' references plus the version string queries must name."""
+    """All metrics' references plus the version string queries must name (it covers the fit settings too)."""
 
-    def __init__(self, aggregate: FleetAggregate) -> None:
+    def __init__(self, aggregate: FleetAggregate, degree: int = DEGREE, smooth_bins: float = SMOOTH_BINS) -> None:
+        if not 1 <= int(degree) <= 127:
+            raise ValueError(f"degree={degree!r} must be in 1..127")
+        if not smooth_bins > 0:
+            raise ValueError(f"smooth_bins={smooth_bins!r} must be > 0")
         self.aggregate = aggregate
+        self.degree = int(degree)
+        self.smooth_bins = float(smooth_bins)
         self.metrics = [fit_metric(spec, aggregate.counts[i], min(aggregate.presence[i], aggregate.n_sites),
-                                   aggregate.bins, aggregate.sigma)
+                                   aggregate.bins, aggregate.sigma, self.degree, self.smooth_bins)
                         for i, spec in enumerate(aggregate.metrics)]
-        self.version = hashlib.sha256(aggregate.model_dump_json().encode()).hexdigest()[:16]
+        fit = f"|degree={self.degree}|smooth={self.smooth_bins!r}|z_scale={Z_SCALE!r}".encode()
+        self.version = hashlib.sha256(aggregate.model_dump_json().encode() + fit).hexdigest()[:16]
 
     @property
     def n_metrics(self) -> int:
@@ -129,8 +140,8 @@ class FleetReference:
 
     @property
     def n_slots_used(self) -> int:
-        """Slots a query fills: u_m in slot m, t_m in slot M+m."""
-        return 2 * self.n_metrics
+        """Slots a query fills: one block of ``degree + 3`` slots per metric (``query_layout``)."""
+        return n_slots_used(self.n_metrics, self.degree)
 
     def index(self, name: str) -> int:
         for i, m in enumerate(self.metrics):
@@ -138,16 +149,17 @@ class FleetReference:
                 return i
         raise ValueError(f"metric {name!r} is not in the reference ({[m.spec.name for m in self.metrics]})")
 
-    def coefficient_matrix(self, slots: int) -> np.ndarray:
-        """Power-basis coefficient vectors [DEGREE+1, slots]; all-zero columns zero the unused slots."""
-        m = self.n_metrics
-        out = np.zeros((DEGREE + 1, slots))
-        for i, ref in enumerate(self.metrics):
+    def coefficient_vector(self, slots: int) -> np.ndarray:
+        """The circuit's one coefficient plaintext [slots]: per available metric its Chebyshev coefficients in
+        the percentile block and ``[-mean/std, 1/std] / Z_SCALE`` in the z block; zero everywhere else."""
+        if slots < self.n_slots_used:
+            raise ValueError(f"slots={slots} is fewer than the {self.n_slots_used} the layout needs")
+        out = np.zeros(slots)
+        for ref, (pb, zb) in zip(self.metrics, blocks(self.n_metrics, self.degree), strict=True):
             if not ref.available:
                 continue
-            out[:, i] = cheb.cheb2poly(ref.cheb_coeffs)
-            out[0, m + i] = -ref.t_mean / (ref.t_std * Z_SCALE)
-            out[1, m + i] = 1.0 / (ref.t_std * Z_SCALE)
+            out[pb] = ref.cheb_coeffs
+            out[zb] = (-ref.t_mean / (ref.t_std * Z_SCALE), 1.0 / (ref.t_std * Z_SCALE))
         return out
 
     def save(self, path: str | Path) -> None:

@@ -19,6 +19,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from infrabrain.coordinator.query_guard import AuthError, Guard, GuardConfig, RateLimited, ReplayError, SiteKeys, body_digest
+from infrabrain.coordinator.query_layout import block_width, blocks
 from infrabrain.coordinator.query_reference import Z_SCALE, FleetReference
 from infrabrain.coordinator.query_validation import (
     MAX_CONTEXT_BYTES,
@@ -28,11 +29,11 @@ from infrabrain.coordinator.query_validation import (
 )
 from infrabrain.coordinator.query_worker import WorkerError, WorkerPool
 from infrabrain.logs import get_logger
-from infrabrain.privacy.he_params import ALLOWED_PARAMS, get_params
+from infrabrain.privacy.he_params import ALLOWED_PARAMS
 
 log = get_logger("coordinator.query_server")
 
-#: gRPC limits: a registration (context with relin keys) is the largest legitimate message.
+#: gRPC limits: a registration (public context) is the largest legitimate message.
 MAX_RECEIVE_BYTES = MAX_CONTEXT_BYTES + 64 * 1024
 MAX_SEND_BYTES = 1024 * 1024
 
@@ -49,8 +50,10 @@ class QueryServerConfig(BaseModel):
     worker_timeout_s: float = Field(10.0, gt=0)
     grpc_threads: int = Field(16, ge=1, le=256)
     answer_epsilon: float = Field(1.0, gt=0, description="Laplace DP noise per answer (sensitivity 1/n_sites)")
-    flood_sigma: float = Field(1e-3, ge=0, description="Gaussian flooding noise in every slot (circuit privacy)")
-    add_noise: bool = Field(True, description="False only for accuracy measurements (bench)")
+    flood_sigma: float = Field(1e-3, ge=0, description="Gaussian flooding noise in every slot outside the blocks "
+                               "and every imaginary part (circuit privacy)")
+    add_noise: bool = Field(True, description="False only for accuracy measurements (bench): no Laplace, no "
+                            "flooding; the zero-sum masks and the re-randomisation stay on")
     guard: GuardConfig = Field(default_factory=GuardConfig)
 
 
@@ -76,14 +79,24 @@ class BenchmarkQueryService:
         self._regs: dict[str, _Registration] = {}
         self._lock = threading.Lock()
         slots = max(p.slots for p in ALLOWED_PARAMS.values())
-        self._coeffs = reference.coefficient_matrix(slots)
-        m = reference.n_metrics
+        m, d = reference.n_metrics, reference.degree
+        if reference.n_slots_used > min(p.slots for p in ALLOWED_PARAMS.values()):
+            raise ValueError(f"reference needs {reference.n_slots_used} slots (degree {d}, {m} metrics): more than "
+                             "the smallest allow-listed parameter set holds")
         self._laplace = np.zeros(slots)
-        for i, ref in enumerate(reference.metrics):
-            if ref.available:
+        self._pct_noise = np.zeros(m)
+        self._z_noise = np.zeros(m)
+        for i, (ref, (pb_, zb)) in enumerate(zip(reference.metrics, blocks(m, d), strict=True)):
+            if ref.available:  # DP noise on the first slot of each block: it lands in the block's sum
                 n = max(1, ref.n_sites)
-                self._laplace[i] = (1.0 / n) / config.answer_epsilon
-                self._laplace[m + i] = (2.0 / (n * ref.t_std)) / config.answer_epsilon / Z_SCALE
+                self._pct_noise[i] = (1.0 / n) / config.answer_epsilon
+                self._z_noise[i] = (2.0 / (n * ref.t_std)) / config.answer_epsilon / Z_SCALE
+                self._laplace[pb_.start] = self._pct_noise[i]
+                self._laplace[zb.start] = self._z_noise[i]
+        self._layout = {
+            "coeffs": reference.coefficient_vector(slots), "laplace": self._laplace,
+            "blocks": tuple((b.start, b.stop) for pair in blocks(m, d) for b in pair),
+            "n_used": reference.n_slots_used, "flood": config.flood_sigma}
         self.stats = {"ok": 0, "refused": 0}
 
     # ------------------------------------------------------------------ helpers
@@ -123,7 +136,8 @@ class BenchmarkQueryService:
                 fleet_median=s.from_t(r.median_t) if r.available else float("nan")))
         return pb.InfoReply(reference_version=ref.version, metrics=metrics, allowed_params=sorted(ALLOWED_PARAMS),
                             z_scale=Z_SCALE, budget_total=self.cfg.guard.budget,
-                            answer_epsilon=self.cfg.answer_epsilon)
+                            answer_epsilon=self.cfg.answer_epsilon, cheb_degree=ref.degree,
+                            block_width=block_width(ref.degree))
 
     def RegisterContext(self, request, context):  # noqa: N802
         import grpc
@@ -132,7 +146,7 @@ class BenchmarkQueryService:
         try:
             validate_public_context(request.public_context, request.params)
             cid = hashlib.sha256(request.params.encode() + b"\0" + request.public_context).hexdigest()[:32]
-            self.pool.run(cid, request.params, request.public_context, self.reference.version, self._coeffs, None)
+            self.pool.run(cid, request.params, request.public_context, self.reference.version, self._layout, None)
         except ValidationError as exc:
             self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except WorkerError as exc:
@@ -149,6 +163,7 @@ class BenchmarkQueryService:
         t0 = time.perf_counter()
         site = self._auth(request, context, "Query", request.context_id, request.reference_version,
                           request.ciphertext)
+        t_auth = time.perf_counter()
         with self._lock:
             reg = self._regs.get(site)
         if reg is None or reg.context_id != request.context_id:
@@ -163,28 +178,38 @@ class BenchmarkQueryService:
             validate_query_vector(blob, reg.params, self.reference.n_slots_used)
         except ValidationError as exc:
             self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        t_valid = time.perf_counter()
         try:
             self.guard.reserve(site)
         except RateLimited as exc:
             self._abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-        p = get_params(reg.params)
-        lap = self._laplace[: p.slots] if self.cfg.add_noise else None
         try:
-            answer, eval_ms, eval_cpu_ms = self.pool.run(reg.context_id, reg.params, reg.blob, self.reference.version,
-                                             self._coeffs, blob, lap, self.cfg.flood_sigma)
+            answer, eval_ms, eval_cpu_ms, prof = self.pool.run(reg.context_id, reg.params, reg.blob,
+                                                               self.reference.version, self._layout, blob,
+                                                               self.cfg.add_noise)
         except WorkerError as exc:
             self.guard.refund(site)
             code = grpc.StatusCode.UNAVAILABLE if exc.crashed else grpc.StatusCode.INVALID_ARGUMENT
             self._abort(context, code, str(exc))
         with self._lock:
             self.stats["ok"] += 1
-        m = self.reference.n_metrics
         noisy = self.cfg.add_noise
         return self.pb.QueryReply(
             answer=answer, server_ms=(time.perf_counter() - t0) * 1000.0, budget_left=self.guard.budget_left(site),
-            percentile_noise_std=float(np.sqrt(2) * self._laplace[:m].max()) if noisy else 0.0,
-            z_noise_std=float(np.sqrt(2) * self._laplace[m : 2 * m].max() * Z_SCALE) if noisy else 0.0,
-            eval_ms=eval_ms, eval_cpu_ms=eval_cpu_ms)
+            percentile_noise_std=self.percentile_noise_std if noisy else 0.0,
+            z_noise_std=self.z_noise_std if noisy else 0.0,
+            eval_ms=eval_ms, eval_cpu_ms=eval_cpu_ms, auth_ms=(t_auth - t0) * 1e3, validate_ms=(t_valid - t_auth) * 1e3,
+            load_ms=prof["load_ms"], circuit_ms=prof["eval_ms"], serialise_ms=prof["serialise_ms"])
+
+    @property
+    def percentile_noise_std(self) -> float:
+        """Largest standard deviation of the Laplace DP noise on a percentile answer (0..1)."""
+        return float(np.sqrt(2) * self._pct_noise.max())
+
+    @property
+    def z_noise_std(self) -> float:
+        """Largest standard deviation of the Laplace DP noise on a z-score answer."""
+        return float(np.sqrt(2) * self._z_noise.max() * Z_SCALE)
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """Strict, cheap validation of a site's public context and query ciphertext, before any evaluation.
 
 Both arrive as TenSEAL serialisations (protobuf messages wrapping SEAL streams). They are parsed here with a
-small, bounds-checked protobuf wire reader, so that a secret key, Galois keys, an off-list parameter set, a
-wrong scale, a wrong size or a truncated/compressed-bomb SEAL stream is refused with a clear message before
+small, bounds-checked protobuf wire reader, so that a secret key, Galois or relinearisation keys, an off-list
+parameter set, a wrong scale, a wrong size or a truncated/compressed-bomb SEAL stream is refused with a clear
+message before
 TenSEAL or SEAL touches the bytes. SEAL's own ``load`` (validity of every coefficient against the modulus)
 then runs inside the memory-capped worker as the second line of defence.
 """
@@ -18,8 +19,8 @@ SEAL_HEADER_SIZE = 16
 #: SEAL compression modes: 0 none, 1 zlib, 2 zstd.
 SEAL_COMPR_MODES = (0, 1, 2)
 
-MAX_CONTEXT_BYTES = 4 * 1024 * 1024
-MAX_QUERY_BYTES = 1024 * 1024
+MAX_CONTEXT_BYTES = 1024 * 1024  # a public context (public key only) is ~125 KB at N=4096
+MAX_QUERY_BYTES = 512 * 1024  # a query is ~64 KB at N=4096, ~128 KB at N=8192
 
 
 class ValidationError(ValueError):
@@ -140,7 +141,7 @@ def parse_context_proto(buf: bytes) -> ContextParts:
 
 
 def validate_public_context(buf: bytes, params_name: str) -> ContextParts:
-    """Refuse anything but a public, allow-listed, relin-keys-only context; return its parts."""
+    """Refuse anything but a public, allow-listed, public-key-only context; return its parts."""
     from infrabrain.privacy.he_params import encryption_parameter_blobs, get_params
 
     try:
@@ -158,8 +159,9 @@ def validate_public_context(buf: bytes, params_name: str) -> ContextParts:
         raise ValidationError("context: holds a secret key (private part); register the public context only")
     if parts.galois_keys:
         raise ValidationError("context: holds Galois keys; they are refused (no rotations are needed)")
-    if not parts.relin_keys:
-        raise ValidationError("context: relinearisation keys are missing")
+    if parts.relin_keys:
+        raise ValidationError("context: holds relinearisation keys; they are refused (the inner-product circuit "
+                              "multiplies by plaintexts only)")
     if not parts.public_key:
         raise ValidationError("context: public key is missing")
     if parts.encryption_parameters not in encryption_parameter_blobs(params_name):
@@ -167,7 +169,6 @@ def validate_public_context(buf: bytes, params_name: str) -> ContextParts:
     if parts.scale != p.scale:
         raise ValidationError(f"context: global scale {parts.scale!r} is not 2^{p.scale_bits}")
     check_seal_stream(parts.public_key, "context.public_key", MAX_CONTEXT_BYTES)
-    check_seal_stream(parts.relin_keys, "context.relin_keys", MAX_CONTEXT_BYTES)
     return parts
 
 
@@ -200,13 +201,14 @@ def validate_query_vector(buf: bytes, params_name: str, n_slots_used: int) -> by
     if len(cts) != 1 or not isinstance(cts[0], bytes):
         raise ValidationError(f"query: expected exactly one ciphertext, got {len(cts)}")
     if sizes != [n_slots_used]:
-        raise ValidationError(f"query: vector size {sizes} must be [{n_slots_used}] (2 slots per metric)")
+        raise ValidationError(f"query: vector size {sizes} must be [{n_slots_used}] (one block of degree + 3 "
+                              "slots per metric)")
     raw_scale = _single(f, 3, what, int, 0)
     scale = struct.unpack("<d", raw_scale.to_bytes(8, "little"))[0] if raw_scale else 0.0
     if not math.isfinite(scale) or scale != p.scale:
         raise ValidationError(f"query: scale {scale!r} is not 2^{p.scale_bits}")
     blob = cts[0]
-    # an uncompressed 2-polynomial ciphertext at the top level: the hard upper bound on the SEAL stream size
+    # an uncompressed 2-polynomial ciphertext at the data level: the hard upper bound on the SEAL stream size
     n_data_primes = len(p.coeff_mod_bit_sizes) - 1
     max_ct = SEAL_HEADER_SIZE + 128 + 2 * p.poly_modulus_degree * n_data_primes * 8
     check_seal_stream(blob, "query.ciphertext", max_ct)

@@ -25,7 +25,7 @@ from infrabrain.logs import get_logger
 
 log = get_logger("coordinator.query_worker")
 
-MAX_CONTEXTS_PER_WORKER = 32  # each holds ~3 MB of relinearisation keys
+MAX_CONTEXTS_PER_WORKER = 128  # each ~1.8 MB resident at N=4096 (SEAL context tables + public key)
 
 
 class WorkerError(RuntimeError):
@@ -59,8 +59,10 @@ def _load_context(blob: bytes, params_name: str):
         raise WorkerError("context: holds a secret key")
     if ctx.has_galois_keys():
         raise WorkerError("context: holds Galois keys")
-    if not ctx.has_relin_keys() or not ctx.has_public_key():
-        raise WorkerError("context: relinearisation or public key missing")
+    if ctx.has_relin_keys():
+        raise WorkerError("context: holds relinearisation keys (the inner-product circuit needs none)")
+    if not ctx.has_public_key():
+        raise WorkerError("context: public key missing")
     parms = ctx.seal_context().data.key_context_data().parms()
     if parms.poly_modulus_degree() != p.poly_modulus_degree:
         raise WorkerError(f"context: N={parms.poly_modulus_degree()} is not {p.poly_modulus_degree}")
@@ -68,7 +70,7 @@ def _load_context(blob: bytes, params_name: str):
     if tuple(bits) != p.coeff_mod_bit_sizes:
         raise WorkerError(f"context: coefficient moduli {bits} are not {list(p.coeff_mod_bit_sizes)}")
     sc = ctx.seal_context().data
-    return {"ctx": ctx, "seal": sc, "relin": ctx.relin_keys().data, "pk": ctx.public_key().data, "params": p}
+    return {"ctx": ctx, "seal": sc, "pk": ctx.public_key().data, "params": p}
 
 
 def _worker_main(conn, cap_bytes: int) -> None:  # pragma: no cover - runs in the child process
@@ -76,12 +78,12 @@ def _worker_main(conn, cap_bytes: int) -> None:  # pragma: no cover - runs in th
     import tenseal as ts
 
     from infrabrain.coordinator.query_eval import CircuitPlan, NoiseSpec, ciphertext_to_bytes, evaluate, prepare_spare
-    from infrabrain.privacy.he_params import get_params, make_context
+    from infrabrain.privacy.he_params import make_context
 
     contexts: OrderedDict[str, dict] = OrderedDict()
     plans: dict[tuple[str, str], Any] = {}
     ref_ctx: dict[str, Any] = {}
-    coeff_store: dict[str, np.ndarray] = {}
+    layouts: dict[str, dict] = {}  # version -> {"coeffs", "laplace", "blocks", "flood"}
     rng = np.random.default_rng()
     while True:
         try:
@@ -93,8 +95,8 @@ def _worker_main(conn, cap_bytes: int) -> None:  # pragma: no cover - runs in th
             if op == "stop":
                 conn.send(("ok", None))
                 return
-            if op == "coeffs":  # ("coeffs", version, coeff matrix)
-                coeff_store[msg[1]] = msg[2]
+            if op == "layout":  # ("layout", version, {"coeffs", "laplace", "blocks", "flood"})
+                layouts[msg[1]] = msg[2]
                 conn.send(("ok", None))
             elif op == "ctx":  # ("ctx", context_id, params, blob)
                 info = _load_context(msg[3], msg[2])
@@ -102,22 +104,24 @@ def _worker_main(conn, cap_bytes: int) -> None:  # pragma: no cover - runs in th
                 while len(contexts) > MAX_CONTEXTS_PER_WORKER:
                     contexts.popitem(last=False)
                 conn.send(("ok", None))
-            elif op == "query":  # ("query", context_id, version, blob, laplace_scales, flood_sigma)
+            elif op == "query":  # ("query", context_id, version, blob, noisy)
                 t0, c0 = time.perf_counter(), time.process_time()
-                _, cid, version, blob, lap, flood = msg
+                _, cid, version, blob, noisy = msg
                 info = contexts.get(cid)
                 if info is None:
                     conn.send(("missing", "context"))
                     continue
                 contexts.move_to_end(cid)
                 p = info["params"]
+                lay = layouts[version]
                 key = (version, p.name)
                 if key not in plans:
                     if p.name not in ref_ctx:
                         ref_ctx[p.name] = make_context(p.name)
-                    coeffs = coeff_store[version]
-                    plans[key] = CircuitPlan(ref_ctx[p.name].seal_context().data, coeffs[:, : p.slots], p.scale)
+                    plans[key] = CircuitPlan(ref_ctx[p.name].seal_context().data, lay["coeffs"][: p.slots],
+                                             p.scale, p.coeff_scale)
                 plan = plans[key]
+                t_load = time.perf_counter()
                 try:
                     vec = ts.ckks_vector_from(info["ctx"], blob)
                     cts = vec.ciphertext()
@@ -126,20 +130,26 @@ def _worker_main(conn, cap_bytes: int) -> None:  # pragma: no cover - runs in th
                     raise WorkerError(f"query: ciphertext does not load under the registered context ({exc})")
                 if ct.size() != 2 or not ct.is_ntt_form():
                     raise WorkerError(f"query: ciphertext has {ct.size()} polynomials (expected 2) or is not NTT")
-                if ct.parms_id() != plan.levels[0]:
-                    raise WorkerError("query: ciphertext is not at the top level of the modulus chain")
+                if ct.parms_id() != plan.level:
+                    raise WorkerError("query: ciphertext is not at the data level of the modulus chain")
                 if ct.scale != p.scale:
                     raise WorkerError(f"query: ciphertext scale {ct.scale!r} is not 2^{p.scale_bits}")
-                noise = None if lap is None else NoiseSpec(np.asarray(lap), float(flood))
-                noise_key = (version, None if lap is None else hash(np.asarray(lap).tobytes()), flood)
+                noise_key = (version, bool(noisy))
+                noise = NoiseSpec(lay["laplace"][: p.slots] if noisy else np.zeros(p.slots), lay["blocks"],
+                                  p.mask_sigma(lay["n_used"]), lay["flood"] if noisy else 0.0)
                 spare = info.pop("spare", None)
+                t_eval = time.perf_counter()
                 if spare is not None and spare[0] != noise_key:
                     spare = None
-                out = evaluate(plan, ct, info["relin"], info["pk"], noise, rng, spare[1] if spare else None)
+                out = evaluate(plan, ct, info["pk"], noise, rng, spare[1] if spare else None)
+                t_ser = time.perf_counter()
                 answer = ciphertext_to_bytes(out)
-                conn.send(("ok", (answer, (time.perf_counter() - t0) * 1e3, (time.process_time() - c0) * 1e3)))
-                if noise is not None:  # idle time: get the next answer's zero encryption and noise ready
-                    info["spare"] = (noise_key, prepare_spare(plan, info["pk"], noise, rng))
+                t_end = time.perf_counter()
+                prof = {"load_ms": (t_eval - t_load) * 1e3, "eval_ms": (t_ser - t_eval) * 1e3,
+                        "serialise_ms": (t_end - t_ser) * 1e3, "spare_hit": spare is not None}
+                conn.send(("ok", (answer, (t_end - t0) * 1e3, (time.process_time() - c0) * 1e3, prof)))
+                # idle time: get the next answer's zero encryption and noise plaintext ready
+                info["spare"] = (noise_key, prepare_spare(plan, info["pk"], noise, rng))
             else:
                 conn.send(("err", f"unknown worker op {op!r}"))
         except WorkerError as exc:
@@ -210,9 +220,13 @@ class WorkerPool:
     def pids(self) -> list[int]:
         return [h.proc.pid for h in self._all]
 
-    def run(self, context_id: str, params: str, context_blob: bytes, version: str, coeffs: np.ndarray,
-            blob: bytes | None, laplace: np.ndarray | None = None, flood: float = 0.0):
-        """Load (if needed) the context and plan on a worker, then evaluate ``blob`` (None: load only)."""
+    def run(self, context_id: str, params: str, context_blob: bytes, version: str, layout: dict[str, Any],
+            blob: bytes | None, noisy: bool = True):
+        """Load (if needed) the context and layout on a worker, then evaluate ``blob`` (None: load only).
+
+        ``layout``: ``coeffs`` [slots], ``laplace`` [slots], ``blocks`` ((lo, hi), ...), ``n_used``, ``flood``
+        (built by the server once per reference). Returns (answer bytes, wall ms, CPU ms, profile dict).
+        """
         h = self._free.get()
         try:
             for _attempt in range(2):
@@ -225,9 +239,9 @@ class WorkerPool:
                     if blob is None:
                         return None
                     if version not in h.versions:
-                        st, val = self._call(h, ("coeffs", version, coeffs))
+                        st, val = self._call(h, ("layout", version, layout))
                         h.versions.add(version)
-                    st, val = self._call(h, ("query", context_id, version, blob, laplace, flood))
+                    st, val = self._call(h, ("query", context_id, version, blob, bool(noisy)))
                     if st == "missing":  # evicted from the worker's LRU
                         h.contexts.discard(context_id)
                         continue

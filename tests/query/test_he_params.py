@@ -20,10 +20,53 @@ def test_allow_list_is_128_bit_secure():
         assert sum(p.coeff_mod_bit_sizes) <= {4096: 109, 8192: 218, 16384: 438}[p.poly_modulus_degree]
 
 
-def test_public_context_has_no_secret_or_galois_keys():
+def test_public_context_has_no_secret_relin_or_galois_keys():
     ctx = make_context()
     parts = validate_public_context(public_context_bytes(ctx), DEFAULT_PARAMS)
-    assert not parts.secret_key and not parts.galois_keys and parts.relin_keys and parts.public_key
+    assert not parts.secret_key and not parts.galois_keys and not parts.relin_keys and parts.public_key
+    assert len(public_context_bytes(ctx)) < 200 * 1024  # parameters + public key only
+
+
+def test_relin_keys_are_refused():
+    ctx = make_context()
+    ctx.generate_relin_keys()
+    blob = ctx.serialize(save_public_key=True, save_secret_key=False, save_galois_keys=False, save_relin_keys=True)
+    with pytest.raises(ValidationError, match="relinearisation"):
+        validate_public_context(blob, DEFAULT_PARAMS)
+
+
+def test_parameter_guards_refuse_insecure_or_unfit_sets():
+    from infrabrain.privacy.he_params import HEParamSet, _check_params
+
+    ok = get_params(DEFAULT_PARAMS)
+    _check_params(ok)
+    too_big = ok.model_copy(update={"coeff_mod_bit_sizes": (60, 50)})  # 110 > 109 bits at N=4096
+    with pytest.raises(ValueError, match="128-bit"):
+        _check_params(too_big)
+    lax = ok.model_copy(update={"max_total_bits": 200})
+    with pytest.raises(ValueError, match="HE-standard"):
+        _check_params(lax)
+    chain = HEParamSet(name="x", poly_modulus_degree=4096, coeff_mod_bit_sizes=(40, 30, 30), scale_bits=20,
+                       coeff_scale_bits=10, max_total_bits=109)
+    with pytest.raises(ValueError, match="one data prime"):
+        _check_params(chain)
+    no_room = ok.model_copy(update={"scale_bits": 30, "coeff_scale_bits": 26})
+    with pytest.raises(ValueError, match="headroom"):
+        _check_params(no_room)
+
+
+def test_mask_sigma_leaves_headroom_below_q0():
+    """The masks' coefficients stay >= 2^MASK_HEADROOM_BITS standard deviations below q0/2."""
+    import math
+
+    from infrabrain.privacy.he_params import MASK_HEADROOM_BITS
+
+    for p in ALLOWED_PARAMS.values():
+        for n in (18, 306, p.slots):
+            sigma = p.mask_sigma(n)
+            coeff_std = p.answer_scale * sigma * math.sqrt(2 * n) / p.poly_modulus_degree
+            assert coeff_std <= 2.0 ** (p.coeff_mod_bit_sizes[0] - 1 - MASK_HEADROOM_BITS)
+            assert coeff_std > 2.0 ** (p.coeff_mod_bit_sizes[0] - 2 - MASK_HEADROOM_BITS)  # not needlessly small
 
 
 def test_secret_key_context_is_refused():
@@ -95,4 +138,4 @@ def test_parameter_blob_is_deterministic():
     a = parse_context_proto(public_context_bytes(make_context())).encryption_parameters
     b = parse_context_proto(public_context_bytes(make_context())).encryption_parameters
     assert a == b
-    assert get_params(DEFAULT_PARAMS).slots == 4096
+    assert get_params(DEFAULT_PARAMS).slots == 2048

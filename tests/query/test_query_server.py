@@ -8,6 +8,15 @@ import pytest
 import tenseal as ts
 
 from infrabrain.client.benchmark_query import BenchmarkClient
+from infrabrain.coordinator.query_layout import blocks, encode_site_inputs
+
+
+def _inputs(reference, t: float) -> tuple[np.ndarray, np.ndarray]:
+    """Every available metric at public-domain position ``t``: (query vector, u per metric)."""
+    m = reference.n_metrics
+    u = np.array([r.to_u(t) for r in reference.metrics])
+    present = np.array([r.available for r in reference.metrics])
+    return encode_site_inputs(u, np.full(m, t), present, reference.degree), u
 
 
 @pytest.fixture(scope="module")
@@ -27,22 +36,20 @@ def test_percentile_matches_plaintext(open_server, identities, reference, fleet_
     c = BenchmarkClient(open_server.address, identities["carol"])
     try:
         c.register()
-        m = reference.n_metrics
+        assert c.fetch_info().cheb_degree == reference.degree
         avail = [i for i, r in enumerate(reference.metrics) if r.available]
         worst_he, worst_plain = 0.0, 0.0
         for t in np.linspace(-1.0, 1.0, 5):
-            vec = np.zeros(2 * m)
-            for i in avail:
-                vec[i], vec[m + i] = reference.metrics[i].to_u(t), t
-            out = c.query_vector(vec)
+            vec, u = _inputs(reference, t)
+            pct, zs = c.query_sums(vec)
             for i in avail:
                 r = reference.metrics[i]
-                worst_he = max(worst_he, abs(out[i] - float(r.poly(vec[i]))))
-                worst_plain = max(worst_plain, abs(out[i] - float(r.cdf(t))))
-                z = out[m + i] * c.info.z_scale
-                assert z == pytest.approx((t - r.t_mean) / r.t_std, abs=1e-3)
-        assert worst_he < 1e-4, worst_he  # CKKS error of the circuit
+                worst_he = max(worst_he, abs(pct[i] - float(r.poly(u[i]))))
+                worst_plain = max(worst_plain, abs(pct[i] - float(r.cdf(t))))
+                assert zs[i] * c.info.z_scale == pytest.approx((t - r.t_mean) / r.t_std, abs=1e-3)
+        assert worst_he < 1e-3, worst_he  # CKKS error of the circuit (masks included)
         assert worst_plain <= 0.01, worst_plain  # + Chebyshev fit error
+        assert c.last_query_bytes < 100 * 1024 and c.last_answer_bytes < 100 * 1024
         # the site-facing API: one query, answers for every metric it has
         answers = c.query(fleet_stats[0])
         assert answers and all(0.0 <= a.percentile <= 100.0 for a in answers)
@@ -51,28 +58,42 @@ def test_percentile_matches_plaintext(open_server, identities, reference, fleet_
         c.close()
 
 
-def test_packed_probes_get_one_answer_per_metric(open_server, identities, reference, proto):
-    """A query whose ciphertext fills all 4096 slots (size field forged to 2M) gets zeros outside 2M slots."""
+def test_packed_probes_get_one_scalar_per_metric_block(open_server, identities, reference, proto):
+    """Junk in EVERY slot (size field forged): each block still yields one scalar, the linear functional
+    sum_k c_k x_k of that block's junk; single slots are masked afresh per answer; outside the blocks, zeros."""
     c = BenchmarkClient(open_server.address, identities["carol"])
     try:
         c.register()
         info = c.fetch_info()
-        probes = np.linspace(-1, 1, 4096)
-        blob = proto.with_size_field(ts.ckks_vector(c.ctx, probes.tolist()).serialize(), 2 * reference.n_metrics)
-        req = c.pb.QueryRequest(auth=c.identity.auth(c.pb, "Query", c.context_id, info.reference_version, blob),
-                                context_id=c.context_id, reference_version=info.reference_version, ciphertext=blob)
-        reply = c.stub.Query(req)
-        from infrabrain.coordinator.query_eval import ciphertext_from_bytes
+        slots = c.ctx.seal_context().data.first_context_data().parms().poly_modulus_degree() // 2
+        junk = np.random.default_rng(7).uniform(-1, 1, slots)
+        blob = proto.with_size_field(ts.ckks_vector(c.ctx, junk.tolist()).serialize(), reference.n_slots_used)
 
-        out = c.decrypt(ciphertext_from_bytes(c.ctx.seal_context().data, reply.answer), 4096)
-        assert np.max(np.abs(out[2 * reference.n_metrics :])) < 1e-3  # flooding noise only (noise is off here)
+        def ask():
+            req = c.pb.QueryRequest(auth=c.identity.auth(c.pb, "Query", c.context_id, info.reference_version, blob),
+                                    context_id=c.context_id, reference_version=info.reference_version,
+                                    ciphertext=blob)
+            from infrabrain.coordinator.query_eval import ciphertext_from_bytes
+
+            return c.decrypt(ciphertext_from_bytes(c.ctx.seal_context().data, c.stub.Query(req).answer), slots)
+
+        a, b = ask(), ask()
+        coeffs = reference.coefficient_vector(slots)
+        for ri, (pb, zb) in zip(reference.metrics, blocks(reference.n_metrics, reference.degree), strict=True):
+            for blk in (pb, zb):
+                expect = float(coeffs[blk] @ junk[blk])  # the one scalar this block can reveal
+                assert a[blk].sum() == pytest.approx(expect, abs=1e-3)
+                assert b[blk].sum() == pytest.approx(expect, abs=1e-3)
+                if ri.available:  # fresh zero-sum masks: single slots are large and differ between answers
+                    assert np.max(np.abs(a[blk] - b[blk])) > 10.0
+        assert np.max(np.abs(a[reference.n_slots_used :])) < 1e-3  # nothing outside the blocks (noise is off)
     finally:
         c.close()
 
 
 def test_replayed_nonce_is_refused(alice):
     info = alice.fetch_info()
-    blob = ts.ckks_vector(alice.ctx, [0.0] * (2 * len(info.metrics))).serialize()
+    blob = ts.ckks_vector(alice.ctx, [0.0] * (info.block_width * len(info.metrics))).serialize()
     auth = alice.identity.auth(alice.pb, "Query", alice.context_id, info.reference_version, blob)
     req = alice.pb.QueryRequest(auth=auth, context_id=alice.context_id, reference_version=info.reference_version,
                                 ciphertext=blob)
@@ -86,7 +107,8 @@ def test_over_budget_is_refused(strict_server, identities):
     c = BenchmarkClient(strict_server.address, identities["bob"])
     try:
         c.register()
-        vec = np.zeros(2 * len(c.fetch_info().metrics))
+        info = c.fetch_info()
+        vec = np.zeros(info.block_width * len(info.metrics))
         for _ in range(3):
             c.query_vector(vec)
         with pytest.raises(grpc.RpcError) as e:
@@ -109,8 +131,8 @@ def test_off_list_params_are_refused_over_grpc(alice):
     ctx = ts.context(ts.SCHEME_TYPE.CKKS, 8192, coeff_mod_bit_sizes=[60, 40, 40, 60])
     ctx.global_scale = 2**40
     ctx.generate_relin_keys()
-    blob = ctx.serialize(save_secret_key=False, save_galois_keys=False)
-    for params in ("ckks-n8192-d3", "ckks-n16384-huge"):
+    blob = ctx.serialize(save_secret_key=False, save_galois_keys=False, save_relin_keys=False)
+    for params in ("ckks-n8192-ip", "ckks-n16384-huge"):
         req = alice.pb.RegisterRequest(auth=alice.identity.auth(alice.pb, "RegisterContext", params, blob),
                                        params=params, public_context=blob)
         with pytest.raises(grpc.RpcError) as e:
@@ -122,7 +144,7 @@ def test_bad_signature_stale_timestamp_and_unknown_site(alice, identities):
     from infrabrain.client.benchmark_query import SiteIdentity
 
     info = alice.fetch_info()
-    blob = ts.ckks_vector(alice.ctx, [0.0] * (2 * len(info.metrics))).serialize()
+    blob = ts.ckks_vector(alice.ctx, [0.0] * (info.block_width * len(info.metrics))).serialize()
 
     def send(auth):
         req = alice.pb.QueryRequest(auth=auth, context_id=alice.context_id,
@@ -147,7 +169,7 @@ def test_bad_signature_stale_timestamp_and_unknown_site(alice, identities):
 
 def test_stale_reference_version_is_refused(alice):
     info = alice.fetch_info()
-    blob = ts.ckks_vector(alice.ctx, [0.0] * (2 * len(info.metrics))).serialize()
+    blob = ts.ckks_vector(alice.ctx, [0.0] * (info.block_width * len(info.metrics))).serialize()
     req = alice.pb.QueryRequest(auth=alice.identity.auth(alice.pb, "Query", alice.context_id, "old", blob),
                                 context_id=alice.context_id, reference_version="old", ciphertext=blob)
     with pytest.raises(grpc.RpcError) as e:
@@ -175,11 +197,10 @@ def test_noise_is_added_when_enabled(reference, identities):
                      QueryServerConfig(workers=1, guard=GuardConfig(budget=5)))
     try:
         c = BenchmarkClient(h.address, identities["alice"])
-        m = reference.n_metrics
         i = reference.index("gpu_failure_rate.H100")
-        vec = np.zeros(2 * m)
-        a, b = c.query_vector(vec)[i], c.query_vector(vec)[i]
-        assert a != b and abs(a - float(reference.metrics[i].poly(0.0))) < 1.0
+        vec, u = _inputs(reference, 0.0)
+        a, b = c.query_sums(vec)[0][i], c.query_sums(vec)[0][i]
+        assert a != b and abs(a - float(reference.metrics[i].poly(u[i]))) < 1.0
         c.close()
     finally:
         h.stop()
@@ -196,14 +217,14 @@ def test_killed_worker_is_restarted_and_the_server_keeps_answering(reference, id
                      QueryServerConfig(workers=1, add_noise=False, guard=GuardConfig(budget=5)))
     try:
         c = BenchmarkClient(h.address, identities["alice"])
-        vec = np.zeros(2 * reference.n_metrics)
+        vec, u = _inputs(reference, 0.0)
         c.query_vector(vec)
         os.kill(h.pool.pids()[0], signal.SIGKILL)
         with pytest.raises(grpc.RpcError) as e:
             c.query_vector(vec)
         assert _code(e) == grpc.StatusCode.UNAVAILABLE and "restarted" in e.value.details()
         i = reference.index("gpu_failure_rate.H100")
-        assert abs(c.query_vector(vec)[i] - float(reference.metrics[i].poly(0.0))) < 1e-3
+        assert abs(c.query_sums(vec)[0][i] - float(reference.metrics[i].poly(u[i]))) < 1e-3
         assert h.pool.restarts == 1 and h.service.guard.budget_left("alice") == 3  # the failed one was refunded
         c.close()
     finally:
