@@ -2,9 +2,13 @@
 
 Data: the site simulates its own telemetry from its partition id and seed (``infrabrain.simulation``); sites
 differ in size, ambient temperature, fault rates and firmware quality (non-IID). The first 70 % of the run
-(by time) trains, the last 30 % (after a one-hour gap) is the held-out evaluation split. Normalisation is
-fitted on the site's own training part and never leaves the site. Training windows do not overlap (one hour
-each, the privacy unit); evaluation windows are cut every 10 minutes.
+(by time) trains, the last 30 % (after a one-hour gap) is the held-out evaluation split. Training windows do
+not overlap (one hour each, the privacy unit); evaluation windows are cut every 10 minutes.
+
+Normalisation uses :func:`public_normalizer`: centres and scales fitted on *public* simulated sites (the
+coordinator's simulator, partition ids from :data:`PUBLIC_PARTITION_BASE`), never on this site's telemetry. A
+normaliser fitted on the site's own windows would be a data-dependent step outside DP-SGD: every trained weight
+would then depend on all windows at once, and that release would not be covered by the accounted epsilon.
 
 Training: ``infrabrain.privacy.train_dp`` with the site's persistent :class:`PrivacyLedger` under
 ``<state_dir>/ledger``; the ledger file is re-read every round (each round runs in a fresh process), the run is
@@ -34,6 +38,11 @@ POOL_MIN = 5
 TRAIN_FRACTION = 0.7
 STRIDE_MIN = 10
 DEFAULT_ACCELERATION = 300.0
+#: Partition ids of public (simulated) sites start here; real and simulated federation sites are numbered from 0.
+PUBLIC_PARTITION_BASE = 1_000_000
+#: Public sites and hours the shared normaliser is fitted on (deterministic: every party gets the same one).
+PUBLIC_NORMALIZER_SITES = 2
+PUBLIC_NORMALIZER_MAX_HOURS = 72.0
 
 
 def feature_set() -> Any:
@@ -105,6 +114,41 @@ def _site_data_cached(settings: SiteSettings, acceleration: float) -> SiteData:
     return SiteData(train, test)
 
 
+def _public_settings(settings: SiteSettings, index: int) -> SiteSettings:
+    """Settings of public site ``index``: like ``settings`` (size, hours, seed) but a public partition id."""
+    pid = PUBLIC_PARTITION_BASE + index
+    return SiteSettings(partition_id=pid, num_partitions=pid + 1, data_seed=settings.data_seed,
+                        site_gpus=settings.site_gpus, site_hours=settings.site_hours)
+
+
+@lru_cache(maxsize=8)
+def _public_normalizer_cached(site_gpus: int, site_hours: float, data_seed: int, acceleration: float) -> Any:
+    from infrabrain.models.snapshots import make_splits
+    from infrabrain.simulation.engine import simulate_site
+
+    hours = min(site_hours, PUBLIC_NORMALIZER_MAX_HOURS)
+    base = SiteSettings(data_seed=data_seed, site_gpus=site_gpus, site_hours=hours)
+    runs = []
+    for i in range(PUBLIC_NORMALIZER_SITES):
+        ps = _public_settings(base, i)
+        runs.append(simulate_site(site_spec(ps), hours, seed=ps.data_seed * 1000 + ps.partition_id,
+                                  acceleration=acceleration))
+    splits = make_splits(runs, heldout=0, window_min=WINDOW_MIN, stride_min=WINDOW_MIN,
+                         fractions=(TRAIN_FRACTION, TRAIN_FRACTION + 0.02), feature_set=feature_set(),
+                         pool_min=POOL_MIN)
+    return splits.normalizer
+
+
+def public_normalizer(settings: SiteSettings, acceleration: float) -> Any:
+    """The shared feature normaliser, fitted on public simulated sites only (see the module docstring).
+
+    Deterministic in (site size, hours, data seed, acceleration): the coordinator, every site and every
+    evaluation build the identical normaliser without exchanging anything.
+    """
+    return _public_normalizer_cached(settings.site_gpus, float(settings.site_hours), settings.data_seed,
+                                     float(acceleration))
+
+
 def _site_tensors(settings: SiteSettings, acceleration: float) -> tuple[Any, dict[str, Any]]:
     """The site's encoded telemetry, from its on-site cache (memory-mapped) or simulated and cached.
 
@@ -116,7 +160,7 @@ def _site_tensors(settings: SiteSettings, acceleration: float) -> tuple[Any, dic
 
     key = {"partition_id": settings.partition_id, "data_seed": settings.data_seed, "site_gpus": settings.site_gpus,
            "site_hours": settings.site_hours, "acceleration": acceleration, "feature_set": feature_set().fingerprint(),
-           "window_min": WINDOW_MIN, "pool_min": POOL_MIN, "version": 1}
+           "window_min": WINDOW_MIN, "pool_min": POOL_MIN, "normalizer": "public", "version": 2}
     cache = settings.data_path
     if settings.state_dir or settings.data_dir:
         try:
@@ -130,7 +174,7 @@ def _site_tensors(settings: SiteSettings, acceleration: float) -> tuple[Any, dic
     # Training windows do not overlap (stride = window): one snapshot window is the DP privacy unit.
     splits = make_splits([run], heldout=0, window_min=WINDOW_MIN, stride_min=WINDOW_MIN, eval_stride_min=STRIDE_MIN,
                          fractions=(TRAIN_FRACTION, TRAIN_FRACTION + 0.02), feature_set=feature_set(),
-                         pool_min=POOL_MIN)
+                         pool_min=POOL_MIN, normalizer=public_normalizer(settings, acceleration))
     if splits.window != _window() or splits.pool != POOL_MIN:
         raise ValueError(f"site telemetry cadence gives window {splits.window}/pool {splits.pool}; the federation's "
                          f"model expects {_window()}/{POOL_MIN} (60 s cadence)")
@@ -250,7 +294,7 @@ def predictor_train(settings: SiteSettings, weights: list[np.ndarray], cfg: Mapp
 
     sigma = float(cfg.get("noise-multiplier", 0.0))
     dp_cfg = DPConfig(
-        max_grad_norm=float(cfg.get("max-grad-norm", 1.0)), noise_multiplier=sigma if sigma > 0 else None,
+        max_grad_norm=float(cfg.get("max-grad-norm", 3.0)), noise_multiplier=sigma if sigma > 0 else None,
         expected_batch_size=batch, max_physical_batch_size=max(batch, 32), epochs=float(cfg.get("local-epochs", 1)),
         lr=float(cfg.get("lr", 0.1)), optimizer=str(cfg.get("optimizer", "sgd")),
         momentum=float(cfg.get("momentum", 0.0)) if str(cfg.get("optimizer", "sgd")) == "sgd" else 0.0,

@@ -49,7 +49,7 @@ def _federate(args: argparse.Namespace) -> int:
         args.sites, args.rounds, args.sample, work, strategy=args.strategy, secagg=args.secagg or None,
         site_gpus=args.site_gpus, site_hours=args.site_hours, eps_budget=args.eps_budget,
         noise_multiplier=args.noise_multiplier, local_epochs=args.local_epochs, lr=args.lr, seed=args.seed,
-        data_seed=args.seed, **extra)
+        data_seed=args.seed, public_sites=args.public_sites, **extra)
 
     def show(r: dict[str, Any]) -> None:
         ev = r.get("eval", {})
@@ -156,6 +156,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="fixed DP noise; 0 (default) calibrates it to the budget")
     fed.add_argument("--local-epochs", type=int, default=None)
     fed.add_argument("--lr", type=float, default=None)
+    fed.add_argument("--public-sites", type=int, default=None,
+                     help="public simulated sites the coordinator pretrains the starting model on (default 4; 0 = "
+                          "random start)")
     fed.add_argument("--seed", type=int, default=0)
     fed.add_argument("--run-config", action="append", help="extra 'key=value ...' federation settings")
     fed.add_argument("--out", default=None, help="work directory (registry, site state); default: a temp dir")

@@ -4,10 +4,11 @@ Used by ``bench/federation.py`` and by the demo (:func:`federated_demo`). This i
 simulates the sites' data in one process to score models on sites that never took part in training. In a real
 deployment no party holds other sites' data; each site only evaluates on its own.
 
+- start: the model the federation started from (the public pretrained model, or random weights);
 - federated: the registry's final global model after ``rounds`` DP rounds;
-- local-only: each training site trains alone with DP-SGD for the same number of local epochs and the same
-  epsilon budget, under its own throw-away ledger; the mean of their held-out PR-AUCs is reported;
-- centralised: one model trained without DP on all training sites' data pooled, for the same number of epochs.
+- local-only: each training site trains alone with DP-SGD from the same start, for the same number of local
+  epochs and the same epsilon budget, under its own throw-away ledger; the mean of their held-out PR-AUCs;
+- centralised: one model trained without DP on all training sites' data pooled.
 """
 
 from __future__ import annotations
@@ -60,13 +61,31 @@ def heldout_sets(cfg: FederationConfig, first_id: int, count: int, total: int) -
     return [site_data(settings_for(cfg, pid, total, root), site_cfg).test for pid in range(first_id, first_id + count)]
 
 
-def train_local_only(cfg: FederationConfig, partition_id: int, total: int, work: str | Path) -> list[np.ndarray]:
-    """One site training alone: DP-SGD for ``rounds`` runs of ``local-epochs`` under its own budget."""
+def federation_start(cfg: FederationConfig) -> list[np.ndarray]:
+    """The arrays the federation started from: the public pretrained model (cached next to the registry) when
+    ``public-sites`` > 0, else the seeded random initialisation."""
+    from infrabrain.client.local_training import initial_weights
+
+    fresh = initial_weights(cfg.task, cfg.model_dump(by_alias=True))
+    if cfg.public_sites == 0:
+        return fresh
+    from infrabrain.coordinator.public_model import public_initial_weights
+
+    return public_initial_weights(cfg, fresh, cfg.registry_dir).arrays
+
+
+def train_local_only(cfg: FederationConfig, partition_id: int, total: int, work: str | Path,
+                     init: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
+    """One site training alone: DP-SGD for ``rounds`` runs of ``local-epochs`` under its own budget.
+
+    ``init``: the arrays to start from (the federation's own starting point, e.g. the public pretrained model,
+    so the comparison measures what federating adds); None = random initialisation.
+    """
     import torch
 
     from infrabrain.client.predictor_task import _calibrated_noise, build_predictor, site_data
     from infrabrain.models.snapshots import collate_snapshots
-    from infrabrain.models.training import get_weights, loss_fn
+    from infrabrain.models.training import get_weights, loss_fn, set_weights
     from infrabrain.privacy.budget import BudgetConfig
     from infrabrain.privacy.dp_training import DPConfig, train_dp
     from infrabrain.privacy.ledger import PrivacyLedger
@@ -76,6 +95,8 @@ def train_local_only(cfg: FederationConfig, partition_id: int, total: int, work:
     site_cfg = cfg.site_config()
     data = site_data(settings, site_cfg)
     model = build_predictor(site_cfg)
+    if init is not None:
+        set_weights(model, init)
     ledger = PrivacyLedger.open(settings.state_path / "ledger", BudgetConfig(epsilon_total=cfg.eps_budget),
                                 site=f"local-{partition_id}")
     n = len(data.train)
@@ -93,14 +114,20 @@ def train_local_only(cfg: FederationConfig, partition_id: int, total: int, work:
 
 
 def train_centralized(cfg: FederationConfig, partition_ids: Sequence[int], total: int,
-                      epochs: int | None = None) -> list[np.ndarray]:
-    """Non-private reference: all training sites' data pooled in one place (what federation avoids)."""
+                      epochs: int | None = None, init: Sequence[np.ndarray] | None = None,
+                      optimizer: str | None = None, lr: float | None = None) -> list[np.ndarray]:
+    """Non-private reference: all training sites' data pooled in one place (what federation avoids).
+
+    By default it trains like the federation's sites (optimizer, lr, ``rounds x local-epochs`` epochs); pass
+    ``epochs``/``optimizer``/``lr`` for a stronger recipe and ``init`` to start from the same arrays as the
+    federation (None = random initialisation).
+    """
     import torch
     from torch.utils.data import ConcatDataset
 
     from infrabrain.client.predictor_task import build_predictor, site_data
     from infrabrain.models.snapshots import collate_snapshots
-    from infrabrain.models.training import get_weights, loss_fn
+    from infrabrain.models.training import get_weights, loss_fn, set_weights
     from infrabrain.privacy.dp_training import DPConfig
     from infrabrain.privacy.nonprivate import train_nonprivate
 
@@ -109,9 +136,13 @@ def train_centralized(cfg: FederationConfig, partition_ids: Sequence[int], total
     site_cfg = cfg.site_config()
     pooled = ConcatDataset([site_data(settings_for(cfg, pid, total, root), site_cfg).train for pid in partition_ids])
     model = build_predictor(site_cfg)
+    if init is not None:
+        set_weights(model, init)
     ep = epochs if epochs is not None else cfg.num_server_rounds * cfg.local_epochs
-    dp_cfg = DPConfig(expected_batch_size=min(cfg.batch_size, len(pooled)), epochs=float(ep), lr=cfg.lr,
-                      optimizer=cfg.optimizer, momentum=cfg.momentum if cfg.optimizer == "sgd" else 0.0)
+    opt = optimizer or cfg.optimizer
+    dp_cfg = DPConfig(expected_batch_size=min(cfg.batch_size, len(pooled)), epochs=float(ep),
+                      lr=lr if lr is not None else cfg.lr, optimizer=opt,
+                      momentum=cfg.momentum if opt == "sgd" else 0.0)
     train_nonprivate(model, pooled, loss_fn, collate_snapshots, config=dp_cfg, seed=cfg.seed)
     return get_weights(model)
 
@@ -138,12 +169,14 @@ def federated_demo(sites: int = 3, rounds: int = 3, site_gpus: int = 16, site_ho
     held = heldout_sets(cfg, sites, heldout, total)
     site_cfg = cfg.site_config()
     fed = pooled_scores(final.arrays, held, site_cfg)
+    start = federation_start(cfg)
     local = []
     for pid in range(sites):
-        w = train_local_only(cfg, pid, total, work)
+        w = train_local_only(cfg, pid, total, work, init=start)
         local.append({"site": pid, **pooled_scores(w, held, site_cfg)})
     finite = [x["pr_auc"] for x in local if math.isfinite(x["pr_auc"])]
     eps = [r["eps_max"] for r in report.rounds if r.get("eps_max") is not None]
-    return {"rounds": report.rounds, "federated": fed, "local_only": local,
+    return {"rounds": report.rounds, "federated": fed, "start": pooled_scores(start, held, site_cfg),
+            "local_only": local,
             "local_only_mean_pr_auc": float(np.mean(finite)) if finite else float("nan"),
             "eps_max": max(eps) if eps else None, "registry_dir": cfg.registry_dir, "work_dir": str(work)}

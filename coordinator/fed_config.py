@@ -51,8 +51,12 @@ class FederationConfig(BaseModel):
     dp: bool = True
     noise_multiplier: float = Field(0.0, alias="noise-multiplier", ge=0.0,
                                     description="0 = calibrate to the remaining budget over the remaining rounds")
-    max_grad_norm: float = Field(1.0, alias="max-grad-norm", gt=0.0)
+    max_grad_norm: float = Field(3.0, alias="max-grad-norm", gt=0.0)
     eps_budget: float = Field(8.0, alias="eps-budget", gt=0.0)
+    # The starting point: the predictor pretrained on public simulated sites (coordinator/public_model.py).
+    public_sites: int = Field(4, alias="public-sites", ge=0, le=64,
+                              description="public simulated sites to pretrain the initial model on; 0 = random init")
+    public_epochs: int = Field(8, alias="public-epochs", ge=1, le=1000)
     # Simulated site data (only used where a site simulates itself: simulation engine, demo, tests).
     site_gpus: int = Field(16, alias="site-gpus", ge=1)
     site_hours: float = Field(168.0, alias="site-hours", gt=0.0)

@@ -49,6 +49,12 @@ def _initial(cfg: FederationConfig, registry: ModelRegistry) -> tuple[ArrayRecor
     fresh = initial_weights(cfg.task, cfg.model_dump(by_alias=True))
     latest = registry.latest() if cfg.resume else None
     if latest is None:
+        if cfg.public_sites > 0:
+            from infrabrain.coordinator.public_model import public_initial_weights
+
+            public = public_initial_weights(cfg, fresh, registry.root)
+            log.info("starting from the public pretrained model", extra=public.meta)
+            fresh = public.arrays
         return ArrayRecord({str(i): Array(a) for i, a in enumerate(fresh)}), 1
     shapes = [list(a.shape) for a in fresh]
     if latest.meta.get("shapes") != shapes or latest.meta.get("task") != cfg.task:

@@ -67,7 +67,8 @@ def test_tls_auth_federation_with_kill_and_rejoin(tmp_path: Path) -> None:
         procs["rogue"] = rogue
 
         run = submit_run(ROOT, link_cfg.flwr_home, link_cfg.connection_name, {
-            "num-server-rounds": 4, "registry-dir": str(registry_dir), "round-timeout-s": 240.0,
+            # public-sites 0: start from random weights, so that "the rounds improve the model" is what is tested
+            "num-server-rounds": 4, "registry-dir": str(registry_dir), "round-timeout-s": 240.0, "public-sites": 0,
             "straggler-timeout-s": 15.0, "noise-multiplier": 1.0, "eps-budget": 20.0, "local-epochs": 1,
             "batch-size": 32, "optimizer": "sgd", "lr": 0.1, "acceleration": 1000.0,
             "min-train-sites": 2, "min-available-sites": 2, "site-gpus": SITE["site_gpus"],

@@ -1,0 +1,87 @@
+"""The coordinator's public starting point: pretrained on simulated sites only, cached, never mis-loaded."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from infrabrain.coordinator.simulation_run import simulation_config
+
+
+def _cfg(tmp_path, **kw):
+    base = dict(site_gpus=8, site_hours=48.0, public_sites=1, public_epochs=2)
+    base.update(kw)
+    return simulation_config(2, 1, None, tmp_path / "work", **base)
+
+
+def test_public_model_is_trained_cached_and_retrained_when_settings_change(tmp_path) -> None:
+    from infrabrain.client.local_training import initial_weights
+    from infrabrain.coordinator.public_model import PUBLIC_PARTITION_BASE, public_initial_weights
+
+    cfg = _cfg(tmp_path)
+    fresh = initial_weights(cfg.task, cfg.model_dump(by_alias=True))
+    cache = tmp_path / "registry"
+    first = public_initial_weights(cfg, fresh, cache)
+    assert [a.shape for a in first.arrays] == [a.shape for a in fresh]
+    assert first.meta["public_sites"] == 1 and first.meta["steps"] > 0
+    # trained: the arrays moved away from the random initialisation
+    assert any(not np.allclose(a, b) for a, b in zip(first.arrays, fresh, strict=True))
+    # public data lives under the cache, in public partition ids only
+    assert (cache / "public-sites" / "public-0000").is_dir()
+    assert PUBLIC_PARTITION_BASE >= 1_000_000
+
+    mtime = (cache / "public-init.npz").stat().st_mtime_ns
+    again = public_initial_weights(cfg, fresh, cache)  # from the cache: identical, file untouched
+    assert all(np.array_equal(a, b) for a, b in zip(first.arrays, again.arrays, strict=True))
+    assert (cache / "public-init.npz").stat().st_mtime_ns == mtime
+
+    other = public_initial_weights(_cfg(tmp_path, public_epochs=1), fresh, cache)  # other settings: retrained
+    assert other.meta["epochs"] == 1
+
+
+def test_a_corrupt_cache_is_retrained_not_loaded(tmp_path) -> None:
+    from infrabrain.client.local_training import initial_weights
+    from infrabrain.coordinator.public_model import public_initial_weights
+
+    cfg = _cfg(tmp_path)
+    fresh = initial_weights(cfg.task, cfg.model_dump(by_alias=True))
+    cache = tmp_path / "registry"
+    first = public_initial_weights(cfg, fresh, cache)
+    (cache / "public-init.npz").write_bytes(b"PK\x03\x04 not a zip")
+    again = public_initial_weights(cfg, fresh, cache)
+    assert all(np.array_equal(a, b) for a, b in zip(first.arrays, again.arrays, strict=True))  # deterministic
+
+
+def test_public_sites_zero_keeps_the_random_start(tmp_path) -> None:
+    from infrabrain.client.local_training import initial_weights
+    from infrabrain.coordinator.comparison import federation_start
+
+    cfg = _cfg(tmp_path, public_sites=0)
+    fresh = initial_weights(cfg.task, cfg.model_dump(by_alias=True))
+    assert all(np.array_equal(a, b) for a, b in zip(federation_start(cfg), fresh, strict=True))
+
+
+def test_site_normalisation_is_public_and_independent_of_the_site_data(tmp_path) -> None:
+    """The normaliser a site applies is fitted on public simulated sites only: identical for every site and
+    unchanged when the site's own telemetry changes (a data-dependent one would escape the DP accounting)."""
+    from infrabrain.client import predictor_task as pt
+    from infrabrain.client.local_training import SiteSettings
+    from infrabrain.models.snapshots import make_splits
+    from infrabrain.simulation.engine import simulate_site
+
+    a = SiteSettings(partition_id=0, num_partitions=3, site_gpus=8, site_hours=48.0, state_dir=str(tmp_path / "a"))
+    b = SiteSettings(partition_id=2, num_partitions=3, site_gpus=8, site_hours=48.0, state_dir=str(tmp_path / "b"))
+    na, nb = pt.public_normalizer(a, 300.0), pt.public_normalizer(b, 300.0)
+    assert na.to_dict() == nb.to_dict()
+    # what the site's own data would have given is different: so the public one is really not site-fitted
+    run = simulate_site(pt.site_spec(a), 48.0, seed=a.data_seed * 1000 + a.partition_id, acceleration=300.0)
+    own = make_splits([run], heldout=0, window_min=60, stride_min=60, fractions=(0.7, 0.72),
+                      feature_set=pt.feature_set(), pool_min=5).normalizer
+    assert own.to_dict() != na.to_dict()
+    # and the site's training tensors are normalised with the public one
+    tensors, _ = pt._site_tensors(a, 300.0)
+    pub = make_splits([run], heldout=0, window_min=60, stride_min=60, fractions=(0.7, 0.72),
+                      feature_set=pt.feature_set(), pool_min=5, normalizer=na).train_sites[0]
+    assert np.allclose(pub.vals0, tensors.vals0)
+    mine = make_splits([run], heldout=0, window_min=60, stride_min=60, fractions=(0.7, 0.72),
+                       feature_set=pt.feature_set(), pool_min=5).train_sites[0]
+    assert not np.allclose(mine.vals0, tensors.vals0)
