@@ -294,9 +294,9 @@ def predictor_train(settings: SiteSettings, weights: list[np.ndarray], cfg: Mapp
 
     sigma = float(cfg.get("noise-multiplier", 0.0))
     dp_cfg = DPConfig(
-        max_grad_norm=float(cfg.get("max-grad-norm", 3.0)), noise_multiplier=sigma if sigma > 0 else None,
+        max_grad_norm=float(cfg.get("max-grad-norm", 1.0)), noise_multiplier=sigma if sigma > 0 else None,
         expected_batch_size=batch, max_physical_batch_size=max(batch, 32), epochs=float(cfg.get("local-epochs", 1)),
-        lr=float(cfg.get("lr", 0.1)), optimizer=str(cfg.get("optimizer", "sgd")),
+        lr=float(cfg.get("lr", 0.03)), optimizer=str(cfg.get("optimizer", "sgd")),
         momentum=float(cfg.get("momentum", 0.0)) if str(cfg.get("optimizer", "sgd")) == "sgd" else 0.0,
     )
     ledger = _ledger(settings, cfg)

@@ -44,14 +44,14 @@ class FederationConfig(BaseModel):
     # Local training, sent to every site each round.
     task: Literal["predictor"] = "predictor"
     local_epochs: int = Field(1, alias="local-epochs", ge=1, le=100)
-    lr: float = Field(0.1, gt=0.0, le=10.0)
+    lr: float = Field(0.03, gt=0.0, le=10.0)
     optimizer: Literal["sgd", "adam"] = "sgd"
     momentum: float = Field(0.0, ge=0.0, lt=1.0)
     batch_size: int = Field(32, alias="batch-size", ge=1)
     dp: bool = True
     noise_multiplier: float = Field(0.0, alias="noise-multiplier", ge=0.0,
                                     description="0 = calibrate to the remaining budget over the remaining rounds")
-    max_grad_norm: float = Field(3.0, alias="max-grad-norm", gt=0.0)
+    max_grad_norm: float = Field(1.0, alias="max-grad-norm", gt=0.0)
     eps_budget: float = Field(8.0, alias="eps-budget", gt=0.0)
     # The starting point: the predictor pretrained on public simulated sites (coordinator/public_model.py).
     public_sites: int = Field(4, alias="public-sites", ge=0, le=64,
