@@ -3,7 +3,10 @@
 Trains the GNN on a simulated federation (default 10 sites, 3 held out, 24 h, acceleration 200), fits every
 baseline on the same split, evaluates all of them on the held-out sites, then times one training epoch over
 1,000 snapshots of a 512-GPU site and inference on a 10,000-GPU snapshot. Prints a human summary, then as its
-LAST line one JSON object (keys named in issue 3).
+LAST line one JSON object (keys named in issue 3). Also reported: the calibrated GNN + logistic ensemble
+(``pr_auc_ensemble``), the GNN at the alert threshold chosen on the validation site (``val_threshold_*``), the
+per-cause comparison with the rules (``by_cause_vs_rules``) and the simulator-truth oracle bounds (``oracle_*``:
+what any model could reach on this simulator; ``--no-oracle`` skips them).
 
     .venv/bin/python bench/predictor.py                 # default
     .venv/bin/python bench/predictor.py --hours 48 --epochs 12 --acceleration 100   # larger
@@ -39,9 +42,11 @@ def accuracy_part(args: argparse.Namespace) -> dict:
           f"{sum(r.topology.count('gpu') for r in runs)} GPUs, {fails} failure events, {sim_s:.1f} s", file=sys.stderr)
     cfg = PipelineConfig(heldout=args.heldout, val_sites=args.val_sites, weight_decay=args.weight_decay,
                          epochs=args.epochs, patience=args.patience, seed=args.seed,
-                         hidden=args.hidden, layers=args.layers, lr=args.lr, level_features=not args.no_levels, progress=not args.no_progress)
+                         hidden=args.hidden, layers=args.layers, lr=args.lr, level_features=not args.no_levels,
+                         summary_features=not args.no_summary, progress=not args.no_progress)
     trained = train_predictor(runs, cfg)
-    rep = evaluate_predictor(trained, args.report_dir, rootcause_events=args.rootcause_events)
+    rep = evaluate_predictor(trained, args.report_dir, rootcause_events=args.rootcause_events,
+                             oracle=not args.no_oracle)
     g = rep["models"]["gnn"]
     print("held-out sites:", ", ".join(rep["sites"]), file=sys.stderr)
     print("epochs (validation site PR-AUC):", ", ".join(f"{h['epoch']}: {h.get('val_pr_auc', float('nan')):.3f}"
@@ -56,6 +61,33 @@ def accuracy_part(args: argparse.Namespace) -> dict:
     print(f"GNN / best non-graph ({rep['best_baseline']}) PR-AUC ratio: {rep['pr_auc_ratio']:.2f}; cascades "
           f"({rep['best_baseline_cascade']}): {rep['pr_auc_ratio_cascade']:.2f}", file=sys.stderr)
     print("by cause group (GNN):", json.dumps(g["by_cause_group"]), file=sys.stderr)
+    e = rep["models"].get("ensemble", {})
+    ece_raw = g.get("ece_uncalibrated")
+    print(f"calibration (Platt on the validation split): GNN ECE {g['calibration']['ece']:.3f}"
+          + (f" (uncalibrated {ece_raw:.3f})" if ece_raw is not None else "")
+          + (f"; ensemble ECE {e['calibration']['ece']:.3f}" if e else ""), file=sys.stderr)
+    op = g.get("at_val_threshold")
+    if op:
+        print(f"GNN at the threshold chosen on the validation site ({op['threshold']:.3f}): precision "
+              f"{op['precision']:.2f}, recall on precursor failures {op['recall_precursor']:.2f} (all "
+              f"{op['recall']:.2f}), median lead {op['median_lead_min']:.1f} min", file=sys.stderr)
+    ru = rep["models"]["rules"]["by_cause_group"]
+    per_cause = {}
+    for grp, v in g["by_cause_group"].items():
+        r = ru.get(grp, {})
+        per_cause[grp] = {"events": v["events"], "gnn_recall": v["recall_at_p50_threshold"],
+                          "rules_recall": r.get("recall_at_p50_threshold"), "gnn_pr_auc": v["pr_auc"],
+                          "rules_pr_auc": r.get("pr_auc")}
+    print(f"{'cause':10s} {'events':>6s} {'rec GNN':>7s} {'rec rules':>9s} {'PR-AUC GNN':>10s} {'PR-AUC rules':>12s}",
+          file=sys.stderr)
+    for grp, v in per_cause.items():
+        print(f"{grp:10s} {v['events']:6d} {v['gnn_recall']:7.2f} {_f(v['rules_recall']):>9s} {v['gnn_pr_auc']:10.3f} "
+              f"{_f(v['rules_pr_auc'], 3):>12s}", file=sys.stderr)
+    oracle = rep.get("oracle", {})
+    for kind, m in oracle.items():
+        print(f"oracle ({kind}): PR-AUC {m['pr_auc']:.3f}, recall@p50 on precursor failures "
+              f"{m['event_recall_at_p50_precursor']:.2f} (all {m['event_recall_at_p50']:.2f}), median lead "
+              f"{m['median_lead_min']:.1f} min", file=sys.stderr)
     print("root cause:", json.dumps(rep["rootcause"]), file=sys.stderr)
     for s in rep["explanations"][:3]:
         print("  ", s, file=sys.stderr)
@@ -78,7 +110,25 @@ def accuracy_part(args: argparse.Namespace) -> dict:
         "epochs_run": rep["train"]["epochs_run"],
         "train_s": rep["train"]["train_s"],
         "rules_recall_at_p50": rep["models"]["rules"]["event_recall_at_p50_precursor"],
+        "ece_gnn": g.get("calibration", {}).get("ece"),
+        "ece_gnn_uncalibrated": g.get("ece_uncalibrated"),
+        "pr_auc_ensemble": e.get("pr_auc"),
+        "pr_auc_ratio_ensemble": rep.get("pr_auc_ratio_ensemble"),
+        "ensemble_recall_at_p50": e.get("event_recall_at_p50_precursor"),
+        "ensemble_median_lead_min": e.get("median_lead_min"),
+        "ece_ensemble": e.get("calibration", {}).get("ece"),
+        "best_epoch": rep["train"]["best_epoch"],
+        **{f"val_threshold_{k}": v for k, v in g.get("at_val_threshold", {}).items()},
+        "pr_auc_logistic": rep["models"].get("logistic", {}).get("pr_auc"),
+        "by_cause_vs_rules": per_cause,
+        **{f"oracle_{kind}_{key}": m[src] for kind, m in oracle.items()
+           for key, src in (("pr_auc", "pr_auc"), ("recall_at_p50", "event_recall_at_p50_precursor"),
+                            ("recall_at_p50_all", "event_recall_at_p50"), ("median_lead_min", "median_lead_min"))},
     }
+
+
+def _f(x: float | None, nd: int = 2) -> str:
+    return "-" if x is None else f"{x:.{nd}f}"
 
 
 def epoch_part(args: argparse.Namespace) -> dict:
@@ -151,9 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hours", type=float, default=24.0)
     p.add_argument("--acceleration", type=float, default=200.0,
                    help="fault-rate multiplier (1 = realistic: ~1 failure in 10 sites x 48 h, nothing to learn)")
-    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--patience", type=int, default=3)
     p.add_argument("--no-levels", action="store_true", help="GNN input without the normalised levels")
+    p.add_argument("--no-summary", action="store_true", help="GNN input without the per-metric window summaries")
     p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
     p.add_argument("--hidden", type=int, default=32)
     p.add_argument("--layers", type=int, default=3)
@@ -163,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epoch-snapshots", type=int, default=1000)
     p.add_argument("--infer-gpus", type=int, default=10000)
     p.add_argument("--infer-repeats", type=int, default=5)
+    p.add_argument("--no-oracle", action="store_true", help="skip the simulator-truth oracle bounds")
     p.add_argument("--report-dir", default=None, help="also write report.json and pr_curves.png here")
     p.add_argument("--quick", action="store_true", help="smoke run: 4 sites, 24 h, 3 epochs, 200-snapshot epoch")
     p.add_argument("--threads", type=int, default=1,
@@ -189,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     out["config"] = {"sites": args.sites, "heldout": args.heldout, "hours": args.hours,
                      "acceleration": args.acceleration, "epochs": args.epochs, "hidden": args.hidden,
                      "layers": args.layers, "threads": args.threads, "seed": args.seed, "val_sites": args.val_sites,
-                     "weight_decay": args.weight_decay, "lr": args.lr, "levels": not args.no_levels}
+                     "weight_decay": args.weight_decay, "lr": args.lr, "levels": not args.no_levels,
+                     "summary_features": not args.no_summary}
     goals = {"pr_auc_ratio": 1.2, "pr_auc_ratio_cascade": 1.5, "event_recall_at_p50": 0.8, "median_lead_min": 30,
              "rootcause_top3": 0.8}
     for k, g in goals.items():

@@ -91,7 +91,8 @@ def load_checkpoint(path: str | Path, expected: FeatureSet | None = None) -> Che
         raise ValueError("model card's feature set does not match its recorded fingerprint (edited or corrupt card)")
     if expected is not None and expected.fingerprint() != fs.fingerprint():
         raise ValueError(f"checkpoint was made with another feature set: {describe_difference(fs, expected)}")
-    config = ModelConfig(**card["config"])
+    # cards written before ``summary_features`` existed describe models without them
+    config = ModelConfig(**{"summary_features": False, **card["config"]})
     model = FailurePredictor(config)
     state = load_file(str(p / WEIGHTS))
     missing = set(model.state_dict()) ^ set(state)

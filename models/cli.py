@@ -88,7 +88,9 @@ def _train(args: argparse.Namespace) -> int:
         metrics["test" if sp.test_sites is None else "heldout_sites"] = evaluate_model(trained.model, test)
     extra = {"pipeline": cfg.model_dump(), "train_sites": [s.name for s in sp.train_sites],
              "heldout_sites": [s.name for s in sp.heldout_sites], "history": trained.result.history,
-             "best_epoch": trained.result.best_epoch, "stopped_early": trained.result.stopped_early}
+             "best_epoch": trained.result.best_epoch, "stopped_early": trained.result.stopped_early,
+             "calibration": trained.calibration.model_dump() if trained.calibration is not None else None,
+             "alert_threshold": trained.val_threshold}
     save_checkpoint(out, trained.model, sp.feature_set, sp.normalizer, metrics, extra, overwrite=args.overwrite)
     summary = {"checkpoint": str(out), "epochs_run": len(trained.result.history), "best_epoch": trained.result.best_epoch,
                **{f"{k}_pr_auc": v.get("pr_auc") for k, v in metrics.items()}}
@@ -97,6 +99,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from infrabrain.models.calibration import PlattCalibrator
     from infrabrain.models.checkpoint import load_checkpoint
     from infrabrain.models.features import FeatureSet
     from infrabrain.models.pipeline import PipelineConfig, Trained, evaluate_predictor
@@ -119,7 +122,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     if splits.window != ckpt.window:
         raise ValueError(f"data cadence gives a {splits.window}-step window, the checkpoint expects {ckpt.window}")
     trained = Trained(model=ckpt.model, splits=splits, result=TrainResult(history=ckpt.card.get("history", []),
-                      best_epoch=int(ckpt.card.get("best_epoch", -1))), config=cfg, train_s=0.0)
+                      best_epoch=int(ckpt.card.get("best_epoch", -1))), config=cfg, train_s=0.0,
+                      calibration=PlattCalibrator.from_card(ckpt.card), val_threshold=ckpt.card.get("alert_threshold"))
     report = evaluate_predictor(trained, args.out, rootcause_events=args.rootcause_events)
     keys = ("split", "pr_auc_gnn", "best_baseline", "pr_auc_best_baseline", "pr_auc_ratio", "pr_auc_ratio_cascade")
     print(json.dumps({k: report[k] for k in keys} | {"rootcause_top3": report["rootcause"].get("top3"),

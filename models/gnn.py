@@ -5,9 +5,10 @@ Opacus computes exact per-snapshot gradients; batch and component dimensions are
 trainable layer):
 
 1. **Temporal encoder per component.** The pooled window of values and observed fractions ``[B, N, P, F]``
-   (``P = window / pool`` time bins) plus the one-hot component kind (type encoding, which tells the encoder
-   how to read the per-kind feature layout) go through an MLP ``Linear(2 P F + K -> 2H) -> ReLU ->
-   Linear(2H -> H)``: a learned filter over the whole window, per component.
+   (``P = window / pool`` time bins), the peer deviations, the per-metric window summaries (last, mean, max, min,
+   last minus first observed bin: what the tabular baseline reads, parameter-free) plus the one-hot component
+   kind (type encoding, which tells the encoder how to read the per-kind feature layout) go through an MLP
+   ``Linear(in -> 2H) -> ReLU -> Linear(2H -> H)``: a learned filter over the whole window, per component.
 2. **GPU pooling**: the mean and max of each node's alive GPUs' states (parameter-free) join the node.
 3. **Message passing** over the typed topology of the infrastructure (node, leaf, spine, PDU, cooling, rack):
    for every edge type and direction, the mean of the *alive* neighbours' states (parameter-free scatter over
@@ -43,6 +44,10 @@ class ModelConfig(BaseModel):
     pos_weight: float = Field(10.0, gt=0, description="BCE weight of positive labels (class weighting)")
     level_features: bool = Field(True, description="feed the normalised levels themselves (False: only the "
                                  "deviations from peers and the observed fractions)")
+    summary_features: bool = Field(True, description="also feed per-metric window summaries (last bin, mean, max, "
+                                   "min, last minus first bin) of the observed values, like the tabular baseline")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the encoder input and on the states "
+                           "(training only; regularises towards features that transfer to unseen sites)")
     peer_features: bool = Field(True, description="also feed each value minus the snapshot's mean over alive "
                                 "components of the same kind (site-relative inputs that transfer across sites)")
 
@@ -57,13 +62,15 @@ class FailurePredictor(nn.Module):
         if c.window % c.pool:
             raise ValueError(f"window ({c.window}) must be a multiple of pool ({c.pool})")
         n_views = 1 + int(c.level_features) + int(c.peer_features)
-        self.enc1 = nn.Linear(n_views * self.bins * c.n_features + c.n_kinds, 2 * c.hidden)
+        n_in = n_views * self.bins * c.n_features + c.n_kinds + (5 * c.n_features if c.summary_features else 0)
+        self.enc1 = nn.Linear(n_in, 2 * c.hidden)
         self.enc2 = nn.Linear(2 * c.hidden, c.hidden)
         n_msg = 3 + 2 * max(c.n_edge_types - 1, 0)  # self, GPU mean+max, both directions of infra edge types
         self.mp = nn.ModuleList([nn.Linear(n_msg * c.hidden, c.hidden) for _ in range(c.layers)])
         self.head1 = nn.Linear(4 * c.hidden, c.hidden)
         self.head2 = nn.Linear(c.hidden, 1)
         self.act = nn.ReLU()
+        self.drop = nn.Dropout(c.dropout)
 
     @property
     def bins(self) -> int:
@@ -92,8 +99,29 @@ class FailurePredictor(nn.Module):
             views.append(xm.reshape(b, n, p * f))
         if self.config.peer_features:
             views.append(self.peer_deviation(xm, m, onehot, peer).reshape(b, n, p * f))
-        z = torch.cat([*views, onehot], dim=2)
-        return self.act(self.enc2(self.act(self.enc1(z))))
+        if self.config.summary_features:
+            views.append(self.window_summary(xm, m))
+        z = self.drop(torch.cat([*views, onehot], dim=2))
+        return self.act(self.enc2(self.drop(self.act(self.enc1(z)))))
+
+    @staticmethod
+    def window_summary(xm: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        """Per (component, metric) summaries over the window's observed bins -> ``[B, N, 5 F]``: last, mean, max,
+        min, last minus first observed bin (parameter-free; zeros for a metric never observed in the window)."""
+        obs = m > 0
+        cnt = obs.sum(dim=2).clamp(min=1)
+        mean = xm.sum(dim=2) / cnt
+        never = ~obs.any(dim=2)
+        mx = xm.masked_fill(~obs, float("-inf")).amax(dim=2).masked_fill(never, 0.0)
+        mn = xm.masked_fill(~obs, float("inf")).amin(dim=2).masked_fill(never, 0.0)
+        last = torch.zeros_like(mean)
+        first = torch.zeros_like(mean)
+        p = xm.shape[2]
+        xp, op = xm.permute(2, 0, 1, 3).contiguous(), obs.permute(2, 0, 1, 3).contiguous()
+        for i in range(p):  # P (12) small [B, N, F] selects: cheaper than an index gather over [B, N, P, F]
+            last = torch.where(op[i], xp[i], last)
+            first = torch.where(op[p - 1 - i], xp[p - 1 - i], first)
+        return torch.cat([last, mean, mx, mn, last - first], dim=2)
 
     @staticmethod
     def peer_mean(xm: torch.Tensor, m: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
@@ -158,7 +186,7 @@ class FailurePredictor(nn.Module):
         idx = batch["node_slot"][..., None]
         hn = torch.cat([h.gather(1, idx.expand(-1, -1, hid)), hi.gather(1, idx.expand(-1, -1, hid)),
                         gpu.gather(1, idx.expand(-1, -1, 2 * hid))], dim=2)
-        return self.head2(self.act(self.head1(hn))).squeeze(-1)
+        return self.head2(self.drop(self.act(self.head1(self.drop(hn))))).squeeze(-1)
 
 
 def build_model(n_features: int, window: int, **overrides: object) -> FailurePredictor:

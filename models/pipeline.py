@@ -18,6 +18,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from infrabrain.logs import get_logger
+from infrabrain.models.calibration import PlattCalibrator, calibrated_ensemble, logit
 from infrabrain.models.gnn import FailurePredictor, ModelConfig
 from infrabrain.models.snapshots import Splits, make_splits
 from infrabrain.models.training import TrainConfig, TrainResult, estimate_pos_weight, predict_scores, train_model
@@ -40,6 +41,8 @@ class PipelineConfig(BaseModel):
     hidden: int = Field(32, ge=4)
     layers: int = Field(3, ge=0)
     level_features: bool = Field(True, description="model input: normalised levels (besides peer deviations)")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout of the GNN (see ModelConfig.dropout)")
+    summary_features: bool = Field(True, description="GNN input: window summaries (see ModelConfig)")
     pool_min: int = Field(5, ge=1, description="minutes averaged per time bin of the window")
     pos_weight: float | None = Field(None, gt=0, description="None: negatives/positives of the training set")
     epochs: int = Field(15, ge=1)
@@ -60,6 +63,8 @@ class Trained:
     result: TrainResult
     config: PipelineConfig
     train_s: float
+    calibration: PlattCalibrator | None = None  # Platt scaling fitted on the validation split
+    val_threshold: float | None = None  # alert threshold chosen on the validation split (precision >= 0.5 there)
 
 
 def train_predictor(runs: Sequence[Any], config: PipelineConfig | None = None) -> Trained:
@@ -74,17 +79,45 @@ def train_predictor(runs: Sequence[Any], config: PipelineConfig | None = None) -
     pw = cfg.pos_weight or estimate_pos_weight(splits.train)
     model = FailurePredictor(ModelConfig(window=splits.window, pool=splits.pool, n_features=splits.feature_set.f_max,
                                          hidden=cfg.hidden, layers=cfg.layers, level_features=cfg.level_features,
-                                         pos_weight=pw))
+                                         dropout=cfg.dropout, summary_features=cfg.summary_features, pos_weight=pw))
     tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, patience=cfg.patience,
                        weight_decay=cfg.weight_decay,
                        max_batches_per_epoch=cfg.max_batches_per_epoch, seed=cfg.seed, progress=cfg.progress)
     t0 = time.perf_counter()
     result = train_model(model, splits.train, splits.val if len(splits.val) else None, tcfg)
-    return Trained(model=model, splits=splits, result=result, config=cfg, train_s=time.perf_counter() - t0)
+    train_s = time.perf_counter() - t0
+    cal, thr = fit_calibration(model, splits.val)
+    return Trained(model=model, splits=splits, result=result, config=cfg, train_s=train_s, calibration=cal,
+                   val_threshold=thr)
 
 
-def baseline_tables(splits: Splits, test: Any, truth: pd.DataFrame, seed: int = 0) -> dict[str, pd.DataFrame]:
-    """Fit the tabular baselines and Isolation Forest on ``splits.train``; score ``test`` (plus the rules)."""
+def fit_calibration(model: FailurePredictor, val: Any,
+                    min_precision: float = 0.5) -> tuple[PlattCalibrator | None, float | None]:
+    """Platt scaling of ``model``'s logits on the validation split, and the alert threshold (a calibrated
+    probability) with the best event recall at alert precision >= ``min_precision`` there.
+
+    (None, None) if the split has no rows or one class only; the threshold is None if no threshold reaches the
+    precision on the validation split."""
+    from infrabrain.models.evaluation import event_scores, failure_events, recall_at_precision
+
+    if val is None or len(val) == 0:
+        return None, None
+    rows = predict_scores(model, val)
+    try:
+        cal = PlattCalibrator.fit(rows["logit"].to_numpy(), rows["label"].to_numpy(bool))
+    except ValueError as exc:
+        log.warning("calibration skipped", extra={"reason": str(exc)})
+        return None, None
+    rows = rows.assign(score=cal.apply(rows["logit"].to_numpy()))
+    r = recall_at_precision(rows, event_scores(rows, failure_events(val)), min_precision)
+    thr = r["threshold"]
+    return cal, (float(thr) if np.isfinite(thr) else None)
+
+
+def baseline_tables(splits: Splits, test: Any, truth: pd.DataFrame, seed: int = 0,
+                    fitted: dict[str, Any] | None = None) -> dict[str, pd.DataFrame]:
+    """Fit the tabular baselines and Isolation Forest on ``splits.train``; score ``test`` (plus the rules).
+    ``fitted`` (a dict), if given, receives the fitted tabular models by name."""
     from infrabrain.models.baselines import IsolationForestBaseline, TabularBaseline, feature_table, rule_table
     from infrabrain.models.evaluation import attach_truth
 
@@ -95,6 +128,8 @@ def baseline_tables(splits: Splits, test: Any, truth: pd.DataFrame, seed: int = 
     for kind in ("gbm", "logistic"):
         try:
             base = TabularBaseline(kind, seed=seed).fit(xtr, y)
+            if fitted is not None:
+                fitted[kind] = base
             out[kind] = attach_truth(mte.assign(score=base.score(xte)), truth)
         except ValueError as exc:
             log.warning("baseline skipped", extra={"baseline": kind, "reason": str(exc)})
@@ -105,10 +140,13 @@ def baseline_tables(splits: Splits, test: Any, truth: pd.DataFrame, seed: int = 
 
 
 def evaluate_predictor(trained: Trained, out_dir: str | Path | None = None, rootcause_events: int = 150,
-                       split: str = "test_sites") -> dict[str, Any]:
+                       split: str = "test_sites", oracle: bool = False) -> dict[str, Any]:
     """Evaluate the GNN and every baseline on ``split`` (``test_sites`` if there are held-out sites, else
-    ``test_time``); optionally write ``report.json`` and ``pr_curves.png`` to ``out_dir``."""
-    from infrabrain.models.evaluation import evaluate_scores, failure_events, plot_pr_curves
+    ``test_time``); optionally write ``report.json`` and ``pr_curves.png`` to ``out_dir``.
+
+    ``oracle=True`` also scores the same rows with the simulator-truth oracles of :mod:`infrabrain.models.oracle`
+    (``report["oracle"][kind]``: what any model could reach; needs simulated runs)."""
+    from infrabrain.models.evaluation import calibration, evaluate_scores, failure_events, plot_pr_curves
     from infrabrain.models.explain import explain_dataset_alerts, rootcause_accuracy
 
     sp = trained.splits
@@ -117,10 +155,31 @@ def evaluate_predictor(trained: Trained, out_dir: str | Path | None = None, root
         raise ValueError(f"evaluation split {split!r} has no snapshots")
     gnn = predict_scores(trained.model, test)
     truth = gnn[["site", "t", "node", "label", "cause", "root"]]
-    tables = {"gnn": gnn, **baseline_tables(sp, test, truth, trained.config.seed)}
+    raw_ece = None
+    if trained.calibration is not None:  # a monotone map: ranking metrics unchanged, probabilities calibrated
+        raw_ece = calibration(gnn["label"].to_numpy(), gnn["score"].to_numpy())["ece"]
+        gnn = gnn.assign(raw_score=gnn["score"], score=trained.calibration.apply(gnn["logit"].to_numpy()))
+    fitted: dict[str, Any] = {}
+    tables = {"gnn": gnn, **baseline_tables(sp, test, truth, trained.config.seed, fitted)}
+    ens = ensemble_table(trained, gnn, tables.get("logistic"), fitted.get("logistic"))
+    if ens is not None:
+        tables["ensemble"] = ens
     events = failure_events(test)
-    models = {name: evaluate_scores(df, events, probabilistic=name in ("gnn", "gbm", "logistic"))
+    models = {name: evaluate_scores(df, events, probabilistic=name in ("gnn", "gbm", "logistic", "ensemble"))
               for name, df in tables.items()}
+    if raw_ece is not None:
+        models["gnn"]["ece_uncalibrated"] = raw_ece
+    if trained.val_threshold is not None:  # the operating point a site would deploy: chosen without test data
+        models["gnn"]["at_val_threshold"] = operating_point(gnn, events, trained.val_threshold)
+    oracles: dict[str, Any] = {}
+    oracle_tables: dict[str, pd.DataFrame] = {}
+    if oracle:
+        from infrabrain.models.evaluation import attach_truth
+        from infrabrain.models.oracle import ORACLE_KINDS, oracle_table
+
+        for kind in ORACLE_KINDS:
+            oracle_tables[f"oracle ({kind})"] = attach_truth(oracle_table(test, kind), truth)
+            oracles[kind] = evaluate_scores(oracle_tables[f"oracle ({kind})"], events)
     rc = rootcause_accuracy(trained.model, test, sp.feature_set, gnn, events, max_events=rootcause_events)
     expl = [e.sentence for e in explain_dataset_alerts(trained.model, test, sp.feature_set, gnn, top_n=5)]
     nongraph = [n for n in ("gbm", "logistic", "iforest", "rules") if n in models]
@@ -137,8 +196,12 @@ def evaluate_predictor(trained: Trained, out_dir: str | Path | None = None, root
         "pr_auc_ratio": _ratio(models["gnn"]["pr_auc"], models[best]["pr_auc"]),
         "best_baseline_cascade": best_c,
         "pr_auc_ratio_cascade": _ratio(models["gnn"]["pr_auc_cascade"], models[best_c]["pr_auc_cascade"]),
+        "pr_auc_ratio_ensemble": (_ratio(models["ensemble"]["pr_auc"], models[best]["pr_auc"])
+                                  if "ensemble" in models else float("nan")),
+        "calibration": trained.calibration.model_dump() if trained.calibration is not None else None,
         "rootcause": rc,
         "explanations": expl,
+        "oracle": oracles,
         "train": {"epochs_run": len(trained.result.history), "best_epoch": trained.result.best_epoch,
                   "train_s": trained.train_s, "history": trained.result.history},
     }
@@ -150,10 +213,50 @@ def evaluate_predictor(trained: Trained, out_dir: str | Path | None = None, root
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        plot_pr_curves(tables, out / "pr_curves.png", title=f"{report['split']}: {', '.join(report['sites'][:4])}")
+        plot_pr_curves({**tables, **oracle_tables}, out / "pr_curves.png", title=f"{report['split']}: {', '.join(report['sites'][:4])}")
         atomic_write_text(out / "report.json", json.dumps(_jsonable(report), indent=2))
         report["files"] = [str(out / "report.json"), str(out / "pr_curves.png")]
     return report
+
+
+def operating_point(rows: pd.DataFrame, events: pd.DataFrame, threshold: float) -> dict[str, float]:
+    """Alert precision, event recall (all failures and those with a hardware precursor) and median lead time of
+    ``rows`` at a fixed ``threshold``."""
+    from infrabrain.models.evaluation import event_scores, lead_times
+
+    alert = rows["score"].to_numpy() >= threshold
+    ev = event_scores(rows, events)
+    hw = ev[ev["precursor"]] if len(ev) else ev
+    leads = lead_times(rows, hw, threshold) if len(hw) else np.zeros(0)
+    return {
+        "threshold": float(threshold),
+        "alerts": int(alert.sum()),
+        "precision": float(rows["label"].to_numpy()[alert].mean()) if alert.any() else float("nan"),
+        "recall": float((ev["max_score"] >= threshold).mean()) if len(ev) else float("nan"),
+        "recall_precursor": float((hw["max_score"] >= threshold).mean()) if len(hw) else float("nan"),
+        "median_lead_min": float(np.median(leads)) if len(leads) else float("nan"),
+    }
+
+
+def ensemble_table(trained: Trained, gnn: pd.DataFrame, logistic: pd.DataFrame | None,
+                   model: Any) -> pd.DataFrame | None:
+    """Rows of ``gnn`` (calibrated) with the score of :func:`calibrated_ensemble` of the GNN and the logistic
+    baseline, whose probabilities are Platt-scaled on the same validation split; None if either is missing."""
+    from infrabrain.models.baselines import feature_table
+
+    val = trained.splits.val
+    if trained.calibration is None or logistic is None or model is None or val is None or len(val) == 0:
+        return None
+    xva, mva = feature_table(val)
+    try:
+        cal = PlattCalibrator.fit(logit(model.score(xva)), mva["label"].to_numpy(bool))
+    except ValueError as exc:
+        log.warning("ensemble skipped", extra={"reason": str(exc)})
+        return None
+    keys = ["site", "t", "node"]
+    m = gnn.merge(logistic[keys + ["score"]].rename(columns={"score": "_lr"}), on=keys, how="inner")
+    p_lr = cal.apply(logit(m["_lr"].to_numpy()))
+    return m.drop(columns=["_lr"]).assign(score=calibrated_ensemble(m["score"].to_numpy(), p_lr))
 
 
 def _nz(x: float) -> float:

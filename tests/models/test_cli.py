@@ -26,6 +26,8 @@ def test_train_evaluate_predict(dataset, tmp_path, capsys):
     card = json.loads((ck / "model_card.json").read_text())
     assert card["heldout_sites"] == ["site-2"] and "normalizer" in card and card["history"]
     assert (ck / "weights.safetensors").is_file()
+    # Platt scaling is stored with the model; here the validation period has no failure, so there is none
+    assert "calibration" in card and "alert_threshold" in card
     capsys.readouterr()
     # refusing to overwrite loses nothing
     assert main(["train", "--data", str(dataset), "--out", str(ck)]) == 2
@@ -37,6 +39,7 @@ def test_train_evaluate_predict(dataset, tmp_path, capsys):
     report = json.loads((rep / "report.json").read_text())
     assert report["split"] == "test_sites" and report["sites"] == ["site-2"]
     assert {"gnn", "gbm", "logistic", "iforest", "rules"} <= set(report["models"])
+    assert report["calibration"] == card["calibration"]
     assert (rep / "pr_curves.png").read_bytes()[:4] == b"\x89PNG"
     capsys.readouterr()
 
@@ -46,6 +49,8 @@ def test_train_evaluate_predict(dataset, tmp_path, capsys):
     assert len(lines) == 3 and all(line.startswith("node ") for line in lines)
     assert main(["predict", "--checkpoint", str(ck), "--data", str(dataset), "--json", "--site", "site-0"]) == 0
     rows = json.loads(capsys.readouterr().out)
+    top = rows[0]  # the sentence quotes the calibrated risk that the JSON gives
+    assert top["explanation"].startswith(f"node {top['node_id']} at risk {top['risk']:.2f}")
     risks = [r["risk"] for r in rows]
     scored = [x for x in risks if x is not None]
     assert scored and all(0.0 <= x <= 1.0 for x in scored)

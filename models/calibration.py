@@ -1,0 +1,75 @@
+"""Post-hoc calibration (Platt scaling) and the calibrated GNN + logistic ensemble.
+
+Class weighting (``pos_weight`` up to 50) makes the GNN's raw probabilities far too high (ECE ~0.4 on held-out
+sites). :class:`PlattCalibrator` fits ``P(fail) = sigmoid(a * logit + b)`` on the *validation* split (a whole
+site never trained on, in the bench), which keeps the ranking (PR-AUC, event recall, lead times are unchanged)
+and makes the risk a probability. It is stored in the model card (``calibration``) and applied by ``predict``.
+
+:func:`calibrated_ensemble` averages two calibrated probabilities (the GNN's and the per-node logistic
+regression's): the GNN carries the graph (cascades), the logistic model the per-node summaries that transfer
+best to unseen sites, and their errors differ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def logit(p: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """``log(p / (1 - p))`` with ``p`` clipped to ``[eps, 1 - eps]``."""
+    q = np.clip(np.asarray(p, float), eps, 1 - eps)
+    return np.log(q / (1 - q))
+
+
+class PlattCalibrator(BaseModel):
+    """``P = sigmoid(a * logit + b)``; the identity is ``a = 1, b = 0``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    a: float = Field(1.0, description="slope on the model's logit")
+    b: float = Field(0.0, description="intercept")
+    n: int = Field(0, ge=0, description="rows it was fitted on")
+    positives: int = Field(0, ge=0)
+
+    @classmethod
+    def fit(cls, logits: np.ndarray, labels: np.ndarray) -> PlattCalibrator:
+        """Fit on validation ``logits`` and boolean ``labels``; both classes are needed (else ``ValueError``)."""
+        from sklearn.linear_model import LogisticRegression
+
+        x = np.asarray(logits, float).reshape(-1)
+        y = np.asarray(labels, bool).reshape(-1)
+        if len(x) != len(y):
+            raise ValueError(f"calibration: {len(x)} logits but {len(y)} labels")
+        if not np.all(np.isfinite(x)):
+            raise ValueError("calibration: logits contain NaN or infinity")
+        if y.all() or not y.any():
+            raise ValueError(f"calibration needs both classes in the validation labels (got {int(y.sum())} "
+                             f"positives of {len(y)})")
+        m = LogisticRegression(C=1e4, max_iter=1000).fit(x[:, None], y.astype(int))
+        return cls(a=float(m.coef_[0, 0]), b=float(m.intercept_[0]), n=len(y), positives=int(y.sum()))
+
+    def apply(self, logits: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities of raw ``logits``."""
+        z = self.a * np.asarray(logits, float) + self.b
+        return 1.0 / (1.0 + np.exp(-z))
+
+    @classmethod
+    def from_card(cls, card: Mapping[str, Any]) -> PlattCalibrator | None:
+        """The calibrator stored in a model card (``card["calibration"]``), or None (older checkpoints)."""
+        data = card.get("calibration")
+        return cls.model_validate(data) if data else None
+
+
+def calibrated_ensemble(p_gnn: np.ndarray, p_tab: np.ndarray) -> np.ndarray:
+    """Mean of two calibrated probabilities of the same rows (the GNN's and the logistic baseline's)."""
+    a, b = np.asarray(p_gnn, float), np.asarray(p_tab, float)
+    if a.shape != b.shape:
+        raise ValueError(f"ensemble: score arrays differ in shape {a.shape} vs {b.shape}")
+    return 0.5 * (a + b)
+
+
+__all__ = ["PlattCalibrator", "calibrated_ensemble", "logit"]

@@ -1,0 +1,240 @@
+"""Oracle scorers from the simulator's ground truth: what *any* next-hour predictor could reach on this simulator.
+
+The simulator draws, per real visible precursor, :data:`~infrabrain.simulation.faults.BENIGN_RATIO` benign
+look-alikes with the same lead distribution, and precursor leads are log-normal with medians of 0.7-12 h, so many
+rows more than an hour before a failure look exactly like precursor rows but are labelled negative. The oracles
+re-derive each site's fault plan (same seed, same random stream as the run) and score each (snapshot, node) row:
+
+- ``observable``: knows every *visible* precursor that is active on the node or its upstream components (GPU,
+  node, PDU, leaf switch, cooling unit), its mode and the time elapsed since its onset ``e`` -- but neither
+  whether it is real or a benign look-alike nor its remaining lead. A precursor of mode ``m`` then causes a
+  failure of this node within the hour with probability
+  ``P(real) * q_m * P(failure in (e, e + 60 min] | lead > e)``, with ``P(real) = 1 / (1 + BENIGN_RATIO)``, the
+  lead distribution of the mode table (log-normal, clipped to ``[MIN_LEAD_S, MAX_LEAD_S]``), and for a cooling
+  unit the share ``q`` of its nodes that fail, spread over the hour after the unit fails.
+- ``lead_aware``: also knows each precursor's remaining time to its end (what a perfect reader of the ramp
+  shapes could infer), but not benign from real: ``P(real) * 1[remaining <= 60 min]`` (cooling: times the share
+  of its nodes that fail within the hour).
+- ``clairvoyant``: knows benign from real but not the remaining lead (benign precursors score 0, real ones drop
+  the ``P(real)`` factor).
+
+All three also know the observable events the simulator emits only before *real* failures (XID 63 row
+remapping 5-45 min before an HBM failure, a thermal-slowdown event part-way up a hot GPU's ramp, which fixes its
+failure time); after such an event the node's failure time is known.
+
+Rows with no active precursor get the node's rate of failures without a visible precursor (a constant per site).
+Several active precursors combine as ``1 - prod(1 - p_i)``.
+
+These are *reference* bounds, not a strict information-theoretic ceiling: the simulator's ramps (exponential
+counter ramps, the die-temperature floor, the cooling supply temperature) carry some information about the
+remaining lead, and benign look-alikes have smaller amplitudes (``x U(0.3, 1)``), which a model can partly
+exploit and these oracles ignore. They need the raw ``SiteRun`` (spec, seed, hours, acceleration) attached to
+each site and check that the re-derived plan reproduces the run's node failures.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from infrabrain.models.snapshots import HORIZON_S, SnapshotDataset
+
+ORACLE_KINDS: tuple[str, ...] = ("observable", "lead_aware", "clairvoyant")
+#: Share of a failed cooling unit's nodes that fail (the simulator draws U(0.35, 0.75)).
+COOLING_SHARE = 0.55
+_N_QUANTILES = 4000
+
+
+def _validate_kind(kind: str) -> None:
+    if kind not in ORACLE_KINDS:
+        raise ValueError(f"oracle kind must be one of {ORACLE_KINDS}, got {kind!r}")
+
+
+@lru_cache(maxsize=64)
+def _lead_quantiles(mode_name: str) -> np.ndarray:
+    """Deterministic sample (quantile grid) of a mode's precursor lead in seconds (clipped like the simulator)."""
+    from scipy.stats import norm
+
+    from infrabrain.simulation.faults import MAX_LEAD_S, MIN_LEAD_S, MODE_ID, MODES
+
+    m = MODES[MODE_ID[mode_name]]
+    u = (np.arange(_N_QUANTILES) + 0.5) / _N_QUANTILES
+    lead = m.lead_median_h * 3600.0 * np.exp(m.lead_sigma * norm.ppf(u))
+    return np.clip(lead, MIN_LEAD_S, MAX_LEAD_S)
+
+
+def failure_hazard(mode_name: str, elapsed_s: np.ndarray, horizon_s: float = HORIZON_S) -> np.ndarray:
+    """``P(the node fails in (e, e + horizon] | the precursor has not ended by e)`` for a *real* precursor of
+    ``mode_name`` at elapsed times ``e`` (seconds since onset); includes the cooling unit's node share and spread."""
+    from infrabrain.simulation.faults import MODE_ID, MODES
+
+    if mode_name not in MODE_ID:
+        raise ValueError(f"unknown fault mode {mode_name!r}; known: {[m.name for m in MODES]}")
+    lead = _lead_quantiles(mode_name)
+    e = np.asarray(elapsed_s, float)[:, None]
+    alive = lead[None, :] > e
+    r = lead[None, :] - e  # remaining time to the root's failure
+    if MODES[MODE_ID[mode_name]].root == "cooling":
+        # node fails d ~ U(0, H) after the unit (for a share of the unit's nodes)
+        g = COOLING_SHARE * np.clip((horizon_s - r) / horizon_s, 0.0, 1.0)
+    else:
+        g = (r <= horizon_s).astype(float)
+    num = (g * alive).sum(axis=1)
+    den = alive.sum(axis=1)
+    return np.where(den > 0, num / np.maximum(den, 1), 1.0)
+
+
+def fault_plan_of(run: Any) -> Any:
+    """Re-derive a simulated run's fault plan (same seed and stream); errors if it does not match the run."""
+    from infrabrain.simulation.engine import simulate_faults
+
+    for attr in ("spec", "hours", "seed", "acceleration", "events"):
+        if not hasattr(run, attr):
+            raise ValueError(f"oracle needs a simulated SiteRun with {attr!r}; got {type(run).__name__}")
+    plan = simulate_faults(run.spec, run.hours, seed=int(run.seed), acceleration=float(run.acceleration),
+                           topology=run.topology)
+    ev = run.events
+    got = np.sort(ev.loc[(ev["event"] == "failure") & (ev["kind"] == "node"), "t"].to_numpy())
+    f = plan.failures
+    want = np.sort(np.round(f.loc[f["t"] < run.hours * 3600.0, "t"].to_numpy()).astype(np.int64))
+    if len(got) != len(want) or (len(got) and np.abs(got - want).max() > 1):
+        raise ValueError(f"site {run.spec.name!r}: the re-derived fault plan does not reproduce the run's "
+                         f"{len(got)} node failures (got {len(want)}); was the run made with what-if injections?")
+    return plan
+
+
+def _affected_nodes(topo: Any, root_kind: str, root_global: int) -> np.ndarray:
+    """Local node indices whose failure an incident rooted at ``root_global`` can cause."""
+    local = int(root_global - topo.kind_index[root_kind][0])
+    if root_kind == "gpu":
+        return np.array([topo.node_of_gpu[local]], np.int64)
+    if root_kind == "node":
+        return np.array([local], np.int64)
+    if root_kind == "leaf":
+        return np.flatnonzero(topo.leaf_of_node == local)
+    if root_kind == "pdu":
+        return np.flatnonzero(topo.rack_of_node == topo.rack_of_pdu[local])
+    if root_kind == "cooling":
+        return np.flatnonzero(np.isin(topo.rack_of_node, np.flatnonzero(topo.cooling_of_rack == local)))
+    raise ValueError(f"unknown root kind {root_kind!r}")
+
+
+def _base_rate(plan: Any) -> float:
+    """Probability that a node fails within the hour from an incident without a visible precursor."""
+    from infrabrain.simulation.faults import MODES, mode_rates
+
+    rates = mode_rates(plan.topology, plan.acceleration)
+    invisible = sum(r * (1.0 - (m.visible if m.signal else 0.0)) for r, m in zip(rates, MODES))
+    return float(1.0 - np.exp(-invisible * HORIZON_S / 3600.0 / max(plan.topology.count("node"), 1)))
+
+
+def _reveals(plan: Any) -> dict[tuple[int, int], tuple[float, float]]:
+    """Observable events that only *real* precursors emit, mapped to the failure they announce:
+    ``(incident, node) -> (t_event, t_fail)``. XID 63 (row remapping) comes 5-45 min before an HBM failure; a
+    thermal-slowdown event comes at a known fraction of a hot GPU's ramp, which fixes its failure time."""
+    ev = plan.events
+    sel = ev[((ev["event"] == "xid") & (ev["xid"] == 63)) | (ev["event"] == "throttle")]
+    if not len(sel):
+        return {}
+    topo = plan.topology
+    gidx = {cid: i for i, cid in enumerate(topo.components["component_id"].to_numpy())}
+    g0 = int(topo.kind_index["gpu"][0])
+    f = plan.failures
+    out: dict[tuple[int, int], tuple[float, float]] = {}
+    for t_ev, cid in zip(sel["t"].to_numpy(float), sel["component_id"].to_numpy()):
+        gpu = gidx[cid] - g0
+        cand = f[(f["gpu"] == gpu) & (f["t"] > t_ev)]
+        if not len(cand):
+            continue
+        first = cand.loc[cand["t"].idxmin()]
+        key = (int(first["incident"]), int(first["node"]))
+        if key not in out or t_ev < out[key][0]:
+            out[key] = (float(t_ev), float(first["t"]))
+    return out
+
+
+def site_oracle_scores(run: Any, times: np.ndarray, kind: str = "observable") -> np.ndarray:
+    """Oracle scores ``[len(times), n_node]`` for one simulated run at snapshot end times ``times`` (seconds)."""
+    from infrabrain.simulation.faults import BENIGN_RATIO, MODE_ID, MODES
+
+    _validate_kind(kind)
+    plan = fault_plan_of(run)
+    topo = plan.topology
+    t = np.asarray(times, float)
+    n_node = topo.count("node")
+    keep = np.ones((len(t), n_node))  # prod(1 - p_i)
+    p_real = 1.0 / (1.0 + BENIGN_RATIO)
+    reveals = _reveals(plan)
+    inc = plan.incidents
+    inc = inc[inc["visible"] & ~inc["injected"]]
+    for row in inc.itertuples(index=False):
+        mode = MODES[MODE_ID[row.mode]]
+        if mode.signal is None:
+            continue
+        t_on, t_fail = float(row.t_onset), float(row.t_fail)
+        active = (t >= t_on) & (t < t_fail)
+        if mode.root == "cooling" and not row.benign:
+            after = (t >= t_fail) & (t < t_fail + HORIZON_S)  # unit failed, its nodes go down within the hour
+        else:
+            after = np.zeros_like(active)
+        if not (active.any() or after.any()):
+            continue
+        if kind == "clairvoyant" and row.benign:
+            continue
+        pr = 1.0 if kind == "clairvoyant" else p_real
+        p = np.zeros(len(t))
+        if active.any() and kind == "lead_aware":
+            r = t_fail - t[active]
+            if mode.root == "cooling":  # its nodes fail d ~ U(0, H) after the unit
+                p[active] = pr * COOLING_SHARE * np.clip((HORIZON_S - r) / HORIZON_S, 0.0, 1.0)
+            else:
+                p[active] = pr * (r <= HORIZON_S)
+        elif active.any():
+            p[active] = pr * failure_hazard(mode.name, t[active] - t_on)
+        if after.any():
+            s = (t[after] - t_fail) / HORIZON_S  # surviving nodes: chosen ones not yet down all fail within H
+            q = COOLING_SHARE
+            p[after] = q * (1 - s) / np.maximum(1 - q * s, 1e-9)
+        nodes = _affected_nodes(topo, mode.root, int(row.root))
+        pn = np.repeat(p[:, None], len(nodes), axis=1)
+        if not row.benign:
+            for j, n in enumerate(nodes):
+                rv = reveals.get((int(row.incident), int(n)))
+                if rv is None:
+                    continue
+                t_ev, tf = rv
+                seen = (t >= t_ev) & (t < tf)
+                pn[seen, j] = ((tf - t[seen]) <= HORIZON_S).astype(float)
+        keep[:, nodes] *= 1.0 - pn
+    base = _base_rate(plan)
+    return 1.0 - keep * (1.0 - base)
+
+
+def oracle_table(dataset: SnapshotDataset, kind: str = "observable") -> pd.DataFrame:
+    """Oracle scores for every alive node of every snapshot of ``dataset`` (same rows as the GNN and baselines):
+    columns ``site, t, node, score``."""
+    from infrabrain.models.baselines import _alive_nodes
+
+    _validate_kind(kind)
+    by_site: dict[int, list[int]] = {}
+    for si, ti in dataset.index:
+        by_site.setdefault(si, []).append(ti)
+    rows = []
+    for si, tis in by_site.items():
+        site = dataset.sites[si]
+        if site.run is None:
+            raise ValueError(f"site {site.name!r} has no raw run attached; the oracle needs the simulated run")
+        times = site.timestamps[np.asarray(tis)]
+        scores = site_oracle_scores(site.run, times, kind)
+        for j, ti in enumerate(tis):
+            alive = _alive_nodes(site, ti)
+            nodes = np.flatnonzero(alive)
+            rows.append(pd.DataFrame({"site": si, "t": int(site.timestamps[ti]), "node": nodes,
+                                      "score": scores[j][alive]}))
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["site", "t", "node", "score"])
+
+
+__all__ = ["ORACLE_KINDS", "failure_hazard", "fault_plan_of", "site_oracle_scores", "oracle_table"]

@@ -1,0 +1,83 @@
+"""Platt calibration of the GNN's logits, the calibrated ensemble, and the window summaries the GNN reads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+
+def test_platt_scaling_calibrates_inflated_scores() -> None:
+    from infrabrain.models.calibration import PlattCalibrator
+    from infrabrain.models.evaluation import calibration
+
+    rng = np.random.default_rng(0)
+    true_logit = rng.normal(-4.0, 1.5, size=20000)
+    y = rng.random(len(true_logit)) < 1 / (1 + np.exp(-true_logit))
+    raw = 2.0 * true_logit + 6.0  # what class weighting does: far too confident, far too high
+    cal = PlattCalibrator.fit(raw[:10000], y[:10000])
+    assert cal.a == pytest.approx(0.5, abs=0.1) and cal.positives == int(y[:10000].sum())
+    ece_raw = calibration(y[10000:], 1 / (1 + np.exp(-raw[10000:])))["ece"]
+    ece_cal = calibration(y[10000:], cal.apply(raw[10000:]))["ece"]
+    assert ece_cal < 0.02 < 0.2 < ece_raw
+    # ranking unchanged (monotone map)
+    assert np.array_equal(np.argsort(cal.apply(raw)), np.argsort(raw))
+    assert PlattCalibrator.from_card({"calibration": cal.model_dump()}) == cal
+    assert PlattCalibrator.from_card({}) is None
+
+
+def test_platt_refuses_bad_input() -> None:
+    from infrabrain.models.calibration import PlattCalibrator, calibrated_ensemble
+
+    with pytest.raises(ValueError, match="both classes"):
+        PlattCalibrator.fit(np.zeros(5), np.zeros(5, bool))
+    with pytest.raises(ValueError, match="3 logits but 2 labels"):
+        PlattCalibrator.fit(np.zeros(3), np.array([True, False]))
+    with pytest.raises(ValueError, match="NaN"):
+        PlattCalibrator.fit(np.array([0.0, np.nan]), np.array([True, False]))
+    with pytest.raises(ValueError, match="differ in shape"):
+        calibrated_ensemble(np.zeros(3), np.zeros(4))
+    assert np.allclose(calibrated_ensemble(np.array([0.2, 0.4]), np.array([0.4, 0.0])), [0.3, 0.2])
+
+
+def test_window_summary_uses_observed_bins_only() -> None:
+    from infrabrain.models.gnn import FailurePredictor
+
+    x = torch.tensor([[[[1.0], [5.0], [0.0], [3.0]], [[0.0], [0.0], [0.0], [0.0]]]])  # [B=1, N=2, P=4, F=1]
+    m = torch.tensor([[[[1.0], [1.0], [0.0], [1.0]], [[0.0], [0.0], [0.0], [0.0]]]])
+    s = FailurePredictor.window_summary(x * m, m)  # last, mean, max, min, last - first
+    assert s.shape == (1, 2, 5)
+    assert torch.allclose(s[0, 0], torch.tensor([3.0, 3.0, 5.0, 1.0, 2.0]))
+    assert torch.equal(s[0, 1], torch.zeros(5))  # never observed: zeros, nothing invented
+
+
+def test_pipeline_calibrates_on_the_validation_site_and_predict_uses_it(small_runs, tmp_path) -> None:
+    from infrabrain.models.checkpoint import load_checkpoint, save_checkpoint
+    from infrabrain.models.pipeline import PipelineConfig, evaluate_predictor, train_predictor
+    from infrabrain.models.predict import predict_run
+
+    cfg = PipelineConfig(heldout=1, val_sites=1, epochs=1, hidden=8, layers=2, progress=False, eval_stride_min=10)
+    trained = train_predictor(small_runs, cfg)
+    cal = trained.calibration
+    assert cal is not None and cal.n > 0 and cal.positives > 0
+    rep = evaluate_predictor(trained, rootcause_events=2)
+    gnn = rep["models"]["gnn"]
+    assert gnn["calibration"]["ece"] < gnn["ece_uncalibrated"]
+    assert "ensemble" in rep["models"] and rep["calibration"] == cal.model_dump()
+    if trained.val_threshold is not None:
+        assert 0.0 < gnn["at_val_threshold"]["threshold"] < 1.0
+
+    sp = trained.splits
+    ck = save_checkpoint(tmp_path / "ck", trained.model, sp.feature_set, sp.normalizer,
+                         extra={"calibration": cal.model_dump()})
+    loaded = load_checkpoint(ck)
+    run = small_runs[-1]
+    rows = predict_run(loaded, run, explain_top=0)
+    # the same window without the card's calibration: risks are the raw sigmoid
+    loaded.card.pop("calibration")
+    raw = {r["node_id"]: r["risk"] for r in predict_run(loaded, run, explain_top=0)}
+    for r in rows:
+        if r["risk"] is not None:
+            p = raw[r["node_id"]]
+            z = np.log(p / (1 - p))
+            assert r["risk"] == pytest.approx(float(cal.apply(np.array([z]))[0]), rel=1e-6)
