@@ -282,4 +282,10 @@ def demo_train_and_explain(runs: Sequence[Any], top_n: int = 5, epochs: int = 3,
     trained = train_predictor(runs, cfg)
     test = trained.splits.test_sites if trained.splits.test_sites is not None else trained.splits.test_time
     rows = predict_scores(trained.model, test)
-    return [e.sentence for e in explain_dataset_alerts(trained.model, test, trained.splits.feature_set, rows, top_n)]
+    explained = explain_dataset_alerts(trained.model, test, trained.splits.feature_set, rows, top_n)
+    if trained.calibration is None:
+        return [e.sentence for e in explained]
+    # Quote the calibrated risk (what `predict` reports), in the same order explain_dataset_alerts ranked them.
+    top = rows.sort_values("score", ascending=False).drop_duplicates(["site", "node"]).head(top_n)
+    risks = trained.calibration.apply(top["logit"].to_numpy())
+    return [e.sentence.replace(f"at risk {e.risk:.2f}", f"at risk {r:.2f}", 1) for e, r in zip(explained, risks)]
