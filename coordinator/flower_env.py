@@ -9,6 +9,7 @@ also stops the children it spawned (SuperExec, ``flwr-serverapp``, ``flwr-client
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -143,3 +144,33 @@ def stop(proc: subprocess.Popen | None, timeout_s: float = 10.0, kill: bool = Fa
             pass
     psutil.wait_procs(still, timeout=3)
     return proc.returncode
+
+
+_FLOWER_APP_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,31}")
+_APP_FILE_SUFFIXES = (".py", ".toml", ".md", ".yaml", ".json")  # what Flower packs into a FAB
+_NOT_APP_DIRS = {".venv", ".git", "build", "dist", "runs", "reports", "tests", "__pycache__", ".pytest_cache"}
+
+
+def flower_app_dir(app_dir: str | os.PathLike[str]) -> Path:
+    """``app_dir`` if Flower accepts its name as an app name, else a copy of its app files under a valid name.
+
+    Flower names the app after its directory and refuses names that do not start with a letter or contain
+    anything but letters, digits and hyphens (max. 32): a checkout in ``infra_brain/`` or ``ci_check/`` could not
+    be run. The copy (``<tmp>/infrabrain``: only the file types Flower packs, without virtualenvs, git data,
+    tests or run outputs) is what gets bundled then.
+    """
+    import shutil
+    import tempfile
+
+    src = Path(app_dir).expanduser().resolve()
+    if _FLOWER_APP_NAME.fullmatch(src.name):
+        return src
+    dest = Path(tempfile.mkdtemp(prefix="infrabrain-app-")) / "infrabrain"
+
+    def ignore(folder: str, names: list[str]) -> list[str]:
+        return [n for n in names if n in _NOT_APP_DIRS or n.endswith(".egg-info")
+                or (Path(folder, n).is_file() and not n.endswith(_APP_FILE_SUFFIXES))]
+
+    shutil.copytree(src, dest, ignore=ignore, symlinks=False)
+    log.info("staged the Flower app under a valid name", extra={"source": str(src), "staged": str(dest)})
+    return dest

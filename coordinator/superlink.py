@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from infrabrain.coordinator.flower_env import flower_bin, flower_env, spawn, stop, wait_port
+from infrabrain.coordinator.flower_env import flower_app_dir, flower_bin, flower_env, spawn, stop, wait_port
 from infrabrain.logs import get_logger
 
 log = get_logger("coordinator.superlink")
@@ -151,7 +151,10 @@ def unregister_supernode(node_id: int, flwr_home: str | os.PathLike[str], connec
 def submit_run(app_dir: str | os.PathLike[str], flwr_home: str | os.PathLike[str], connection: str,
                run_config: dict[str, object] | None = None, stream: bool = True,
                log_path: str | os.PathLike[str] | None = None) -> subprocess.Popen:
-    """``flwr run <app_dir> <connection> --run-config ... [--stream]`` as a child process (the ServerApp's run)."""
+    """``flwr run <app_dir> <connection> --run-config ... [--stream]`` as a child process (the ServerApp's run).
+
+    An app directory whose name Flower refuses is staged under a valid name first (:func:`flower_app_dir`)."""
+    app_dir = flower_app_dir(app_dir)
     args = [flower_bin("flwr"), "run", str(app_dir), connection]
     if run_config:
         args += ["--run-config", " ".join(f"{k}={_toml_value(v)}" for k, v in run_config.items())]

@@ -31,9 +31,9 @@ def test_fab_is_built_from_the_project_without_venv(tmp_path) -> None:
     import zipfile
     from pathlib import Path
 
-    from infrabrain.coordinator.flower_env import flower_bin, flower_env
+    from infrabrain.coordinator.flower_env import flower_app_dir, flower_bin, flower_env
 
-    root = Path(__file__).resolve().parents[2]
+    root = flower_app_dir(Path(__file__).resolve().parents[2])  # the checkout itself when its name is valid
     res = subprocess.run([flower_bin("flwr"), "build", "--app", str(root)], cwd=tmp_path, capture_output=True,
                          text=True, timeout=120, env=flower_env(tmp_path / "flwr"))
     assert res.returncode == 0, res.stdout + res.stderr
@@ -42,3 +42,25 @@ def test_fab_is_built_from_the_project_without_venv(tmp_path) -> None:
     assert "client/flower_client_app.py" in names and "coordinator/server_app.py" in names
     assert not [n for n in names if n.startswith((".venv/", "build/")) or "__pycache__" in n]
     assert fab.stat().st_size < 10 * 1024 * 1024
+
+
+def test_an_app_dir_flower_refuses_is_staged_under_a_valid_name(tmp_path) -> None:
+    """A checkout named e.g. ``infra_brain`` can still be run: its app files are staged as ``infrabrain``."""
+    from pathlib import Path
+
+    from infrabrain.coordinator.flower_env import flower_app_dir
+
+    good = tmp_path / "my-app"
+    good.mkdir()
+    assert flower_app_dir(good) == good.resolve()
+    bad = tmp_path / "infra_brain"
+    (bad / "client").mkdir(parents=True)
+    (bad / ".venv" / "lib").mkdir(parents=True)
+    (bad / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    (bad / "client" / "app.py").write_text("x = 1\n")
+    (bad / "client" / "blob.bin").write_bytes(b"\0" * 10)
+    (bad / ".venv" / "lib" / "big.py").write_text("y = 2\n")
+    staged = flower_app_dir(bad)
+    assert staged.name == "infrabrain" and staged != bad
+    files = sorted(str(p.relative_to(staged)) for p in Path(staged).rglob("*") if p.is_file())
+    assert files == ["client/app.py", "pyproject.toml"]
