@@ -53,12 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=64, help="expected (Poisson) batch size (default 64)")
     parser.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
                         help="fine-tuning optimizer (default sgd: Adam rescales the DP noise into full-size steps)")
-    parser.add_argument("--lr", type=float, default=0.03, help="fine-tuning learning rate (default 0.03)")
+    parser.add_argument("--lr", type=float, default=0.015, help="fine-tuning learning rate (default 0.015)")
     parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
-    parser.add_argument("--clip", type=float, default=3.0,
-                        help="per-sample clipping norm (default 3: above most windows' gradient norms, see docs/privacy.md)")
+    parser.add_argument("--clip", type=float, default=6.0,
+                        help="per-sample clipping norm (default 6: above nearly all windows' gradient norms, see docs/privacy.md)")
     parser.add_argument("--hidden", type=int, default=16, help="predictor state width (default 16)")
-    parser.add_argument("--repeats", type=int, default=3,
+    parser.add_argument("--repeats", type=int, default=5,
                         help="independent fine-tuning runs averaged per setting (DP noise makes one run noisy)")
     parser.add_argument("--timing-steps", type=int, default=30, help="steps timed for dp_step_ratio")
     parser.add_argument("--out", default="runs/bench-privacy", help="folder for the plot (default runs/bench-privacy)")
