@@ -15,6 +15,7 @@ All baselines return a table with the same ``site, t, node`` keys as
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -105,6 +106,17 @@ def _alive_nodes(site: SiteTensors, t_idx: int) -> np.ndarray:
     obs = site.observed[max(0, t_idx + 1 - 5) : t_idx + 1]
     alive = _alive_components(obs)[site.graph.node_global] > 0
     return site.node_alive[t_idx] & alive
+
+
+def site_score_rows(si: int, site: SiteTensors, tis: Sequence[int], scores: np.ndarray) -> list[pd.DataFrame]:
+    """``site, t, node, score`` frames of snapshots ``tis`` of site ``si`` from per-node ``scores[j]`` (alive nodes
+    only, the rows that get a label), the layout every scorer's table shares."""
+    out = []
+    for j, ti in enumerate(tis):
+        alive = _alive_nodes(site, ti)
+        out.append(pd.DataFrame({"site": si, "t": int(site.timestamps[ti]), "node": np.flatnonzero(alive),
+                                 "score": scores[j][alive]}))
+    return out
 
 
 def feature_table(dataset: SnapshotDataset, progress: bool = False) -> tuple[np.ndarray, pd.DataFrame]:
@@ -308,11 +320,7 @@ def rule_table(dataset: SnapshotDataset) -> pd.DataFrame:
             raise ValueError(f"site {site.name!r} has no raw run attached; rules need raw telemetry and events")
         scores, fired = rule_scores(site.run, site, np.asarray(tis), dataset.window)
         log.debug("rules", extra={"site": site.name, **{f"fired_{k}": v for k, v in fired.items()}})
-        for j, ti in enumerate(tis):
-            alive = _alive_nodes(site, ti)
-            nodes = np.flatnonzero(alive)
-            rows.append(pd.DataFrame({"site": si, "t": int(site.timestamps[ti]), "node": nodes,
-                                      "score": scores[j][alive]}))
+        rows.extend(site_score_rows(si, site, tis, scores))
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["site", "t", "node", "score"])
 
 

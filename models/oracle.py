@@ -216,7 +216,7 @@ def site_oracle_scores(run: Any, times: np.ndarray, kind: str = "observable") ->
 def oracle_table(dataset: SnapshotDataset, kind: str = "observable") -> pd.DataFrame:
     """Oracle scores for every alive node of every snapshot of ``dataset`` (same rows as the GNN and baselines):
     columns ``site, t, node, score``."""
-    from infrabrain.models.baselines import _alive_nodes
+    from infrabrain.models.baselines import site_score_rows
 
     _validate_kind(kind)
     by_site: dict[int, list[int]] = {}
@@ -228,12 +228,7 @@ def oracle_table(dataset: SnapshotDataset, kind: str = "observable") -> pd.DataF
         if site.run is None:
             raise ValueError(f"site {site.name!r} has no raw run attached; the oracle needs the simulated run")
         times = site.timestamps[np.asarray(tis)]
-        scores = site_oracle_scores(site.run, times, kind)
-        for j, ti in enumerate(tis):
-            alive = _alive_nodes(site, ti)
-            nodes = np.flatnonzero(alive)
-            rows.append(pd.DataFrame({"site": si, "t": int(site.timestamps[ti]), "node": nodes,
-                                      "score": scores[j][alive]}))
+        rows.extend(site_score_rows(si, site, tis, site_oracle_scores(site.run, times, kind)))
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["site", "t", "node", "score"])
 
 
