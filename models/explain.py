@@ -350,11 +350,16 @@ def raw_window(run: Any, t_idx: int, window: int) -> tuple[dict[str, np.ndarray]
     return {k: np.asarray(v)[lo : t_idx + 1] for k, v in metrics.items()}, {k: list(v) for k, v in names.items()}
 
 
+def alert_rows(rows: pd.DataFrame, top_n: int) -> pd.DataFrame:
+    """The ``top_n`` highest-scoring rows, one per node (what :func:`explain_dataset_alerts` explains, in order)."""
+    return rows.sort_values("score", ascending=False).drop_duplicates(["site", "node"]).head(top_n)
+
+
 def explain_dataset_alerts(model: torch.nn.Module, dataset: SnapshotDataset, feature_set: FeatureSet,
                            rows: pd.DataFrame, top_n: int = 5) -> list[Explanation]:
     """Explanations of the ``top_n`` highest-scoring rows (``site, t, node, score``) of ``dataset``."""
     out = []
-    top = rows.sort_values("score", ascending=False).drop_duplicates(["site", "node"]).head(top_n)
+    top = alert_rows(rows, top_n)
     t_index = {(si, int(dataset.sites[si].timestamps[ti])): ti for si, ti in dataset.index}
     for r in top.itertuples():
         si, ti = int(r.site), t_index[(int(r.site), int(r.t))]

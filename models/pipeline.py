@@ -147,7 +147,7 @@ def evaluate_predictor(trained: Trained, out_dir: str | Path | None = None, root
     ``oracle=True`` also scores the same rows with the simulator-truth oracles of :mod:`infrabrain.models.oracle`
     (``report["oracle"][kind]``: what any model could reach; needs simulated runs)."""
     from infrabrain.models.evaluation import calibration, evaluate_scores, failure_events, plot_pr_curves
-    from infrabrain.models.explain import explain_dataset_alerts, rootcause_accuracy
+    from infrabrain.models.explain import alert_rows, explain_dataset_alerts, rootcause_accuracy
 
     sp = trained.splits
     test = getattr(sp, split) if getattr(sp, split, None) is not None else sp.test_time
@@ -181,7 +181,8 @@ def evaluate_predictor(trained: Trained, out_dir: str | Path | None = None, root
             oracle_tables[f"oracle ({kind})"] = attach_truth(oracle_table(test, kind), truth)
             oracles[kind] = evaluate_scores(oracle_tables[f"oracle ({kind})"], events)
     rc = rootcause_accuracy(trained.model, test, sp.feature_set, gnn, events, max_events=rootcause_events)
-    expl = [e.sentence for e in explain_dataset_alerts(trained.model, test, sp.feature_set, gnn, top_n=5)]
+    explained = explain_dataset_alerts(trained.model, test, sp.feature_set, gnn, top_n=5)
+    expl = _quote_risks(explained, alert_rows(gnn, 5)["score"].to_numpy())  # gnn's score is calibrated if possible
     nongraph = [n for n in ("gbm", "logistic", "iforest", "rules") if n in models]
     best = max(nongraph, key=lambda n: _nz(models[n]["pr_auc"]))
     best_c = max(nongraph, key=lambda n: _nz(models[n]["pr_auc_cascade"]))
@@ -273,7 +274,7 @@ def demo_train_and_explain(runs: Sequence[Any], top_n: int = 5, epochs: int = 3,
     """Train briefly on ``runs`` (last site held out if there are several) and return sentences for the
     ``top_n`` highest-risk nodes of the evaluation split, e.g.
     ``node r03-n07 at risk 0.82: cooling unit crac-2 airflow -35 % over 40 min; ...``."""
-    from infrabrain.models.explain import explain_dataset_alerts
+    from infrabrain.models.explain import alert_rows, explain_dataset_alerts
 
     # Demo budget (~1 min of CPU on 4 sites x 48 h): 30 batches of 16 snapshots per epoch, and validation and
     # scoring every 15 min instead of 5 (a third of the forward passes; the alerts are the same kind).
@@ -285,7 +286,10 @@ def demo_train_and_explain(runs: Sequence[Any], top_n: int = 5, epochs: int = 3,
     explained = explain_dataset_alerts(trained.model, test, trained.splits.feature_set, rows, top_n)
     if trained.calibration is None:
         return [e.sentence for e in explained]
-    # Quote the calibrated risk (what `predict` reports), in the same order explain_dataset_alerts ranked them.
-    top = rows.sort_values("score", ascending=False).drop_duplicates(["site", "node"]).head(top_n)
-    risks = trained.calibration.apply(top["logit"].to_numpy())
-    return [e.sentence.replace(f"at risk {e.risk:.2f}", f"at risk {r:.2f}", 1) for e, r in zip(explained, risks)]
+    return _quote_risks(explained, trained.calibration.apply(alert_rows(rows, top_n)["logit"].to_numpy()))
+
+
+def _quote_risks(explained: Sequence[Any], risks: np.ndarray) -> list[str]:
+    """Sentences quoting ``risks`` (the calibrated risk, what ``predict`` reports) instead of the raw sigmoid."""
+    return [e.sentence.replace(f"at risk {e.risk:.2f}", f"at risk {r:.2f}", 1)
+            for e, r in zip(explained, risks, strict=True)]
