@@ -114,11 +114,12 @@ def _site_data_cached(settings: SiteSettings, acceleration: float) -> SiteData:
     return SiteData(train, test)
 
 
-def _public_settings(settings: SiteSettings, index: int) -> SiteSettings:
-    """Settings of public site ``index``: like ``settings`` (size, hours, seed) but a public partition id."""
+def public_site_settings(index: int, data_seed: int, site_gpus: int, site_hours: float,
+                         state_dir: str = "") -> SiteSettings:
+    """Settings of public simulated site ``index`` (partition id ``PUBLIC_PARTITION_BASE + index``)."""
     pid = PUBLIC_PARTITION_BASE + index
-    return SiteSettings(partition_id=pid, num_partitions=pid + 1, data_seed=settings.data_seed,
-                        site_gpus=settings.site_gpus, site_hours=settings.site_hours)
+    return SiteSettings(partition_id=pid, num_partitions=pid + 1, data_seed=data_seed, site_gpus=site_gpus,
+                        site_hours=site_hours, state_dir=state_dir)
 
 
 @lru_cache(maxsize=8)
@@ -127,10 +128,9 @@ def _public_normalizer_cached(site_gpus: int, site_hours: float, data_seed: int,
     from infrabrain.simulation.engine import simulate_site
 
     hours = min(site_hours, PUBLIC_NORMALIZER_MAX_HOURS)
-    base = SiteSettings(data_seed=data_seed, site_gpus=site_gpus, site_hours=hours)
     runs = []
     for i in range(PUBLIC_NORMALIZER_SITES):
-        ps = _public_settings(base, i)
+        ps = public_site_settings(i, data_seed, site_gpus, hours)
         runs.append(simulate_site(site_spec(ps), hours, seed=ps.data_seed * 1000 + ps.partition_id,
                                   acceleration=acceleration))
     splits = make_splits(runs, heldout=0, window_min=WINDOW_MIN, stride_min=WINDOW_MIN,

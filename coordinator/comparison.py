@@ -62,16 +62,11 @@ def heldout_sets(cfg: FederationConfig, first_id: int, count: int, total: int) -
 
 
 def federation_start(cfg: FederationConfig) -> list[np.ndarray]:
-    """The arrays the federation started from: the public pretrained model (cached next to the registry) when
-    ``public-sites`` > 0, else the seeded random initialisation."""
-    from infrabrain.client.local_training import initial_weights
+    """The arrays the federation started from (:func:`~infrabrain.coordinator.public_model.starting_weights`,
+    cached next to the registry, so this does not pretrain again)."""
+    from infrabrain.coordinator.public_model import starting_weights
 
-    fresh = initial_weights(cfg.task, cfg.model_dump(by_alias=True))
-    if cfg.public_sites == 0:
-        return fresh
-    from infrabrain.coordinator.public_model import public_initial_weights
-
-    return public_initial_weights(cfg, fresh, cfg.registry_dir).arrays
+    return starting_weights(cfg, cfg.registry_dir)
 
 
 def train_local_only(cfg: FederationConfig, partition_id: int, total: int, work: str | Path,

@@ -49,11 +49,6 @@ def _cache_key(cfg: FederationConfig, shapes: list[list[int]]) -> dict[str, Any]
             "acceleration": cfg.acceleration, "data-seed": cfg.data_seed, "seed": cfg.seed, "shapes": shapes}
 
 
-def public_site_ids(cfg: FederationConfig) -> list[int]:
-    """Partition ids of the public sites the model is pretrained on."""
-    return [PUBLIC_PARTITION_BASE + i for i in range(cfg.public_sites)]
-
-
 def pretrain_public_model(cfg: FederationConfig, work_dir: str | Path) -> PublicModel:
     """Simulate ``cfg.public_sites`` public sites and train the predictor on them without DP (Adam).
 
@@ -63,8 +58,7 @@ def pretrain_public_model(cfg: FederationConfig, work_dir: str | Path) -> Public
     import torch
     from torch.utils.data import ConcatDataset
 
-    from infrabrain.client.local_training import SiteSettings
-    from infrabrain.client.predictor_task import build_predictor, site_data
+    from infrabrain.client.predictor_task import build_predictor, public_site_settings, site_data
     from infrabrain.models.snapshots import collate_snapshots
     from infrabrain.models.training import get_weights, loss_fn
     from infrabrain.privacy.dp_training import DPConfig
@@ -75,14 +69,10 @@ def pretrain_public_model(cfg: FederationConfig, work_dir: str | Path) -> Public
     torch.set_num_threads(1)
     t0 = time.monotonic()
     site_cfg = cfg.site_config()
-    ids = public_site_ids(cfg)
     root = Path(work_dir)
-    sets = []
-    for pid in ids:
-        settings = SiteSettings(partition_id=pid, num_partitions=ids[-1] + 1, data_seed=cfg.data_seed,
-                                site_gpus=cfg.site_gpus, site_hours=cfg.site_hours,
-                                state_dir=str(root / f"public-{pid - PUBLIC_PARTITION_BASE:04d}"))
-        sets.append(site_data(settings, site_cfg).train)
+    sets = [site_data(public_site_settings(i, cfg.data_seed, cfg.site_gpus, cfg.site_hours,
+                                           str(root / f"public-{i:04d}")), site_cfg).train
+            for i in range(cfg.public_sites)]
     pooled = ConcatDataset(sets)
     model = build_predictor(site_cfg)
     train_cfg = DPConfig(optimizer="adam", lr=3e-3, expected_batch_size=min(32, len(pooled)),
@@ -120,3 +110,16 @@ def public_initial_weights(cfg: FederationConfig, fresh: list[np.ndarray], cache
     atomic_write_bytes(arrays_path, buf.getvalue())
     atomic_write_text(meta_path, json.dumps({"key": key, "meta": model.meta}))
     return model
+
+
+def starting_weights(cfg: FederationConfig, cache_dir: str | Path) -> list[np.ndarray]:
+    """The arrays a fresh federation starts from: the public pretrained model (cached in ``cache_dir``, the
+    registry's folder) when ``public-sites`` > 0, else the seeded random initialisation."""
+    from infrabrain.client.local_training import initial_weights
+
+    fresh = initial_weights(cfg.task, cfg.model_dump(by_alias=True))
+    if cfg.public_sites == 0:
+        return fresh
+    public = public_initial_weights(cfg, fresh, cache_dir)
+    log.info("starting from the public pretrained model", extra=public.meta)
+    return public.arrays

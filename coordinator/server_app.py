@@ -46,16 +46,13 @@ def _initial(cfg: FederationConfig, registry: ModelRegistry) -> tuple[ArrayRecor
 
     from infrabrain.client.local_training import initial_weights
 
-    fresh = initial_weights(cfg.task, cfg.model_dump(by_alias=True))
     latest = registry.latest() if cfg.resume else None
     if latest is None:
-        if cfg.public_sites > 0:
-            from infrabrain.coordinator.public_model import public_initial_weights
+        from infrabrain.coordinator.public_model import starting_weights
 
-            public = public_initial_weights(cfg, fresh, registry.root)
-            log.info("starting from the public pretrained model", extra=public.meta)
-            fresh = public.arrays
-        return ArrayRecord({str(i): Array(a) for i, a in enumerate(fresh)}), 1
+        start = starting_weights(cfg, registry.root)
+        return ArrayRecord({str(i): Array(a) for i, a in enumerate(start)}), 1
+    fresh = initial_weights(cfg.task, cfg.model_dump(by_alias=True))
     shapes = [list(a.shape) for a in fresh]
     if latest.meta.get("shapes") != shapes or latest.meta.get("task") != cfg.task:
         raise ValueError(f"registry {str(registry.root)!r} holds a model for task={latest.meta.get('task')!r} with "

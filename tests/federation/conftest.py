@@ -24,3 +24,16 @@ def _flower_env(tmp_path, monkeypatch):
         pass
     yield
     assert os.environ.get("FLWR_TELEMETRY_ENABLED") == "0"
+
+
+@pytest.fixture
+def tls_superlink_config(tmp_path):
+    """A CA with server certificate and the config of a SuperLink on a free loopback port that uses them."""
+    from infrabrain.coordinator.certs import make_tls
+    from infrabrain.coordinator.flower_env import free_port
+    from infrabrain.coordinator.superlink import SuperlinkConfig
+
+    tls = make_tls(tmp_path / "tls")
+    return tls, SuperlinkConfig(port=free_port(), ca_cert=tls.ca_cert, server_cert=tls.server_cert,
+                                server_key=tls.server_key, flwr_home=tmp_path / "coord-flwr",
+                                database=tmp_path / "superlink.db", log_file=tmp_path / "superlink.log")

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from infrabrain.client.supernode import SupernodeConfig, SupernodeSupervisor
-from infrabrain.coordinator.certs import make_supernode_keys, make_tls
+from infrabrain.coordinator.certs import make_supernode_keys
 from infrabrain.coordinator.flower_env import free_port, stop
 from infrabrain.coordinator.registry import ModelRegistry
-from infrabrain.coordinator.superlink import SuperlinkConfig, register_supernode, start_superlink, submit_run
+from infrabrain.coordinator.superlink import register_supernode, start_superlink, submit_run
 
 ROOT = Path(__file__).resolve().parents[2]
 SITE = {"site_gpus": 16, "site_hours": 96.0}
@@ -23,11 +23,8 @@ SITE = {"site_gpus": 16, "site_hours": 96.0}
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_secagg_plus_over_tls_with_authenticated_supernodes(tmp_path: Path) -> None:
-    tls = make_tls(tmp_path / "tls")
-    link_cfg = SuperlinkConfig(port=free_port(), ca_cert=tls.ca_cert, server_cert=tls.server_cert,
-                               server_key=tls.server_key, flwr_home=tmp_path / "coord-flwr",
-                               database=tmp_path / "superlink.db", log_file=tmp_path / "superlink.log")
+def test_secagg_plus_over_tls_with_authenticated_supernodes(tmp_path: Path, tls_superlink_config) -> None:
+    tls, link_cfg = tls_superlink_config
     registry_dir = tmp_path / "registry"
     link = start_superlink(link_cfg)
     sites: list[SupernodeSupervisor] = []
