@@ -40,7 +40,8 @@ REALERT_S = 3600.0
 class RiskScorer(Protocol):
     """What the daemon needs from a model: the window it reads and per-node risks from it."""
 
-    window_steps: int
+    window_steps: int  # raw steps passed to score() (the model's window plus history for exact encoding)
+    model_steps: int  # steps the model's own window covers: scoring waits until half of them are filled
     metric_names: Mapping[str, Sequence[str]]
 
     def score(self, metrics: Mapping[str, np.ndarray]) -> list[NodeRisk]:
@@ -293,9 +294,10 @@ class Daemon:
         if self.scorer is None or self.buffer.latest_step < 0:
             return []
         steps = int(self.scorer.window_steps)
-        filled = self.buffer.filled_steps(steps)
-        if filled < (steps + 1) // 2:  # a mostly empty window would give scores of nothing
-            log.info("window still filling; not scoring yet", extra={"filled_steps": filled, "window_steps": steps})
+        own = int(self.scorer.model_steps)
+        filled = self.buffer.filled_steps(own)
+        if filled < (own + 1) // 2:  # a mostly empty window would give scores of nothing
+            log.info("window still filling; not scoring yet", extra={"filled_steps": filled, "window_steps": own})
             return []
         t0 = time.perf_counter()
         _, window = self.buffer.window(steps=steps)

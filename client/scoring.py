@@ -76,6 +76,7 @@ class PredictorScorer:
         import torch
 
         from infrabrain.models.checkpoint import load_checkpoint
+        from infrabrain.models.features import history_steps
         from infrabrain.models.snapshots import graph_from_topology
 
         self.checkpoint_path = str(checkpoint)
@@ -85,7 +86,9 @@ class PredictorScorer:
         self._torch = torch
         self.topology = topology
         self.feature_set = self._ckpt.feature_set
-        self.window_steps = int(self._ckpt.window) + 1  # one extra step gives counters an increment
+        # one extra step gives counters an increment, an hour more the XID state (features.history_steps)
+        self.window_steps = history_steps(int(self._ckpt.window))
+        self.model_steps = int(self._ckpt.window) + 1
         self.metric_names = {k: list(self.feature_set.metrics_of(k)) for k in self.feature_set.kinds
                              if self.feature_set.metrics_of(k)}
         self.loaded_at = time.time()

@@ -250,7 +250,7 @@ def describe_change(series: np.ndarray, metric: str, cadence_s: int) -> str:
     span_steps = max(int(steps[-1] - start), 1)
     span_min = int(round(span_steps * cadence_s / 60)) or 1
     if "XID" in metric.upper():
-        return f"XID {int(last)} raised" if last > 0 and delta != 0 else f"last XID {int(last)}"
+        return f"XID {int(last)} raised {span_min} min ago" if last > 0 and delta != 0 else f"last XID {int(last)}"
     if counter:
         inc = max(delta, 0.0)
         span_s = span_steps * cadence_s

@@ -5,10 +5,15 @@ snapshot tensor uses a *per-kind layout*: feature slot ``j`` of a component of k
 ``FeatureSet.metrics[k][j]``; slots beyond ``len(metrics[k])`` are padding (always masked). The kind itself is
 given separately (``kind`` index per component), so the model knows how to read the slots.
 
-Cumulative counters (``*_TOTAL``, ``*_errors_total``, XID counts, violation counters) are turned into per-step
-increments (``log1p`` of the non-negative difference) before normalisation: a level of a cumulative counter
-means nothing, its rate does. Missing values (NaN) stay NaN here and become a mask in the snapshot, never an
-invented value.
+Cumulative counters (``*_TOTAL``, ``*_errors_total``, violation counters, remapped rows) are turned into
+per-step increments (``log1p`` of the non-negative difference) before normalisation: a level of a cumulative
+counter means nothing, its rate does. The XID gauge (DCGM reports the *number* of the last XID, which stays set
+for good) becomes a state: 1 for an hour after it changes to a hardware-fault code of :data:`HARDWARE_XIDS`,
+else 0 -- a code is a category, not a magnitude, and a months-old XID 79 must not read as "79 units" forever. Missing
+values (NaN) stay NaN here and become a mask in the snapshot, never an invented value.
+
+:data:`ENCODING` versions these transforms; it is part of a feature set's identity (its fingerprint), so a model
+trained on another encoding is refused instead of misreading its inputs.
 
 :class:`Normalizer` holds per (kind, metric) centre and scale, fitted on *training* data only and saved with the
 model (see :mod:`infrabrain.models.checkpoint`).
@@ -36,6 +41,19 @@ STATIC_METRICS: frozenset[str] = frozenset({"pdu_rating_kw"})
 #: Values are clipped to +-CLIP after normalisation, so one absurd reading cannot dominate a snapshot.
 CLIP = 10.0
 
+#: Version of the per-metric transforms below (1: XID gauge read as a level; 2: as a held hardware-XID state).
+ENCODING = 2
+
+#: Steps a hardware XID stays "raised" in the encoded state (60 = one hour at the 60-s cadence the predictor
+#: reads: the label horizon). Encoding a window exactly needs this much history before it (see
+#: :func:`history_steps`).
+XID_HOLD_STEPS = 60
+
+#: XIDs that signal a GPU hardware fault (NVIDIA's XID catalogue: 48 double-bit ECC, 63 / 64 row remapping
+#: recorded / failed, 79 fallen off the bus, 92 high single-bit ECC rate, 94 / 95 contained / uncontained ECC).
+#: NVLink (74) and application / driver XIDs (13, 31, 43, ...) are not in it: they are mostly software or noise.
+HARDWARE_XIDS: frozenset[int] = frozenset({48, 63, 64, 79, 92, 94, 95})
+
 
 def is_counter(metric: str) -> bool:
     """True for cumulative counters: ``*_TOTAL`` / ``*_total``, violation times, replay counters, remapped rows.
@@ -44,6 +62,11 @@ def is_counter(metric: str) -> bool:
     """
     up = metric.upper()
     return (up.endswith("_TOTAL") or up.endswith("_COUNTER") or "VIOLATION" in up or up.endswith("REMAPPED_ROWS"))
+
+
+def is_xid_code(metric: str) -> bool:
+    """True for the XID gauge (``DCGM_FI_DEV_XID_ERRORS``: the number of the last XID seen, 0 = none)."""
+    return metric.upper().endswith("XID_ERRORS")
 
 
 @dataclass(frozen=True)
@@ -56,11 +79,15 @@ class FeatureSet:
 
     metrics: Mapping[str, tuple[str, ...]]
     kinds: tuple[str, ...] = KINDS
+    encoding: int = ENCODING
 
     def __post_init__(self) -> None:
         unknown = set(self.metrics) - set(self.kinds)
         if unknown:
             raise ValueError(f"feature set names unknown component kind(s) {sorted(unknown)}; known: {self.kinds}")
+        if self.encoding != ENCODING:
+            raise ValueError(f"feature encoding {self.encoding} is not supported (this version reads encoding "
+                             f"{ENCODING}: the XID gauge as a held hardware-XID state); retrain the model")
 
     @property
     def f_max(self) -> int:
@@ -75,18 +102,24 @@ class FeatureSet:
         """Boolean mask over ``metrics_of(kind)``: which are cumulative counters."""
         return np.array([is_counter(m) for m in self.metrics_of(kind)], dtype=bool)
 
+    def xid_codes(self, kind: str) -> np.ndarray:
+        """Boolean mask over ``metrics_of(kind)``: which are XID gauges (encoded by :func:`xid_state`)."""
+        return np.array([is_xid_code(m) for m in self.metrics_of(kind)], dtype=bool)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (stored in the model card)."""
-        return {"kinds": list(self.kinds), "metrics": {k: list(self.metrics_of(k)) for k in self.kinds}}
+        return {"kinds": list(self.kinds), "metrics": {k: list(self.metrics_of(k)) for k in self.kinds},
+                "encoding": self.encoding}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FeatureSet:
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict` (a dict without ``encoding`` predates it: encoding 1, refused)."""
         kinds = tuple(data.get("kinds", KINDS))
-        return cls(metrics={k: tuple(v) for k, v in data["metrics"].items()}, kinds=kinds)
+        return cls(metrics={k: tuple(v) for k, v in data["metrics"].items()}, kinds=kinds,
+                   encoding=int(data.get("encoding", 1)))
 
     def fingerprint(self) -> str:
-        """Short stable hash of the kinds and metric names (order matters)."""
+        """Short stable hash of the kinds, metric names (order matters) and the encoding version."""
         blob = json.dumps(self.to_dict(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -99,6 +132,12 @@ class FeatureSet:
         if unknown:
             raise ValueError(f"unknown component type(s) {sorted(unknown)} in telemetry; known: {KINDS}")
         return cls(metrics={k: tuple(m for m in names[k] if m not in STATIC_METRICS) for k in KINDS if k in names})
+
+
+def history_steps(window: int) -> int:
+    """Raw steps to pass for an exact encoding of a ``window``-step snapshot: one more for counter increments
+    and :data:`XID_HOLD_STEPS` more for the XID state (with fewer, an XID raised before them is not seen)."""
+    return int(window) + 1 + XID_HOLD_STEPS
 
 
 def validate_metric_columns(feature_set: FeatureSet, metric_names: Mapping[str, Sequence[str]]) -> dict[str, np.ndarray]:
@@ -126,12 +165,16 @@ def validate_metric_columns(feature_set: FeatureSet, metric_names: Mapping[str, 
     return out
 
 
-def transform_series(values: np.ndarray, counters: np.ndarray) -> np.ndarray:
-    """Turn raw ``[T, n, F]`` telemetry into model-ready values (counters -> log1p of per-step increments).
+def transform_series(values: np.ndarray, counters: np.ndarray, xid_codes: np.ndarray | None = None) -> np.ndarray:
+    """Turn raw ``[T, n, F]`` telemetry into model-ready values (counters -> log1p of per-step increments, XID
+    gauges -> held hardware-XID state, see :func:`xid_state`).
 
-    The first step of a counter has no predecessor and becomes NaN (masked). NaNs propagate; nothing is filled.
+    The first step of a counter or XID gauge has no predecessor and becomes NaN (masked). NaNs propagate;
+    nothing is filled.
     """
     out = values.astype(np.float32, copy=True)
+    if xid_codes is not None and xid_codes.any():
+        out[:, :, xid_codes] = xid_state(values[:, :, xid_codes])
     if counters.any():
         c = values[:, :, counters].astype(np.float32)
         d = np.full_like(c, np.nan)
@@ -140,6 +183,33 @@ def transform_series(values: np.ndarray, counters: np.ndarray) -> np.ndarray:
             d = np.log1p(np.clip(d, 0.0, None))
         out[:, :, counters] = d
     return out
+
+
+def xid_state(codes: np.ndarray, hold_steps: int = XID_HOLD_STEPS) -> np.ndarray:
+    """XID gauge ``[T, ...]`` (last XID number, 0 = none) -> 1.0 while it shows a code of :data:`HARDWARE_XIDS`
+    that it changed to within the last ``hold_steps`` steps, 0.0 where observed otherwise, NaN where missing or
+    at the first step (no predecessor: when its code was raised is unknown).
+
+    The previous code is the last *observed* one (a scrape gap does not hide a change across it). A state held
+    for an hour, not a one-minute spike: a row-remapping XID 63 comes 5-45 minutes before an HBM failure and
+    should weigh on every window until then (measured: the spike lost to the rules on memory faults, the held
+    state beats them). DCGM keeps only the last number, so a repeat of the same XID is invisible in the gauge.
+    """
+    c = np.asarray(codes, dtype=np.float64)
+    obs = np.isfinite(c)
+    t_idx = np.arange(c.shape[0]).reshape((-1,) + (1,) * (c.ndim - 1))
+    # forward-fill along time: index of the last observed step at or before each step
+    idx = np.maximum.accumulate(np.where(obs, t_idx, -1), axis=0)
+    filled = np.take_along_axis(np.where(obs, c, np.nan), np.maximum(idx, 0), axis=0)
+    filled[idx < 0] = np.nan
+    prev = np.full_like(c, np.nan)
+    prev[1:] = filled[:-1]
+    hw = np.isin(np.where(obs, c, -1).astype(np.int64), sorted(HARDWARE_XIDS))
+    raised = hw & np.isfinite(prev) & (c != prev)
+    last_raised = np.maximum.accumulate(np.where(raised, t_idx, -(10**9)), axis=0)
+    out = np.where(hw & (t_idx - last_raised < hold_steps), 1.0, 0.0)
+    out[~obs | ~np.isfinite(prev)] = np.nan
+    return out.astype(np.float32)
 
 
 @dataclass

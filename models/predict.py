@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from infrabrain.models.checkpoint import Checkpoint, describe_difference
-from infrabrain.models.features import FeatureSet
+from infrabrain.models.features import FeatureSet, history_steps
 from infrabrain.models.snapshots import _get, collate_snapshots, graph_from_topology, snapshot_from_window
 
 
@@ -50,7 +50,7 @@ def predict_window(
     t = int(np.asarray(next(iter(metrics.values()))).shape[0])
     if t < w:
         raise ValueError(f"telemetry window has {t} steps, the model needs at least {w} ({w * cadence_s // 60} min)")
-    lo = max(0, t - w - 1)  # one extra step so counters have an increment at the first step
+    lo = max(0, t - history_steps(w))  # counters need one step more, the XID state an hour more
     win = {k: np.asarray(v)[lo:] for k, v in metrics.items()}
     alive = None if node_alive is None else np.asarray(node_alive, bool)[lo:]
     item = snapshot_from_window(topology, win, metric_names, ckpt.feature_set, ckpt.normalizer, w, alive,

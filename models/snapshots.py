@@ -141,7 +141,7 @@ def encode_telemetry(
             )
         if arr.shape[0] != t_len:
             raise ValueError(f"metrics[{kind!r}] has {arr.shape[0]} steps, other kinds have {t_len}")
-        vals = transform_series(arr[:, :, idx], feature_set.counters(kind))
+        vals = transform_series(arr[:, :, idx], feature_set.counters(kind), feature_set.xid_codes(kind))
         if normalizer is not None:
             vals = normalizer.apply(kind, vals)
         out[:, gidx, : len(idx)] = vals
@@ -260,7 +260,9 @@ def snapshot_from_window(
     node_alive: np.ndarray | None = None,
     pool: int = 1,
 ) -> dict[str, torch.Tensor]:
-    """Build an unlabelled snapshot for inference from a raw telemetry window (the last ``window``+1 steps).
+    """Build an unlabelled snapshot for inference from a raw telemetry window (the last ``window``+1 steps; pass
+    :func:`~infrabrain.models.features.history_steps` ``(window)`` steps so an XID raised in the hour before the
+    window is seen as in training).
 
     One extra leading step lets counters have an increment at the first step; with exactly ``window`` steps the
     first step's counter increments are masked. Labels are zeros; ``label_mask`` marks nodes that are alive.
@@ -436,7 +438,7 @@ def fit_normalizer(runs: Sequence[Any], feature_set: FeatureSet, time_range: tup
             arr = np.asarray(metrics[kind])
             t = arr.shape[0]
             lo, hi = int(time_range[0] * t), max(int(time_range[1] * t), int(time_range[0] * t) + 1)
-            sub = transform_series(arr[lo:hi][:, :, idx], feature_set.counters(kind))
+            sub = transform_series(arr[lo:hi][:, :, idx], feature_set.counters(kind), feature_set.xid_codes(kind))
             per_kind.setdefault(kind, []).append(sub[:: max(1, len(sub) // 500)])  # subsample steps
     return Normalizer.fit(per_kind, feature_set)
 

@@ -155,7 +155,7 @@ def test_rank_root_causes_credits_cooling_for_rack(small_splits):
 
 
 def test_describe_change_xid_and_from_zero():
-    assert describe_change(np.r_[np.zeros(30), np.full(30, 63.0)], "DCGM_FI_DEV_XID_ERRORS", 60) == "XID 63 raised"
+    assert describe_change(np.r_[np.zeros(30), np.full(30, 63.0)], "DCGM_FI_DEV_XID_ERRORS", 60) == "XID 63 raised 29 min ago"
     assert describe_change(np.r_[np.full(30, 1.0), np.full(30, 80.0)], "DCGM_FI_DEV_GPU_UTIL", 60) \
         .startswith("utilisation 1 % -> 80 % over")
     assert describe_change(np.r_[np.full(30, 0.9), np.full(30, 0.05)], "switch_port_util", 60) \

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from infrabrain.models.features import FeatureSet, Normalizer, is_counter
+from infrabrain.models.features import FeatureSet, Normalizer, is_counter, transform_series, xid_state
 from infrabrain.models.snapshots import (
     collate_snapshots,
     fit_normalizer,
@@ -126,6 +126,52 @@ def test_counters_and_normaliser_roundtrip(small_splits):
     n2 = Normalizer.from_dict(small_splits.normalizer.to_dict())
     for k in n2.center:
         np.testing.assert_allclose(n2.scale[k], small_splits.normalizer.scale[k])
+
+
+def test_xid_gauge_becomes_a_held_hardware_xid_state():
+    nan = np.nan
+    # one GPU: no XID, NVLink 74 (not hardware), a gap, then row remapping 63 (a change seen across the gap),
+    # 63 stays set, a DBE 48, 48 stays set past the hold, then NVLink 74 again
+    gauge = np.array([0, 0, 74, 74, nan, 63, 63, 48, 48, 48, 48, 74], dtype=np.float32)
+    st = xid_state(gauge[:, None], hold_steps=3)[:, 0]
+    np.testing.assert_array_equal(np.nan_to_num(st, nan=-1), [-1, 0, 0, 0, -1, 1, 1, 1, 1, 1, 0, 0])
+    # a code already set before the data starts: its raise time is unknown (masked), then never "raised"
+    np.testing.assert_array_equal(np.nan_to_num(xid_state(np.full((4, 1), 63.0))[:, 0], nan=-1), [-1, 0, 0, 0])
+    # transform_series routes only the XID column through it (the counter column becomes increments)
+    vals = np.stack([gauge, np.arange(12, dtype=np.float32)], axis=1)[:, None, :]
+    out = transform_series(vals, np.array([False, True]), np.array([True, False]))
+    np.testing.assert_array_equal(np.nan_to_num(out[:, 0, 0], nan=-1), [-1, 0, 0, 0, -1, 1, 1, 1, 1, 1, 1, 0])
+    np.testing.assert_allclose(out[1:, 0, 1], np.log1p(1.0))
+    fs = FeatureSet(metrics={"gpu": ("DCGM_FI_DEV_GPU_TEMP", "DCGM_FI_DEV_XID_ERRORS")})
+    assert fs.xid_codes("gpu").tolist() == [False, True] and not fs.counters("gpu").any()
+
+
+def test_snapshot_from_a_window_sees_an_xid_raised_before_it(small_runs, small_splits):
+    """predict / the daemon pass history_steps(window) raw steps, so the snapshot equals the training one."""
+    from infrabrain.models.features import history_steps
+
+    sp, run = small_splits, small_runs[0]
+    names = run.metric_names
+    gpu = {k: v.copy() for k, v in run.metrics.items()}
+    j = names["gpu"].index("DCGM_FI_DEV_XID_ERRORS")
+    end = 150
+    gpu["gpu"][:, 0, j] = 0.0
+    gpu["gpu"][end - 70:, 0, j] = 63.0  # raised 70 steps before the end: 10 steps before the 60-step window
+    short = {k: v[end - sp.window: end + 1] for k, v in gpu.items()}
+    full = {k: v[end + 1 - history_steps(sp.window): end + 1] for k, v in gpu.items()}
+    a = snapshot_from_window(run.topology, short, names, sp.feature_set, sp.normalizer, sp.window, pool=sp.pool)
+    b = snapshot_from_window(run.topology, full, names, sp.feature_set, sp.normalizer, sp.window, pool=sp.pool)
+    g0 = int(np.flatnonzero(a["kind"].numpy() == 0)[0])
+    assert float(b["x"][g0, :, j].max()) > float(a["x"][g0, :, j].max())  # only the long history sees it
+
+
+def test_feature_encoding_is_part_of_the_identity(small_splits):
+    fs = small_splits.feature_set
+    d = fs.to_dict()
+    assert FeatureSet.from_dict(d).fingerprint() == fs.fingerprint()
+    old = {k: v for k, v in d.items() if k != "encoding"}  # a card written before the XID encoding changed
+    with pytest.raises(ValueError, match="feature encoding 1 is not supported.*retrain"):
+        FeatureSet.from_dict(old)
 
 
 def test_validation_by_site(small_runs):
