@@ -4,10 +4,10 @@ Trains the GNN on a simulated federation (default 10 sites, 3 held out, 24 h, ac
 baseline on the same split, evaluates all of them on the held-out sites, then times one training epoch over
 1,000 snapshots of a 512-GPU site and inference on a 10,000-GPU snapshot. Prints a human summary, then as its
 LAST line one JSON object (keys named in issue 3; accuracy keys are means over ``--seeds`` training seeds on
-the same data, default 3, with ``<key>_per_seed`` lists for the headline keys). Also reported: the calibrated GNN + logistic ensemble
-(``pr_auc_ensemble``), the GNN at the alert threshold chosen on the validation site (``val_threshold_*``), the
-per-cause comparison with the rules (``by_cause_vs_rules``) and the simulator-truth oracle bounds (``oracle_*``:
-what any model could reach on this simulator; ``--no-oracle`` skips them).
+the same data, default 3, with ``<key>_per_seed`` lists for the headline keys). Also reported: the calibrated
+GNN + logistic ensemble (``pr_auc_ensemble``), the GNN at the alert threshold chosen on the validation site
+(``val_threshold_*``), the per-cause comparison with the rules (``by_cause_vs_rules``) and the simulator-truth
+oracle bounds (``oracle_*``: what any model could reach on this simulator; ``--no-oracle`` skips them).
 
     .venv/bin/python bench/predictor.py                 # default
     .venv/bin/python bench/predictor.py --hours 48 --epochs 12 --acceleration 100   # larger
@@ -306,7 +306,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         v = out.get(k)
         seeds = out.get(f"{k}_per_seed")
-        each = f"  (per seed: {', '.join('-' if x is None else f'{x:.3g}' for x in seeds)})" if seeds and len(seeds) > 1 else ""
+        each = ""
+        if seeds and len(seeds) > 1:
+            each = f"  (per seed: {', '.join('-' if x is None else f'{x:.3g}' for x in seeds)})"
         print(f"{k:24s} {v if v is None else round(v, 3)!s:>8s}  goal >= {g}{each}", file=sys.stderr)
     for k, g in (("infer_ms_10k_gpus", 200), ("epoch_s", 30), ("peak_rss_gib", 4)):
         if k in out:

@@ -297,7 +297,7 @@ class Daemon:
         own = int(self.scorer.model_steps)
         filled = self.buffer.filled_steps(own)
         if filled < (own + 1) // 2:  # a mostly empty window would give scores of nothing
-            log.info("window still filling; not scoring yet", extra={"filled_steps": filled, "window_steps": own})
+            log.info("window still filling; not scoring yet", extra={"filled_steps": filled, "model_steps": own})
             return []
         t0 = time.perf_counter()
         _, window = self.buffer.window(steps=steps)
