@@ -26,6 +26,8 @@ import time
 import numpy as np
 import torch
 
+from infrabrain.models.selection import DEFAULT_SELECTION, SELECTIONS
+
 
 def _peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
@@ -83,7 +85,7 @@ def _one_seed(runs: list, args: argparse.Namespace, seed: int, report_dir: str |
     from infrabrain.models.pipeline import PipelineConfig, evaluate_predictor, train_predictor
 
     cfg = PipelineConfig(heldout=args.heldout, val_sites=args.val_sites, weight_decay=args.weight_decay,
-                         epochs=args.epochs, patience=args.patience, seed=seed,
+                         epochs=args.epochs, patience=args.patience, selection=args.selection, seed=seed,
                          hidden=args.hidden, layers=args.layers, lr=args.lr, level_features=not args.no_levels,
                          summary_features=not args.no_summary, progress=not args.no_progress)
     trained = train_predictor(runs, cfg)
@@ -91,8 +93,10 @@ def _one_seed(runs: list, args: argparse.Namespace, seed: int, report_dir: str |
                              oracle=not args.no_oracle)
     g = rep["models"]["gnn"]
     print("held-out sites:", ", ".join(rep["sites"]), file=sys.stderr)
-    print("epochs (validation site PR-AUC):", ", ".join(f"{h['epoch']}: {h.get('val_pr_auc', float('nan')):.3f}"
-                                                       for h in rep["train"]["history"]),
+    nan = float("nan")
+    print(f"epochs (validation site PR-AUC / mean per cause group; {args.selection}):",
+          ", ".join(f"{h['epoch']}: {h.get('val_pr_auc', nan):.3f} / {h.get('val_pr_auc_causes', nan):.3f}"
+                    for h in rep["train"]["history"]),
           f"-> best epoch {rep['train']['best_epoch']}", file=sys.stderr)
     print(f"{'model':10s} {'PR-AUC':>7s} {'ROC-AUC':>7s} {'PR-AUC casc':>11s} {'rec@p50':>7s} {'rec@p50 hw':>10s} "
           f"{'rec@p80':>7s} {'lead med':>8s}", file=sys.stderr)
@@ -256,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="fault-rate multiplier (1 = realistic: ~1 failure in 10 sites x 48 h, nothing to learn)")
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--patience", type=int, default=3)
+    p.add_argument("--selection", choices=sorted(SELECTIONS), default=DEFAULT_SELECTION,
+                   help="validation score that picks the kept epoch (models/selection.py; default %(default)s)")
     p.add_argument("--no-levels", action="store_true", help="GNN input without the normalised levels")
     p.add_argument("--no-summary", action="store_true", help="GNN input without the per-metric window summaries")
     p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
@@ -296,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     out["config"] = {"sites": args.sites, "heldout": args.heldout, "hours": args.hours,
                      "acceleration": args.acceleration, "epochs": args.epochs, "hidden": args.hidden,
                      "layers": args.layers, "threads": args.threads, "seed": args.seed, "seeds": args.seeds,
-                     "val_sites": args.val_sites,
+                     "val_sites": args.val_sites, "selection": args.selection,
                      "weight_decay": args.weight_decay, "lr": args.lr, "levels": not args.no_levels,
                      "summary_features": not args.no_summary}
     goals = {"pr_auc_ratio": 1.2, "pr_auc_ratio_cascade": 1.5, "event_recall_at_p50": 0.8, "median_lead_min": 30,

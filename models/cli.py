@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from infrabrain.models.selection import DEFAULT_SELECTION, SELECTIONS
+
 EXAMPLES = """examples:
   infrabrain simulate --sites 6 --hours 48 --acceleration 100 --out data/fed
   infrabrain train --data data/fed --heldout 2 --out ckpt/gnn
@@ -77,7 +79,7 @@ def _train(args: argparse.Namespace) -> int:
     cfg = PipelineConfig(
         heldout=held if held is not None else (1 if len(runs) > 2 else 0), window_min=args.window_min,
         stride_min=args.stride_min, hidden=args.hidden, layers=args.layers, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, patience=args.patience, seed=args.seed,
+        batch_size=args.batch_size, lr=args.lr, patience=args.patience, selection=args.selection, seed=args.seed,
         progress=not args.no_progress,
     )
     trained = train_predictor(runs, cfg)
@@ -171,7 +173,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--patience", type=int, default=3, help="early stopping: epochs without val PR-AUC gain")
+    p.add_argument("--patience", type=int, default=3, help="early stopping: epochs without a selection-score gain")
+    p.add_argument("--selection", choices=sorted(SELECTIONS), default=DEFAULT_SELECTION,
+                   help="validation score that picks the kept epoch: "
+                        + "; ".join(f"{k}: {v}" for k, v in SELECTIONS.items()) + " (default %(default)s)")
     p.add_argument("--hidden", type=int, default=32)
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--window-min", type=int, default=60, help="snapshot window in minutes (default 60)")

@@ -18,7 +18,7 @@ Definitions (documented in docs/predictor.md):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from infrabrain.models.training import summary_metrics
 
 MIN_LEAD_S = 5 * 60
 CASCADE_GROUPS = ("thermal", "network")
+UNPREDICTABLE_GROUPS = ("software",)  # no precursor by construction: their PR-AUC is noise
 
 
 def cause_names() -> tuple[tuple[str, ...], dict[str, str]]:
@@ -137,14 +138,39 @@ def calibration(labels: np.ndarray, scores: np.ndarray, bins: int = 10) -> dict[
     return {"ece": float(ece), "bins": table}
 
 
+def group_pr_auc(rows: pd.DataFrame, groups: Sequence[str], row_groups: np.ndarray | None = None) -> float:
+    """PR-AUC of the failures whose cause group is in ``groups`` against every negative row; NaN when ``rows``
+    hold no such positive. ``row_groups`` (``_cause_group`` of the rows' causes) saves recomputing it."""
+    labels = rows["label"].to_numpy(bool)
+    rg = _cause_group(rows["cause"].to_numpy()) if row_groups is None else row_groups
+    sel = ~labels | np.isin(rg, list(groups))
+    return summary_metrics(labels[sel], rows["score"].to_numpy()[sel])["pr_auc"]
+
+
+def cascade_pr_auc(rows: pd.DataFrame) -> float:
+    """PR-AUC of the cascade failures (``CASCADE_GROUPS``: thermal, network) against every negative row."""
+    return group_pr_auc(rows, CASCADE_GROUPS)
+
+
+def cause_macro_pr_auc(rows: pd.DataFrame) -> float:
+    """Mean over the cause groups with a positive row, software-like ones (``UNPREDICTABLE_GROUPS``) excepted, of
+    each group's PR-AUC against every negative row: every failure mechanism counts alike, however rare; NaN when no
+    such group has a positive row."""
+    rg = _cause_group(rows["cause"].to_numpy())
+    present = sorted(set(rg[rows["label"].to_numpy(bool)]) - set(UNPREDICTABLE_GROUPS))
+    vals = [group_pr_auc(rows, (g,), rg) for g in present]
+    vals = [v for v in vals if np.isfinite(v)]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
 def evaluate_scores(rows: pd.DataFrame, events: pd.DataFrame, probabilistic: bool = True) -> dict[str, Any]:
     """All metrics of one model's ``rows`` (with truth columns) against ``events``."""
     out: dict[str, Any] = dict(summary_metrics(rows["label"].to_numpy(), rows["score"].to_numpy()))
     if not probabilistic:
         out.pop("brier", None)
     groups = _cause_group(rows["cause"].to_numpy())
-    casc = (~rows["label"].to_numpy()) | np.isin(groups, CASCADE_GROUPS)
-    out["pr_auc_cascade"] = summary_metrics(rows["label"].to_numpy()[casc], rows["score"].to_numpy()[casc])["pr_auc"]
+    out["pr_auc_cascade"] = group_pr_auc(rows, CASCADE_GROUPS, groups)
+    out["pr_auc_causes"] = cause_macro_pr_auc(rows)
     ev = event_scores(rows, events)
     out["events"] = int(len(ev))
     hw = ev[ev["precursor"]] if len(ev) else ev
@@ -169,7 +195,7 @@ def evaluate_scores(rows: pd.DataFrame, events: pd.DataFrame, probabilistic: boo
             "events": int(len(sub)),
             "with_precursor": int(sub["precursor"].sum()),
             "recall_at_p50_threshold": float((sub["max_score"] >= r50["threshold"]).mean()) if np.isfinite(r50["threshold"]) else 0.0,
-            "pr_auc": summary_metrics(rows["label"].to_numpy()[gsel], rows["score"].to_numpy()[gsel])["pr_auc"],
+            "pr_auc": group_pr_auc(rows, (g,), groups),
         }
     out["by_cause_group"] = by
     if probabilistic:

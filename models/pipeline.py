@@ -21,6 +21,7 @@ from infrabrain.logs import get_logger
 from infrabrain.models.calibration import PlattCalibrator, calibrated_ensemble, logit
 from infrabrain.models.gnn import FailurePredictor, ModelConfig
 from infrabrain.models.snapshots import Splits, make_splits
+from infrabrain.models.selection import DEFAULT_SELECTION, Selection
 from infrabrain.models.training import TrainConfig, TrainResult, estimate_pos_weight, predict_scores, train_model
 
 log = get_logger("models.pipeline")
@@ -49,6 +50,7 @@ class PipelineConfig(BaseModel):
     batch_size: int = Field(16, ge=1)
     lr: float = Field(3e-3, gt=0)
     patience: int = Field(3, ge=1)
+    selection: Selection = Field(DEFAULT_SELECTION, description="validation score that picks the kept epoch (training.SELECTIONS)")
     max_batches_per_epoch: int | None = Field(None, ge=1)
     seed: int = 0
     progress: bool = True
@@ -81,6 +83,7 @@ def train_predictor(runs: Sequence[Any], config: PipelineConfig | None = None) -
                                          hidden=cfg.hidden, layers=cfg.layers, level_features=cfg.level_features,
                                          dropout=cfg.dropout, summary_features=cfg.summary_features, pos_weight=pw))
     tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, patience=cfg.patience,
+                       selection=cfg.selection,
                        weight_decay=cfg.weight_decay,
                        max_batches_per_epoch=cfg.max_batches_per_epoch, seed=cfg.seed, progress=cfg.progress)
     t0 = time.perf_counter()

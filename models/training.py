@@ -9,7 +9,7 @@ These functions are deliberately generic so that the privacy area (Opacus DP-SGD
   still has a graph.
 - :func:`get_weights` / :func:`set_weights`: trainable parameters as a list of numpy arrays, in
   ``named_parameters`` order (what Flower sends).
-- :func:`train_model`: Adam, early stopping on validation PR-AUC, tqdm bar.
+- :func:`train_model`: Adam, early stopping on a validation score (``TrainConfig.selection``), tqdm bar.
 - :func:`predict_scores` / :func:`evaluate_model`: per (snapshot, node) probabilities and summary metrics.
 """
 
@@ -30,6 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from infrabrain.logs import get_logger
+from infrabrain.models.selection import DEFAULT_SELECTION, Selection, selection_score
 from infrabrain.models.snapshots import collate_snapshots
 
 log = get_logger("models.training")
@@ -83,7 +84,8 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(16, ge=1)
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
-    patience: int = Field(3, ge=1, description="epochs without validation PR-AUC gain before stopping")
+    patience: int = Field(3, ge=1, description="epochs without a gain of the selection score before stopping")
+    selection: Selection = Field(DEFAULT_SELECTION, description="validation score that picks the kept epoch, see SELECTIONS")
     max_batches_per_epoch: int | None = Field(None, ge=1)
     seed: int = 0
     progress: bool = True
@@ -140,7 +142,8 @@ def train_model(
     config: TrainConfig | None = None,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TrainResult:
-    """Train with Adam; early-stop on validation PR-AUC (keeps the best weights); a tqdm bar over epochs.
+    """Train with Adam; early-stop on the validation score ``config.selection`` (keeps the best epoch's weights); a
+    tqdm bar over epochs.
 
     Without ``val_ds`` it trains for ``config.epochs`` and keeps the last weights.
     """
@@ -162,7 +165,8 @@ def train_model(
         if val_ds is not None and len(val_ds):
             val = evaluate_model(model, val_ds, batch_size=cfg.batch_size)
             rec.update({f"val_{k}": v for k, v in val.items() if isinstance(v, (int, float))})
-            score = val["pr_auc"] if np.isfinite(val["pr_auc"]) else -val["loss"]
+            score = selection_score(val, cfg.selection)
+            rec["val_selection_score"] = score
             if score > best_score + 1e-4:
                 best_score, bad, result.best_epoch = score, 0, epoch
                 best_state = copy.deepcopy(model.state_dict())
@@ -223,10 +227,15 @@ def summary_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
 
 
 def evaluate_model(model: nn.Module, dataset: Dataset, batch_size: int = 16) -> dict[str, Any]:
-    """Per-node metrics of ``model`` on ``dataset``: ``pr_auc``, ``roc_auc``, ``loss`` (weighted BCE), ``brier``,
-    ``n`` and ``positives``."""
+    """Per-node metrics of ``model`` on ``dataset``: ``pr_auc``, ``pr_auc_cascade`` (thermal and network failures
+    against every negative), ``pr_auc_causes`` (mean of the per-cause-group PR-AUCs, software excepted), ``roc_auc``,
+    ``loss`` (weighted BCE), ``brier``, ``n`` and ``positives``."""
+    from infrabrain.models.evaluation import cascade_pr_auc, cause_macro_pr_auc
+
     df = predict_scores(model, dataset, batch_size)
     out: dict[str, Any] = summary_metrics(df["label"].to_numpy(), df["score"].to_numpy())
+    out["pr_auc_cascade"] = cascade_pr_auc(df) if len(df) else float("nan")
+    out["pr_auc_causes"] = cause_macro_pr_auc(df) if len(df) else float("nan")
     core = model._module if hasattr(model, "_module") else model
     pw = float(getattr(core, "pos_weight", 1.0))
     if len(df):

@@ -1,0 +1,69 @@
+"""Which epoch early stopping keeps (``models/selection.py``), on hand-made metrics and a real training run."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from infrabrain.models.evaluation import evaluate_scores, failure_events
+from infrabrain.models.gnn import build_model
+from infrabrain.models.selection import SELECTIONS, selection_score
+from infrabrain.models.training import TrainConfig, estimate_pos_weight, evaluate_model, predict_scores, train_model
+
+
+def test_scores_of_each_selection():
+    val = {"pr_auc": 0.4, "pr_auc_causes": 0.8, "loss": 1.5}
+    assert selection_score(val, "pr_auc") == pytest.approx(0.4)
+    assert selection_score(val, "pr_auc+causes") == pytest.approx(0.6)
+    # no predictable cause group has a failure: the plain PR-AUC, not a NaN that would never win
+    assert selection_score({**val, "pr_auc_causes": math.nan}, "pr_auc+causes") == pytest.approx(0.4)
+    assert selection_score({"pr_auc": 0.4, "loss": 1.5}, "pr_auc+causes") == pytest.approx(0.4)
+    # one class only: PR-AUC undefined, the lower loss wins
+    assert selection_score({**val, "pr_auc": math.nan}, "pr_auc+causes") == pytest.approx(-1.5)
+    with pytest.raises(ValueError, match="unknown selection 'roc'"):
+        selection_score(val, "roc")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        TrainConfig(selection="roc")
+    assert set(SELECTIONS) == {"pr_auc", "pr_auc+causes"}
+
+
+def test_validation_metrics_match_the_evaluation(small_splits):
+    sp = small_splits
+    torch.manual_seed(0)
+    model = build_model(sp.feature_set.f_max, sp.window, pool=sp.pool, hidden=8, layers=2)
+    out = evaluate_model(model, sp.test_sites)
+    rows = predict_scores(model, sp.test_sites)
+    ref = evaluate_scores(rows, failure_events(sp.test_sites))
+    assert out["pr_auc_cascade"] == pytest.approx(ref["pr_auc_cascade"])  # the held-out site has network failures
+    by = ref["by_cause_group"]
+    assert {"network", "other", "software"} <= set(by)
+    # every predictable group counts alike; software (no precursor) is left out
+    expected = np.mean([by[g]["pr_auc"] for g in by if g != "software" and np.isfinite(by[g]["pr_auc"])])
+    assert out["pr_auc_causes"] == pytest.approx(expected) == pytest.approx(ref["pr_auc_causes"])
+    assert out["pr_auc_causes"] != pytest.approx(out["pr_auc"])
+
+
+@pytest.mark.parametrize("selection", sorted(SELECTIONS))
+def test_training_keeps_the_epoch_with_the_best_selection_score(small_splits, selection):
+    sp = small_splits
+    val = sp.test_sites  # a whole site with network and other failures inside its windows
+    torch.manual_seed(1)
+    model = build_model(sp.feature_set.f_max, sp.window, pool=sp.pool, hidden=8, layers=2,
+                        pos_weight=estimate_pos_weight(sp.train))
+    cfg = TrainConfig(epochs=3, batch_size=8, patience=3, selection=selection, progress=False)
+    result = train_model(model, sp.train, val, cfg)
+    hist = result.history
+    assert len(hist) == 3
+    assert all(math.isfinite(h["val_pr_auc"]) for h in hist)  # the score is PR-AUC based, not the loss fallback
+    assert all(math.isfinite(h["val_pr_auc_causes"]) for h in hist)
+    for h in hist:
+        metrics = {"pr_auc": h["val_pr_auc"], "pr_auc_causes": h["val_pr_auc_causes"], "loss": h["val_loss"]}
+        assert h["val_selection_score"] == pytest.approx(selection_score(metrics, selection))
+    scores = np.array([h["val_selection_score"] for h in hist])
+    assert result.best_epoch == int(np.argmax(scores))
+    # the kept weights are that epoch's: re-evaluating gives its validation metrics
+    again = evaluate_model(model, val)
+    assert selection_score(again, selection) == pytest.approx(hist[result.best_epoch]["val_selection_score"], abs=1e-6)
