@@ -7,7 +7,7 @@ Used by ``infrabrain train`` / ``infrabrain evaluate``, by ``bench/predictor.py`
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,8 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from infrabrain.logs import get_logger
 from infrabrain.models.calibration import PlattCalibrator, calibrated_ensemble, logit
 from infrabrain.models.gnn import FailurePredictor, ModelConfig
-from infrabrain.models.snapshots import Splits, make_splits
 from infrabrain.models.selection import DEFAULT_SELECTION, Selection
+from infrabrain.models.snapshots import Splits, make_splits
 from infrabrain.models.training import TrainConfig, TrainResult, estimate_pos_weight, predict_scores, train_model
 
 log = get_logger("models.pipeline")
@@ -69,8 +69,12 @@ class Trained:
     val_threshold: float | None = None  # alert threshold chosen on the validation split (precision >= 0.5 there)
 
 
-def train_predictor(runs: Sequence[Any], config: PipelineConfig | None = None) -> Trained:
-    """Split ``runs`` and train a :class:`FailurePredictor` with early stopping on the validation split."""
+def train_predictor(runs: Sequence[Any], config: PipelineConfig | None = None,
+                    on_epoch: Callable[[int, dict[str, float], FailurePredictor], None] | None = None) -> Trained:
+    """Split ``runs`` and train a :class:`FailurePredictor` with early stopping on the validation split.
+
+    ``on_epoch(epoch, record, model)`` is called after every epoch with the history record and the model as it is
+    then (e.g. to keep every epoch's weights)."""
     cfg = config or PipelineConfig()
     torch.manual_seed(cfg.seed)
     splits = make_splits(runs, heldout=cfg.heldout, window_min=cfg.window_min, stride_min=cfg.stride_min,
@@ -87,7 +91,8 @@ def train_predictor(runs: Sequence[Any], config: PipelineConfig | None = None) -
                        weight_decay=cfg.weight_decay,
                        max_batches_per_epoch=cfg.max_batches_per_epoch, seed=cfg.seed, progress=cfg.progress)
     t0 = time.perf_counter()
-    result = train_model(model, splits.train, splits.val if len(splits.val) else None, tcfg)
+    hook = (lambda epoch, rec: on_epoch(epoch, rec, model)) if on_epoch is not None else None
+    result = train_model(model, splits.train, splits.val if len(splits.val) else None, tcfg, on_epoch=hook)
     train_s = time.perf_counter() - t0
     cal, thr = fit_calibration(model, splits.val)
     return Trained(model=model, splits=splits, result=result, config=cfg, train_s=train_s, calibration=cal,

@@ -34,3 +34,44 @@ def selection_score(val: Mapping[str, float], selection: Selection) -> float:
     if selection == "pr_auc+causes" and math.isfinite(causes):
         return 0.5 * (pr + causes)
     return pr
+
+
+class EarlyStopping:
+    """Patience bookkeeping over a stream of scores: which epoch is best so far and whether to stop.
+
+    A score counts as a gain only above the best by more than ``min_delta`` (ties keep the earlier epoch);
+    training stops after ``patience`` epochs in a row without a gain. Used by ``training.train_model`` and by
+    ``bench/predictor_selection.py`` to replay a rule on recorded scores.
+    """
+
+    def __init__(self, patience: int, min_delta: float = 1e-4) -> None:
+        if patience < 1:
+            raise ValueError(f"patience must be >= 1, got {patience}")
+        if not min_delta >= 0:
+            raise ValueError(f"min_delta must be >= 0, got {min_delta}")
+        self.patience, self.min_delta = patience, min_delta
+        self.best_score, self.best_epoch, self.bad, self.epochs = -math.inf, -1, 0, 0
+
+    def step(self, score: float) -> bool:
+        """Record the next epoch's score; True if it is the new best."""
+        epoch, self.epochs = self.epochs, self.epochs + 1
+        if score > self.best_score + self.min_delta:
+            self.best_score, self.best_epoch, self.bad = score, epoch, 0
+            return True
+        self.bad += 1
+        return False
+
+    @property
+    def stop(self) -> bool:
+        """``patience`` epochs in a row without a gain."""
+        return self.bad >= self.patience
+
+
+def replay(scores: list[float], patience: int, min_delta: float = 1e-4) -> int:
+    """The epoch early stopping keeps when the epochs score ``scores`` in turn (it may stop before the end)."""
+    es = EarlyStopping(patience, min_delta)
+    for s in scores:
+        es.step(s)
+        if es.stop:
+            break
+    return es.best_epoch

@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from infrabrain.logs import get_logger
-from infrabrain.models.selection import DEFAULT_SELECTION, Selection, selection_score
+from infrabrain.models.selection import DEFAULT_SELECTION, EarlyStopping, Selection, selection_score
 from infrabrain.models.snapshots import collate_snapshots
 
 log = get_logger("models.training")
@@ -156,7 +156,7 @@ def train_model(
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loader = make_loader(train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed)
     result = TrainResult()
-    best_state, best_score, bad = None, -np.inf, 0
+    best_state, stopper = None, EarlyStopping(cfg.patience)
     bar = tqdm(range(cfg.epochs), desc="epochs", disable=not cfg.progress)
     for epoch in bar:
         t0 = time.perf_counter()
@@ -167,18 +167,16 @@ def train_model(
             rec.update({f"val_{k}": v for k, v in val.items() if isinstance(v, (int, float))})
             score = selection_score(val, cfg.selection)
             rec["val_selection_score"] = score
-            if score > best_score + 1e-4:
-                best_score, bad, result.best_epoch = score, 0, epoch
+            if stopper.step(score):
+                result.best_epoch = epoch
                 best_state = copy.deepcopy(model.state_dict())
                 result.best_val = {k: v for k, v in val.items() if isinstance(v, (int, float))}
-            else:
-                bad += 1
         result.history.append(rec)
         bar.set_postfix({k: f"{v:.3f}" for k, v in rec.items() if k in ("loss", "val_pr_auc")})
         log.info("epoch", extra={k: float(v) for k, v in rec.items()})
         if on_epoch:
             on_epoch(epoch, rec)
-        if val_ds is not None and bad >= cfg.patience:
+        if val_ds is not None and stopper.stop:
             result.stopped_early = True
             break
     if best_state is not None:

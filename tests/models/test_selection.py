@@ -10,7 +10,7 @@ import torch
 
 from infrabrain.models.evaluation import evaluate_scores, failure_events
 from infrabrain.models.gnn import build_model
-from infrabrain.models.selection import SELECTIONS, selection_score
+from infrabrain.models.selection import SELECTIONS, EarlyStopping, replay, selection_score
 from infrabrain.models.training import TrainConfig, estimate_pos_weight, evaluate_model, predict_scores, train_model
 
 
@@ -28,6 +28,20 @@ def test_scores_of_each_selection():
     with pytest.raises(ValueError):
         TrainConfig(selection="roc")
     assert set(SELECTIONS) == {"pr_auc", "pr_auc+causes"}
+
+
+def test_early_stopping_keeps_the_first_best_and_stops_after_patience():
+    assert replay([0.1, 0.3, 0.2, 0.25, 0.29, 0.9], patience=3) == 1  # stopped before the 0.9
+    assert replay([0.1, 0.3, 0.2, 0.25, 0.29, 0.9], patience=4) == 5
+    assert replay([0.3, 0.30005, 0.2], patience=5) == 0  # a gain below min_delta is a tie: the earlier epoch stays
+    es = EarlyStopping(patience=2)
+    assert es.step(0.5) and not es.stop
+    assert not es.step(0.4) and not es.stop
+    assert not es.step(0.5) and es.stop and es.best_epoch == 0
+    with pytest.raises(ValueError, match="patience must be >= 1, got 0"):
+        EarlyStopping(patience=0)
+    with pytest.raises(ValueError, match="min_delta must be >= 0"):
+        EarlyStopping(patience=1, min_delta=float("nan"))
 
 
 def test_validation_metrics_match_the_evaluation(small_splits):
