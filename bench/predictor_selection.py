@@ -63,7 +63,8 @@ def _one_seed(runs: list, args: argparse.Namespace, seed: int) -> dict[str, dict
     cfg = PipelineConfig(heldout=args.heldout, val_sites=args.val_sites, weight_decay=args.weight_decay,
                          epochs=args.epochs, patience=args.epochs, seed=seed, progress=not args.no_progress)
     states: list[dict[str, torch.Tensor]] = []
-    trained = train_predictor(runs, cfg, on_epoch=lambda e, rec, model: states.append(copy.deepcopy(model.state_dict())))
+    trained = train_predictor(runs, cfg,
+                              on_epoch=lambda e, rec, model: states.append(copy.deepcopy(model.state_dict())))
     sp, model = trained.splits, trained.model
     test = sp.test_sites
     events = failure_events(test)
@@ -124,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
             row[key] = float(np.mean(ok)) if ok else None
             row[f"{key}_per_seed"] = vals
         rules[name] = row
-    print(f"{'rule':26s} {'PR-AUC':>7s} {'cascades':>8s} {'root-cause':>10s} {'lead':>5s}  kept epochs", file=sys.stderr)
+    print(f"{'rule':26s} {'PR-AUC':>7s} {'cascades':>8s} {'root-cause':>10s} {'lead':>5s}  kept epochs",
+          file=sys.stderr)
     for name, r in rules.items():
         fmt = lambda v, f: format(v, f) if v is not None else format("-", f[:-2] + "s")  # noqa: E731
         print(f"{name:26s} {fmt(r['pr_auc'], '7.3f')} {fmt(r['pr_auc_cascade'], '8.3f')} "

@@ -50,7 +50,8 @@ class PipelineConfig(BaseModel):
     batch_size: int = Field(16, ge=1)
     lr: float = Field(3e-3, gt=0)
     patience: int = Field(3, ge=1)
-    selection: Selection = Field(DEFAULT_SELECTION, description="validation score that picks the kept epoch (training.SELECTIONS)")
+    selection: Selection = Field(DEFAULT_SELECTION,
+                                 description="validation score that picks the kept epoch (selection.SELECTIONS)")
     max_batches_per_epoch: int | None = Field(None, ge=1)
     seed: int = 0
     progress: bool = True

@@ -85,7 +85,8 @@ class TrainConfig(BaseModel):
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     patience: int = Field(3, ge=1, description="epochs without a gain of the selection score before stopping")
-    selection: Selection = Field(DEFAULT_SELECTION, description="validation score that picks the kept epoch, see SELECTIONS")
+    selection: Selection = Field(DEFAULT_SELECTION,
+                                 description="validation score that picks the kept epoch (selection.SELECTIONS)")
     max_batches_per_epoch: int | None = Field(None, ge=1)
     seed: int = 0
     progress: bool = True
