@@ -32,12 +32,16 @@ from infrabrain.models.selection import SELECTIONS, replay, selection_score
 CANDIDATES: dict[str, Callable[[dict[str, float]], float]] = {
     **{name: (lambda rec, n=name: selection_score(_val(rec), n)) for name in SELECTIONS},  # type: ignore[misc]
     "pr_auc+cascade": lambda rec: _mean_or_first(rec["val_pr_auc"], rec.get("val_pr_auc_cascade", math.nan)),
-    "causes": lambda rec: _mean_or_first(rec.get("val_pr_auc_causes", math.nan), rec["val_pr_auc"]),
+    "causes": lambda rec: _first_finite(rec.get("val_pr_auc_causes", math.nan), rec["val_pr_auc"]),
 }
 
 
 def _val(rec: dict[str, float]) -> dict[str, float]:
     return {k[4:]: v for k, v in rec.items() if k.startswith("val_")}
+
+
+def _first_finite(a: float, b: float) -> float:
+    return a if math.isfinite(a) else b
 
 
 def _mean_or_first(a: float, b: float) -> float:
@@ -128,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'rule':26s} {'PR-AUC':>7s} {'cascades':>8s} {'root-cause':>10s} {'lead':>5s}  kept epochs",
           file=sys.stderr)
     for name, r in rules.items():
-        fmt = lambda v, f: format(v, f) if v is not None else format("-", f[:-2] + "s")  # noqa: E731
+        fmt = lambda v, f: format(v, f) if v is not None else "-".rjust(int(f.split(".")[0]))  # noqa: E731
         print(f"{name:26s} {fmt(r['pr_auc'], '7.3f')} {fmt(r['pr_auc_cascade'], '8.3f')} "
               f"{fmt(r['rootcause_top3'], '10.2f')} {fmt(r['median_lead_min'], '5.1f')}  {r['epoch_per_seed']}",
               file=sys.stderr)
