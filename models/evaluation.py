@@ -152,11 +152,11 @@ def cascade_pr_auc(rows: pd.DataFrame) -> float:
     return group_pr_auc(rows, CASCADE_GROUPS)
 
 
-def cause_macro_pr_auc(rows: pd.DataFrame) -> float:
+def cause_macro_pr_auc(rows: pd.DataFrame, row_groups: np.ndarray | None = None) -> float:
     """Mean over the cause groups with a positive row, software-like ones (``UNPREDICTABLE_GROUPS``) excepted, of
     each group's PR-AUC against every negative row: every failure mechanism counts alike, however rare; NaN when no
-    such group has a positive row."""
-    rg = _cause_group(rows["cause"].to_numpy())
+    such group has a positive row. ``row_groups`` as in :func:`group_pr_auc`."""
+    rg = _cause_group(rows["cause"].to_numpy()) if row_groups is None else row_groups
     present = sorted(set(rg[rows["label"].to_numpy(bool)]) - set(UNPREDICTABLE_GROUPS))
     vals = [group_pr_auc(rows, (g,), rg) for g in present]
     vals = [v for v in vals if np.isfinite(v)]
@@ -170,7 +170,7 @@ def evaluate_scores(rows: pd.DataFrame, events: pd.DataFrame, probabilistic: boo
         out.pop("brier", None)
     groups = _cause_group(rows["cause"].to_numpy())
     out["pr_auc_cascade"] = group_pr_auc(rows, CASCADE_GROUPS, groups)
-    out["pr_auc_causes"] = cause_macro_pr_auc(rows)
+    out["pr_auc_causes"] = cause_macro_pr_auc(rows, groups)
     ev = event_scores(rows, events)
     out["events"] = int(len(ev))
     hw = ev[ev["precursor"]] if len(ev) else ev
