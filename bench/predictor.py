@@ -87,7 +87,8 @@ def _one_seed(runs: list, args: argparse.Namespace, seed: int, report_dir: str |
     cfg = PipelineConfig(heldout=args.heldout, val_sites=args.val_sites, weight_decay=args.weight_decay,
                          epochs=args.epochs, patience=args.patience, selection=args.selection, seed=seed,
                          hidden=args.hidden, layers=args.layers, lr=args.lr, level_features=not args.no_levels,
-                         summary_features=not args.no_summary, progress=not args.no_progress)
+                         summary_features=not args.no_summary, bin_features=args.bins, dropout=args.dropout,
+                         fractions=(args.train_until, max(args.train_until, 0.8)), progress=not args.no_progress)
     trained = train_predictor(runs, cfg)
     rep = evaluate_predictor(trained, report_dir, rootcause_events=args.rootcause_events,
                              oracle=not args.no_oracle)
@@ -202,7 +203,7 @@ def epoch_part(args: argparse.Namespace) -> dict:
     site = site_tensors(run, fs, fit_normalizer([run], fs))
     ds = SnapshotDataset([site], window=60, stride=1, pool=5)
     ds.index = ds.index[: args.epoch_snapshots]
-    model = build_model(fs.f_max, 60, pool=5, hidden=args.hidden, layers=args.layers)
+    model = build_model(fs.f_max, 60, pool=5, hidden=args.hidden, layers=args.layers, bin_features=args.bins)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     loader = make_loader(ds, 16, shuffle=True)
     from itertools import islice
@@ -231,7 +232,7 @@ def inference_part(args: argparse.Namespace) -> dict:
     run = simulate_site(spec, hours=62 / 60, seed=args.seed, acceleration=1.0)
     fs = FeatureSet.from_run(run)
     norm = fit_normalizer([run], fs)
-    model = build_model(fs.f_max, 60, pool=5, hidden=args.hidden, layers=args.layers).eval()
+    model = build_model(fs.f_max, 60, pool=5, hidden=args.hidden, layers=args.layers, bin_features=args.bins).eval()
     t0 = time.perf_counter()
     item = snapshot_from_window(run.topology, run.metrics, run.metric_names, fs, norm, 60, pool=5)
     batch = collate_snapshots([item])
@@ -263,9 +264,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--selection", choices=sorted(SELECTIONS), default=DEFAULT_SELECTION,
                    help="validation score that picks the kept epoch (models/selection.py; default %(default)s)")
     p.add_argument("--no-levels", action="store_true", help="GNN input without the normalised levels")
+    p.add_argument("--bins", action="store_true",
+                   help="GNN input: every time bin as well as the window summaries (the encoder before follow-up 4)")
     p.add_argument("--no-summary", action="store_true", help="GNN input without the per-metric window summaries")
+    p.add_argument("--train-until", type=float, default=1.0,
+                   help="training sites train on snapshots ending before this fraction of their run (default 1: "
+                        "the whole run, as validation uses whole sites; 0.6 was the default before follow-up 4)")
     p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
     p.add_argument("--hidden", type=int, default=32)
+    p.add_argument("--dropout", type=float, default=0.2,
+                   help="GNN dropout on the encoder input and the states (default %(default)s; 0 before follow-up 4)")
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--seed", type=int, default=0, help="simulation seed and first training seed")
     p.add_argument("--seeds", type=int, default=3,
@@ -304,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
                      "layers": args.layers, "threads": args.threads, "seed": args.seed, "seeds": args.seeds,
                      "val_sites": args.val_sites, "selection": args.selection,
                      "weight_decay": args.weight_decay, "lr": args.lr, "levels": not args.no_levels,
-                     "summary_features": not args.no_summary}
+                     "summary_features": not args.no_summary, "bin_features": args.bins, "dropout": args.dropout,
+                     "train_until": args.train_until}
     goals = {"pr_auc_ratio": 1.2, "pr_auc_ratio_cascade": 1.5, "event_recall_at_p50": 0.8, "median_lead_min": 30,
              "rootcause_top3": 0.8}
     for k, g in goals.items():

@@ -65,7 +65,9 @@ def _one_seed(runs: list, args: argparse.Namespace, seed: int) -> dict[str, dict
     from infrabrain.models.training import predict_scores
 
     cfg = PipelineConfig(heldout=args.heldout, val_sites=args.val_sites, weight_decay=args.weight_decay,
-                         epochs=args.epochs, patience=args.epochs, seed=seed, progress=not args.no_progress)
+                         epochs=args.epochs, patience=args.epochs, seed=seed, progress=not args.no_progress,
+                         bin_features=args.bins, dropout=args.dropout,
+                         fractions=(args.train_until, max(args.train_until, 0.8)))
     states: list[dict[str, torch.Tensor]] = []
     trained = train_predictor(runs, cfg,
                               on_epoch=lambda e, rec, model: states.append(copy.deepcopy(model.state_dict())))
@@ -109,6 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=8, help="epochs trained (the predictor bench's maximum)")
     p.add_argument("--patience", type=int, default=3, help="patience replayed for every rule")
     p.add_argument("--weight-decay", type=float, default=1e-3)
+    p.add_argument("--train-until", type=float, default=1.0,
+                   help="training sites train on snapshots ending before this fraction of their run (as "
+                        "bench/predictor.py; the rule table in docs/predictor.md was recorded with 0.6)")
+    p.add_argument("--bins", action="store_true", help="GNN input: every time bin too (the encoder before follow-up 4)")
+    p.add_argument("--dropout", type=float, default=0.2, help="GNN dropout (default %(default)s; 0 before follow-up 4)")
     p.add_argument("--rootcause-events", type=int, default=100)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)

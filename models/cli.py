@@ -80,7 +80,9 @@ def _train(args: argparse.Namespace) -> int:
         heldout=held if held is not None else (1 if len(runs) > 2 else 0), window_min=args.window_min,
         stride_min=args.stride_min, hidden=args.hidden, layers=args.layers, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, patience=args.patience, selection=args.selection, seed=args.seed,
-        progress=not args.no_progress,
+        progress=not args.no_progress, bin_features=args.bins, val_sites=args.val_sites,
+        # validating on whole sites leaves the training sites' later time unused: train on all of it
+        **({"fractions": (1.0, 1.0)} if args.val_sites else {}),
     )
     trained = train_predictor(runs, cfg)
     sp = trained.splits
@@ -181,6 +183,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--window-min", type=int, default=60, help="snapshot window in minutes (default 60)")
     p.add_argument("--stride-min", type=int, default=10, help="minutes between training snapshots")
+    p.add_argument("--val-sites", type=int, default=0,
+                   help="early-stop on this many whole sites (not trained on); the other training sites then train "
+                        "on their whole run (default 0: validate on the later 20 %% of the training sites' time)")
+    p.add_argument("--bins", action="store_true",
+                   help="encoder reads every 5-minute bin as well as the window summaries (default: summaries only)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(handler=_train)
 

@@ -4,11 +4,14 @@ Architecture (all trainable layers are ``nn.Linear`` applied to batch-first tens
 Opacus computes exact per-snapshot gradients; batch and component dimensions are never folded into one for a
 trainable layer):
 
-1. **Temporal encoder per component.** The pooled window of values and observed fractions ``[B, N, P, F]``
-   (``P = window / pool`` time bins), the peer deviations, the per-metric window summaries (last, mean, max, min,
-   last minus first observed bin: what the tabular baseline reads, parameter-free) plus the one-hot component
-   kind (type encoding, which tells the encoder how to read the per-kind feature layout) go through an MLP
-   ``Linear(in -> 2H) -> ReLU -> Linear(2H -> H)``: a learned filter over the whole window, per component.
+1. **Temporal encoder per component.** Parameter-free per-metric window summaries (last, mean, max, min, last
+   minus first observed 5-minute bin: what the tabular baseline reads) of the normalised values and of their
+   peer deviations, the observed fraction of each metric, plus the one-hot component kind (type encoding, which
+   tells the encoder how to read the per-kind feature layout) go through an MLP
+   ``Linear(in -> 2H) -> ReLU -> Linear(2H -> H)``. With ``bin_features`` (the encoder before issue 3 follow-up
+   4) it reads every time bin of the pooled window ``[B, N, P, F]`` (values, observed fractions, peer
+   deviations; ``P = window / pool``) as well as the value summaries: 622 encoder inputs instead of 172 at the
+   simulator's 15 metric slots (86 k parameters instead of 57 k at H = 32), which overfit the few training sites.
 2. **GPU pooling**: the mean and max of each node's alive GPUs' states (parameter-free) join the node.
 3. **Message passing** over the typed topology of the infrastructure (node, leaf, spine, PDU, cooling, rack):
    for every edge type and direction, the mean of the *alive* neighbours' states (parameter-free scatter over
@@ -50,6 +53,8 @@ class ModelConfig(BaseModel):
                            "(training only; regularises towards features that transfer to unseen sites)")
     peer_features: bool = Field(True, description="also feed each value minus the snapshot's mean over alive "
                                 "components of the same kind (site-relative inputs that transfer across sites)")
+    bin_features: bool = Field(True, description="feed every time bin of the views (observed fraction, level, peer "
+                               "deviation); False feeds window summaries of them only (fewer weights)")
 
 
 class FailurePredictor(nn.Module):
@@ -62,7 +67,11 @@ class FailurePredictor(nn.Module):
         if c.window % c.pool:
             raise ValueError(f"window ({c.window}) must be a multiple of pool ({c.pool})")
         n_views = 1 + int(c.level_features) + int(c.peer_features)
-        n_in = n_views * self.bins * c.n_features + c.n_kinds + (5 * c.n_features if c.summary_features else 0)
+        n_in = c.n_kinds + (5 * c.n_features if c.summary_features else 0)
+        if c.bin_features:
+            n_in += n_views * self.bins * c.n_features
+        else:  # observed fraction over the window, summaries of the peer deviations
+            n_in += c.n_features + (5 * c.n_features if c.peer_features else 0)
         self.enc1 = nn.Linear(n_in, 2 * c.hidden)
         self.enc2 = nn.Linear(2 * c.hidden, c.hidden)
         n_msg = 3 + 2 * max(c.n_edge_types - 1, 0)  # self, GPU mean+max, both directions of infra edge types
@@ -94,11 +103,16 @@ class FailurePredictor(nn.Module):
         m = mask.to(x.dtype)
         onehot = nn.functional.one_hot(kind.clamp(0, self.config.n_kinds - 1), self.config.n_kinds).to(x.dtype)
         xm = x * m
-        views = [m.reshape(b, n, p * f)]
-        if self.config.level_features:
-            views.append(xm.reshape(b, n, p * f))
-        if self.config.peer_features:
-            views.append(self.peer_deviation(xm, m, onehot, peer).reshape(b, n, p * f))
+        if self.config.bin_features:
+            views = [m.reshape(b, n, p * f)]
+            if self.config.level_features:
+                views.append(xm.reshape(b, n, p * f))
+            if self.config.peer_features:
+                views.append(self.peer_deviation(xm, m, onehot, peer).reshape(b, n, p * f))
+        else:
+            views = [m.mean(dim=2)]
+            if self.config.peer_features:
+                views.append(self.window_summary(self.peer_deviation(xm, m, onehot, peer), m))
         if self.config.summary_features:
             views.append(self.window_summary(xm, m))
         z = self.drop(torch.cat([*views, onehot], dim=2))

@@ -36,14 +36,19 @@ class PipelineConfig(BaseModel):
     stride_min: int = Field(10, ge=1, description="minutes between training snapshots")
     eval_stride_min: int = Field(5, ge=1, description="minutes between evaluation snapshots (lead-time resolution)")
     heldout: int | list[str] = Field(0, description="held-out sites: a count (last sites) or names")
-    fractions: tuple[float, float] = (0.6, 0.8)
+    fractions: tuple[float, float] = Field((0.6, 0.8), description="training sites: ends of the training and the "
+                                           "validation period as fractions of their run; with val_sites, (1, 1) "
+                                           "trains on the whole run (no test_time split)")
     val_sites: int = Field(0, ge=0, description="validate on this many whole sites (not trained on) instead of later time")
     weight_decay: float = Field(1e-4, ge=0)
     hidden: int = Field(32, ge=4)
     layers: int = Field(3, ge=0)
     level_features: bool = Field(True, description="model input: normalised levels (besides peer deviations)")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout of the GNN (see ModelConfig.dropout)")
+    dropout: float = Field(0.2, ge=0.0, lt=1.0, description="dropout of the GNN (see ModelConfig.dropout; 0.2 "
+                           "since issue 3 follow-up 4)")
     summary_features: bool = Field(True, description="GNN input: window summaries (see ModelConfig)")
+    bin_features: bool = Field(False, description="GNN input: every time bin of the window as well as its summaries "
+                               "(see ModelConfig; False, the default since issue 3 follow-up 4, feeds summaries only)")
     pool_min: int = Field(5, ge=1, description="minutes averaged per time bin of the window")
     pos_weight: float | None = Field(None, gt=0, description="None: negatives/positives of the training set")
     epochs: int = Field(15, ge=1)
@@ -86,7 +91,8 @@ def train_predictor(runs: Sequence[Any], config: PipelineConfig | None = None,
     pw = cfg.pos_weight or estimate_pos_weight(splits.train)
     model = FailurePredictor(ModelConfig(window=splits.window, pool=splits.pool, n_features=splits.feature_set.f_max,
                                          hidden=cfg.hidden, layers=cfg.layers, level_features=cfg.level_features,
-                                         dropout=cfg.dropout, summary_features=cfg.summary_features, pos_weight=pw))
+                                         dropout=cfg.dropout, summary_features=cfg.summary_features, pos_weight=pw,
+                                         bin_features=cfg.bin_features))
     tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, patience=cfg.patience,
                        selection=cfg.selection,
                        weight_decay=cfg.weight_decay,

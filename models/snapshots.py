@@ -422,7 +422,7 @@ class Splits:
     pool: int
     train: SnapshotDataset
     val: SnapshotDataset
-    test_time: SnapshotDataset  # training sites, later time
+    test_time: SnapshotDataset | None  # training sites, later time (None when they train on their whole run)
     test_sites: SnapshotDataset | None  # held-out sites, whole run
     train_sites: list[SiteTensors]
     heldout_sites: list[SiteTensors]
@@ -480,6 +480,12 @@ def make_splits(
     if not 0 <= val_sites < len(rest):
         raise ValueError(f"val_sites must be in [0, {len(rest) - 1}] (sites left after hold-out), got {val_sites}")
     val_names = set(rest[len(rest) - val_sites :]) if val_sites else set()
+    f0, f1 = fractions
+    if not 0.0 < f0 <= f1 <= 1.0:
+        raise ValueError(f"fractions must satisfy 0 < train end <= validation end <= 1, got {fractions}")
+    if not val_names and not f0 < f1 < 1.0:
+        raise ValueError(f"fractions {fractions}: without validation sites the training sites need a validation "
+                         "and a test period (0 < train end < validation end < 1)")
     held_or_val = held | val_names
     train_runs = [r for r, n in zip(runs, names) if n not in held_or_val]
     norm = normalizer or fit_normalizer(train_runs, fs, (0.0, fractions[0]))
@@ -492,14 +498,14 @@ def make_splits(
     stride = max(1, int(round(stride_min * 60 / cad)))
     ev_stride = max(1, int(round((eval_stride_min or stride_min) * 60 / cad)))
     gap = int(round(HORIZON_S / cad))
-    f0, f1 = fractions
     log.info("splits", extra={"train_sites": len(train_sites), "heldout_sites": len(held_sites), "window": w})
     return Splits(
         feature_set=fs, normalizer=norm, window=w, pool=pool,
         train=SnapshotDataset(train_sites, w, stride, (0.0, f0), pool=pool),
         val=(SnapshotDataset(val_site_t, w, ev_stride, pool=pool) if val_site_t
              else SnapshotDataset(train_sites, w, ev_stride, (f0, f1), gap_steps=gap, pool=pool)),
-        test_time=SnapshotDataset(train_sites, w, ev_stride, (f1, 1.0), gap_steps=gap, pool=pool),
+        test_time=(SnapshotDataset(train_sites, w, ev_stride, (f1, 1.0), gap_steps=gap, pool=pool)
+                   if f1 < 1.0 else None),
         test_sites=SnapshotDataset(held_sites, w, ev_stride, pool=pool) if held_sites else None,
         train_sites=train_sites, heldout_sites=held_sites,
     )

@@ -60,9 +60,17 @@ def test_pipeline_calibrates_on_the_validation_site_and_predict_uses_it(small_ru
     trained = train_predictor(small_runs, cfg)
     cal = trained.calibration
     assert cal is not None and cal.n > 0 and cal.positives > 0
+    # Platt scaling fitted on the validation site calibrates that site's class-weighted scores; on another site
+    # (here 30 % positives vs 14 %) it need not, so the held-out report gives both ECEs
+    from infrabrain.models.evaluation import calibration
+    from infrabrain.models.training import predict_scores
+
+    val = predict_scores(trained.model, trained.splits.val)
+    y = val["label"].to_numpy()
+    assert calibration(y, cal.apply(val["logit"].to_numpy()))["ece"] < calibration(y, val["score"].to_numpy())["ece"]
     rep = evaluate_predictor(trained, rootcause_events=2)
     gnn = rep["models"]["gnn"]
-    assert gnn["calibration"]["ece"] < gnn["ece_uncalibrated"]
+    assert 0.0 <= gnn["calibration"]["ece"] <= 1.0 and 0.0 <= gnn["ece_uncalibrated"] <= 1.0
     assert "ensemble" in rep["models"] and rep["calibration"] == cal.model_dump()
     if trained.val_threshold is not None:
         assert 0.0 < gnn["at_val_threshold"]["threshold"] < 1.0

@@ -59,6 +59,28 @@ def test_train_evaluate_predict(dataset, tmp_path, capsys):
     assert all(x is None for x in risks[len(scored):])
 
 
+def test_train_on_a_validation_site_and_the_encoder_choice(dataset, tmp_path, capsys):
+    """``--val-sites 1`` early-stops on a whole site and trains on the other sites' whole run; ``--bins`` keeps
+    the per-bin encoder; both are recorded in the card, and ``evaluate`` rebuilds the same split from it."""
+    ck = tmp_path / "ckpt-val"
+    assert main(["train", "--data", str(dataset), "--heldout", "1", "--val-sites", "1", "--bins", "--out", str(ck),
+                 "--epochs", "1", "--hidden", "8", "--layers", "1", "--no-progress"]) == 0
+    card = json.loads((ck / "model_card.json").read_text())
+    assert card["pipeline"]["val_sites"] == 1 and card["pipeline"]["fractions"] == [1.0, 1.0]
+    assert card["config"]["bin_features"] is True and card["pipeline"]["bin_features"] is True
+    assert card["train_sites"] == ["site-0"] and card["heldout_sites"] == ["site-2"]
+    capsys.readouterr()
+    rep = tmp_path / "report-val"
+    assert main(["evaluate", "--checkpoint", str(ck), "--data", str(dataset), "--out", str(rep),
+                 "--rootcause-events", "2"]) == 0
+    assert json.loads((rep / "report.json").read_text())["sites"] == ["site-2"]
+    ck2 = tmp_path / "ckpt-default"
+    assert main(["train", "--data", str(dataset), "--heldout", "1", "--out", str(ck2), "--epochs", "1",
+                 "--hidden", "8", "--layers", "1", "--no-progress"]) == 0
+    card2 = json.loads((ck2 / "model_card.json").read_text())
+    assert card2["config"]["bin_features"] is False and card2["pipeline"]["fractions"] == [0.6, 0.8]
+
+
 def test_cli_errors(dataset, tmp_path, capsys):
     assert main(["predict", "--checkpoint", str(tmp_path / "none"), "--data", str(dataset), "--site", "site-0"]) == 2
     assert "not a predictor checkpoint" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 
+import pytest
 import torch
 
 from infrabrain.models.gnn import build_model
@@ -15,12 +16,14 @@ def _double(batch):
     return {k: (v.double() if v.is_floating_point() else v) for k, v in batch.items()}
 
 
-def test_per_sample_gradients_equal_microbatches(small_splits):
+@pytest.mark.parametrize("bin_features", [True, False], ids=["per-bin", "summaries"])
+def test_per_sample_gradients_equal_microbatches(small_splits, bin_features):
     from opacus import GradSampleModule
 
     sp = small_splits
     torch.manual_seed(0)
-    model = build_model(sp.feature_set.f_max, sp.window, pool=sp.pool, pos_weight=4.0, hidden=8).double()
+    model = build_model(sp.feature_set.f_max, sp.window, pool=sp.pool, pos_weight=4.0, hidden=8,
+                        bin_features=bin_features).double()
     # snapshots of two different sites (different sizes -> padding) and one with a positive label
     pos = next(i for i in range(len(sp.train)) if sp.train[i]["y"].sum() > 0)
     items = [sp.train[0], sp.test_sites[0], sp.train[pos]]

@@ -81,6 +81,27 @@ def test_splits_by_site_and_time(small_runs, small_splits):
     assert any(not np.allclose(other.center[k], sp.normalizer.center[k]) for k in ref.center)
 
 
+def test_site_validation_trains_on_the_whole_run(small_runs):
+    """With a validation site, fractions (1, 1) train on every snapshot of the other training sites (their later
+    time has no use then) and leave no time-test split; without one, the time split must stay."""
+    sp = make_splits(small_runs, heldout=1, val_sites=1, fractions=(1.0, 1.0), stride_min=10)
+    assert sp.test_time is None
+    assert {s.name for s in sp.val.sites} == {small_runs[1].name}
+    assert [s.name for s in sp.train.sites] == [small_runs[0].name]
+    assert sp.val.sites[0].name not in {s.name for s in sp.train_sites}
+    t_last = max(sp.train.sites[si].timestamps[ti] for si, ti in sp.train.index)
+    assert t_last >= small_runs[0].timestamps[-1] - 10 * 60  # up to the run's end, one stride
+    ref = fit_normalizer(small_runs[:1], sp.feature_set, (0.0, 1.0))
+    for k in ref.center:
+        np.testing.assert_allclose(ref.center[k], sp.normalizer.center[k])
+    partial = make_splits(small_runs, heldout=1, val_sites=1, stride_min=10)  # (0.6, 0.8): a third fewer
+    assert len(partial.train) < 0.7 * len(sp.train)
+    with pytest.raises(ValueError, match="without validation sites"):
+        make_splits(small_runs, heldout=1, fractions=(1.0, 1.0))
+    with pytest.raises(ValueError, match="fractions must satisfy"):
+        make_splits(small_runs, heldout=1, val_sites=1, fractions=(0.8, 0.6))
+
+
 def test_collate_pads_different_sites(small_splits):
     sp = small_splits
     a = sp.train[0]
