@@ -115,6 +115,24 @@ def test_occlusion_subgraph_is_exact_and_sentence(small_splits):
     assert len(e.contributors) == len(cand) or len(e.contributors) > 0
 
 
+def test_sentence_names_only_material_contributors():
+    from infrabrain.models.explain import MATERIAL_SHARE, Contribution, explanation_sentence
+
+    ranked = [Contribution(5, "r01-n02-g2", "gpu", 4.3, "ecc", "single-bit ECC errors +168 over 59 min (2.8/min)"),
+              Contribution(9, "r01-n02", "node", 0.6, "temp", "temperature +4.0 C over 30 min"),
+              Contribution(2, "crac-1", "cooling", 0.03, "airflow", "airflow -0 % over 59 min (23985 -> 23945 cfm)"),
+              Contribution(7, "leaf-r01", "leaf", -0.2, "util", "port utilisation 3 % -> 2 % over 59 min")]
+    s = explanation_sentence("r01-n02", 0.97, ranked)
+    assert s == ("node r01-n02 at risk 0.97: GPU r01-n02-g2 single-bit ECC errors +168 over 59 min (2.8/min); "
+                 "node r01-n02 temperature +4.0 C over 30 min")
+    assert "crac-1" not in s and "leaf-r01" not in s  # 0.03 < 0.1 x 4.3; a negative drop never
+    assert 0.03 < MATERIAL_SHARE * 4.3 <= 0.6
+    # a contributor at the threshold is named; top_k still caps the list; nothing positive -> just the risk
+    even = [Contribution(i, f"g{i}", "gpu", 1.0, "m", f"c{i}") for i in range(5)]
+    assert explanation_sentence("n", 0.5, even, top_k=2) == "node n at risk 0.50: GPU g0 c0; GPU g1 c1"
+    assert explanation_sentence("n", 0.1, ranked[3:]) == "node n at risk 0.10"
+
+
 def test_describe_change_units():
     import re
 
@@ -123,6 +141,11 @@ def test_describe_change_units():
     assert describe_change(np.r_[np.full(30, 1000.0), np.full(30, 650.0)], "cooling_airflow_cfm", 60) \
         .startswith("airflow -35 %")
     assert describe_change(np.full(60, np.nan), "cooling_airflow_cfm", 60) == "airflow missing"
+    # levels that hardly moved are quoted as levels, not as a zero change
+    steady = np.r_[np.full(30, 23985.0), np.full(30, 23945.0)]  # -0.2 %
+    assert describe_change(steady, "cooling_airflow_cfm", 60) == "airflow steady at 23945 cfm"
+    assert describe_change(np.full(60, 41.23), "node_hwmon_temp_celsius", 60) == "temperature steady at 41.2 C"
+    assert describe_change(np.full(60, 0.004), "switch_port_util", 60) == "port utilisation steady at 0 %"
 
 
 def test_rootcause_accuracy_runs(small_splits):
