@@ -88,7 +88,7 @@ def _train(args: argparse.Namespace) -> int:
     sp = trained.splits
     metrics: dict[str, Any] = {"val": trained.result.best_val}
     test = sp.test_sites if sp.test_sites is not None else sp.test_time
-    if len(test):
+    if test is not None and len(test):
         metrics["test" if sp.test_sites is None else "heldout_sites"] = evaluate_model(trained.model, test)
     extra = {"pipeline": cfg.model_dump(), "train_sites": [s.name for s in sp.train_sites],
              "heldout_sites": [s.name for s in sp.heldout_sites], "history": trained.result.history,

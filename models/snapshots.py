@@ -459,7 +459,9 @@ def make_splits(
 
     Training sites: snapshots ending in ``[0, f0)`` train, ``[f0, f1)`` validate, ``[f1, 1]`` test (each later
     split starts one hour after the previous one ends, so no label looks across). Held-out sites: every
-    snapshot (never used for fitting anything). The normaliser is fitted on the training part only.
+    snapshot (never used for fitting anything). The normaliser is fitted on the training part only. With
+    validation sites (``val_sites``) the training sites' validation period has no use, so ``fractions`` may be
+    ``(1, 1)``: they train on their whole run and ``test_time`` is None.
     """
     if not runs:
         raise ValueError("make_splits needs at least one SiteRun")

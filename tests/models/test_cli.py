@@ -79,6 +79,11 @@ def test_train_on_a_validation_site_and_the_encoder_choice(dataset, tmp_path, ca
                  "--hidden", "8", "--layers", "1", "--no-progress"]) == 0
     card2 = json.loads((ck2 / "model_card.json").read_text())
     assert card2["config"]["bin_features"] is False and card2["pipeline"]["fractions"] == [0.6, 0.8]
+    # no held-out site and no time-test split: nothing to score, the checkpoint is still written
+    ck3 = tmp_path / "ckpt-no-test"
+    assert main(["train", "--data", str(dataset), "--heldout", "0", "--val-sites", "1", "--out", str(ck3),
+                 "--epochs", "1", "--hidden", "8", "--layers", "1", "--no-progress"]) == 0
+    assert "heldout_sites" not in json.loads((ck3 / "model_card.json").read_text())["metrics"]
 
 
 def test_cli_errors(dataset, tmp_path, capsys):
