@@ -1,7 +1,7 @@
 """Benchmark of the next-hour failure predictor against the incumbents' rules and non-graph models.
 
-Trains the GNN on a simulated federation (default 10 sites, 3 held out, 24 h, acceleration 200), fits every
-baseline on the same split, evaluates all of them on the held-out sites, then times one training epoch over
+Trains the GNN on a simulated federation (default 10 sites, 3 held out, one validation site, the other six
+trained on their whole run, 24 h, acceleration 200), fits every baseline on the same split, evaluates all of them on the held-out sites, then times one training epoch over
 1,000 snapshots of a 512-GPU site and inference on a 10,000-GPU snapshot. Prints a human summary, then as its
 LAST line one JSON object (keys named in issue 3; accuracy keys are means over ``--seeds`` training seeds on
 the same data, default 3, with ``<key>_per_seed`` lists for the headline keys). Also reported: the calibrated
