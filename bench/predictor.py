@@ -82,13 +82,13 @@ def _mean_over_seeds(per_seed: list[dict], seeds: list[int]) -> dict:
 
 
 def _one_seed(runs: list, args: argparse.Namespace, seed: int, report_dir: str | None) -> dict:
-    from infrabrain.models.pipeline import PipelineConfig, evaluate_predictor, train_predictor
+    from infrabrain.models.pipeline import PipelineConfig, evaluate_predictor, train_predictor, training_fractions
 
     cfg = PipelineConfig(heldout=args.heldout, val_sites=args.val_sites, weight_decay=args.weight_decay,
                          epochs=args.epochs, patience=args.patience, selection=args.selection, seed=seed,
                          hidden=args.hidden, layers=args.layers, lr=args.lr, level_features=not args.no_levels,
                          summary_features=not args.no_summary, bin_features=args.bins, dropout=args.dropout,
-                         fractions=(args.train_until, max(args.train_until, 0.8)), progress=not args.no_progress)
+                         fractions=training_fractions(args.train_until), progress=not args.no_progress)
     trained = train_predictor(runs, cfg)
     rep = evaluate_predictor(trained, report_dir, rootcause_events=args.rootcause_events,
                              oracle=not args.no_oracle)

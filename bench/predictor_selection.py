@@ -61,13 +61,13 @@ def _average(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
 def _one_seed(runs: list, args: argparse.Namespace, seed: int) -> dict[str, dict[str, float | None]]:
     from infrabrain.models.evaluation import evaluate_scores, failure_events
     from infrabrain.models.explain import rootcause_accuracy
-    from infrabrain.models.pipeline import PipelineConfig, train_predictor
+    from infrabrain.models.pipeline import PipelineConfig, train_predictor, training_fractions
     from infrabrain.models.training import predict_scores
 
     cfg = PipelineConfig(heldout=args.heldout, val_sites=args.val_sites, weight_decay=args.weight_decay,
                          epochs=args.epochs, patience=args.epochs, seed=seed, progress=not args.no_progress,
                          bin_features=args.bins, dropout=args.dropout,
-                         fractions=(args.train_until, max(args.train_until, 0.8)))
+                         fractions=training_fractions(args.train_until))
     states: list[dict[str, torch.Tensor]] = []
     trained = train_predictor(runs, cfg,
                               on_epoch=lambda e, rec, model: states.append(copy.deepcopy(model.state_dict())))

@@ -68,7 +68,7 @@ def _heldout(value: str | None) -> int | list[str] | None:
 
 def _train(args: argparse.Namespace) -> int:
     from infrabrain.models.checkpoint import save_checkpoint
-    from infrabrain.models.pipeline import PipelineConfig, train_predictor
+    from infrabrain.models.pipeline import PipelineConfig, train_predictor, training_fractions
     from infrabrain.models.training import evaluate_model
 
     out = Path(args.out)
@@ -82,7 +82,7 @@ def _train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, lr=args.lr, patience=args.patience, selection=args.selection, seed=args.seed,
         progress=not args.no_progress, bin_features=args.bins, val_sites=args.val_sites,
         # validating on whole sites leaves the training sites' later time unused: train on all of it
-        **({"fractions": (1.0, 1.0)} if args.val_sites else {}),
+        **({"fractions": training_fractions(1.0)} if args.val_sites else {}),
     )
     trained = train_predictor(runs, cfg)
     sp = trained.splits

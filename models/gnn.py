@@ -66,10 +66,9 @@ class FailurePredictor(nn.Module):
         c = config
         if c.window % c.pool:
             raise ValueError(f"window ({c.window}) must be a multiple of pool ({c.pool})")
-        n_views = 1 + int(c.level_features) + int(c.peer_features)
         n_in = c.n_kinds + (5 * c.n_features if c.summary_features else 0)
-        if c.bin_features:
-            n_in += n_views * self.bins * c.n_features
+        if c.bin_features:  # observed fractions, levels, peer deviations of every bin
+            n_in += (1 + int(c.level_features) + int(c.peer_features)) * self.bins * c.n_features
         else:  # observed fraction over the window, summaries of the peer deviations
             n_in += c.n_features + (5 * c.n_features if c.peer_features else 0)
         self.enc1 = nn.Linear(n_in, 2 * c.hidden)

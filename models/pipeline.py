@@ -62,6 +62,12 @@ class PipelineConfig(BaseModel):
     progress: bool = True
 
 
+def training_fractions(train_until: float) -> tuple[float, float]:
+    """``PipelineConfig.fractions`` for training sites that train until ``train_until`` of their run (1: the whole
+    run, for validation on whole sites); the time-validation period, if any room is left, ends at 0.8."""
+    return (train_until, max(train_until, 0.8))
+
+
 @dataclass
 class Trained:
     """A trained predictor with the splits it was trained on."""
