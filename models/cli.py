@@ -81,6 +81,7 @@ def _train(args: argparse.Namespace) -> int:
         stride_min=args.stride_min, hidden=args.hidden, layers=args.layers, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, patience=args.patience, selection=args.selection, seed=args.seed,
         progress=not args.no_progress, bin_features=args.bins, val_sites=args.val_sites,
+        input_scaling=not args.no_scale_inputs,
         # validating on whole sites leaves the training sites' later time unused: train on all of it
         **({"fractions": training_fractions(1.0)} if args.val_sites else {}),
     )
@@ -188,6 +189,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "on their whole run (default 0: validate on the later 20 %% of the training sites' time)")
     p.add_argument("--bins", action="store_true",
                    help="encoder reads every 5-minute bin as well as the window summaries (default: summaries only)")
+    p.add_argument("--no-scale-inputs", action="store_true",
+                   help="do not standardise the encoder inputs per component kind on the training snapshots "
+                        "(default: standardise, as the tabular baseline does)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(handler=_train)
 

@@ -24,6 +24,8 @@ trainable layer):
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
@@ -55,6 +57,9 @@ class ModelConfig(BaseModel):
                                 "components of the same kind (site-relative inputs that transfer across sites)")
     bin_features: bool = Field(True, description="feed every time bin of the views (observed fraction, level, peer "
                                "deviation); False feeds window summaries of them only (fewer weights)")
+    input_scaling: bool = Field(False, description="standardise each encoder input per component kind with a centre "
+                                "and scale fitted on training snapshots (fit_input_scaling), as the tabular "
+                                "baseline's StandardScaler does: rare decisive readings (an XID) stand out")
 
 
 class FailurePredictor(nn.Module):
@@ -71,6 +76,9 @@ class FailurePredictor(nn.Module):
             n_in += (1 + int(c.level_features) + int(c.peer_features)) * self.bins * c.n_features
         else:  # observed fraction over the window, summaries of the peer deviations
             n_in += c.n_features + (5 * c.n_features if c.peer_features else 0)
+        if c.input_scaling:  # buffers: saved with the weights, never trained (fit_input_scaling sets them)
+            self.register_buffer("in_center", torch.zeros(c.n_kinds, n_in - c.n_kinds))
+            self.register_buffer("in_scale", torch.ones(c.n_kinds, n_in - c.n_kinds))
         self.enc1 = nn.Linear(n_in, 2 * c.hidden)
         self.enc2 = nn.Linear(2 * c.hidden, c.hidden)
         n_msg = 3 + 2 * max(c.n_edge_types - 1, 0)  # self, GPU mean+max, both directions of infra edge types
@@ -93,6 +101,15 @@ class FailurePredictor(nn.Module):
                           peer: torch.Tensor | None = None) -> torch.Tensor:
         """``x``, ``mask`` ``[B, N, P, F]``, ``kind`` ``[B, N]`` -> initial states ``[B, N, H]``; ``peer``
         optionally gives the per-kind peer means ``[B, K, P, F]`` (default: computed from this snapshot)."""
+        return self.encode_inputs(self.encoder_inputs(x, mask, kind, peer))
+
+    def encode_inputs(self, z: torch.Tensor) -> torch.Tensor:
+        """Encoder MLP: inputs ``[B, N, D]`` from :meth:`encoder_inputs` -> states ``[B, N, H]``."""
+        return self.act(self.enc2(self.drop(self.act(self.enc1(self.drop(z))))))
+
+    def encoder_inputs(self, x: torch.Tensor, mask: torch.Tensor, kind: torch.Tensor,
+                       peer: torch.Tensor | None = None, raw: bool = False) -> torch.Tensor:
+        """Parameter-free encoder inputs ``[B, N, D]`` (views of the window, one-hot kind; see module docstring)."""
         b, n, p, f = x.shape
         if p != self.bins or f != self.config.n_features:
             raise ValueError(
@@ -114,8 +131,10 @@ class FailurePredictor(nn.Module):
                 views.append(self.window_summary(self.peer_deviation(xm, m, onehot, peer), m))
         if self.config.summary_features:
             views.append(self.window_summary(xm, m))
-        z = self.drop(torch.cat([*views, onehot], dim=2))
-        return self.act(self.enc2(self.drop(self.act(self.enc1(z)))))
+        v = torch.cat(views, dim=2)
+        if self.config.input_scaling and not raw:
+            v = (v - onehot @ self.in_center) / (onehot @ self.in_scale)
+        return torch.cat([v, onehot], dim=2)
 
     @staticmethod
     def window_summary(xm: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
@@ -200,6 +219,31 @@ class FailurePredictor(nn.Module):
         hn = torch.cat([h.gather(1, idx.expand(-1, -1, hid)), hi.gather(1, idx.expand(-1, -1, hid)),
                         gpu.gather(1, idx.expand(-1, -1, 2 * hid))], dim=2)
         return self.head2(self.drop(self.act(self.head1(self.drop(hn))))).squeeze(-1)
+
+
+@torch.no_grad()
+def fit_input_scaling(model: FailurePredictor, batches: Iterable[dict[str, torch.Tensor]],
+                      floor: float = 0.1) -> None:
+    """Set ``model``'s input centre and scale (``ModelConfig.input_scaling``) to the mean and standard deviation
+    (at least ``floor``) of each encoder input over the alive components of each kind in ``batches``."""
+    if not model.config.input_scaling:
+        raise ValueError("model was built without input_scaling")
+    k = model.config.n_kinds
+    d = model.in_center.shape[1]
+    s1 = torch.zeros(k, d, dtype=torch.float64)
+    s2 = torch.zeros(k, d, dtype=torch.float64)
+    cnt = torch.zeros(k, dtype=torch.float64)
+    for b in batches:
+        z = model.encoder_inputs(b["x"], b["mask"], b["kind"], b.get("peer_mean"), raw=True)[..., :d].double()
+        w = nn.functional.one_hot(b["kind"].clamp(0, k - 1), k).double() * b["alive"][..., None].double()
+        s1 += torch.einsum("bnk,bnd->kd", w, z)
+        s2 += torch.einsum("bnk,bnd->kd", w, z * z)
+        cnt += w.sum(dim=(0, 1))
+    n = cnt.clamp(min=1.0)[:, None]
+    mean = s1 / n
+    std = (s2 / n - mean * mean).clamp(min=0.0).sqrt()
+    model.in_center.copy_(mean.float())
+    model.in_scale.copy_(std.clamp(min=floor).float())
 
 
 def build_model(n_features: int, window: int, **overrides: object) -> FailurePredictor:

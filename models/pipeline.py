@@ -49,6 +49,9 @@ class PipelineConfig(BaseModel):
     summary_features: bool = Field(True, description="GNN input: window summaries (see ModelConfig)")
     bin_features: bool = Field(False, description="GNN input: every time bin of the window as well as its summaries "
                                "(see ModelConfig; False, the default since issue 3 follow-up 4, feeds summaries only)")
+    input_scaling: bool = Field(True, description="GNN: standardise encoder inputs per kind on the training split "
+                                "(see ModelConfig.input_scaling; the default since issue 3 follow-up 5)")
+    input_scale_floor: float = Field(0.1, gt=0, description="smallest input scale of input_scaling")
     pool_min: int = Field(5, ge=1, description="minutes averaged per time bin of the window")
     pos_weight: float | None = Field(None, gt=0, description="None: negatives/positives of the training set")
     epochs: int = Field(15, ge=1)
@@ -98,7 +101,12 @@ def train_predictor(runs: Sequence[Any], config: PipelineConfig | None = None,
     model = FailurePredictor(ModelConfig(window=splits.window, pool=splits.pool, n_features=splits.feature_set.f_max,
                                          hidden=cfg.hidden, layers=cfg.layers, level_features=cfg.level_features,
                                          dropout=cfg.dropout, summary_features=cfg.summary_features, pos_weight=pw,
-                                         bin_features=cfg.bin_features))
+                                         bin_features=cfg.bin_features, input_scaling=cfg.input_scaling))
+    if cfg.input_scaling:
+        from infrabrain.models.gnn import fit_input_scaling
+        from infrabrain.models.training import make_loader
+
+        fit_input_scaling(model, make_loader(splits.train, cfg.batch_size), floor=cfg.input_scale_floor)
     tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, patience=cfg.patience,
                        selection=cfg.selection,
                        weight_decay=cfg.weight_decay,

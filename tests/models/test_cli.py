@@ -61,13 +61,15 @@ def test_train_evaluate_predict(dataset, tmp_path, capsys):
 
 def test_train_on_a_validation_site_and_the_encoder_choice(dataset, tmp_path, capsys):
     """``--val-sites 1`` early-stops on a whole site and trains on the other sites' whole run; ``--bins`` keeps
-    the per-bin encoder; both are recorded in the card, and ``evaluate`` rebuilds the same split from it."""
+    the per-bin encoder, ``--no-scale-inputs`` the unscaled inputs; all are recorded in the card, and
+    ``evaluate`` rebuilds the same split from it."""
     ck = tmp_path / "ckpt-val"
     assert main(["train", "--data", str(dataset), "--heldout", "1", "--val-sites", "1", "--bins", "--out", str(ck),
-                 "--epochs", "1", "--hidden", "8", "--layers", "1", "--no-progress"]) == 0
+                 "--epochs", "1", "--hidden", "8", "--layers", "1", "--no-progress", "--no-scale-inputs"]) == 0
     card = json.loads((ck / "model_card.json").read_text())
     assert card["pipeline"]["val_sites"] == 1 and card["pipeline"]["fractions"] == [1.0, 1.0]
     assert card["config"]["bin_features"] is True and card["pipeline"]["bin_features"] is True
+    assert card["config"]["input_scaling"] is False
     assert card["train_sites"] == ["site-0"] and card["heldout_sites"] == ["site-2"]
     capsys.readouterr()
     rep = tmp_path / "report-val"
@@ -79,6 +81,11 @@ def test_train_on_a_validation_site_and_the_encoder_choice(dataset, tmp_path, ca
                  "--hidden", "8", "--layers", "1", "--no-progress"]) == 0
     card2 = json.loads((ck2 / "model_card.json").read_text())
     assert card2["config"]["bin_features"] is False and card2["pipeline"]["fractions"] == [0.6, 0.8]
+    assert card2["config"]["input_scaling"] is True  # the fitted centre / scale are buffers of the weights file
+    from safetensors.numpy import load_file
+
+    scale = load_file(str(ck2 / "weights.safetensors"))["in_scale"]
+    assert scale.shape[0] == len(card2["feature_set"]["kinds"]) and (scale >= 0.1).all() and (scale != 1.0).any()
     # no held-out site and no time-test split: nothing to score, the checkpoint is still written
     ck3 = tmp_path / "ckpt-no-test"
     assert main(["train", "--data", str(dataset), "--heldout", "0", "--val-sites", "1", "--out", str(ck3),

@@ -16,14 +16,21 @@ def _double(batch):
     return {k: (v.double() if v.is_floating_point() else v) for k, v in batch.items()}
 
 
-@pytest.mark.parametrize("bin_features", [True, False], ids=["per-bin", "summaries"])
-def test_per_sample_gradients_equal_microbatches(small_splits, bin_features):
+@pytest.mark.parametrize(("bin_features", "scaled"), [(True, False), (False, False), (False, True)],
+                         ids=["per-bin", "summaries", "summaries+input-scaling"])
+def test_per_sample_gradients_equal_microbatches(small_splits, bin_features, scaled):
     from opacus import GradSampleModule
 
     sp = small_splits
     torch.manual_seed(0)
     model = build_model(sp.feature_set.f_max, sp.window, pool=sp.pool, pos_weight=4.0, hidden=8,
-                        bin_features=bin_features).double()
+                        bin_features=bin_features, input_scaling=scaled).double()
+    if scaled:
+        from infrabrain.models.gnn import fit_input_scaling
+        from infrabrain.models.training import make_loader
+
+        fit_input_scaling(model, ({k: (v.double() if v.is_floating_point() else v) for k, v in b.items()}
+                                  for b in make_loader(sp.train, 8)))
     # snapshots of two different sites (different sizes -> padding) and one with a positive label
     pos = next(i for i in range(len(sp.train)) if sp.train[i]["y"].sum() > 0)
     items = [sp.train[0], sp.test_sites[0], sp.train[pos]]

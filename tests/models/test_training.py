@@ -95,3 +95,37 @@ def test_checkpoint_roundtrip_and_feature_set_guard(trained, small_splits, tmp_p
         load_checkpoint(path)
     with pytest.raises(FileNotFoundError):
         load_checkpoint(tmp_path / "nope")
+
+
+def test_input_scaling_standardises_per_kind_and_travels_with_the_checkpoint(small_splits, tmp_path):
+    from infrabrain.models.gnn import fit_input_scaling
+    from infrabrain.models.training import make_loader
+
+    sp = small_splits
+    torch.manual_seed(0)
+    model = build_model(sp.feature_set.f_max, sp.window, pool=sp.pool, hidden=8, bin_features=False,
+                        input_scaling=True)
+    plain = build_model(sp.feature_set.f_max, sp.window, pool=sp.pool, hidden=8, bin_features=False)
+    with pytest.raises(ValueError, match="without input_scaling"):
+        fit_input_scaling(plain, make_loader(sp.train, 8))
+    fit_input_scaling(model, make_loader(sp.train, 8), floor=0.1)
+    assert bool((model.in_scale >= 0.1).all()) and float(model.in_center.abs().sum()) > 0
+    batch = collate_snapshots([sp.train[i] for i in range(len(sp.train))])
+    d = model.in_center.shape[1]
+    z = model.encoder_inputs(batch["x"], batch["mask"], batch["kind"])[..., :d]
+    raw = model.encoder_inputs(batch["x"], batch["mask"], batch["kind"], raw=True)[..., :d]
+    gpu = (batch["kind"] == 0) & (batch["alive"] > 0)
+    zs, rs = z[gpu].double(), raw[gpu].double()
+    varied = rs.std(dim=0) > 0.1  # inputs whose spread exceeds the floor come out with mean 0 and std 1
+    assert int(varied.sum()) > 10
+    torch.testing.assert_close(zs.mean(dim=0)[varied], torch.zeros(int(varied.sum()), dtype=torch.float64),
+                               atol=1e-3, rtol=0)
+    torch.testing.assert_close(zs.std(dim=0, unbiased=False)[varied],
+                               torch.ones(int(varied.sum()), dtype=torch.float64), atol=1e-3, rtol=0)
+    # the fitted centre and scale are part of the checkpoint (buffers of the state_dict)
+    path = save_checkpoint(tmp_path / "scaled", model, sp.feature_set, sp.normalizer)
+    ck = load_checkpoint(path, expected=sp.feature_set)
+    torch.testing.assert_close(ck.model.in_scale, model.in_scale)
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(batch), ck.model(batch))
