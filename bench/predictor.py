@@ -13,6 +13,7 @@ oracle bounds (``oracle_*``: what any model could reach on this simulator; ``--n
     .venv/bin/python bench/predictor.py --hours 48 --epochs 12 --acceleration 100   # larger
     .venv/bin/python bench/predictor.py --quick         # smaller smoke run
     .venv/bin/python bench/predictor.py --parts epoch,inference   # timings only
+    .venv/bin/python bench/predictor.py --parts accuracy --seeds 2 --data-seeds 4 --no-oracle   # 4 draws (~15 min)
 """
 
 from __future__ import annotations
@@ -41,24 +42,74 @@ PER_SEED_KEYS = ("pr_auc_gnn", "pr_auc_ratio", "pr_auc_ratio_cascade", "event_re
 def accuracy_part(args: argparse.Namespace) -> dict:
     """Train ``--seeds`` GNNs (training seeds ``seed .. seed + seeds - 1``) on one simulated federation and
     report the mean over them: a single training seed moves PR-AUC by +-0.03 and the cascade / root-cause /
-    lead numbers far more, so one seed's headline would be a lottery ticket."""
+    lead numbers far more, so one seed's headline would be a lottery ticket.
+
+    With ``--data-seeds N`` it does so on N federations drawn with simulation seeds ``seed .. seed + N - 1``
+    (draw ``d`` trains seeds ``d .. d + seeds - 1``) and reports the mean over draws, each draw's value
+    (``<key>_per_draw``) and the worst draw's ratio (``pr_auc_ratio_min_draw``): a change that helps one draw of
+    ten small sites often hurts the next, so a decision needs several."""
+    draws = [_one_draw(args, args.seed + i) for i in range(args.data_seeds)]
+    if len(draws) == 1:
+        return draws[0]
+    return _mean_over_draws(draws)
+
+
+def _one_draw(args: argparse.Namespace, data_seed: int) -> dict:
+    """Simulate the federation of ``data_seed`` and train / evaluate ``--seeds`` GNNs on it (mean over seeds)."""
     from infrabrain.simulation import simulate_federation
 
     t0 = time.perf_counter()
-    runs = simulate_federation(args.sites, hours=args.hours, seed=args.seed, acceleration=args.acceleration)
+    runs = simulate_federation(args.sites, hours=args.hours, seed=data_seed, acceleration=args.acceleration)
     sim_s = time.perf_counter() - t0
     fails = sum(int((r.events["event"] == "failure").sum()) for r in runs)
-    print(f"simulated {len(runs)} sites x {args.hours} h (acceleration {args.acceleration}): "
+    print(f"simulated {len(runs)} sites x {args.hours} h (acceleration {args.acceleration}, seed {data_seed}): "
           f"{sum(r.topology.count('gpu') for r in runs)} GPUs, {fails} failure events, {sim_s:.1f} s", file=sys.stderr)
     per_seed = []
     for i in range(args.seeds):
-        seed = args.seed + i
+        seed = data_seed + i
         report_dir = None
         if args.report_dir:
-            report_dir = args.report_dir if args.seeds == 1 else f"{args.report_dir}/seed-{seed}"
+            report_dir = args.report_dir if args.data_seeds == 1 else f"{args.report_dir}/draw-{data_seed}"
+            report_dir = report_dir if args.seeds == 1 else f"{report_dir}/seed-{seed}"
         print(f"--- training seed {seed} ({i + 1}/{args.seeds}) ---", file=sys.stderr)
         per_seed.append(_one_seed(runs, args, seed, report_dir))
-    return _mean_over_seeds(per_seed, [args.seed + i for i in range(args.seeds)])
+    return _mean_over_seeds(per_seed, [data_seed + i for i in range(args.seeds)])
+
+
+#: Keys reported per draw too (``<key>_per_draw``) by ``--data-seeds``.
+PER_DRAW_KEYS = ("pr_auc_gnn", "pr_auc_best_baseline", "pr_auc_ratio", "pr_auc_ratio_cascade", "event_recall_at_p50",
+                 "median_lead_min", "rootcause_top3", "pr_auc_ensemble", "pr_auc_ratio_ensemble")
+
+
+def _mean_over_draws(draws: list[dict]) -> dict:
+    """Mean over draws of every numeric key (NaN-aware; the geometric mean for ``pr_auc_ratio*`` keys, so one
+    draw's 10x cannot hide another's 0.5x), ``<key>_per_draw`` lists for :data:`PER_DRAW_KEYS`, the worst draw's
+    ratio, and per cause group the mean of the GNN's and the rules' PR-AUC over the draws it occurs in."""
+    out: dict = {"data_seeds": [d["seeds"][0] for d in draws]}
+    keys = list(dict.fromkeys(k for d in draws for k in d))
+    for k in keys:
+        vals = [d.get(k) for d in draws]
+        if all(v is None for v in vals):
+            out[k] = None
+        elif any(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+            num = [float(v) for v in vals if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)]
+            if k.startswith("pr_auc_ratio"):
+                num = [x for x in num if x > 0]
+                out[k] = float(np.exp(np.mean(np.log(num)))) if num else None
+            else:
+                out[k] = float(np.mean(num)) if num else None
+    for k in PER_DRAW_KEYS:
+        out[f"{k}_per_draw"] = [d.get(k) for d in draws]
+    ratios = [r for r in out["pr_auc_ratio_per_draw"] if r is not None]
+    out["pr_auc_ratio_min_draw"] = min(ratios) if ratios else None
+    groups = sorted({g for d in draws for g in d.get("by_cause_vs_rules", {})})
+    out["by_cause_vs_rules"] = {
+        g: {key: (float(np.mean(vals)) if (vals := [d["by_cause_vs_rules"][g][key] for d in draws
+                                                    if g in d.get("by_cause_vs_rules", {})
+                                                    and d["by_cause_vs_rules"][g].get(key) is not None]) else None)
+            for key in ("events", "gnn_pr_auc", "rules_pr_auc", "gnn_recall", "rules_recall")}
+        for g in groups}
+    return out
 
 
 def _mean_over_seeds(per_seed: list[dict], seeds: list[int]) -> dict:
@@ -88,7 +139,9 @@ def _one_seed(runs: list, args: argparse.Namespace, seed: int, report_dir: str |
                          epochs=args.epochs, patience=args.patience, selection=args.selection, seed=seed,
                          hidden=args.hidden, layers=args.layers, lr=args.lr, level_features=not args.no_levels,
                          summary_features=not args.no_summary, bin_features=args.bins, dropout=args.dropout,
-                         fractions=training_fractions(args.train_until), progress=not args.no_progress)
+                         fractions=training_fractions(args.train_until), pos_weight=args.pos_weight, stride_min=args.stride,
+                         input_scaling=args.scale_inputs, input_scale_floor=args.scale_floor,
+                         progress=not args.no_progress)
     trained = train_predictor(runs, cfg)
     rep = evaluate_predictor(trained, report_dir, rootcause_events=args.rootcause_events,
                              oracle=not args.no_oracle)
@@ -203,7 +256,8 @@ def epoch_part(args: argparse.Namespace) -> dict:
     site = site_tensors(run, fs, fit_normalizer([run], fs))
     ds = SnapshotDataset([site], window=60, stride=1, pool=5)
     ds.index = ds.index[: args.epoch_snapshots]
-    model = build_model(fs.f_max, 60, pool=5, hidden=args.hidden, layers=args.layers, bin_features=args.bins)
+    model = build_model(fs.f_max, 60, pool=5, hidden=args.hidden, layers=args.layers, bin_features=args.bins,
+                        input_scaling=args.scale_inputs)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     loader = make_loader(ds, 16, shuffle=True)
     from itertools import islice
@@ -232,7 +286,8 @@ def inference_part(args: argparse.Namespace) -> dict:
     run = simulate_site(spec, hours=62 / 60, seed=args.seed, acceleration=1.0)
     fs = FeatureSet.from_run(run)
     norm = fit_normalizer([run], fs)
-    model = build_model(fs.f_max, 60, pool=5, hidden=args.hidden, layers=args.layers, bin_features=args.bins).eval()
+    model = build_model(fs.f_max, 60, pool=5, hidden=args.hidden, layers=args.layers, bin_features=args.bins,
+                        input_scaling=args.scale_inputs).eval()
     t0 = time.perf_counter()
     item = snapshot_from_window(run.topology, run.metrics, run.metric_names, fs, norm, 60, pool=5)
     batch = collate_snapshots([item])
@@ -275,7 +330,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dropout", type=float, default=0.2,
                    help="GNN dropout on the encoder input and the states (default %(default)s; 0 before follow-up 4)")
     p.add_argument("--layers", type=int, default=3)
+    p.add_argument("--stride", type=int, default=10, help="minutes between training snapshots (default %(default)s)")
+    p.add_argument("--scale-inputs", action=argparse.BooleanOptionalAction, default=True,
+                   help="GNN: standardise encoder inputs per kind on the training split (default on since follow-up 5)")
+    p.add_argument("--scale-floor", type=float, default=0.1, help="smallest scale of --scale-inputs")
+    p.add_argument("--pos-weight", type=float, default=None,
+                   help="BCE weight of positive labels (default: negatives / positives of the training set, capped at 50)")
     p.add_argument("--seed", type=int, default=0, help="simulation seed and first training seed")
+    p.add_argument("--data-seeds", type=int, default=1,
+                   help="federations drawn (simulation seeds seed..seed+N-1); >1 reports the mean over draws and each "
+                        "draw's value (draw d trains seeds d..d+seeds-1)")
     p.add_argument("--seeds", type=int, default=3,
                    help="GNNs trained with seeds seed..seed+N-1 on the same data; the JSON gives their mean")
     p.add_argument("--rootcause-events", type=int, default=100)
@@ -291,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--parts", default="accuracy,epoch,inference", help="comma-separated parts to run")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    if args.data_seeds < 1 or args.seeds < 1:
+        raise SystemExit(f"--data-seeds ({args.data_seeds}) and --seeds ({args.seeds}) must be at least 1")
     if args.quick:
         args.sites, args.heldout, args.hours, args.epochs, args.epoch_snapshots, args.seeds = 4, 1, 24.0, 3, 200, 1
         args.rootcause_events = 30
@@ -310,20 +376,24 @@ def main(argv: list[str] | None = None) -> int:
     out["config"] = {"sites": args.sites, "heldout": args.heldout, "hours": args.hours,
                      "acceleration": args.acceleration, "epochs": args.epochs, "hidden": args.hidden,
                      "layers": args.layers, "threads": args.threads, "seed": args.seed, "seeds": args.seeds,
+                     "data_seeds": args.data_seeds,
                      "val_sites": args.val_sites, "selection": args.selection,
                      "weight_decay": args.weight_decay, "lr": args.lr, "levels": not args.no_levels,
                      "summary_features": not args.no_summary, "bin_features": args.bins, "dropout": args.dropout,
-                     "train_until": args.train_until}
+                     "train_until": args.train_until, "pos_weight": args.pos_weight,
+                     "stride_min": args.stride, "scale_inputs": args.scale_inputs, "scale_floor": args.scale_floor}
     goals = {"pr_auc_ratio": 1.2, "pr_auc_ratio_cascade": 1.5, "event_recall_at_p50": 0.8, "median_lead_min": 30,
              "rootcause_top3": 0.8}
     for k, g in goals.items():
         if k not in out:
             continue
         v = out.get(k)
-        seeds = out.get(f"{k}_per_seed")
+        seeds, by = out.get(f"{k}_per_draw"), "draw"
+        if seeds is None:
+            seeds, by = out.get(f"{k}_per_seed"), "seed"
         each = ""
         if seeds and len(seeds) > 1:
-            each = f"  (per seed: {', '.join('-' if x is None else f'{x:.3g}' for x in seeds)})"
+            each = f"  (per {by}: {', '.join('-' if x is None else f'{x:.3g}' for x in seeds)})"
         print(f"{k:24s} {v if v is None else round(v, 3)!s:>8s}  goal >= {g}{each}", file=sys.stderr)
     for k, g in (("infer_ms_10k_gpus", 200), ("epoch_s", 30), ("peak_rss_gib", 4)):
         if k in out:

@@ -67,6 +67,7 @@ def _one_seed(runs: list, args: argparse.Namespace, seed: int) -> dict[str, dict
     cfg = PipelineConfig(heldout=args.heldout, val_sites=args.val_sites, weight_decay=args.weight_decay,
                          epochs=args.epochs, patience=args.epochs, seed=seed, progress=not args.no_progress,
                          bin_features=args.bins, dropout=args.dropout,
+                         input_scaling=args.scale_inputs,
                          fractions=training_fractions(args.train_until))
     states: list[dict[str, torch.Tensor]] = []
     trained = train_predictor(runs, cfg,
@@ -116,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
                         "bench/predictor.py; the rule table in docs/predictor.md was recorded with 0.6)")
     p.add_argument("--bins", action="store_true", help="GNN input: every time bin too (the encoder before follow-up 4)")
     p.add_argument("--dropout", type=float, default=0.2, help="GNN dropout (default %(default)s; 0 before follow-up 4)")
+    p.add_argument("--scale-inputs", action=argparse.BooleanOptionalAction, default=True,
+                   help="GNN: standardise encoder inputs per kind (default on since follow-up 5)")
     p.add_argument("--rootcause-events", type=int, default=100)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)

@@ -1,0 +1,42 @@
+"""bench/predictor.py --data-seeds: how results over several simulated federations are combined."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def bench():
+    path = Path(__file__).resolve().parents[2] / "bench" / "predictor.py"
+    spec = importlib.util.spec_from_file_location("bench_predictor", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _draw(seed, gnn, base, mem_gnn, causes=("memory",)):
+    return {"seeds": [seed, seed + 1], "pr_auc_gnn": gnn, "pr_auc_best_baseline": base,
+            "pr_auc_ratio": gnn / base, "median_lead_min": None,
+            "by_cause_vs_rules": {c: {"events": 4, "gnn_pr_auc": mem_gnn, "rules_pr_auc": 0.4, "gnn_recall": 0.5,
+                                      "rules_recall": None} for c in causes}}
+
+
+def test_ratios_are_combined_geometrically_and_the_worst_draw_is_named(bench):
+    out = bench._mean_over_draws([_draw(0, 0.4, 0.1, 0.2), _draw(1, 0.1, 0.2, 0.3, ("memory", "thermal"))])
+    assert out["data_seeds"] == [0, 1]
+    assert out["pr_auc_gnn"] == pytest.approx(0.25)
+    assert out["pr_auc_ratio"] == pytest.approx(2**0.5)  # geometric mean of 4 and 0.5 (the arithmetic one is 2.25)
+    assert out["pr_auc_ratio_per_draw"] == pytest.approx([4.0, 0.5])
+    assert out["pr_auc_ratio_min_draw"] == pytest.approx(0.5)
+    assert out["median_lead_min"] is None
+    assert out["by_cause_vs_rules"]["memory"]["gnn_pr_auc"] == pytest.approx(0.25)
+    assert out["by_cause_vs_rules"]["thermal"]["gnn_pr_auc"] == pytest.approx(0.3)  # only the draw that has it
+    assert out["by_cause_vs_rules"]["memory"]["rules_recall"] is None
+
+
+def test_bad_counts_are_refused(bench):
+    with pytest.raises(SystemExit, match="--data-seeds"):
+        bench.main(["--data-seeds", "0", "--parts", "accuracy"])
