@@ -12,6 +12,9 @@ trainable layer):
    4) it reads every time bin of the pooled window ``[B, N, P, F]`` (values, observed fractions, peer
    deviations; ``P = window / pool``) as well as the value summaries: 622 encoder inputs instead of 172 at the
    simulator's 15 metric slots (86 k parameters instead of 57 k at H = 32), which overfit the few training sites.
+   With ``input_scaling`` the inputs are first standardised per component kind with a centre and scale fitted on
+   training snapshots (:func:`fit_input_scaling`; buffers, not trained), as the tabular baseline's scaler does,
+   so that a rare decisive reading (one GPU's XID-63 state) stands out from ordinary excursions.
 2. **GPU pooling**: the mean and max of each node's alive GPUs' states (parameter-free) join the node.
 3. **Message passing** over the typed topology of the infrastructure (node, leaf, spine, PDU, cooling, rack):
    for every edge type and direction, the mean of the *alive* neighbours' states (parameter-free scatter over
