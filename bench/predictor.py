@@ -13,7 +13,7 @@ oracle bounds (``oracle_*``: what any model could reach on this simulator; ``--n
     .venv/bin/python bench/predictor.py --hours 48 --epochs 12 --acceleration 100   # larger
     .venv/bin/python bench/predictor.py --quick         # smaller smoke run
     .venv/bin/python bench/predictor.py --parts epoch,inference   # timings only
-    .venv/bin/python bench/predictor.py --parts accuracy --seeds 2 --data-seeds 4 --no-oracle   # 4 draws (~15 min)
+    .venv/bin/python bench/predictor.py --parts accuracy --seeds 2 --data-seeds 4 --no-oracle   # 4 draws (~10 min)
 """
 
 from __future__ import annotations
@@ -139,8 +139,8 @@ def _one_seed(runs: list, args: argparse.Namespace, seed: int, report_dir: str |
                          epochs=args.epochs, patience=args.patience, selection=args.selection, seed=seed,
                          hidden=args.hidden, layers=args.layers, lr=args.lr, level_features=not args.no_levels,
                          summary_features=not args.no_summary, bin_features=args.bins, dropout=args.dropout,
-                         fractions=training_fractions(args.train_until), pos_weight=args.pos_weight, stride_min=args.stride,
-                         input_scaling=args.scale_inputs, input_scale_floor=args.scale_floor,
+                         fractions=training_fractions(args.train_until), pos_weight=args.pos_weight,
+                         stride_min=args.stride, input_scaling=args.scale_inputs, input_scale_floor=args.scale_floor,
                          progress=not args.no_progress)
     trained = train_predictor(runs, cfg)
     rep = evaluate_predictor(trained, report_dir, rootcause_events=args.rootcause_events,
@@ -335,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="GNN: standardise encoder inputs per kind on the training split (default on since follow-up 5)")
     p.add_argument("--scale-floor", type=float, default=0.1, help="smallest scale of --scale-inputs")
     p.add_argument("--pos-weight", type=float, default=None,
-                   help="BCE weight of positive labels (default: negatives / positives of the training set, capped at 50)")
+                   help="BCE weight of positive labels (default: negatives / positives of the training set, "
+                        "capped at 50)")
     p.add_argument("--seed", type=int, default=0, help="simulation seed and first training seed")
     p.add_argument("--data-seeds", type=int, default=1,
                    help="federations drawn (simulation seeds seed..seed+N-1); >1 reports the mean over draws and each "
