@@ -1,13 +1,14 @@
 """Benchmark of the next-hour failure predictor against the incumbents' rules and non-graph models.
 
-Trains the GNN on a simulated federation (default 10 sites, 3 held out, one validation site, the other six
-trained on their whole run, 24 h, acceleration 200), fits every baseline on the same split, evaluates all of them on the held-out sites, then times one training epoch over
-1,000 snapshots of a 512-GPU site and inference on a 10,000-GPU snapshot. Prints a human summary, then as its
-LAST line one JSON object (keys named in issue 3; accuracy keys are means over ``--seeds`` training seeds on
-the same data, default 3, with ``<key>_per_seed`` lists for the headline keys). Also reported: the calibrated
-GNN + logistic ensemble (``pr_auc_ensemble``), the GNN at the alert threshold chosen on the validation site
-(``val_threshold_*``), the per-cause comparison with the rules (``by_cause_vs_rules``) and the simulator-truth
-oracle bounds (``oracle_*``: what any model could reach on this simulator; ``--no-oracle`` skips them).
+Trains the GNN on a simulated federation (default 10 sites, 3 held out, one validation site, the other six trained
+on their whole run, 24 h, acceleration 200), fits every baseline on the same split, evaluates all of them on the
+held-out sites, then times one training epoch over 1,000 snapshots of a 512-GPU site and inference on a 10,000-GPU
+snapshot. Prints a human summary, then as its LAST line one JSON object (keys named in issue 3; accuracy keys are
+means over ``--seeds`` training seeds on the same data, default 3, with ``<key>_per_seed`` lists for the headline
+keys). Also reported: the calibrated GNN + logistic ensemble (``pr_auc_ensemble``), the GNN at the alert threshold
+chosen on the validation site (``val_threshold_*``), the per-cause comparison with the rules
+(``by_cause_vs_rules``) and the simulator-truth oracle bounds (``oracle_*``: what any model could reach on this
+simulator; ``--no-oracle`` skips them).
 
     .venv/bin/python bench/predictor.py                 # default
     .venv/bin/python bench/predictor.py --hours 48 --epochs 12 --acceleration 100   # larger
@@ -81,55 +82,56 @@ PER_DRAW_KEYS = ("pr_auc_gnn", "pr_auc_best_baseline", "pr_auc_ratio", "pr_auc_r
                  "median_lead_min", "rootcause_top3", "pr_auc_ensemble", "pr_auc_ratio_ensemble")
 
 
-def _mean_over_draws(draws: list[dict]) -> dict:
-    """Mean over draws of every numeric key (NaN-aware; the geometric mean for ``pr_auc_ratio*`` keys, so one
-    draw's 10x cannot hide another's 0.5x), ``<key>_per_draw`` lists for :data:`PER_DRAW_KEYS`, the worst draw's
-    ratio, and per cause group the mean of the GNN's and the rules' PR-AUC over the draws it occurs in."""
-    out: dict = {"data_seeds": [d["seeds"][0] for d in draws]}
-    keys = list(dict.fromkeys(k for d in draws for k in d))
-    for k in keys:
-        vals = [d.get(k) for d in draws]
-        if all(v is None for v in vals):
-            out[k] = None
-        elif any(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
-            num = [float(v) for v in vals if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)]
-            if k.startswith("pr_auc_ratio"):
+def _is_num(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _combine(rows: list[dict], listed: tuple[str, ...], suffix: str, *, geometric_ratios: bool,
+             keep_other: bool) -> dict:
+    """Combine result dicts: every numeric key's mean over the rows that have a finite value (None if none; the
+    geometric mean for ``pr_auc_ratio*`` keys with ``geometric_ratios``), ``<key>_<suffix>`` lists for ``listed``,
+    ``by_cause_vs_rules`` averaged per cause group and column over the rows that have them, and (``keep_other``)
+    the first row's value of any other key."""
+    out: dict = {}
+    for k in dict.fromkeys(k for r in rows for k in r):
+        vals = [r.get(k) for r in rows]
+        if k == "by_cause_vs_rules":
+            groups = dict.fromkeys(g for v in vals if v for g in v)
+            out[k] = {g: {c: (float(np.mean(x)) if (x := [v[g][c] for v in vals if v and g in v
+                                                           and v[g].get(c) is not None]) else None)
+                          for c in dict.fromkeys(c for v in vals if v and g in v for c in v[g])}
+                      for g in groups}
+        elif any(_is_num(v) for v in vals):
+            num = [float(v) for v in vals if _is_num(v) and np.isfinite(v)]
+            if geometric_ratios and k.startswith("pr_auc_ratio"):
                 num = [x for x in num if x > 0]
                 out[k] = float(np.exp(np.mean(np.log(num)))) if num else None
             else:
                 out[k] = float(np.mean(num)) if num else None
-    for k in PER_DRAW_KEYS:
-        out[f"{k}_per_draw"] = [d.get(k) for d in draws]
+        elif all(v is None for v in vals):
+            out[k] = None
+        elif keep_other:
+            out[k] = vals[0]
+    for k in listed:
+        out[f"{k}_{suffix}"] = [r.get(k) for r in rows]
+    return out
+
+
+def _mean_over_draws(draws: list[dict]) -> dict:
+    """Combine the draws of ``--data-seeds``: means (geometric for ``pr_auc_ratio*`` keys, so one draw's 10x
+    cannot hide another's 0.5x), ``<key>_per_draw`` lists for :data:`PER_DRAW_KEYS`, the worst draw's ratio, and
+    per cause group the means over the draws it occurs in."""
+    out = {"data_seeds": [d["seeds"][0] for d in draws],
+           **_combine(draws, PER_DRAW_KEYS, "per_draw", geometric_ratios=True, keep_other=False)}
     ratios = [r for r in out["pr_auc_ratio_per_draw"] if r is not None]
     out["pr_auc_ratio_min_draw"] = min(ratios) if ratios else None
-    groups = sorted({g for d in draws for g in d.get("by_cause_vs_rules", {})})
-    out["by_cause_vs_rules"] = {
-        g: {key: (float(np.mean(vals)) if (vals := [d["by_cause_vs_rules"][g][key] for d in draws
-                                                    if g in d.get("by_cause_vs_rules", {})
-                                                    and d["by_cause_vs_rules"][g].get(key) is not None]) else None)
-            for key in ("events", "gnn_pr_auc", "rules_pr_auc", "gnn_recall", "rules_recall")}
-        for g in groups}
     return out
 
 
 def _mean_over_seeds(per_seed: list[dict], seeds: list[int]) -> dict:
     """Mean of every numeric key over seeds (NaN-aware; None if no seed has a value), ``<key>_per_seed`` lists
     for :data:`PER_SEED_KEYS`, per-cause numbers averaged the same way."""
-    out: dict = {"seeds": seeds}
-    for k, v in per_seed[0].items():
-        vals = [r.get(k) for r in per_seed]
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            num = [float(x) for x in vals if isinstance(x, (int, float)) and np.isfinite(x)]
-            out[k] = float(np.mean(num)) if num else None
-        elif k == "by_cause_vs_rules":
-            out[k] = {grp: {key: (float(np.mean([r[k][grp][key] for r in per_seed if r[k][grp].get(key) is not None]))
-                                  if any(r[k][grp].get(key) is not None for r in per_seed) else None)
-                            for key in cols} for grp, cols in v.items()}
-        else:
-            out[k] = v
-    for k in PER_SEED_KEYS:
-        out[f"{k}_per_seed"] = [r.get(k) for r in per_seed]
-    return out
+    return {"seeds": seeds, **_combine(per_seed, PER_SEED_KEYS, "per_seed", geometric_ratios=False, keep_other=True)}
 
 
 def _one_seed(runs: list, args: argparse.Namespace, seed: int, report_dir: str | None) -> dict:
