@@ -4,10 +4,11 @@
    simulator is open source, so its output is public data). Private sites are split by time with
    NON-overlapping one-hour training windows (the privacy unit: one snapshot window); the feature normaliser is
    fitted on the public sites only, so no un-noised statistic of private data enters the pipeline.
-2. Pretrains the predictor (``infrabrain.models``) on the public sites, then fine-tunes it on the private
-   sites non-privately and with DP-SGD (``train_dp``: PRV accountant, noise calibrated to epsilon 1, 4 and 8 at
-   delta = min(1e-5, 1/n)), same optimizer, expected batch size and steps; reports PR-AUC on the private sites'
-   later, unseen test period. The same from a random init (``*_scratch``), and the public model alone.
+2. Pretrains the predictor (``infrabrain.models``; the federated task's encoder: window summaries, inputs
+   standardised per component kind with a centre and scale fitted on the public sites) on the public sites,
+   then fine-tunes it on the private sites non-privately and with DP-SGD (``train_dp``: PRV accountant, noise
+   calibrated to epsilon 1, 4 and 8 at delta = min(1e-5, 1/n)), same optimizer, expected batch size and steps;
+   reports PR-AUC on the private sites' later, unseen test period. The same from a random init (``*_scratch``), and the public model alone.
 3. Times a DP-SGD step against a non-private step of the same expected batch size (``dp_step_ratio``).
 4. Runs the one-run canary audit (Steinke-Nasr-Jagielski 2023) on the trainer with DP on and off.
 
@@ -58,6 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clip", type=float, default=6.0,
                         help="per-sample clipping norm (default 6: above nearly all windows' gradient norms, see docs/privacy.md)")
     parser.add_argument("--hidden", type=int, default=16, help="predictor state width (default 16)")
+    parser.add_argument("--bins", action=argparse.BooleanOptionalAction, default=False,
+                        help="encoder input: every 5-minute bin besides the window summaries (the federated "
+                             "model's encoder until issue 3 follow-up 6; default: summaries only, as federated now)")
+    parser.add_argument("--scale-inputs", action=argparse.BooleanOptionalAction, default=True,
+                        help="standardise encoder inputs per component kind, fitted on the PUBLIC sites only, as "
+                             "the federated sites do (default on; docs/predictor.md)")
     parser.add_argument("--repeats", type=int, default=5,
                         help="independent fine-tuning runs averaged per setting (DP noise makes one run noisy)")
     parser.add_argument("--timing-steps", type=int, default=30, help="steps timed for dp_step_ratio")
@@ -76,9 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from infrabrain.models.gnn import FailurePredictor, ModelConfig
+    from infrabrain.models.gnn import FailurePredictor, ModelConfig, fit_input_scaling
     from infrabrain.models.snapshots import collate_snapshots, make_splits
-    from infrabrain.models.training import estimate_pos_weight, loss_fn
+    from infrabrain.models.training import estimate_pos_weight, loss_fn, make_loader
     from infrabrain.privacy.audit import one_run_audit
     from infrabrain.privacy.audit_task import classification_loss, make_canary_task, negative_loss_scores
     from infrabrain.privacy.budget import BudgetConfig
@@ -101,15 +108,24 @@ def main(argv: list[str] | None = None) -> int:
           f"windows; {len(public.train)} public windows ({time.perf_counter() - t0:.0f} s to simulate and split)",
           file=sys.stderr)
     pos_weight = estimate_pos_weight(public.train)
+    scaling: dict[str, torch.Tensor] = {}
 
     def new_model(state: dict[str, torch.Tensor] | None = None) -> FailurePredictor:
         torch.manual_seed(args.seed)
         model = FailurePredictor(ModelConfig(window=splits.window, pool=splits.pool,
                                              n_features=splits.feature_set.f_max, hidden=args.hidden,
-                                             pos_weight=pos_weight))
+                                             pos_weight=pos_weight, bin_features=args.bins,
+                                             input_scaling=args.scale_inputs))
         if state is not None:
             model.load_state_dict(state)
+        elif scaling:
+            model.load_state_dict(scaling, strict=False)
         return model
+
+    if args.scale_inputs:  # a statistic of public data only: no privacy cost
+        scaled = new_model()
+        fit_input_scaling(scaled, make_loader(public.train, 16))
+        scaling.update({k: v.clone() for k, v in scaled.state_dict().items() if k in ("in_center", "in_scale")})
 
     batch = min(args.batch, n)
     cfg = DPConfig(optimizer=args.optimizer, lr=args.lr, momentum=args.momentum if args.optimizer == "sgd" else 0.0,

@@ -5,10 +5,15 @@ differ in size, ambient temperature, fault rates and firmware quality (non-IID).
 (by time) trains, the last 30 % (after a one-hour gap) is the held-out evaluation split. Training windows do
 not overlap (one hour each, the privacy unit); evaluation windows are cut every 10 minutes.
 
-Normalisation uses :func:`public_normalizer`: centres and scales fitted on *public* simulated sites (the
-coordinator's simulator, partition ids from :data:`PUBLIC_PARTITION_BASE`), never on this site's telemetry. A
-normaliser fitted on the site's own windows would be a data-dependent step outside DP-SGD: every trained weight
-would then depend on all windows at once, and that release would not be covered by the accounted epsilon.
+Model: the centralised predictor's encoder (window summaries only, inputs standardised per component kind;
+docs/predictor.md, issue 3 follow-ups 4 and 5), without dropout (DP-SGD's noise regularises already).
+
+Normalisation uses :func:`public_reference`: the feature normaliser and the encoder's per-kind input centre and
+scale, all fitted on *public* simulated sites (the coordinator's simulator, partition ids from
+:data:`PUBLIC_PARTITION_BASE`), never on this site's telemetry. Statistics fitted on the site's own windows
+would be a data-dependent step outside DP-SGD: every trained weight would then depend on all windows at once,
+and that release would not be covered by the accounted epsilon. Every party derives the same reference from
+the round's settings, so nothing about it travels.
 
 Training: ``infrabrain.privacy.train_dp`` with the site's persistent :class:`PrivacyLedger` under
 ``<state_dir>/ledger``; the ledger file is re-read every round (each round runs in a fresh process), the run is
@@ -43,6 +48,12 @@ PUBLIC_PARTITION_BASE = 1_000_000
 #: Public sites and hours the shared normaliser is fitted on (deterministic: every party gets the same one).
 PUBLIC_NORMALIZER_SITES = 2
 PUBLIC_NORMALIZER_MAX_HOURS = 72.0
+#: The federated predictor's architecture beyond ``ModelConfig``'s defaults (the centralised pipeline's encoder).
+MODEL_OVERRIDES: dict[str, Any] = {"bin_features": False, "input_scaling": True}
+#: Smallest input scale of the public input scaling (``PipelineConfig.input_scale_floor``).
+INPUT_SCALE_FLOOR = 0.1
+#: Buffers of the model that hold the input scaling (not weights: they never travel, every party derives them).
+SCALING_KEYS = ("in_center", "in_scale")
 
 
 def feature_set() -> Any:
@@ -59,22 +70,39 @@ def _window() -> int:
     return window_steps(WINDOW_MIN, 60, POOL_MIN)
 
 
-def build_predictor(cfg: Mapping[str, Any] | None = None) -> Any:
-    """A fresh FailurePredictor for the shared feature set (seeded, so every party builds the same one)."""
+def build_predictor(cfg: Mapping[str, Any] | None, input_scaling: Mapping[str, np.ndarray] | None) -> Any:
+    """A fresh FailurePredictor for the shared feature set (seeded, so every party builds the same one).
+
+    ``input_scaling`` is the public reference's centre and scale (:attr:`SiteData.input_scaling` or
+    :func:`public_reference`). None leaves the identity scaling: right only where the parameters alone matter
+    (the coordinator's initial arrays), never for training or scoring."""
     import torch
 
     from infrabrain.models.gnn import build_model
 
     seed = int((cfg or {}).get("seed", 0))
     torch.manual_seed(seed)
-    return build_model(feature_set().f_max, _window(), pool=POOL_MIN)
+    model = build_model(feature_set().f_max, _window(), pool=POOL_MIN, **MODEL_OVERRIDES)
+    if input_scaling is not None:
+        missing = [k for k in SCALING_KEYS if k not in input_scaling]
+        if missing:
+            raise ValueError(f"input_scaling lacks {missing}; expected {list(SCALING_KEYS)}")
+        state = model.state_dict()
+        for k in SCALING_KEYS:
+            arr = torch.as_tensor(np.asarray(input_scaling[k], dtype=np.float32))
+            if tuple(arr.shape) != tuple(state[k].shape):
+                raise ValueError(f"input_scaling[{k!r}] has shape {tuple(arr.shape)}, the model needs "
+                                 f"{tuple(state[k].shape)} (another feature set or encoder)")
+            getattr(model, k).copy_(arr)
+    return model
 
 
 def predictor_initial_weights(cfg: Mapping[str, Any]) -> list[np.ndarray]:
-    """Initial global arrays (the coordinator calls this; no site data needed)."""
+    """Initial global arrays (the coordinator calls this; no site data needed: the input scaling is a buffer,
+    not one of the arrays)."""
     from infrabrain.models.training import get_weights
 
-    return get_weights(build_predictor(cfg))
+    return get_weights(build_predictor(cfg, None))
 
 
 def site_spec(settings: SiteSettings) -> Any:
@@ -93,10 +121,12 @@ def site_spec(settings: SiteSettings) -> Any:
 
 @dataclass
 class SiteData:
-    """The site's training and held-out snapshot datasets (stay in this process)."""
+    """The site's training and held-out snapshot datasets (stay in this process) and the public input scaling
+    its model needs (``build_predictor(cfg, data.input_scaling)``)."""
 
     train: Any
     test: Any
+    input_scaling: dict[str, np.ndarray]
 
 
 @lru_cache(maxsize=4)
@@ -111,7 +141,8 @@ def _site_data_cached(settings: SiteSettings, acceleration: float) -> SiteData:
     if len(train) < 4 or len(test) == 0:
         raise ValueError(f"site-hours={settings.site_hours} gives {len(train)} non-overlapping training "
                          "windows; simulate at least 48 hours per site")
-    return SiteData(train, test)
+    scaling = {k: np.asarray(meta["input_scaling"][k], dtype=np.float32) for k in SCALING_KEYS}
+    return SiteData(train, test, scaling)
 
 
 def public_site_settings(index: int, data_seed: int, site_gpus: int, site_hours: float,
@@ -122,9 +153,21 @@ def public_site_settings(index: int, data_seed: int, site_gpus: int, site_hours:
                         site_hours=site_hours, state_dir=state_dir)
 
 
+@dataclass(frozen=True)
+class PublicReference:
+    """What every party fits on the public sites: the feature normaliser and the encoder's input scaling."""
+
+    normalizer: Any
+    input_scaling: dict[str, np.ndarray]
+
+
 @lru_cache(maxsize=8)
-def _public_normalizer_cached(site_gpus: int, site_hours: float, data_seed: int, acceleration: float) -> Any:
+def _public_reference_cached(site_gpus: int, site_hours: float, data_seed: int, acceleration: float) -> PublicReference:
+    import torch
+
+    from infrabrain.models.gnn import fit_input_scaling
     from infrabrain.models.snapshots import make_splits
+    from infrabrain.models.training import make_loader
     from infrabrain.simulation.engine import simulate_site
 
     hours = min(site_hours, PUBLIC_NORMALIZER_MAX_HOURS)
@@ -136,17 +179,22 @@ def _public_normalizer_cached(site_gpus: int, site_hours: float, data_seed: int,
     splits = make_splits(runs, heldout=0, window_min=WINDOW_MIN, stride_min=WINDOW_MIN,
                          fractions=(TRAIN_FRACTION, TRAIN_FRACTION + 0.02), feature_set=feature_set(),
                          pool_min=POOL_MIN)
-    return splits.normalizer
+    with torch.random.fork_rng(devices=[]):  # the scaling needs the encoder's layout, not its random weights
+        model = build_predictor(None, None)
+    fit_input_scaling(model, make_loader(splits.train, 16), floor=INPUT_SCALE_FLOOR)
+    scaling = {k: getattr(model, k).detach().numpy().copy() for k in SCALING_KEYS}
+    return PublicReference(splits.normalizer, scaling)
 
 
-def public_normalizer(settings: SiteSettings, acceleration: float) -> Any:
-    """The shared feature normaliser, fitted on public simulated sites only (see the module docstring).
+def public_reference(settings: SiteSettings, acceleration: float) -> PublicReference:
+    """The shared feature normaliser and input scaling, fitted on public simulated sites only (see the module
+    docstring).
 
     Deterministic in (site size, hours, data seed, acceleration): the coordinator, every site and every
-    evaluation build the identical normaliser without exchanging anything.
+    evaluation build the identical reference without exchanging anything.
     """
-    return _public_normalizer_cached(settings.site_gpus, float(settings.site_hours), settings.data_seed,
-                                     float(acceleration))
+    return _public_reference_cached(settings.site_gpus, float(settings.site_hours), settings.data_seed,
+                                    float(acceleration))
 
 
 def _site_tensors(settings: SiteSettings, acceleration: float) -> tuple[Any, dict[str, Any]]:
@@ -160,7 +208,8 @@ def _site_tensors(settings: SiteSettings, acceleration: float) -> tuple[Any, dic
 
     key = {"partition_id": settings.partition_id, "data_seed": settings.data_seed, "site_gpus": settings.site_gpus,
            "site_hours": settings.site_hours, "acceleration": acceleration, "feature_set": feature_set().fingerprint(),
-           "window_min": WINDOW_MIN, "pool_min": POOL_MIN, "normalizer": "public", "version": 2}
+           "window_min": WINDOW_MIN, "pool_min": POOL_MIN, "normalizer": "public", "model": MODEL_OVERRIDES,
+           "version": 3}
     cache = settings.data_path
     if settings.state_dir or settings.data_dir:
         try:
@@ -171,16 +220,18 @@ def _site_tensors(settings: SiteSettings, acceleration: float) -> tuple[Any, dic
             log.warning("site data cache unreadable; rebuilding", extra={"error": f"{type(exc).__name__}: {exc}"})
     run = simulate_site(site_spec(settings), settings.site_hours, seed=settings.data_seed * 1000 + settings.partition_id,
                         acceleration=acceleration)
+    reference = public_reference(settings, acceleration)
     # Training windows do not overlap (stride = window): one snapshot window is the DP privacy unit.
     splits = make_splits([run], heldout=0, window_min=WINDOW_MIN, stride_min=WINDOW_MIN, eval_stride_min=STRIDE_MIN,
                          fractions=(TRAIN_FRACTION, TRAIN_FRACTION + 0.02), feature_set=feature_set(),
-                         pool_min=POOL_MIN, normalizer=public_normalizer(settings, acceleration))
+                         pool_min=POOL_MIN, normalizer=reference.normalizer)
     if splits.window != _window() or splits.pool != POOL_MIN:
         raise ValueError(f"site telemetry cadence gives window {splits.window}/pool {splits.pool}; the federation's "
                          f"model expects {_window()}/{POOL_MIN} (60 s cadence)")
     tensors = splits.train_sites[0]
     meta = {"window": splits.window, "pool": splits.pool, "train_stride": splits.train.stride,
-            "eval_stride": splits.test_time.stride, "gap": round(3600 / tensors.cadence_s)}
+            "eval_stride": splits.test_time.stride, "gap": round(3600 / tensors.cadence_s),
+            "input_scaling": {k: v.tolist() for k, v in reference.input_scaling.items()}}
     if settings.state_dir or settings.data_dir:
         _save_tensors(cache, key, tensors, meta)
     return tensors, meta
@@ -272,7 +323,7 @@ def predictor_train(settings: SiteSettings, weights: list[np.ndarray], cfg: Mapp
 
     torch.set_num_threads(1)
     data = site_data(settings, cfg)
-    model = build_predictor(cfg)
+    model = build_predictor(cfg, data.input_scaling)
     set_weights(model, weights)
     n = len(data.train)
     batch = min(int(cfg.get("batch-size", 16)), n)
@@ -346,7 +397,7 @@ def predictor_evaluate(settings: SiteSettings, weights: list[np.ndarray], cfg: M
 
     torch.set_num_threads(1)
     data = site_data(settings, cfg)
-    model = build_predictor(cfg)
+    model = build_predictor(cfg, data.input_scaling)
     set_weights(model, weights)
     m = evaluate_model(model, data.test)
     metrics: dict[str, float] = {"positives": float(m.get("positives", 0.0))}

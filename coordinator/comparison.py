@@ -38,27 +38,34 @@ def settings_for(cfg: FederationConfig, partition_id: int, num_partitions: int, 
                         state_dir=str(Path(state_root) / f"site-{partition_id:04d}"), data_dir=str(data))
 
 
-def pooled_scores(weights: Sequence[np.ndarray], datasets: Sequence[Any], cfg: dict[str, Any]) -> dict[str, float]:
-    """PR-AUC / ROC-AUC of ``weights`` over the pooled (snapshot, node) predictions of several sites."""
+def pooled_scores(weights: Sequence[np.ndarray], sites: Sequence[Any], cfg: dict[str, Any]) -> dict[str, float]:
+    """PR-AUC / ROC-AUC of ``weights`` over the pooled (snapshot, node) predictions of several sites' held-out
+    splits (``SiteData``, e.g. from :func:`heldout_sets`)."""
     import pandas as pd
 
-    from infrabrain.client.predictor_task import build_predictor
+    from infrabrain.client.predictor_task import SCALING_KEYS, build_predictor
     from infrabrain.models.training import predict_scores, set_weights, summary_metrics
 
-    model = build_predictor(cfg)
+    if not sites:
+        raise ValueError("pooled_scores needs at least one site")
+    scaling = sites[0].input_scaling
+    if any(not np.array_equal(s.input_scaling[k], scaling[k]) for s in sites[1:] for k in SCALING_KEYS):
+        raise ValueError("the sites were prepared with different public input scalings (other site-gpus, "
+                         "site-hours, data-seed or acceleration); score them separately")
+    model = build_predictor(cfg, scaling)
     set_weights(model, list(weights))
-    frames = [predict_scores(model, ds) for ds in datasets]
+    frames = [predict_scores(model, s.test) for s in sites]
     df = pd.concat(frames, ignore_index=True)
     return summary_metrics(df["label"].to_numpy(), df["score"].to_numpy())
 
 
 def heldout_sets(cfg: FederationConfig, first_id: int, count: int, total: int) -> list[Any]:
-    """Held-out evaluation datasets of sites ``first_id .. first_id+count-1`` (never in the federation)."""
+    """``SiteData`` of sites ``first_id .. first_id+count-1`` (never in the federation), for :func:`pooled_scores`."""
     from infrabrain.client.predictor_task import site_data
 
     root = tempfile.mkdtemp(prefix="infrabrain-heldout-")
     site_cfg = cfg.site_config()
-    return [site_data(settings_for(cfg, pid, total, root), site_cfg).test for pid in range(first_id, first_id + count)]
+    return [site_data(settings_for(cfg, pid, total, root), site_cfg) for pid in range(first_id, first_id + count)]
 
 
 def federation_start(cfg: FederationConfig) -> list[np.ndarray]:
@@ -89,7 +96,7 @@ def train_local_only(cfg: FederationConfig, partition_id: int, total: int, work:
     settings = settings_for(cfg, partition_id, total, Path(work) / "local-only")
     site_cfg = cfg.site_config()
     data = site_data(settings, site_cfg)
-    model = build_predictor(site_cfg)
+    model = build_predictor(site_cfg, data.input_scaling)
     if init is not None:
         set_weights(model, init)
     ledger = PrivacyLedger.open(settings.state_path / "ledger", BudgetConfig(epsilon_total=cfg.eps_budget),
@@ -129,8 +136,9 @@ def train_centralized(cfg: FederationConfig, partition_ids: Sequence[int], total
     torch.set_num_threads(1)
     root = tempfile.mkdtemp(prefix="infrabrain-central-")
     site_cfg = cfg.site_config()
-    pooled = ConcatDataset([site_data(settings_for(cfg, pid, total, root), site_cfg).train for pid in partition_ids])
-    model = build_predictor(site_cfg)
+    data = [site_data(settings_for(cfg, pid, total, root), site_cfg) for pid in partition_ids]
+    pooled = ConcatDataset([d.train for d in data])
+    model = build_predictor(site_cfg, data[0].input_scaling)
     if init is not None:
         set_weights(model, init)
     ep = epochs if epochs is not None else cfg.num_server_rounds * cfg.local_epochs

@@ -32,7 +32,8 @@ from infrabrain.logs import get_logger
 
 log = get_logger("coordinator.public_model")
 
-CACHE_VERSION = 2
+#: 3: the summaries-only encoder with the public input scaling (issue 3 follow-up 6); older caches retrain.
+CACHE_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -70,11 +71,11 @@ def pretrain_public_model(cfg: FederationConfig, work_dir: str | Path) -> Public
     t0 = time.monotonic()
     site_cfg = cfg.site_config()
     root = Path(work_dir)
-    sets = [site_data(public_site_settings(i, cfg.data_seed, cfg.site_gpus, cfg.site_hours,
-                                           str(root / f"public-{i:04d}")), site_cfg).train
+    data = [site_data(public_site_settings(i, cfg.data_seed, cfg.site_gpus, cfg.site_hours,
+                                           str(root / f"public-{i:04d}")), site_cfg)
             for i in range(cfg.public_sites)]
-    pooled = ConcatDataset(sets)
-    model = build_predictor(site_cfg)
+    pooled = ConcatDataset([d.train for d in data])
+    model = build_predictor(site_cfg, data[0].input_scaling)
     train_cfg = DPConfig(optimizer="adam", lr=3e-3, expected_batch_size=min(32, len(pooled)),
                          epochs=float(cfg.public_epochs))
     res = train_nonprivate(model, pooled, loss_fn, collate_snapshots, config=train_cfg, seed=cfg.seed)

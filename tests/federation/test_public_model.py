@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from infrabrain.coordinator.simulation_run import simulation_config
 
@@ -70,7 +71,8 @@ def test_site_normalisation_is_public_and_independent_of_the_site_data(tmp_path)
 
     a = SiteSettings(partition_id=0, num_partitions=3, site_gpus=8, site_hours=48.0, state_dir=str(tmp_path / "a"))
     b = SiteSettings(partition_id=2, num_partitions=3, site_gpus=8, site_hours=48.0, state_dir=str(tmp_path / "b"))
-    na, nb = pt.public_normalizer(a, 300.0), pt.public_normalizer(b, 300.0)
+    ra, rb = pt.public_reference(a, 300.0), pt.public_reference(b, 300.0)
+    na, nb = ra.normalizer, rb.normalizer
     assert na.to_dict() == nb.to_dict()
     # what the site's own data would have given is different: so the public one is really not site-fitted
     run = simulate_site(pt.site_spec(a), 48.0, seed=a.data_seed * 1000 + a.partition_id, acceleration=300.0)
@@ -85,3 +87,41 @@ def test_site_normalisation_is_public_and_independent_of_the_site_data(tmp_path)
     mine = make_splits([run], heldout=0, window_min=60, stride_min=60, fractions=(0.7, 0.72),
                        feature_set=pt.feature_set(), pool_min=5).train_sites[0]
     assert not np.allclose(mine.vals0, tensors.vals0)
+
+
+def test_input_scaling_is_public_identical_everywhere_and_checked(tmp_path) -> None:
+    """The encoder's per-kind input scaling comes from the public sites too: every site and the coordinator get
+    the same arrays (also after the site's data cache is reloaded), a scaling fitted on the site's own windows
+    would differ, and a wrong-shaped or incomplete scaling is refused by name."""
+    import torch
+
+    from infrabrain.client import predictor_task as pt
+    from infrabrain.client.local_training import SiteSettings
+    from infrabrain.models.gnn import fit_input_scaling
+    from infrabrain.models.training import make_loader
+
+    a = SiteSettings(partition_id=0, num_partitions=3, site_gpus=8, site_hours=48.0, state_dir=str(tmp_path / "a"))
+    b = SiteSettings(partition_id=2, num_partitions=3, site_gpus=8, site_hours=48.0, state_dir=str(tmp_path / "b"))
+    ref = pt.public_reference(a, 300.0).input_scaling
+    da, db = pt.site_data(a, {"acceleration": 300.0}), pt.site_data(b, {"acceleration": 300.0})
+    pt._site_data_cached.cache_clear()
+    da2 = pt.site_data(a, {"acceleration": 300.0})  # from the on-site cache
+    for k in pt.SCALING_KEYS:
+        assert ref[k].dtype == np.float32 and np.all(np.isfinite(ref[k]))
+        for d in (da, db, da2):
+            np.testing.assert_array_equal(d.input_scaling[k], ref[k])
+    assert np.all(ref["in_scale"] >= pt.INPUT_SCALE_FLOOR) and np.any(ref["in_center"] != 0)
+    model = pt.build_predictor({"seed": 3}, da.input_scaling)
+    np.testing.assert_array_equal(model.in_scale.numpy(), ref["in_scale"])
+    own = pt.build_predictor({"seed": 3}, None)
+    fit_input_scaling(own, make_loader(da.train, 16), floor=pt.INPUT_SCALE_FLOOR)
+    assert not np.allclose(own.in_center.numpy(), ref["in_center"])
+    # the scaling is a buffer, never one of the arrays that travel
+    from infrabrain.models.training import get_weights
+
+    assert len(get_weights(model)) == len(list(model.parameters()))
+    with pytest.raises(ValueError, match="in_scale"):
+        pt.build_predictor(None, {"in_center": ref["in_center"]})
+    with pytest.raises(ValueError, match="shape"):
+        pt.build_predictor(None, {"in_center": ref["in_center"][:, :3], "in_scale": ref["in_scale"]})
+    assert torch.equal(pt.build_predictor(None, ref).in_center, torch.from_numpy(ref["in_center"]))
