@@ -39,6 +39,25 @@ def test_public_model_is_trained_cached_and_retrained_when_settings_change(tmp_p
     assert other.meta["epochs"] == 1
 
 
+def test_a_cache_of_another_model_identity_is_retrained(tmp_path, monkeypatch) -> None:
+    """Same shapes, other encoder or scaling floor (a code change, not a setting): the cache is not loaded."""
+    import infrabrain.client.predictor_task as pt
+    import infrabrain.coordinator.public_model as pm
+    from infrabrain.client.local_training import initial_weights
+
+    cfg = _cfg(tmp_path, public_epochs=1)
+    fresh = initial_weights(cfg.task, cfg.model_dump(by_alias=True))
+    cache = tmp_path / "registry"
+    pm.public_initial_weights(cfg, fresh, cache)
+    mtime = (cache / "public-init.npz").stat().st_mtime_ns
+    other = {**pt.MODEL_IDENTITY, "input_scale_floor": pt.INPUT_SCALE_FLOOR / 10}
+    monkeypatch.setattr(pm, "MODEL_IDENTITY", other)
+    monkeypatch.setattr(pt, "MODEL_IDENTITY", other)
+    pt._site_data_cached.cache_clear()
+    pm.public_initial_weights(cfg, fresh, cache)
+    assert (cache / "public-init.npz").stat().st_mtime_ns != mtime
+
+
 def test_a_corrupt_cache_is_retrained_not_loaded(tmp_path) -> None:
     from infrabrain.client.local_training import initial_weights
     from infrabrain.coordinator.public_model import public_initial_weights
