@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from infrabrain.client.predictor_task import INPUT_SCALE_FLOOR
+    from infrabrain.client.predictor_task import INPUT_SCALE_FLOOR, SCALING_KEYS
     from infrabrain.models.gnn import FailurePredictor, ModelConfig, fit_input_scaling
     from infrabrain.models.snapshots import collate_snapshots, make_splits
     from infrabrain.models.training import estimate_pos_weight, loss_fn, make_loader
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.scale_inputs:  # a statistic of public data only: no privacy cost
         scaled = new_model()
         fit_input_scaling(scaled, make_loader(public.train, 16), floor=INPUT_SCALE_FLOOR)
-        scaling.update({k: v.clone() for k, v in scaled.state_dict().items() if k in ("in_center", "in_scale")})
+        scaling.update({k: v.clone() for k, v in scaled.state_dict().items() if k in SCALING_KEYS})
 
     batch = min(args.batch, n)
     cfg = DPConfig(optimizer=args.optimizer, lr=args.lr, momentum=args.momentum if args.optimizer == "sgd" else 0.0,

@@ -47,7 +47,8 @@ class PublicModel:
 def _cache_key(cfg: FederationConfig, shapes: list[list[int]]) -> dict[str, Any]:
     return {"version": CACHE_VERSION, "task": cfg.task, "public-sites": cfg.public_sites,
             "public-epochs": cfg.public_epochs, "site-gpus": cfg.site_gpus, "site-hours": cfg.site_hours,
-            "acceleration": cfg.acceleration, "data-seed": cfg.data_seed, "seed": cfg.seed, "model": MODEL_IDENTITY, "shapes": shapes}
+            "acceleration": cfg.acceleration, "data-seed": cfg.data_seed, "seed": cfg.seed, "model": MODEL_IDENTITY,
+            "shapes": shapes}
 
 
 def pretrain_public_model(cfg: FederationConfig, work_dir: str | Path) -> PublicModel:
