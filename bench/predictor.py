@@ -7,7 +7,8 @@ snapshot. Prints a human summary, then as its LAST line one JSON object (keys na
 means over ``--seeds`` training seeds on the same data, default 3, with ``<key>_per_seed`` lists for the headline
 keys). Also reported: the calibrated GNN + logistic ensemble (``pr_auc_ensemble``), the GNN at the alert threshold
 chosen on the validation site (``val_threshold_*``), the per-cause comparison with the rules
-(``by_cause_vs_rules``) and the simulator-truth oracle bounds (``oracle_*``: what any model could reach on this
+(``by_cause_vs_rules``), the ratio split by where the failure's root is (``pr_auc_ratio_node_rooted``: the node or
+its GPUs, which a per-node model reads as well; ``pr_auc_ratio_upstream``: a switch, PDU or cooling unit) and the simulator-truth oracle bounds (``oracle_*``: what any model could reach on this
 simulator; ``--no-oracle`` skips them).
 
     .venv/bin/python bench/predictor.py                 # default
@@ -78,8 +79,9 @@ def _one_draw(args: argparse.Namespace, data_seed: int) -> dict:
 
 
 #: Keys reported per draw too (``<key>_per_draw``) by ``--data-seeds``.
-PER_DRAW_KEYS = ("pr_auc_gnn", "pr_auc_best_baseline", "pr_auc_ratio", "pr_auc_ratio_cascade", "event_recall_at_p50",
-                 "median_lead_min", "rootcause_top3", "pr_auc_ensemble", "pr_auc_ratio_ensemble")
+PER_DRAW_KEYS = ("pr_auc_gnn", "pr_auc_best_baseline", "pr_auc_ratio", "pr_auc_ratio_cascade", "pr_auc_ratio_node_rooted",
+                 "pr_auc_ratio_upstream", "event_recall_at_p50", "median_lead_min", "rootcause_top3", "pr_auc_ensemble",
+                 "pr_auc_ratio_ensemble")
 
 
 def _is_num(v: object) -> bool:
@@ -163,6 +165,9 @@ def _one_seed(runs: list, args: argparse.Namespace, seed: int, report_dir: str |
     print(f"GNN / best non-graph ({rep['best_baseline']}) PR-AUC ratio: {rep['pr_auc_ratio']:.2f}; cascades "
           f"({rep['best_baseline_cascade']}): {rep['pr_auc_ratio_cascade']:.2f}", file=sys.stderr)
     print("by cause group (GNN):", json.dumps(g["by_cause_group"]), file=sys.stderr)
+    print(f"node-rooted failures (root: the node or its GPUs): GNN {g['pr_auc_node_rooted']:.3f}, ratio "
+          f"{rep['pr_auc_ratio_node_rooted']:.2f}; upstream-rooted (switch, PDU, cooling): GNN "
+          f"{g['pr_auc_upstream']:.3f}, ratio {rep['pr_auc_ratio_upstream']:.2f}", file=sys.stderr)
     e = rep["models"].get("ensemble", {})
     ece_raw = g.get("ece_uncalibrated")
     print(f"calibration (Platt on the validation split): GNN ECE {g['calibration']['ece']:.3f}"
@@ -200,6 +205,10 @@ def _one_seed(runs: list, args: argparse.Namespace, seed: int, report_dir: str |
         "best_baseline": rep["best_baseline"],
         "pr_auc_ratio": rep["pr_auc_ratio"],
         "pr_auc_ratio_cascade": rep["pr_auc_ratio_cascade"],
+        "pr_auc_gnn_node_rooted": g["pr_auc_node_rooted"],
+        "pr_auc_ratio_node_rooted": rep["pr_auc_ratio_node_rooted"],
+        "pr_auc_gnn_upstream": g["pr_auc_upstream"],
+        "pr_auc_ratio_upstream": rep["pr_auc_ratio_upstream"],
         "event_recall_at_p50": g["event_recall_at_p50_precursor"],
         "event_recall_at_p50_all": g["event_recall_at_p50"],
         "event_recall_at_p80": g["event_recall_at_p80_precursor"],

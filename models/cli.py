@@ -105,7 +105,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from infrabrain.models.calibration import PlattCalibrator
-    from infrabrain.models.checkpoint import load_checkpoint
+    from infrabrain.models.checkpoint import _jsonable, load_checkpoint
     from infrabrain.models.features import FeatureSet
     from infrabrain.models.pipeline import PipelineConfig, Trained, evaluate_predictor
     from infrabrain.models.snapshots import make_splits
@@ -130,9 +130,10 @@ def _evaluate(args: argparse.Namespace) -> int:
                       best_epoch=int(ckpt.card.get("best_epoch", -1))), config=cfg, train_s=0.0,
                       calibration=PlattCalibrator.from_card(ckpt.card), val_threshold=ckpt.card.get("alert_threshold"))
     report = evaluate_predictor(trained, args.out, rootcause_events=args.rootcause_events)
-    keys = ("split", "pr_auc_gnn", "best_baseline", "pr_auc_best_baseline", "pr_auc_ratio", "pr_auc_ratio_cascade")
-    print(json.dumps({k: report[k] for k in keys} | {"rootcause_top3": report["rootcause"].get("top3"),
-                                                      "files": report.get("files", [])}))
+    keys = ("split", "pr_auc_gnn", "best_baseline", "pr_auc_best_baseline", "pr_auc_ratio", "pr_auc_ratio_cascade",
+            "pr_auc_ratio_node_rooted", "pr_auc_ratio_upstream")
+    print(json.dumps(_jsonable({k: report[k] for k in keys} | {"rootcause_top3": report["rootcause"].get("top3"),
+                                                               "files": report.get("files", [])})))
     return 0
 
 

@@ -14,6 +14,10 @@ Definitions (documented in docs/predictor.md):
   0.5 / 0.8. The threshold of p50 is reused for lead times and the per-cause breakdown.
 - *Hardware precursor*: the failure's root component had a ``degrade`` event (a visible precursor) before the
   failure; software-like causes have none and are reported separately.
+- *Root scope* (:func:`root_scope`): a failure is *upstream-rooted* when its root component is infrastructure
+  (leaf or spine switch, PDU, cooling unit, rack) and *node-rooted* when it is the node itself or one of its GPUs.
+  A model without the graph reads a node-rooted failure's precursor in the node's own window; an upstream-rooted
+  one shows first elsewhere. :func:`scope_pr_aucs` gives the PR-AUC of each against every negative row.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from infrabrain.models.training import summary_metrics
 MIN_LEAD_S = 5 * 60
 CASCADE_GROUPS = ("thermal", "network")
 UNPREDICTABLE_GROUPS = ("software",)  # no precursor by construction: their PR-AUC is noise
+NODE_KINDS = ("node", "gpu")  # a root of these kinds is node-rooted; any other kind is upstream-rooted
 
 
 def cause_names() -> tuple[tuple[str, ...], dict[str, str]]:
@@ -145,6 +150,36 @@ def group_pr_auc(rows: pd.DataFrame, groups: Sequence[str], row_groups: np.ndarr
     rg = _cause_group(rows["cause"].to_numpy()) if row_groups is None else row_groups
     sel = ~labels | np.isin(rg, list(groups))
     return summary_metrics(labels[sel], rows["score"].to_numpy()[sel])["pr_auc"]
+
+
+def root_scope(rows: pd.DataFrame, dataset: SnapshotDataset) -> np.ndarray:
+    """Per row: ``"node"`` (a failing row whose root component is the node or one of its GPUs), ``"upstream"``
+    (root is infrastructure: switch, PDU, cooling unit, rack) or ``"none"`` (negative rows, unknown root). ``site``
+    indexes ``dataset.sites``."""
+    from infrabrain.models.features import KINDS
+
+    out = np.full(len(rows), "none", dtype=object)
+    site, root = rows["site"].to_numpy(), rows["root"].to_numpy(np.int64)
+    pos = rows["label"].to_numpy(bool) & (root >= 0)
+    is_node = np.array([k in NODE_KINDS for k in KINDS])
+    for si, s in enumerate(dataset.sites):
+        sel = pos & (site == si) & (root < s.graph.n)
+        kind = s.graph.kind[root[sel]]
+        out[np.flatnonzero(sel)] = np.where(is_node[kind], "node", "upstream")
+    return out
+
+
+def scope_pr_aucs(rows: pd.DataFrame, scope: np.ndarray) -> dict[str, float]:
+    """PR-AUC of node-rooted failures (software-like causes left out: nothing to read) and of upstream-rooted
+    ones, each against every negative row (``pr_auc_node_rooted``, ``pr_auc_upstream``; NaN where none)."""
+    labels = rows["label"].to_numpy(bool)
+    score = rows["score"].to_numpy()
+    predictable = ~np.isin(_cause_group(rows["cause"].to_numpy()), list(UNPREDICTABLE_GROUPS))
+    out = {}
+    for key, sel in (("pr_auc_node_rooted", (scope == "node") & predictable), ("pr_auc_upstream", scope == "upstream")):
+        keep = ~labels | sel
+        out[key] = summary_metrics(labels[keep], score[keep])["pr_auc"]
+    return out
 
 
 def cascade_pr_auc(rows: pd.DataFrame) -> float:

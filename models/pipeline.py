@@ -175,7 +175,8 @@ def evaluate_predictor(trained: Trained, out_dir: str | Path | None = None, root
 
     ``oracle=True`` also scores the same rows with the simulator-truth oracles of :mod:`infrabrain.models.oracle`
     (``report["oracle"][kind]``: what any model could reach; needs simulated runs)."""
-    from infrabrain.models.evaluation import calibration, evaluate_scores, failure_events, plot_pr_curves
+    from infrabrain.models.evaluation import (calibration, evaluate_scores, failure_events, plot_pr_curves, root_scope,
+                                              scope_pr_aucs)
     from infrabrain.models.explain import alert_rows, explain_dataset_alerts, rootcause_accuracy
 
     sp = trained.splits
@@ -196,6 +197,8 @@ def evaluate_predictor(trained: Trained, out_dir: str | Path | None = None, root
     events = failure_events(test)
     models = {name: evaluate_scores(df, events, probabilistic=name in ("gnn", "gbm", "logistic", "ensemble"))
               for name, df in tables.items()}
+    for name, df in tables.items():  # where the graph can help (upstream-rooted) and where it cannot (node-rooted)
+        models[name].update(scope_pr_aucs(df, root_scope(df, test)))
     if raw_ece is not None:
         models["gnn"]["ece_uncalibrated"] = raw_ece
     if trained.val_threshold is not None:  # the operating point a site would deploy: chosen without test data
@@ -226,6 +229,9 @@ def evaluate_predictor(trained: Trained, out_dir: str | Path | None = None, root
         "pr_auc_ratio": _ratio(models["gnn"]["pr_auc"], models[best]["pr_auc"]),
         "best_baseline_cascade": best_c,
         "pr_auc_ratio_cascade": _ratio(models["gnn"]["pr_auc_cascade"], models[best_c]["pr_auc_cascade"]),
+        **{f"pr_auc_ratio_{scope}": _ratio(models["gnn"][f"pr_auc_{scope}"],
+                                           max(_nz(models[n][f"pr_auc_{scope}"]) for n in nongraph))
+           for scope in ("node_rooted", "upstream")},
         "pr_auc_ratio_ensemble": (_ratio(models["ensemble"]["pr_auc"], models[best]["pr_auc"])
                                   if "ensemble" in models else float("nan")),
         "calibration": trained.calibration.model_dump() if trained.calibration is not None else None,

@@ -72,6 +72,17 @@ def test_pipeline_calibrates_on_the_validation_site_and_predict_uses_it(small_ru
     gnn = rep["models"]["gnn"]
     assert 0.0 <= gnn["calibration"]["ece"] <= 1.0 and 0.0 <= gnn["ece_uncalibrated"] <= 1.0
     assert "ensemble" in rep["models"] and rep["calibration"] == cal.model_dump()
+    # every failing row with a known root is node-rooted or upstream-rooted, by the kind of its root component
+    from infrabrain.models.evaluation import root_scope
+    from infrabrain.models.features import KINDS
+
+    held = trained.splits.test_sites
+    rows = predict_scores(trained.model, held)
+    scope = root_scope(rows, held)
+    assert (scope != "none").sum() == (rows["label"] & (rows["root"] >= 0)).sum()
+    kinds = {KINDS[held.sites[int(r.site)].graph.kind[int(r.root)]] for r in rows[scope == "upstream"].itertuples()}
+    assert kinds <= {"leaf", "spine", "pdu", "cooling", "rack"}
+    assert {"pr_auc_node_rooted", "pr_auc_upstream"} <= set(gnn) and "pr_auc_ratio_node_rooted" in rep
     if trained.val_threshold is not None:
         assert 0.0 < gnn["at_val_threshold"]["threshold"] < 1.0
 

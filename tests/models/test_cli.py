@@ -18,6 +18,10 @@ def dataset(small_runs, tmp_path_factory):
     return out
 
 
+def _no_nan(name: str) -> None:
+    raise AssertionError(f"{name} in JSON output")
+
+
 def test_train_evaluate_predict(dataset, tmp_path, capsys):
     ck = tmp_path / "ckpt"
     rc = main(["train", "--data", str(dataset), "--heldout", "1", "--out", str(ck), "--epochs", "1",
@@ -41,7 +45,10 @@ def test_train_evaluate_predict(dataset, tmp_path, capsys):
     assert {"gnn", "gbm", "logistic", "iforest", "rules"} <= set(report["models"])
     assert report["calibration"] == card["calibration"]
     assert (rep / "pr_curves.png").read_bytes()[:4] == b"\x89PNG"
-    capsys.readouterr()
+    # the printed summary is strict JSON (a ratio without failures of its kind is null, not NaN)
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1], parse_constant=_no_nan)
+    assert {"pr_auc_ratio_node_rooted", "pr_auc_ratio_upstream"} <= set(summary)
+    assert {"pr_auc_node_rooted", "pr_auc_upstream"} <= set(report["models"]["gnn"])
 
     assert main(["predict", "--checkpoint", str(ck), "--data", str(dataset / "site=site-2"), "--top", "3",
                  "--at", "20000"]) == 0

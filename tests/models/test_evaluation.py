@@ -16,6 +16,8 @@ from infrabrain.models.evaluation import (
     plot_pr_curves,
     recall_at_precision,
     event_scores,
+    root_scope,
+    scope_pr_aucs,
 )
 from infrabrain.models.explain import describe_change, explain_node, occlusion_scores, rootcause_accuracy
 from infrabrain.models.gnn import build_model
@@ -47,6 +49,28 @@ def test_event_metrics_by_hand():
     out = evaluate_scores(rows, ev)
     assert out["events"] == 1 and out["median_lead_min"] == 40.0
     assert out["by_cause_group"]["thermal"]["recall_at_p50_threshold"] == 1.0
+
+
+def test_root_scope_splits_failures_by_where_their_root_is():
+    from types import SimpleNamespace
+
+    from infrabrain.models.features import KINDS
+
+    kinds = np.array([KINDS.index(k) for k in ("gpu", "node", "leaf", "cooling")])
+    ds = SimpleNamespace(sites=[SimpleNamespace(graph=SimpleNamespace(kind=kinds, n=4))])
+    rows = pd.DataFrame({"site": 0, "t": np.arange(6), "node": 0, "label": [True, True, True, True, False, True],
+                         "cause": [1, 3, 3, 8, -1, 3], "root": [0, 1, 2, 3, -1, -1],
+                         "score": [0.9, 0.2, 0.8, 0.1, 0.5, 0.3]})
+    scope = root_scope(rows, ds)
+    assert scope.tolist() == ["node", "node", "upstream", "upstream", "none", "none"]
+    out = scope_pr_aucs(rows, scope)
+    # node-rooted: the HBM row (0.9) and the network row rooted at the node (0.2) against the negative (0.5)
+    assert out["pr_auc_node_rooted"] == pytest.approx((1.0 + 2 / 3) / 2)
+    # upstream-rooted: the leaf row (0.8) and the cooling row (0.1) against the negative (0.5)
+    assert out["pr_auc_upstream"] == pytest.approx((1.0 + 2 / 3) / 2)
+    # a software failure (cause 2) rooted at the node has nothing to read: left out of the node-rooted score
+    sw = rows.assign(cause=[1, 3, 3, 2, -1, 3], root=[0, 1, 2, 1, -1, -1])
+    assert scope_pr_aucs(sw, root_scope(sw, ds))["pr_auc_node_rooted"] == pytest.approx((1.0 + 2 / 3) / 2)
 
 
 def test_calibration_table():
