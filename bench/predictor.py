@@ -8,8 +8,9 @@ means over ``--seeds`` training seeds on the same data, default 3, with ``<key>_
 keys). Also reported: the calibrated GNN + logistic ensemble (``pr_auc_ensemble``), the GNN at the alert threshold
 chosen on the validation site (``val_threshold_*``), the per-cause comparison with the rules
 (``by_cause_vs_rules``), the ratio split by where the failure's root is (``pr_auc_ratio_node_rooted``: the node or
-its GPUs, which a per-node model reads as well; ``pr_auc_ratio_upstream``: a switch, PDU or cooling unit) and the simulator-truth oracle bounds (``oracle_*``: what any model could reach on this
-simulator; ``--no-oracle`` skips them).
+its GPUs, which a per-node model reads as well; ``pr_auc_ratio_upstream``: a switch, PDU or cooling unit) and the
+simulator-truth oracle bounds (``oracle_*``: what any model could reach on this simulator; ``--no-oracle`` skips
+them). ``--layers 0`` trains the same model without message passing, to see what the graph adds.
 
     .venv/bin/python bench/predictor.py                 # default
     .venv/bin/python bench/predictor.py --hours 48 --epochs 12 --acceleration 100   # larger
@@ -79,9 +80,9 @@ def _one_draw(args: argparse.Namespace, data_seed: int) -> dict:
 
 
 #: Keys reported per draw too (``<key>_per_draw``) by ``--data-seeds``.
-PER_DRAW_KEYS = ("pr_auc_gnn", "pr_auc_best_baseline", "pr_auc_ratio", "pr_auc_ratio_cascade", "pr_auc_ratio_node_rooted",
-                 "pr_auc_ratio_upstream", "event_recall_at_p50", "median_lead_min", "rootcause_top3", "pr_auc_ensemble",
-                 "pr_auc_ratio_ensemble")
+PER_DRAW_KEYS = ("pr_auc_gnn", "pr_auc_best_baseline", "pr_auc_ratio", "pr_auc_ratio_cascade",
+                 "pr_auc_ratio_node_rooted", "pr_auc_ratio_upstream", "event_recall_at_p50", "median_lead_min",
+                 "rootcause_top3", "pr_auc_ensemble", "pr_auc_ratio_ensemble")
 
 
 def _is_num(v: object) -> bool:

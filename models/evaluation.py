@@ -176,7 +176,8 @@ def scope_pr_aucs(rows: pd.DataFrame, scope: np.ndarray) -> dict[str, float]:
     score = rows["score"].to_numpy()
     predictable = ~np.isin(_cause_group(rows["cause"].to_numpy()), list(UNPREDICTABLE_GROUPS))
     out = {}
-    for key, sel in (("pr_auc_node_rooted", (scope == "node") & predictable), ("pr_auc_upstream", scope == "upstream")):
+    for key, sel in (("pr_auc_node_rooted", (scope == "node") & predictable),
+                     ("pr_auc_upstream", scope == "upstream")):
         keep = ~labels | sel
         out[key] = summary_metrics(labels[keep], score[keep])["pr_auc"]
     return out

@@ -197,7 +197,7 @@ def evaluate_predictor(trained: Trained, out_dir: str | Path | None = None, root
     events = failure_events(test)
     models = {name: evaluate_scores(df, events, probabilistic=name in ("gnn", "gbm", "logistic", "ensemble"))
               for name, df in tables.items()}
-    for name, df in tables.items():  # where the graph can help (upstream-rooted) and where it cannot (node-rooted)
+    for name, df in tables.items():  # node-rooted failures a per-node model reads too; upstream-rooted ones
         models[name].update(scope_pr_aucs(df, root_scope(df, test)))
     if raw_ece is not None:
         models["gnn"]["ece_uncalibrated"] = raw_ece
