@@ -146,10 +146,15 @@ def calibration(labels: np.ndarray, scores: np.ndarray, bins: int = 10) -> dict[
 def group_pr_auc(rows: pd.DataFrame, groups: Sequence[str], row_groups: np.ndarray | None = None) -> float:
     """PR-AUC of the failures whose cause group is in ``groups`` against every negative row; NaN when ``rows``
     hold no such positive. ``row_groups`` (``_cause_group`` of the rows' causes) saves recomputing it."""
-    labels = rows["label"].to_numpy(bool)
     rg = _cause_group(rows["cause"].to_numpy()) if row_groups is None else row_groups
-    sel = ~labels | np.isin(rg, list(groups))
-    return summary_metrics(labels[sel], rows["score"].to_numpy()[sel])["pr_auc"]
+    return subset_pr_auc(rows, np.isin(rg, list(groups)))
+
+
+def subset_pr_auc(rows: pd.DataFrame, positives: np.ndarray) -> float:
+    """PR-AUC of the failing rows where ``positives`` is true against every negative row (NaN if none)."""
+    labels = rows["label"].to_numpy(bool)
+    keep = ~labels | positives
+    return summary_metrics(labels[keep], rows["score"].to_numpy()[keep])["pr_auc"]
 
 
 def root_scope(rows: pd.DataFrame, dataset: SnapshotDataset) -> np.ndarray:
@@ -172,15 +177,9 @@ def root_scope(rows: pd.DataFrame, dataset: SnapshotDataset) -> np.ndarray:
 def scope_pr_aucs(rows: pd.DataFrame, scope: np.ndarray) -> dict[str, float]:
     """PR-AUC of node-rooted failures (software-like causes left out: nothing to read) and of upstream-rooted
     ones, each against every negative row (``pr_auc_node_rooted``, ``pr_auc_upstream``; NaN where none)."""
-    labels = rows["label"].to_numpy(bool)
-    score = rows["score"].to_numpy()
     predictable = ~np.isin(_cause_group(rows["cause"].to_numpy()), list(UNPREDICTABLE_GROUPS))
-    out = {}
-    for key, sel in (("pr_auc_node_rooted", (scope == "node") & predictable),
-                     ("pr_auc_upstream", scope == "upstream")):
-        keep = ~labels | sel
-        out[key] = summary_metrics(labels[keep], score[keep])["pr_auc"]
-    return out
+    return {"pr_auc_node_rooted": subset_pr_auc(rows, (scope == "node") & predictable),
+            "pr_auc_upstream": subset_pr_auc(rows, scope == "upstream")}
 
 
 def cascade_pr_auc(rows: pd.DataFrame) -> float:
