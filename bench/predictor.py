@@ -10,13 +10,15 @@ chosen on the validation site (``val_threshold_*``), the per-cause comparison wi
 (``by_cause_vs_rules``), the ratio split by where the failure's root is (``pr_auc_ratio_node_rooted``: the node or
 its GPUs, which a per-node model reads as well; ``pr_auc_ratio_upstream``: a switch, PDU or cooling unit) and the
 simulator-truth oracle bounds (``oracle_*``: what any model could reach on this simulator; ``--no-oracle`` skips
-them). ``--layers 0`` trains the same model without message passing, to see what the graph adds.
+them). ``--layers 0`` trains the same model without message passing, to see what the graph adds;
+``--extra-train-sites K`` trains on K more simulated sites, scored on the same held-out sites (a learning curve).
 
     .venv/bin/python bench/predictor.py                 # default
     .venv/bin/python bench/predictor.py --hours 48 --epochs 12 --acceleration 100   # larger
     .venv/bin/python bench/predictor.py --quick         # smaller smoke run
     .venv/bin/python bench/predictor.py --parts epoch,inference   # timings only
     .venv/bin/python bench/predictor.py --parts accuracy --seeds 2 --data-seeds 4 --no-oracle   # 4 draws (~10 min)
+    .venv/bin/python bench/predictor.py --parts accuracy --seeds 2 --data-seeds 4 --extra-train-sites 6  # 12 trained
 """
 
 from __future__ import annotations
@@ -62,7 +64,9 @@ def _one_draw(args: argparse.Namespace, data_seed: int) -> dict:
     from infrabrain.simulation import simulate_federation
 
     t0 = time.perf_counter()
-    runs = simulate_federation(args.sites, hours=args.hours, seed=data_seed, acceleration=args.acceleration)
+    runs = simulate_federation(args.sites + args.extra_train_sites, hours=args.hours, seed=data_seed,
+                               acceleration=args.acceleration)
+    runs = [runs[i] for i in site_order(len(runs), args.sites, args.heldout, args.val_sites)]
     sim_s = time.perf_counter() - t0
     fails = sum(int((r.events["event"] == "failure").sum()) for r in runs)
     print(f"simulated {len(runs)} sites x {args.hours} h (acceleration {args.acceleration}, seed {data_seed}): "
@@ -77,6 +81,20 @@ def _one_draw(args: argparse.Namespace, data_seed: int) -> dict:
         print(f"--- training seed {seed} ({i + 1}/{args.seeds}) ---", file=sys.stderr)
         per_seed.append(_one_seed(runs, args, seed, report_dir))
     return _mean_over_seeds(per_seed, [data_seed + i for i in range(args.seeds)])
+
+
+def site_order(n_runs: int, sites: int, heldout: int, val_sites: int) -> list[int]:
+    """Order of the simulated runs for ``train_predictor``: the federation's training sites, then the extra
+    training sites of ``--extra-train-sites`` (indices ``sites ..``), then its validation and held-out sites.
+
+    The split takes validation and held-out sites from the end, and site ``i`` depends only on the seed and
+    ``i``, so every size of training set is scored on the same held-out rows and stopped on the same
+    validation site."""
+    if not 0 <= heldout + val_sites < sites <= n_runs:
+        raise ValueError(f"need 0 <= heldout + val_sites ({heldout} + {val_sites}) < sites ({sites}) <= runs "
+                         f"({n_runs})")
+    first = sites - heldout - val_sites
+    return [*range(first), *range(sites, n_runs), *range(first, sites)]
 
 
 #: Keys reported per draw too (``<key>_per_draw``) by ``--data-seeds``.
@@ -321,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sites", type=int, default=10)
     p.add_argument("--heldout", type=int, default=3)
+    p.add_argument("--extra-train-sites", type=int, default=0,
+                   help="simulate this many more sites and train on them too; the validation and held-out sites "
+                        "stay those of the --sites federation (a learning curve over training sites)")
     p.add_argument("--val-sites", type=int, default=1, help="whole sites used for early stopping (not trained on)")
     p.add_argument("--weight-decay", type=float, default=1e-3)
     p.add_argument("--hours", type=float, default=24.0)
@@ -370,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.data_seeds < 1 or args.seeds < 1:
         raise SystemExit(f"--data-seeds ({args.data_seeds}) and --seeds ({args.seeds}) must be at least 1")
+    if args.extra_train_sites < 0:
+        raise SystemExit(f"--extra-train-sites must be 0 or more, got {args.extra_train_sites}")
     if args.quick:
         args.sites, args.heldout, args.hours, args.epochs, args.epoch_snapshots, args.seeds = 4, 1, 24.0, 3, 200, 1
         args.rootcause_events = 30
@@ -386,7 +409,9 @@ def main(argv: list[str] | None = None) -> int:
         if name in parts:
             out.update(fn(args))
     out["peak_rss_gib"] = _peak_rss_gib()
-    out["config"] = {"sites": args.sites, "heldout": args.heldout, "hours": args.hours,
+    out["config"] = {"sites": args.sites, "extra_train_sites": args.extra_train_sites,
+                     "train_sites": args.sites - args.heldout - args.val_sites + args.extra_train_sites,
+                     "heldout": args.heldout, "hours": args.hours,
                      "acceleration": args.acceleration, "epochs": args.epochs, "hidden": args.hidden,
                      "layers": args.layers, "threads": args.threads, "seed": args.seed, "seeds": args.seeds,
                      "data_seeds": args.data_seeds,

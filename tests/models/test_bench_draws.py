@@ -40,3 +40,17 @@ def test_ratios_are_combined_geometrically_and_the_worst_draw_is_named(bench):
 def test_bad_counts_are_refused(bench):
     with pytest.raises(SystemExit, match="--data-seeds"):
         bench.main(["--data-seeds", "0", "--parts", "accuracy"])
+
+
+def test_extra_training_sites_go_before_the_validation_and_heldout_sites(bench):
+    assert bench.site_order(10, 10, 3, 1) == list(range(10))  # no extra sites: the federation's own order
+    order = bench.site_order(13, 10, 3, 1)
+    assert order == [0, 1, 2, 3, 4, 5, 10, 11, 12, 6, 7, 8, 9]
+    assert order[-3:] == [7, 8, 9] and order[-4] == 6  # split counts from the end: same held-out, same validation
+    with pytest.raises(ValueError, match="heldout"):
+        bench.site_order(10, 10, 9, 1)
+
+
+def test_negative_extra_training_sites_are_refused(bench):
+    with pytest.raises(SystemExit, match="--extra-train-sites"):
+        bench.main(["--extra-train-sites", "-1", "--parts", "accuracy"])
