@@ -132,8 +132,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     report = evaluate_predictor(trained, args.out, rootcause_events=args.rootcause_events)
     keys = ("split", "pr_auc_gnn", "best_baseline", "pr_auc_best_baseline", "pr_auc_ratio", "pr_auc_ratio_cascade",
             "pr_auc_ratio_node_rooted", "pr_auc_ratio_upstream")
-    print(json.dumps(_jsonable({k: report[k] for k in keys} | {"rootcause_top3": report["rootcause"].get("top3"),
-                                                               "files": report.get("files", [])})))
+    rc = report["rootcause"]
+    print(json.dumps(_jsonable({k: report[k] for k in keys} | {
+        "rootcause_top3": rc.get("top3"), "rootcause_cascade_top3": rc.get("cascade_top3"),
+        "rootcause_cascade_precursor_top3": rc.get("cascade_precursor_top3"), "files": report.get("files", [])})))
     return 0
 
 

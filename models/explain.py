@@ -399,8 +399,9 @@ def rootcause_accuracy(model: torch.nn.Module, dataset: SnapshotDataset, feature
     """Top-1/top-3 accuracy of the occlusion ranking (:func:`rank_root_causes`) against the ground truth.
 
     For each failure event (at most ``max_events``, sampled), the explained snapshot is the node's
-    highest-scoring row in ``[tf - 60 min, tf - 5 min]``. Reported overall, per cause group and for cascades
-    (thermal + network).
+    highest-scoring row in ``[tf - 60 min, tf - 5 min]``. Reported overall, per cause group, for cascades
+    (thermal + network) and for the cascades whose root showed a precursor (``cascade_precursor_*``): an abrupt
+    leaf failure leaves nothing in any window to point at, whatever the explanation method.
     """
     from infrabrain.models.evaluation import CASCADE_GROUPS, MIN_LEAD_S
 
@@ -421,17 +422,20 @@ def rootcause_accuracy(model: torch.nn.Module, dataset: SnapshotDataset, feature
         _, cand, drops = occlusion_scores(model, item, site.graph, int(e.node))
         ranked = rank_root_causes(site.graph, cand, drops)
         rank = ranked.index(int(e.root)) if int(e.root) in ranked else 10**6
-        res.append((e.group, rank))
+        res.append((e.group, bool(e.precursor), rank))
     if not res:
         return {"n": 0, "top1": float("nan"), "top3": float("nan"), "by_group": {}}
-    df = pd.DataFrame(res, columns=["group", "rank"])
-    by = {g: {"n": int(len(d)), "top1": float((d["rank"] < 1).mean()), "top3": float((d["rank"] < 3).mean())}
-          for g, d in df.groupby("group")}
+    df = pd.DataFrame(res, columns=["group", "precursor", "rank"])
     casc = df[df["group"].isin(CASCADE_GROUPS)]
     return {
-        "n": int(len(df)), "top1": float((df["rank"] < 1).mean()), "top3": float((df["rank"] < 3).mean()),
-        "cascade_n": int(len(casc)),
-        "cascade_top1": float((casc["rank"] < 1).mean()) if len(casc) else float("nan"),
-        "cascade_top3": float((casc["rank"] < 3).mean()) if len(casc) else float("nan"),
-        "by_group": by,
+        **_top_k(df), **_top_k(casc, "cascade_"), **_top_k(casc[casc["precursor"]], "cascade_precursor_"),
+        "by_group": {g: _top_k(d) for g, d in df.groupby("group")},
     }
+
+
+def _top_k(ranks: pd.DataFrame, prefix: str = "") -> dict[str, Any]:
+    """``<prefix>n``, ``<prefix>top1``, ``<prefix>top3`` of the root's rank in ``ranks`` (NaN when empty)."""
+    n = len(ranks)
+    return {f"{prefix}n": int(n),
+            f"{prefix}top1": float((ranks["rank"] < 1).mean()) if n else float("nan"),
+            f"{prefix}top3": float((ranks["rank"] < 3).mean()) if n else float("nan")}

@@ -183,6 +183,28 @@ def test_rootcause_accuracy_runs(small_splits):
     assert rc["n"] <= 5 and (rc["n"] == 0 or 0.0 <= rc["top3"] <= 1.0)
 
 
+def test_rootcause_accuracy_on_precursor_cascades_is_the_subset_with_a_precursor(small_splits):
+    """Abrupt cascades (no precursor at the root) are counted in ``cascade_*`` but not in ``cascade_precursor_*``."""
+    from infrabrain.models.evaluation import CASCADE_GROUPS
+    from infrabrain.models.training import predict_scores
+
+    sp = small_splits
+    model = build_model(sp.feature_set.f_max, sp.window, pool=sp.pool, hidden=8, layers=2)
+    rows = predict_scores(model, sp.test_sites)
+    ev = failure_events(sp.test_sites)
+    casc = ev.assign(group=sorted(CASCADE_GROUPS)[0])  # every failure counted as a cascade: the fixture has one
+    assert len(casc) >= 2, "fixture needs failures"
+    every = rootcause_accuracy(model, sp.test_sites, sp.feature_set, rows, casc.assign(precursor=True))
+    assert every["cascade_n"] > 0 and every["cascade_precursor_n"] == every["cascade_n"]
+    assert every["cascade_precursor_top3"] == every["cascade_top3"]
+    none = rootcause_accuracy(model, sp.test_sites, sp.feature_set, rows, casc.assign(precursor=False))
+    assert none["cascade_n"] == every["cascade_n"] and none["cascade_precursor_n"] == 0
+    assert np.isnan(none["cascade_precursor_top3"]) and none["cascade_top3"] == every["cascade_top3"]
+    half = casc.assign(precursor=np.arange(len(casc)) % 2 == 0)
+    part = rootcause_accuracy(model, sp.test_sites, sp.feature_set, rows, half)
+    assert 0 < part["cascade_precursor_n"] < part["cascade_n"]
+
+
 def test_rank_root_causes_credits_cooling_for_rack(small_splits):
     from infrabrain.models.explain import candidates, rank_root_causes
 
