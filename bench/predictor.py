@@ -41,7 +41,8 @@ def _peak_rss_gib() -> float:
 
 #: Keys reported per training seed too (``<key>_per_seed``); every numeric key is the mean over seeds.
 PER_SEED_KEYS = ("pr_auc_gnn", "pr_auc_ratio", "pr_auc_ratio_cascade", "event_recall_at_p50", "median_lead_min",
-                 "rootcause_top3", "rootcause_top3_precursor", "pr_auc_ensemble", "best_epoch")
+                 "rootcause_top3", "rootcause_top3_precursor", "rootcause_top3_alerted", "pr_auc_ensemble",
+                 "best_epoch")
 
 
 def accuracy_part(args: argparse.Namespace) -> dict:
@@ -100,7 +101,8 @@ def site_order(n_runs: int, sites: int, heldout: int, val_sites: int) -> list[in
 #: Keys reported per draw too (``<key>_per_draw``) by ``--data-seeds``.
 PER_DRAW_KEYS = ("pr_auc_gnn", "pr_auc_best_baseline", "pr_auc_ratio", "pr_auc_ratio_cascade",
                  "pr_auc_ratio_node_rooted", "pr_auc_ratio_upstream", "event_recall_at_p50", "median_lead_min",
-                 "rootcause_top3", "rootcause_top3_precursor", "pr_auc_ensemble", "pr_auc_ratio_ensemble")
+                 "rootcause_top3", "rootcause_top3_precursor", "rootcause_top3_alerted", "pr_auc_ensemble",
+                 "pr_auc_ratio_ensemble")
 
 
 def _is_num(v: object) -> bool:
@@ -238,6 +240,8 @@ def _one_seed(runs: list, args: argparse.Namespace, seed: int, report_dir: str |
         "rootcause_cascades_n": rc.get("cascade_n"),
         "rootcause_top3_precursor": rc.get("cascade_precursor_top3"),
         "rootcause_cascades_precursor_n": rc.get("cascade_precursor_n"),
+        "rootcause_top3_alerted": rc.get("cascade_alerted_top3"),
+        "rootcause_cascades_alerted_n": rc.get("cascade_alerted_n"),
         "heldout_events": g["events"],
         "epochs_run": rep["train"]["epochs_run"],
         "train_s": rep["train"]["train_s"],

@@ -135,7 +135,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     rc = report["rootcause"]
     print(json.dumps(_jsonable({k: report[k] for k in keys} | {
         "rootcause_top3": rc.get("top3"), "rootcause_cascade_top3": rc.get("cascade_top3"),
-        "rootcause_cascade_precursor_top3": rc.get("cascade_precursor_top3"), "files": report.get("files", [])})))
+        "rootcause_cascade_precursor_top3": rc.get("cascade_precursor_top3"),
+        "rootcause_cascade_alerted_top3": rc.get("cascade_alerted_top3"), "files": report.get("files", [])})))
     return 0
 
 

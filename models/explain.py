@@ -395,13 +395,15 @@ def explain_dataset_alerts(model: torch.nn.Module, dataset: SnapshotDataset, fea
 
 def rootcause_accuracy(model: torch.nn.Module, dataset: SnapshotDataset, feature_set: FeatureSet,
                        rows: pd.DataFrame, events: pd.DataFrame, max_events: int = 200,
-                       seed: int = 0) -> dict[str, Any]:
+                       seed: int = 0, alert_threshold: float | None = None) -> dict[str, Any]:
     """Top-1/top-3 accuracy of the occlusion ranking (:func:`rank_root_causes`) against the ground truth.
 
     For each failure event (at most ``max_events``, sampled), the explained snapshot is the node's
     highest-scoring row in ``[tf - 60 min, tf - 5 min]``. Reported overall, per cause group, for cascades
     (thermal + network) and for the cascades whose root showed a precursor (``cascade_precursor_*``): an abrupt
-    leaf failure leaves nothing in any window to point at, whatever the explanation method.
+    leaf failure leaves nothing in any window to point at, whatever the explanation method. With
+    ``alert_threshold`` (the deployed alert threshold, on the scale of ``rows["score"]``) also for the cascades
+    that raised an alert (``cascade_alerted_*``): the explanations an operator would read.
     """
     from infrabrain.models.evaluation import CASCADE_GROUPS, MIN_LEAD_S
 
@@ -422,13 +424,15 @@ def rootcause_accuracy(model: torch.nn.Module, dataset: SnapshotDataset, feature
         _, cand, drops = occlusion_scores(model, item, site.graph, int(e.node))
         ranked = rank_root_causes(site.graph, cand, drops)
         rank = ranked.index(int(e.root)) if int(e.root) in ranked else 10**6
-        res.append((e.group, bool(e.precursor), rank))
+        alerted = alert_threshold is not None and float(best["score"]) >= alert_threshold
+        res.append((e.group, bool(e.precursor), alerted, rank))
     if not res:
         return {"n": 0, "top1": float("nan"), "top3": float("nan"), "by_group": {}}
-    df = pd.DataFrame(res, columns=["group", "precursor", "rank"])
+    df = pd.DataFrame(res, columns=["group", "precursor", "alerted", "rank"])
     casc = df[df["group"].isin(CASCADE_GROUPS)]
+    alerted = _top_k(casc[casc["alerted"]], "cascade_alerted_") if alert_threshold is not None else {}
     return {
-        **_top_k(df), **_top_k(casc, "cascade_"), **_top_k(casc[casc["precursor"]], "cascade_precursor_"),
+        **_top_k(df), **_top_k(casc, "cascade_"), **_top_k(casc[casc["precursor"]], "cascade_precursor_"), **alerted,
         "by_group": {g: _top_k(d) for g, d in df.groupby("group")},
     }
 

@@ -212,7 +212,8 @@ def evaluate_predictor(trained: Trained, out_dir: str | Path | None = None, root
         for kind in ORACLE_KINDS:
             oracle_tables[f"oracle ({kind})"] = attach_truth(oracle_table(test, kind), truth)
             oracles[kind] = evaluate_scores(oracle_tables[f"oracle ({kind})"], events)
-    rc = rootcause_accuracy(trained.model, test, sp.feature_set, gnn, events, max_events=rootcause_events)
+    rc = rootcause_accuracy(trained.model, test, sp.feature_set, gnn, events, max_events=rootcause_events,
+                            alert_threshold=trained.val_threshold)
     explained = explain_dataset_alerts(trained.model, test, sp.feature_set, gnn, top_n=5)
     expl = _quote_risks(explained, alert_rows(gnn, 5)["score"].to_numpy())  # gnn's score is calibrated if possible
     nongraph = [n for n in ("gbm", "logistic", "iforest", "rules") if n in models]

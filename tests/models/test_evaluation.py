@@ -183,8 +183,9 @@ def test_rootcause_accuracy_runs(small_splits):
     assert rc["n"] <= 5 and (rc["n"] == 0 or 0.0 <= rc["top3"] <= 1.0)
 
 
-def test_rootcause_accuracy_on_precursor_cascades_is_the_subset_with_a_precursor(small_splits):
-    """Abrupt cascades (no precursor at the root) are counted in ``cascade_*`` but not in ``cascade_precursor_*``."""
+def test_rootcause_accuracy_subsets_precursor_and_alerted_cascades(small_splits):
+    """Abrupt cascades (no precursor at the root) count in ``cascade_*`` but not in ``cascade_precursor_*``; only
+    cascades whose explained row reaches the alert threshold count in ``cascade_alerted_*``."""
     from infrabrain.models.evaluation import CASCADE_GROUPS
     from infrabrain.models.training import predict_scores
 
@@ -203,6 +204,11 @@ def test_rootcause_accuracy_on_precursor_cascades_is_the_subset_with_a_precursor
     half = casc.assign(precursor=np.arange(len(casc)) % 2 == 0)
     part = rootcause_accuracy(model, sp.test_sites, sp.feature_set, rows, half)
     assert 0 < part["cascade_precursor_n"] < part["cascade_n"]
+    assert "cascade_alerted_n" not in part  # no alert threshold given: no alerted subset
+    low = rootcause_accuracy(model, sp.test_sites, sp.feature_set, rows, casc, alert_threshold=-1.0)
+    assert low["cascade_alerted_n"] == low["cascade_n"] and low["cascade_alerted_top3"] == low["cascade_top3"]
+    high = rootcause_accuracy(model, sp.test_sites, sp.feature_set, rows, casc, alert_threshold=2.0)
+    assert high["cascade_alerted_n"] == 0 and np.isnan(high["cascade_alerted_top3"])
 
 
 def test_rank_root_causes_credits_cooling_for_rack(small_splits):
