@@ -407,8 +407,6 @@ def rootcause_accuracy(model: torch.nn.Module, dataset: SnapshotDataset, feature
     """
     from infrabrain.models.evaluation import CASCADE_GROUPS, MIN_LEAD_S
 
-    if len(events) == 0:
-        return {"n": 0, "top1": float("nan"), "top3": float("nan"), "by_group": {}}
     ev = events.sample(n=min(max_events, len(events)), random_state=seed) if len(events) > max_events else events
     t_index = {(si, int(dataset.sites[si].timestamps[ti])): ti for si, ti in dataset.index}
     res = []
@@ -426,8 +424,6 @@ def rootcause_accuracy(model: torch.nn.Module, dataset: SnapshotDataset, feature
         rank = ranked.index(int(e.root)) if int(e.root) in ranked else 10**6
         alerted = alert_threshold is not None and float(best["score"]) >= alert_threshold
         res.append((e.group, bool(e.precursor), alerted, rank))
-    if not res:
-        return {"n": 0, "top1": float("nan"), "top3": float("nan"), "by_group": {}}
     df = pd.DataFrame(res, columns=["group", "precursor", "alerted", "rank"])
     casc = df[df["group"].isin(CASCADE_GROUPS)]
     alerted = _top_k(casc[casc["alerted"]], "cascade_alerted_") if alert_threshold is not None else {}
