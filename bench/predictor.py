@@ -12,6 +12,8 @@ its GPUs, which a per-node model reads as well; ``pr_auc_ratio_upstream``: a swi
 simulator-truth oracle bounds (``oracle_*``: what any model could reach on this simulator; ``--no-oracle`` skips
 them). ``--layers 0`` trains the same model without message passing, to see what the graph adds;
 ``--extra-train-sites K`` trains on K more simulated sites, scored on the same held-out sites (a learning curve).
+``--parts headroom`` trains no GNN: per draw it reports the best non-graph model, the PR-AUC the ratio goal asks
+for, and every oracle on the same rows, up to the ``amplitude_aware`` ceiling (``headroom_per_draw``).
 
     .venv/bin/python bench/predictor.py                 # default
     .venv/bin/python bench/predictor.py --hours 48 --epochs 12 --acceleration 100   # larger
@@ -19,6 +21,7 @@ them). ``--layers 0`` trains the same model without message passing, to see what
     .venv/bin/python bench/predictor.py --parts epoch,inference   # timings only
     .venv/bin/python bench/predictor.py --parts accuracy --seeds 2 --data-seeds 4 --no-oracle   # 4 draws (~10 min)
     .venv/bin/python bench/predictor.py --parts accuracy --seeds 2 --data-seeds 4 --extra-train-sites 6  # 12 trained
+    .venv/bin/python bench/predictor.py --parts headroom --data-seeds 4   # baselines and oracles only (~2 min)
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ from infrabrain.models.selection import DEFAULT_SELECTION, SELECTIONS
 def _peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
+
+#: The issue's goal for the GNN / best non-graph PR-AUC ratio on held-out sites.
+RATIO_GOAL = 1.2
 
 #: Keys reported per training seed too (``<key>_per_seed``); every numeric key is the mean over seeds.
 PER_SEED_KEYS = ("pr_auc_gnn", "pr_auc_ratio", "pr_auc_ratio_cascade", "event_recall_at_p50", "median_lead_min",
@@ -60,8 +66,8 @@ def accuracy_part(args: argparse.Namespace) -> dict:
     return _mean_over_draws(draws)
 
 
-def _one_draw(args: argparse.Namespace, data_seed: int) -> dict:
-    """Simulate the federation of ``data_seed`` and train / evaluate ``--seeds`` GNNs on it (mean over seeds)."""
+def _draw_runs(args: argparse.Namespace, data_seed: int) -> list:
+    """The simulated federation of ``data_seed``, in :func:`site_order`."""
     from infrabrain.simulation import simulate_federation
 
     t0 = time.perf_counter()
@@ -72,6 +78,55 @@ def _one_draw(args: argparse.Namespace, data_seed: int) -> dict:
     fails = sum(int((r.events["event"] == "failure").sum()) for r in runs)
     print(f"simulated {len(runs)} sites x {args.hours} h (acceleration {args.acceleration}, seed {data_seed}): "
           f"{sum(r.topology.count('gpu') for r in runs)} GPUs, {fails} failure events, {sim_s:.1f} s", file=sys.stderr)
+    return runs
+
+
+def _pipeline_config(args: argparse.Namespace, seed: int) -> object:
+    from infrabrain.models.pipeline import PipelineConfig, training_fractions
+
+    return PipelineConfig(heldout=args.heldout, val_sites=args.val_sites, weight_decay=args.weight_decay,
+                          epochs=args.epochs, patience=args.patience, selection=args.selection, seed=seed,
+                          hidden=args.hidden, layers=args.layers, lr=args.lr, level_features=not args.no_levels,
+                          summary_features=not args.no_summary, bin_features=args.bins, dropout=args.dropout,
+                          fractions=training_fractions(args.train_until), pos_weight=args.pos_weight,
+                          stride_min=args.stride, input_scaling=args.scale_inputs,
+                          input_scale_floor=args.scale_floor, progress=not args.no_progress)
+
+
+def headroom_part(args: argparse.Namespace) -> dict:
+    """Per draw, without training a GNN: the best non-graph model's held-out PR-AUC, the PR-AUC the issue's ratio
+    goal asks of the GNN (``RATIO_GOAL`` times it), and every oracle on the same rows. The ``amplitude_aware``
+    oracle is the ceiling (see models/oracle.py); ``headroom_share_needed`` is the share of the gap between the
+    best non-graph model and the ceiling that the goal asks a model to close."""
+    from infrabrain.models.pipeline import headroom
+
+    draws = []
+    for i in range(args.data_seeds):
+        d = args.seed + i
+        h = headroom(_draw_runs(args, d), _pipeline_config(args, d))
+        best, ceil = h["pr_auc_best_baseline"], h["pr_auc_ceiling"]
+        row = {"data_seed": d, "best_baseline": h["best_baseline"], "pr_auc_best_baseline": best,
+               "pr_auc_needed": RATIO_GOAL * best, "ceiling_over_best": ceil / best if best > 0 else None,
+               "headroom_share_needed": ((RATIO_GOAL - 1) * best / (ceil - best)) if ceil > best else None,
+               **{f"oracle_{k}_pr_auc": m["pr_auc"] for k, m in h["oracle"].items()},
+               **{f"oracle_{k}_recall_at_p50": m["event_recall_at_p50_precursor"] for k, m in h["oracle"].items()},
+               f"{h['best_baseline']}_recall_at_p50": h["models"][h["best_baseline"]]["event_recall_at_p50_precursor"]}
+        draws.append(row)
+        print(f"draw {d}: best non-graph {h['best_baseline']} {best:.3f}, goal {RATIO_GOAL} x = {RATIO_GOAL * best:.3f}; "
+              + ", ".join(f"{k} {m['pr_auc']:.3f}" for k, m in h["oracle"].items())
+              + f"; ceiling / best {row['ceiling_over_best']:.2f}, share of the gap the goal needs "
+              + ("-" if row["headroom_share_needed"] is None else f"{row['headroom_share_needed']:.2f}"),
+              file=sys.stderr)
+    shares = [r["headroom_share_needed"] for r in draws]
+    ratios = [r["ceiling_over_best"] for r in draws if r["ceiling_over_best"] is not None]
+    return {"headroom_per_draw": draws,
+            "headroom_ceiling_over_best_min": min(ratios) if ratios else None,
+            "headroom_share_needed_max": None if any(x is None for x in shares) else max(shares)}
+
+
+def _one_draw(args: argparse.Namespace, data_seed: int) -> dict:
+    """Simulate the federation of ``data_seed`` and train / evaluate ``--seeds`` GNNs on it (mean over seeds)."""
+    runs = _draw_runs(args, data_seed)
     per_seed = []
     for i in range(args.seeds):
         seed = data_seed + i
@@ -158,16 +213,9 @@ def _mean_over_seeds(per_seed: list[dict], seeds: list[int]) -> dict:
 
 
 def _one_seed(runs: list, args: argparse.Namespace, seed: int, report_dir: str | None) -> dict:
-    from infrabrain.models.pipeline import PipelineConfig, evaluate_predictor, train_predictor, training_fractions
+    from infrabrain.models.pipeline import evaluate_predictor, train_predictor
 
-    cfg = PipelineConfig(heldout=args.heldout, val_sites=args.val_sites, weight_decay=args.weight_decay,
-                         epochs=args.epochs, patience=args.patience, selection=args.selection, seed=seed,
-                         hidden=args.hidden, layers=args.layers, lr=args.lr, level_features=not args.no_levels,
-                         summary_features=not args.no_summary, bin_features=args.bins, dropout=args.dropout,
-                         fractions=training_fractions(args.train_until), pos_weight=args.pos_weight,
-                         stride_min=args.stride, input_scaling=args.scale_inputs, input_scale_floor=args.scale_floor,
-                         progress=not args.no_progress)
-    trained = train_predictor(runs, cfg)
+    trained = train_predictor(runs, _pipeline_config(args, seed))
     rep = evaluate_predictor(trained, report_dir, rootcause_events=args.rootcause_events,
                              oracle=not args.no_oracle)
     g = rep["models"]["gnn"]
@@ -392,7 +440,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="smoke run: 4 sites, 24 h, 3 epochs, 200-snapshot epoch")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: on 2 cores shared with other jobs one thread is faster)")
-    p.add_argument("--parts", default="accuracy,epoch,inference", help="comma-separated parts to run")
+    p.add_argument("--parts", default="accuracy,epoch,inference",
+                   help="comma-separated parts to run: accuracy, headroom (baselines and oracles, no GNN), epoch, "
+                        "inference")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     if args.data_seeds < 1 or args.seeds < 1:
@@ -408,10 +458,11 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging("warning")
     out: dict = {}
     parts = set(args.parts.split(","))
-    unknown = parts - {"accuracy", "epoch", "inference"}
+    unknown = parts - {"accuracy", "headroom", "epoch", "inference"}
     if unknown:
         raise SystemExit(f"--parts: unknown part(s) {sorted(unknown)}")
-    for name, fn in (("accuracy", accuracy_part), ("epoch", epoch_part), ("inference", inference_part)):
+    for name, fn in (("accuracy", accuracy_part), ("headroom", headroom_part), ("epoch", epoch_part),
+                     ("inference", inference_part)):
         if name in parts:
             out.update(fn(args))
     out["peak_rss_gib"] = _peak_rss_gib()
@@ -426,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
                      "summary_features": not args.no_summary, "bin_features": args.bins, "dropout": args.dropout,
                      "train_until": args.train_until, "pos_weight": args.pos_weight,
                      "stride_min": args.stride, "scale_inputs": args.scale_inputs, "scale_floor": args.scale_floor}
-    goals = {"pr_auc_ratio": 1.2, "pr_auc_ratio_cascade": 1.5, "event_recall_at_p50": 0.8, "median_lead_min": 30,
+    goals = {"pr_auc_ratio": RATIO_GOAL, "pr_auc_ratio_cascade": 1.5, "event_recall_at_p50": 0.8, "median_lead_min": 30,
              "rootcause_top3": 0.8}
     for k, g in goals.items():
         if k not in out:

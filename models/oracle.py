@@ -17,18 +17,26 @@ re-derive each site's fault plan (same seed, same random stream as the run) and 
   of its nodes that fail within the hour).
 - ``clairvoyant``: knows benign from real but not the remaining lead (benign precursors score 0, real ones drop
   the ``P(real)`` factor).
+- ``amplitude_aware``: knows what ``lead_aware`` knows and each precursor's amplitude, but not benign from real:
+  ``P(real | amplitude) * 1[remaining <= 60 min]``, the posterior from the simulator's amplitude laws
+  (:func:`real_posterior`). Everything a precursor puts into the telemetry is a function of its mode, onset, end
+  and amplitude (plus noise that says nothing about the benign flag), so no scorer that reads the telemetry can
+  rank better on average than this posterior: it is the *ceiling* among the four. It also reads the
+  die-temperature ramps that a failing cooling unit starts, halfway through its precursor, on one GPU of each
+  node it will take down (which nodes, and when).
 
-All three also know the observable events the simulator emits only before *real* failures (XID 63 row
+All four also know the observable events the simulator emits only before *real* failures (XID 63 row
 remapping 5-45 min before an HBM failure, a thermal-slowdown event part-way up a hot GPU's ramp, which fixes its
 failure time); after such an event the node's failure time is known.
 
 Rows with no active precursor get the node's rate of failures without a visible precursor (a constant per site).
 Several active precursors combine as ``1 - prod(1 - p_i)``.
 
-These are *reference* bounds, not a strict information-theoretic ceiling: the simulator's ramps (exponential
-counter ramps, the die-temperature floor, the cooling supply temperature) carry some information about the
-remaining lead, and benign look-alikes have smaller amplitudes (``x U(0.3, 1)``), which a model can partly
-exploit and these oracles ignore. They need the raw ``SiteRun`` (spec, seed, hours, acceleration) attached to
+The first three are *reference* points, not a ceiling: the simulator's ramps (exponential counter ramps, the
+die-temperature floor, the cooling supply temperature) carry some information about the remaining lead, and
+benign look-alikes have smaller amplitudes (``x U(0.3, 1)``; shape signals at most ``BENIGN_LEVEL`` of a real
+one's), which a model can partly exploit and ``observable`` / ``lead_aware`` ignore. ``amplitude_aware`` reads
+both perfectly. They need the raw ``SiteRun`` (spec, seed, hours, acceleration) attached to
 each site and check that the re-derived plan reproduces the run's node failures.
 """
 
@@ -42,7 +50,7 @@ import pandas as pd
 
 from infrabrain.models.snapshots import HORIZON_S, SnapshotDataset
 
-ORACLE_KINDS: tuple[str, ...] = ("observable", "lead_aware", "clairvoyant")
+ORACLE_KINDS: tuple[str, ...] = ("observable", "lead_aware", "clairvoyant", "amplitude_aware")
 #: Share of a failed cooling unit's nodes that fail (the simulator draws U(0.35, 0.75)).
 COOLING_SHARE = 0.55
 _N_QUANTILES = 4000
@@ -85,6 +93,45 @@ def failure_hazard(mode_name: str, elapsed_s: np.ndarray, horizon_s: float = HOR
     num = (g * alive).sum(axis=1)
     den = alive.sum(axis=1)
     return np.where(den > 0, num / np.maximum(den, 1), 1.0)
+
+
+def real_posterior(signal: str, amplitude: float) -> float:
+    """``P(real | amplitude)`` of a visible precursor of ``signal``, from the simulator's amplitude laws: a real
+    counter precursor's amplitude is ``U(lo, hi)`` (``SIGNAL_AMP_RANGE``), a look-alike's the same draw times
+    ``U(*BENIGN_AMP_SCALE)``; a real shape precursor has level 1, a look-alike at most ``BENIGN_LEVEL`` < 1. The
+    prior odds real : look-alike are ``1 : BENIGN_RATIO``."""
+    from infrabrain.simulation.faults import BENIGN_AMP_SCALE, BENIGN_LEVEL, BENIGN_RATIO, SIGNAL_AMP_RANGE
+
+    if signal in BENIGN_LEVEL:
+        return 1.0 if amplitude >= 1.0 else 0.0
+    if signal not in SIGNAL_AMP_RANGE:
+        raise ValueError(f"unknown precursor signal {signal!r}; known: {sorted({*SIGNAL_AMP_RANGE, *BENIGN_LEVEL})}")
+    lo, hi = SIGNAL_AMP_RANGE[signal]
+    s_lo, s_hi = BENIGN_AMP_SCALE
+    f_real = 1.0 / (hi - lo) if lo <= amplitude <= hi else 0.0
+    a, b = max(s_lo, amplitude / hi), min(s_hi, amplitude / lo)  # scales s with amplitude / s in [lo, hi]
+    f_benign = float(np.log(b / a)) / ((s_hi - s_lo) * (hi - lo)) if b > a else 0.0
+    den = f_real + BENIGN_RATIO * f_benign
+    return f_real / den if den > 0 else 0.0
+
+
+def _incident_amplitudes(plan: Any) -> dict[tuple[int, float, float], float]:
+    """``(signal code, onset, end) -> amplitude`` of every precursor signal the plan rendered."""
+    sig = plan.signals
+    return {(int(c), float(t0), float(t1)): float(a)
+            for c, t0, t1, a in zip(sig["sig"], sig["t0"], sig["t1"], sig["amp"], strict=True)}
+
+
+def _read_hot_gpus(pn: np.ndarray, t: np.ndarray, nodes: np.ndarray, failures: pd.DataFrame, incident: int,
+                   hot0: float) -> None:
+    """From ``hot0`` on, a failing cooling unit's doomed nodes show a die-temperature ramp on one GPU each, which
+    ends at their failure: the ceiling reads it (in place: doomed nodes 1 within the hour, spared nodes 0)."""
+    f = failures[failures["incident"] == incident]
+    fail_at = dict(zip(f["node"].to_numpy(int), f["t"].to_numpy(float), strict=True))
+    seen = t >= hot0
+    for j, n in enumerate(nodes):
+        tf = fail_at.get(int(n))
+        pn[seen, j] = 0.0 if tf is None else ((tf - t[seen] <= HORIZON_S) & (t[seen] < tf)).astype(float)
 
 
 def fault_plan_of(run: Any) -> Any:
@@ -158,7 +205,7 @@ def _reveals(plan: Any) -> dict[tuple[int, int], tuple[float, float]]:
 
 def site_oracle_scores(run: Any, times: np.ndarray, kind: str = "observable") -> np.ndarray:
     """Oracle scores ``[len(times), n_node]`` for one simulated run at snapshot end times ``times`` (seconds)."""
-    from infrabrain.simulation.faults import BENIGN_RATIO, MODE_ID, MODES
+    from infrabrain.simulation.faults import BENIGN_RATIO, MODE_ID, MODES, SIGNAL_CODE
 
     _validate_kind(kind)
     plan = fault_plan_of(run)
@@ -168,6 +215,7 @@ def site_oracle_scores(run: Any, times: np.ndarray, kind: str = "observable") ->
     keep = np.ones((len(t), n_node))  # prod(1 - p_i)
     p_real = 1.0 / (1.0 + BENIGN_RATIO)
     reveals = _reveals(plan)
+    amps = _incident_amplitudes(plan) if kind == "amplitude_aware" else {}
     inc = plan.incidents
     inc = inc[inc["visible"] & ~inc["injected"]]
     for row in inc.itertuples(index=False):
@@ -185,8 +233,14 @@ def site_oracle_scores(run: Any, times: np.ndarray, kind: str = "observable") ->
         if kind == "clairvoyant" and row.benign:
             continue
         pr = 1.0 if kind == "clairvoyant" else p_real
+        if kind == "amplitude_aware":
+            key = (SIGNAL_CODE[mode.signal], t_on, t_fail)
+            if key not in amps:
+                raise ValueError(f"site {run.spec.name!r}: no {mode.signal} signal rendered for incident "
+                                 f"{int(row.incident)}")
+            pr = real_posterior(mode.signal, amps[key])
         p = np.zeros(len(t))
-        if active.any() and kind == "lead_aware":
+        if active.any() and kind in ("lead_aware", "amplitude_aware"):
             r = t_fail - t[active]
             if mode.root == "cooling":  # its nodes fail d ~ U(0, H) after the unit
                 p[active] = pr * COOLING_SHARE * np.clip((HORIZON_S - r) / HORIZON_S, 0.0, 1.0)
@@ -200,6 +254,8 @@ def site_oracle_scores(run: Any, times: np.ndarray, kind: str = "observable") ->
             p[after] = q * (1 - s) / np.maximum(1 - q * s, 1e-9)
         nodes = _affected_nodes(topo, mode.root, int(row.root))
         pn = np.repeat(p[:, None], len(nodes), axis=1)
+        if kind == "amplitude_aware" and mode.root == "cooling" and not row.benign:
+            _read_hot_gpus(pn, t, nodes, plan.failures, int(row.incident), t_on + 0.5 * (t_fail - t_on))
         if not row.benign:
             for j, n in enumerate(nodes):
                 rv = reveals.get((int(row.incident), int(n)))
@@ -232,4 +288,4 @@ def oracle_table(dataset: SnapshotDataset, kind: str = "observable") -> pd.DataF
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["site", "t", "node", "score"])
 
 
-__all__ = ["ORACLE_KINDS", "failure_hazard", "fault_plan_of", "site_oracle_scores", "oracle_table"]
+__all__ = ["ORACLE_KINDS", "failure_hazard", "fault_plan_of", "real_posterior", "site_oracle_scores", "oracle_table"]

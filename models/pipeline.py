@@ -84,6 +84,13 @@ class Trained:
     val_threshold: float | None = None  # alert threshold chosen on the validation split (precision >= 0.5 there)
 
 
+def pipeline_splits(runs: Sequence[Any], cfg: PipelineConfig) -> Splits:
+    """The site and time splits ``cfg`` asks for (what :func:`train_predictor` trains and evaluates on)."""
+    return make_splits(runs, heldout=cfg.heldout, window_min=cfg.window_min, stride_min=cfg.stride_min,
+                       eval_stride_min=cfg.eval_stride_min, fractions=cfg.fractions, pool_min=cfg.pool_min,
+                       val_sites=cfg.val_sites)
+
+
 def train_predictor(runs: Sequence[Any], config: PipelineConfig | None = None,
                     on_epoch: Callable[[int, dict[str, float], FailurePredictor], None] | None = None) -> Trained:
     """Split ``runs`` and train a :class:`FailurePredictor` with early stopping on the validation split.
@@ -92,9 +99,7 @@ def train_predictor(runs: Sequence[Any], config: PipelineConfig | None = None,
     then (e.g. to keep every epoch's weights)."""
     cfg = config or PipelineConfig()
     torch.manual_seed(cfg.seed)
-    splits = make_splits(runs, heldout=cfg.heldout, window_min=cfg.window_min, stride_min=cfg.stride_min,
-                         eval_stride_min=cfg.eval_stride_min, fractions=cfg.fractions, pool_min=cfg.pool_min,
-                         val_sites=cfg.val_sites)
+    splits = pipeline_splits(runs, cfg)
     if len(splits.train) == 0:
         raise ValueError("no training snapshots: runs are shorter than the window (use more hours)")
     pw = cfg.pos_weight or estimate_pos_weight(splits.train)
@@ -203,15 +208,7 @@ def evaluate_predictor(trained: Trained, out_dir: str | Path | None = None, root
         models["gnn"]["ece_uncalibrated"] = raw_ece
     if trained.val_threshold is not None:  # the operating point a site would deploy: chosen without test data
         models["gnn"]["at_val_threshold"] = operating_point(gnn, events, trained.val_threshold)
-    oracles: dict[str, Any] = {}
-    oracle_tables: dict[str, pd.DataFrame] = {}
-    if oracle:
-        from infrabrain.models.evaluation import attach_truth
-        from infrabrain.models.oracle import ORACLE_KINDS, oracle_table
-
-        for kind in ORACLE_KINDS:
-            oracle_tables[f"oracle ({kind})"] = attach_truth(oracle_table(test, kind), truth)
-            oracles[kind] = evaluate_scores(oracle_tables[f"oracle ({kind})"], events)
+    oracles, oracle_tables = oracle_reports(test, truth, events) if oracle else ({}, {})
     rc = rootcause_accuracy(trained.model, test, sp.feature_set, gnn, events, max_events=rootcause_events,
                             alert_threshold=trained.val_threshold)
     explained = explain_dataset_alerts(trained.model, test, sp.feature_set, gnn, top_n=5)
@@ -254,6 +251,41 @@ def evaluate_predictor(trained: Trained, out_dir: str | Path | None = None, root
         atomic_write_text(out / "report.json", json.dumps(_jsonable(report), indent=2))
         report["files"] = [str(out / "report.json"), str(out / "pr_curves.png")]
     return report
+
+
+def oracle_reports(test: Any, truth: pd.DataFrame,
+                   events: pd.DataFrame) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
+    """Every simulator-truth oracle of :mod:`infrabrain.models.oracle` scored on ``test``'s rows: the metrics per
+    kind, and the score tables (named ``oracle (<kind>)``, for the PR-curve plot)."""
+    from infrabrain.models.evaluation import attach_truth, evaluate_scores
+    from infrabrain.models.oracle import ORACLE_KINDS, oracle_table
+
+    tables = {f"oracle ({kind})": attach_truth(oracle_table(test, kind), truth) for kind in ORACLE_KINDS}
+    return {kind: evaluate_scores(tables[f"oracle ({kind})"], events) for kind in ORACLE_KINDS}, tables
+
+
+def headroom(runs: Sequence[Any], cfg: PipelineConfig) -> dict[str, Any]:
+    """How far above the best non-graph model any scorer could go on ``cfg``'s held-out sites, without training a
+    GNN: the non-graph baselines and every oracle on the same rows (the oracles need simulated runs).
+
+    ``best_baseline`` is the non-graph model (gbm, logistic, iforest, rules) with the highest PR-AUC;
+    ``ceiling`` is the ``amplitude_aware`` oracle."""
+    from infrabrain.models.baselines import feature_table
+    from infrabrain.models.evaluation import evaluate_scores, failure_events
+
+    sp = pipeline_splits(runs, cfg)
+    test = sp.test_sites if sp.test_sites is not None and len(sp.test_sites) else None
+    if test is None:
+        raise ValueError("headroom needs held-out sites (PipelineConfig.heldout >= 1)")
+    _, meta = feature_table(test)
+    truth = meta[["site", "t", "node", "label", "cause", "root"]]
+    events = failure_events(test)
+    models = {name: evaluate_scores(df, events, probabilistic=name in ("gbm", "logistic"))
+              for name, df in baseline_tables(sp, test, truth, cfg.seed).items()}
+    oracles, _ = oracle_reports(test, truth, events)
+    best = max(models, key=lambda n: _nz(models[n]["pr_auc"]))
+    return {"sites": [s.name for s in test.sites], "models": models, "oracle": oracles, "best_baseline": best,
+            "pr_auc_best_baseline": models[best]["pr_auc"], "pr_auc_ceiling": oracles["amplitude_aware"]["pr_auc"]}
 
 
 def operating_point(rows: pd.DataFrame, events: pd.DataFrame, threshold: float) -> dict[str, float]:

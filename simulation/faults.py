@@ -104,6 +104,15 @@ MIN_LEAD_S = 20 * 60.0  # hardware precursors start at least 20 minutes before t
 MAX_LEAD_S = 48 * 3600.0
 XID74_PER_GPU_HOUR = 2e-4  # NVLink errors that recover (noise), before firmware scaling
 BENIGN_RATIO = 1.0  # look-alike precursors that never fail, per real visible precursor
+#: Amplitude of a real precursor of a counter signal (events added over the precursor), drawn uniformly.
+SIGNAL_AMP_RANGE: dict[str, tuple[float, float]] = {
+    "ecc": (200, 5000), "sram": (50, 800), "pcie": (100, 3000), "leaf": (500, 8000), "cable": (200, 4000),
+    "nic": (200, 4000), "edac": (20, 500), "ssd": (2000, 20000),
+}
+#: Shape signals have level 1 when real; a look-alike's is this level times its scale (so always below 1).
+BENIGN_LEVEL: dict[str, float] = {"gpu_hot": 0.5, "pdu": 0.6, "cooling": 0.35}
+#: A look-alike's amplitude is scaled by U(*BENIGN_AMP_SCALE): smaller than a real precursor's on average.
+BENIGN_AMP_SCALE: tuple[float, float] = (0.3, 1.0)
 
 
 @dataclass(frozen=True)
@@ -230,7 +239,8 @@ def _expand(b: _Builder, mode: Mode, root_local: int, t_fail: float, visible: bo
     topo, rng = b.topo, b.rng
     cause = CAUSE_ID[mode.cause]
     t0 = t_fail - lead
-    amp_scale = float(rng.uniform(0.3, 1.0)) if benign else 1.0
+    amp_scale = float(rng.uniform(*BENIGN_AMP_SCALE)) if benign else 1.0
+    level = 1.0 if not benign else BENIGN_LEVEL.get(mode.signal or "", 0.0) * amp_scale
     candidates: list[tuple] = []
     root_kind = mode.root
     root_g = int(topo.kind_index[root_kind][root_local])
@@ -247,15 +257,15 @@ def _expand(b: _Builder, mode: Mode, root_local: int, t_fail: float, visible: bo
             if mode.signal == "ecc":
                 # t2 = time of XID 63 (an uncorrectable error remapped a row: DBE and uncorrectable rows +1)
                 t63 = t_fail - float(rng.uniform(5, 45)) * 60.0 if not benign else np.inf
-                b.signal("ecc", gpu, t0, t_fail, float(rng.uniform(200, 5000)) * amp_scale, t2=t63)
+                b.signal("ecc", gpu, t0, t_fail, float(rng.uniform(*SIGNAL_AMP_RANGE["ecc"])) * amp_scale, t2=t63)
                 if not benign:
                     b.ev.append((t63, root_g, "xid", cause, root_g, 63, "row remapping event (XID 63)"))
             elif mode.signal == "sram":
-                b.signal("sram", gpu, t0, t_fail, float(rng.uniform(50, 800)) * amp_scale)
+                b.signal("sram", gpu, t0, t_fail, float(rng.uniform(*SIGNAL_AMP_RANGE["sram"])) * amp_scale)
             elif mode.signal == "pcie":
-                b.signal("pcie", gpu, t0, t_fail, float(rng.uniform(100, 3000)) * amp_scale)
+                b.signal("pcie", gpu, t0, t_fail, float(rng.uniform(*SIGNAL_AMP_RANGE["pcie"])) * amp_scale)
             elif mode.signal == "gpu_hot":
-                b.signal("gpu_hot", gpu, t0, t_fail, 1.0 if not benign else 0.5 * amp_scale)
+                b.signal("gpu_hot", gpu, t0, t_fail, level)
                 if not benign:
                     b.ev.append((t0 + THROTTLE_AT * lead, root_g, "throttle", cause, root_g, -1,
                                  "thermal slowdown: clocks reduced"))
@@ -272,12 +282,12 @@ def _expand(b: _Builder, mode: Mode, root_local: int, t_fail: float, visible: bo
         node = root_local
         if visible and mode.signal is not None:
             if mode.signal == "pdu":
-                b.signal("pdu", int(topo.pdu_of_node[node]), t0, t_fail, 1.0 if not benign else 0.6 * amp_scale)
+                b.signal("pdu", int(topo.pdu_of_node[node]), t0, t_fail, level)
             elif mode.signal == "cable":
-                b.signal("cable", node, t0, t_fail, float(rng.uniform(200, 4000)) * amp_scale)
+                b.signal("cable", node, t0, t_fail, float(rng.uniform(*SIGNAL_AMP_RANGE["cable"])) * amp_scale)
             else:
-                amp = {"nic": (200, 4000), "edac": (20, 500), "ssd": (2000, 20000)}[mode.signal]
-                b.signal(mode.signal, node, t0, t_fail, float(rng.uniform(*amp)) * amp_scale)
+                b.signal(mode.signal, node, t0, t_fail,
+                         float(rng.uniform(*SIGNAL_AMP_RANGE[mode.signal])) * amp_scale)
         if benign:
             b.ev.append((t_fail, root_g, "recover", -1, root_g, -1, f"{mode.signal} precursor subsided"))
             return candidates, repair
@@ -292,7 +302,7 @@ def _expand(b: _Builder, mode: Mode, root_local: int, t_fail: float, visible: bo
     if root_kind == "leaf":
         nodes = np.flatnonzero(topo.leaf_of_node == root_local)
         if visible:
-            b.signal("leaf", root_local, t0, t_fail, float(rng.uniform(500, 8000)) * amp_scale,
+            b.signal("leaf", root_local, t0, t_fail, float(rng.uniform(*SIGNAL_AMP_RANGE["leaf"])) * amp_scale,
                      t2=t_fail if benign else t_fail + repair)
         if benign:
             b.ev.append((t_fail, root_g, "recover", -1, root_g, -1, "switch port errors subsided"))
@@ -308,7 +318,7 @@ def _expand(b: _Builder, mode: Mode, root_local: int, t_fail: float, visible: bo
         rack = int(topo.rack_of_pdu[root_local])
         nodes = np.flatnonzero(topo.rack_of_node == rack)
         if visible:
-            b.signal("pdu", root_local, t0, t_fail, 1.0 if not benign else 0.6 * amp_scale)
+            b.signal("pdu", root_local, t0, t_fail, level)
         if benign:
             b.ev.append((t_fail, root_g, "recover", -1, root_g, -1, "PDU load back to normal"))
             return candidates, repair
@@ -323,7 +333,7 @@ def _expand(b: _Builder, mode: Mode, root_local: int, t_fail: float, visible: bo
     racks = np.flatnonzero(topo.cooling_of_rack == root_local)
     nodes = np.flatnonzero(np.isin(topo.rack_of_node, racks))
     hold = t_fail if benign else t_fail + repair
-    b.signal("cooling", root_local, t0, t_fail, 1.0 if not benign else 0.35 * amp_scale, t2=hold)
+    b.signal("cooling", root_local, t0, t_fail, level, t2=hold)
     if benign:
         b.ev.append((t_fail, root_g, "recover", -1, root_g, -1, "cooling unit back to set point"))
         return candidates, repair

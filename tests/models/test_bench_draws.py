@@ -54,3 +54,30 @@ def test_extra_training_sites_go_before_the_validation_and_heldout_sites(bench):
 def test_negative_extra_training_sites_are_refused(bench):
     with pytest.raises(SystemExit, match="--extra-train-sites"):
         bench.main(["--extra-train-sites", "-1", "--parts", "accuracy"])
+
+
+def test_headroom_part_reports_the_goal_against_the_ceiling(bench, capsys):
+    """``--parts headroom`` trains no GNN: the best non-graph model, what the ratio goal asks of the GNN, and every
+    oracle on the same held-out rows, the amplitude-aware ceiling included."""
+    import json
+
+    assert bench.main(["--parts", "headroom", "--sites", "3", "--heldout", "1", "--val-sites", "1", "--hours", "6",
+                       "--acceleration", "1000", "--no-progress"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    (row,) = out["headroom_per_draw"]
+    best, ceiling = row["pr_auc_best_baseline"], row["oracle_amplitude_aware_pr_auc"]
+    assert row["best_baseline"] in ("gbm", "logistic", "iforest", "rules") and 0 < best < 1
+    assert row["pr_auc_needed"] == pytest.approx(bench.RATIO_GOAL * best)
+    assert row["ceiling_over_best"] == pytest.approx(ceiling / best)
+    assert out["headroom_ceiling_over_best_min"] == pytest.approx(ceiling / best)
+    assert ceiling >= row["oracle_lead_aware_pr_auc"]  # knowing the amplitudes too can only help the ranking
+    if ceiling > best:
+        assert row["headroom_share_needed"] == pytest.approx((bench.RATIO_GOAL - 1) * best / (ceiling - best))
+    assert "pr_auc_gnn" not in out  # no GNN was trained
+
+
+def test_headroom_needs_heldout_sites(small_runs):
+    from infrabrain.models.pipeline import PipelineConfig, headroom
+
+    with pytest.raises(ValueError, match="held-out"):
+        headroom(small_runs, PipelineConfig(heldout=0, val_sites=1))

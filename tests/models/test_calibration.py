@@ -68,8 +68,14 @@ def test_pipeline_calibrates_on_the_validation_site_and_predict_uses_it(small_ru
     val = predict_scores(trained.model, trained.splits.val)
     y = val["label"].to_numpy()
     assert calibration(y, cal.apply(val["logit"].to_numpy()))["ece"] < calibration(y, val["score"].to_numpy())["ece"]
-    rep = evaluate_predictor(trained, rootcause_events=2)
+    rep = evaluate_predictor(trained, tmp_path / "report", rootcause_events=2, oracle=True)
     gnn = rep["models"]["gnn"]
+    from infrabrain.models.oracle import ORACLE_KINDS
+
+    assert set(rep["oracle"]) == set(ORACLE_KINDS)  # the same rows scored by every oracle, the ceiling included
+    assert all(0.0 <= m["pr_auc"] <= 1.0 for m in rep["oracle"].values())
+    assert rep["oracle"]["amplitude_aware"]["pr_auc"] >= rep["oracle"]["lead_aware"]["pr_auc"]
+    assert (tmp_path / "report" / "pr_curves.png").stat().st_size > 0
     assert 0.0 <= gnn["calibration"]["ece"] <= 1.0 and 0.0 <= gnn["ece_uncalibrated"] <= 1.0
     assert "ensemble" in rep["models"] and rep["calibration"] == cal.model_dump()
     # every failing row with a known root is node-rooted or upstream-rooted, by the kind of its root component

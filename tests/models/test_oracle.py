@@ -52,3 +52,46 @@ def test_oracles_beat_the_rules_on_held_out_rows(small_splits) -> None:
         assert oracle["event_recall_at_p50_precursor"] >= rules["event_recall_at_p50_precursor"]
     with pytest.raises(ValueError, match="oracle kind"):
         oracle_table(test, "psychic")
+
+
+def test_real_posterior_matches_the_simulators_amplitude_draws() -> None:
+    """P(real | amplitude) against a Monte Carlo of the simulator's own laws (real draw vs draw x benign scale)."""
+    from infrabrain.models.oracle import real_posterior
+    from infrabrain.simulation.faults import BENIGN_AMP_SCALE, BENIGN_LEVEL, SIGNAL_AMP_RANGE
+
+    rng = np.random.default_rng(0)
+    lo, hi = SIGNAL_AMP_RANGE["ecc"]
+    real = rng.uniform(lo, hi, 200_000)
+    benign = rng.uniform(lo, hi, 200_000) * rng.uniform(*BENIGN_AMP_SCALE, 200_000)
+    for a0, a1 in ((150.0, 400.0), (1000.0, 1500.0), (2500.0, 3000.0), (4500.0, 5000.0)):
+        n_real = np.count_nonzero((real >= a0) & (real < a1))
+        n_benign = np.count_nonzero((benign >= a0) & (benign < a1))
+        want = n_real / (n_real + n_benign)
+        got = np.mean([real_posterior("ecc", a) for a in np.linspace(a0, a1, 201)[:-1] + (a1 - a0) / 400])
+        assert abs(got - want) < 0.03, (a0, a1, got, want)
+    assert real_posterior("ecc", lo * 0.5) == 0.0  # below any real draw: only a look-alike
+    assert 0.9 < real_posterior("ecc", hi * 0.999) <= 1.0  # near the top: a look-alike needs a scale near 1
+    for signal, level in BENIGN_LEVEL.items():  # shape signals: a real one's level 1 is out of a look-alike's reach
+        assert real_posterior(signal, 1.0) == 1.0 and real_posterior(signal, level) == 0.0
+    with pytest.raises(ValueError, match="unknown precursor signal 'hum'"):
+        real_posterior("hum", 1.0)
+
+
+def test_amplitude_aware_oracle_is_the_ceiling(small_splits) -> None:
+    """Knowing each precursor's amplitude too ranks at least as well as knowing only its remaining lead, and the
+    look-alikes it can rule out score lower than under the lead-aware oracle."""
+    from infrabrain.models.baselines import feature_table
+    from infrabrain.models.evaluation import attach_truth, evaluate_scores, failure_events
+    from infrabrain.models.oracle import oracle_table
+
+    test = small_splits.test_sites
+    _, truth = feature_table(test)
+    events = failure_events(test)
+    lead = attach_truth(oracle_table(test, "lead_aware"), truth)
+    amp = attach_truth(oracle_table(test, "amplitude_aware"), truth)
+    assert len(amp) == len(truth)
+    assert evaluate_scores(amp, events)["pr_auc"] >= evaluate_scores(lead, events)["pr_auc"] - 1e-9
+    neg = ~lead["label"].to_numpy(bool)
+    moved = amp["score"].to_numpy() != lead["score"].to_numpy()
+    assert moved.any()  # the posterior is not the flat 1 / (1 + BENIGN_RATIO)
+    assert amp["score"].to_numpy()[neg].mean() < lead["score"].to_numpy()[neg].mean()
