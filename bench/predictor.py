@@ -13,7 +13,8 @@ simulator-truth oracle bounds (``oracle_*``: what any model could reach on this 
 them). ``--layers 0`` trains the same model without message passing, to see what the graph adds;
 ``--extra-train-sites K`` trains on K more simulated sites, scored on the same held-out sites (a learning curve).
 ``--parts headroom`` trains no GNN: per draw it reports the best non-graph model, the PR-AUC the ratio goal asks
-for, and every oracle on the same rows, up to the ``amplitude_aware`` ceiling (``headroom_per_draw``).
+for, and every oracle on the same rows, up to the ``amplitude_aware`` ceiling (``headroom_per_draw``; with
+``--report-dir``, a bar chart ``headroom.png``).
 
     .venv/bin/python bench/predictor.py                 # default
     .venv/bin/python bench/predictor.py --hours 48 --epochs 12 --acceleration 100   # larger
@@ -112,13 +113,19 @@ def headroom_part(args: argparse.Namespace) -> dict:
                **{f"oracle_{k}_recall_at_p50": m["event_recall_at_p50_precursor"] for k, m in h["oracle"].items()},
                f"{h['best_baseline']}_recall_at_p50": h["models"][h["best_baseline"]]["event_recall_at_p50_precursor"]}
         draws.append(row)
-        print(f"draw {d}: best non-graph {h['best_baseline']} {best:.3f}, goal {RATIO_GOAL} x = {RATIO_GOAL * best:.3f}; "
+        print(f"draw {d}: best non-graph {h['best_baseline']} {best:.3f}, "
+              f"goal {RATIO_GOAL} x = {RATIO_GOAL * best:.3f}; "
               + ", ".join(f"{k} {m['pr_auc']:.3f}" for k, m in h["oracle"].items())
               + f"; ceiling / best {row['ceiling_over_best']:.2f}, share of the gap the goal needs "
               + ("-" if row["headroom_share_needed"] is None else f"{row['headroom_share_needed']:.2f}"),
               file=sys.stderr)
     shares = [r["headroom_share_needed"] for r in draws]
     ratios = [r["ceiling_over_best"] for r in draws if r["ceiling_over_best"] is not None]
+    if args.report_dir:
+        from infrabrain.models.evaluation import plot_headroom
+
+        png = plot_headroom(draws, f"{args.report_dir}/headroom.png", RATIO_GOAL, title=f"{args.hours:g} h draws")
+        print(f"wrote {png}", file=sys.stderr)
     return {"headroom_per_draw": draws,
             "headroom_ceiling_over_best_min": min(ratios) if ratios else None,
             "headroom_share_needed_max": None if any(x is None for x in shares) else max(shares)}
@@ -436,7 +443,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--infer-gpus", type=int, default=10000)
     p.add_argument("--infer-repeats", type=int, default=5)
     p.add_argument("--no-oracle", action="store_true", help="skip the simulator-truth oracle bounds")
-    p.add_argument("--report-dir", default=None, help="also write report.json and pr_curves.png here")
+    p.add_argument("--report-dir", default=None,
+                   help="also write report.json and pr_curves.png here (accuracy), headroom.png (headroom)")
     p.add_argument("--quick", action="store_true", help="smoke run: 4 sites, 24 h, 3 epochs, 200-snapshot epoch")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: on 2 cores shared with other jobs one thread is faster)")

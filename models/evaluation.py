@@ -271,11 +271,51 @@ def plot_pr_curves(tables: Mapping[str, pd.DataFrame], path: str | Path, title: 
     ax.set_title(f"Next-hour node failure, PR curves ({title})")
     ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    from infrabrain.atomic import atomic_write_bytes
+    return _save_png(fig, path)
+
+
+def plot_headroom(draws: Sequence[Mapping[str, Any]], path: str | Path, goal: float,
+                  title: str = "held-out sites") -> Path:
+    """Write a PNG with, per draw, the best non-graph model's PR-AUC, the PR-AUC ``goal`` x it asks of the GNN
+    (a black line), and every oracle's (``oracle_<kind>_pr_auc`` keys): how much room each draw leaves. ``draws`` are the rows of ``bench/predictor.py --parts headroom``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not draws:
+        raise ValueError("plot_headroom needs at least one draw")
+    kinds = [k[len("oracle_"):-len("_pr_auc")] for k in draws[0] if k.startswith("oracle_") and k.endswith("_pr_auc")]
+    from infrabrain.models.oracle import CEILING_KIND
+
+    bars = [("best non-graph", "pr_auc_best_baseline"),
+            *((f"oracle: {k}" + (" (ceiling)" if k == CEILING_KIND else ""), f"oracle_{k}_pr_auc") for k in kinds)]
+    width = 0.8 / len(bars)
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(draws)), 4.2), dpi=110)
+    x = np.arange(len(draws))
+    for i, (label, key) in enumerate(bars):
+        ax.bar(x - 0.4 + (i + 0.5) * width, [float(d[key]) for d in draws], width, label=label)
+    for xi, d in zip(x, draws, strict=True):
+        ax.hlines(goal * float(d["pr_auc_best_baseline"]), xi - 0.42, xi + 0.42, colors="black", lw=1.5,
+                  label=f"goal: {goal} x best non-graph" if xi == 0 else None)
+    ax.set_xticks(x, [f"draw {d['data_seed']}" for d in draws])
+    ax.set_ylabel("held-out PR-AUC")
+    ax.set_title(f"Room above the best non-graph model ({title})")
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return _save_png(fig, path)
+
+
+def _save_png(fig: Any, path: str | Path) -> Path:
+    """Save ``fig`` as a PNG atomically (no half-written file on a crash) and close it."""
     import io
 
+    import matplotlib.pyplot as plt
+
+    from infrabrain.atomic import atomic_write_bytes
+
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)

@@ -51,6 +51,8 @@ import pandas as pd
 from infrabrain.models.snapshots import HORIZON_S, SnapshotDataset
 
 ORACLE_KINDS: tuple[str, ...] = ("observable", "lead_aware", "clairvoyant", "amplitude_aware")
+#: The oracle no telemetry reader can beat on average (see the module docstring).
+CEILING_KIND = "amplitude_aware"
 #: Share of a failed cooling unit's nodes that fail (the simulator draws U(0.35, 0.75)).
 COOLING_SHARE = 0.55
 _N_QUANTILES = 4000
@@ -288,4 +290,4 @@ def oracle_table(dataset: SnapshotDataset, kind: str = "observable") -> pd.DataF
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["site", "t", "node", "score"])
 
 
-__all__ = ["ORACLE_KINDS", "failure_hazard", "fault_plan_of", "real_posterior", "site_oracle_scores", "oracle_table"]
+__all__ = ["CEILING_KIND", "ORACLE_KINDS", "failure_hazard", "fault_plan_of", "real_posterior", "site_oracle_scores", "oracle_table"]

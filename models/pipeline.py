@@ -269,9 +269,10 @@ def headroom(runs: Sequence[Any], cfg: PipelineConfig) -> dict[str, Any]:
     GNN: the non-graph baselines and every oracle on the same rows (the oracles need simulated runs).
 
     ``best_baseline`` is the non-graph model (gbm, logistic, iforest, rules) with the highest PR-AUC;
-    ``ceiling`` is the ``amplitude_aware`` oracle."""
+    ``pr_auc_ceiling`` is the ceiling oracle's (``oracle.CEILING_KIND``)."""
     from infrabrain.models.baselines import feature_table
     from infrabrain.models.evaluation import evaluate_scores, failure_events
+    from infrabrain.models.oracle import CEILING_KIND
 
     sp = pipeline_splits(runs, cfg)
     test = sp.test_sites if sp.test_sites is not None and len(sp.test_sites) else None
@@ -285,7 +286,7 @@ def headroom(runs: Sequence[Any], cfg: PipelineConfig) -> dict[str, Any]:
     oracles, _ = oracle_reports(test, truth, events)
     best = max(models, key=lambda n: _nz(models[n]["pr_auc"]))
     return {"sites": [s.name for s in test.sites], "models": models, "oracle": oracles, "best_baseline": best,
-            "pr_auc_best_baseline": models[best]["pr_auc"], "pr_auc_ceiling": oracles["amplitude_aware"]["pr_auc"]}
+            "pr_auc_best_baseline": models[best]["pr_auc"], "pr_auc_ceiling": oracles[CEILING_KIND]["pr_auc"]}
 
 
 def operating_point(rows: pd.DataFrame, events: pd.DataFrame, threshold: float) -> dict[str, float]:

@@ -56,13 +56,14 @@ def test_negative_extra_training_sites_are_refused(bench):
         bench.main(["--extra-train-sites", "-1", "--parts", "accuracy"])
 
 
-def test_headroom_part_reports_the_goal_against_the_ceiling(bench, capsys):
+def test_headroom_part_reports_the_goal_against_the_ceiling(bench, capsys, tmp_path):
     """``--parts headroom`` trains no GNN: the best non-graph model, what the ratio goal asks of the GNN, and every
-    oracle on the same held-out rows, the amplitude-aware ceiling included."""
+    oracle on the same held-out rows, the amplitude-aware ceiling included, with a bar chart."""
     import json
 
     assert bench.main(["--parts", "headroom", "--sites", "3", "--heldout", "1", "--val-sites", "1", "--hours", "6",
-                       "--acceleration", "1000", "--no-progress"]) == 0
+                       "--acceleration", "1000", "--no-progress", "--report-dir", str(tmp_path)]) == 0
+    assert (tmp_path / "headroom.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     (row,) = out["headroom_per_draw"]
     best, ceiling = row["pr_auc_best_baseline"], row["oracle_amplitude_aware_pr_auc"]
