@@ -129,11 +129,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     trained = Trained(model=ckpt.model, splits=splits, result=TrainResult(history=ckpt.card.get("history", []),
                       best_epoch=int(ckpt.card.get("best_epoch", -1))), config=cfg, train_s=0.0,
                       calibration=PlattCalibrator.from_card(ckpt.card), val_threshold=ckpt.card.get("alert_threshold"))
-    report = evaluate_predictor(trained, args.out, rootcause_events=args.rootcause_events)
+    report = evaluate_predictor(trained, args.out, rootcause_events=args.rootcause_events, oracle=args.oracle)
     keys = ("split", "pr_auc_gnn", "best_baseline", "pr_auc_best_baseline", "pr_auc_ratio", "pr_auc_ratio_cascade",
             "pr_auc_ratio_node_rooted", "pr_auc_ratio_upstream")
     rc = report["rootcause"]
-    print(json.dumps(_jsonable({k: report[k] for k in keys} | {
+    oracles = {f"oracle_{kind}_pr_auc": m["pr_auc"] for kind, m in report["oracle"].items()}
+    print(json.dumps(_jsonable({k: report[k] for k in keys} | oracles | {
         "rootcause_top3": rc.get("top3"), "rootcause_cascade_top3": rc.get("cascade_top3"),
         "rootcause_cascade_precursor_top3": rc.get("cascade_precursor_top3"),
         "rootcause_cascade_alerted_top3": rc.get("cascade_alerted_top3"), "files": report.get("files", [])})))
@@ -208,6 +209,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, help="directory for report.json and pr_curves.png")
     p.add_argument("--heldout", default=None, help="held-out sites (default: the checkpoint's, else time split)")
     p.add_argument("--rootcause-events", type=int, default=150, help="failures explained for root-cause accuracy")
+    p.add_argument("--oracle", action="store_true",
+                   help="also score the same rows with the simulator-truth oracles, up to the ceiling (simulated "
+                        "data only: --simulate or a stored simulation); see docs/predictor.md")
     p.set_defaults(handler=_evaluate)
 
     p = subparsers.add_parser("predict", help="score a site's latest telemetry window and explain the top risks",

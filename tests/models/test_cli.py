@@ -39,8 +39,11 @@ def test_train_evaluate_predict(dataset, tmp_path, capsys):
 
     rep = tmp_path / "report"
     assert main(["evaluate", "--checkpoint", str(ck), "--data", str(dataset), "--out", str(rep),
-                 "--rootcause-events", "3"]) == 0
+                 "--rootcause-events", "3", "--oracle"]) == 0
     report = json.loads((rep / "report.json").read_text())
+    from infrabrain.models.oracle import ORACLE_KINDS
+
+    assert set(report["oracle"]) == set(ORACLE_KINDS)  # a stored simulation re-derives its fault plan
     assert report["split"] == "test_sites" and report["sites"] == ["site-2"]
     assert {"gnn", "gbm", "logistic", "iforest", "rules"} <= set(report["models"])
     assert report["calibration"] == card["calibration"]
@@ -48,6 +51,7 @@ def test_train_evaluate_predict(dataset, tmp_path, capsys):
     # the printed summary is strict JSON (a ratio without failures of its kind is null, not NaN)
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1], parse_constant=_no_nan)
     assert {"pr_auc_ratio_node_rooted", "pr_auc_ratio_upstream"} <= set(summary)
+    assert summary["oracle_amplitude_aware_pr_auc"] == report["oracle"]["amplitude_aware"]["pr_auc"]
     assert {"pr_auc_node_rooted", "pr_auc_upstream"} <= set(report["models"]["gnn"])
 
     assert main(["predict", "--checkpoint", str(ck), "--data", str(dataset / "site=site-2"), "--top", "3",
