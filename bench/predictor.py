@@ -32,11 +32,15 @@ import json
 import resource
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from infrabrain.models.selection import DEFAULT_SELECTION, SELECTIONS
+
+if TYPE_CHECKING:
+    from infrabrain.models.pipeline import PipelineConfig
 
 
 def _peak_rss_gib() -> float:
@@ -82,7 +86,8 @@ def _draw_runs(args: argparse.Namespace, data_seed: int) -> list:
     return runs
 
 
-def _pipeline_config(args: argparse.Namespace, seed: int) -> object:
+def _pipeline_config(args: argparse.Namespace, seed: int) -> PipelineConfig:
+    """The pipeline settings of the bench's flags, with training seed ``seed``."""
     from infrabrain.models.pipeline import PipelineConfig, training_fractions
 
     return PipelineConfig(heldout=args.heldout, val_sites=args.val_sites, weight_decay=args.weight_decay,
