@@ -22,7 +22,7 @@ for, and every oracle on the same rows, up to the ``amplitude_aware`` ceiling (`
     .venv/bin/python bench/predictor.py --parts epoch,inference   # timings only
     .venv/bin/python bench/predictor.py --parts accuracy --seeds 2 --data-seeds 4 --no-oracle   # 4 draws (~10 min)
     .venv/bin/python bench/predictor.py --parts accuracy --seeds 2 --data-seeds 4 --extra-train-sites 6  # 12 trained
-    .venv/bin/python bench/predictor.py --parts headroom --data-seeds 4   # baselines and oracles only (~2 min)
+    .venv/bin/python bench/predictor.py --parts headroom --data-seeds 4   # baselines and oracles only (~70 s)
 """
 
 from __future__ import annotations

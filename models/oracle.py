@@ -207,7 +207,7 @@ def _reveals(plan: Any) -> dict[tuple[int, int], tuple[float, float]]:
 
 def site_oracle_scores(run: Any, times: np.ndarray, kind: str = "observable") -> np.ndarray:
     """Oracle scores ``[len(times), n_node]`` for one simulated run at snapshot end times ``times`` (seconds)."""
-    from infrabrain.simulation.faults import BENIGN_RATIO, MODE_ID, MODES, SIGNAL_CODE
+    from infrabrain.simulation.faults import BENIGN_RATIO, COOLING_HOT_START, MODE_ID, MODES, SIGNAL_CODE
 
     _validate_kind(kind)
     plan = fault_plan_of(run)
@@ -257,7 +257,8 @@ def site_oracle_scores(run: Any, times: np.ndarray, kind: str = "observable") ->
         nodes = _affected_nodes(topo, mode.root, int(row.root))
         pn = np.repeat(p[:, None], len(nodes), axis=1)
         if kind == "amplitude_aware" and mode.root == "cooling" and not row.benign:
-            _read_hot_gpus(pn, t, nodes, plan.failures, int(row.incident), t_on + 0.5 * (t_fail - t_on))
+            _read_hot_gpus(pn, t, nodes, plan.failures, int(row.incident),
+                           t_on + COOLING_HOT_START * (t_fail - t_on))
         if not row.benign:
             for j, n in enumerate(nodes):
                 rv = reveals.get((int(row.incident), int(n)))

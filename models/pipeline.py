@@ -149,14 +149,16 @@ def fit_calibration(model: FailurePredictor, val: Any,
 
 
 def baseline_tables(splits: Splits, test: Any, truth: pd.DataFrame, seed: int = 0,
-                    fitted: dict[str, Any] | None = None) -> dict[str, pd.DataFrame]:
+                    fitted: dict[str, Any] | None = None,
+                    test_features: tuple[np.ndarray, pd.DataFrame] | None = None) -> dict[str, pd.DataFrame]:
     """Fit the tabular baselines and Isolation Forest on ``splits.train``; score ``test`` (plus the rules).
-    ``fitted`` (a dict), if given, receives the fitted tabular models by name."""
+    ``fitted`` (a dict), if given, receives the fitted tabular models by name; ``test_features`` is
+    ``feature_table(test)`` if the caller already has it."""
     from infrabrain.models.baselines import IsolationForestBaseline, TabularBaseline, feature_table, rule_table
     from infrabrain.models.evaluation import attach_truth
 
     xtr, mtr = feature_table(splits.train)
-    xte, mte = feature_table(test)
+    xte, mte = test_features if test_features is not None else feature_table(test)
     out: dict[str, pd.DataFrame] = {}
     y = mtr["label"].to_numpy(bool)
     for kind in ("gbm", "logistic"):
@@ -278,11 +280,11 @@ def headroom(runs: Sequence[Any], cfg: PipelineConfig) -> dict[str, Any]:
     test = sp.test_sites if sp.test_sites is not None and len(sp.test_sites) else None
     if test is None:
         raise ValueError("headroom needs held-out sites (PipelineConfig.heldout >= 1)")
-    _, meta = feature_table(test)
-    truth = meta[["site", "t", "node", "label", "cause", "root"]]
+    features = feature_table(test)
+    truth = features[1][["site", "t", "node", "label", "cause", "root"]]
     events = failure_events(test)
     models = {name: evaluate_scores(df, events, probabilistic=name in ("gbm", "logistic"))
-              for name, df in baseline_tables(sp, test, truth, cfg.seed).items()}
+              for name, df in baseline_tables(sp, test, truth, cfg.seed, test_features=features).items()}
     oracles, _ = oracle_reports(test, truth, events)
     best = max(models, key=lambda n: _nz(models[n]["pr_auc"]))
     return {"sites": [s.name for s in test.sites], "models": models, "oracle": oracles, "best_baseline": best,

@@ -113,6 +113,8 @@ SIGNAL_AMP_RANGE: dict[str, tuple[float, float]] = {
 BENIGN_LEVEL: dict[str, float] = {"gpu_hot": 0.5, "pdu": 0.6, "cooling": 0.35}
 #: A look-alike's amplitude is scaled by U(*BENIGN_AMP_SCALE): smaller than a real precursor's on average.
 BENIGN_AMP_SCALE: tuple[float, float] = (0.3, 1.0)
+#: A failing cooling unit's doomed nodes start heating (one GPU each) this far into the unit's precursor.
+COOLING_HOT_START = 0.5
 
 
 @dataclass(frozen=True)
@@ -349,7 +351,7 @@ def _expand(b: _Builder, mode: Mode, root_local: int, t_fail: float, visible: bo
     for n, d in zip(chosen, delays, strict=True):
         gpu = int(n) * b.gpn + int(rng.integers(b.gpn))
         tf = t_fail + float(d)
-        hot0 = t0 + 0.5 * lead
+        hot0 = t0 + COOLING_HOT_START * lead
         b.signal("gpu_hot", gpu, hot0, tf, 1.0)
         b.ev.append((hot0 + THROTTLE_AT * (tf - hot0), int(b.g_gpu[gpu]), "throttle", cause, root_g, -1,
                      "thermal slowdown: inlet temperature high"))
