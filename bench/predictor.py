@@ -96,7 +96,7 @@ def _pipeline_config(args: argparse.Namespace, seed: int) -> PipelineConfig:
                           summary_features=not args.no_summary, bin_features=args.bins, dropout=args.dropout,
                           fractions=training_fractions(args.train_until), pos_weight=args.pos_weight,
                           stride_min=args.stride, input_scaling=args.scale_inputs,
-                          input_scale_floor=args.scale_floor, progress=not args.no_progress)
+                          input_scale_floor=args.scale_floor, progress=not args.no_progress, device=args.device)
 
 
 def headroom_part(args: argparse.Namespace) -> dict:
@@ -339,11 +339,14 @@ def _f(x: float | None, nd: int = 2) -> str:
 
 
 def epoch_part(args: argparse.Namespace) -> dict:
+    from infrabrain.models.device import resolve_device, synchronize
     from infrabrain.models.gnn import build_model
     from infrabrain.models.snapshots import SnapshotDataset, fit_normalizer, site_tensors
     from infrabrain.models.features import FeatureSet
     from infrabrain.models.training import make_loader, train_epoch
     from infrabrain.simulation import SiteSpec, simulate_site
+
+    device = resolve_device(args.device)
 
     spec = SiteSpec(name="epoch-512", rows=2, racks_per_row=args.epoch_gpus // 64, nodes_per_rack=4)
     hours = (args.epoch_snapshots + 70) / 60.0
@@ -353,7 +356,7 @@ def epoch_part(args: argparse.Namespace) -> dict:
     ds = SnapshotDataset([site], window=60, stride=1, pool=5)
     ds.index = ds.index[: args.epoch_snapshots]
     model = build_model(fs.f_max, 60, pool=5, hidden=args.hidden, layers=args.layers, bin_features=args.bins,
-                        input_scaling=args.scale_inputs)
+                        input_scaling=args.scale_inputs).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     loader = make_loader(ds, 16, shuffle=True)
     from itertools import islice
@@ -363,19 +366,24 @@ def epoch_part(args: argparse.Namespace) -> dict:
     for batch in islice(loader, 2):  # warm-up (lazy imports, allocator) outside the timed epoch
         opt.zero_grad()
         loss_fn(model, batch).backward()
+    synchronize(device)
     t0 = time.perf_counter()
     train_epoch(model, loader, opt, progress=not args.no_progress, desc="timed epoch")
+    synchronize(device)
     epoch_s = time.perf_counter() - t0
-    print(f"one epoch over {len(ds)} snapshots of a {spec.n_gpus}-GPU site ({site.graph.n} components): "
-          f"{epoch_s:.1f} s", file=sys.stderr)
-    return {"epoch_s": epoch_s, "epoch_snapshots": len(ds), "epoch_gpus": spec.n_gpus}
+    print(f"one epoch over {len(ds)} snapshots of a {spec.n_gpus}-GPU site ({site.graph.n} components) on "
+          f"{device}: {epoch_s:.1f} s", file=sys.stderr)
+    return {"epoch_s": epoch_s, "epoch_snapshots": len(ds), "epoch_gpus": spec.n_gpus, "epoch_device": str(device)}
 
 
 def inference_part(args: argparse.Namespace) -> dict:
+    from infrabrain.models.device import batch_to, resolve_device
     from infrabrain.models.features import FeatureSet
     from infrabrain.models.gnn import build_model
     from infrabrain.models.snapshots import collate_snapshots, fit_normalizer, snapshot_from_window
     from infrabrain.simulation import SiteSpec, simulate_site
+
+    device = resolve_device(args.device)
 
     racks = max(1, -(-args.infer_gpus // 64))
     spec = SiteSpec(name="infer-10k", rows=4, racks_per_row=-(-racks // 4), nodes_per_rack=8)
@@ -383,22 +391,23 @@ def inference_part(args: argparse.Namespace) -> dict:
     fs = FeatureSet.from_run(run)
     norm = fit_normalizer([run], fs)
     model = build_model(fs.f_max, 60, pool=5, hidden=args.hidden, layers=args.layers, bin_features=args.bins,
-                        input_scaling=args.scale_inputs).eval()
+                        input_scaling=args.scale_inputs).eval().to(device)
     t0 = time.perf_counter()
     item = snapshot_from_window(run.topology, run.metrics, run.metric_names, fs, norm, 60, pool=5)
     batch = collate_snapshots([item])
     prep_ms = (time.perf_counter() - t0) * 1000
     times = []
     with torch.no_grad():
-        model(batch)  # warm-up
+        model(batch_to(batch, device)).cpu()  # warm-up
         for _ in range(args.infer_repeats):
-            t0 = time.perf_counter()
-            model(batch)
+            t0 = time.perf_counter()  # the host-to-device copy and the scores' way back are timed too
+            model(batch_to(batch, device)).cpu()
             times.append((time.perf_counter() - t0) * 1000)
     ms = float(np.median(times))
-    print(f"inference on a {spec.n_gpus}-GPU snapshot ({len(item['kind'])} components): model {ms:.0f} ms "
-          f"(median of {len(times)}), snapshot preparation {prep_ms:.0f} ms", file=sys.stderr)
-    return {"infer_ms_10k_gpus": ms, "infer_prep_ms": prep_ms, "infer_gpus": spec.n_gpus}
+    print(f"inference on a {spec.n_gpus}-GPU snapshot ({len(item['kind'])} components) on {device}: model "
+          f"{ms:.0f} ms (median of {len(times)}), snapshot preparation {prep_ms:.0f} ms", file=sys.stderr)
+    return {"infer_ms_10k_gpus": ms, "infer_prep_ms": prep_ms, "infer_gpus": spec.n_gpus,
+            "infer_device": str(device)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -456,6 +465,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--parts", default="accuracy,epoch,inference",
                    help="comma-separated parts to run: accuracy, headroom (baselines and oracles, no GNN), epoch, "
                         "inference")
+    p.add_argument("--device", default="cpu",
+                   help="where the GNN trains and infers: cpu (default; the goals are for 2 CPU cores), cuda, "
+                        "cuda:N or auto")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     if args.data_seeds < 1 or args.seeds < 1:
@@ -489,7 +501,8 @@ def main(argv: list[str] | None = None) -> int:
                      "weight_decay": args.weight_decay, "lr": args.lr, "levels": not args.no_levels,
                      "summary_features": not args.no_summary, "bin_features": args.bins, "dropout": args.dropout,
                      "train_until": args.train_until, "pos_weight": args.pos_weight,
-                     "stride_min": args.stride, "scale_inputs": args.scale_inputs, "scale_floor": args.scale_floor}
+                     "stride_min": args.stride, "scale_inputs": args.scale_inputs, "scale_floor": args.scale_floor,
+                     "device": args.device}
     goals = {"pr_auc_ratio": RATIO_GOAL, "pr_auc_ratio_cascade": 1.5, "event_recall_at_p50": 0.8, "median_lead_min": 30,
              "rootcause_top3": 0.8}
     for k, g in goals.items():

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from infrabrain.logs import get_logger
 
@@ -38,6 +38,17 @@ class SiteSettings(BaseModel):
     state_dir: str = ""
     data_dir: str = ""  # where the site's cached local data lives; default <state_dir>/local-data
     task: str = "predictor"
+    device: str = Field("cpu", description="where this site trains and evaluates: cpu, cuda, cuda:N or auto; "
+                        "the site's own choice (node config), never the coordinator's")
+
+    @field_validator("device")
+    @classmethod
+    def _validate_device(cls, value: str) -> str:
+        if value == "cpu":
+            return value
+        from infrabrain.models.device import validate_device_name  # imports torch: only when a GPU is named
+
+        return validate_device_name(value)
 
     @property
     def state_path(self) -> Path:
@@ -49,11 +60,16 @@ class SiteSettings(BaseModel):
 
 
 def site_settings(node_config: Mapping[str, Any], round_config: Mapping[str, Any]) -> SiteSettings:
-    """Merge the SuperNode's node config (the site's own word) over the round's config; validate both."""
+    """Merge the SuperNode's node config (the site's own word) over the round's config; validate both.
+
+    ``device`` is read from the node config only: which hardware a site trains on is not the coordinator's call."""
     merged: dict[str, Any] = {}
     for src in (round_config, node_config):
         for k, v in src.items():
-            merged[k.replace("-", "_")] = v
+            key = k.replace("-", "_")
+            if key == "device" and src is round_config:
+                continue
+            merged[key] = v
     if int(merged.get("partition_id", 0)) >= int(merged.get("num_partitions", 1)):
         raise ValueError(f"partition-id={merged.get('partition_id')} must be < num-partitions="
                          f"{merged.get('num_partitions')}")

@@ -324,13 +324,16 @@ def predictor_train(settings: SiteSettings, weights: list[np.ndarray], cfg: Mapp
     """One DP-SGD run on the site's training split, starting from the global ``weights``."""
     import torch
 
+    from infrabrain.models.device import resolve_device
     from infrabrain.models.snapshots import collate_snapshots
     from infrabrain.models.training import get_weights, loss_fn, set_weights
 
     torch.set_num_threads(1)
+    device = resolve_device(settings.device)  # a GPU that is not there fails before any budget is reserved
     data = site_data(settings, cfg)
     model = build_predictor(cfg, data.input_scaling)
     set_weights(model, weights)
+    model.to(device)
     n = len(data.train)
     batch = min(int(cfg.get("batch-size", 16)), n)
     mu = float(cfg.get("proximal-mu", 0.0))
@@ -399,13 +402,15 @@ def predictor_evaluate(settings: SiteSettings, weights: list[np.ndarray], cfg: M
     """Aggregate metrics of ``weights`` on the site's held-out split (no per-node scores leave)."""
     import torch
 
+    from infrabrain.models.device import resolve_device
     from infrabrain.models.training import evaluate_model, set_weights
 
     torch.set_num_threads(1)
+    device = resolve_device(settings.device)
     data = site_data(settings, cfg)
     model = build_predictor(cfg, data.input_scaling)
     set_weights(model, weights)
-    m = evaluate_model(model, data.test)
+    m = evaluate_model(model.to(device), data.test)
     metrics: dict[str, float] = {"positives": float(m.get("positives", 0.0))}
     for src, dst in (("loss", "eval-loss"), ("pr_auc", "pr-auc"), ("roc_auc", "roc-auc"), ("brier", "brier")):
         v = m.get(src)

@@ -71,9 +71,12 @@ def _train(args: argparse.Namespace) -> int:
     from infrabrain.models.pipeline import PipelineConfig, train_predictor, training_fractions
     from infrabrain.models.training import evaluate_model
 
+    from infrabrain.models.device import resolve_device
+
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"checkpoint {str(out)!r} exists (pass --overwrite to replace it)")
+    resolve_device(args.device)  # a GPU that is not there fails now, not after the data is loaded
     runs = load_runs(args)
     held = _heldout(args.heldout)
     cfg = PipelineConfig(
@@ -81,7 +84,7 @@ def _train(args: argparse.Namespace) -> int:
         stride_min=args.stride_min, hidden=args.hidden, layers=args.layers, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, patience=args.patience, selection=args.selection, seed=args.seed,
         progress=not args.no_progress, bin_features=args.bins, val_sites=args.val_sites,
-        input_scaling=not args.no_scale_inputs,
+        input_scaling=not args.no_scale_inputs, device=args.device,
         # validating on whole sites leaves the training sites' later time unused: train on all of it
         **({"fractions": training_fractions(1.0)} if args.val_sites else {}),
     )
@@ -197,6 +200,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-scale-inputs", action="store_true",
                    help="do not standardise the encoder inputs per component kind on the training snapshots "
                         "(default: standardise, as the tabular baseline does)")
+    p.add_argument("--device", default="cpu",
+                   help="where to train: cpu (default), cuda, cuda:N, or auto (the first GPU torch sees, else the "
+                        "CPU); the checkpoint is written from the CPU either way")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(handler=_train)
 

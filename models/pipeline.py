@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from infrabrain.logs import get_logger
 from infrabrain.models.calibration import PlattCalibrator, calibrated_ensemble, logit
+from infrabrain.models.device import validate_device_name
 from infrabrain.models.gnn import FailurePredictor, ModelConfig
 from infrabrain.models.selection import DEFAULT_SELECTION, Selection
 from infrabrain.models.snapshots import Splits, make_splits
@@ -63,6 +64,12 @@ class PipelineConfig(BaseModel):
     max_batches_per_epoch: int | None = Field(None, ge=1)
     seed: int = 0
     progress: bool = True
+    device: str = Field("cpu", description="where to train: cpu, cuda, cuda:N or auto (see models.device)")
+
+    @field_validator("device")
+    @classmethod
+    def _validate_device(cls, value: str) -> str:
+        return validate_device_name(value)
 
 
 def training_fractions(train_until: float) -> tuple[float, float]:
@@ -115,7 +122,8 @@ def train_predictor(runs: Sequence[Any], config: PipelineConfig | None = None,
     tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, patience=cfg.patience,
                        selection=cfg.selection,
                        weight_decay=cfg.weight_decay,
-                       max_batches_per_epoch=cfg.max_batches_per_epoch, seed=cfg.seed, progress=cfg.progress)
+                       max_batches_per_epoch=cfg.max_batches_per_epoch, seed=cfg.seed, progress=cfg.progress,
+                       device=cfg.device)
     t0 = time.perf_counter()
     hook = (lambda epoch, rec: on_epoch(epoch, rec, model)) if on_epoch is not None else None
     result = train_model(model, splits.train, splits.val if len(splits.val) else None, tcfg, on_epoch=hook)

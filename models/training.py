@@ -11,6 +11,9 @@ These functions are deliberately generic so that the privacy area (Opacus DP-SGD
   ``named_parameters`` order (what Flower sends).
 - :func:`train_model`: Adam, early stopping on a validation score (``TrainConfig.selection``), tqdm bar.
 - :func:`predict_scores` / :func:`evaluate_model`: per (snapshot, node) probabilities and summary metrics.
+
+The device follows the model (:mod:`~infrabrain.models.device`): batches are moved to the model's parameters.
+``TrainConfig.device`` picks where :func:`train_model` trains; it hands the model back on the CPU.
 """
 
 from __future__ import annotations
@@ -25,11 +28,12 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from infrabrain.logs import get_logger
+from infrabrain.models.device import batch_to, model_device, resolve_device, validate_device_name
 from infrabrain.models.selection import DEFAULT_SELECTION, EarlyStopping, Selection, selection_score
 from infrabrain.models.snapshots import collate_snapshots
 
@@ -43,11 +47,12 @@ def loss_fn(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     model wrapped by Opacus (``GradSampleModule``) too: the weight is read from the wrapped module.
     """
     core = model._module if hasattr(model, "_module") else model
+    batch = batch_to(batch, model_device(core))
     logits = model(batch)
     y, m = batch["y"], batch["label_mask"]
     if logits.shape[0] == 0:
         return logits.sum() * 0.0
-    pw = torch.tensor(float(getattr(core, "pos_weight", 1.0)), dtype=logits.dtype)
+    pw = torch.tensor(float(getattr(core, "pos_weight", 1.0)), dtype=logits.dtype, device=logits.device)
     per = F.binary_cross_entropy_with_logits(logits, y, pos_weight=pw, reduction="none") * m
     per_sample = per.sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
     return per_sample.mean()
@@ -90,6 +95,12 @@ class TrainConfig(BaseModel):
     max_batches_per_epoch: int | None = Field(None, ge=1)
     seed: int = 0
     progress: bool = True
+    device: str = Field("cpu", description="where to train: cpu, cuda, cuda:N or auto (a GPU if torch sees one)")
+
+    @field_validator("device")
+    @classmethod
+    def _validate_device(cls, value: str) -> str:
+        return validate_device_name(value)
 
 
 @dataclass
@@ -146,14 +157,17 @@ def train_model(
     """Train with Adam; early-stop on the validation score ``config.selection`` (keeps the best epoch's weights); a
     tqdm bar over epochs.
 
-    Without ``val_ds`` it trains for ``config.epochs`` and keeps the last weights.
+    Without ``val_ds`` it trains for ``config.epochs`` and keeps the last weights. It trains on
+    ``config.device`` and hands the model back on the CPU, where checkpoints, calibration and explanations run.
     """
     cfg = config or TrainConfig()
     if len(train_ds) == 0:
         raise ValueError("training dataset is empty (no snapshots: check window, stride and time range)")
     from tqdm.auto import tqdm
 
+    device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
+    model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loader = make_loader(train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed)
     result = TrainResult()
@@ -184,19 +198,22 @@ def train_model(
         model.load_state_dict(best_state)
     else:
         result.best_epoch = len(result.history) - 1
+    model.to("cpu")
     return result
 
 
 @torch.no_grad()
 def predict_scores(model: nn.Module, dataset: Dataset, batch_size: int = 16, progress: bool = False) -> pd.DataFrame:
     """Per (snapshot, alive node) predictions: columns ``site``, ``t``, ``node``, ``score``, ``label``, ``cause``,
-    ``root``, ``logit``. ``node`` is the position in the site's node order (``kind_index['node']``)."""
+    ``root``, ``logit``. ``node`` is the position in the site's node order (``kind_index['node']``). Runs on the
+    model's device; the table is built on the CPU."""
     from tqdm.auto import tqdm
 
     model.eval()
+    device = model_device(model)
     rows: list[pd.DataFrame] = []
     for batch in tqdm(make_loader(dataset, batch_size), desc="predict", disable=not progress, leave=False):
-        logits = model(batch)
+        logits = model(batch_to(batch, device)).cpu()
         m = batch["label_mask"] > 0
         b_idx, n_idx = torch.nonzero(m, as_tuple=True)
         lg = logits[m].double().numpy()

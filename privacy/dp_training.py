@@ -182,8 +182,9 @@ def _make_optimizer(params: Sequence[nn.Parameter], config: DPConfig) -> torch.o
     return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
 
 
-def _urandom_generator() -> torch.Generator:
-    return torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little") & ((1 << 63) - 1))
+def _urandom_generator(device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator on ``device`` seeded from the OS (Opacus draws the noise on the parameters' device)."""
+    return torch.Generator(device=device).manual_seed(int.from_bytes(os.urandom(8), "little") & ((1 << 63) - 1))
 
 
 def resolve_noise_multiplier(config: DPConfig, ledger: PrivacyLedger, *, num_samples: int,
@@ -228,6 +229,8 @@ def train_dp(
     """Train ``model`` in place with DP-SGD on ``dataset``; return it with the epsilon spent.
 
     ``loss_fn(model, batch)`` must return the mean loss over the batch (the first dimension of every input).
+    The model trains where it is (the CPU or a GPU; the noise is drawn on its parameters' device), so a
+    ``loss_fn`` for a GPU model moves the batch there (the predictor's ``loss_fn`` does).
     ``on_step(optimizer, step)`` is called after clipping and noising, before the parameter update (tests and
     diagnostics read ``p.grad_sample``/``p.summed_grad`` there). Raises :class:`BudgetExceededError` before any
     step if the run would exceed the site's budget, ``LedgerCorruptError`` if the ledger is corrupted, and
@@ -247,7 +250,8 @@ def train_dp(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = DPOptimizer(
         _make_optimizer(params, config), noise_multiplier=sigma, max_grad_norm=config.max_grad_norm,
-        expected_batch_size=config.expected_batch_size, loss_reduction="mean", generator=_urandom_generator(),
+        expected_batch_size=config.expected_batch_size, loss_reduction="mean",
+        generator=_urandom_generator(params[0].device if params else "cpu"),
         secure_mode=config.secure_noise,
     )
     logical_steps = 0

@@ -50,3 +50,57 @@ def test_site_data_is_cached_on_site_and_identical(tmp_path) -> None:
     assert all(np.array_equal(np.asarray(a[k]), np.asarray(b[k])) for k in a)
     # Training windows never overlap: one window is the privacy unit.
     assert first.train.stride >= first.train.window
+
+
+def test_the_training_device_is_the_sites_word(tmp_path) -> None:
+    from flwr.common.config import parse_config_args
+
+    from infrabrain.client.supernode import SupernodeConfig
+
+    assert site_settings({"device": "cuda:1"}, {"device": "cpu"}).device == "cuda:1"
+    assert site_settings({}, {"device": "cuda"}).device == "cpu"  # the coordinator cannot pick a site's hardware
+    with pytest.raises(ValueError, match="device 'gpu' is not one of"):
+        site_settings({"device": "gpu"}, {})
+    key = tmp_path / "k"
+    key.write_text("x")
+    common = {"superlink": "127.0.0.1:9200", "root_certificates": key, "auth_private_key": key,
+              "state_dir": tmp_path}
+    assert parse_config_args([SupernodeConfig(**common, device="cuda").node_config()])["device"] == "cuda"
+    assert "device" not in parse_config_args([SupernodeConfig(**common).node_config()])
+    with pytest.raises(ValueError, match="device 'GPU0' is not one of"):
+        SupernodeConfig(**common, device="GPU0")
+
+
+def _train_cfg() -> dict:
+    return {"acceleration": 500.0, "local-epochs": 1.0, "noise-multiplier": 1.0, "batch-size": 4, "eps-budget": 8.0,
+            "server-round": 1}
+
+
+def _site(tmp_path, device: str):
+    return site_settings({"partition-id": 0, "num-partitions": 1, "device": device},
+                         {"site-gpus": 8, "site-hours": 48.0, "state-root": str(tmp_path)})
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_a_gpu_the_site_lacks_fails_before_any_budget_is_reserved(tmp_path) -> None:
+    from infrabrain.client import predictor_task as pt
+
+    s = _site(tmp_path, "cuda")
+    with pytest.raises(ValueError, match="device 'cuda' asked for, but"):
+        pt.predictor_train(s, pt.predictor_initial_weights(_train_cfg()), _train_cfg())
+    assert not (s.state_path / "ledger").exists()
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_site_trains_its_round_on_its_gpu(tmp_path) -> None:  # pragma: no cover - GPU machines
+    from infrabrain.client import predictor_task as pt
+
+    s = _site(tmp_path, "cuda")
+    start = pt.predictor_initial_weights(_train_cfg())
+    res = pt.predictor_train(s, start, _train_cfg())
+    assert res.metrics["epsilon"] > 0 and res.metrics["dp-steps"] >= 1
+    assert [w.shape for w in res.weights] == [w.shape for w in start]
+    assert all(w.dtype == np.float32 and np.isfinite(w).all() for w in res.weights)
+    assert any(not np.array_equal(a, b) for a, b in zip(start, res.weights))
+    ev = pt.predictor_evaluate(s, res.weights, _train_cfg())
+    assert ev.num_examples > 0 and np.isfinite(ev.metrics["eval-loss"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from infrabrain.cli import main
 
@@ -110,6 +111,12 @@ def test_cli_errors(dataset, tmp_path, capsys):
     assert main(["predict", "--checkpoint", str(tmp_path), "--data", str(dataset)]) == 2
     assert main(["train", "--out", str(tmp_path / "x")]) == 2
     assert "exactly one of --data" in capsys.readouterr().err
+    assert main(["train", "--data", str(dataset), "--out", str(tmp_path / "x"), "--device", "gpu"]) == 2
+    assert "device 'gpu' is not one of" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["train", "--data", str(dataset), "--out", str(tmp_path / "x"), "--device", "cuda"]) == 2
+        assert "device 'cuda' asked for, but" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_demo_train_and_explain(small_runs):
