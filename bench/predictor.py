@@ -103,7 +103,8 @@ def headroom_part(args: argparse.Namespace) -> dict:
     """Per draw, without training a GNN: the best non-graph model's held-out PR-AUC, the PR-AUC the issue's ratio
     goal asks of the GNN (``RATIO_GOAL`` times it), and every oracle on the same rows. The ``amplitude_aware``
     oracle is the ceiling (see models/oracle.py); ``headroom_share_needed`` is the share of the gap between the
-    best non-graph model and the ceiling that the goal asks a model to close."""
+    best non-graph model and the ceiling that the goal asks a model to close, ``window_share_needed`` the same
+    against the ``window_aware`` oracle (what one window of a counter precursor's own counts shows)."""
     from infrabrain.models.pipeline import headroom
 
     draws = []
@@ -113,7 +114,8 @@ def headroom_part(args: argparse.Namespace) -> dict:
         best, ceil = h["pr_auc_best_baseline"], h["pr_auc_ceiling"]
         row = {"data_seed": d, "best_baseline": h["best_baseline"], "pr_auc_best_baseline": best,
                "pr_auc_needed": RATIO_GOAL * best, "ceiling_over_best": ceil / best if best > 0 else None,
-               "headroom_share_needed": ((RATIO_GOAL - 1) * best / (ceil - best)) if ceil > best else None,
+               "headroom_share_needed": _gap_share(best, ceil),
+               "window_share_needed": _gap_share(best, h["oracle"]["window_aware"]["pr_auc"]),
                **{f"oracle_{k}_pr_auc": m["pr_auc"] for k, m in h["oracle"].items()},
                **{f"oracle_{k}_recall_at_p50": m["event_recall_at_p50_precursor"] for k, m in h["oracle"].items()},
                f"{h['best_baseline']}_recall_at_p50": h["models"][h["best_baseline"]]["event_recall_at_p50_precursor"]}
@@ -122,7 +124,9 @@ def headroom_part(args: argparse.Namespace) -> dict:
               f"goal {RATIO_GOAL} x = {RATIO_GOAL * best:.3f}; "
               + ", ".join(f"{k} {m['pr_auc']:.3f}" for k, m in h["oracle"].items())
               + f"; ceiling / best {row['ceiling_over_best']:.2f}, share of the gap the goal needs "
-              + ("-" if row["headroom_share_needed"] is None else f"{row['headroom_share_needed']:.2f}"),
+              + ("-" if row["headroom_share_needed"] is None else f"{row['headroom_share_needed']:.2f}")
+              + " (to window_aware: "
+              + ("-" if row["window_share_needed"] is None else f"{row['window_share_needed']:.2f}") + ")",
               file=sys.stderr)
     shares = [r["headroom_share_needed"] for r in draws]
     ratios = [r["ceiling_over_best"] for r in draws if r["ceiling_over_best"] is not None]
@@ -131,9 +135,17 @@ def headroom_part(args: argparse.Namespace) -> dict:
 
         png = plot_headroom(draws, f"{args.report_dir}/headroom.png", RATIO_GOAL, title=f"{args.hours:g} h draws")
         print(f"wrote {png}", file=sys.stderr)
+    window = [r["window_share_needed"] for r in draws]
     return {"headroom_per_draw": draws,
             "headroom_ceiling_over_best_min": min(ratios) if ratios else None,
-            "headroom_share_needed_max": None if any(x is None for x in shares) else max(shares)}
+            "headroom_share_needed_max": None if any(x is None for x in shares) else max(shares),
+            "headroom_window_share_needed_max": None if any(x is None for x in window) else max(window)}
+
+
+def _gap_share(best: float, oracle: float) -> float | None:
+    """Share of the gap between ``best`` and ``oracle`` that ``RATIO_GOAL`` x ``best`` lies above ``best``
+    (None when the oracle is not above the baseline: the goal is then out of its reach)."""
+    return (RATIO_GOAL - 1) * best / (oracle - best) if oracle > best else None
 
 
 def _one_draw(args: argparse.Namespace, data_seed: int) -> dict:

@@ -291,7 +291,7 @@ def plot_headroom(draws: Sequence[Mapping[str, Any]], path: str | Path, goal: fl
     bars = [("best non-graph", "pr_auc_best_baseline"),
             *((f"oracle: {k}" + (" (ceiling)" if k == CEILING_KIND else ""), f"oracle_{k}_pr_auc") for k in kinds)]
     width = 0.8 / len(bars)
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(draws)), 4.2), dpi=110)
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(draws)) + 2.4, 4.2), dpi=110)
     x = np.arange(len(draws))
     for i, (label, key) in enumerate(bars):
         ax.bar(x - 0.4 + (i + 0.5) * width, [float(d[key]) for d in draws], width, label=label)
@@ -301,7 +301,7 @@ def plot_headroom(draws: Sequence[Mapping[str, Any]], path: str | Path, goal: fl
     ax.set_xticks(x, [f"draw {d['data_seed']}" for d in draws])
     ax.set_ylabel("held-out PR-AUC")
     ax.set_title(f"Room above the best non-graph model ({title})")
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never over them
     fig.tight_layout()
     return _save_png(fig, path)
 

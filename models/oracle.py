@@ -21,11 +21,21 @@ re-derive each site's fault plan (same seed, same random stream as the run) and 
   ``P(real | amplitude) * 1[remaining <= 60 min]``, the posterior from the simulator's amplitude laws
   (:func:`real_posterior`). Everything a precursor puts into the telemetry is a function of its mode, onset, end
   and amplitude (plus noise that says nothing about the benign flag), so no scorer that reads the telemetry can
-  rank better on average than this posterior: it is the *ceiling* among the four. It also reads the
+  rank better on average than this posterior: it is the *ceiling* among them. It also reads the
   die-temperature ramps that a failing cooling unit starts, halfway through its precursor, on one GPU of each
   node it will take down (which nodes, and when).
 
-All four also know the observable events the simulator emits only before *real* failures (XID 63 row
+- ``window_aware``: what a reader of one window of telemetry could know about a *counter* precursor (HBM and SRAM
+  ECC, PCIe replays, InfiniBand and receive errors, host EDAC errors, disk io time: the memory, "other" and node
+  network causes). It knows that the precursor is active, its mode, and the counts the precursor itself adds
+  over the window and over the window's last quarter (no background noise), but neither its amplitude nor its
+  onset nor its end. It scores ``P(real and it ends within the hour | those two counts)``, from a Monte Carlo of
+  the simulator's own laws (:func:`window_posterior`). Shape precursors (die temperature, PDU load, cooling)
+  and a leaf switch's (its latency ramp shows how far along it is) are scored as ``amplitude_aware`` does.
+  ``amplitude_aware`` is generous because it knows a precursor's amplitude from its first minute; this one
+  estimates how much of that a one-hour window shows.
+
+All five also know the observable events the simulator emits only before *real* failures (XID 63 row
 remapping 5-45 min before an HBM failure, a thermal-slowdown event part-way up a hot GPU's ramp, which fixes its
 failure time); after such an event the node's failure time is known.
 
@@ -50,12 +60,20 @@ import pandas as pd
 
 from infrabrain.models.snapshots import HORIZON_S, SnapshotDataset
 
-ORACLE_KINDS: tuple[str, ...] = ("observable", "lead_aware", "clairvoyant", "amplitude_aware")
+ORACLE_KINDS: tuple[str, ...] = ("observable", "lead_aware", "clairvoyant", "amplitude_aware", "window_aware")
 #: The oracle no telemetry reader can beat on average (see the module docstring).
 CEILING_KIND = "amplitude_aware"
 #: Share of a failed cooling unit's nodes that fail (the simulator draws U(0.35, 0.75)).
 COOLING_SHARE = 0.55
 _N_QUANTILES = 4000
+#: Counter precursors that ``window_aware`` reads only through the counts they add in the window.
+WINDOW_COUNTER_SIGNALS: tuple[str, ...] = ("ecc", "sram", "pcie", "cable", "nic", "edac", "ssd")
+#: Window of ``window_aware`` (the predictor's default window).
+WINDOW_S = 3600.0
+_WINDOW_SAMPLES = 400_000
+_WINDOW_BIN = 0.15  # width of the log1p(count) bins of the posterior table
+_WINDOW_BINS = 80
+_WINDOW_PSEUDO = 2.0  # prior pseudo-weight per bin (sparse bins fall back towards the prior)
 
 
 def _validate_kind(kind: str) -> None:
@@ -115,6 +133,64 @@ def real_posterior(signal: str, amplitude: float) -> float:
     f_benign = float(np.log(b / a)) / ((s_hi - s_lo) * (hi - lo)) if b > a else 0.0
     den = f_real + BENIGN_RATIO * f_benign
     return f_real / den if den > 0 else 0.0
+
+
+def window_counts(amplitude: np.ndarray, elapsed_s: np.ndarray, lead_s: np.ndarray,
+                  window_s: float = WINDOW_S) -> tuple[np.ndarray, np.ndarray]:
+    """Counts a counter precursor adds over the window ending ``elapsed_s`` after its onset, and over the
+    window's last quarter: ``floor(amplitude * ramp)`` differences, as the simulator renders them."""
+    from infrabrain.simulation.telemetry import ramp_shape
+
+    a, e, lead = (np.asarray(x, float) for x in (amplitude, elapsed_s, lead_s))
+
+    def cum(x: np.ndarray) -> np.ndarray:
+        return np.floor(a * ramp_shape(x / lead))
+
+    now = cum(e)
+    return now - cum(e - window_s), now - cum(e - window_s / 4.0)
+
+
+def _window_bin(counts: np.ndarray) -> np.ndarray:
+    return np.minimum((np.log1p(np.maximum(counts, 0.0)) / _WINDOW_BIN).astype(np.int64), _WINDOW_BINS - 1)
+
+
+@lru_cache(maxsize=32)
+def _window_table(mode_name: str, window_s: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """Posterior table of ``window_aware`` for one mode: ``(posterior, weight)`` over (window count bin, last
+    quarter count bin), and the prior. Hypotheses drawn from the simulator's laws (fixed seed): real or
+    look-alike (odds ``1 : BENIGN_RATIO``), amplitude, lead (log-normal, clipped), and the moment within the
+    precursor, uniform; a precursor is seen in proportion to its lead, so hypotheses are weighted by it."""
+    from infrabrain.simulation.faults import (
+        BENIGN_AMP_SCALE, BENIGN_RATIO, MAX_LEAD_S, MIN_LEAD_S, MODE_ID, MODES, SIGNAL_AMP_RANGE,
+    )
+
+    mode = MODES[MODE_ID[mode_name]]
+    if mode.signal not in WINDOW_COUNTER_SIGNALS:
+        raise ValueError(f"mode {mode_name!r} has no counter precursor (signal {mode.signal!r})")
+    rng = np.random.default_rng(20261204)
+    n = _WINDOW_SAMPLES
+    real = rng.random(n) < 1.0 / (1.0 + BENIGN_RATIO)
+    lo, hi = SIGNAL_AMP_RANGE[mode.signal]
+    amp = rng.uniform(lo, hi, n) * np.where(real, 1.0, rng.uniform(*BENIGN_AMP_SCALE, n))
+    lead = np.clip(mode.lead_median_h * 3600.0 * np.exp(mode.lead_sigma * rng.standard_normal(n)),
+                   MIN_LEAD_S, MAX_LEAD_S)
+    elapsed = rng.random(n) * lead
+    label = real & (lead - elapsed <= HORIZON_S)
+    s_w, s_q = window_counts(amp, elapsed, lead, window_s)
+    cell = _window_bin(s_w) * _WINDOW_BINS + _window_bin(s_q)
+    weight = np.bincount(cell, weights=lead, minlength=_WINDOW_BINS ** 2)
+    hits = np.bincount(cell, weights=lead * label, minlength=_WINDOW_BINS ** 2)
+    prior = float(hits.sum() / weight.sum())
+    post = (hits + _WINDOW_PSEUDO * prior * lead.mean()) / (weight + _WINDOW_PSEUDO * lead.mean())
+    return post.reshape(_WINDOW_BINS, _WINDOW_BINS), weight.reshape(_WINDOW_BINS, _WINDOW_BINS), prior
+
+
+def window_posterior(mode_name: str, window_count: np.ndarray, quarter_count: np.ndarray,
+                     window_s: float = WINDOW_S) -> np.ndarray:
+    """``P(real and the precursor ends within the hour | the counts it added over the window and over the
+    window's last quarter)`` for an active counter precursor of ``mode_name`` (see :func:`_window_table`)."""
+    post, _, _ = _window_table(mode_name, float(window_s))
+    return post[_window_bin(np.asarray(window_count, float)), _window_bin(np.asarray(quarter_count, float))]
 
 
 def _incident_amplitudes(plan: Any) -> dict[tuple[int, float, float], float]:
@@ -217,7 +293,7 @@ def site_oracle_scores(run: Any, times: np.ndarray, kind: str = "observable") ->
     keep = np.ones((len(t), n_node))  # prod(1 - p_i)
     p_real = 1.0 / (1.0 + BENIGN_RATIO)
     reveals = _reveals(plan)
-    amps = _incident_amplitudes(plan) if kind == "amplitude_aware" else {}
+    amps = _incident_amplitudes(plan) if kind in ("amplitude_aware", "window_aware") else {}
     inc = plan.incidents
     inc = inc[inc["visible"] & ~inc["injected"]]
     for row in inc.itertuples(index=False):
@@ -235,14 +311,17 @@ def site_oracle_scores(run: Any, times: np.ndarray, kind: str = "observable") ->
         if kind == "clairvoyant" and row.benign:
             continue
         pr = 1.0 if kind == "clairvoyant" else p_real
-        if kind == "amplitude_aware":
+        if kind in ("amplitude_aware", "window_aware"):
             key = (SIGNAL_CODE[mode.signal], t_on, t_fail)
             if key not in amps:
                 raise ValueError(f"site {run.spec.name!r}: no {mode.signal} signal rendered for incident "
                                  f"{int(row.incident)}")
             pr = real_posterior(mode.signal, amps[key])
         p = np.zeros(len(t))
-        if active.any() and kind in ("lead_aware", "amplitude_aware"):
+        if active.any() and kind == "window_aware" and mode.signal in WINDOW_COUNTER_SIGNALS:
+            s_w, s_q = window_counts(amps[key], t[active] - t_on, t_fail - t_on)
+            p[active] = window_posterior(mode.name, s_w, s_q)
+        elif active.any() and kind in ("lead_aware", "amplitude_aware", "window_aware"):
             r = t_fail - t[active]
             if mode.root == "cooling":  # its nodes fail d ~ U(0, H) after the unit
                 p[active] = pr * COOLING_SHARE * np.clip((HORIZON_S - r) / HORIZON_S, 0.0, 1.0)
@@ -256,7 +335,7 @@ def site_oracle_scores(run: Any, times: np.ndarray, kind: str = "observable") ->
             p[after] = q * (1 - s) / np.maximum(1 - q * s, 1e-9)
         nodes = _affected_nodes(topo, mode.root, int(row.root))
         pn = np.repeat(p[:, None], len(nodes), axis=1)
-        if kind == "amplitude_aware" and mode.root == "cooling" and not row.benign:
+        if kind in ("amplitude_aware", "window_aware") and mode.root == "cooling" and not row.benign:
             _read_hot_gpus(pn, t, nodes, plan.failures, int(row.incident),
                            t_on + COOLING_HOT_START * (t_fail - t_on))
         if not row.benign:
@@ -291,4 +370,5 @@ def oracle_table(dataset: SnapshotDataset, kind: str = "observable") -> pd.DataF
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["site", "t", "node", "score"])
 
 
-__all__ = ["CEILING_KIND", "ORACLE_KINDS", "failure_hazard", "fault_plan_of", "real_posterior", "site_oracle_scores", "oracle_table"]
+__all__ = ["CEILING_KIND", "ORACLE_KINDS", "failure_hazard", "fault_plan_of", "real_posterior", "site_oracle_scores",
+           "oracle_table", "window_counts", "window_posterior"]

@@ -101,12 +101,21 @@ def _norm_ppf(q: np.ndarray) -> np.ndarray:
     return ndtri(q)
 
 
-def _ramp(t: np.ndarray, t0: float, t1: float, k: float = 3.0) -> np.ndarray:
-    """Accelerating 0 -> 1 ramp over [t0, t1] (exponential shape), 0 before, 1 after."""
+#: Steepness of the counter precursors' exponential ramp (:func:`ramp_shape`).
+RAMP_K = 3.0
+
+
+def ramp_shape(p: np.ndarray, k: float = RAMP_K) -> np.ndarray:
+    """Share of a precursor's amplitude reached at fraction ``p`` of its lead: ``expm1(k p) / expm1(k)``,
+    accelerating from 0 at the onset to 1 at the end (``p`` clipped to [0, 1])."""
+    return np.expm1(k * np.clip(p, 0.0, 1.0)) / np.expm1(k)
+
+
+def _ramp(t: np.ndarray, t0: float, t1: float, k: float = RAMP_K) -> np.ndarray:
+    """Accelerating 0 -> 1 ramp over [t0, t1] (exponential shape, :func:`ramp_shape`), 0 before, 1 after."""
     if t1 <= t0:
         return (t >= t1).astype(np.float32)
-    p = np.clip((t - t0) / (t1 - t0), 0.0, 1.0)
-    return ((np.expm1(k * p)) / np.expm1(k)).astype(np.float32)
+    return ramp_shape((t - t0) / (t1 - t0), k).astype(np.float32)
 
 
 def _onehot(assign: np.ndarray, n_cols: int) -> sparse.csr_matrix:

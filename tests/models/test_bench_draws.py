@@ -74,6 +74,12 @@ def test_headroom_part_reports_the_goal_against_the_ceiling(bench, capsys, tmp_p
     assert ceiling >= row["oracle_lead_aware_pr_auc"]  # knowing the amplitudes too can only help the ranking
     if ceiling > best:
         assert row["headroom_share_needed"] == pytest.approx((bench.RATIO_GOAL - 1) * best / (ceiling - best))
+    window = row["oracle_window_aware_pr_auc"]
+    if window > best:
+        assert row["window_share_needed"] == pytest.approx((bench.RATIO_GOAL - 1) * best / (window - best))
+        assert out["headroom_window_share_needed_max"] == pytest.approx(row["window_share_needed"])
+    else:
+        assert row["window_share_needed"] is None and out["headroom_window_share_needed_max"] is None
     assert "pr_auc_gnn" not in out  # no GNN was trained
 
 

@@ -95,3 +95,70 @@ def test_amplitude_aware_oracle_is_the_ceiling(small_splits) -> None:
     moved = amp["score"].to_numpy() != lead["score"].to_numpy()
     assert moved.any()  # the posterior is not the flat 1 / (1 + BENIGN_RATIO)
     assert amp["score"].to_numpy()[neg].mean() < lead["score"].to_numpy()[neg].mean()
+
+
+def test_window_counts_are_the_simulators_counter_increments() -> None:
+    """What ``window_aware`` reads is what telemetry.py renders: floor(amplitude x ramp) differences."""
+    from infrabrain.models.oracle import window_counts
+    from infrabrain.simulation.telemetry import _ramp
+
+    t0, t1, amp, w = 1000.0, 1000.0 + 5 * 3600.0, 2345.0, 3600.0
+    t = np.arange(t0 - 600.0, t1, 300.0)
+    s_w, s_q = window_counts(np.full(len(t), amp), t - t0, np.full(len(t), t1 - t0), w)
+
+    def rendered(x: np.ndarray) -> np.ndarray:
+        return np.floor(amp * _ramp(x, t0, t1))
+
+    assert np.abs(s_w - (rendered(t) - rendered(t - w))).max() <= 1  # float32 rounding of the renderer
+    assert np.abs(s_q - (rendered(t) - rendered(t - w / 4))).max() <= 1
+    assert s_w[0] == 0 and s_w[-1] > s_w[len(t) // 2] > 0  # nothing before onset; the ramp accelerates
+
+
+@pytest.mark.parametrize("mode", ["hbm", "gpu_sram", "gpu_bus", "cable", "nic", "host_maintenance", "ssd"])
+def test_window_posterior_is_a_posterior(mode: str) -> None:
+    """Averaged over the simulator's own hypotheses, the posterior gives back the prior (total probability);
+    no counts in the window is evidence against a failure within the hour, a steep ramp near its end for one."""
+    from infrabrain.models.oracle import _window_table, window_posterior
+
+    post, weight, prior = _window_table(mode, 3600.0)
+    assert ((post >= 0) & (post <= 1)).all()
+    assert float((post * weight).sum() / weight.sum()) == pytest.approx(prior, rel=0.02)
+    assert window_posterior(mode, np.array([0.0]), np.array([0.0]))[0] < prior
+    # a short ramp caught near its end: 30 % of the largest amplitude in the hour, 55 % of it in the last quarter
+    from infrabrain.simulation.faults import MODE_ID, MODES, SIGNAL_AMP_RANGE
+
+    most = 0.3 * SIGNAL_AMP_RANGE[MODES[MODE_ID[mode]].signal][1]
+    assert window_posterior(mode, np.array([most]), np.array([0.55 * most]))[0] > prior
+
+
+def test_window_aware_oracle_changes_only_counter_precursor_rows(small_splits) -> None:
+    """``window_aware`` reads counter precursors through their window counts and scores everything else as the
+    ceiling does; on this site it ranks no better than the ceiling."""
+    from infrabrain.models.baselines import feature_table
+    from infrabrain.models.evaluation import attach_truth, evaluate_scores, failure_events
+    from infrabrain.models.oracle import WINDOW_COUNTER_SIGNALS, fault_plan_of, oracle_table
+    from infrabrain.simulation.faults import MODE_ID, MODES
+
+    with pytest.raises(ValueError, match="no counter precursor"):
+        from infrabrain.models.oracle import _window_table
+
+        _window_table("gpu_thermal", 3600.0)
+    test = small_splits.test_sites
+    _, truth = feature_table(test)
+    events = failure_events(test)
+    amp = attach_truth(oracle_table(test, "amplitude_aware"), truth)
+    win = attach_truth(oracle_table(test, "window_aware"), truth)
+    assert len(win) == len(amp) and (win[["site", "t", "node"]].to_numpy() == amp[["site", "t", "node"]].to_numpy()).all()
+    changed = win["score"].to_numpy() != amp["score"].to_numpy()
+    assert changed.any()
+    # every changed row lies on a node with an active counter precursor upstream (or on its GPUs)
+    site = test.sites[0]
+    inc = fault_plan_of(site.run).incidents
+    counter = inc[inc["visible"] & inc["mode"].map(lambda m: MODES[MODE_ID[m]].signal in WINDOW_COUNTER_SIGNALS)]
+    assert len(counter)
+    t_changed = win.loc[changed, "t"].to_numpy(float)
+    on = np.zeros(len(t_changed), bool)
+    for r in counter.itertuples(index=False):
+        on |= (t_changed >= r.t_onset) & (t_changed < r.t_fail)
+    assert on.all()
+    assert evaluate_scores(win, events)["pr_auc"] <= evaluate_scores(amp, events)["pr_auc"] + 0.02
