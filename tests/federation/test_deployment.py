@@ -130,5 +130,12 @@ def test_tls_auth_federation_with_kill_and_rejoin(tmp_path: Path, tls_superlink_
     site2 = site_pseudonym(node_ids[2])
     assert any(a["site"] == site2 and a["round"] >= 3 and a["decision"] == "accepted" for a in audit), audit
     ledger = json.loads((tmp_path / "site2" / "ledger" / "privacy-ledger.json").read_text())
-    assert len(ledger["runs"]) >= 2
+    # Whether it is sampled for training again after rejoining depends on how fast it reconnects (under load it
+    # may come back in time for the last evaluation only), so the check is that nothing was lost: every round
+    # whose update the coordinator accepted from it is a committed run of its ledger, the run before the kill
+    # included, and what it spent is what its runs add up to.
+    trained = {a["round"] for a in accepted_train if a["site"] == site2}
+    committed = {r["round"] for r in ledger["runs"] if r["status"] == "committed"}
+    assert 1 in trained and trained <= committed, (trained, ledger["runs"])
+    assert ledger["epsilon_spent"] == pytest.approx(max(r["epsilon_after"] for r in ledger["runs"]))
     assert ledger["epsilon_spent"] > 0
