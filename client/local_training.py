@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from infrabrain.logs import get_logger
+from infrabrain.models.device import DeviceName  # torch-free
 
 log = get_logger("client.local_training")
 
@@ -38,17 +39,8 @@ class SiteSettings(BaseModel):
     state_dir: str = ""
     data_dir: str = ""  # where the site's cached local data lives; default <state_dir>/local-data
     task: str = "predictor"
-    device: str = Field("cpu", description="where this site trains and evaluates: cpu, cuda, cuda:N or auto; "
-                        "the site's own choice (node config), never the coordinator's")
-
-    @field_validator("device")
-    @classmethod
-    def _validate_device(cls, value: str) -> str:
-        if value == "cpu":
-            return value
-        from infrabrain.models.device import validate_device_name  # imports torch: only when a GPU is named
-
-        return validate_device_name(value)
+    device: DeviceName = Field("cpu", description="where this site trains and evaluates: cpu, cuda, cuda:N or "
+                               "auto; the site's own choice (node config), never the coordinator's")
 
     @property
     def state_path(self) -> Path:

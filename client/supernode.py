@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from infrabrain.coordinator.flower_env import flower_bin, flower_env, spawn
 from infrabrain.logs import get_logger
+from infrabrain.models.device import DeviceName
 
 log = get_logger("client.supernode")
 
@@ -50,8 +51,8 @@ class SupernodeConfig(BaseModel):
     flwr_home: Path | None = Field(None, description="Flower's own config/state dir; default state_dir/flwr")
     log_file: Path | None = None
     max_retries: int | None = Field(None, ge=0, description="reconnect attempts before giving up (None: forever)")
-    device: str = Field("cpu", description="where this site trains: cpu, cuda, cuda:N or auto (a GPU if the "
-                        "ClientApp's torch sees one)")
+    device: DeviceName = Field("cpu", description="where this site trains: cpu, cuda, cuda:N or auto (a GPU if "
+                               "the ClientApp's torch sees one)")
 
     @field_validator("superlink")
     @classmethod
@@ -59,13 +60,6 @@ class SupernodeConfig(BaseModel):
         if not _ADDR_RE.match(v):
             raise ValueError(f"superlink must be host:port, got {v!r}")
         return v
-
-    @field_validator("device")
-    @classmethod
-    def _validate_device(cls, value: str) -> str:
-        from infrabrain.models.device import validate_device_name
-
-        return validate_device_name(value)
 
     @field_validator("root_certificates", "auth_private_key")
     @classmethod

@@ -68,10 +68,9 @@ def _heldout(value: str | None) -> int | list[str] | None:
 
 def _train(args: argparse.Namespace) -> int:
     from infrabrain.models.checkpoint import save_checkpoint
+    from infrabrain.models.device import resolve_device
     from infrabrain.models.pipeline import PipelineConfig, train_predictor, training_fractions
     from infrabrain.models.training import evaluate_model
-
-    from infrabrain.models.device import resolve_device
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:

@@ -4,15 +4,21 @@ A site's daemon usually runs on a CPU host, but an operator who trains on a GPU 
 code path. The device follows the model: :func:`batch_to` moves a collated batch to wherever the model's
 parameters are, so :func:`~infrabrain.models.training.loss_fn` and the prediction loop work on either. Weights
 still travel as numpy arrays (``get_weights`` copies them to the CPU).
+
+Importing this module does not import torch, so that torch-free configuration (a site's settings) can validate
+a device name with :data:`DeviceName`.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import torch
-from torch import nn
+from pydantic import AfterValidator
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 #: Accepted spellings of a device name.
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -25,11 +31,17 @@ def validate_device_name(name: str) -> str:
     return name
 
 
+#: A configuration field holding a device name, checked by :func:`validate_device_name`.
+DeviceName = Annotated[str, AfterValidator(validate_device_name)]
+
+
 def resolve_device(name: str) -> torch.device:
     """The ``torch.device`` for ``name``; ``auto`` is the first CUDA GPU if torch sees one, else the CPU.
 
     Asking for a GPU that this torch cannot use is an error that says why (a CPU-only build, no driver, or an
     index past the GPUs present), never a silent fallback to the CPU."""
+    import torch
+
     validate_device_name(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -48,6 +60,8 @@ def resolve_device(name: str) -> torch.device:
 
 def model_device(model: nn.Module) -> torch.device:
     """The device of ``model``'s first parameter or buffer (the CPU for a model with neither)."""
+    import torch
+
     for tensor in (*model.parameters(), *model.buffers()):
         return tensor.device
     return torch.device("cpu")
@@ -55,6 +69,8 @@ def model_device(model: nn.Module) -> torch.device:
 
 def batch_to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     """``batch`` with every tensor on ``device`` (other values as they are); the same dict when nothing moves."""
+    import torch
+
     if all(not isinstance(v, torch.Tensor) or v.device == device for v in batch.values()):
         return batch
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
@@ -62,5 +78,7 @@ def batch_to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 def synchronize(device: torch.device) -> None:
     """Wait for the GPU's queued work (for wall-clock timings); nothing on the CPU."""
+    import torch
+
     if device.type == "cuda":
         torch.cuda.synchronize(device)

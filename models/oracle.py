@@ -66,6 +66,8 @@ CEILING_KIND = "amplitude_aware"
 #: Share of a failed cooling unit's nodes that fail (the simulator draws U(0.35, 0.75)).
 COOLING_SHARE = 0.55
 _N_QUANTILES = 4000
+#: Oracles that read each precursor's amplitude (and a failing cooling unit's hot GPUs).
+_AMPLITUDE_KINDS: tuple[str, ...] = ("amplitude_aware", "window_aware")
 #: Counter precursors that ``window_aware`` reads only through the counts they add in the window.
 WINDOW_COUNTER_SIGNALS: tuple[str, ...] = ("ecc", "sram", "pcie", "cable", "nic", "edac", "ssd")
 #: Window of ``window_aware`` (the predictor's default window).
@@ -293,7 +295,7 @@ def site_oracle_scores(run: Any, times: np.ndarray, kind: str = "observable") ->
     keep = np.ones((len(t), n_node))  # prod(1 - p_i)
     p_real = 1.0 / (1.0 + BENIGN_RATIO)
     reveals = _reveals(plan)
-    amps = _incident_amplitudes(plan) if kind in ("amplitude_aware", "window_aware") else {}
+    amps = _incident_amplitudes(plan) if kind in _AMPLITUDE_KINDS else {}
     inc = plan.incidents
     inc = inc[inc["visible"] & ~inc["injected"]]
     for row in inc.itertuples(index=False):
@@ -311,7 +313,7 @@ def site_oracle_scores(run: Any, times: np.ndarray, kind: str = "observable") ->
         if kind == "clairvoyant" and row.benign:
             continue
         pr = 1.0 if kind == "clairvoyant" else p_real
-        if kind in ("amplitude_aware", "window_aware"):
+        if kind in _AMPLITUDE_KINDS:
             key = (SIGNAL_CODE[mode.signal], t_on, t_fail)
             if key not in amps:
                 raise ValueError(f"site {run.spec.name!r}: no {mode.signal} signal rendered for incident "
@@ -321,7 +323,7 @@ def site_oracle_scores(run: Any, times: np.ndarray, kind: str = "observable") ->
         if active.any() and kind == "window_aware" and mode.signal in WINDOW_COUNTER_SIGNALS:
             s_w, s_q = window_counts(amps[key], t[active] - t_on, t_fail - t_on)
             p[active] = window_posterior(mode.name, s_w, s_q)
-        elif active.any() and kind in ("lead_aware", "amplitude_aware", "window_aware"):
+        elif active.any() and (kind == "lead_aware" or kind in _AMPLITUDE_KINDS):
             r = t_fail - t[active]
             if mode.root == "cooling":  # its nodes fail d ~ U(0, H) after the unit
                 p[active] = pr * COOLING_SHARE * np.clip((HORIZON_S - r) / HORIZON_S, 0.0, 1.0)
@@ -335,7 +337,7 @@ def site_oracle_scores(run: Any, times: np.ndarray, kind: str = "observable") ->
             p[after] = q * (1 - s) / np.maximum(1 - q * s, 1e-9)
         nodes = _affected_nodes(topo, mode.root, int(row.root))
         pn = np.repeat(p[:, None], len(nodes), axis=1)
-        if kind in ("amplitude_aware", "window_aware") and mode.root == "cooling" and not row.benign:
+        if kind in _AMPLITUDE_KINDS and mode.root == "cooling" and not row.benign:
             _read_hot_gpus(pn, t, nodes, plan.failures, int(row.incident),
                            t_on + COOLING_HOT_START * (t_fail - t_on))
         if not row.benign:

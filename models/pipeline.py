@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from infrabrain.logs import get_logger
 from infrabrain.models.calibration import PlattCalibrator, calibrated_ensemble, logit
-from infrabrain.models.device import validate_device_name
+from infrabrain.models.device import DeviceName
 from infrabrain.models.gnn import FailurePredictor, ModelConfig
 from infrabrain.models.selection import DEFAULT_SELECTION, Selection
 from infrabrain.models.snapshots import Splits, make_splits
@@ -64,12 +64,7 @@ class PipelineConfig(BaseModel):
     max_batches_per_epoch: int | None = Field(None, ge=1)
     seed: int = 0
     progress: bool = True
-    device: str = Field("cpu", description="where to train: cpu, cuda, cuda:N or auto (see models.device)")
-
-    @field_validator("device")
-    @classmethod
-    def _validate_device(cls, value: str) -> str:
-        return validate_device_name(value)
+    device: DeviceName = Field("cpu", description="where to train: cpu, cuda, cuda:N or auto (see models.device)")
 
 
 def training_fractions(train_until: float) -> tuple[float, float]:

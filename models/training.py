@@ -28,12 +28,12 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from infrabrain.logs import get_logger
-from infrabrain.models.device import batch_to, model_device, resolve_device, validate_device_name
+from infrabrain.models.device import DeviceName, batch_to, model_device, resolve_device
 from infrabrain.models.selection import DEFAULT_SELECTION, EarlyStopping, Selection, selection_score
 from infrabrain.models.snapshots import collate_snapshots
 
@@ -95,12 +95,7 @@ class TrainConfig(BaseModel):
     max_batches_per_epoch: int | None = Field(None, ge=1)
     seed: int = 0
     progress: bool = True
-    device: str = Field("cpu", description="where to train: cpu, cuda, cuda:N or auto (a GPU if torch sees one)")
-
-    @field_validator("device")
-    @classmethod
-    def _validate_device(cls, value: str) -> str:
-        return validate_device_name(value)
+    device: DeviceName = Field("cpu", description="where to train: cpu, cuda, cuda:N or auto (a GPU if torch sees one)")
 
 
 @dataclass

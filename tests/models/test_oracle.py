@@ -136,12 +136,10 @@ def test_window_aware_oracle_changes_only_counter_precursor_rows(small_splits) -
     ceiling does; on this site it ranks no better than the ceiling."""
     from infrabrain.models.baselines import feature_table
     from infrabrain.models.evaluation import attach_truth, evaluate_scores, failure_events
-    from infrabrain.models.oracle import WINDOW_COUNTER_SIGNALS, fault_plan_of, oracle_table
+    from infrabrain.models.oracle import WINDOW_COUNTER_SIGNALS, _window_table, fault_plan_of, oracle_table
     from infrabrain.simulation.faults import MODE_ID, MODES
 
     with pytest.raises(ValueError, match="no counter precursor"):
-        from infrabrain.models.oracle import _window_table
-
         _window_table("gpu_thermal", 3600.0)
     test = small_splits.test_sites
     _, truth = feature_table(test)
