@@ -14,6 +14,7 @@ The top contributors are rendered with their most deviating metric in raw units,
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,7 +87,11 @@ def _adjacency(graph: SiteGraph) -> list[np.ndarray]:
 
 
 class _GraphCache:
-    """Per-graph adjacency lists (built once per site)."""
+    """Per-graph adjacency lists (built once per site, dropped when the graph is).
+
+    Keyed by ``id(graph)``, and an entry is removed as soon as its graph is garbage-collected: Python reuses the
+    id of a dead object, and a stale entry would hand a new site the neighbours of an old one (wrong
+    explanations, or an IndexError when the new site is larger)."""
 
     def __init__(self) -> None:
         self._adj: dict[int, list[np.ndarray]] = {}
@@ -95,7 +100,11 @@ class _GraphCache:
         key = id(graph)
         if key not in self._adj:
             self._adj[key] = _adjacency(graph)
+            weakref.finalize(graph, self._adj.pop, key, None)
         return self._adj[key]
+
+    def __len__(self) -> int:
+        return len(self._adj)
 
 
 _CACHE = _GraphCache()

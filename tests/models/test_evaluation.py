@@ -260,3 +260,27 @@ def test_static_metrics_not_features(small_runs):
     assert "pdu_rating_kw" in small_runs[0].metric_names["pdu"]
     assert FeatureSet.from_run(small_runs[0]).metrics_of("pdu") == ("pdu_load_kw",)
 
+
+
+def _path_graph(n: int):
+    from infrabrain.models.snapshots import SiteGraph
+
+    return SiteGraph(component_ids=np.array([f"c{i}" for i in range(n)]), kind=np.zeros(n, dtype=np.int64),
+                     edge_index=np.array([[i, i + 1] for i in range(n - 1)], dtype=np.int64).reshape(-1, 2),
+                     edge_type=np.ones(n - 1, dtype=np.int64), kind_index={}, node_global=np.arange(n))
+
+
+def test_khop_never_reads_the_adjacency_of_a_dead_graph():
+    """The adjacency cache is keyed by ``id(graph)``; CPython hands a new object the id of a dead one, and a
+    stale entry once gave a larger site a smaller site's neighbours (an IndexError in a bench of several
+    draws). Entries must go with their graph."""
+    from infrabrain.models.explain import _CACHE, khop
+
+    before = len(_CACHE)
+    for i in range(200):
+        n = 3 if i % 2 else 40
+        g = _path_graph(n)
+        comps, dist = khop(g, n - 1, 2)
+        assert comps.tolist() == [n - 3, n - 2, n - 1] and dist.tolist() == [2, 1, 0]
+        del g
+    assert len(_CACHE) == before
