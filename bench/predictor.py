@@ -21,6 +21,7 @@ for, and every oracle on the same rows, up to the ``amplitude_aware`` ceiling (`
     .venv/bin/python bench/predictor.py --quick         # smaller smoke run
     .venv/bin/python bench/predictor.py --parts epoch,inference   # timings only
     .venv/bin/python bench/predictor.py --parts accuracy --seeds 2 --data-seeds 4 --no-oracle   # 4 draws (~10 min)
+    .venv/bin/python bench/predictor.py --parts accuracy --seeds 2 --seed 4 --data-seeds 4 --no-oracle   # 4 fresh draws
     .venv/bin/python bench/predictor.py --parts accuracy --seeds 2 --data-seeds 4 --extra-train-sites 6  # 12 trained
     .venv/bin/python bench/predictor.py --parts headroom --data-seeds 4   # baselines and oracles only (~70 s)
 """
@@ -460,7 +461,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="simulation seed and first training seed")
     p.add_argument("--data-seeds", type=int, default=1,
                    help="federations drawn (simulation seeds seed..seed+N-1); >1 reports the mean over draws and each "
-                        "draw's value (draw d trains seeds d..d+seeds-1)")
+                        "draw's value (draw d trains seeds d..d+seeds-1). Designs were chosen on draws 0-3 (24 h) and "
+                        "0-1 (48 h); --seed 4 --data-seeds 4 (24 h) and --seed 2 --data-seeds 2 (48 h) are draws no "
+                        "choice looked at (docs/predictor.md, follow-up 12)")
     p.add_argument("--seeds", type=int, default=3,
                    help="GNNs trained with seeds seed..seed+N-1 on the same data; the JSON gives their mean")
     p.add_argument("--rootcause-events", type=int, default=100)
