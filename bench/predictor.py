@@ -129,14 +129,14 @@ def headroom_part(args: argparse.Namespace) -> dict:
               + " (to window_aware: "
               + ("-" if row["window_share_needed"] is None else f"{row['window_share_needed']:.2f}") + ")",
               file=sys.stderr)
-    shares = [r["headroom_share_needed"] for r in draws]
-    ratios = [r["ceiling_over_best"] for r in draws if r["ceiling_over_best"] is not None]
     if args.report_dir:
         from infrabrain.models.evaluation import plot_headroom
 
         png = plot_headroom(draws, f"{args.report_dir}/headroom.png", RATIO_GOAL, title=f"{args.hours:g} h draws")
         print(f"wrote {png}", file=sys.stderr)
+    shares = [r["headroom_share_needed"] for r in draws]
     window = [r["window_share_needed"] for r in draws]
+    ratios = [r["ceiling_over_best"] for r in draws if r["ceiling_over_best"] is not None]
     return {"headroom_per_draw": draws,
             "headroom_ceiling_over_best_min": min(ratios) if ratios else None,
             "headroom_share_needed_max": None if any(x is None for x in shares) else max(shares),

@@ -277,7 +277,8 @@ def plot_pr_curves(tables: Mapping[str, pd.DataFrame], path: str | Path, title: 
 def plot_headroom(draws: Sequence[Mapping[str, Any]], path: str | Path, goal: float,
                   title: str = "held-out sites") -> Path:
     """Write a PNG with, per draw, the best non-graph model's PR-AUC, the PR-AUC ``goal`` x it asks of the GNN
-    (a black line), and every oracle's (``oracle_<kind>_pr_auc`` keys): how much room each draw leaves. ``draws`` are the rows of ``bench/predictor.py --parts headroom``."""
+    (a black line), and every oracle's (``oracle_<kind>_pr_auc`` keys): how much room each draw leaves.
+    ``draws`` are the rows of ``bench/predictor.py --parts headroom``."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -24,7 +24,6 @@ re-derive each site's fault plan (same seed, same random stream as the run) and 
   rank better on average than this posterior: it is the *ceiling* among them. It also reads the
   die-temperature ramps that a failing cooling unit starts, halfway through its precursor, on one GPU of each
   node it will take down (which nodes, and when).
-
 - ``window_aware``: what a reader of one window of telemetry could know about a *counter* precursor (HBM and SRAM
   ECC, PCIe replays, InfiniBand and receive errors, host EDAC errors, disk io time: the memory, "other" and node
   network causes). It knows that the precursor is active, its mode, and the counts the precursor itself adds

@@ -261,7 +261,6 @@ def test_static_metrics_not_features(small_runs):
     assert FeatureSet.from_run(small_runs[0]).metrics_of("pdu") == ("pdu_load_kw",)
 
 
-
 def _path_graph(n: int):
     from infrabrain.models.snapshots import SiteGraph
 
