@@ -3,7 +3,9 @@
 Class weighting (``pos_weight`` up to 50) makes the GNN's raw probabilities far too high (ECE ~0.4 on held-out
 sites). :class:`PlattCalibrator` fits ``P(fail) = sigmoid(a * logit + b)`` on the *validation* split (a whole
 site never trained on, in the bench), which keeps the ranking (PR-AUC, event recall, lead times are unchanged)
-and makes the risk a probability. It is stored in the model card (``calibration``) and applied by ``predict``.
+and makes the risk a probability. That holds only for a slope ``a > 0``: where the validation logits rank the
+failing rows *below* the healthy ones (a model that does not transfer to the validation site, or a tiny one), the
+fit refuses (``ValueError``) and the pipeline keeps the raw sigmoid, instead of a map that reverses the ranking. It is stored in the model card (``calibration``) and applied by ``predict``.
 
 :func:`calibrated_ensemble` averages two calibrated probabilities (the GNN's and the per-node logistic
 regression's): the GNN carries the graph (cascades), the logistic model the per-node summaries that transfer
@@ -30,7 +32,7 @@ class PlattCalibrator(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    a: float = Field(1.0, description="slope on the model's logit")
+    a: float = Field(1.0, gt=0, description="slope on the model's logit; positive, so the ranking is kept")
     b: float = Field(0.0, description="intercept")
     n: int = Field(0, ge=0, description="rows it was fitted on")
     positives: int = Field(0, ge=0)
@@ -50,7 +52,11 @@ class PlattCalibrator(BaseModel):
             raise ValueError(f"calibration needs both classes in the validation labels (got {int(y.sum())} "
                              f"positives of {len(y)})")
         m = LogisticRegression(C=1e4, max_iter=1000).fit(x[:, None], y.astype(int))
-        return cls(a=float(m.coef_[0, 0]), b=float(m.intercept_[0]), n=len(y), positives=int(y.sum()))
+        a = float(m.coef_[0, 0])
+        if not a > 0:  # a map with it would reverse (or flatten) the model's ranking of every row
+            raise ValueError(f"calibration: the logits do not rank the {int(y.sum())} failing rows above the healthy "
+                             f"ones (fitted slope a = {a:.3g} <= 0); a Platt map would reverse the risk ranking")
+        return cls(a=a, b=float(m.intercept_[0]), n=len(y), positives=int(y.sum()))
 
     def apply(self, logits: np.ndarray) -> np.ndarray:
         """Calibrated probabilities of raw ``logits``."""
@@ -60,8 +66,16 @@ class PlattCalibrator(BaseModel):
     @classmethod
     def from_card(cls, card: Mapping[str, Any]) -> PlattCalibrator | None:
         """The calibrator stored in a model card (``card["calibration"]``), or None (older checkpoints)."""
+        from pydantic import ValidationError
+
         data = card.get("calibration")
-        return cls.model_validate(data) if data else None
+        if not data:
+            return None
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:  # e.g. a slope <= 0 from an edited card or an older version: would reverse
+            raise ValueError(f"model card's calibration is invalid ({exc.errors()[0]['loc'][0]}: "
+                             f"{exc.errors()[0]['msg']}); retrain or remove it") from exc
 
 
 def calibrated_ensemble(p_gnn: np.ndarray, p_tab: np.ndarray) -> np.ndarray:

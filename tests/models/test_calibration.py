@@ -40,6 +40,40 @@ def test_platt_refuses_bad_input() -> None:
     assert np.allclose(calibrated_ensemble(np.array([0.2, 0.4]), np.array([0.4, 0.0])), [0.3, 0.2])
 
 
+def test_platt_refuses_a_slope_that_would_reverse_the_ranking(small_splits) -> None:
+    """Logits that rank failures *below* healthy rows (a model that does not transfer to the validation site)
+    fit a negative slope; a Platt map with it would silently turn the riskiest node into the safest. The fit
+    refuses, a card carrying such a slope does not load, and the pipeline keeps the raw sigmoid."""
+    from torch import nn
+
+    from infrabrain.models.calibration import PlattCalibrator
+    from infrabrain.models.pipeline import fit_calibration
+
+    rng = np.random.default_rng(1)
+    y = rng.random(4000) < 0.1
+    anti = rng.normal(0.0, 1.0, len(y)) - 2.0 * y  # failures score lower
+    with pytest.raises(ValueError, match=r"slope a = -[0-9.]+ <= 0.*reverse"):
+        PlattCalibrator.fit(anti, y)
+    assert PlattCalibrator.fit(-anti, y).a > 0
+    with pytest.raises(ValueError, match="calibration is invalid \\(a: Input should be greater than 0\\)"):
+        PlattCalibrator.from_card({"calibration": {"a": -0.4, "b": 0.0, "n": 10, "positives": 1}})
+
+    class LabelReader(nn.Module):  # logits from the labels themselves: a perfect ranker, or its mirror image
+        def __init__(self, sign: float) -> None:
+            super().__init__()
+            self.sign = sign
+            self.w = nn.Parameter(torch.zeros(()))
+
+        def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+            return self.sign * (4.0 * batch["y"] - 2.0) + self.w
+
+    val = small_splits.train  # stands in for a validation split: it holds failures
+    assert val.labels().any()
+    cal, thr = fit_calibration(LabelReader(1.0), val)
+    assert cal is not None and cal.a > 0 and thr is not None
+    assert fit_calibration(LabelReader(-1.0), val) == (None, None)
+
+
 def test_window_summary_uses_observed_bins_only() -> None:
     from infrabrain.models.gnn import FailurePredictor
 
@@ -56,10 +90,12 @@ def test_pipeline_calibrates_on_the_validation_site_and_predict_uses_it(small_ru
     from infrabrain.models.pipeline import PipelineConfig, evaluate_predictor, train_predictor
     from infrabrain.models.predict import predict_run
 
-    cfg = PipelineConfig(heldout=1, val_sites=1, epochs=1, hidden=8, layers=2, progress=False, eval_stride_min=10)
+    # two epochs: after one, this model ranks the validation site's failures below its healthy rows (ROC-AUC
+    # 0.33), and the calibration is refused (test_platt_refuses_a_slope_that_would_reverse_the_ranking)
+    cfg = PipelineConfig(heldout=1, val_sites=1, epochs=2, hidden=8, layers=2, progress=False, eval_stride_min=10)
     trained = train_predictor(small_runs, cfg)
     cal = trained.calibration
-    assert cal is not None and cal.n > 0 and cal.positives > 0
+    assert cal is not None and cal.n > 0 and cal.positives > 0 and cal.a > 0
     # Platt scaling fitted on the validation site calibrates that site's class-weighted scores; on another site
     # (here 30 % positives vs 14 %) it need not, so the held-out report gives both ECEs
     from infrabrain.models.evaluation import calibration
@@ -77,7 +113,31 @@ def test_pipeline_calibrates_on_the_validation_site_and_predict_uses_it(small_ru
     assert rep["oracle"]["amplitude_aware"]["pr_auc"] >= rep["oracle"]["lead_aware"]["pr_auc"]
     assert (tmp_path / "report" / "pr_curves.png").stat().st_size > 0
     assert 0.0 <= gnn["calibration"]["ece"] <= 1.0 and 0.0 <= gnn["ece_uncalibrated"] <= 1.0
-    assert "ensemble" in rep["models"] and rep["calibration"] == cal.model_dump()
+    assert rep["calibration"] == cal.model_dump()
+    # the ensemble Platt-scales the logistic baseline on the same validation site. Fitted on this fixture's one
+    # training site, that baseline ranks the validation site's failures below its healthy rows, so the ensemble is
+    # refused rather than built on a reversed map; one fitted on the validation rows themselves ranks them right
+    from infrabrain.models.baselines import TabularBaseline, feature_table
+    from infrabrain.models.calibration import PlattCalibrator, logit
+    from infrabrain.models.pipeline import ensemble_table
+    from infrabrain.models.training import summary_metrics
+
+    xva, mva = feature_table(trained.splits.val)
+    xtr, mtr = feature_table(trained.splits.train)
+    yva = mva["label"].to_numpy(bool)
+    trained_lr = TabularBaseline("logistic").fit(xtr, mtr["label"].to_numpy(bool))
+    with pytest.raises(ValueError, match="reverse the risk ranking"):
+        PlattCalibrator.fit(logit(trained_lr.score(xva)), yva)
+    assert summary_metrics(yva, trained_lr.score(xva))["roc_auc"] < 0.5 and "ensemble" not in rep["models"]
+    val_lr = TabularBaseline("logistic").fit(xva, yva)
+    xte, mte = feature_table(trained.splits.test_sites)
+    gnn_rows = predict_scores(trained.model, trained.splits.test_sites)
+    gnn_rows = gnn_rows.assign(score=cal.apply(gnn_rows["logit"].to_numpy()))
+    lr_rows = mte.assign(score=val_lr.score(xte))
+    ens = ensemble_table(trained, gnn_rows, lr_rows, val_lr)
+    assert ens is not None and len(ens) == len(gnn_rows)
+    both = ens.merge(gnn_rows[["site", "t", "node", "score"]], on=["site", "t", "node"], suffixes=("", "_gnn"))
+    assert ((both["score"] - 0.5 * both["score_gnn"]).between(0.0, 0.5)).all()  # half of a probability added
     # every failing row with a known root is node-rooted or upstream-rooted, by the kind of its root component
     from infrabrain.models.evaluation import root_scope
     from infrabrain.models.features import KINDS
