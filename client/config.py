@@ -7,7 +7,7 @@ Example (every section but ``site``, ``topology`` and one collector is optional)
     cadence_s: 60                 # telemetry grid (the simulator's cadence)
     collect_interval_s: 60
     score_interval_s: 60
-    alert_threshold: 0.5
+    alert_threshold: 0.5          # optional; unset: the model card's validated threshold
     store: {path: /var/lib/infrabrain/store.db, retention_days: 14, synchronous: normal}
     metrics: {host: 0.0.0.0, port: 9464}
     model: {checkpoint: /var/lib/infrabrain/model}
@@ -126,7 +126,9 @@ class SiteConfig(_Strict):
     collect_interval_s: float = Field(60.0, gt=0, le=3600)
     score_interval_s: float = Field(60.0, gt=0, le=3600)
     retention_interval_s: float = Field(3600.0, gt=0)
-    alert_threshold: float = Field(0.5, ge=0, le=1)
+    alert_threshold: float | None = Field(
+        None, ge=0, le=1, description="risk at which a node is alerted; unset: the model card's threshold (chosen "
+        "on the validation split at precision >= 0.5), or DEFAULT_ALERT_THRESHOLD where the card has none")
     torch_threads: int = Field(1, ge=1, le=256, description="CPU threads for scoring (the daemon shares its host)")
     store: StoreConfig = Field(default_factory=StoreConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)

@@ -34,6 +34,8 @@ log = get_logger("client.daemon")
 DEFAULT_WINDOW_STEPS = 61
 #: A node above the threshold is re-alerted at most this often.
 REALERT_S = 3600.0
+#: Alert threshold when site.yaml sets none and the model card has none (no calibration, no validation failures).
+DEFAULT_ALERT_THRESHOLD = 0.5
 
 
 @runtime_checkable
@@ -84,6 +86,8 @@ class DaemonMetrics:
         self.score_time = Gauge("infrabrain_score_timestamp_seconds", "Wall time of the last scoring cycle",
                                 ["site"], registry=r)
         self.alerts = Counter("infrabrain_alerts", "Risk alerts raised", ["site", "cause"], registry=r)
+        self.alert_threshold = Gauge("infrabrain_alert_threshold", "Risk at which a node is alerted", ["site"],
+                                     registry=r)
         self.bench_pct = Gauge("infrabrain_benchmark_percentile",
                                "Where the site stands in the fleet (encrypted benchmark query), 0-100",
                                ["site", "metric"], registry=r)
@@ -222,8 +226,22 @@ class Daemon:
             self._checkpoint_mtime = self._card_mtime()
             return None
         self._checkpoint_mtime = self._card_mtime()
-        log.info("predictor loaded", extra={"checkpoint": str(ckpt), "window_steps": scorer.window_steps})
+        log.info("predictor loaded", extra={"checkpoint": str(ckpt), "window_steps": scorer.window_steps,
+                                            "calibrated": getattr(scorer, "calibration", None) is not None,
+                                            "alert_threshold": self._threshold_of(scorer)})
         return scorer
+
+    def _threshold_of(self, scorer: RiskScorer | None) -> float:
+        """site.yaml's ``alert_threshold`` if set, else the model card's, else :data:`DEFAULT_ALERT_THRESHOLD`."""
+        if self.cfg.alert_threshold is not None:
+            return float(self.cfg.alert_threshold)
+        card = getattr(scorer, "alert_threshold", None)
+        return float(card) if card is not None else DEFAULT_ALERT_THRESHOLD
+
+    @property
+    def alert_threshold(self) -> float:
+        """The risk at which a node is alerted now (see :meth:`_threshold_of`)."""
+        return self._threshold_of(self.scorer)
 
     def _maybe_reload_model(self) -> None:
         """Reload when the checkpoint directory was replaced (e.g. a new global model after a round)."""
@@ -326,7 +344,8 @@ class Daemon:
 
     def _alert(self, risks: Sequence[NodeRisk], now: float) -> None:
         """Log nodes that crossed the threshold (again at most every REALERT_S), with the model's explanation."""
-        threshold = self.cfg.alert_threshold
+        threshold = self.alert_threshold
+        self.metrics.alert_threshold.labels(self.cfg.site).set(threshold)
         due = []
         for r in risks:
             if r.risk < threshold:

@@ -1,6 +1,13 @@
 """Risk scoring with the predictor's checkpoint (``infrabrain.models``), adapted to the daemon's RiskScorer.
 
-Per node: ``risk`` = sigmoid of the predictor's next-hour failure logit on the latest window.
+Per node: ``risk`` = the predictor's next-hour failure probability on the latest window, calibrated with the
+checkpoint's Platt scaling where its card has one (what ``infrabrain models predict`` reports for the same window;
+the raw sigmoid of a class-weighted model is far too high), else the raw sigmoid. A node with no telemetry in
+its last 5 minutes, neither from the node nor from any of its GPUs (dead, or not collected), gets no risk: it is
+left out, not scored on invented inputs. (A node seen only through its GPUs, as with NVML alone, is scored: the
+model masks the missing node metrics.) The
+card's ``alert_threshold`` (chosen on the validation split at precision >= 0.5, on calibrated risks) is offered
+to the daemon as its default alert threshold.
 
 Two levels of explanation:
 - for every node (cheap, every minute): the strongest abnormal signal around it: over the node, its GPUs and
@@ -82,6 +89,12 @@ class PredictorScorer:
         self.checkpoint_path = str(checkpoint)
         self.max_explained = int(max_explained)
         self._ckpt = load_checkpoint(checkpoint)
+        from infrabrain.models.calibration import PlattCalibrator
+
+        self.calibration = PlattCalibrator.from_card(self._ckpt.card)
+        thr = self._ckpt.card.get("alert_threshold") if self.calibration is not None else None
+        #: Alert threshold chosen on the validation split (calibrated risk), or None when the card has none.
+        self.alert_threshold: float | None = float(thr) if thr is not None else None
         self.pool = int(getattr(self._ckpt.model.config, "pool", 1))
         self._torch = torch
         self.topology = topology
@@ -97,7 +110,18 @@ class PredictorScorer:
         self._node_ids = topology.ids("node")
         self._rack_of = topology.rack_of()
         self._neigh = self._node_neighbourhoods()
+        self._own = self._node_components()
         self._last: tuple[dict, Mapping[str, np.ndarray]] | None = None
+
+    def _node_components(self) -> list[np.ndarray]:
+        """Per node: global indices of itself and its GPUs (whose telemetry says the node is there)."""
+        g = self._graph
+        node_pos = {int(gi): i for i, gi in enumerate(g.node_global)}
+        own: list[list[int]] = [[int(gi)] for gi in g.node_global]
+        for (s, d), t in zip(g.edge_index, g.edge_type, strict=True):
+            if t == 0 and int(d) in node_pos:  # gpu_in_node
+                own[node_pos[int(d)]].append(int(s))
+        return [np.array(o, dtype=np.int64) for o in own]
 
     def _node_neighbourhoods(self) -> list[np.ndarray]:
         """Per node: global indices of itself, its GPUs and its direct infrastructure (leaf, PDU, rack, cooling)."""
@@ -119,14 +143,18 @@ class PredictorScorer:
 
     def score(self, metrics: Mapping[str, np.ndarray]) -> list[NodeRisk]:
         """Risks for every node from a raw window ``{kind: [window_steps, n, F]}`` in ``metric_names`` order."""
-        from infrabrain.models.snapshots import collate_snapshots, snapshot_from_window
+        from infrabrain.models.snapshots import ALIVE_STEPS, collate_snapshots, snapshot_from_window
 
         torch = self._torch
         snap = snapshot_from_window(self.topology, metrics, self.metric_names, self.feature_set,
                                     self._ckpt.normalizer, self._ckpt.window, pool=self.pool)
         with torch.no_grad():
-            logits = self._ckpt.model(collate_snapshots([snap]))[0]
-        risk = torch.sigmoid(logits).numpy().astype(float)
+            logits = self._ckpt.model(collate_snapshots([snap]))[0].double().numpy()
+        cal = self.calibration
+        risk = cal.apply(logits) if cal is not None else 1.0 / (1.0 + np.exp(-logits))
+        last = max(1, -(-ALIVE_STEPS // self.pool))  # the bins covering the last ALIVE_STEPS steps (5 minutes)
+        seen = snap["mask"].numpy()[:, -last:, :].any(axis=(1, 2))
+        scored = [bool(seen[o].any()) for o in self._own]
         bins = snap["x"].shape[1]
         k = max(1, min(EXPLAIN_STEPS, bins // 6))
         x = snap["x"].numpy()[:, -k:, :]  # [N, k, F] normalised, 0 where unobserved
@@ -140,6 +168,8 @@ class PredictorScorer:
         comp_kind = self._graph.kind
         out = []
         for i, node_id in enumerate(self._node_ids):
+            if not scored[i]:
+                continue
             neigh = self._neigh[i]
             j = neigh[np.abs(best_v[neigh]).argmax()]
             names = self.feature_set.metrics_of(kinds[comp_kind[j]])
@@ -177,5 +207,5 @@ class PredictorScorer:
                 log.warning("model explanation failed; keeping the signal heuristic",
                             extra={"node": r.node_id, "error": str(exc)})
                 continue
-            out[i] = replace(r, detail=exp.sentence)
+            out[i] = replace(r, detail=exp.sentence.replace(f"at risk {exp.risk:.2f}", f"at risk {r.risk:.2f}", 1))
         return out

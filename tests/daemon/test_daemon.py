@@ -252,3 +252,54 @@ def test_federation_section_starts_and_stops_the_real_supernode(tmp_path: Path, 
     finally:
         daemon.close()
     assert proc.poll() is not None  # stopped with the daemon, not left behind
+
+
+def test_daemon_risk_is_the_calibrated_risk_predict_reports_and_alerts_at_the_cards_threshold(
+        tmp_path: Path, small_dataset: Path, small_checkpoint: Path, small_run: Any) -> None:
+    """The daemon's risk gauge is the probability `infrabrain models predict` gives for the same window (the
+    card's Platt scaling applied, not the class-weighted raw sigmoid), and without an ``alert_threshold`` in
+    site.yaml it alerts at the threshold the card chose on the validation split."""
+    import shutil
+
+    from infrabrain.client.daemon import DEFAULT_ALERT_THRESHOLD
+    from infrabrain.client.topology_file import load_topology
+    from infrabrain.models.checkpoint import load_checkpoint
+    from infrabrain.models.predict import predict_run
+
+    ck = tmp_path / "calibrated"
+    shutil.copytree(small_checkpoint, ck)
+    card_path = ck / "model_card.json"
+    card = json.loads(card_path.read_text())
+    card.update(calibration={"a": 0.5, "b": -3.0, "n": 100, "positives": 5}, alert_threshold=0.07)
+    card_path.write_text(json.dumps(card))
+    cfg_path = _site_yaml(tmp_path, small_dataset, ck)
+    scorer = PredictorScorer(ck, load_topology(tmp_path / "topology.yaml"))
+    assert scorer.calibration is not None and scorer.alert_threshold == 0.07
+    window = {k: np.asarray(v)[-scorer.window_steps:] for k, v in small_run.metrics.items()}
+    ours = {r.node_id: r.risk for r in scorer.score(window)}
+    theirs = {r["node_id"]: r["risk"] for r in predict_run(load_checkpoint(ck), small_run, explain_top=0)}
+    assert ours.keys() == theirs.keys() == {"r00-n00", "r00-n01"}
+    np.testing.assert_allclose([ours[n] for n in sorted(ours)], [theirs[n] for n in sorted(ours)], rtol=1e-6)
+    raw = {r.node_id: r.risk for r in PredictorScorer(small_checkpoint, scorer.topology).score(window)}
+    assert all(ours[n] != pytest.approx(raw[n], rel=1e-3) for n in ours)  # the uncalibrated sigmoid differs
+    # a node without telemetry in its last 5 minutes gets no risk (not one from invented inputs); one seen only
+    # through its GPUs (NVML alone, no node_exporter) is scored, its node metrics masked
+    dead = {k: v.copy() for k, v in window.items()}
+    dead["node"][-5:, 1] = np.nan
+    assert [r.node_id for r in scorer.score(dead)] == ["r00-n00", "r00-n01"]
+    dead["gpu"][-5:, 2:] = np.nan  # r00-n01's GPUs
+    assert [r.node_id for r in scorer.score(dead)] == ["r00-n00"]
+
+    cfg = load_site_config(cfg_path)
+    for site_threshold, expected in ((None, 0.07), (0.9, 0.9)):
+        daemon = Daemon(cfg.model_copy(update={"alert_threshold": site_threshold}), now=0.0)
+        try:
+            assert daemon.alert_threshold == expected
+        finally:
+            daemon.close()
+    bare = Daemon(cfg.model_copy(update={"alert_threshold": None, "model": cfg.model.model_copy(
+        update={"checkpoint": small_checkpoint})}), now=0.0)
+    try:
+        assert bare.alert_threshold == DEFAULT_ALERT_THRESHOLD  # the card has no calibration, so no threshold
+    finally:
+        bare.close()
