@@ -5,9 +5,8 @@ checkpoint's Platt scaling where its card has one (what ``infrabrain models pred
 the raw sigmoid of a class-weighted model is far too high), else the raw sigmoid. A node with no telemetry in
 its last 5 minutes, neither from the node nor from any of its GPUs (dead, or not collected), gets no risk: it is
 left out, not scored on invented inputs. (A node seen only through its GPUs, as with NVML alone, is scored: the
-model masks the missing node metrics.) The
-card's ``alert_threshold`` (chosen on the validation split at precision >= 0.5, on calibrated risks) is offered
-to the daemon as its default alert threshold.
+model masks the missing node metrics.) The card's ``alert_threshold`` (chosen on the validation split at
+precision >= 0.5, on calibrated risks) is offered to the daemon as its default alert threshold.
 
 Two levels of explanation:
 - for every node (cheap, every minute): the strongest abnormal signal around it: over the node, its GPUs and

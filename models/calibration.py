@@ -5,7 +5,8 @@ sites). :class:`PlattCalibrator` fits ``P(fail) = sigmoid(a * logit + b)`` on th
 site never trained on, in the bench), which keeps the ranking (PR-AUC, event recall, lead times are unchanged)
 and makes the risk a probability. That holds only for a slope ``a > 0``: where the validation logits rank the
 failing rows *below* the healthy ones (a model that does not transfer to the validation site, or a tiny one), the
-fit refuses (``ValueError``) and the pipeline keeps the raw sigmoid, instead of a map that reverses the ranking. It is stored in the model card (``calibration``) and applied by ``predict``.
+fit refuses (``ValueError``) and the pipeline keeps the raw sigmoid, instead of a map that reverses the ranking.
+It is stored in the model card (``calibration``) and applied by ``predict`` and the daemon.
 
 :func:`calibrated_ensemble` averages two calibrated probabilities (the GNN's and the per-node logistic
 regression's): the GNN carries the graph (cascades), the logistic model the per-node summaries that transfer
@@ -74,8 +75,10 @@ class PlattCalibrator(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:  # e.g. a slope <= 0 from an edited card or an older version: would reverse
-            raise ValueError(f"model card's calibration is invalid ({exc.errors()[0]['loc'][0]}: "
-                             f"{exc.errors()[0]['msg']}); retrain or remove it") from exc
+            err = exc.errors()[0]
+            where = ".".join(str(part) for part in err["loc"]) or "calibration"
+            raise ValueError(f"model card's calibration is invalid ({where}: {err['msg']}); retrain or remove "
+                             "it") from exc
 
 
 def calibrated_ensemble(p_gnn: np.ndarray, p_tab: np.ndarray) -> np.ndarray:

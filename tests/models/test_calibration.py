@@ -57,6 +57,8 @@ def test_platt_refuses_a_slope_that_would_reverse_the_ranking(small_splits) -> N
     assert PlattCalibrator.fit(-anti, y).a > 0
     with pytest.raises(ValueError, match="calibration is invalid \\(a: Input should be greater than 0\\)"):
         PlattCalibrator.from_card({"calibration": {"a": -0.4, "b": 0.0, "n": 10, "positives": 1}})
+    with pytest.raises(ValueError, match=r"calibration is invalid \(calibration: Input should be"):
+        PlattCalibrator.from_card({"calibration": "sigmoid"})
 
     class LabelReader(nn.Module):  # logits from the labels themselves: a perfect ranker, or its mirror image
         def __init__(self, sign: float) -> None:
