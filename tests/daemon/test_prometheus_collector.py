@@ -209,6 +209,10 @@ def test_daemon_scores_from_the_real_prometheus(site, small_dataset: Path, small
     from infrabrain.client.daemon import Daemon
 
     prom = site["prom"]
+    # the daemon scores once half of the model's 11 steps have data: wait for that much scraped history (already
+    # there in file order; run alone, the module's Prometheus has only just started)
+    prom.wait_samples("node_load1", 8)
+    prom.wait_samples("DCGM_FI_DEV_GPU_TEMP", 8)
     assert cli_main(["client", "topology-from-sim", str(small_dataset), "--out", str(tmp_path / "topology.yaml")]) == 0
     mapping = default_mapping({prom.node_instance: "r00-n00"}, step_s=1)
     (tmp_path / "mapping.yaml").write_text(yaml.safe_dump(mapping.model_dump()))
