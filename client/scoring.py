@@ -142,7 +142,7 @@ class PredictorScorer:
 
     def score(self, metrics: Mapping[str, np.ndarray]) -> list[NodeRisk]:
         """Risks for every node from a raw window ``{kind: [window_steps, n, F]}`` in ``metric_names`` order."""
-        from infrabrain.models.snapshots import ALIVE_STEPS, collate_snapshots, snapshot_from_window
+        from infrabrain.models.snapshots import collate_snapshots, snapshot_from_window
 
         torch = self._torch
         snap = snapshot_from_window(self.topology, metrics, self.metric_names, self.feature_set,
@@ -151,8 +151,7 @@ class PredictorScorer:
             logits = self._ckpt.model(collate_snapshots([snap]))[0].double().numpy()
         cal = self.calibration
         risk = cal.apply(logits) if cal is not None else 1.0 / (1.0 + np.exp(-logits))
-        last = max(1, -(-ALIVE_STEPS // self.pool))  # the bins covering the last ALIVE_STEPS steps (5 minutes)
-        seen = snap["mask"].numpy()[:, -last:, :].any(axis=(1, 2))
+        seen = snap["alive"].numpy() > 0  # per component: observed in the last ALIVE_STEPS steps (the model's rule)
         scored = [bool(seen[o].any()) for o in self._own]
         bins = snap["x"].shape[1]
         k = max(1, min(EXPLAIN_STEPS, bins // 6))
