@@ -98,7 +98,7 @@ class PredictorScorer:
         self._torch = torch
         self.topology = topology
         self.feature_set = self._ckpt.feature_set
-        # one extra step gives counters an increment, an hour more the XID state (features.history_steps)
+        # an hour and five minutes more than the window: the XID state and the code before it (history_steps)
         self.window_steps = history_steps(int(self._ckpt.window))
         self.model_steps = int(self._ckpt.window) + 1
         self.metric_names = {k: list(self.feature_set.metrics_of(k)) for k in self.feature_set.kinds

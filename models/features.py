@@ -41,13 +41,23 @@ STATIC_METRICS: frozenset[str] = frozenset({"pdu_rating_kw"})
 #: Values are clipped to +-CLIP after normalisation, so one absurd reading cannot dominate a snapshot.
 CLIP = 10.0
 
-#: Version of the per-metric transforms below (1: XID gauge read as a level; 2: as a held hardware-XID state).
-ENCODING = 2
+#: Version of the per-metric transforms below (1: XID gauge read as a level; 2: as a held hardware-XID state;
+#: 3: a code seen again after an outage longer than :data:`XID_GAP_STEPS` is not a raise).
+ENCODING = 3
 
 #: Steps a hardware XID stays "raised" in the encoded state (60 = one hour at the 60-s cadence the predictor
 #: reads: the label horizon). Encoding a window exactly needs this much history before it (see
 #: :func:`history_steps`).
 XID_HOLD_STEPS = 60
+
+#: A change of the XID gauge counts as a raise only if at most this many unobserved steps lie between the code
+#: and the previous one (a scrape gap of a few minutes does not hide a change). After a longer outage (a
+#: component unobserved this long is dead, ``snapshots.ALIVE_STEPS``) the code was raised at an unknown time:
+#: a GPU back from repair still shows the XID it failed with. Read across the outage, that stale code looked
+#: like a fresh fault for an hour on a just-repaired node (34 of the 57 hardware-XID "raises" in a 24 h draw
+#: of ten sites), and no finite window could reproduce it at inference. Bounding the look-back makes the
+#: encoding of a window exact with :func:`history_steps` of history.
+XID_GAP_STEPS = 5
 
 #: XIDs that signal a GPU hardware fault (NVIDIA's XID catalogue: 48 double-bit ECC, 63 / 64 row remapping
 #: recorded / failed, 79 fallen off the bus, 92 high single-bit ECC rate, 94 / 95 contained / uncontained ECC).
@@ -87,7 +97,8 @@ class FeatureSet:
             raise ValueError(f"feature set names unknown component kind(s) {sorted(unknown)}; known: {self.kinds}")
         if self.encoding != ENCODING:
             raise ValueError(f"feature encoding {self.encoding} is not supported (this version reads encoding "
-                             f"{ENCODING}: the XID gauge as a held hardware-XID state); retrain the model")
+                             f"{ENCODING}: the XID gauge as a held hardware-XID state, not raised across an outage); "
+                             "retrain the model")
 
     @property
     def f_max(self) -> int:
@@ -135,9 +146,10 @@ class FeatureSet:
 
 
 def history_steps(window: int) -> int:
-    """Raw steps to pass for an exact encoding of a ``window``-step snapshot: one more for counter increments
-    and :data:`XID_HOLD_STEPS` more for the XID state (with fewer, an XID raised before them is not seen)."""
-    return int(window) + 1 + XID_HOLD_STEPS
+    """Raw steps to pass for an exact encoding of a ``window``-step snapshot: :data:`XID_HOLD_STEPS` more for the
+    XID state (with fewer, an XID raised before them is not seen) and :data:`XID_GAP_STEPS` more for the code
+    before such a raise (which also gives counters their increment at the window's first step)."""
+    return int(window) + XID_HOLD_STEPS + XID_GAP_STEPS
 
 
 def validate_metric_columns(feature_set: FeatureSet, metric_names: Mapping[str, Sequence[str]]) -> dict[str, np.ndarray]:
@@ -185,14 +197,15 @@ def transform_series(values: np.ndarray, counters: np.ndarray, xid_codes: np.nda
     return out
 
 
-def xid_state(codes: np.ndarray, hold_steps: int = XID_HOLD_STEPS) -> np.ndarray:
+def xid_state(codes: np.ndarray, hold_steps: int = XID_HOLD_STEPS, gap_steps: int = XID_GAP_STEPS) -> np.ndarray:
     """XID gauge ``[T, ...]`` (last XID number, 0 = none) -> 1.0 while it shows a code of :data:`HARDWARE_XIDS`
     that it changed to within the last ``hold_steps`` steps, 0.0 where observed otherwise, NaN where missing or
     at the first step (no predecessor: when its code was raised is unknown).
 
-    The previous code is the last *observed* one (a scrape gap does not hide a change across it). A state held
-    for an hour, not a one-minute spike: a row-remapping XID 63 comes 5-45 minutes before an HBM failure and
-    should weigh on every window until then (measured, docs/predictor.md: a one-step event halved the GNN's
+    The previous code is the last *observed* one, with at most ``gap_steps`` unobserved steps in between (a scrape
+    gap does not hide a change across it; after a longer outage the raise time is unknown, as at the first step).
+    A state held for an hour, not a one-minute spike: a row-remapping XID 63 comes 5-45 minutes before an HBM
+    failure and should weigh on every window until then (measured, docs/predictor.md: a one-step event halved the GNN's
     PR-AUC on memory faults, the held state raised it by 30 %). DCGM keeps only the last number, so a repeat of
     the same XID is invisible in the gauge.
     """
@@ -202,7 +215,7 @@ def xid_state(codes: np.ndarray, hold_steps: int = XID_HOLD_STEPS) -> np.ndarray
     # forward-fill along time: index of the last observed step at or before each step
     idx = np.maximum.accumulate(np.where(obs, t_idx, -1), axis=0)
     filled = np.take_along_axis(np.where(obs, c, np.nan), np.maximum(idx, 0), axis=0)
-    filled[idx < 0] = np.nan
+    filled[(idx < 0) | (t_idx - idx > gap_steps)] = np.nan  # last code seen too long ago: unknown (outage)
     prev = np.full_like(c, np.nan)
     prev[1:] = filled[:-1]
     hw = np.isin(np.where(obs, c, -1).astype(np.int64), sorted(HARDWARE_XIDS))

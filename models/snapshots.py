@@ -230,9 +230,11 @@ def build_snapshot(site: SiteTensors, t_idx: int, window: int, site_index: int =
     c = site.obs[lo:hi].reshape(p, pool, n, f).sum(axis=1, dtype=np.float32)
     x = v / np.maximum(c, 1.0)
     m = c / float(pool)
+    # Message passing reads liveness from the telemetry alone, as it must at inference; the simulator's ground
+    # truth (``node_alive``) only decides which nodes get a label (a node that just failed can still have data
+    # in its last ALIVE_STEPS steps).
     alive = _alive_components(site.observed[lo:hi])
     node_alive = site.node_alive[t_idx] & (alive[site.graph.node_global] > 0)
-    alive[site.graph.node_global] = node_alive.astype(np.float32)
     return {
         "x": torch.from_numpy(np.ascontiguousarray(x.transpose(1, 0, 2))),
         "mask": torch.from_numpy(np.ascontiguousarray(m.transpose(1, 0, 2))),

@@ -10,6 +10,7 @@ import torch
 
 from infrabrain.models.features import FeatureSet, Normalizer, is_counter, transform_series, xid_state
 from infrabrain.models.snapshots import (
+    build_snapshot,
     collate_snapshots,
     fit_normalizer,
     make_splits,
@@ -158,6 +159,13 @@ def test_xid_gauge_becomes_a_held_hardware_xid_state():
     np.testing.assert_array_equal(np.nan_to_num(st, nan=-1), [-1, 0, 0, 0, -1, 1, 1, 1, 1, 1, 0, 0])
     # a code already set before the data starts: its raise time is unknown (masked), then never "raised"
     np.testing.assert_array_equal(np.nan_to_num(xid_state(np.full((4, 1), 63.0))[:, 0], nan=-1), [-1, 0, 0, 0])
+    # back after an outage longer than gap_steps, still showing the XID it failed with: the code's raise time is
+    # unknown (masked at the first step back), not a fresh fault; across a short scrape gap a change still counts
+    back = np.array([0, 0, nan, nan, nan, 64, 64, 64], dtype=np.float32)[:, None]
+    np.testing.assert_array_equal(np.nan_to_num(xid_state(back, hold_steps=3, gap_steps=2)[:, 0], nan=-1),
+                                  [-1, 0, -1, -1, -1, -1, 0, 0])
+    np.testing.assert_array_equal(np.nan_to_num(xid_state(back, hold_steps=3, gap_steps=3)[:, 0], nan=-1),
+                                  [-1, 0, -1, -1, -1, 1, 1, 1])
     # transform_series routes only the XID column through it (the counter column becomes increments)
     vals = np.stack([gauge, np.arange(12, dtype=np.float32)], axis=1)[:, None, :]
     out = transform_series(vals, np.array([False, True]), np.array([True, False]))
@@ -186,6 +194,50 @@ def test_snapshot_from_a_window_sees_an_xid_raised_before_it(small_runs, small_s
     assert float(b["x"][g0, :, j].max()) > float(a["x"][g0, :, j].max())  # only the long history sees it
 
 
+def test_a_window_with_history_steps_encodes_the_xid_state_exactly_as_the_whole_run() -> None:
+    """Training encodes the whole run, predict and the daemon only history_steps(window) raw steps: the XID state
+    of every step of the window must agree, on gauges with scrape gaps, outages and codes raised before it."""
+    from infrabrain.models.features import XID_GAP_STEPS, XID_HOLD_STEPS, history_steps
+
+    rng = np.random.default_rng(3)
+    t_len, window = 600, 60
+    codes = rng.choice([0.0, 13.0, 48.0, 63.0, 64.0, 74.0, 79.0], size=(t_len, 40), p=[.6, .1, .06, .08, .06, .05, .05])
+    held = np.repeat(codes[::7], 7, axis=0)[:t_len]  # codes that stay set for a while, as the gauge does
+    for g in range(held.shape[1]):  # scrape gaps of 1-3 steps and outages of 6-120 steps
+        for _ in range(rng.integers(1, 6)):
+            a = int(rng.integers(0, t_len - 5))
+            held[a:a + int(rng.choice([1, 2, 3, XID_GAP_STEPS + 1, 30, 120])), g] = np.nan
+    full = np.nan_to_num(xid_state(held), nan=-1)
+    assert (full == 1).any() and (full == -1).any()
+    h = history_steps(window)
+    assert h >= window + XID_HOLD_STEPS
+    for end in range(h - 1, t_len):
+        part = np.nan_to_num(xid_state(held[end + 1 - h: end + 1])[-window:], nan=-1)
+        np.testing.assert_array_equal(part, full[end + 1 - window: end + 1], err_msg=f"window ending at {end}")
+
+
+def test_the_inference_snapshot_of_a_raw_window_is_the_training_snapshot(small_runs, small_splits) -> None:
+    """No train/serve skew: what predict and the daemon build from the last history_steps(window) raw steps equals,
+    in every input the model reads, the snapshot training cut from the whole run's encoding (failing and
+    repaired components included: this strongly accelerated run has outages)."""
+    from infrabrain.models.features import history_steps
+
+    sp = small_splits
+    site, run = sp.train_sites[0], small_runs[0]
+    h = history_steps(sp.window)
+    compared = 0
+    for end in range(h - 1, len(site.timestamps), 17):
+        train = build_snapshot(site, end, sp.window, pool=sp.pool)
+        raw = {k: np.asarray(v)[end + 1 - h: end + 1] for k, v in run.metrics.items()}
+        serve = snapshot_from_window(run.topology, raw, run.metric_names, sp.feature_set, sp.normalizer, sp.window,
+                                     pool=sp.pool)
+        for key in ("x", "mask", "kind", "alive", "edge_index", "edge_type", "node_index"):
+            np.testing.assert_allclose(serve[key].numpy(), train[key].numpy(), rtol=1e-6, atol=1e-6,
+                                       err_msg=f"{key} of the window ending at step {end}")
+        compared += 1
+    assert compared >= 20 and run.events["event"].eq("failure").any()
+
+
 def test_feature_encoding_is_part_of_the_identity(small_splits):
     fs = small_splits.feature_set
     d = fs.to_dict()
@@ -193,6 +245,9 @@ def test_feature_encoding_is_part_of_the_identity(small_splits):
     old = {k: v for k, v in d.items() if k != "encoding"}  # a card written before the XID encoding changed
     with pytest.raises(ValueError, match="feature encoding 1 is not supported.*retrain"):
         FeatureSet.from_dict(old)
+    # encoding 2 read a stale XID code after an outage as a fresh raise (issue 3 follow-up 14)
+    with pytest.raises(ValueError, match="feature encoding 2 is not supported.*not raised across an outage"):
+        FeatureSet.from_dict({**d, "encoding": 2})
 
 
 def test_validation_by_site(small_runs):
