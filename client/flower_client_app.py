@@ -77,19 +77,18 @@ def train(msg: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    """Evaluate the received global model on this site's held-out data; keep it for local inference."""
+    """Evaluate the received global model on this site's held-out data; keep it for local inference (the arrays
+    and a predictor checkpoint calibrated on the site's own labels, :mod:`infrabrain.client.site_checkpoint`)."""
     if _is_legacy(msg):
         return _legacy_app()(msg, context)
     from infrabrain.client import local_training
-    from infrabrain.coordinator.registry import save_site_model
+    from infrabrain.client.site_checkpoint import keep_global_model
 
     cfg = _round_config(msg)
     settings = local_training.site_settings(context.node_config, cfg)
     keys, weights = _global_arrays(msg)
     result = local_training.evaluate(settings, weights, cfg)
-    settings.state_path.mkdir(parents=True, exist_ok=True)
-    save_site_model(settings.state_path / "global-model.npz", keys, weights,
-                    {"round": int(cfg.get("server-round", 0))})
+    keep_global_model(settings, keys, weights, cfg, result.metrics)
     content = RecordDict({"metrics": _metrics(result.num_examples, result.metrics)})
     return _checked_reply(msg, content, "evaluate", keys)
 
@@ -118,8 +117,12 @@ def _legacy_app() -> ClientApp:
             return res.weights, res.num_examples, dict(res.metrics)
 
         def evaluate(self, parameters: list[Any], config: dict[str, Any]) -> tuple[float, int, dict[str, Any]]:
+            from infrabrain.client.site_checkpoint import keep_global_model
+
             settings = local_training.site_settings(self.context.node_config, config)
             res = local_training.evaluate(settings, parameters, config)
+            keep_global_model(settings, [str(i) for i in range(len(parameters))], parameters, config,
+                              res.metrics)  # the global arrays' keys: their positions, as the ServerApp names them
             metrics = dict(res.metrics)
             return float(metrics.pop("eval-loss", 0.0)), res.num_examples, metrics
 

@@ -182,4 +182,13 @@ def federated_demo(sites: int = 3, rounds: int = 3, site_gpus: int = 16, site_ho
     return {"rounds": report.rounds, "federated": fed, "start": pooled_scores(start, held, site_cfg),
             "local_only": local,
             "local_only_mean_pr_auc": float(np.mean(finite)) if finite else float("nan"),
-            "eps_max": max(eps) if eps else None, "registry_dir": cfg.registry_dir, "work_dir": str(work)}
+            "eps_max": max(eps) if eps else None, "registry_dir": cfg.registry_dir, "work_dir": str(work),
+            "site_checkpoint": str(_site_checkpoint(cfg, 0, sites))}
+
+
+def _site_checkpoint(cfg: FederationConfig, partition_id: int, total: int) -> Path:
+    """Where site ``partition_id`` keeps its calibrated predictor checkpoint of the latest global model."""
+    from infrabrain.client.site_checkpoint import SITE_CHECKPOINT_DIR
+
+    settings = settings_for(cfg, partition_id, total, cfg.state_root)
+    return settings.state_path / SITE_CHECKPOINT_DIR

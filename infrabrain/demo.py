@@ -58,6 +58,16 @@ def _round_line(r: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def _site_checkpoint_line(path: str) -> str:
+    """What site 0 keeps for its daemon: the global model's checkpoint and its own calibration (or why none)."""
+    card = json.loads((Path(path) / "model_card.json").read_text())
+    cal, thr = card.get("calibration"), card.get("alert_threshold")
+    how = (f"calibrated on its own labels, risk = sigmoid({cal['a']:.2f} * logit {cal['b']:+.2f}), alert threshold "
+           + ("0.5 (the default: none reached precision 0.5 on its held-out split)" if thr is None else f"{thr:.2f}")
+           ) if cal else card["calibration_note"]
+    return f"site 0's daemon checkpoint of the round-{card['source']['round']} global model: {path}: {how}"
+
+
 def run_demo(args: argparse.Namespace) -> int:
     """Run the four steps and print their results; returns 0 on success."""
     if args.sites < 2:
@@ -105,8 +115,9 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"  held-out site: federated DP model PR-AUC {fed_pr:.3f} vs local-only mean "
               f"{fed['local_only_mean_pr_auc']:.3f}, both from the public pretrained start ({start_pr:.3f}); "
               f"largest epsilon spent by a site: {eps_text}")
+        print("  " + _site_checkpoint_line(fed["site_checkpoint"]))
         results["federation"] = {k: fed[k] for k in ("federated", "start", "local_only", "local_only_mean_pr_auc",
-                                                     "eps_max", "registry_dir")}
+                                                     "eps_max", "registry_dir", "site_checkpoint")}
 
     if "query" not in args.skip:
         from infrabrain.coordinator.query_demo import run_demo as run_query_demo

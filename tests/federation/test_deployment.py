@@ -14,6 +14,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from infrabrain.client.supernode import SupernodeConfig, SupernodeSupervisor, start_supernode
@@ -106,6 +107,18 @@ def test_tls_auth_federation_with_kill_and_rejoin(tmp_path: Path, tls_superlink_
     assert all(h["eps_max"] <= 20.0 for h in history[1:])
     final = registry.latest()
     assert final is not None and final.round == 4
+    # Each site keeps the global model it last evaluated as a predictor checkpoint for its daemon, with the
+    # calibration (or the reason for none) fitted on its own labels; the arrays are the registry's.
+    from infrabrain.client import predictor_task as pt
+    from infrabrain.coordinator.registry import load_site_model
+    from infrabrain.models.checkpoint import load_checkpoint
+
+    for i in (0, 1):  # site 2 was killed and may have missed the last evaluation
+        _, arrays, meta = load_site_model(tmp_path / f"site{i}" / "global-model.npz")
+        ckpt = load_checkpoint(tmp_path / f"site{i}" / "predictor", expected=pt.feature_set())
+        assert meta["round"] == ckpt.card["source"]["round"] == 4
+        assert all(np.array_equal(a, b) for a, b in zip(arrays, final.arrays, strict=True))
+        assert ckpt.card["calibration_note"]
 
     # Every payload the coordinator received was inspected; only model arrays and allow-listed metrics.
     audit = [json.loads(line) for line in (registry_dir / "audit.jsonl").read_text().splitlines()]

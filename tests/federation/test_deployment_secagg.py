@@ -58,3 +58,7 @@ def test_secagg_plus_over_tls_with_authenticated_supernodes(tmp_path: Path, tls_
     assert [h["round"] for h in history] == [1]
     assert all(h["secagg"] and h["aggregated"] and h["sites_aggregated"] == 3 for h in history), history
     assert all(0 < h["eps_max"] <= 20.0 for h in history)
+    # The legacy (SecAgg+) evaluate path keeps the global model for the daemon too.
+    from infrabrain.models.checkpoint import load_checkpoint
+
+    assert all(load_checkpoint(tmp_path / f"site{i}" / "predictor").card["source"]["round"] == 1 for i in range(3))

@@ -104,3 +104,75 @@ def test_a_site_trains_its_round_on_its_gpu(tmp_path) -> None:  # pragma: no cov
     assert any(not np.array_equal(a, b) for a, b in zip(start, res.weights))
     ev = pt.predictor_evaluate(s, res.weights, _train_cfg())
     assert ev.num_examples > 0 and np.isfinite(ev.metrics["eval-loss"])
+
+
+def _trained_site(tmp_path):
+    """A 32-GPU site's settings and data, and the arrays of a predictor trained briefly on its training split (a
+    model that ranks failures, as a federated global model does; DP rounds would take far longer)."""
+    from infrabrain.client import predictor_task as pt
+    from infrabrain.models.training import TrainConfig, get_weights, train_model
+
+    s = site_settings({"partition-id": 0, "num-partitions": 1}, {"site-gpus": 32, "site-hours": 48.0,
+                                                                 "state-root": str(tmp_path)})
+    cfg = {"acceleration": 500.0, "server-round": 3}
+    data = pt.site_data(s, cfg)
+    model = pt.build_predictor(cfg, data.input_scaling)
+    train_model(model, data.train, None, TrainConfig(epochs=3, progress=False))
+    return s, cfg, data, get_weights(model)
+
+
+def test_the_site_keeps_a_predictor_checkpoint_of_the_global_model_calibrated_on_its_own_labels(tmp_path) -> None:
+    from infrabrain.client import predictor_task as pt
+    from infrabrain.client.site_checkpoint import GLOBAL_MODEL_FILE, SITE_CHECKPOINT_DIR, keep_global_model
+    from infrabrain.coordinator.registry import load_site_model
+    from infrabrain.models.calibration import PlattCalibrator
+    from infrabrain.models.checkpoint import load_checkpoint
+    from infrabrain.models.predict import predict_run
+    from infrabrain.models.training import predict_scores, set_weights
+    from infrabrain.simulation.engine import simulate_site
+
+    s, cfg, data, weights = _trained_site(tmp_path)
+    metrics = pt.predictor_evaluate(s, weights, cfg).metrics
+    out = keep_global_model(s, [str(i) for i in range(len(weights))], weights, cfg, metrics)
+    assert out == s.state_path / SITE_CHECKPOINT_DIR
+    _, arrays, meta = load_site_model(s.state_path / GLOBAL_MODEL_FILE)
+    assert meta["round"] == 3 and all(np.array_equal(a, w) for a, w in zip(arrays, weights, strict=True))
+
+    ckpt = load_checkpoint(out, expected=pt.feature_set())  # what the daemon and `models predict` load
+    cal = PlattCalibrator.from_card(ckpt.card)
+    assert cal is not None and cal.a > 0 and cal.positives > 0
+    assert ckpt.card["source"] == {"kind": "federated-global-model", "round": 3,
+                                   "normalizer": "public reference (predictor_task.public_reference)"}
+    assert ckpt.card["metrics"]["pr-auc"] == metrics["pr-auc"] and "never sent" in ckpt.card["calibration_note"]
+    thr = ckpt.card["alert_threshold"]
+    assert thr is None or 0.0 < thr < 1.0
+
+    # The checkpoint is the evaluated model: same logits on the site's held-out rows (weights, input scaling).
+    ref = pt.build_predictor(cfg, data.input_scaling)
+    set_weights(ref, weights)
+    want = predict_scores(ref.eval(), data.test)
+    got = predict_scores(ckpt.model, data.test)
+    np.testing.assert_allclose(got["logit"].to_numpy(), want["logit"].to_numpy(), rtol=1e-5, atol=1e-5)
+
+    # `models predict` on the site's raw telemetry reads the public normaliser from the card and reports the
+    # calibrated risk of the same window (no train/serve skew: until encoding 3 a GPU back from repair read as a
+    # fresh hardware XID in training but not here).
+    run = simulate_site(pt.site_spec(s), s.site_hours, seed=s.data_seed * 1000 + s.partition_id, acceleration=500.0)
+    ends = np.unique(want["t"].to_numpy())
+    for t_end in ends[:: max(1, len(ends) // 12)]:
+        rows = {r["node"]: r["risk"] for r in predict_run(ckpt, run, at_s=int(t_end), explain_top=0)}
+        at = want[want["t"] == t_end]
+        np.testing.assert_allclose([rows[n] for n in at["node"]], cal.apply(at["logit"].to_numpy()), rtol=1e-5,
+                                   err_msg=f"window ending at {t_end} s")
+
+
+def test_a_global_model_that_ranks_the_sites_failures_low_is_kept_uncalibrated(tmp_path) -> None:
+    from infrabrain.client.site_checkpoint import keep_global_model
+    from infrabrain.models.checkpoint import load_checkpoint
+
+    s, cfg, _, weights = _trained_site(tmp_path)
+    mirrored = [*weights[:-2], -weights[-2], -weights[-1]]  # the output layer negated: every logit flips sign
+    out = keep_global_model(s, [str(i) for i in range(len(weights))], mirrored, cfg)
+    card = load_checkpoint(out).card
+    assert card["calibration"] is None and card["alert_threshold"] is None
+    assert "ranks the site's failing rows below its healthy ones" in card["calibration_note"]

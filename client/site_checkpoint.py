@@ -1,0 +1,88 @@
+"""The site's own predictor checkpoint of the federation's global model, calibrated on the site's own labels.
+
+Every round a site evaluates the new global model (``flower_client_app.evaluate``). It then keeps that model
+twice under its state directory:
+
+- ``global-model.npz``: the global arrays as they arrived (numpy, no pickle; ``coordinator.registry`` format);
+- ``predictor/`` (:data:`SITE_CHECKPOINT_DIR`): a predictor checkpoint (``models.checkpoint``: safetensors weights
+  and a model card) that ``infrabrain models predict`` and the daemon (``model.checkpoint`` in site.yaml) load.
+  Its card holds the feature set and the public normaliser and input scaling every party derives
+  (``predictor_task.public_reference``), and Platt scaling with an alert threshold fitted on this site's
+  labelled held-out split (``models.pipeline.fit_calibration``).
+
+Why calibrate at the site: the federated model is trained with class weighting, so its raw sigmoid is several
+times too high, and the coordinator has no labels to calibrate it with. Each site has its own, and its own base
+rate. The calibration is local: it is fitted on the site's data, written only into the site's checkpoint, and
+never sent (the evaluate reply carries only the allow-listed aggregate metrics, ``privacy.boundary``). A split
+without a failing row, or one where the model ranks failures below healthy rows, gets no calibration: the card
+says why, and the daemon falls back to the raw sigmoid and a 0.5 threshold (docs/daemon.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from infrabrain.client.local_training import SiteSettings
+from infrabrain.logs import get_logger
+
+log = get_logger("client.site_checkpoint")
+
+#: Directory under the site's state directory that holds its predictor checkpoint of the latest global model.
+SITE_CHECKPOINT_DIR = "predictor"
+#: File under the site's state directory that holds the latest global arrays.
+GLOBAL_MODEL_FILE = "global-model.npz"
+
+
+def keep_global_model(settings: SiteSettings, keys: Sequence[str], weights: Sequence[np.ndarray],
+                      cfg: Mapping[str, Any], metrics: Mapping[str, float] | None = None) -> Path:
+    """Write ``global-model.npz`` and the calibrated predictor checkpoint of ``weights``; returns the checkpoint
+    directory. ``metrics`` (the round's evaluation on this site) go into the model card."""
+    from infrabrain.coordinator.registry import save_site_model
+
+    round_ = int(cfg.get("server-round", 0))
+    settings.state_path.mkdir(parents=True, exist_ok=True)
+    save_site_model(settings.state_path / GLOBAL_MODEL_FILE, list(keys), list(weights), {"round": round_})
+    return write_site_checkpoint(settings, weights, cfg, metrics)
+
+
+def write_site_checkpoint(settings: SiteSettings, weights: Sequence[np.ndarray], cfg: Mapping[str, Any],
+                          metrics: Mapping[str, float] | None = None) -> Path:
+    """The predictor checkpoint of ``weights`` in ``<state_dir>/predictor``, calibrated on the site's held-out
+    split (atomically replaced, so the daemon never reads half a checkpoint)."""
+    from infrabrain.client import predictor_task as pt
+    from infrabrain.models.checkpoint import save_checkpoint
+    from infrabrain.models.pipeline import fit_calibration
+    from infrabrain.models.training import set_weights
+
+    data = pt.site_data(settings, cfg)
+    model = pt.build_predictor(cfg, data.input_scaling)
+    set_weights(model, list(weights))
+    model.eval()
+    calibration, threshold = fit_calibration(model, data.test)
+    if calibration is not None:
+        note = (f"Platt scaling fitted at the site on its held-out split ({calibration.n} rows, "
+                f"{calibration.positives} failing); never sent")
+    else:
+        labels = data.test.labels()
+        note = (f"not calibrated: the site's held-out split has {int(labels.sum())} failing rows of {len(labels)}"
+                if labels.all() or not labels.any() else
+                "not calibrated: the model ranks the site's failing rows below its healthy ones (Platt slope <= 0)")
+        log.warning("site checkpoint without calibration", extra={"reason": note})
+    reference = pt.public_reference(settings, float(cfg.get("acceleration", pt.DEFAULT_ACCELERATION)))
+    round_ = int(cfg.get("server-round", 0))
+    extra = {
+        "source": {"kind": "federated-global-model", "round": round_,
+                   "normalizer": "public reference (predictor_task.public_reference)"},
+        "calibration": calibration.model_dump() if calibration is not None else None,
+        "calibration_note": note,
+        "alert_threshold": threshold,
+    }
+    out = save_checkpoint(settings.state_path / SITE_CHECKPOINT_DIR, model, pt.feature_set(), reference.normalizer,
+                          dict(metrics or {}), extra, overwrite=True)
+    log.info("site checkpoint written", extra={"path": str(out), "round": round_,
+                                               "calibrated": calibration is not None, "alert_threshold": threshold})
+    return out
