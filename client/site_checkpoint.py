@@ -11,9 +11,9 @@ twice under its state directory:
   labelled held-out split (``models.pipeline.fit_calibration``).
 
 Why calibrate at the site: the federated model is trained with class weighting, so its raw sigmoid is several
-times too high, and the coordinator has no labels to calibrate it with. Each site has its own, and its own base
-rate. The calibration is local: it is fitted on the site's data, written only into the site's checkpoint, and
-never sent (the evaluate reply carries only the allow-listed aggregate metrics, ``privacy.boundary``). A split
+times too high, and the coordinator has no labels to calibrate it with. Each site has its own labels and its own
+base rate. The calibration is local: it is fitted on the site's data, written only into the site's checkpoint,
+and never sent (the evaluate reply carries only the allow-listed aggregate metrics, ``privacy.boundary``). A split
 without a failing row, or one where the model ranks failures below healthy rows, gets no calibration: the card
 says why, and the daemon falls back to the raw sigmoid and a 0.5 threshold (docs/daemon.md).
 """
