@@ -142,6 +142,7 @@ class PredictorScorer:
 
     def score(self, metrics: Mapping[str, np.ndarray]) -> list[NodeRisk]:
         """Risks for every node from a raw window ``{kind: [window_steps, n, F]}`` in ``metric_names`` order."""
+        from infrabrain.models.calibration import risk_of
         from infrabrain.models.snapshots import collate_snapshots, snapshot_from_window
 
         torch = self._torch
@@ -149,8 +150,7 @@ class PredictorScorer:
                                     self._ckpt.normalizer, self._ckpt.window, pool=self.pool)
         with torch.no_grad():
             logits = self._ckpt.model(collate_snapshots([snap]))[0].double().numpy()
-        cal = self.calibration
-        risk = cal.apply(logits) if cal is not None else 1.0 / (1.0 + np.exp(-logits))
+        risk = risk_of(logits, self.calibration)
         seen = snap["alive"].numpy() > 0  # per component: observed in the last ALIVE_STEPS steps (the model's rule)
         scored = [bool(seen[o].any()) for o in self._own]
         bins = snap["x"].shape[1]
@@ -205,5 +205,5 @@ class PredictorScorer:
                 log.warning("model explanation failed; keeping the signal heuristic",
                             extra={"node": r.node_id, "error": str(exc)})
                 continue
-            out[i] = replace(r, detail=exp.sentence.replace(f"at risk {exp.risk:.2f}", f"at risk {r.risk:.2f}", 1))
+            out[i] = replace(r, detail=exp.quoting(r.risk))
         return out

@@ -81,6 +81,13 @@ class PlattCalibrator(BaseModel):
                              "it") from exc
 
 
+def risk_of(logits: np.ndarray, calibration: PlattCalibrator | None) -> np.ndarray:
+    """Failure probability of raw ``logits``: ``calibration`` applied where there is one (a model card's), else the
+    raw sigmoid (what ``predict`` and the daemon report)."""
+    z = np.asarray(logits, float)
+    return calibration.apply(z) if calibration is not None else 1.0 / (1.0 + np.exp(-z))
+
+
 def calibrated_ensemble(p_gnn: np.ndarray, p_tab: np.ndarray) -> np.ndarray:
     """Mean of two calibrated probabilities of the same rows (the GNN's and the logistic baseline's)."""
     a, b = np.asarray(p_gnn, float), np.asarray(p_tab, float)
@@ -89,4 +96,4 @@ def calibrated_ensemble(p_gnn: np.ndarray, p_tab: np.ndarray) -> np.ndarray:
     return 0.5 * (a + b)
 
 
-__all__ = ["PlattCalibrator", "calibrated_ensemble", "logit"]
+__all__ = ["PlattCalibrator", "calibrated_ensemble", "logit", "risk_of"]

@@ -75,6 +75,11 @@ class Explanation:
     def ranked_components(self) -> list[int]:
         return [c.component for c in self.contributors]
 
+    def quoting(self, risk: float) -> str:
+        """The sentence with ``risk`` (e.g. the calibrated probability ``predict`` reports) in place of the raw
+        sigmoid it was written with."""
+        return self.sentence.replace(f"at risk {self.risk:.2f}", f"at risk {risk:.2f}", 1)
+
 
 def _adjacency(graph: SiteGraph) -> list[np.ndarray]:
     import scipy.sparse as sp

@@ -365,5 +365,4 @@ def demo_train_and_explain(runs: Sequence[Any], top_n: int = 5, epochs: int = 3,
 
 def _quote_risks(explained: Sequence[Any], risks: np.ndarray) -> list[str]:
     """Sentences quoting ``risks`` (the calibrated risk, what ``predict`` reports) instead of the raw sigmoid."""
-    return [e.sentence.replace(f"at risk {e.risk:.2f}", f"at risk {r:.2f}", 1)
-            for e, r in zip(explained, risks, strict=True)]
+    return [e.quoting(float(r)) for e, r in zip(explained, risks, strict=True)]

@@ -33,7 +33,7 @@ def predict_window(
     ``status``, and for the ``explain_top`` riskiest nodes ``explanation`` (a sentence) and ``contributors``.
     Raises ``ValueError`` for an unknown component type, a missing metric column or a too-short window.
     """
-    from infrabrain.models.calibration import PlattCalibrator
+    from infrabrain.models.calibration import PlattCalibrator, risk_of
     from infrabrain.models.explain import explain_node
 
     have = FeatureSet(metrics={k: tuple(v) for k, v in metric_names.items() if k in ckpt.feature_set.kinds},
@@ -61,7 +61,7 @@ def predict_window(
     graph = graph_from_topology(topology)
     scored = item["label_mask"].numpy() > 0
     cal = PlattCalibrator.from_card(ckpt.card)  # Platt scaling from training, if the checkpoint has one
-    risk = cal.apply(logits) if cal is not None else 1.0 / (1.0 + np.exp(-logits))
+    risk = risk_of(logits, cal)
     out = []
     for pos, g in enumerate(graph.node_global):
         ok = bool(scored[pos])
@@ -73,7 +73,7 @@ def predict_window(
         if r["risk"] is None:
             continue
         e = explain_node(model, item, graph, ckpt.feature_set, r["node"], raw, metric_names, cadence_s)
-        r["explanation"] = e.sentence.replace(f"at risk {e.risk:.2f}", f"at risk {r['risk']:.2f}", 1)
+        r["explanation"] = e.quoting(r["risk"])
         r["contributors"] = [{"component_id": c.component_id, "kind": c.kind, "score": c.score, "metric": c.metric,
                               "change": c.change} for c in e.contributors[:5]]
     return out
