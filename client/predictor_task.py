@@ -210,12 +210,12 @@ def _site_tensors(settings: SiteSettings, acceleration: float) -> tuple[Any, dic
     process re-opens it instead of re-simulating, which for a 512-GPU week takes about a minute.
     """
     from infrabrain.models.snapshots import make_splits
-    from infrabrain.simulation.engine import simulate_site
+    from infrabrain.simulation.engine import SIMULATOR_VERSION, simulate_site
 
     key = {"partition_id": settings.partition_id, "data_seed": settings.data_seed, "site_gpus": settings.site_gpus,
            "site_hours": settings.site_hours, "acceleration": acceleration, "feature_set": feature_set().fingerprint(),
            "window_min": WINDOW_MIN, "pool_min": POOL_MIN, "normalizer": "public", "model": MODEL_IDENTITY,
-           "version": 3}
+           "simulator": SIMULATOR_VERSION, "version": 3}
     cache = settings.data_path
     if settings.state_dir or settings.data_dir:
         try:

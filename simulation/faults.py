@@ -360,6 +360,36 @@ def _expand(b: _Builder, mode: Mode, root_local: int, t_fail: float, visible: bo
     return candidates, repair
 
 
+#: Events a GPU's driver logs (an XID, a thermal slowdown): a GPU whose node is down logs none.
+GPU_LOGGED_EVENTS: frozenset[str] = frozenset({"xid", "throttle"})
+
+
+def _logged_while_up(rows: list[tuple], kept: list[tuple], topo: Topology) -> list[tuple]:
+    """Drop the GPU-logged events that fall inside their node's downtime ``(t, t_repair)``.
+
+    Incidents are expanded before step 3 knows which node failures happen, so a precursor's XID 63, the XID of
+    a failure that was dropped because its node was already down, or an XID 74 burst can land on a powered-off
+    GPU. Nothing logs them there (DCGM and the driver are down with the node); the XID a failure raises at the
+    failure instant itself stays. Filtering after the draws leaves the random stream, and so every failure and
+    precursor, unchanged.
+    """
+    if not kept:
+        return rows
+    downs: dict[int, list[tuple[float, float]]] = {}
+    for node, t, tr, _gpu, _inc in kept:
+        downs.setdefault(int(node), []).append((float(t), float(tr)))
+    g0 = int(topo.kind_index["gpu"][0]) if topo.count("gpu") else 0
+    n_gpu = topo.count("gpu")
+
+    def down(comp: int, t: float) -> bool:
+        local = comp - g0
+        if not 0 <= local < n_gpu:
+            return False
+        return any(t0 < t < t1 for t0, t1 in downs.get(int(topo.node_of_gpu[local]), ()))
+
+    return [r for r in rows if not (r[2] in GPU_LOGGED_EVENTS and down(int(r[1]), float(r[0])))]
+
+
 def _injection_mode(topology: Topology, inj: Injection) -> tuple[Mode, int]:
     kind, local = topology.find(inj.component_id)
     if inj.kind and inj.kind != kind:
@@ -493,7 +523,7 @@ def plan_faults(topology: Topology, hours: float, rng: np.random.Generator, acce
 
     signals = np.array(b.sig_rows, dtype=SIGNAL_DTYPE) if b.sig_rows else np.zeros(0, SIGNAL_DTYPE)
     signals = signals[np.argsort(signals["t0"], kind="stable")]
-    rows = [r for r in b.ev if r[0] < end_s]
+    rows = _logged_while_up([r for r in b.ev if r[0] < end_s], kept, topo)
     return FaultPlan(topology=topo, hours=hours, acceleration=acceleration, incidents=incidents,
                      failures=failures, signals=signals, _rows=rows)
 

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from infrabrain.atomic import atomic_directory
 from infrabrain.logs import get_logger
-from infrabrain.simulation.engine import SiteRun, SiteSimulation
+from infrabrain.simulation.engine import SIMULATOR_VERSION, SiteRun, SiteSimulation
 from infrabrain.simulation.faults import CAUSE_ID, CAUSES
 from infrabrain.simulation.labels import Labels
 from infrabrain.simulation.spec import SiteSpec
@@ -144,7 +144,7 @@ def write_sites(sites: Sequence[SiteRun | SiteSimulation], out: str | Path, over
             meta = _site_meta(s.spec, hours, seed, acc, s.topology)
             (site_dir / "site.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
             metas.append(meta)
-        manifest = {"schema_version": SCHEMA_VERSION, "sites": metas,
+        manifest = {"schema_version": SCHEMA_VERSION, "simulator_version": SIMULATOR_VERSION, "sites": metas,
                     "seed": metas[0]["seed"], "hours": metas[0]["hours"], "cadence_s": metas[0]["cadence_s"],
                     "acceleration": metas[0]["acceleration"], "kinds": list(KINDS),
                     "metric_names": METRIC_NAMES, **(extra_manifest or {})}

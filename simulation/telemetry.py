@@ -189,9 +189,17 @@ class TelemetryRenderer:
         xe = plan.events
         xe = xe[(xe["event"] == "xid") & (xe["kind"] == "gpu")]
         gidx = {cid: i for i, cid in enumerate(topology.ids["gpu"])} if len(xe) else {}
-        self.xid_t = xe["t"].to_numpy(np.float64)
-        self.xid_gpu = np.array([gidx[c] for c in xe["component_id"]], dtype=np.int64)
-        self.xid_val = xe["xid"].to_numpy(np.float32)
+        # the gauge's changes: every logged XID, and a reset to 0 on every GPU of a repaired node (DCGM starts
+        # afresh with the node, it does not carry the code of the failure across the outage)
+        rep = plan.failures
+        rep_t = np.repeat(rep["t_repair"].to_numpy(np.float64), self.gpn)
+        rep_gpu = (rep["node"].to_numpy(np.int64)[:, None] * self.gpn + np.arange(self.gpn)).ravel()
+        xid_t = np.concatenate([xe["t"].to_numpy(np.float64), rep_t])
+        order = np.argsort(xid_t, kind="stable")
+        self.xid_t = xid_t[order]
+        self.xid_gpu = np.concatenate([np.array([gidx[c] for c in xe["component_id"]], dtype=np.int64),
+                                       rep_gpu])[order]
+        self.xid_val = np.concatenate([xe["xid"].to_numpy(np.float32), np.zeros(len(rep_t), np.float32)])[order]
 
     # -- signals ---------------------------------------------------------------------------------------------
     def _active(self, t_lo: float, t_hi: float) -> np.ndarray:
@@ -354,12 +362,13 @@ class TelemetryRenderer:
         # last XID seen (DCGM reports the XID number, 0 = none)
         xg = out_g[:, :, G["DCGM_FI_DEV_XID_ERRORS"]]
         xg[:] = self.xid_last
-        sel = np.flatnonzero((self.xid_t >= t[0]) & (self.xid_t <= t[-1] + self.cad - 1))
+        # a change at time x shows from the first step at or after x: this chunk takes the changes after its
+        # previous step (t[0] - cad), so one landing between two chunks' steps is not lost
+        sel = np.flatnonzero((self.xid_t > t[0] - self.cad) & (self.xid_t <= t[-1]))
         for i in sel:
             k = int(np.searchsorted(t, self.xid_t[i], side="left"))
-            if k < tc:
-                xg[k:, self.xid_gpu[i]] = self.xid_val[i]
-                self.xid_last[self.xid_gpu[i]] = self.xid_val[i]
+            xg[k:, self.xid_gpu[i]] = self.xid_val[i]
+            self.xid_last[self.xid_gpu[i]] = self.xid_val[i]
 
         # nodes
         out_n = np.empty((len(NODE_METRICS), tc, nn), dtype=f32).transpose(1, 2, 0)

@@ -8,6 +8,7 @@ import logging
 import pytest
 
 from infrabrain.cli import main
+from infrabrain.simulation.engine import SIMULATOR_VERSION
 
 
 @pytest.fixture(autouse=True)
@@ -30,6 +31,7 @@ def test_simulate_writes_dataset_and_summary(tmp_path, capsys) -> None:
     assert summary["sites"] == 2 and summary["gpus"] > 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert [s["name"] for s in manifest["sites"]] == ["site-0", "site-1"] and manifest["seed"] == 3
+    assert manifest["simulator_version"] == SIMULATOR_VERSION
 
 
 def test_simulate_errors_name_the_problem(tmp_path, capsys) -> None:

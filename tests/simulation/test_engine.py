@@ -179,3 +179,52 @@ def test_naive_rule_sees_hardware_not_software(precursor_sim) -> None:
     assert hw.sum() > 200 and sw.sum() > 100
     assert node_flag[hw].mean() > 2 * base, (node_flag[hw].mean(), base)
     assert node_flag[sw].mean() < base + 0.1, (node_flag[sw].mean(), base)
+
+
+
+@pytest.fixture(scope="module")
+def outage_sim():
+    """256 GPUs for 48 h at acceleration 300: ~140 node failures, many on nodes that fail again after repair."""
+    spec = SiteSpec(name="out", rows=2, racks_per_row=4, nodes_per_rack=4)
+    sim = SiteSimulation(spec, hours=48, seed=3, acceleration=300)
+    return sim, sim.run()
+
+
+def test_gpus_of_a_down_node_log_nothing_and_repair_clears_the_xid_gauge(outage_sim) -> None:
+    """A powered-off GPU logs no XID or throttle; DCGM restarts with a repaired node, so its XID gauge reads 0."""
+    sim, run = outage_sim
+    topo, ev, f = sim.topology, run.events, sim.plan.failures
+    gid_index = {c: i for i, c in enumerate(topo.ids["gpu"])}
+    assert len(f) >= 100
+    logged = ev[ev["event"].isin(["xid", "throttle"])]
+    assert len(logged) >= 40
+    for row in logged.itertuples():
+        node = int(topo.node_of_gpu[gid_index[row.component_id]])
+        # events store whole seconds: an XID raised at the failure instant may read up to 0.5 s after it
+        down = f[(f["node"] == node) & (f["t"] < row.t - 1) & (f["t_repair"] > row.t + 1)]
+        assert down.empty, f"{row.event} {row.xid} on {row.component_id} at {row.t} s while its node is down"
+    xg = run.metrics["gpu"][:, :, run.metric_names["gpu"].index("DCGM_FI_DEV_XID_ERRORS")]
+    cad = int(run.timestamps[1] - run.timestamps[0])
+    gpn = sim.spec.gpus_per_node
+    checked = 0
+    for node, tr in zip(f["node"], f["t_repair"], strict=True):
+        s = int(np.ceil(tr / cad))  # the first step back up
+        if s >= len(run.timestamps) or not run.labels.alive[s, node]:
+            continue
+        fresh = logged[(logged["event"] == "xid") & (logged["t"] >= tr - 1) & (logged["t"] <= s * cad)]
+        fresh_gpus = {gid_index[c] for c in fresh["component_id"]}
+        for g in range(node * gpn, (node + 1) * gpn):
+            if g in fresh_gpus or np.isnan(xg[s, g]):
+                continue
+            assert xg[s, g] == 0, f"GPU {topo.ids['gpu'][g]} shows XID {xg[s, g]:g} right after its node's repair"
+            checked += 1
+    assert checked >= 200
+
+
+def test_the_xid_gauge_does_not_depend_on_the_chunking(outage_sim) -> None:
+    """An XID (or a repair's reset) landing between two chunks' steps shows in the next chunk, not lost."""
+    sim, run = outage_sim
+    xi = run.metric_names["gpu"].index("DCGM_FI_DEV_XID_ERRORS")
+    for chunk in (7, 61):
+        again = SiteSimulation(sim.spec, 48, 3, 300).run(chunk_steps=chunk)
+        assert np.array_equal(run.metrics["gpu"][:, :, xi], again.metrics["gpu"][:, :, xi], equal_nan=True), chunk
