@@ -13,8 +13,8 @@
 4. Runs the one-run canary audit (Steinke-Nasr-Jagielski 2023) on the trainer with DP on and off.
 
 Prints a short table, writes ``pr_auc_vs_epsilon.png`` to ``--out``, and as its LAST line one JSON object.
-Run: ``.venv/bin/python bench/privacy.py`` (7 min 44 s measured alone on the 2-core machine; ``--quick`` for a
-smoke run).
+Run: ``.venv/bin/python bench/privacy.py`` (4 min 8 s and 7 min 44 s measured alone on the 2-core machine;
+``--quick`` for a smoke run).
 """
 
 from __future__ import annotations
