@@ -26,8 +26,8 @@ log = get_logger("simulation.engine")
 CHUNK_TARGET_BYTES = 8 * 1024 * 1024  # small chunks stay in cache: faster than big ones
 #: What the same spec and seed render. Bumped whenever they render different data, and part of every on-disk cache
 #: of simulated data (a site's encoded training data) and of a written dataset's manifest, so data simulated by
-#: an older simulator is rebuilt, never mixed in. 2: GPUs of a down node log no XID or throttle, and the XID
-#: gauge reads 0 after a repair.
+#: an older simulator is rebuilt, never mixed in. 2: GPUs of a down node log no XID or throttle, the XID gauge
+#: reads 0 after a repair, and an XID between two chunks' steps is no longer lost.
 SIMULATOR_VERSION = 2
 
 
