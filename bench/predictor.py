@@ -423,7 +423,8 @@ def inference_part(args: argparse.Namespace) -> dict:
             "infer_device": str(device)}
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The bench's flags (also read by ``bench/predictor_selection.py``, which trains exactly this GNN)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sites", type=int, default=10)
     p.add_argument("--heldout", type=int, default=3)
@@ -484,7 +485,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="where the GNN trains and infers: cpu (default; the goals are for 2 CPU cores), cuda, "
                         "cuda:N or auto")
     p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.data_seeds < 1 or args.seeds < 1:
         raise SystemExit(f"--data-seeds ({args.data_seeds}) and --seeds ({args.seeds}) must be at least 1")
     if args.extra_train_sites < 0:

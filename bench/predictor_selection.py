@@ -1,27 +1,40 @@
 """Which epoch to keep: every epoch's validation and held-out metrics, and what each selection rule keeps.
 
-Trains the GNN of ``bench/predictor.py`` (same simulated sites, split, hyper-parameters and training seeds) for
-``--epochs`` without stopping, keeping every epoch's weights. Per epoch it records what early stopping sees (the
-validation site's metrics) and what it cannot (the held-out sites' PR-AUC, cascade PR-AUC, median lead and
-cascade root-cause top-3), then replays early stopping (``--patience``) with each candidate score, and adds two
-references without selection: the last epoch and the uniform average of the weights of epochs 2 to the last.
+Trains the GNN of ``bench/predictor.py`` (its flags, simulated sites, site order, split, hyper-parameters and
+training seeds: draw ``d`` trains seeds ``d .. d + seeds - 1``) for ``--epochs`` without stopping, keeping every
+epoch's weights. Per epoch it records what early stopping sees (the validation site's metrics) and what it cannot
+(the held-out sites' PR-AUC, cascade PR-AUC, median lead and, unless ``--rootcause-events 0``, cascade root-cause
+top-3), then replays early stopping (``--patience``) with each candidate score. References without a rule:
+the last epoch, the uniform average of the weights of epochs 2 to the last, and the epoch that scores best *on
+the held-out sites* (it reads the test labels, so it is no rule: it bounds what any rule that keeps one epoch
+of each training run can reach). Per draw it also scores the seed ensemble (the mean logit of the seeds' models
+kept by ``--selection``) and fits the non-graph baselines on the same split, so every row has its ratio to the
+best of them, as ``pr_auc_ratio`` in the predictor bench.
 
-    .venv/bin/python bench/predictor_selection.py --hours 24                  # ~8 min on 2 cores, 3 seeds
-    .venv/bin/python bench/predictor_selection.py --hours 48 --data-seed 1 --seeds 2
+    .venv/bin/python bench/predictor_selection.py --hours 24 --rootcause-events 0   # one draw, 3 seeds: ~2 min
+    .venv/bin/python bench/predictor_selection.py --data-seeds 8 --rootcause-events 0 --no-progress   # 24 h draws 0-7
+    .venv/bin/python bench/predictor_selection.py --hours 48 --seed 1 --seeds 2     # with root-cause per epoch
 
-Last line: one JSON object; ``rules`` maps each rule to the means over seeds of ``pr_auc``, ``pr_auc_cascade``,
-``rootcause_top3``, ``median_lead_min`` and the kept ``epoch``, with ``<key>_per_seed`` lists.
+Last line: one JSON object. ``draws`` holds per draw ``rules``: each rule (and reference, and the ``seed
+ensemble``) mapped to the means over seeds of ``pr_auc``, ``pr_auc_cascade``, ``rootcause_top3``,
+``median_lead_min`` and the kept ``epoch``, with ``<key>_per_seed`` lists and ``pr_auc_ratio``; plus
+``best_baseline``. ``summary`` maps every row to its per-draw PR-AUC and ratio, the geometric-mean ratio over
+draws and the lowest draw's ratio.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import importlib.util
 import json
 import math
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,6 +47,9 @@ CANDIDATES: dict[str, Callable[[dict[str, float]], float]] = {
     "pr_auc+cascade": lambda rec: _mean_or_first(rec["val_pr_auc"], rec.get("val_pr_auc_cascade", math.nan)),
     "causes": lambda rec: _first_finite(rec.get("val_pr_auc_causes", math.nan), rec["val_pr_auc"]),
 }
+#: The reference row that reads the held-out labels (an upper bound for one-epoch rules, not a rule).
+HELD_OUT_BEST = "best epoch on the held-out sites"
+SEED_ENSEMBLE = "seed ensemble"
 
 
 def _val(rec: dict[str, float]) -> dict[str, float]:
@@ -58,34 +74,47 @@ def _average(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     return {k: sum(s[k].float() for s in states) / len(states) for k in states[0]}
 
 
-def _one_seed(runs: list, args: argparse.Namespace, seed: int) -> dict[str, dict[str, float | None]]:
+def predictor_bench() -> ModuleType:
+    """``bench/predictor.py`` as a module: its parser, site order and pipeline settings are this bench's."""
+    path = Path(__file__).resolve().parent / "predictor.py"
+    spec = importlib.util.spec_from_file_location("bench_predictor", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"cannot load {path}")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _one_seed(bp: ModuleType, runs: list, args: argparse.Namespace, seed: int) -> tuple[dict, dict]:
+    """Train one seed for every epoch; each rule's kept epoch and its held-out metrics, and the held-out rows
+    of the model ``--selection`` keeps (for the seed ensemble)."""
     from infrabrain.models.evaluation import evaluate_scores, failure_events
     from infrabrain.models.explain import rootcause_accuracy
-    from infrabrain.models.pipeline import PipelineConfig, train_predictor, training_fractions
+    from infrabrain.models.pipeline import train_predictor
     from infrabrain.models.training import predict_scores
 
-    cfg = PipelineConfig(heldout=args.heldout, val_sites=args.val_sites, weight_decay=args.weight_decay,
-                         epochs=args.epochs, patience=args.epochs, seed=seed, progress=not args.no_progress,
-                         bin_features=args.bins, dropout=args.dropout,
-                         input_scaling=args.scale_inputs,
-                         fractions=training_fractions(args.train_until))
+    cfg = bp._pipeline_config(args, seed).model_copy(update={"patience": args.epochs})
     states: list[dict[str, torch.Tensor]] = []
     trained = train_predictor(runs, cfg,
                               on_epoch=lambda e, rec, model: states.append(copy.deepcopy(model.state_dict())))
     sp, model = trained.splits, trained.model
     test = sp.test_sites
     events = failure_events(test)
+    rows_of: dict[int, Any] = {}
 
-    def held_out(state: dict[str, torch.Tensor]) -> dict[str, float | None]:
+    def held_out(state: dict[str, torch.Tensor], epoch: int | None = None) -> dict[str, float | None]:
         model.load_state_dict(state)
         rows = predict_scores(model, test)
+        if epoch is not None:
+            rows_of[epoch] = rows
         m = evaluate_scores(rows, events)
-        rc = rootcause_accuracy(model, test, sp.feature_set, rows, events, max_events=args.rootcause_events)
+        rc = (rootcause_accuracy(model, test, sp.feature_set, rows, events, max_events=args.rootcause_events)
+              if args.rootcause_events > 0 else {})
         return {"pr_auc": _finite(m["pr_auc"]), "pr_auc_cascade": _finite(m["pr_auc_cascade"]),
                 "median_lead_min": _finite(m["median_lead_min"]), "rootcause_top3": _finite(rc.get("cascade_top3"))}
 
     hist = trained.result.history
-    per_epoch = [held_out(st) for st in states]
+    per_epoch = [held_out(st, e) for e, st in enumerate(states)]
     for e, (rec, m) in enumerate(zip(hist, per_epoch, strict=True)):
         print(f"seed {seed} epoch {e}: validation PR-AUC {rec['val_pr_auc']:.3f} causes "
               f"{rec.get('val_pr_auc_causes', math.nan):.3f} cascades {rec.get('val_pr_auc_cascade', math.nan):.3f}"
@@ -97,39 +126,23 @@ def _one_seed(runs: list, args: argparse.Namespace, seed: int) -> dict[str, dict
         out[name] = {**per_epoch[kept], "epoch": kept}
     out["last epoch"] = {**per_epoch[-1], "epoch": len(states) - 1}
     out["average of epochs 2-last"] = {**held_out(_average(states[2:])), "epoch": None}
-    return out
+    best = max(range(len(per_epoch)), key=lambda e: per_epoch[e]["pr_auc"] or -1.0)
+    out[HELD_OUT_BEST] = {**per_epoch[best], "epoch": best}
+    kept_rows = rows_of[out[args.selection]["epoch"]]  # type: ignore[index]
+    return out, {"rows": kept_rows, "events": events, "test": test, "splits": sp}
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sites", type=int, default=10)
-    p.add_argument("--heldout", type=int, default=3)
-    p.add_argument("--val-sites", type=int, default=1)
-    p.add_argument("--hours", type=float, default=24.0)
-    p.add_argument("--acceleration", type=float, default=200.0)
-    p.add_argument("--data-seed", type=int, default=0, help="simulation seed (the predictor bench uses 0)")
-    p.add_argument("--seeds", type=int, default=3, help="training seeds 0..N-1")
-    p.add_argument("--epochs", type=int, default=8, help="epochs trained (the predictor bench's maximum)")
-    p.add_argument("--patience", type=int, default=3, help="patience replayed for every rule")
-    p.add_argument("--weight-decay", type=float, default=1e-3)
-    p.add_argument("--train-until", type=float, default=1.0,
-                   help="training sites train on snapshots ending before this fraction of their run (as "
-                        "bench/predictor.py; the rule table in docs/predictor.md was recorded with 0.6)")
-    p.add_argument("--bins", action="store_true", help="GNN input: every time bin too (the encoder before follow-up 4)")
-    p.add_argument("--dropout", type=float, default=0.2, help="GNN dropout (default %(default)s; 0 before follow-up 4)")
-    p.add_argument("--scale-inputs", action=argparse.BooleanOptionalAction, default=True,
-                   help="GNN: standardise encoder inputs per kind (default on since follow-up 5)")
-    p.add_argument("--rootcause-events", type=int, default=100)
-    p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
-    if args.epochs < 3:
-        p.error("--epochs must be >= 3 (the weight average starts at epoch 2)")
-    torch.set_num_threads(1)
-    from infrabrain.simulation import simulate_federation
+def _one_draw(bp: ModuleType, args: argparse.Namespace, data_seed: int) -> dict:
+    """Every seed of one draw, the seed ensemble and the best non-graph baseline on the same held-out rows."""
+    from infrabrain.models.evaluation import evaluate_scores
+    from infrabrain.models.pipeline import baseline_tables
 
-    t0 = time.time()
-    runs = simulate_federation(args.sites, hours=args.hours, seed=args.data_seed, acceleration=args.acceleration)
-    seeds = [_one_seed(runs, args, s) for s in range(args.seeds)]
+    runs = bp._draw_runs(args, data_seed)
+    seeds, kept = [], []
+    for i in range(args.seeds):
+        out, k = _one_seed(bp, runs, args, data_seed + i)
+        seeds.append(out)
+        kept.append(k if i == 0 else {"rows": k["rows"]})  # one copy of the split is enough
     rules: dict[str, dict[str, object]] = {}
     for name in seeds[0]:
         row: dict[str, object] = {}
@@ -139,15 +152,83 @@ def main(argv: list[str] | None = None) -> int:
             row[key] = float(np.mean(ok)) if ok else None
             row[f"{key}_per_seed"] = vals
         rules[name] = row
-    print(f"{'rule':26s} {'PR-AUC':>7s} {'cascades':>8s} {'root-cause':>10s} {'lead':>5s}  kept epochs",
-          file=sys.stderr)
-    for name, r in rules.items():
-        fmt = lambda v, f: format(v, f) if v is not None else "-".rjust(int(f.split(".")[0]))  # noqa: E731
-        print(f"{name:26s} {fmt(r['pr_auc'], '7.3f')} {fmt(r['pr_auc_cascade'], '8.3f')} "
-              f"{fmt(r['rootcause_top3'], '10.2f')} {fmt(r['median_lead_min'], '5.1f')}  {r['epoch_per_seed']}",
+    first = kept[0]["rows"]
+    keys = ["site", "t", "node"]
+    for k in kept[1:]:  # every seed scores the same held-out rows (the split does not depend on the seed)
+        if not first[keys].reset_index(drop=True).equals(k["rows"][keys].reset_index(drop=True)):
+            raise RuntimeError("the seeds' held-out rows differ; cannot average their logits")
+    logit = np.mean([k["rows"]["logit"].to_numpy() for k in kept], axis=0)
+    ens = first.assign(logit=logit, score=1.0 / (1.0 + np.exp(-logit)))
+    m = evaluate_scores(ens, kept[0]["events"])
+    rules[SEED_ENSEMBLE] = {"pr_auc": _finite(m["pr_auc"]), "pr_auc_cascade": _finite(m["pr_auc_cascade"]),
+                            "median_lead_min": _finite(m["median_lead_min"]), "rootcause_top3": None, "epoch": None}
+    truth = first[["site", "t", "node", "label", "cause", "root"]]
+    tables = baseline_tables(kept[0]["splits"], kept[0]["test"], truth, data_seed)
+    base = {name: _finite(evaluate_scores(df, kept[0]["events"])["pr_auc"]) for name, df in tables.items()}
+    best = max(base, key=lambda n: base[n] or -1.0)
+    for row in rules.values():
+        pr = row["pr_auc"]
+        row["pr_auc_ratio"] = (float(pr) / base[best]) if pr is not None and base[best] else None  # type: ignore[arg-type]
+    return {"data_seed": data_seed, "rules": rules, "best_baseline": best, "pr_auc_best_baseline": base[best],
+            "baselines": base}
+
+
+def _summary(draws: list[dict]) -> dict[str, dict[str, object]]:
+    """Per row: PR-AUC and ratio per draw, the geometric-mean ratio over draws and the lowest draw's ratio."""
+    out: dict[str, dict[str, object]] = {}
+    for name in draws[0]["rules"]:
+        ratios = [d["rules"][name]["pr_auc_ratio"] for d in draws]
+        ok = [r for r in ratios if r is not None and r > 0]
+        out[name] = {"pr_auc_per_draw": [d["rules"][name]["pr_auc"] for d in draws], "pr_auc_ratio_per_draw": ratios,
+                     "pr_auc_ratio": float(np.exp(np.mean(np.log(ok)))) if ok else None,
+                     "pr_auc_ratio_min_draw": min(ok) if ok else None}
+    return out
+
+
+def build_parser(bp: ModuleType) -> argparse.ArgumentParser:
+    """The predictor bench's flags (so this bench trains the same GNN), plus ``--data-seed`` for ``--seed``."""
+    p = bp.build_parser()
+    p.description = __doc__
+    p.add_argument("--data-seed", dest="seed", type=int, default=argparse.SUPPRESS,
+                   help="the first draw's simulation seed (alias of --seed, as in older commands)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    bp = predictor_bench()
+    p = build_parser(bp)
+    args = p.parse_args(argv)
+    if args.quick:  # as the predictor bench's smoke run
+        args.sites, args.heldout, args.hours, args.epochs, args.seeds, args.rootcause_events = 4, 1, 24.0, 3, 2, 0
+    if args.epochs < 3:
+        p.error("--epochs must be >= 3 (the weight average starts at epoch 2)")
+    if args.selection not in CANDIDATES:
+        p.error(f"--selection {args.selection!r} is not a candidate ({', '.join(CANDIDATES)})")
+    torch.set_num_threads(args.threads)
+    from infrabrain.logs import configure_logging
+
+    configure_logging("warning")
+    t0 = time.time()
+    draws = [_one_draw(bp, args, args.seed + i) for i in range(args.data_seeds)]
+    summary = _summary(draws)
+    fmt = lambda v, f: format(v, f) if v is not None else "-".rjust(int(f.split(".")[0]))  # noqa: E731
+    for d in draws:
+        print(f"draw {d['data_seed']} (best non-graph: {d['best_baseline']} {d['pr_auc_best_baseline']:.3f})",
               file=sys.stderr)
-    print(json.dumps({"rules": rules, "seconds": round(time.time() - t0, 1),
-                      "config": {k: v for k, v in vars(args).items() if k != "no_progress"}}))
+        print(f"  {'rule':34s} {'PR-AUC':>7s} {'ratio':>6s} {'cascades':>8s} {'root-cause':>10s} {'lead':>5s}"
+              "  kept epochs", file=sys.stderr)
+        for name, r in d["rules"].items():
+            print(f"  {name:34s} {fmt(r['pr_auc'], '7.3f')} {fmt(r['pr_auc_ratio'], '6.2f')} "
+                  f"{fmt(r['pr_auc_cascade'], '8.3f')} {fmt(r['rootcause_top3'], '10.2f')} "
+                  f"{fmt(r['median_lead_min'], '5.1f')}  {r.get('epoch_per_seed', '')}", file=sys.stderr)
+    if len(draws) > 1:
+        print(f"over draws {[d['data_seed'] for d in draws]}: geometric-mean ratio (lowest draw)", file=sys.stderr)
+        for name, s in summary.items():
+            print(f"  {name:34s} {fmt(s['pr_auc_ratio'], '6.2f')} ({fmt(s['pr_auc_ratio_min_draw'], '4.2f')})",
+                  file=sys.stderr)
+    config = {k: v for k, v in vars(args).items() if k not in ("no_progress", "report_dir", "parts")}
+    print(json.dumps({"draws": draws, "summary": summary, "seconds": round(time.time() - t0, 1), "config": config},
+                     default=float))
     return 0
 
 

@@ -83,7 +83,7 @@ def test_training_keeps_the_epoch_with_the_best_selection_score(small_splits, se
     assert selection_score(again, selection) == pytest.approx(hist[result.best_epoch]["val_selection_score"], abs=1e-6)
 
 
-def test_selection_bench_candidates_score_what_they_are_named():
+def _selection_bench():
     import importlib.util
     from pathlib import Path
 
@@ -91,7 +91,28 @@ def test_selection_bench_candidates_score_what_they_are_named():
     spec = importlib.util.spec_from_file_location("predictor_selection", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_selection_bench_candidates_score_what_they_are_named():
+    bench = _selection_bench()
     rec = {"epoch": 0, "val_pr_auc": 0.4, "val_pr_auc_causes": 0.8, "val_pr_auc_cascade": 0.2, "val_loss": 1.0}
     scores = {name: fn(rec) for name, fn in bench.CANDIDATES.items()}
     assert scores == pytest.approx({"pr_auc": 0.4, "pr_auc+causes": 0.6, "pr_auc+cascade": 0.3, "causes": 0.8})
     assert bench.CANDIDATES["causes"]({**rec, "val_pr_auc_causes": math.nan}) == pytest.approx(0.4)
+
+
+def test_selection_bench_summary_and_flags():
+    """Over draws: the geometric-mean ratio and the lowest draw's, per row; the bench reads the predictor bench's
+    flags (so it trains the same GNN), and ``--data-seed`` is the older spelling of ``--seed``."""
+    bench = _selection_bench()
+    draws = [{"rules": {"a": {"pr_auc": 0.2, "pr_auc_ratio": 2.0}, "b": {"pr_auc": 0.1, "pr_auc_ratio": None}}},
+             {"rules": {"a": {"pr_auc": 0.1, "pr_auc_ratio": 0.5}, "b": {"pr_auc": 0.3, "pr_auc_ratio": 1.5}}}]
+    out = bench._summary(draws)
+    assert out["a"]["pr_auc_ratio"] == pytest.approx(1.0)
+    assert out["a"]["pr_auc_ratio_min_draw"] == 0.5
+    assert out["a"]["pr_auc_per_draw"] == [0.2, 0.1]
+    assert out["b"]["pr_auc_ratio"] == pytest.approx(1.5) and out["b"]["pr_auc_ratio_per_draw"] == [None, 1.5]
+    p = bench.build_parser(bench.predictor_bench())
+    assert p.parse_args(["--data-seed", "3"]).seed == 3
+    assert p.parse_args([]).seed == 0 and p.parse_args([]).epochs == 8
