@@ -100,20 +100,21 @@ def _one_seed(bp: ModuleType, runs: list, args: argparse.Namespace, seed: int) -
     sp, model = trained.splits, trained.model
     test = sp.test_sites
     events = failure_events(test)
-    rows_of: dict[int, Any] = {}
+    hist = trained.result.history
+    ensembled = replay([CANDIDATES[args.selection](rec) for rec in hist], args.patience)
+    kept_rows: dict[str, Any] = {}
 
     def held_out(state: dict[str, torch.Tensor], epoch: int | None = None) -> dict[str, float | None]:
         model.load_state_dict(state)
         rows = predict_scores(model, test)
-        if epoch is not None:
-            rows_of[epoch] = rows
+        if epoch == ensembled:  # the seed ensemble averages the models --selection keeps
+            kept_rows["rows"] = rows
         m = evaluate_scores(rows, events)
         rc = (rootcause_accuracy(model, test, sp.feature_set, rows, events, max_events=args.rootcause_events)
               if args.rootcause_events > 0 else {})
         return {"pr_auc": _finite(m["pr_auc"]), "pr_auc_cascade": _finite(m["pr_auc_cascade"]),
                 "median_lead_min": _finite(m["median_lead_min"]), "rootcause_top3": _finite(rc.get("cascade_top3"))}
 
-    hist = trained.result.history
     per_epoch = [held_out(st, e) for e, st in enumerate(states)]
     for e, (rec, m) in enumerate(zip(hist, per_epoch, strict=True)):
         print(f"seed {seed} epoch {e}: validation PR-AUC {rec['val_pr_auc']:.3f} causes "
@@ -128,12 +129,12 @@ def _one_seed(bp: ModuleType, runs: list, args: argparse.Namespace, seed: int) -
     out["average of epochs 2-last"] = {**held_out(_average(states[2:])), "epoch": None}
     best = max(range(len(per_epoch)), key=lambda e: per_epoch[e]["pr_auc"] or -1.0)
     out[HELD_OUT_BEST] = {**per_epoch[best], "epoch": best}
-    kept_rows = rows_of[out[args.selection]["epoch"]]  # type: ignore[index]
-    return out, {"rows": kept_rows, "events": events, "test": test, "splits": sp}
+    return out, {"rows": kept_rows["rows"], "events": events, "splits": sp}
 
 
 def _one_draw(bp: ModuleType, args: argparse.Namespace, data_seed: int) -> dict:
     """Every seed of one draw, the seed ensemble and the best non-graph baseline on the same held-out rows."""
+    from infrabrain.models.calibration import risk_of
     from infrabrain.models.evaluation import evaluate_scores
     from infrabrain.models.pipeline import baseline_tables
 
@@ -158,12 +159,13 @@ def _one_draw(bp: ModuleType, args: argparse.Namespace, data_seed: int) -> dict:
         if not first[keys].reset_index(drop=True).equals(k["rows"][keys].reset_index(drop=True)):
             raise RuntimeError("the seeds' held-out rows differ; cannot average their logits")
     logit = np.mean([k["rows"]["logit"].to_numpy() for k in kept], axis=0)
-    ens = first.assign(logit=logit, score=1.0 / (1.0 + np.exp(-logit)))
+    ens = first.assign(logit=logit, score=risk_of(logit, None))
     m = evaluate_scores(ens, kept[0]["events"])
     rules[SEED_ENSEMBLE] = {"pr_auc": _finite(m["pr_auc"]), "pr_auc_cascade": _finite(m["pr_auc_cascade"]),
                             "median_lead_min": _finite(m["median_lead_min"]), "rootcause_top3": None, "epoch": None}
     truth = first[["site", "t", "node", "label", "cause", "root"]]
-    tables = baseline_tables(kept[0]["splits"], kept[0]["test"], truth, data_seed)
+    sp = kept[0]["splits"]
+    tables = baseline_tables(sp, sp.test_sites, truth, data_seed)
     base = {name: _finite(evaluate_scores(df, kept[0]["events"])["pr_auc"]) for name, df in tables.items()}
     best = max(base, key=lambda n: base[n] or -1.0)
     for row in rules.values():

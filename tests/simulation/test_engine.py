@@ -91,12 +91,17 @@ def test_dead_node_kills_its_job_on_other_nodes(small_run) -> None:
         assert before > 20 and np.nanmean(util[s + 1, n * 8:(n + 1) * 8]) < before
 
 
+def _run_48h(name: str, rows: int, acceleration: float) -> tuple[SiteSimulation, object]:
+    """A site of ``rows`` x 4 racks x 4 nodes (8 GPUs each), 48 h at ``acceleration``, seed 3: plan and run."""
+    spec = SiteSpec(name=name, rows=rows, racks_per_row=4, nodes_per_rack=4)
+    sim = SiteSimulation(spec, hours=48, seed=3, acceleration=acceleration)
+    return sim, sim.run()
+
+
 @pytest.fixture(scope="module")
 def precursor_sim():
     """128 GPUs for 48 h at acceleration 150: ~60 failures of most causes."""
-    spec = SiteSpec(name="pre", rows=1, racks_per_row=4, nodes_per_rack=4)
-    sim = SiteSimulation(spec, hours=48, seed=3, acceleration=150)
-    return sim, sim.run()
+    return _run_48h("pre", 1, 150)
 
 
 def test_hardware_failures_have_precursors_software_none(precursor_sim) -> None:
@@ -181,13 +186,10 @@ def test_naive_rule_sees_hardware_not_software(precursor_sim) -> None:
     assert node_flag[sw].mean() < base + 0.1, (node_flag[sw].mean(), base)
 
 
-
 @pytest.fixture(scope="module")
 def outage_sim():
     """256 GPUs for 48 h at acceleration 300: ~140 node failures, many on nodes that fail again after repair."""
-    spec = SiteSpec(name="out", rows=2, racks_per_row=4, nodes_per_rack=4)
-    sim = SiteSimulation(spec, hours=48, seed=3, acceleration=300)
-    return sim, sim.run()
+    return _run_48h("out", 2, 300)
 
 
 def test_gpus_of_a_down_node_log_nothing_and_repair_clears_the_xid_gauge(outage_sim) -> None:
