@@ -113,6 +113,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from infrabrain.models.snapshots import make_splits
     from infrabrain.models.training import TrainResult
 
+    if args.bootstrap < 0:
+        raise ValueError(f"--bootstrap must be 0 (skip) or a number of resamples, got {args.bootstrap}")
     runs = load_runs(args)
     ckpt = load_checkpoint(args.checkpoint, expected=FeatureSet.from_run(runs[0]))
     pipe = dict(ckpt.card.get("pipeline", {}))
@@ -131,9 +133,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     trained = Trained(model=ckpt.model, splits=splits, result=TrainResult(history=ckpt.card.get("history", []),
                       best_epoch=int(ckpt.card.get("best_epoch", -1))), config=cfg, train_s=0.0,
                       calibration=PlattCalibrator.from_card(ckpt.card), val_threshold=ckpt.card.get("alert_threshold"))
-    report = evaluate_predictor(trained, args.out, rootcause_events=args.rootcause_events, oracle=args.oracle)
-    keys = ("split", "pr_auc_gnn", "best_baseline", "pr_auc_best_baseline", "pr_auc_ratio", "pr_auc_ratio_cascade",
-            "pr_auc_ratio_node_rooted", "pr_auc_ratio_upstream")
+    report = evaluate_predictor(trained, args.out, rootcause_events=args.rootcause_events, oracle=args.oracle,
+                                bootstrap=args.bootstrap)
+    keys = ("split", "pr_auc_gnn", "best_baseline", "pr_auc_best_baseline", "pr_auc_ratio", "pr_auc_ratio_interval",
+            "pr_auc_ratio_cascade", "pr_auc_ratio_node_rooted", "pr_auc_ratio_upstream",
+            "gnn_recall_at_p50_precursor_interval", "gnn_median_lead_min_interval")
     rc = report["rootcause"]
     oracles = {f"oracle_{kind}_pr_auc": m["pr_auc"] for kind, m in report["oracle"].items()}
     print(json.dumps(_jsonable({k: report[k] for k in keys} | oracles | {
@@ -217,6 +221,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--oracle", action="store_true",
                    help="also score the same rows with the simulator-truth oracles, up to the ceiling (simulated "
                         "data only: --simulate or a stored simulation); see docs/predictor.md")
+    p.add_argument("--bootstrap", type=int, default=1000,
+                   help="resamples of the evaluated racks for 90%% intervals of the GNN / best non-graph PR-AUC ratio "
+                        "and of the GNN's event recall and median lead (*_interval; 0 skips them; default "
+                        "%(default)s)")
     p.set_defaults(handler=_evaluate)
 
     p = subparsers.add_parser("predict", help="score a site's latest telemetry window and explain the top risks",

@@ -20,10 +20,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from infrabrain.logs import get_logger
 from infrabrain.models.calibration import PlattCalibrator, calibrated_ensemble, logit
 from infrabrain.models.device import DeviceName
+from infrabrain.models.evaluation import LEAD_GOAL_MIN, RATIO_GOAL, RECALL_GOAL
 from infrabrain.models.gnn import FailurePredictor, ModelConfig
 from infrabrain.models.selection import DEFAULT_SELECTION, Selection
 from infrabrain.models.snapshots import Splits, make_splits
 from infrabrain.models.training import TrainConfig, TrainResult, estimate_pos_weight, predict_scores, train_model
+from infrabrain.models.uncertainty import DEFAULT_BOOTSTRAP
+
+#: The baselines the GNN's ratio is taken over (the best of them, by PR-AUC).
+NONGRAPH_MODELS = ("gbm", "logistic", "iforest", "rules")
 
 log = get_logger("models.pipeline")
 
@@ -179,14 +184,19 @@ def baseline_tables(splits: Splits, test: Any, truth: pd.DataFrame, seed: int = 
 
 
 def evaluate_predictor(trained: Trained, out_dir: str | Path | None = None, rootcause_events: int = 150,
-                       split: str = "test_sites", oracle: bool = False) -> dict[str, Any]:
+                       split: str = "test_sites", oracle: bool = False, bootstrap: int = DEFAULT_BOOTSTRAP,
+                       keep_tables: bool = False) -> dict[str, Any]:
     """Evaluate the GNN and every baseline on ``split`` (``test_sites`` if there are held-out sites, else
     ``test_time``); optionally write ``report.json`` and ``pr_curves.png`` to ``out_dir``.
 
     ``oracle=True`` also scores the same rows with the simulator-truth oracles of :mod:`infrabrain.models.oracle`
-    (``report["oracle"][kind]``: what any model could reach; needs simulated runs)."""
-    from infrabrain.models.evaluation import (calibration, evaluate_scores, failure_events, plot_pr_curves, root_scope,
-                                              scope_pr_aucs)
+    (``report["oracle"][kind]``: what any model could reach; needs simulated runs). ``bootstrap`` resamples of
+    the held-out racks give 90 % intervals (:mod:`infrabrain.models.uncertainty`; 0 skips them) of the ratio
+    (``pr_auc_ratio_interval``) and of the GNN's recall at precision 0.5 on hardware-precursor failures and its
+    median lead (``gnn_recall_at_p50_precursor_interval``, ``gnn_median_lead_min_interval``). ``keep_tables`` adds every model's score table (``score_tables``), the racks
+    (``resample_clusters``) and the failures (``events``), none written to the JSON."""
+    from infrabrain.models.evaluation import (calibration, evaluate_scores, failure_events, node_racks, plot_pr_curves,
+                                              root_scope, scope_pr_aucs)
     from infrabrain.models.explain import alert_rows, explain_dataset_alerts, rootcause_accuracy
 
     sp = trained.splits
@@ -218,9 +228,20 @@ def evaluate_predictor(trained: Trained, out_dir: str | Path | None = None, root
                             alert_threshold=trained.val_threshold)
     explained = explain_dataset_alerts(trained.model, test, sp.feature_set, gnn, top_n=5)
     expl = _quote_risks(explained, alert_rows(gnn, 5)["score"].to_numpy())  # gnn's score is calibrated if possible
-    nongraph = [n for n in ("gbm", "logistic", "iforest", "rules") if n in models]
+    nongraph = [n for n in NONGRAPH_MODELS if n in models]
     best = max(nongraph, key=lambda n: _nz(models[n]["pr_auc"]))
     best_c = max(nongraph, key=lambda n: _nz(models[n]["pr_auc_cascade"]))
+    intervals: dict[str, Any] = {}
+    if bootstrap:
+        from infrabrain.models.uncertainty import bootstrap_draw, interval, ratio_interval
+
+        samples = bootstrap_draw([(gnn, {n: tables[n] for n in nongraph})], node_racks(test),
+                                 events[events["precursor"]] if len(events) else None, n_boot=bootstrap,
+                                 seed=trained.config.seed)
+        intervals["pr_auc_ratio_interval"] = ratio_interval(samples["pr_auc_ratio"], goal=RATIO_GOAL)
+        if "event_recall" in samples:
+            intervals["gnn_recall_at_p50_precursor_interval"] = interval(samples["event_recall"], goal=RECALL_GOAL)
+            intervals["gnn_median_lead_min_interval"] = interval(samples["median_lead_min"], goal=LEAD_GOAL_MIN)
     report = {
         "split": split if test is getattr(sp, split, None) else "test_time",
         "sites": [s.name for s in test.sites],
@@ -230,6 +251,9 @@ def evaluate_predictor(trained: Trained, out_dir: str | Path | None = None, root
         "pr_auc_gnn": models["gnn"]["pr_auc"],
         "pr_auc_best_baseline": models[best]["pr_auc"],
         "pr_auc_ratio": _ratio(models["gnn"]["pr_auc"], models[best]["pr_auc"]),
+        "pr_auc_ratio_interval": intervals.get("pr_auc_ratio_interval"),
+        "gnn_recall_at_p50_precursor_interval": intervals.get("gnn_recall_at_p50_precursor_interval"),
+        "gnn_median_lead_min_interval": intervals.get("gnn_median_lead_min_interval"),
         "best_baseline_cascade": best_c,
         "pr_auc_ratio_cascade": _ratio(models["gnn"]["pr_auc_cascade"], models[best_c]["pr_auc_cascade"]),
         **{f"pr_auc_ratio_{scope}": _ratio(models["gnn"][f"pr_auc_{scope}"],
@@ -255,6 +279,10 @@ def evaluate_predictor(trained: Trained, out_dir: str | Path | None = None, root
         plot_pr_curves({**tables, **oracle_tables}, out / "pr_curves.png", title=f"{report['split']}: {', '.join(report['sites'][:4])}")
         atomic_write_text(out / "report.json", json.dumps(_jsonable(report), indent=2))
         report["files"] = [str(out / "report.json"), str(out / "pr_curves.png")]
+    if keep_tables:
+        report["score_tables"] = tables
+        report["resample_clusters"] = node_racks(test)
+        report["events"] = events
     return report
 
 

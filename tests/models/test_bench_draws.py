@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 
@@ -35,6 +36,30 @@ def test_ratios_are_combined_geometrically_and_the_worst_draw_is_named(bench):
     assert out["by_cause_vs_rules"]["memory"]["gnn_pr_auc"] == pytest.approx(0.25)
     assert out["by_cause_vs_rules"]["thermal"]["gnn_pr_auc"] == pytest.approx(0.3)  # only the draw that has it
     assert out["by_cause_vs_rules"]["memory"]["rules_recall"] is None
+
+
+def test_the_interval_over_draws_combines_each_draws_resamples(bench):
+    """Each draw's bootstrap samples travel with it; the panel's ratio interval is that of their geometric mean,
+    recall's and lead's that of their mean, and no sample array reaches the JSON."""
+    rng = np.random.default_rng(0)
+    a, b = rng.uniform(1.0, 2.0, 500), rng.uniform(0.6, 1.0, 500)
+    ra, rb = rng.uniform(0.5, 0.9, 500), rng.uniform(0.6, 1.0, 500)
+    rb[:10] = np.nan  # a resample of draw 1 without a failure: the mean is draw 0's alone there
+    d0, d1 = _draw(0, 0.4, 0.1, 0.2), _draw(1, 0.1, 0.2, 0.3)
+    for d, s, r in ((d0, a, ra), (d1, b, rb)):
+        d["_samples"] = {"pr_auc_ratio": s, "event_recall": r, "median_lead_min": 40 * r}
+        d["pr_auc_ratio_interval"] = {"low": float(np.quantile(s, 0.05)), "high": float(np.quantile(s, 0.95))}
+    out = bench._mean_over_draws([d0, d1])
+    geo = np.sqrt(a * b)
+    assert out["pr_auc_ratio_interval"]["low"] == pytest.approx(np.quantile(geo, 0.05))
+    assert out["pr_auc_ratio_interval"]["p_ge_goal"] == pytest.approx(np.mean(geo >= bench.RATIO_GOAL))
+    assert [iv["low"] for iv in out["pr_auc_ratio_interval_per_draw"]] == pytest.approx(
+        [np.quantile(a, 0.05), np.quantile(b, 0.05)])
+    mean = np.where(np.isnan(rb), ra, (ra + rb) / 2)
+    assert out["event_recall_at_p50_interval"]["high"] == pytest.approx(np.quantile(mean, 0.95))
+    assert out["event_recall_at_p50_interval"]["p_ge_goal"] == pytest.approx(np.mean(mean >= 0.8))
+    assert out["median_lead_min_interval"]["low"] == pytest.approx(np.quantile(40 * mean, 0.05))
+    assert not any(k.startswith("_") for k in out)
 
 
 def test_bad_counts_are_refused(bench):
@@ -88,3 +113,21 @@ def test_headroom_needs_heldout_sites(small_runs):
 
     with pytest.raises(ValueError, match="held-out"):
         headroom(small_runs, PipelineConfig(heldout=0, val_sites=1))
+
+
+def test_accuracy_part_reports_the_ratio_interval_of_one_draw(bench, capsys):
+    """One small draw, two training seeds: the interval of the seed-mean ratio is in the strict-JSON last line
+    (the bootstrap samples and score tables are not)."""
+    import json
+
+    assert bench.main(["--parts", "accuracy", "--sites", "3", "--heldout", "1", "--val-sites", "1", "--hours", "6",
+                       "--acceleration", "1000", "--epochs", "1", "--seeds", "2", "--hidden", "8",
+                       "--rootcause-events", "3", "--no-oracle", "--no-progress", "--bootstrap", "200"]) == 0
+    err = capsys.readouterr()
+    out = json.loads(err.out.strip().splitlines()[-1], parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+    iv = out["pr_auc_ratio_interval"]
+    assert not any(k.startswith("_") for k in out)
+    assert {"event_recall_at_p50_interval", "median_lead_min_interval"} <= set(out)
+    assert iv["level"] == 0.9 and 0 < iv["n_boot"] <= 200 and out["config"]["bootstrap"] == 200
+    assert iv["low"] <= iv["high"] and 0.0 <= iv["p_ge_goal"] <= 1.0
+    assert "interval over the held-out racks" in err.err

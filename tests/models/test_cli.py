@@ -52,6 +52,12 @@ def test_train_evaluate_predict(dataset, tmp_path, capsys):
     # the printed summary is strict JSON (a ratio without failures of its kind is null, not NaN)
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1], parse_constant=_no_nan)
     assert {"pr_auc_ratio_node_rooted", "pr_auc_ratio_upstream"} <= set(summary)
+    iv = summary["pr_auc_ratio_interval"]  # the node bootstrap of the ratio, as in report.json
+    assert iv == report["pr_auc_ratio_interval"] and iv["n_boot"] <= 1000 and iv["level"] == 0.9
+    if iv["low"] is not None:
+        assert iv["low"] <= iv["high"]
+    for key in ("gnn_recall_at_p50_precursor_interval", "gnn_median_lead_min_interval"):
+        assert summary[key] == report[key] and summary[key]["level"] == 0.9  # n_boot 0 where no failure was held out
     assert summary["oracle_amplitude_aware_pr_auc"] == report["oracle"]["amplitude_aware"]["pr_auc"]
     assert {"pr_auc_node_rooted", "pr_auc_upstream"} <= set(report["models"]["gnn"])
 
