@@ -31,34 +31,54 @@ DEFAULT_LEVEL = 0.9
 _KEYS = ["site", "t", "node"]
 
 
+def _cumulative_by_cluster(codes: np.ndarray, positions: np.ndarray, k: int, at: np.ndarray) -> np.ndarray:
+    """``[k, len(at)]``: how many of the rows at ``positions`` (score order), of each cluster (``codes``), lie at
+    or before each position of ``at``."""
+    n = int(max(positions.max(initial=-1), at.max(initial=-1))) + 2
+    key = np.sort(codes.astype(np.int64) * n + positions)
+    base = np.arange(k, dtype=np.int64) * n
+    upto = np.searchsorted(key, base[:, None] + at[None, :], side="right")
+    return (upto - np.searchsorted(key, base, side="left")[:, None]).astype(float)
+
+
 class WeightedAP:
     """Average precision (sklearn's ``average_precision_score`` definition: ties form one threshold) of fixed
-    labels and scores under many weight vectors at once, sorting only once."""
+    labels and scores when each row counts as often as its cluster is drawn, for many draws at once.
 
-    def __init__(self, labels: np.ndarray, scores: np.ndarray) -> None:
+    Sorting and the per-cluster running counts at each threshold that adds a positive are done once, so a
+    draw costs two small matrix products (clusters x thresholds), not a pass over the rows."""
+
+    def __init__(self, labels: np.ndarray, scores: np.ndarray, codes: np.ndarray, k: int) -> None:
         labels = np.asarray(labels, bool)
         scores = np.asarray(scores, float)
-        if labels.shape != scores.shape or labels.ndim != 1:
-            raise ValueError(f"labels {labels.shape} and scores {scores.shape} must be 1-D of the same length")
+        codes = np.asarray(codes, np.int64)
+        if labels.shape != scores.shape or labels.shape != codes.shape or labels.ndim != 1:
+            raise ValueError(f"labels {labels.shape}, scores {scores.shape} and cluster codes {codes.shape} must be "
+                             "1-D of the same length")
         if not np.isfinite(scores).all():
             raise ValueError(f"scores hold {int((~np.isfinite(scores)).sum())} non-finite values")
-        self.order = np.argsort(-scores, kind="stable")
-        s = scores[self.order]
-        self.pos = labels[self.order]
-        # last index of each run of equal scores: the thresholds of the PR curve
-        self.ends = np.flatnonzero(np.r_[s[1:] != s[:-1], True])
+        if len(codes) and not (0 <= codes.min() and codes.max() < k):
+            raise ValueError(f"cluster codes must lie in [0, {k})")
+        order = np.argsort(-scores, kind="stable")
+        s, pos, c = scores[order], labels[order], codes[order]
+        ends = np.flatnonzero(np.r_[s[1:] != s[:-1], True])  # last row of each run of equal scores: a threshold
+        starts = np.r_[0, ends[:-1] + 1]
+        ends = ends[np.add.reduceat(pos, starts) > 0] if len(pos) else ends  # only these move the recall
+        rows = np.arange(len(pos))
+        self.total = _cumulative_by_cluster(c, rows, k, ends)  # [k, T]
+        self.tp = _cumulative_by_cluster(c[pos], rows[pos], k, ends)
+        self.positives = np.bincount(c[pos], minlength=k).astype(float)
 
-    def __call__(self, weights: np.ndarray) -> np.ndarray:
-        """``weights`` ``[B, n]`` (in the caller's row order) -> the ``B`` average precisions (NaN where a
-        resample has no positive)."""
-        w = np.atleast_2d(np.asarray(weights, float))[:, self.order]
-        tp = np.cumsum(w * self.pos, axis=1)[:, self.ends]
-        total = np.cumsum(w, axis=1)[:, self.ends]
+    def __call__(self, counts: np.ndarray) -> np.ndarray:
+        """``counts`` ``[B, k]`` (how often each cluster is drawn) -> the ``B`` average precisions (NaN where a
+        draw has no positive)."""
+        cnt = np.atleast_2d(np.asarray(counts, float))
+        tp, total, n_pos = cnt @ self.tp, cnt @ self.total, cnt @ self.positives
         with np.errstate(invalid="ignore", divide="ignore"):
             precision = np.where(total > 0, tp / total, 0.0)
-            recall = tp / tp[:, -1:]
-        d_recall = np.diff(recall, axis=1, prepend=0.0)
-        return np.sum(d_recall * precision, axis=1)
+            recall = tp / n_pos[:, None]
+        ap = np.sum(np.diff(recall, axis=1, prepend=0.0) * precision, axis=1)
+        return np.where(n_pos > 0, ap, np.nan)
 
 
 def draw_counts(k: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
@@ -67,51 +87,51 @@ def draw_counts(k: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
     return np.stack([np.bincount(d, minlength=k) for d in draws]).astype(float)
 
 
-def cluster_weights(clusters: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """``[n_boot, n]`` row weights: how often each row's cluster was drawn when as many clusters as there are
-    were drawn with replacement."""
-    _, cid = np.unique(np.asarray(clusters), return_inverse=True)
-    return draw_counts(int(cid.max()) + 1 if len(cid) else 0, n_boot, rng)[:, cid]
-
-
 class EventRecall:
     """Event recall at precision >= ``min_precision`` and the median lead at that threshold, with the
     definitions of :func:`~infrabrain.models.evaluation.recall_at_precision` and
     :func:`~infrabrain.models.evaluation.lead_times` (precision over every row, recall over ``events``), of
-    fixed rows and events under many weightings at once.
+    fixed rows and events when each row and event counts as often as its cluster is drawn, for many draws.
 
     Where no threshold reaches the precision on a resample, recall is 0 and the lead NaN (the point evaluation
     then falls back to the threshold of all events for the lead; a resample does not)."""
 
-    def __init__(self, rows: pd.DataFrame, events: pd.DataFrame, min_precision: float = 0.5) -> None:
+    def __init__(self, rows: pd.DataFrame, events: pd.DataFrame, codes: np.ndarray, k: int,
+                 min_precision: float = 0.5) -> None:
         from infrabrain.models.evaluation import _event_windows, event_scores
 
         self.min_precision = float(min_precision)
         scores = rows["score"].to_numpy(float)
-        self.order = np.argsort(-scores, kind="stable")
-        self.pos = rows["label"].to_numpy(bool)[self.order]
+        codes = np.asarray(codes, np.int64)
+        order = np.argsort(-scores, kind="stable")
+        pos, c = rows["label"].to_numpy(bool)[order], codes[order]
         self.events = ev = event_scores(rows, events)
         mx = ev["max_score"].to_numpy(float)
         self.cand = np.unique(mx)[::-1]  # descending thresholds, as recall_at_precision
-        self.at = np.searchsorted(-scores[self.order], -self.cand, side="right") - 1  # last alert row per threshold
-        self.hit = mx[:, None] >= self.cand[None, :]  # [E, C]
+        at = np.searchsorted(-scores[order], -self.cand, side="right") - 1  # last alert row per threshold
+        r = np.arange(len(pos))
+        self.total = _cumulative_by_cluster(c, r, k, at)  # [k, C]
+        self.tp = _cumulative_by_cluster(c[pos], r[pos], k, at)
+        node_code = pd.DataFrame({"site": rows["site"].to_numpy(), "node": rows["node"].to_numpy(), "code": codes})
+        self.event_code = ev[["site", "node"]].merge(node_code.drop_duplicates(["site", "node"]),
+                                                     on=["site", "node"], how="left")["code"].to_numpy(np.int64)
+        self.hit = (mx[:, None] >= self.cand[None, :]).astype(float)  # [E, C]
         self.lead = np.full(self.hit.shape, np.nan)  # [E, C]: lead (min) of the earliest alert, if caught
         win = _event_windows(rows, ev)
-        for ci, c in enumerate(self.cand):
-            m = win[win["score"] >= c].groupby("ev")["lead"].max()
+        for ci, thr in enumerate(self.cand):
+            m = win[win["score"] >= thr].groupby("ev")["lead"].max()
             self.lead[m.index.to_numpy(), ci] = m.to_numpy() / 60.0
 
-    def __call__(self, w_rows: np.ndarray, w_events: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Row weights ``[B, n]`` (caller's row order) and event weights ``[B, E]`` (``self.events`` order) ->
-        recall ``[B]`` and median lead in minutes ``[B]`` (NaN where a resample has no event)."""
-        b = len(w_rows)
+    def __call__(self, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``counts`` ``[B, k]`` (how often each cluster is drawn) -> recall ``[B]`` and median lead in minutes
+        ``[B]`` (NaN where a draw has no event)."""
+        cnt = np.atleast_2d(np.asarray(counts, float))
+        b = len(cnt)
         if len(self.cand) == 0:
             return np.full(b, np.nan), np.full(b, np.nan)
-        w = np.asarray(w_rows, float)[:, self.order]
-        tp = np.cumsum(w * self.pos, axis=1)[:, self.at]
-        total = np.cumsum(w, axis=1)[:, self.at]
+        tp, total = cnt @ self.tp, cnt @ self.total
         precision = np.divide(tp, total, out=np.zeros_like(tp), where=total > 0)
-        we = np.asarray(w_events, float)
+        we = cnt[:, self.event_code]
         n_ev = we.sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             recall = (we @ self.hit) / n_ev[:, None]
@@ -197,29 +217,23 @@ def bootstrap_draw(runs: Sequence[tuple[pd.DataFrame, Mapping[str, pd.DataFrame]
         tables.update({f"{name}/{i}": t for name, t in others.items()})
     rows = align_tables(tables)
     labels = rows["label"].to_numpy(bool)
-    ap = {name: WeightedAP(labels, rows[name].to_numpy(float)) for name in tables}
     row_code, k = _cluster_codes(rows, clusters)
-    recalls: list[tuple[EventRecall, np.ndarray]] = []
-    if events is not None:
-        for i in range(len(runs)):
-            er = EventRecall(rows.assign(score=rows[f"gnn/{i}"]), events, min_precision)
-            units = pd.DataFrame({"site": rows["site"], "node": rows["node"], "code": row_code}).drop_duplicates()
-            ev_code = er.events[["site", "node"]].merge(units, on=["site", "node"], how="left")["code"]
-            recalls.append((er, ev_code.to_numpy(np.int64)))
+    ap = {name: WeightedAP(labels, rows[name].to_numpy(float), row_code, k) for name in tables}
+    recalls = [EventRecall(rows.assign(score=rows[f"gnn/{i}"]), events, row_code, k, min_precision)
+               for i in range(len(runs))] if events is not None else []
     rng = np.random.default_rng(seed)
     out: dict[str, list[np.ndarray]] = {"pr_auc_ratio": [], "event_recall": [], "median_lead_min": []}
     for lo in range(0, n_boot, chunk):
         counts = draw_counts(k, min(chunk, n_boot - lo), rng)
-        w = counts[:, row_code]
         ratios = []
         for i, (_, others) in enumerate(runs):
-            a = ap[f"gnn/{i}"](w)
-            b = np.max([ap[f"{name}/{i}"](w) for name in others], axis=0)
+            a = ap[f"gnn/{i}"](counts)
+            b = np.max([ap[f"{name}/{i}"](counts) for name in others], axis=0)
             with np.errstate(invalid="ignore", divide="ignore"):
                 ratios.append(np.where(b > 0, a / b, np.nan))
         out["pr_auc_ratio"].append(np.mean(ratios, axis=0))
         if recalls:
-            got = [er(w, counts[:, code]) for er, code in recalls]
+            got = [er(counts) for er in recalls]
             with warnings.catch_warnings():  # a resample where no run has a lead: NaN, as the bench's mean
                 warnings.simplefilter("ignore", RuntimeWarning)
                 out["event_recall"].append(np.nanmean([g[0] for g in got], axis=0))

@@ -8,7 +8,7 @@ import pytest
 from sklearn.metrics import average_precision_score
 
 from infrabrain.models.uncertainty import (EventRecall, WeightedAP, align_tables, bootstrap_draw, bootstrap_ratio,
-                                           cluster_weights, geometric_mean_samples, interval, ratio_interval)
+                                           draw_counts, geometric_mean_samples, interval, ratio_interval)
 
 
 def _rows(n_nodes: int = 60, steps: int = 20, seed: int = 0) -> pd.DataFrame:
@@ -34,28 +34,35 @@ def _scored(rows: pd.DataFrame, signal: float, seed: int, decimals: int | None =
 def test_weighted_ap_is_sklearns_average_precision(decimals):
     rows = _scored(_rows(), 1.5, 1, decimals)
     y, s = rows["label"].to_numpy(), rows["score"].to_numpy()
-    ap = WeightedAP(y, s)
-    assert ap(np.ones((1, len(y))))[0] == pytest.approx(average_precision_score(y, s), abs=1e-12)
-    w = np.random.default_rng(2).integers(0, 4, size=(3, len(y))).astype(float)
+    n = len(y)
+    per_row = WeightedAP(y, s, np.arange(n), n)  # every row its own cluster: counts are row weights
+    assert per_row(np.ones((1, n)))[0] == pytest.approx(average_precision_score(y, s), abs=1e-12)
+    w = np.random.default_rng(2).integers(0, 4, size=(3, n)).astype(float)
     expected = [average_precision_score(y, s, sample_weight=wi) for wi in w]
-    assert ap(w) == pytest.approx(expected, abs=1e-12)
+    assert per_row(w) == pytest.approx(expected, abs=1e-12)
+    # clusters of nodes: a cluster's count weighs every row of it
+    codes = (rows["site"] == "b").to_numpy() * 100 + rows["node"].to_numpy() // 3
+    _, codes = np.unique(codes, return_inverse=True)
+    k = int(codes.max()) + 1
+    counts = np.random.default_rng(3).integers(0, 3, size=(4, k)).astype(float)
+    got = WeightedAP(y, s, codes, k)(counts)
+    assert got == pytest.approx([average_precision_score(y, s, sample_weight=c[codes]) for c in counts], abs=1e-12)
+    assert np.isnan(WeightedAP(y, s, codes, k)(np.zeros((1, k))))[0]  # nothing drawn: no positive
 
 
-def test_weighted_ap_refuses_non_finite_scores_and_shape_mismatch():
+def test_weighted_ap_refuses_non_finite_scores_shape_mismatch_and_bad_codes():
     with pytest.raises(ValueError, match="non-finite"):
-        WeightedAP(np.array([True, False]), np.array([0.5, np.nan]))
+        WeightedAP(np.array([True, False]), np.array([0.5, np.nan]), np.zeros(2, int), 1)
     with pytest.raises(ValueError, match="same length"):
-        WeightedAP(np.array([True, False]), np.array([0.5]))
+        WeightedAP(np.array([True, False]), np.array([0.5]), np.zeros(2, int), 1)
+    with pytest.raises(ValueError, match=r"in \[0, 1\)"):
+        WeightedAP(np.array([True, False]), np.array([0.5, 0.1]), np.array([0, 1]), 1)
 
 
-def test_cluster_weights_draw_whole_clusters():
-    clusters = np.array(["x", "x", "y", "z", "z", "z"])
-    w = cluster_weights(clusters, 200, np.random.default_rng(0))
-    assert w.shape == (200, 6)
-    assert (w[:, 0] == w[:, 1]).all() and (w[:, 3] == w[:, 4]).all() and (w[:, 4] == w[:, 5]).all()
-    # three clusters drawn per resample: the counts of x, y, z sum to 3
-    assert (w[:, 0] + w[:, 2] + w[:, 3] == 3).all()
-    assert 0.9 < w[:, 2].mean() < 1.1  # each cluster drawn once on average
+def test_draw_counts_draw_as_many_clusters_as_there_are():
+    c = draw_counts(3, 500, np.random.default_rng(0))
+    assert c.shape == (500, 3) and (c.sum(axis=1) == 3).all()
+    assert np.allclose(c.mean(axis=0), 1.0, atol=0.1)  # each cluster drawn once on average
 
 
 def test_identical_models_give_a_ratio_of_exactly_one_on_every_resample():
@@ -180,8 +187,9 @@ def test_event_recall_and_lead_with_unit_weights_are_the_evaluations():
     for signal, seed in ((1.0, 20), (1.5, 20), (1.8, 21), (0.3, 22)):  # recall 0.03, 0.47, 0.8 and 0
         rows = _scored(_rows(n_nodes=100), signal, seed, 2)
         events = _events(rows)
-        er = EventRecall(rows, events)
-        rec, lead = er(np.ones((1, len(rows))), np.ones((1, len(er.events))))
+        codes = np.arange(len(rows))  # per row; unit counts
+        er = EventRecall(rows, events, codes, len(rows))
+        rec, lead = er(np.ones((1, len(rows))))
         ev = event_scores(rows, events)
         r = recall_at_precision(rows, ev, 0.5)
         assert rec[0] == pytest.approx(r["recall"])
@@ -197,10 +205,29 @@ def test_the_draws_recall_and_lead_are_resampled_with_the_ratio():
     events = _events(rows)
     got = bootstrap_draw([(gnn, {"l": base})], events=events, n_boot=200, seed=5)
     assert np.allclose(got["pr_auc_ratio"], bootstrap_ratio([(gnn, {"l": base})], n_boot=200, seed=5))
-    er = EventRecall(gnn, events)
-    point, _ = er(np.ones((1, len(gnn))), np.ones((1, len(er.events))))
+    er = EventRecall(gnn, events, np.arange(len(gnn)), len(gnn))
+    point, _ = er(np.ones((1, len(gnn))))
     iv = interval(got["event_recall"], goal=0.8)
     assert iv["low"] <= point[0] <= iv["high"] and iv["high"] - iv["low"] > 0.02
     assert np.isfinite(got["median_lead_min"]).mean() > 0.9
     assert ((got["median_lead_min"][np.isfinite(got["median_lead_min"])] >= 5)
             & (got["median_lead_min"][np.isfinite(got["median_lead_min"])] <= 60)).all()
+
+
+def test_event_recall_of_a_draw_is_the_evaluation_of_the_drawn_rows():
+    """Counts 0/1 per node: the same as evaluating only the drawn nodes' rows and failures."""
+    from infrabrain.models.evaluation import event_scores, lead_times, recall_at_precision
+
+    rows = _scored(_rows(n_nodes=100), 1.6, 30, 2)
+    events = _events(rows)
+    _, codes = np.unique(rows["site"] + "/" + rows["node"].astype(str), return_inverse=True)
+    k = int(codes.max()) + 1
+    keep = np.random.default_rng(4).random(k) < 0.6
+    rec, lead = EventRecall(rows, events, codes, k)(keep[None, :].astype(float))
+    sub = rows[keep[codes]]
+    ev = event_scores(sub, events)
+    r = recall_at_precision(sub, ev, 0.5)
+    assert 0 < r["recall"] < 1 and rec[0] == pytest.approx(r["recall"])
+    assert lead[0] == pytest.approx(np.median(lead_times(sub, ev, r["threshold"])))
+    ap = WeightedAP(rows["label"].to_numpy(), rows["score"].to_numpy(), codes, k)(keep[None, :].astype(float))
+    assert ap[0] == pytest.approx(average_precision_score(sub["label"], sub["score"]))
