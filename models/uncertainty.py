@@ -1,4 +1,4 @@
-"""How sure a held-out PR-AUC ratio is: a paired cluster bootstrap over the held-out racks.
+"""How sure the held-out headline numbers are: a paired cluster bootstrap over the held-out racks.
 
 A held-out draw of three small sites holds a few dozen failures, and one event more or less moves the GNN's
 ratio to the best non-graph model by tenths. A point ratio cannot say whether 1.09 means "ahead" or "level", so
@@ -6,7 +6,8 @@ this module resamples the held-out *racks* with replacement, each with all its n
 strongly correlated in time, and a failing leaf switch, PDU or cooling unit takes down nodes of the same racks
 together), recomputes every model's PR-AUC on the same resample (paired: the models are compared on the same
 rows, which cancels most of the draw's luck they share), and reports the ratio's percentile interval and the
-share of resamples at or above a goal.
+share of resamples at or above a goal. The event recall at precision 0.5 and the median lead are resampled
+with it (each failure goes with its node's rack).
 
 The statistic is the one the bench reports: over one or more training seeds, the mean of each seed's GNN
 PR-AUC over its *best* non-graph model's, the best re-chosen on every resample (choosing it once, on the full
