@@ -111,7 +111,7 @@ def _pipeline_config(args: argparse.Namespace, seed: int) -> PipelineConfig:
                           hidden=args.hidden, layers=args.layers, lr=args.lr, level_features=not args.no_levels,
                           summary_features=not args.no_summary, bin_features=args.bins, dropout=args.dropout,
                           fractions=training_fractions(args.train_until), pos_weight=args.pos_weight,
-                          stride_min=args.stride, input_scaling=args.scale_inputs,
+                          stride_min=args.stride, pool_min=args.pool, input_scaling=args.scale_inputs,
                           input_scale_floor=args.scale_floor, progress=not args.no_progress, device=args.device)
 
 
@@ -499,6 +499,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="GNN dropout on the encoder input and the states (default %(default)s; 0 before follow-up 4)")
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--stride", type=int, default=10, help="minutes between training snapshots (default %(default)s)")
+    p.add_argument("--pool", type=int, default=5,
+                   help="minutes averaged per time bin of the GNN's window (accuracy part; default %(default)s)")
     p.add_argument("--scale-inputs", action=argparse.BooleanOptionalAction, default=True,
                    help="GNN: standardise encoder inputs per kind on the training split (default on since follow-up 5)")
     p.add_argument("--scale-floor", type=float, default=0.1, help="smallest scale of --scale-inputs")
@@ -571,7 +573,8 @@ def main(argv: list[str] | None = None) -> int:
                      "weight_decay": args.weight_decay, "lr": args.lr, "levels": not args.no_levels,
                      "summary_features": not args.no_summary, "bin_features": args.bins, "dropout": args.dropout,
                      "train_until": args.train_until, "pos_weight": args.pos_weight,
-                     "stride_min": args.stride, "scale_inputs": args.scale_inputs, "scale_floor": args.scale_floor,
+                     "stride_min": args.stride, "pool_min": args.pool, "scale_inputs": args.scale_inputs,
+                     "scale_floor": args.scale_floor,
                      "device": args.device, "bootstrap": args.bootstrap}
     for k, g in GOALS.items():
         if k not in out:

@@ -193,8 +193,9 @@ def evaluate_predictor(trained: Trained, out_dir: str | Path | None = None, root
     (``report["oracle"][kind]``: what any model could reach; needs simulated runs). ``bootstrap`` resamples of
     the held-out racks give 90 % intervals (:mod:`infrabrain.models.uncertainty`; 0 skips them) of the ratio
     (``pr_auc_ratio_interval``) and of the GNN's recall at precision 0.5 on hardware-precursor failures and its
-    median lead (``gnn_recall_at_p50_precursor_interval``, ``gnn_median_lead_min_interval``). ``keep_tables`` adds every model's score table (``score_tables``), the racks
-    (``resample_clusters``) and the failures (``events``), none written to the JSON."""
+    median lead (``gnn_recall_at_p50_precursor_interval``, ``gnn_median_lead_min_interval``). ``keep_tables``
+    adds every model's score table (``score_tables``), the racks (``resample_clusters``) and the failures
+    (``events``), none written to the JSON."""
     from infrabrain.models.evaluation import (calibration, evaluate_scores, failure_events, node_racks, plot_pr_curves,
                                               root_scope, scope_pr_aucs)
     from infrabrain.models.explain import alert_rows, explain_dataset_alerts, rootcause_accuracy

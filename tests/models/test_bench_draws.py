@@ -131,3 +131,10 @@ def test_accuracy_part_reports_the_ratio_interval_of_one_draw(bench, capsys):
     assert iv["level"] == 0.9 and 0 < iv["n_boot"] <= 200 and out["config"]["bootstrap"] == 200
     assert iv["low"] <= iv["high"] and 0.0 <= iv["p_ge_goal"] <= 1.0
     assert "interval over the held-out racks" in err.err
+
+
+def test_pool_and_stride_reach_the_pipeline(bench):
+    args = bench.build_parser().parse_args(["--pool", "1", "--stride", "5"])
+    cfg = bench._pipeline_config(args, seed=3)
+    assert (cfg.pool_min, cfg.stride_min, cfg.seed) == (1, 5, 3)
+    assert bench._pipeline_config(bench.build_parser().parse_args([]), seed=0).pool_min == 5
