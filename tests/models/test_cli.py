@@ -123,6 +123,10 @@ def test_cli_errors(dataset, tmp_path, capsys):
         assert main(["train", "--data", str(dataset), "--out", str(tmp_path / "x"), "--device", "cuda"]) == 2
         assert "device 'cuda' asked for, but" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+    assert main(["evaluate", "--checkpoint", str(tmp_path), "--data", str(dataset), "--out", str(tmp_path / "r"),
+                 "--bootstrap", "-1"]) == 2
+    assert "--bootstrap must be 0 (skip) or a number of resamples, got -1" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
 
 
 def test_demo_train_and_explain(small_runs):
