@@ -341,6 +341,7 @@ def plot_ratio_intervals(labels: Sequence[str], ratios: Sequence[float | None],
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     if not (len(labels) == len(ratios) == len(intervals)) or not labels:
         raise ValueError(f"need as many labels, ratios and intervals, at least one: got {len(labels)}, "
@@ -355,8 +356,8 @@ def plot_ratio_intervals(labels: Sequence[str], ratios: Sequence[float | None],
     ax.axvline(1.0, color="grey", ls="--", lw=1, label="level with the best non-graph model")
     ax.axvline(goal, color="tab:red", lw=1.2, label=f"goal {goal}")
     ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
     ax.set_xticks([0.5, 0.75, 1.0, 1.2, 1.5, 2.0, 3.0])
     ax.set_yticks(y, list(labels))
     ax.set_xlabel("GNN / best non-graph PR-AUC (dot), 90 % bootstrap interval over held-out racks (bar)")
