@@ -70,11 +70,10 @@ def accuracy_part(args: argparse.Namespace) -> dict:
     (draw ``d`` trains seeds ``d .. d + seeds - 1``) and reports the mean over draws, each draw's value
     (``<key>_per_draw``) and the worst draw's ratio (``pr_auc_ratio_min_draw``): a change that helps one draw of
     ten small sites often hurts the next, so a decision needs several."""
-    draws = [_one_draw(args, args.seed + i) for i in range(args.data_seeds)]
+    draws, samples = zip(*(_one_draw(args, args.seed + i) for i in range(args.data_seeds)), strict=True)
     if len(draws) == 1:
-        draws[0].pop("_samples", None)
         return draws[0]
-    out = _mean_over_draws(draws)
+    out = _mean_over_draws(list(draws), None if None in samples else list(samples))
     if args.report_dir and out.get("pr_auc_ratio_interval"):
         from infrabrain.models.evaluation import plot_ratio_intervals
 
@@ -164,8 +163,9 @@ def _gap_share(best: float, oracle: float) -> float | None:
     return (RATIO_GOAL - 1) * best / (oracle - best) if oracle > best else None
 
 
-def _one_draw(args: argparse.Namespace, data_seed: int) -> dict:
-    """Simulate the federation of ``data_seed`` and train / evaluate ``--seeds`` GNNs on it (mean over seeds)."""
+def _one_draw(args: argparse.Namespace, data_seed: int) -> tuple[dict, dict[str, np.ndarray] | None]:
+    """Simulate the federation of ``data_seed`` and train / evaluate ``--seeds`` GNNs on it (mean over seeds),
+    with the intervals of ``--bootstrap``; also the bootstrap samples (None without), for the mean over draws."""
     runs = _draw_runs(args, data_seed)
     per_seed = []
     for i in range(args.seeds):
@@ -176,23 +176,29 @@ def _one_draw(args: argparse.Namespace, data_seed: int) -> dict:
             report_dir = report_dir if args.seeds == 1 else f"{report_dir}/seed-{seed}"
         print(f"--- training seed {seed} ({i + 1}/{args.seeds}) ---", file=sys.stderr)
         per_seed.append(_one_seed(runs, args, seed, report_dir))
-    tables = [r.pop("_tables") for r in per_seed]
-    racks, events = per_seed[0]["_clusters"], per_seed[0]["_events"]  # the same held-out sites for every seed
-    for r in per_seed:
-        del r["_clusters"], r["_events"]
-    out = _mean_over_seeds(per_seed, [data_seed + i for i in range(args.seeds)])
-    if args.bootstrap:
-        from infrabrain.models.uncertainty import bootstrap_draw, interval, ratio_interval
+    results, held_out = zip(*per_seed, strict=True)
+    out = _mean_over_seeds(list(results), [data_seed + i for i in range(args.seeds)])
+    if not args.bootstrap:
+        return out, None
+    from infrabrain.models.uncertainty import bootstrap_draw
 
-        samples = bootstrap_draw(tables, racks, events[events["precursor"]], n_boot=args.bootstrap, seed=data_seed)
-        out["pr_auc_ratio_interval"] = iv = ratio_interval(samples["pr_auc_ratio"], goal=RATIO_GOAL)
-        out["event_recall_at_p50_interval"] = interval(samples["event_recall"], goal=GOALS["event_recall_at_p50"])
-        out["median_lead_min_interval"] = interval(samples["median_lead_min"], goal=GOALS["median_lead_min"])
-        out["_samples"] = samples
-        print(f"draw {data_seed}: ratio {out['pr_auc_ratio']:.2f}, {iv['level']:.0%} interval over the held-out "
-              f"racks [{_f(iv['low'])}, {_f(iv['high'])}]; share of resamples >= {RATIO_GOAL}: {_f(iv['p_ge_goal'])}, "
-              f"< 1: {_f(iv['p_below_1'])}", file=sys.stderr)
-    return out
+    _, racks, events = held_out[0]  # the same held-out sites for every seed
+    samples = bootstrap_draw([h[0] for h in held_out], racks, events[events["precursor"]], n_boot=args.bootstrap,
+                             seed=data_seed)
+    out.update(_intervals(samples))
+    iv = out["pr_auc_ratio_interval"]
+    print(f"draw {data_seed}: ratio {out['pr_auc_ratio']:.2f}, {iv['level']:.0%} interval over the held-out "
+          f"racks [{_f(iv['low'])}, {_f(iv['high'])}]; share of resamples >= {RATIO_GOAL}: {_f(iv['p_ge_goal'])}, "
+          f"< 1: {_f(iv['p_below_1'])}", file=sys.stderr)
+    return out, samples
+
+
+def _intervals(samples: dict[str, np.ndarray]) -> dict[str, dict]:
+    """The bench's ``<key>_interval`` entries from :func:`~infrabrain.models.uncertainty.bootstrap_draw` samples."""
+    from infrabrain.models.uncertainty import goal_intervals
+
+    key = {"pr_auc_ratio": "pr_auc_ratio", "event_recall": "event_recall_at_p50", "median_lead_min": "median_lead_min"}
+    return {f"{key[k]}_interval": iv for k, iv in goal_intervals(samples).items()}
 
 
 def site_order(n_runs: int, sites: int, heldout: int, val_sites: int) -> list[int]:
@@ -252,23 +258,19 @@ def _combine(rows: list[dict], listed: tuple[str, ...], suffix: str, *, geometri
     return out
 
 
-def _mean_over_draws(draws: list[dict]) -> dict:
+def _mean_over_draws(draws: list[dict], samples: list[dict[str, np.ndarray]] | None = None) -> dict:
     """Combine the draws of ``--data-seeds``: means (geometric for ``pr_auc_ratio*`` keys, so one draw's 10x
     cannot hide another's 0.5x), ``<key>_per_draw`` lists for :data:`PER_DRAW_KEYS`, the worst draw's ratio, and
-    per cause group the means over the draws it occurs in."""
-    samples = [d.pop("_samples") for d in draws if "_samples" in d]
+    per cause group the means over the draws it occurs in; with each draw's bootstrap ``samples``, the intervals
+    of those means (draws are independent: their b-th resamples are combined)."""
     out = {"data_seeds": [d["seeds"][0] for d in draws],
            **_combine(draws, PER_DRAW_KEYS, "per_draw", geometric_ratios=True, keep_other=False)}
     ratios = [r for r in out["pr_auc_ratio_per_draw"] if r is not None]
     out["pr_auc_ratio_min_draw"] = min(ratios) if ratios else None
-    if samples and len(samples) == len(draws):  # draws are independent: combine their b-th resamples
-        from infrabrain.models.uncertainty import geometric_mean_samples, interval, mean_samples, ratio_interval
+    if samples:
+        from infrabrain.models.uncertainty import combine_draws
 
-        out["pr_auc_ratio_interval"] = ratio_interval(geometric_mean_samples([s["pr_auc_ratio"] for s in samples]),
-                                                      goal=RATIO_GOAL)
-        for key, sample_key in (("event_recall_at_p50", "event_recall"), ("median_lead_min", "median_lead_min")):
-            if all(sample_key in s for s in samples):
-                out[f"{key}_interval"] = interval(mean_samples([s[sample_key] for s in samples]), goal=GOALS[key])
+        out.update(_intervals(combine_draws(samples)))
     return out
 
 
@@ -278,7 +280,9 @@ def _mean_over_seeds(per_seed: list[dict], seeds: list[int]) -> dict:
     return {"seeds": seeds, **_combine(per_seed, PER_SEED_KEYS, "per_seed", geometric_ratios=False, keep_other=True)}
 
 
-def _one_seed(runs: list, args: argparse.Namespace, seed: int, report_dir: str | None) -> dict:
+def _one_seed(runs: list, args: argparse.Namespace, seed: int, report_dir: str | None) -> tuple[dict, tuple]:
+    """One training seed: its results, and for the draw's bootstrap the GNN's and the non-graph models' score
+    tables, the held-out racks and the failures."""
     from infrabrain.models.pipeline import NONGRAPH_MODELS, evaluate_predictor, train_predictor
 
     trained = train_predictor(runs, _pipeline_config(args, seed))
@@ -335,6 +339,8 @@ def _one_seed(runs: list, args: argparse.Namespace, seed: int, report_dir: str |
     for s in rep["explanations"][:3]:
         print("  ", s, file=sys.stderr)
     rc = rep["rootcause"]
+    held_out = ((score_tables["gnn"], {n: score_tables[n] for n in NONGRAPH_MODELS if n in score_tables}),
+                rep.pop("resample_clusters"), rep.pop("events"))
     return {
         "pr_auc_gnn": rep["pr_auc_gnn"],
         "pr_auc_best_baseline": rep["pr_auc_best_baseline"],
@@ -375,11 +381,7 @@ def _one_seed(runs: list, args: argparse.Namespace, seed: int, report_dir: str |
         **{f"oracle_{kind}_{key}": m[src] for kind, m in oracle.items()
            for key, src in (("pr_auc", "pr_auc"), ("recall_at_p50", "event_recall_at_p50_precursor"),
                             ("recall_at_p50_all", "event_recall_at_p50"), ("median_lead_min", "median_lead_min"))},
-        # for the draw's bootstrap (popped before the seeds are combined): the GNN and the non-graph models
-        "_tables": (score_tables["gnn"], {n: score_tables[n] for n in NONGRAPH_MODELS if n in score_tables}),
-        "_clusters": rep.pop("resample_clusters"),
-        "_events": rep.pop("events"),
-    }
+    }, held_out
 
 
 def _finite(obj: object) -> object:

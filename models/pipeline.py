@@ -20,7 +20,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from infrabrain.logs import get_logger
 from infrabrain.models.calibration import PlattCalibrator, calibrated_ensemble, logit
 from infrabrain.models.device import DeviceName
-from infrabrain.models.evaluation import LEAD_GOAL_MIN, RATIO_GOAL, RECALL_GOAL
 from infrabrain.models.gnn import FailurePredictor, ModelConfig
 from infrabrain.models.selection import DEFAULT_SELECTION, Selection
 from infrabrain.models.snapshots import Splits, make_splits
@@ -232,17 +231,14 @@ def evaluate_predictor(trained: Trained, out_dir: str | Path | None = None, root
     nongraph = [n for n in NONGRAPH_MODELS if n in models]
     best = max(nongraph, key=lambda n: _nz(models[n]["pr_auc"]))
     best_c = max(nongraph, key=lambda n: _nz(models[n]["pr_auc_cascade"]))
+    racks = node_racks(test) if bootstrap or keep_tables else None
     intervals: dict[str, Any] = {}
     if bootstrap:
-        from infrabrain.models.uncertainty import bootstrap_draw, interval, ratio_interval
+        from infrabrain.models.uncertainty import bootstrap_draw, goal_intervals
 
-        samples = bootstrap_draw([(gnn, {n: tables[n] for n in nongraph})], node_racks(test),
-                                 events[events["precursor"]] if len(events) else None, n_boot=bootstrap,
-                                 seed=trained.config.seed)
-        intervals["pr_auc_ratio_interval"] = ratio_interval(samples["pr_auc_ratio"], goal=RATIO_GOAL)
-        if "event_recall" in samples:
-            intervals["gnn_recall_at_p50_precursor_interval"] = interval(samples["event_recall"], goal=RECALL_GOAL)
-            intervals["gnn_median_lead_min_interval"] = interval(samples["median_lead_min"], goal=LEAD_GOAL_MIN)
+        intervals = goal_intervals(bootstrap_draw([(gnn, {n: tables[n] for n in nongraph})], racks,
+                                                  events[events["precursor"]], n_boot=bootstrap,
+                                                  seed=trained.config.seed))
     report = {
         "split": split if test is getattr(sp, split, None) else "test_time",
         "sites": [s.name for s in test.sites],
@@ -252,9 +248,9 @@ def evaluate_predictor(trained: Trained, out_dir: str | Path | None = None, root
         "pr_auc_gnn": models["gnn"]["pr_auc"],
         "pr_auc_best_baseline": models[best]["pr_auc"],
         "pr_auc_ratio": _ratio(models["gnn"]["pr_auc"], models[best]["pr_auc"]),
-        "pr_auc_ratio_interval": intervals.get("pr_auc_ratio_interval"),
-        "gnn_recall_at_p50_precursor_interval": intervals.get("gnn_recall_at_p50_precursor_interval"),
-        "gnn_median_lead_min_interval": intervals.get("gnn_median_lead_min_interval"),
+        "pr_auc_ratio_interval": intervals.get("pr_auc_ratio"),
+        "gnn_recall_at_p50_precursor_interval": intervals.get("event_recall"),
+        "gnn_median_lead_min_interval": intervals.get("median_lead_min"),
         "best_baseline_cascade": best_c,
         "pr_auc_ratio_cascade": _ratio(models["gnn"]["pr_auc_cascade"], models[best_c]["pr_auc_cascade"]),
         **{f"pr_auc_ratio_{scope}": _ratio(models["gnn"][f"pr_auc_{scope}"],
@@ -282,7 +278,7 @@ def evaluate_predictor(trained: Trained, out_dir: str | Path | None = None, root
         report["files"] = [str(out / "report.json"), str(out / "pr_curves.png")]
     if keep_tables:
         report["score_tables"] = tables
-        report["resample_clusters"] = node_racks(test)
+        report["resample_clusters"] = racks
         report["events"] = events
     return report
 

@@ -15,7 +15,7 @@ sample, would flatter the GNN). A cooling unit that cools several racks still ti
 only about twenty racks, so the interval is if anything a little narrow. It says nothing about the variation
 between simulated federations (which failures land in the training sites), which is what ``--data-seeds``
 measures; the interval of a geometric mean over independent draws combines their samples
-(:func:`geometric_mean_samples`).
+(:func:`combine_draws`).
 """
 
 from __future__ import annotations
@@ -27,8 +27,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from infrabrain.models.evaluation import LEAD_GOAL_MIN, RATIO_GOAL, RECALL_GOAL, _event_windows, event_scores
+
 DEFAULT_BOOTSTRAP = 1000
 DEFAULT_LEVEL = 0.9
+#: The issue's goal for each of :func:`bootstrap_draw`'s sample keys.
+GOALS = {"pr_auc_ratio": RATIO_GOAL, "event_recall": RECALL_GOAL, "median_lead_min": LEAD_GOAL_MIN}
 _KEYS = ["site", "t", "node"]
 
 
@@ -99,8 +103,6 @@ class EventRecall:
 
     def __init__(self, rows: pd.DataFrame, events: pd.DataFrame, codes: np.ndarray, k: int,
                  min_precision: float = 0.5) -> None:
-        from infrabrain.models.evaluation import _event_windows, event_scores
-
         self.min_precision = float(min_precision)
         scores = rows["score"].to_numpy(float)
         codes = np.asarray(codes, np.int64)
@@ -242,13 +244,6 @@ def bootstrap_draw(runs: Sequence[tuple[pd.DataFrame, Mapping[str, pd.DataFrame]
     return {key: np.concatenate(v) for key, v in out.items() if v}
 
 
-def bootstrap_ratio(runs: Sequence[tuple[pd.DataFrame, Mapping[str, pd.DataFrame]]],
-                    clusters: pd.DataFrame | None = None, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> np.ndarray:
-    """Bootstrap samples of the mean over ``runs`` of (GNN PR-AUC / best non-graph PR-AUC): ``bootstrap_draw``'s
-    ``pr_auc_ratio``."""
-    return bootstrap_draw(runs, clusters, n_boot=n_boot, seed=seed)["pr_auc_ratio"]
-
-
 def interval(samples: np.ndarray, goal: float | None = None, level: float = DEFAULT_LEVEL) -> dict[str, Any]:
     """Percentile interval of bootstrap ``samples`` at ``level`` (NaN samples left out) and, with ``goal``, the
     share of samples at or above it (``p_ge_goal``)."""
@@ -273,24 +268,28 @@ def ratio_interval(samples: np.ndarray, goal: float | None = None, level: float 
     return out
 
 
-def geometric_mean_samples(per_draw: Sequence[np.ndarray]) -> np.ndarray:
-    """Bootstrap samples of the geometric mean over draws: draws are independent federations, so the b-th
-    samples of each are combined (NaN where any draw's is)."""
+def combine_draws(per_draw: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Bootstrap samples of the mean over independent draws (federations), from each draw's
+    :func:`bootstrap_draw` samples: the b-th samples of the draws are combined, geometrically for
+    ``pr_auc_ratio`` (NaN where any draw's is: one draw's 10x cannot hide another's 0.5x), arithmetically for the
+    others (a draw's NaN left out, as the bench's mean over draws leaves out missing values). Keys that not every
+    draw has are dropped."""
     if not per_draw:
         raise ValueError("need the samples of at least one draw")
-    n = min(len(s) for s in per_draw)
-    stacked = np.stack([np.asarray(s[:n], float) for s in per_draw])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.exp(np.mean(np.log(stacked), axis=0))
+    out: dict[str, np.ndarray] = {}
+    for key in [k for k in per_draw[0] if all(k in d for d in per_draw)]:
+        n = min(len(d[key]) for d in per_draw)
+        stacked = np.stack([np.asarray(d[key][:n], float) for d in per_draw])
+        with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out[key] = (np.exp(np.mean(np.log(stacked), axis=0)) if key == "pr_auc_ratio"
+                        else np.nanmean(stacked, axis=0))
+    return out
 
 
-def mean_samples(per_draw: Sequence[np.ndarray]) -> np.ndarray:
-    """Bootstrap samples of the arithmetic mean over independent draws (each draw's b-th samples combined;
-    a draw's NaN sample is left out of that mean, as the bench's mean over draws leaves out missing values)."""
-    if not per_draw:
-        raise ValueError("need the samples of at least one draw")
-    n = min(len(s) for s in per_draw)
-    stacked = np.stack([np.asarray(s[:n], float) for s in per_draw])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmean(stacked, axis=0)
+def goal_intervals(samples: Mapping[str, np.ndarray], level: float = DEFAULT_LEVEL) -> dict[str, dict[str, Any]]:
+    """The interval of each of :func:`bootstrap_draw`'s (or :func:`combine_draws`') sample keys against its issue
+    goal: :func:`ratio_interval` for ``pr_auc_ratio``, :func:`interval` for ``event_recall`` and
+    ``median_lead_min``."""
+    return {key: (ratio_interval if key == "pr_auc_ratio" else interval)(s, goal=GOALS[key], level=level)
+            for key, s in samples.items()}

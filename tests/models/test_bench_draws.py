@@ -39,17 +39,18 @@ def test_ratios_are_combined_geometrically_and_the_worst_draw_is_named(bench):
 
 
 def test_the_interval_over_draws_combines_each_draws_resamples(bench):
-    """Each draw's bootstrap samples travel with it; the panel's ratio interval is that of their geometric mean,
+    """Each draw's bootstrap samples come with it; the panel's ratio interval is that of their geometric mean,
     recall's and lead's that of their mean, and no sample array reaches the JSON."""
     rng = np.random.default_rng(0)
     a, b = rng.uniform(1.0, 2.0, 500), rng.uniform(0.6, 1.0, 500)
     ra, rb = rng.uniform(0.5, 0.9, 500), rng.uniform(0.6, 1.0, 500)
     rb[:10] = np.nan  # a resample of draw 1 without a failure: the mean is draw 0's alone there
     d0, d1 = _draw(0, 0.4, 0.1, 0.2), _draw(1, 0.1, 0.2, 0.3)
+    samples = []
     for d, s, r in ((d0, a, ra), (d1, b, rb)):
-        d["_samples"] = {"pr_auc_ratio": s, "event_recall": r, "median_lead_min": 40 * r}
+        samples.append({"pr_auc_ratio": s, "event_recall": r, "median_lead_min": 40 * r})
         d["pr_auc_ratio_interval"] = {"low": float(np.quantile(s, 0.05)), "high": float(np.quantile(s, 0.95))}
-    out = bench._mean_over_draws([d0, d1])
+    out = bench._mean_over_draws([d0, d1], samples)
     geo = np.sqrt(a * b)
     assert out["pr_auc_ratio_interval"]["low"] == pytest.approx(np.quantile(geo, 0.05))
     assert out["pr_auc_ratio_interval"]["p_ge_goal"] == pytest.approx(np.mean(geo >= bench.RATIO_GOAL))

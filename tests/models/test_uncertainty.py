@@ -7,8 +7,13 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score
 
-from infrabrain.models.uncertainty import (EventRecall, WeightedAP, align_tables, bootstrap_draw, bootstrap_ratio,
-                                           draw_counts, geometric_mean_samples, interval, ratio_interval)
+from infrabrain.models.uncertainty import (EventRecall, WeightedAP, align_tables, bootstrap_draw, combine_draws,
+                                           draw_counts, goal_intervals, interval, ratio_interval)
+
+
+def bootstrap_ratio(runs, clusters=None, n_boot=1000, seed=0):
+    """The ratio samples of :func:`bootstrap_draw` (no events)."""
+    return bootstrap_draw(runs, clusters, n_boot=n_boot, seed=seed)["pr_auc_ratio"]
 
 
 def _rows(n_nodes: int = 60, steps: int = 20, seed: int = 0) -> pd.DataFrame:
@@ -128,8 +133,12 @@ def test_interval_and_geometric_mean():
     assert ratio_interval(np.array([np.nan]))["low"] is None
     with pytest.raises(ValueError, match="level"):
         ratio_interval(s, level=1.0)
-    g = geometric_mean_samples([np.array([4.0, 1.0, np.nan]), np.array([0.25, 1.0, 2.0])])
-    assert g[:2] == pytest.approx([1.0, 1.0]) and np.isnan(g[2])
+    g = combine_draws([{"pr_auc_ratio": np.array([4.0, 1.0, np.nan])}, {"pr_auc_ratio": np.array([0.25, 1.0, 2.0])}])
+    assert g["pr_auc_ratio"][:2] == pytest.approx([1.0, 1.0]) and np.isnan(g["pr_auc_ratio"][2])
+    ivs = goal_intervals({"pr_auc_ratio": s, "event_recall": s, "median_lead_min": 40 * s})
+    assert ivs["pr_auc_ratio"] == iv and ivs["event_recall"]["p_ge_goal"] == pytest.approx(np.mean(s[:-1] >= 0.8))
+    assert ivs["median_lead_min"]["p_ge_goal"] == pytest.approx(np.mean(40 * s[:-1] >= 30))
+    assert "p_below_1" not in ivs["event_recall"]
 
 
 def test_the_interval_plot_is_a_png_and_refuses_ragged_input(tmp_path):
