@@ -41,6 +41,14 @@ STATIC_METRICS: frozenset[str] = frozenset({"pdu_rating_kw"})
 #: Values are clipped to +-CLIP after normalisation, so one absurd reading cannot dominate a snapshot.
 CLIP = 10.0
 
+#: Smallest scale of a cumulative counter's normalised ``log1p`` increments: one e-fold of its per-step count.
+#: Such a series is 0 almost everywhere, so its spread is tiny (the PCIe replay counter's is 0.098 on the
+#: predictor bench's 24 h draw 0): standardised by it, two replays in a minute read 11 and were clipped to 10 like
+#: two thousand, which erased the amplitude that tells a failing link from a look-alike and how close its ramp is
+#: to the end (issue 3 follow-up 17). With this floor a counter reads about its ``log1p`` count per step and
+#: reaches the clip only past ``e ** 10`` (22,000) events per step.
+COUNTER_SCALE_FLOOR = 1.0
+
 #: Version of the per-metric transforms below (1: XID gauge read as a level; 2: as a held hardware-XID state;
 #: 3: a code seen again after an outage longer than :data:`XID_GAP_STEPS` is not a raise).
 ENCODING = 3
@@ -237,7 +245,8 @@ class Normalizer:
     def fit(cls, transformed: Mapping[str, Sequence[np.ndarray]], feature_set: FeatureSet) -> Normalizer:
         """Fit from lists of transformed arrays ``[T, n, F_kind]`` per kind (NaNs ignored).
 
-        A metric never observed gets centre 0 and scale 1 (its inputs are masked anyway).
+        A metric never observed gets centre 0 and scale 1 (its inputs are masked anyway). A counter's scale is at
+        least :data:`COUNTER_SCALE_FLOOR`, so its amplitude survives the clip.
         """
         center: dict[str, np.ndarray] = {}
         scale: dict[str, np.ndarray] = {}
@@ -252,8 +261,10 @@ class Normalizer:
                 sd = np.nanstd(flat, axis=0)
             mu = np.where(np.isfinite(mu), mu, 0.0)
             sd = np.where(np.isfinite(sd), sd, 1.0)
-            # A floor on the scale: a counter that is almost always 0 must not turn one event into 1e6.
+            # A floor on the scale: a counter that is almost always 0 must not turn one event into 1e6, nor every
+            # burst into the clip (COUNTER_SCALE_FLOOR).
             floor = np.maximum(1e-2, 1e-3 * np.abs(mu))
+            floor = np.where(feature_set.counters(kind), np.maximum(floor, COUNTER_SCALE_FLOOR), floor)
             center[kind] = mu.astype(np.float32)
             scale[kind] = np.maximum(sd, floor).astype(np.float32)
         return cls(center=center, scale=scale)

@@ -107,9 +107,12 @@ def test_a_site_trains_its_round_on_its_gpu(tmp_path) -> None:  # pragma: no cov
 
 
 def _trained_site(tmp_path):
-    """A 32-GPU site's settings and data, and the arrays of a predictor trained briefly on its training split (a
-    model that ranks failures, as a federated global model does; DP rounds would take far longer)."""
+    """A 32-GPU site's settings and data, and the arrays of a predictor trained briefly on all of its snapshots,
+    the held-out split's included: a model that ranks this site's failures, as a federated global model should
+    (DP rounds would take far longer). These tests check what the site keeps, not how a model transfers: the
+    training split's nine failing rows give no ranking of the held-out ones in three epochs."""
     from infrabrain.client import predictor_task as pt
+    from infrabrain.models.snapshots import SnapshotDataset
     from infrabrain.models.training import TrainConfig, get_weights, train_model
 
     s = site_settings({"partition-id": 0, "num-partitions": 1}, {"site-gpus": 32, "site-hours": 48.0,
@@ -117,7 +120,8 @@ def _trained_site(tmp_path):
     cfg = {"acceleration": 500.0, "server-round": 3}
     data = pt.site_data(s, cfg)
     model = pt.build_predictor(cfg, data.input_scaling)
-    train_model(model, data.train, None, TrainConfig(epochs=3, progress=False))
+    whole = SnapshotDataset(data.train.sites, data.train.window, data.test.stride, pool=data.train.pool)
+    train_model(model, whole, None, TrainConfig(epochs=3, progress=False))
     return s, cfg, data, get_weights(model)
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from infrabrain.models.features import FeatureSet, Normalizer, is_counter, transform_series, xid_state
+from infrabrain.models.features import (CLIP, COUNTER_SCALE_FLOOR, FeatureSet, Normalizer, is_counter,
+                                         transform_series, xid_state)
 from infrabrain.models.snapshots import (
     build_snapshot,
     collate_snapshots,
@@ -148,6 +149,23 @@ def test_counters_and_normaliser_roundtrip(small_splits):
     n2 = Normalizer.from_dict(small_splits.normalizer.to_dict())
     for k in n2.center:
         np.testing.assert_allclose(n2.scale[k], small_splits.normalizer.scale[k])
+
+
+def test_a_sparse_counter_keeps_its_amplitude():
+    # PCIe replays: no increment on almost every GPU-step, a few bursts of 2, 20 and 2,000 per step. Standardised
+    # by its own tiny spread, every burst read over CLIP and was clipped alike (issue 3 follow-up 17).
+    fs = FeatureSet(metrics={"gpu": ("DCGM_FI_DEV_PCIE_REPLAY_COUNTER", "DCGM_FI_DEV_GPU_TEMP")})
+    rng = np.random.default_rng(0)
+    inc = np.zeros((500, 8), np.float32)
+    inc[[10, 20, 30], [0, 1, 2]] = [2, 20, 2000]
+    temp = rng.normal(60.0, 4.0, (500, 8)).astype(np.float32)
+    arr = np.stack([np.log1p(inc), temp], axis=-1)  # transformed [T, n, F]
+    nz = Normalizer.fit({"gpu": [arr]}, fs)
+    assert nz.scale["gpu"][0] == COUNTER_SCALE_FLOOR  # the spread (0.04) is below the floor
+    np.testing.assert_allclose(nz.scale["gpu"][1], temp.std(), rtol=1e-4)  # a gauge keeps its spread
+    z = nz.apply("gpu", arr)[[10, 20, 30], [0, 1, 2], 0]
+    assert np.all(np.abs(z) < CLIP) and z[0] < z[1] < z[2]  # 2 < 20 < 2,000, none at the clip
+    np.testing.assert_allclose(np.diff(z), np.diff(np.log1p([2.0, 20.0, 2000.0])), rtol=1e-5)
 
 
 def test_xid_gauge_becomes_a_held_hardware_xid_state():
