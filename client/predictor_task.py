@@ -203,6 +203,27 @@ def public_reference(settings: SiteSettings, acceleration: float) -> PublicRefer
                                     float(acceleration))
 
 
+def data_identity() -> dict[str, Any]:
+    """What a site's encoded tensors, and any model trained on them, depend on besides the site's settings: the
+    feature set, the window, the model, the simulator version and how the public normaliser is fitted (its clip
+    and a counter's scale floor). A cache keyed on it is rebuilt after a code change there, never reused."""
+    from infrabrain.models import features
+    from infrabrain.simulation import engine
+
+    return {"feature_set": feature_set().fingerprint(), "window_min": WINDOW_MIN, "pool_min": POOL_MIN,
+            "model": MODEL_IDENTITY, "simulator": engine.SIMULATOR_VERSION,
+            "normalizer": {"fitted_on": "public", "clip": features.CLIP,
+                           "counter_scale_floor": features.COUNTER_SCALE_FLOOR}}
+
+
+def site_cache_key(settings: SiteSettings, acceleration: float) -> dict[str, Any]:
+    """The key of the site's cached tensors: its settings and :func:`data_identity`. The tensors are stored
+    *normalised*: until issue 3 follow-up 17 the key did not name the normaliser's rule, so a site would have
+    kept training on tensors clipped the old way beside a public reference fitted the new way."""
+    return {"partition_id": settings.partition_id, "data_seed": settings.data_seed, "site_gpus": settings.site_gpus,
+            "site_hours": settings.site_hours, "acceleration": acceleration, **data_identity(), "version": 3}
+
+
 def _site_tensors(settings: SiteSettings, acceleration: float) -> tuple[Any, dict[str, Any]]:
     """The site's encoded telemetry, from its on-site cache (memory-mapped) or simulated and cached.
 
@@ -210,12 +231,9 @@ def _site_tensors(settings: SiteSettings, acceleration: float) -> tuple[Any, dic
     process re-opens it instead of re-simulating, which for a 512-GPU week takes about a minute.
     """
     from infrabrain.models.snapshots import make_splits
-    from infrabrain.simulation.engine import SIMULATOR_VERSION, simulate_site
+    from infrabrain.simulation.engine import simulate_site
 
-    key = {"partition_id": settings.partition_id, "data_seed": settings.data_seed, "site_gpus": settings.site_gpus,
-           "site_hours": settings.site_hours, "acceleration": acceleration, "feature_set": feature_set().fingerprint(),
-           "window_min": WINDOW_MIN, "pool_min": POOL_MIN, "normalizer": "public", "model": MODEL_IDENTITY,
-           "simulator": SIMULATOR_VERSION, "version": 3}
+    key = site_cache_key(settings, acceleration)
     cache = settings.data_path
     if settings.state_dir or settings.data_dir:
         try:

@@ -26,14 +26,16 @@ from typing import Any
 import numpy as np
 
 from infrabrain.atomic import atomic_write_bytes, atomic_write_text
-from infrabrain.client.predictor_task import MODEL_IDENTITY, PUBLIC_PARTITION_BASE
+from infrabrain.client.predictor_task import MODEL_IDENTITY, PUBLIC_PARTITION_BASE, data_identity
 from infrabrain.coordinator.fed_config import FederationConfig
 from infrabrain.logs import get_logger
 
 log = get_logger("coordinator.public_model")
 
-#: 3: the summaries-only encoder with the public input scaling (issue 3 follow-up 6); older caches retrain.
-CACHE_VERSION = 3
+#: 3: the summaries-only encoder with the public input scaling (issue 3 follow-up 6); 4: the key also names the
+#: public sites' data (feature set, simulator version, normaliser rule: ``predictor_task.data_identity``; issue 3
+#: follow-up 17). Older caches retrain.
+CACHE_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ def _cache_key(cfg: FederationConfig, shapes: list[list[int]]) -> dict[str, Any]
     return {"version": CACHE_VERSION, "task": cfg.task, "public-sites": cfg.public_sites,
             "public-epochs": cfg.public_epochs, "site-gpus": cfg.site_gpus, "site-hours": cfg.site_hours,
             "acceleration": cfg.acceleration, "data-seed": cfg.data_seed, "seed": cfg.seed, "model": MODEL_IDENTITY,
-            "shapes": shapes}
+            "data": data_identity(), "shapes": shapes}
 
 
 def pretrain_public_model(cfg: FederationConfig, work_dir: str | Path) -> PublicModel:

@@ -58,6 +58,31 @@ def test_a_cache_of_another_model_identity_is_retrained(tmp_path, monkeypatch) -
     assert (cache / "public-init.npz").stat().st_mtime_ns != mtime
 
 
+def test_the_caches_name_how_their_data_was_simulated_and_normalised(tmp_path, monkeypatch) -> None:
+    """A site's tensor cache holds *normalised* telemetry and the public model was trained on such tensors: a code
+    change to the normaliser's rule (here a counter's scale floor) or to the simulator rebuilds both, instead of
+    reusing tensors, or a model, made the old way (issue 3 follow-up 17)."""
+    import infrabrain.client.predictor_task as pt
+    import infrabrain.coordinator.public_model as pm
+    from infrabrain.client.local_training import SiteSettings
+    from infrabrain.models import features
+    from infrabrain.simulation import engine
+
+    a = SiteSettings(partition_id=0, num_partitions=3, site_gpus=8, site_hours=48.0, state_dir=str(tmp_path / "a"))
+    pt._site_tensors(a, 300.0)  # simulates the site and writes its cache
+    assert pt._load_tensors(a.data_path, pt.site_cache_key(a, 300.0)) is not None
+    cfg = _cfg(tmp_path)
+    public_key = pm._cache_key(cfg, [[3, 4]])
+    for module, name, value in ((features, "COUNTER_SCALE_FLOOR", features.COUNTER_SCALE_FLOOR / 2),
+                                (engine, "SIMULATOR_VERSION", engine.SIMULATOR_VERSION + 1)):
+        with monkeypatch.context() as m:
+            m.setattr(module, name, value)
+            assert pt._load_tensors(a.data_path, pt.site_cache_key(a, 300.0)) is None, name
+            assert pm._cache_key(cfg, [[3, 4]]) != public_key, name
+    assert pt._load_tensors(a.data_path, pt.site_cache_key(a, 300.0)) is not None
+    assert pm._cache_key(cfg, [[3, 4]]) == public_key
+
+
 def test_a_corrupt_cache_is_retrained_not_loaded(tmp_path) -> None:
     from infrabrain.client.local_training import initial_weights
     from infrabrain.coordinator.public_model import public_initial_weights
