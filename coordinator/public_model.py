@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from infrabrain.atomic import atomic_write_bytes, atomic_write_text
-from infrabrain.client.predictor_task import MODEL_IDENTITY, PUBLIC_PARTITION_BASE, data_identity
+from infrabrain.client.predictor_task import PUBLIC_PARTITION_BASE, data_identity
 from infrabrain.coordinator.fed_config import FederationConfig
 from infrabrain.logs import get_logger
 
@@ -49,7 +49,7 @@ class PublicModel:
 def _cache_key(cfg: FederationConfig, shapes: list[list[int]]) -> dict[str, Any]:
     return {"version": CACHE_VERSION, "task": cfg.task, "public-sites": cfg.public_sites,
             "public-epochs": cfg.public_epochs, "site-gpus": cfg.site_gpus, "site-hours": cfg.site_hours,
-            "acceleration": cfg.acceleration, "data-seed": cfg.data_seed, "seed": cfg.seed, "model": MODEL_IDENTITY,
+            "acceleration": cfg.acceleration, "data-seed": cfg.data_seed, "seed": cfg.seed,
             "data": data_identity(), "shapes": shapes}
 
 

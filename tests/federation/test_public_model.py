@@ -51,8 +51,7 @@ def test_a_cache_of_another_model_identity_is_retrained(tmp_path, monkeypatch) -
     pm.public_initial_weights(cfg, fresh, cache)
     mtime = (cache / "public-init.npz").stat().st_mtime_ns
     other = {**pt.MODEL_IDENTITY, "input_scale_floor": pt.INPUT_SCALE_FLOOR / 10}
-    monkeypatch.setattr(pm, "MODEL_IDENTITY", other)
-    monkeypatch.setattr(pt, "MODEL_IDENTITY", other)
+    monkeypatch.setattr(pt, "MODEL_IDENTITY", other)  # the public model's key reads it through data_identity
     pt._site_data_cached.cache_clear()
     pm.public_initial_weights(cfg, fresh, cache)
     assert (cache / "public-init.npz").stat().st_mtime_ns != mtime
