@@ -7,7 +7,9 @@ snapshot. Prints a human summary, then as its LAST line one JSON object (keys na
 means over ``--seeds`` training seeds on the same data, default 3, with ``<key>_per_seed`` lists for the headline
 keys). Also reported: the calibrated GNN + logistic ensemble (``pr_auc_ensemble``), the GNN at the alert threshold
 chosen on the validation site (``val_threshold_*``), the per-cause comparison with the rules
-(``by_cause_vs_rules``), the ratio split by where the failure's root is (``pr_auc_ratio_node_rooted``: the node or
+(``by_cause_vs_rules``), the hardware-precursor failures each model catches at its precision-0.5 threshold per
+simulator cause (``precursor_caught``: per draw the mean over training seeds, over ``--data-seeds`` the sum), the
+ratio split by where the failure's root is (``pr_auc_ratio_node_rooted``: the node or
 its GPUs, which a per-node model reads as well; ``pr_auc_ratio_upstream``: a switch, PDU or cooling unit) and the
 simulator-truth oracle bounds (``oracle_*``: what any model could reach on this simulator; ``--no-oracle`` skips
 them), and 90 % intervals of the ratio, the event recall and the median lead over resampled held-out racks
@@ -74,6 +76,8 @@ def accuracy_part(args: argparse.Namespace) -> dict:
     if len(draws) == 1:
         return draws[0]
     out = _mean_over_draws(list(draws), None if None in samples else list(samples))
+    print(f"over the {len(draws)} draws (summed; each draw the mean over its training seeds):", file=sys.stderr)
+    print_caught(out.get("precursor_caught", {}))
     if args.report_dir and out.get("pr_auc_ratio_interval"):
         from infrabrain.models.evaluation import plot_ratio_intervals
 
@@ -227,16 +231,53 @@ def _is_num(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def _combine_caught(vals: list[dict], *, total: bool) -> dict:
+    """Combine ``precursor_caught`` tables (``{model: {cause: {"caught": k, "events": n}}}``): summed over the
+    draws (``total``: different failures), averaged over the training seeds of one draw (the same failures)."""
+    out: dict = {}
+    for v in vals:
+        for model, causes in v.items():
+            for cause, d in causes.items():
+                a = out.setdefault(model, {}).setdefault(cause, {"caught": 0.0, "events": 0.0})
+                a["caught"] += d["caught"]
+                a["events"] += d["events"]
+    div = 1 if total else max(len(vals), 1)
+    return {m: {c: {"caught": d["caught"] / div, "events": int(round(d["events"] / div))} for c, d in cs.items()}
+            for m, cs in out.items()}
+
+
+def print_caught(caught: dict, models: tuple[str, ...] = ("gnn", "logistic", "gbm", "rules",
+                                                          "oracle_window_aware")) -> None:
+    """Print a ``precursor_caught`` table to stderr: per cause, hardware-precursor failures caught at each
+    model's precision-0.5 threshold."""
+    models = tuple(m for m in models if m in caught)
+    causes = list(dict.fromkeys(c for m in models for c in caught[m]))
+    if not causes:
+        return
+    print("hardware-precursor failures caught at precision 0.5, per cause:", file=sys.stderr)
+    print(f"  {'cause':18s}" + "".join(f"{m:>21s}" for m in models), file=sys.stderr)
+    for c in causes:
+        cells = [_caught_cell(caught[m].get(c)) for m in models]
+        print(f"  {c:18s}" + "".join(f"{x:>21s}" for x in cells), file=sys.stderr)
+
+
+def _caught_cell(d: dict | None) -> str:
+    return "-" if d is None else f"{d['caught']:g} / {d['events']}"
+
+
 def _combine(rows: list[dict], listed: tuple[str, ...], suffix: str, *, geometric_ratios: bool,
-             keep_other: bool) -> dict:
+             keep_other: bool, total_counts: bool = False) -> dict:
     """Combine result dicts: every numeric key's mean over the rows that have a finite value (None if none; the
     geometric mean for ``pr_auc_ratio*`` keys with ``geometric_ratios``), ``<key>_<suffix>`` lists for ``listed``,
-    ``by_cause_vs_rules`` averaged per cause group and column over the rows that have them, and (``keep_other``)
+    ``by_cause_vs_rules`` averaged per cause group and column over the rows that have them, ``precursor_caught``
+    summed (``total_counts``) or averaged (:func:`_combine_caught`), and (``keep_other``)
     the first row's value of any other key."""
     out: dict = {}
     for k in dict.fromkeys(k for r in rows for k in r):
         vals = [r.get(k) for r in rows]
-        if k == "by_cause_vs_rules":
+        if k == "precursor_caught":
+            out[k] = _combine_caught([v for v in vals if v], total=total_counts)
+        elif k == "by_cause_vs_rules":
             groups = dict.fromkeys(g for v in vals if v for g in v)
             out[k] = {g: {c: (float(np.mean(x)) if (x := [v[g][c] for v in vals if v and g in v
                                                            and v[g].get(c) is not None]) else None)
@@ -264,7 +305,8 @@ def _mean_over_draws(draws: list[dict], samples: list[dict[str, np.ndarray]] | N
     per cause group the means over the draws it occurs in; with each draw's bootstrap ``samples``, the intervals
     of those means (draws are independent: their b-th resamples are combined)."""
     out = {"data_seeds": [d["seeds"][0] for d in draws],
-           **_combine(draws, PER_DRAW_KEYS, "per_draw", geometric_ratios=True, keep_other=False)}
+           **_combine(draws, PER_DRAW_KEYS, "per_draw", geometric_ratios=True, keep_other=False,
+                       total_counts=True)}
     ratios = [r for r in out["pr_auc_ratio_per_draw"] if r is not None]
     out["pr_auc_ratio_min_draw"] = min(ratios) if ratios else None
     if samples:
@@ -338,6 +380,9 @@ def _one_seed(runs: list, args: argparse.Namespace, seed: int, report_dir: str |
     print("root cause:", json.dumps(rep["rootcause"]), file=sys.stderr)
     for s in rep["explanations"][:3]:
         print("  ", s, file=sys.stderr)
+    caught = {**{name: m["precursor_caught_by_cause"] for name, m in rep["models"].items()},
+              **{f"oracle_{kind}": m["precursor_caught_by_cause"] for kind, m in oracle.items()}}
+    print_caught(caught)
     rc = rep["rootcause"]
     held_out = ((score_tables["gnn"], {n: score_tables[n] for n in NONGRAPH_MODELS if n in score_tables}),
                 rep.pop("resample_clusters"), rep.pop("events"))
@@ -378,6 +423,7 @@ def _one_seed(runs: list, args: argparse.Namespace, seed: int, report_dir: str |
         **{f"val_threshold_{k}": v for k, v in g.get("at_val_threshold", {}).items()},
         "pr_auc_logistic": rep["models"].get("logistic", {}).get("pr_auc"),
         "by_cause_vs_rules": per_cause,
+        "precursor_caught": caught,
         **{f"oracle_{kind}_{key}": m[src] for kind, m in oracle.items()
            for key, src in (("pr_auc", "pr_auc"), ("recall_at_p50", "event_recall_at_p50_precursor"),
                             ("recall_at_p50_all", "event_recall_at_p50"), ("median_lead_min", "median_lead_min"))},

@@ -63,6 +63,21 @@ def test_the_interval_over_draws_combines_each_draws_resamples(bench):
     assert not any(k.startswith("_") for k in out)
 
 
+def test_caught_failures_are_averaged_over_seeds_and_summed_over_draws(bench):
+    def seed(gnn_caught):
+        return {"seeds": [0], "pr_auc_gnn": 0.3,
+                "precursor_caught": {"gnn": {"gpu": {"caught": gnn_caught, "events": 4}},
+                                     "logistic": {"gpu": {"caught": 1, "events": 4}}}}
+
+    draw0 = bench._mean_over_seeds([seed(3), seed(2)], [0, 1])  # the same four failures, two training seeds
+    assert draw0["precursor_caught"]["gnn"]["gpu"] == {"caught": 2.5, "events": 4}
+    draw1 = {**seed(1), "precursor_caught": {"gnn": {"gpu": {"caught": 1, "events": 2},
+                                                     "nic": {"caught": 0, "events": 3}}}}
+    out = bench._mean_over_draws([{**draw0, "seeds": [0, 1]}, {**draw1, "seeds": [1]}])
+    assert out["precursor_caught"]["gnn"] == {"gpu": {"caught": 3.5, "events": 6}, "nic": {"caught": 0, "events": 3}}
+    assert out["precursor_caught"]["logistic"] == {"gpu": {"caught": 1, "events": 4}}  # only the draw that has it
+
+
 def test_bad_counts_are_refused(bench):
     with pytest.raises(SystemExit, match="--data-seeds"):
         bench.main(["--data-seeds", "0", "--parts", "accuracy"])

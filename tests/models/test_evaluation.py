@@ -10,6 +10,7 @@ import torch
 from infrabrain.models.baselines import IsolationForestBaseline, TabularBaseline, feature_table, rule_table
 from infrabrain.models.evaluation import (
     calibration,
+    caught_by_cause,
     evaluate_scores,
     failure_events,
     lead_times,
@@ -49,6 +50,19 @@ def test_event_metrics_by_hand():
     out = evaluate_scores(rows, ev)
     assert out["events"] == 1 and out["median_lead_min"] == 40.0
     assert out["by_cause_group"]["thermal"]["recall_at_p50_threshold"] == 1.0
+    assert out["precursor_caught_by_cause"] == {"thermal": {"caught": 1, "events": 1}}
+
+
+def test_caught_by_cause_names_each_simulator_cause():
+    # causes 0 (gpu: GPU bus), 4 (host_maintenance) and 10 (ssd) all fall in the "other" group; here they stay apart
+    ev = pd.DataFrame({"cause": [0, 0, 4, 10, 0], "max_score": [0.9, 0.4, 0.7, 0.2, 0.6]})
+    out = caught_by_cause(ev, 0.6)
+    assert out == {"gpu": {"caught": 2, "events": 3}, "host_maintenance": {"caught": 1, "events": 1},
+                   "ssd": {"caught": 0, "events": 1}}
+    assert list(out) == ["gpu", "host_maintenance", "ssd"]  # contract order
+    # no threshold reached precision 0.5 (recall_at_precision gives inf): nothing is caught
+    assert caught_by_cause(ev, float("inf"))["gpu"] == {"caught": 0, "events": 3}
+    assert caught_by_cause(ev.iloc[:0], 0.5) == {}
 
 
 def test_root_scope_splits_failures_by_where_their_root_is():
