@@ -235,14 +235,16 @@ def _combine_caught(vals: list[dict], *, total: bool) -> dict:
     """Combine ``precursor_caught`` tables (``{model: {cause: {"caught": k, "events": n}}}``): summed over the
     draws (``total``: different failures), averaged over the training seeds of one draw (the same failures)."""
     out: dict = {}
+    runs: dict[str, int] = {}  # per model, how many of ``vals`` have it (the ensemble can be skipped in a seed)
     for v in vals:
         for model, causes in v.items():
+            runs[model] = runs.get(model, 0) + 1
             for cause, d in causes.items():
                 a = out.setdefault(model, {}).setdefault(cause, {"caught": 0.0, "events": 0.0})
                 a["caught"] += d["caught"]
                 a["events"] += d["events"]
-    div = 1 if total else max(len(vals), 1)
-    return {m: {c: {"caught": d["caught"] / div, "events": int(round(d["events"] / div))} for c, d in cs.items()}
+    return {m: {c: {"caught": d["caught"] / (1 if total else runs[m]),
+                    "events": int(round(d["events"] / (1 if total else runs[m])))} for c, d in cs.items()}
             for m, cs in out.items()}
 
 

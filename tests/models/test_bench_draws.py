@@ -71,6 +71,10 @@ def test_caught_failures_are_averaged_over_seeds_and_summed_over_draws(bench):
 
     draw0 = bench._mean_over_seeds([seed(3), seed(2)], [0, 1])  # the same four failures, two training seeds
     assert draw0["precursor_caught"]["gnn"]["gpu"] == {"caught": 2.5, "events": 4}
+    only_one = seed(2)
+    only_one["precursor_caught"]["ensemble"] = {"gpu": {"caught": 3, "events": 4}}  # skipped in the other seed
+    assert bench._mean_over_seeds([seed(2), only_one], [0, 1])["precursor_caught"]["ensemble"]["gpu"] == {
+        "caught": 3, "events": 4}
     draw1 = {**seed(1), "precursor_caught": {"gnn": {"gpu": {"caught": 1, "events": 2},
                                                      "nic": {"caught": 0, "events": 3}}}}
     out = bench._mean_over_draws([{**draw0, "seeds": [0, 1]}, {**draw1, "seeds": [1]}])
