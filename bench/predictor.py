@@ -76,8 +76,8 @@ def accuracy_part(args: argparse.Namespace) -> dict:
     if len(draws) == 1:
         return draws[0]
     out = _mean_over_draws(list(draws), None if None in samples else list(samples))
-    print(f"over the {len(draws)} draws (summed; each draw the mean over its training seeds):", file=sys.stderr)
-    print_caught(out.get("precursor_caught", {}))
+    print_caught(out.get("precursor_caught", {}),
+                 f"over the {len(draws)} draws (summed; each draw the mean over its training seeds)")
     if args.report_dir and out.get("pr_auc_ratio_interval"):
         from infrabrain.models.evaluation import plot_ratio_intervals
 
@@ -248,15 +248,16 @@ def _combine_caught(vals: list[dict], *, total: bool) -> dict:
             for m, cs in out.items()}
 
 
-def print_caught(caught: dict, models: tuple[str, ...] = ("gnn", "logistic", "gbm", "rules",
-                                                          "oracle_window_aware")) -> None:
-    """Print a ``precursor_caught`` table to stderr: per cause, hardware-precursor failures caught at each
-    model's precision-0.5 threshold."""
+def print_caught(caught: dict, over: str = "", models: tuple[str, ...] = ("gnn", "logistic", "gbm", "rules",
+                                                                         "oracle_window_aware")) -> None:
+    """Print a ``precursor_caught`` table to stderr (nothing if it is empty): per cause, hardware-precursor
+    failures caught at each model's precision-0.5 threshold, ``over`` naming what it sums."""
     models = tuple(m for m in models if m in caught)
     causes = list(dict.fromkeys(c for m in models for c in caught[m]))
     if not causes:
         return
-    print("hardware-precursor failures caught at precision 0.5, per cause:", file=sys.stderr)
+    print(f"hardware-precursor failures caught at precision 0.5, per cause{', ' + over if over else ''}:",
+          file=sys.stderr)
     print(f"  {'cause':18s}" + "".join(f"{m:>21s}" for m in models), file=sys.stderr)
     for c in causes:
         cells = [_caught_cell(caught[m].get(c)) for m in models]
