@@ -15,7 +15,8 @@ simulator-truth oracle bounds (``oracle_*``: what any model could reach on this 
 them), and 90 % intervals of the ratio, the event recall and the median lead over resampled held-out racks
 (``<key>_interval``, ``--bootstrap``; with ``--report-dir`` and ``--data-seeds``, a plot ``ratio_intervals.png``).
 ``--layers 0`` trains the same model without message passing, to see what the graph adds;
-``--extra-train-sites K`` trains on K more simulated sites, scored on the same held-out sites (a learning curve).
+``--extra-train-sites K`` trains on K more simulated sites, scored on the same held-out sites (a learning curve);
+``--extra-train-cause-scale thermal=5,psu=5`` gives those K sites more failures of the named causes.
 ``--parts headroom`` trains no GNN: per draw it reports the best non-graph model, the PR-AUC the ratio goal asks
 for, and every oracle on the same rows, up to the ``amplitude_aware`` ceiling (``headroom_per_draw``; with
 ``--report-dir``, a bar chart ``headroom.png``).
@@ -47,6 +48,7 @@ from infrabrain.models.selection import DEFAULT_SELECTION, SELECTIONS
 
 if TYPE_CHECKING:
     from infrabrain.models.pipeline import PipelineConfig
+    from infrabrain.simulation.spec import SiteSpec
 
 
 def _peak_rss_gib() -> float:
@@ -93,16 +95,48 @@ def accuracy_part(args: argparse.Namespace) -> dict:
 def _draw_runs(args: argparse.Namespace, data_seed: int) -> list:
     """The simulated federation of ``data_seed``, in :func:`site_order`."""
     from infrabrain.simulation import simulate_federation
+    from infrabrain.simulation.federation import federation_specs
 
     t0 = time.perf_counter()
-    runs = simulate_federation(args.sites + args.extra_train_sites, hours=args.hours, seed=data_seed,
-                               acceleration=args.acceleration)
+    specs = federation_specs(args.sites + args.extra_train_sites, data_seed)
+    if args.extra_train_cause_scale:  # only the extra training sites: validation and held-out sites stay as drawn
+        specs[args.sites:] = [with_cause_scale(s, args.extra_train_cause_scale) for s in specs[args.sites:]]
+    runs = simulate_federation(specs=specs, hours=args.hours, seed=data_seed, acceleration=args.acceleration)
     runs = [runs[i] for i in site_order(len(runs), args.sites, args.heldout, args.val_sites)]
     sim_s = time.perf_counter() - t0
     fails = sum(int((r.events["event"] == "failure").sum()) for r in runs)
     print(f"simulated {len(runs)} sites x {args.hours} h (acceleration {args.acceleration}, seed {data_seed}): "
           f"{sum(r.topology.count('gpu') for r in runs)} GPUs, {fails} failure events, {sim_s:.1f} s", file=sys.stderr)
     return runs
+
+
+def with_cause_scale(spec: SiteSpec, scale: dict[str, float]) -> SiteSpec:
+    """``spec`` (a ``SiteSpec``) with its faults' ``cause_scale`` set to ``scale`` (validated again)."""
+    from infrabrain.simulation.spec import FaultSpec
+
+    return spec.model_copy(update={"faults": FaultSpec(**{**spec.faults.model_dump(), "cause_scale": scale})})
+
+
+def parse_cause_scale(text: str) -> dict[str, float]:
+    """``"thermal=5,psu=5"`` -> ``{"thermal": 5.0, "psu": 5.0}``, checked by ``FaultSpec`` (known causes, 0-100)."""
+    from pydantic import ValidationError
+
+    from infrabrain.simulation.spec import FaultSpec
+
+    out: dict[str, float] = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        cause, sep, value = item.partition("=")
+        try:
+            out[cause.strip()] = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected CAUSE=MULTIPLIER, got {item!r}") from None
+        if not sep:
+            raise argparse.ArgumentTypeError(f"expected CAUSE=MULTIPLIER, got {item!r}")
+    try:
+        return FaultSpec(cause_scale=out).cause_scale
+    except ValidationError as err:
+        msg = "; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())
+        raise argparse.ArgumentTypeError(msg) from None
 
 
 def _pipeline_config(args: argparse.Namespace, seed: int) -> PipelineConfig:
@@ -114,7 +148,8 @@ def _pipeline_config(args: argparse.Namespace, seed: int) -> PipelineConfig:
                           hidden=args.hidden, layers=args.layers, lr=args.lr, level_features=not args.no_levels,
                           summary_features=not args.no_summary, bin_features=args.bins, dropout=args.dropout,
                           fractions=training_fractions(args.train_until), pos_weight=args.pos_weight,
-                          stride_min=args.stride, pool_min=args.pool, input_scaling=args.scale_inputs,
+                          stride_min=args.stride, pool_min=args.pool, window_min=args.window,
+                          input_scaling=args.scale_inputs,
                           input_scale_floor=args.scale_floor, progress=not args.no_progress, device=args.device)
 
 
@@ -528,6 +563,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--extra-train-sites", type=int, default=0,
                    help="simulate this many more sites and train on them too; the validation and held-out sites "
                         "stay those of the --sites federation (a learning curve over training sites)")
+    p.add_argument("--extra-train-cause-scale", type=parse_cause_scale, default={}, metavar="CAUSE=X[,CAUSE=X]",
+                   help="fault-rate multipliers per simulator cause for the --extra-train-sites only, e.g. "
+                        "thermal=5,psu=5,nic=5,gpu_sram=5,ssd=5: a rare-cause-rich prior of simulated sites")
     p.add_argument("--val-sites", type=int, default=1, help="whole sites used for early stopping (not trained on)")
     p.add_argument("--weight-decay", type=float, default=1e-3)
     p.add_argument("--hours", type=float, default=24.0)
@@ -550,6 +588,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="GNN dropout on the encoder input and the states (default %(default)s; 0 before follow-up 4)")
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--stride", type=int, default=10, help="minutes between training snapshots (default %(default)s)")
+    p.add_argument("--window", type=int, default=60,
+                   help="minutes of telemetry per snapshot, for every model (accuracy and headroom parts; default "
+                        "%(default)s; a longer window also drops that much more of each run's start from the rows)")
     p.add_argument("--pool", type=int, default=5,
                    help="minutes averaged per time bin of the GNN's window (accuracy part; default %(default)s)")
     p.add_argument("--scale-inputs", action=argparse.BooleanOptionalAction, default=True,
@@ -597,6 +638,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--data-seeds ({args.data_seeds}) and --seeds ({args.seeds}) must be at least 1")
     if args.extra_train_sites < 0:
         raise SystemExit(f"--extra-train-sites must be 0 or more, got {args.extra_train_sites}")
+    if args.extra_train_cause_scale and not args.extra_train_sites:
+        raise SystemExit("--extra-train-cause-scale scales the extra training sites: give --extra-train-sites too")
     if args.quick:
         args.sites, args.heldout, args.hours, args.epochs, args.epoch_snapshots, args.seeds = 4, 1, 24.0, 3, 200, 1
         args.rootcause_events = 30
@@ -615,6 +658,7 @@ def main(argv: list[str] | None = None) -> int:
             out.update(fn(args))
     out["peak_rss_gib"] = _peak_rss_gib()
     out["config"] = {"sites": args.sites, "extra_train_sites": args.extra_train_sites,
+                     "extra_train_cause_scale": args.extra_train_cause_scale,
                      "train_sites": args.sites - args.heldout - args.val_sites + args.extra_train_sites,
                      "heldout": args.heldout, "hours": args.hours,
                      "acceleration": args.acceleration, "epochs": args.epochs, "hidden": args.hidden,
@@ -624,7 +668,8 @@ def main(argv: list[str] | None = None) -> int:
                      "weight_decay": args.weight_decay, "lr": args.lr, "levels": not args.no_levels,
                      "summary_features": not args.no_summary, "bin_features": args.bins, "dropout": args.dropout,
                      "train_until": args.train_until, "pos_weight": args.pos_weight,
-                     "stride_min": args.stride, "pool_min": args.pool, "scale_inputs": args.scale_inputs,
+                     "stride_min": args.stride, "window_min": args.window, "pool_min": args.pool,
+                     "scale_inputs": args.scale_inputs,
                      "scale_floor": args.scale_floor,
                      "device": args.device, "bootstrap": args.bootstrap}
     for k, g in GOALS.items():

@@ -196,7 +196,7 @@ def mode_rates(topology: Topology, acceleration: float) -> np.ndarray:
     fw = firmware_factor(fs.firmware_quality)
     rates = np.empty(len(MODES))
     for i, m in enumerate(MODES):
-        mult = fw if m.cause in ("software", "gsp") else fs.rate_scale
+        mult = (fw if m.cause in ("software", "gsp") else fs.rate_scale) * fs.cause_scale.get(m.cause, 1.0)
         rates[i] = fs.base_rate_per_gpu_hour * acceleration * mult * CAUSE_SHARES[m.cause] * m.split * n_gpu
     return rates
 

@@ -66,6 +66,22 @@ class FaultSpec(BaseModel):
                                     description="1 = best; lower raises software/GSP faults and XID noise")
     repair_hours: float = Field(4.0, gt=0.0, le=24 * 14, description="mean hardware repair time")
     noise_scale: float = Field(1.0, ge=0.0, le=100.0, description="multiplier on benign counter noise")
+    cause_scale: dict[str, float] = Field(
+        default_factory=dict, description="per-cause multiplier on top of rate_scale / firmware_quality, e.g. "
+        "{psu: 5} for a site with failing power supplies (causes: simulation.faults.CAUSES)")
+
+    @field_validator("cause_scale")
+    @classmethod
+    def _validate_cause_scale(cls, v: dict[str, float]) -> dict[str, float]:
+        from infrabrain.simulation.faults import CAUSES  # faults imports this module: import at validation time
+
+        unknown = sorted(set(v) - set(CAUSES))
+        if unknown:
+            raise ValueError(f"unknown cause(s) {unknown}; known: {list(CAUSES)}")
+        bad = {c: x for c, x in v.items() if not (math.isfinite(x) and 0.0 <= x <= 100.0)}
+        if bad:
+            raise ValueError(f"cause_scale values must be in [0, 100], got {bad}")
+        return v
 
 
 class SiteSpec(BaseModel):

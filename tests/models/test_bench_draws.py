@@ -158,3 +158,28 @@ def test_pool_and_stride_reach_the_pipeline(bench):
     cfg = bench._pipeline_config(args, seed=3)
     assert (cfg.pool_min, cfg.stride_min, cfg.seed) == (1, 5, 3)
     assert bench._pipeline_config(bench.build_parser().parse_args([]), seed=0).pool_min == 5
+
+
+def test_cause_scale_flag_is_parsed_and_checked(bench):
+    assert bench.parse_cause_scale("thermal=5, psu=2.5") == {"thermal": 5.0, "psu": 2.5}
+    assert bench.parse_cause_scale("") == {}
+    for bad, msg in (("psus=5", "unknown cause"), ("psu", "CAUSE=MULTIPLIER"), ("psu=x", "CAUSE=MULTIPLIER"),
+                     ("psu=-1", r"\[0, 100\]")):
+        with pytest.raises(Exception, match=msg):
+            bench.parse_cause_scale(bad)
+    with pytest.raises(SystemExit, match="--extra-train-sites"):
+        bench.main(["--extra-train-cause-scale", "psu=5", "--parts", "accuracy"])
+
+
+def test_cause_scale_changes_only_the_extra_training_sites(bench):
+    args = bench.build_parser().parse_args(["--sites", "3", "--heldout", "1", "--hours", "2", "--extra-train-sites",
+                                            "1"])
+    scaled = bench.build_parser().parse_args(["--sites", "3", "--heldout", "1", "--hours", "2",
+                                              "--extra-train-sites", "1", "--extra-train-cause-scale", "psu=50"])
+    a, b = bench._draw_runs(args, 0), bench._draw_runs(scaled, 0)
+    # order: training site 0, the extra site (index 3 of the federation), validation site 1, held-out site 2
+    assert [r.spec.name for r in a] == [r.spec.name for r in b] == ["site-0", "site-3", "site-1", "site-2"]
+    assert [r.spec.faults.cause_scale for r in b] == [{}, {"psu": 50.0}, {}, {}]
+    for i in (0, 2, 3):  # the federation's own sites are drawn exactly as without the flag
+        assert a[i].events.equals(b[i].events)
+    assert not a[1].events.equals(b[1].events)

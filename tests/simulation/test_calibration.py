@@ -28,3 +28,21 @@ def test_interruption_rate_independent_of_site_shape() -> None:
     for spec in (wide, tall):
         st = interruption_stats([simulate_faults(spec, hours=2000, seed=1, acceleration=50.0)])
         assert abs(st["rate_per_gpu_hour"] / (50 * LLAMA3_RATE) - 1.0) < 0.30, spec.name
+
+
+def test_cause_scale_multiplies_only_the_named_causes() -> None:
+    from infrabrain.simulation.faults import MODES, mode_rates
+    from infrabrain.simulation.spec import FaultSpec
+    from infrabrain.simulation.topology import build_topology
+
+    base = SiteSpec(name="fleet", rows=2, racks_per_row=8, nodes_per_rack=4)
+    scaled = base.model_copy(update={"faults": FaultSpec(cause_scale={"psu": 10.0, "thermal": 0.0})})
+    r0, r1 = mode_rates(build_topology(base), 50.0), mode_rates(build_topology(scaled), 50.0)
+    for m, a, b in zip(MODES, r0, r1):
+        want = {"psu": 10.0 * a, "thermal": 0.0}.get(m.cause, a)
+        assert b == want or abs(b / want - 1.0) < 1e-12, (m.name, a, b)
+    # and the simulated incidents follow: no thermal one, about ten times the PSU ones
+    st0 = interruption_stats([simulate_faults(base, hours=2000, seed=3, acceleration=50.0)])
+    st1 = interruption_stats([simulate_faults(scaled, hours=2000, seed=3, acceleration=50.0)])
+    assert st0["by_cause"]["thermal"] > 0 and st1["by_cause"]["thermal"] == 0
+    assert 6.0 < st1["by_cause"]["psu"] / max(st0["by_cause"]["psu"], 1) < 16.0, (st0["by_cause"], st1["by_cause"])

@@ -19,6 +19,8 @@ def test_defaults_are_valid() -> None:
     ({"gpu_mix": {"V100": 1.0}}, "gpu_mix"),
     ({"workload": {"mean_utilisation": 1.5}}, "workload.mean_utilisation"),
     ({"faults": {"rate_scale": -1}}, "faults.rate_scale"),
+    ({"faults": {"cause_scale": {"psus": 2.0}}}, "faults.cause_scale"),
+    ({"faults": {"cause_scale": {"psu": -1.0}}}, "faults.cause_scale"),
     ({"racks_per_rowz": 3}, "racks_per_rowz"),
 ])
 def test_bad_values_name_the_field(data: dict, field: str) -> None:
