@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 from pathlib import Path
 
@@ -160,12 +161,17 @@ def test_pool_and_stride_reach_the_pipeline(bench):
     assert bench._pipeline_config(bench.build_parser().parse_args([]), seed=0).pool_min == 5
 
 
+def test_window_reaches_the_pipeline(bench):
+    assert bench._pipeline_config(bench.build_parser().parse_args(["--window", "120"]), seed=0).window_min == 120
+    assert bench._pipeline_config(bench.build_parser().parse_args([]), seed=0).window_min == 60
+
+
 def test_cause_scale_flag_is_parsed_and_checked(bench):
     assert bench.parse_cause_scale("thermal=5, psu=2.5") == {"thermal": 5.0, "psu": 2.5}
     assert bench.parse_cause_scale("") == {}
     for bad, msg in (("psus=5", "unknown cause"), ("psu", "CAUSE=MULTIPLIER"), ("psu=x", "CAUSE=MULTIPLIER"),
                      ("psu=-1", r"\[0, 100\]")):
-        with pytest.raises(Exception, match=msg):
+        with pytest.raises(argparse.ArgumentTypeError, match=msg):
             bench.parse_cause_scale(bad)
     with pytest.raises(SystemExit, match="--extra-train-sites"):
         bench.main(["--extra-train-cause-scale", "psu=5", "--parts", "accuracy"])
