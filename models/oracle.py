@@ -38,6 +38,11 @@ All five also know the observable events the simulator emits only before *real* 
 remapping 5-45 min before an HBM failure, a thermal-slowdown event part-way up a hot GPU's ramp, which fixes its
 failure time); after such an event the node's failure time is known.
 
+They also score the rows between an upstream root's failure and its nodes going down: a failed cooling unit's
+nodes over the next hour (a share of them); a failed leaf switch's within ``LEAF_NODE_DELAY_S`` (its latency stays
+at the peak until repaired while a look-alike's drops, so every kind is sure); a tripped PDU's rack within
+``PDU_NODE_DELAY_S`` (sure only for the kinds that read the ramp's amplitude, ``P(real)`` for the others).
+
 Rows with no active precursor get the node's rate of failures without a visible precursor (a constant per site).
 Several active precursors combine as ``1 - prod(1 - p_i)``.
 
@@ -284,7 +289,9 @@ def _reveals(plan: Any) -> dict[tuple[int, int], tuple[float, float]]:
 
 def site_oracle_scores(run: Any, times: np.ndarray, kind: str = "observable") -> np.ndarray:
     """Oracle scores ``[len(times), n_node]`` for one simulated run at snapshot end times ``times`` (seconds)."""
-    from infrabrain.simulation.faults import BENIGN_RATIO, COOLING_HOT_START, MODE_ID, MODES, SIGNAL_CODE
+    from infrabrain.simulation.faults import (
+        BENIGN_RATIO, COOLING_HOT_START, LEAF_NODE_DELAY_S, MODE_ID, MODES, PDU_NODE_DELAY_S, SIGNAL_CODE,
+    )
 
     _validate_kind(kind)
     plan = fault_plan_of(run)
@@ -305,6 +312,14 @@ def site_oracle_scores(run: Any, times: np.ndarray, kind: str = "observable") ->
         active = (t >= t_on) & (t < t_fail)
         if mode.root == "cooling" and not row.benign:
             after = (t >= t_fail) & (t < t_fail + HORIZON_S)  # unit failed, its nodes go down within the hour
+        elif mode.root == "leaf" and not row.benign:
+            # a failed leaf's latency stays at its peak until repaired (a look-alike's drops at its end), and its
+            # nodes go down within LEAF_NODE_DELAY_S: certain for every kind
+            after = (t >= t_fail) & (t < t_fail + LEAF_NODE_DELAY_S)
+        elif mode.root == "pdu" and not row.benign:
+            # a tripped PDU's rack goes down within PDU_NODE_DELAY_S; its load ramp ended where a real one ends
+            # (at the rating), which only the oracles that read amplitudes tell from a look-alike's end
+            after = (t >= t_fail) & (t < t_fail + PDU_NODE_DELAY_S)
         else:
             after = np.zeros_like(active)
         if not (active.any() or after.any()):
@@ -330,7 +345,11 @@ def site_oracle_scores(run: Any, times: np.ndarray, kind: str = "observable") ->
                 p[active] = pr * (r <= HORIZON_S)
         elif active.any():
             p[active] = pr * failure_hazard(mode.name, t[active] - t_on)
-        if after.any():
+        if after.any() and mode.root == "leaf":
+            p[after] = 1.0
+        elif after.any() and mode.root == "pdu":
+            p[after] = pr
+        elif after.any():  # cooling
             s = (t[after] - t_fail) / HORIZON_S  # surviving nodes: chosen ones not yet down all fail within H
             q = COOLING_SHARE
             p[after] = q * (1 - s) / np.maximum(1 - q * s, 1e-9)

@@ -299,7 +299,8 @@ def headroom(runs: Sequence[Any], cfg: PipelineConfig) -> dict[str, Any]:
     GNN: the non-graph baselines and every oracle on the same rows (the oracles need simulated runs).
 
     ``best_baseline`` is the non-graph model (gbm, logistic, iforest, rules) with the highest PR-AUC;
-    ``pr_auc_ceiling`` is the ceiling oracle's (``oracle.CEILING_KIND``)."""
+    ``pr_auc_ceiling`` is the ceiling oracle's (``oracle.CEILING_KIND``); ``best_baseline_cascade`` the one with
+    the highest PR-AUC on cascade failures (thermal, network), as the cascade ratio's denominator is chosen."""
     from infrabrain.models.baselines import feature_table
     from infrabrain.models.evaluation import evaluate_scores, failure_events
     from infrabrain.models.oracle import CEILING_KIND
@@ -315,8 +316,10 @@ def headroom(runs: Sequence[Any], cfg: PipelineConfig) -> dict[str, Any]:
               for name, df in baseline_tables(sp, test, truth, cfg.seed, test_features=features).items()}
     oracles, _ = oracle_reports(test, truth, events)
     best = max(models, key=lambda n: _nz(models[n]["pr_auc"]))
+    best_c = max(models, key=lambda n: _nz(models[n]["pr_auc_cascade"]))
     return {"sites": [s.name for s in test.sites], "models": models, "oracle": oracles, "best_baseline": best,
-            "pr_auc_best_baseline": models[best]["pr_auc"], "pr_auc_ceiling": oracles[CEILING_KIND]["pr_auc"]}
+            "pr_auc_best_baseline": models[best]["pr_auc"], "pr_auc_ceiling": oracles[CEILING_KIND]["pr_auc"],
+            "best_baseline_cascade": best_c, "pr_auc_best_baseline_cascade": models[best_c]["pr_auc_cascade"]}
 
 
 def operating_point(rows: pd.DataFrame, events: pd.DataFrame, threshold: float) -> dict[str, float]:

@@ -115,6 +115,9 @@ BENIGN_LEVEL: dict[str, float] = {"gpu_hot": 0.5, "pdu": 0.6, "cooling": 0.35}
 BENIGN_AMP_SCALE: tuple[float, float] = (0.3, 1.0)
 #: A failing cooling unit's doomed nodes start heating (one GPU each) this far into the unit's precursor.
 COOLING_HOT_START = 0.5
+#: A failed leaf switch's nodes go down within this many seconds of it (uniformly); a tripped PDU's within
+#: PDU_NODE_DELAY_S.
+LEAF_NODE_DELAY_S, PDU_NODE_DELAY_S = 120.0, 30.0
 
 
 @dataclass(frozen=True)
@@ -313,7 +316,7 @@ def _expand(b: _Builder, mode: Mode, root_local: int, t_fail: float, visible: bo
                      f"{detail_prefix}leaf switch down: NCCL timeouts on {len(nodes)} nodes"))
         b.ev.append((t_fail + repair, root_g, "recover", cause, root_g, -1, "leaf switch repaired"))
         for n in nodes:
-            candidates.append((int(n), t_fail + float(rng.uniform(0, 120)), t_fail + repair, -1))
+            candidates.append((int(n), t_fail + float(rng.uniform(0, LEAF_NODE_DELAY_S)), t_fail + repair, -1))
         return candidates, repair
 
     if root_kind == "pdu":
@@ -328,7 +331,7 @@ def _expand(b: _Builder, mode: Mode, root_local: int, t_fail: float, visible: bo
                      f"{detail_prefix}PDU tripped at its rating; rack {topo.ids['rack'][rack]} lost power"))
         b.ev.append((t_fail + repair, root_g, "recover", cause, root_g, -1, "PDU reset"))
         for n in nodes:
-            candidates.append((int(n), t_fail + float(rng.uniform(0, 30)), t_fail + repair, -1))
+            candidates.append((int(n), t_fail + float(rng.uniform(0, PDU_NODE_DELAY_S)), t_fail + repair, -1))
         return candidates, repair
 
     # cooling unit: the racks it cools heat up; the hottest GPUs throttle, then shut down (XID 79)

@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 
 @pytest.fixture(scope="module")
-def bench():
-    path = Path(__file__).resolve().parents[2] / "bench" / "predictor.py"
-    spec = importlib.util.spec_from_file_location("bench_predictor", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def bench(load_bench):
+    return load_bench("predictor")
 
 
 def _draw(seed, gnn, base, mem_gnn, causes=("memory",)):
@@ -127,6 +121,12 @@ def test_headroom_part_reports_the_goal_against_the_ceiling(bench, capsys, tmp_p
     else:
         assert row["window_share_needed"] is None and out["headroom_window_share_needed_max"] is None
     assert "pr_auc_gnn" not in out  # no GNN was trained
+    # the cascade ratio's references: the best non-graph model and every oracle on the cascade failures
+    from infrabrain.models.oracle import ORACLE_KINDS
+
+    for key in ("pr_auc_best_baseline_cascade", *(f"oracle_{k}_pr_auc_cascade" for k in ORACLE_KINDS)):
+        v = row[key]
+        assert v is None or np.isnan(v) or 0 <= v <= 1, (key, v)
 
 
 def test_headroom_needs_heldout_sites(small_runs):

@@ -160,3 +160,56 @@ def test_window_aware_oracle_changes_only_counter_precursor_rows(small_splits) -
         on |= (t_changed >= r.t_onset) & (t_changed < r.t_fail)
     assert on.all()
     assert evaluate_scores(win, events)["pr_auc"] <= evaluate_scores(amp, events)["pr_auc"] + 0.02
+
+
+def _failed_root(cause: str, mode: str):
+    """A small site with ``cause`` 100x as frequent, its fault plan and a real, visible, failed ``mode`` incident
+    with the node failures it caused."""
+    from infrabrain.models.oracle import fault_plan_of
+    from infrabrain.simulation import federation_specs
+    from infrabrain.simulation.engine import simulate_site
+    from infrabrain.simulation.spec import FaultSpec
+
+    spec = federation_specs(1, seed=3, racks=(2, 3), nodes_per_rack=2)[0]
+    spec = spec.model_copy(update={"faults": FaultSpec(**{**spec.faults.model_dump(), "cause_scale": {cause: 100}})})
+    run = simulate_site(spec, hours=6, seed=1, acceleration=500)
+    plan = fault_plan_of(run)
+    inc = plan.incidents
+    hit = inc[(inc["mode"] == mode) & inc["visible"] & ~inc["benign"] & inc["failed"]]
+    assert len(hit), f"the {cause}-heavy site should hold a failed {mode} incident with a precursor"
+    row = hit.iloc[0]
+    return run, float(row["t_fail"]), plan.failures[plan.failures["incident"] == row["incident"]]
+
+
+def test_a_failed_leafs_nodes_score_one_until_they_go_down() -> None:
+    """A failed leaf keeps its latency at the peak (a look-alike's drops) and takes its nodes down within
+    LEAF_NODE_DELAY_S: in that gap every oracle knows they fail within the hour (half an hour before, none is
+    sure)."""
+    from infrabrain.models.oracle import ORACLE_KINDS, site_oracle_scores
+    from infrabrain.simulation.faults import LEAF_NODE_DELAY_S
+
+    run, t_fail, down = _failed_root("network", "leaf")
+    assert ((down["t"] >= t_fail) & (down["t"] <= t_fail + LEAF_NODE_DELAY_S)).all()
+    nodes = down["node"].to_numpy(int)
+    times = np.array([t_fail - 1800.0, float(down["t"].min()) - 1e-3])
+    for kind in ORACLE_KINDS:
+        p = site_oracle_scores(run, times, kind)
+        assert np.all(p[1, nodes] == pytest.approx(1.0)), kind
+        assert np.all(p[0, nodes] < 1.0), kind
+
+
+def test_a_tripped_pdus_rack_is_known_only_to_the_oracles_that_read_amplitudes() -> None:
+    """In the PDU_NODE_DELAY_S between a trip and its rack going down, only a real ramp's end (at the rating)
+    tells it from a look-alike's: the amplitude-reading oracles are sure, the observable one has P(real)."""
+    from infrabrain.models.oracle import site_oracle_scores
+    from infrabrain.simulation.faults import BENIGN_RATIO, PDU_NODE_DELAY_S
+
+    run, t_fail, down = _failed_root("psu", "pdu_trip")
+    assert ((down["t"] >= t_fail) & (down["t"] <= t_fail + PDU_NODE_DELAY_S)).all()
+    nodes = down["node"].to_numpy(int)
+    t = np.array([t_fail + 0.5 * (float(down["t"].min()) - t_fail)])
+    for kind in ("amplitude_aware", "window_aware", "clairvoyant"):
+        assert np.all(site_oracle_scores(run, t, kind)[0, nodes] == pytest.approx(1.0)), kind
+    p_real = 1.0 / (1.0 + BENIGN_RATIO)
+    assert np.all(site_oracle_scores(run, t, "observable")[0, nodes] >= p_real - 1e-9)
+    assert np.all(site_oracle_scores(run, t, "observable")[0, nodes] < 1.0)

@@ -83,29 +83,18 @@ def test_training_keeps_the_epoch_with_the_best_selection_score(small_splits, se
     assert selection_score(again, selection) == pytest.approx(hist[result.best_epoch]["val_selection_score"], abs=1e-6)
 
 
-def _selection_bench():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "bench" / "predictor_selection.py"
-    spec = importlib.util.spec_from_file_location("predictor_selection", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
-
-
-def test_selection_bench_candidates_score_what_they_are_named():
-    bench = _selection_bench()
+def test_selection_bench_candidates_score_what_they_are_named(load_bench):
+    bench = load_bench("predictor_selection")
     rec = {"epoch": 0, "val_pr_auc": 0.4, "val_pr_auc_causes": 0.8, "val_pr_auc_cascade": 0.2, "val_loss": 1.0}
     scores = {name: fn(rec) for name, fn in bench.CANDIDATES.items()}
     assert scores == pytest.approx({"pr_auc": 0.4, "pr_auc+causes": 0.6, "pr_auc+cascade": 0.3, "causes": 0.8})
     assert bench.CANDIDATES["causes"]({**rec, "val_pr_auc_causes": math.nan}) == pytest.approx(0.4)
 
 
-def test_selection_bench_summary_and_flags():
+def test_selection_bench_summary_and_flags(load_bench):
     """Over draws: the geometric-mean ratio and the lowest draw's, per row; the bench reads the predictor bench's
     flags (so it trains the same GNN), and ``--data-seed`` is the older spelling of ``--seed``."""
-    bench = _selection_bench()
+    bench = load_bench("predictor_selection")
     draws = [{"rules": {"a": {"pr_auc": 0.2, "pr_auc_ratio": 2.0}, "b": {"pr_auc": 0.1, "pr_auc_ratio": None}}},
              {"rules": {"a": {"pr_auc": 0.1, "pr_auc_ratio": 0.5}, "b": {"pr_auc": 0.3, "pr_auc_ratio": 1.5}}}]
     out = bench._summary(draws)
