@@ -8,9 +8,10 @@ and root-cause top-3 where measured) it gives a verdict: ``met``; ``missed``; ``
 the best ranking any reader of the telemetry can make on average). See ``infrabrain.models.goal_status``.
 
     for s in 0 4 8 12; do .venv/bin/python bench/predictor.py --parts accuracy --seeds 2 --seed $s \\
-        --data-seeds 4 --no-oracle --rootcause-events 0 --no-progress > acc-$s.json; done     # 24 h draws 0-15
+        --data-seeds 4 --no-oracle --no-progress > acc-$s.json; done     # 24 h draws 0-15, ~10 min each
     .venv/bin/python bench/predictor.py --parts headroom --data-seeds 16 --no-progress > headroom.json
-    .venv/bin/python bench/predictor_goals.py --accuracy acc-*.json --headroom headroom.json --report-dir reports/goals-24h
+    .venv/bin/python bench/predictor_goals.py --accuracy acc-*.json --headroom headroom.json \\
+        --report-dir reports/goals-24h
 
 Last line: one JSON object: ``per_draw`` (a row per draw: the GNN's ``ratio``, ``cascade_ratio``, ``recall``
 with their intervals where measured, the oracles' ``*_window`` and ``*_ceiling`` values, ``median_lead_min``,

@@ -124,6 +124,8 @@ def goal_rows(accuracy: Sequence[Mapping[str, Any]], headroom: Mapping[str, Any]
     hd = headroom.get("headroom_per_draw") if isinstance(headroom, Mapping) else None
     if not isinstance(hd, list) or not hd:
         raise ValueError("headroom: no headroom_per_draw: is this a bench/predictor.py --parts headroom summary?")
+    if not all(isinstance(r, Mapping) and "data_seed" in r for r in hd):
+        raise ValueError("headroom: a headroom_per_draw row has no data_seed")
     by_seed = {int(r["data_seed"]): r for r in hd}
     rows: dict[int, dict[str, Any]] = {}
     for run, name in zip(accuracy, names, strict=True):
@@ -202,9 +204,9 @@ def summarise_goals(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 def plot_goal_status(rows: Sequence[Mapping[str, Any]], path: str | Path, goals: Mapping[str, float] = GOALS,
                      title: str = "held-out sites") -> Path:
     """Write a PNG with a panel per goal over the draws: the PR-AUC ratio, the cascade ratio, the event recall at
-    precision 0.5, the median lead and, where measured, root-cause top-3. Each shows the GNN (dot, with its 90 % interval where measured), the
-    window-aware oracle and the ceiling on the same rows where the headroom run has them (markers), and the goal
-    (a red line)."""
+    precision 0.5, the median lead and, where measured, root-cause top-3. Each shows the GNN (dot, with its 90 %
+    interval where measured), the window-aware oracle and the ceiling on the same rows where the headroom run has
+    them (markers), and the goal (a red line)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -225,10 +227,10 @@ def plot_goal_status(rows: Sequence[Mapping[str, Any]], path: str | Path, goals:
         panels.append(("root-cause top-3 on cascade failures", "rootcause_top3", goals["rootcause_top3"], "unit"))
     fig, axes = plt.subplots(len(panels), 1, figsize=(max(6.0, 0.55 * len(rows) + 3.0), 2.2 + 2.1 * len(panels)),
                              dpi=110, sharex=True)
-    for ax, (label, key, goal, scale) in zip(axes, panels, strict=True):
-        def col(k: str) -> np.ndarray:
-            return np.array([np.nan if r.get(k) is None else r[k] for r in rows], float)
+    def col(k: str) -> np.ndarray:
+        return np.array([np.nan if r.get(k) is None else r[k] for r in rows], float)
 
+    for ax, (label, key, goal, scale) in zip(axes, panels, strict=True):
         lo, hi = col(f"{key}_low"), col(f"{key}_high")
         have = np.isfinite(lo) & np.isfinite(hi)
         if have.any():

@@ -74,6 +74,8 @@ def test_runs_that_did_not_score_the_same_rows_are_refused():
         goal_rows([_accuracy([1], [1.1], [0.7]), _accuracy([1], [1.1], [0.7])], head)
     with pytest.raises(ValueError, match=r"draw 5 .* is not in the headroom run \(draws \[0, 1\]\)"):
         goal_rows([_accuracy([5], [1.1], [0.7])], head)
+    with pytest.raises(ValueError, match="a headroom_per_draw row has no data_seed"):
+        goal_rows([_accuracy([0], [1.1], [0.7])], {"headroom_per_draw": [{"pr_auc_best_baseline": 0.2}]})
     with pytest.raises(ValueError, match="no headroom_per_draw"):
         goal_rows([_accuracy([0], [1.1], [0.7])], {"pr_auc_gnn": 0.3})
     with pytest.raises(ValueError, match="has 1 values for 2 draws"):
