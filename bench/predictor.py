@@ -257,7 +257,7 @@ PER_DRAW_KEYS = ("pr_auc_gnn", "pr_auc_best_baseline", "pr_auc_ratio", "pr_auc_r
                  "pr_auc_ratio_node_rooted", "pr_auc_ratio_upstream", "event_recall_at_p50", "median_lead_min",
                  "rootcause_top3", "rootcause_top3_precursor", "rootcause_top3_alerted", "pr_auc_ensemble",
                  "pr_auc_ratio_ensemble", "pr_auc_ratio_interval", "event_recall_at_p50_interval",
-                 "median_lead_min_interval")
+                 "median_lead_min_interval", "by_cause_vs_rules")
 
 
 def _is_num(v: object) -> bool:

@@ -3,9 +3,10 @@
 Reads what ``bench/predictor.py`` printed (its last line, one JSON object): one or more ``--parts accuracy`` runs
 (each of one or more draws) and one ``--parts headroom`` run that covers the same draws. Trains nothing. Per draw
 and goal (PR-AUC ratio, cascade ratio, event recall at precision 0.5 on hardware-precursor failures, median lead,
-and root-cause top-3 where measured) it gives a verdict: ``met``; ``missed``; ``beyond one window`` (the
-``window_aware`` oracle does not reach it either); ``beyond the oracles`` (nor the ``amplitude_aware`` oracle,
-the best ranking any reader of the telemetry can make on average). See ``infrabrain.models.goal_status``.
+root-cause top-3 where measured, and better than the rules on every cause group but software) it gives a
+verdict: ``met``; ``missed``; ``beyond one window`` (the ``window_aware`` oracle does not reach it either);
+``beyond the oracles`` (nor the ``amplitude_aware`` oracle, the best ranking any reader of the telemetry can
+make on average). See ``infrabrain.models.goal_status``.
 
     for s in 0 4 8 12; do .venv/bin/python bench/predictor.py --parts accuracy --seeds 2 --seed $s \\
         --data-seeds 4 --no-oracle --no-progress > acc-$s.json; done     # 24 h draws 0-15, ~10 min each
@@ -62,7 +63,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     """Per draw: the GNN / window-aware oracle / ceiling for each ratio and the recall, the lead, the verdicts."""
     short = {"met": "met", "missed": "missed", "beyond one window": "window", "beyond the oracles": "oracles"}
     print(f"{'draw':>5s} {'ratio GNN/win/ceil':>19s} {'cascade GNN/win/ceil':>21s} {'recall GNN/win/ceil':>20s} "
-          f"{'lead':>5s}  verdicts (ratio, cascade, recall, lead)", file=sys.stderr)
+          f"{'lead':>5s}  verdicts (ratio, cascade, recall, lead); not ahead of the rules on", file=sys.stderr)
     for r in rows:
         v = r["verdicts"]
         print(f"{'d' + str(r['data_seed']):>5s} "
@@ -71,7 +72,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
               f"  {_f(r['recall']):>5s}/{_f(r['recall_window']):>5s}/{_f(r['recall_ceiling']):>5s}  "
               f"{_f(r['median_lead_min'], 1):>5s}  "
               + ", ".join(short.get(v[g], "-") for g in ("pr_auc_ratio", "pr_auc_ratio_cascade",
-                                                        "event_recall_at_p50", "median_lead_min")),
+                                                        "event_recall_at_p50", "median_lead_min"))
+              + ("; -" if r["behind_rules"] is None else "; " + (", ".join(r["behind_rules"]) or "none")),
               file=sys.stderr)
 
 

@@ -20,6 +20,12 @@ it on that draw. For recall at a fixed precision, the best average ranking need 
 the precision threshold either. The median lead has no oracle reference (an oracle's lead says how early it
 *could* alert, not what the goal asks), so it is ``met`` or ``missed``. A draw run without the root-cause score
 (``--rootcause-events 0``) has no root-cause verdict.
+
+"Better than the rules on every cause except software faults" (``beats_rules_by_cause``) is ``met`` when the
+GNN's held-out PR-AUC is above the rules' on every cause group the draw holds, software excepted
+(``UNPREDICTABLE_GROUPS``). ``behind_rules`` names the groups where it is not: a group where both score about
+the prevalence (no model predicts it) counts as not better. Accuracy runs made before the bench reported
+``by_cause_vs_rules_per_draw`` have no such verdict.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from infrabrain.models.evaluation import GOALS
+from infrabrain.models.evaluation import GOALS, UNPREDICTABLE_GROUPS
 from infrabrain.models.oracle import CEILING_KIND
 
 MET, MISSED, BEYOND_WINDOW, BEYOND_ORACLES = "met", "missed", "beyond one window", "beyond the oracles"
@@ -100,8 +106,9 @@ def accuracy_draws(run: Mapping[str, Any], source: str = "accuracy run") -> list
     if missing:
         raise ValueError(f"{source}: missing {missing}: is this a bench/predictor.py accuracy summary?")
     cols = {k: _per_draw(run, k, source) for k in ACCURACY_KEYS}
-    opt = {k: _per_draw(run, k, source) for k in ("pr_auc_ratio_interval", "event_recall_at_p50_interval",
-                                                 "median_lead_min_interval", "rootcause_top3")
+    optional = ("pr_auc_ratio_interval", "event_recall_at_p50_interval", "median_lead_min_interval",
+                "rootcause_top3", "by_cause_vs_rules")
+    opt = {k: _per_draw(run, k, source) for k in optional
            if f"{k}_per_draw" in run or (len(run["data_seeds"]) == 1 and k in run)}
     return [{"data_seed": int(d), **{k: v[i] for k, v in cols.items()}, **{k: v[i] for k, v in opt.items()}}
             for i, d in enumerate(run["data_seeds"])]
@@ -167,6 +174,7 @@ def _row(d: Mapping[str, Any], h: Mapping[str, Any], goals: Mapping[str, float])
         "recall_ceiling": _num(h.get(f"oracle_{CEILING_KIND}_recall_at_p50")),
         "median_lead_min": _num(d["median_lead_min"]), "median_lead_min_low": l_lo, "median_lead_min_high": l_hi,
         "rootcause_top3": _num(d.get("rootcause_top3")),
+        "behind_rules": behind_rules(d.get("by_cause_vs_rules")),
     }
     row["verdicts"] = {
         "pr_auc_ratio": verdict(row["ratio"], goals["pr_auc_ratio"], row["ratio_window"], row["ratio_ceiling"]),
@@ -176,13 +184,30 @@ def _row(d: Mapping[str, Any], h: Mapping[str, Any], goals: Mapping[str, float])
                                        row["recall_ceiling"]),
         "median_lead_min": verdict(row["median_lead_min"], goals["median_lead_min"]),
         "rootcause_top3": verdict(row["rootcause_top3"], goals["rootcause_top3"]),
+        "beats_rules_by_cause": None if row["behind_rules"] is None else (MISSED if row["behind_rules"] else MET),
     }
     return row
 
 
+def behind_rules(by_cause: Any) -> list[str] | None:
+    """Cause groups (software excepted) where the GNN's PR-AUC is not above the rules' in a draw's
+    ``by_cause_vs_rules`` (``{group: {"gnn_pr_auc", "rules_pr_auc", ...}}``); None without that table."""
+    if not isinstance(by_cause, Mapping) or not by_cause:
+        return None
+    out = []
+    for group, v in by_cause.items():
+        if group in UNPREDICTABLE_GROUPS or not isinstance(v, Mapping):
+            continue
+        gnn, rules = _num(v.get("gnn_pr_auc")), _num(v.get("rules_pr_auc"))
+        if gnn is None or rules is None or gnn <= rules:
+            out.append(group)
+    return out
+
+
 def summarise_goals(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Per goal, how many draws fall under each verdict (draws without the measurement are left out), and the
-    geometric mean of the ratios and the mean recall and lead over the draws."""
+    """Per goal, how many draws fall under each verdict (draws without the measurement are left out); per cause
+    group, on how many draws the GNN is not ahead of the rules; the geometric mean of the ratios and the mean
+    recall and lead over the draws."""
     if not rows:
         raise ValueError("summarise_goals needs at least one draw")
     goals = list(rows[0]["verdicts"])
@@ -196,7 +221,11 @@ def summarise_goals(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         v = [r[key] for r in rows if r[key] is not None]
         return float(np.mean(v)) if v else None
 
-    return {"draws": [r["data_seed"] for r in rows], "verdict_counts": counts,
+    behind: dict[str, int] = {}
+    for r in rows:
+        for group in r.get("behind_rules") or ():
+            behind[group] = behind.get(group, 0) + 1
+    return {"draws": [r["data_seed"] for r in rows], "verdict_counts": counts, "behind_rules_draws": behind,
             "pr_auc_ratio_geomean": geo("ratio"), "pr_auc_ratio_cascade_geomean": geo("cascade_ratio"),
             "event_recall_at_p50_mean": mean("recall"), "median_lead_min_mean": mean("median_lead_min")}
 
@@ -268,4 +297,4 @@ def plot_goal_status(rows: Sequence[Mapping[str, Any]], path: str | Path, goals:
 
 
 __all__ = ["ACCURACY_KEYS", "BEYOND_ORACLES", "BEYOND_WINDOW", "MET", "MISSED", "VERDICTS", "accuracy_draws",
-           "goal_rows", "plot_goal_status", "summarise_goals", "verdict"]
+           "behind_rules", "goal_rows", "plot_goal_status", "summarise_goals", "verdict"]

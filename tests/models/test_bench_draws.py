@@ -31,6 +31,9 @@ def test_ratios_are_combined_geometrically_and_the_worst_draw_is_named(bench):
     assert out["by_cause_vs_rules"]["memory"]["gnn_pr_auc"] == pytest.approx(0.25)
     assert out["by_cause_vs_rules"]["thermal"]["gnn_pr_auc"] == pytest.approx(0.3)  # only the draw that has it
     assert out["by_cause_vs_rules"]["memory"]["rules_recall"] is None
+    # each draw's own table too (bench/predictor_goals.py reads it for the per-draw rules comparison)
+    assert [set(t) for t in out["by_cause_vs_rules_per_draw"]] == [{"memory"}, {"memory", "thermal"}]
+    assert out["by_cause_vs_rules_per_draw"][1]["thermal"]["gnn_pr_auc"] == pytest.approx(0.3)
 
 
 def test_the_interval_over_draws_combines_each_draws_resamples(bench):

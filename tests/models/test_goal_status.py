@@ -9,7 +9,7 @@ import pytest
 
 from infrabrain.models.evaluation import GOALS
 from infrabrain.models.goal_status import (
-    BEYOND_ORACLES, BEYOND_WINDOW, MET, MISSED, accuracy_draws, goal_rows, summarise_goals, verdict,
+    BEYOND_ORACLES, BEYOND_WINDOW, MET, MISSED, accuracy_draws, behind_rules, goal_rows, summarise_goals, verdict,
 )
 
 
@@ -95,7 +95,7 @@ def test_a_one_draw_run_is_read_from_its_config_seed():
     (d,) = accuracy_draws(run)
     assert d["data_seed"] == 4 and d["pr_auc_ratio_interval"]["low"] == 1.1
     (row,) = goal_rows([run], _headroom([4], [1.5], [2.0]))
-    assert row["verdicts"] == {k: MET for k in GOALS}
+    assert row["verdicts"] == {**{k: MET for k in GOALS}, "beats_rules_by_cause": None}
     with pytest.raises(ValueError, match="neither data_seeds nor config.seed"):
         accuracy_draws({"pr_auc_ratio": 1.0})
 
@@ -134,3 +134,28 @@ def test_bench_names_a_file_that_is_not_a_bench_summary(bench, tmp_path):
     other.write_text(json.dumps(_accuracy([0], [1.1], [0.7], best=[0.3])))
     with pytest.raises(SystemExit, match="predictor_goals: draw 0: .*did not score the same rows"):
         bench.main(["--accuracy", str(other), "--headroom", str(head)])
+
+
+def test_better_than_the_rules_on_every_cause_but_software():
+    """The goal's verdict per draw: every cause group the draw holds, software excepted, must have the GNN's
+    PR-AUC above the rules'; a group where both sit at the prevalence counts as not better."""
+    def cell(gnn, rules):
+        return {"events": 3, "gnn_pr_auc": gnn, "rules_pr_auc": rules, "gnn_recall": 0.5, "rules_recall": None}
+
+    table = {"memory": cell(0.4, 0.3), "thermal": cell(0.1, 0.4), "software": cell(0.0, 0.1),
+             "power": cell(0.001, 0.001)}
+    assert behind_rules(table) == ["thermal", "power"]
+    assert behind_rules({"memory": cell(0.4, 0.3), "software": cell(0.0, 0.1)}) == []  # software is excepted
+    assert behind_rules({"memory": cell(0.4, None)}) == ["memory"]  # no rules score: not shown to be better
+    assert behind_rules(None) is None and behind_rules({}) is None
+    acc = _accuracy([0, 1], ratio=[1.3, 1.0], recall=[0.9, 0.6])
+    acc["by_cause_vs_rules_per_draw"] = [{"memory": cell(0.4, 0.3)}, table]
+    rows = goal_rows([acc], _headroom([0, 1], [1.5, 1.5], [2.0, 2.0]))
+    assert [r["verdicts"]["beats_rules_by_cause"] for r in rows] == [MET, MISSED]
+    assert rows[1]["behind_rules"] == ["thermal", "power"]
+    out = summarise_goals(rows)
+    assert out["verdict_counts"]["beats_rules_by_cause"][MET] == 1
+    assert out["behind_rules_draws"] == {"thermal": 1, "power": 1}
+    (old,) = goal_rows([_accuracy([0], [1.1], [0.7])], _headroom([0], [1.5], [2.0]))
+    assert old["verdicts"]["beats_rules_by_cause"] is None  # a run from before the per-draw table
+
