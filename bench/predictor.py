@@ -48,7 +48,6 @@ from infrabrain.models.selection import DEFAULT_SELECTION, SELECTIONS
 
 if TYPE_CHECKING:
     from infrabrain.models.pipeline import PipelineConfig
-    from infrabrain.simulation.spec import SiteSpec
 
 
 def _peak_rss_gib() -> float:
@@ -96,7 +95,7 @@ def _draw_runs(args: argparse.Namespace, data_seed: int) -> list:
     t0 = time.perf_counter()
     specs = federation_specs(args.sites + args.extra_train_sites, data_seed)
     if args.extra_train_cause_scale:  # only the extra training sites: validation and held-out sites stay as drawn
-        specs[args.sites:] = [with_cause_scale(s, args.extra_train_cause_scale) for s in specs[args.sites:]]
+        specs[args.sites:] = [s.with_cause_scale(args.extra_train_cause_scale) for s in specs[args.sites:]]
     runs = simulate_federation(specs=specs, hours=args.hours, seed=data_seed, acceleration=args.acceleration)
     runs = [runs[i] for i in site_order(len(runs), args.sites, args.heldout, args.val_sites)]
     sim_s = time.perf_counter() - t0
@@ -104,13 +103,6 @@ def _draw_runs(args: argparse.Namespace, data_seed: int) -> list:
     print(f"simulated {len(runs)} sites x {args.hours} h (acceleration {args.acceleration}, seed {data_seed}): "
           f"{sum(r.topology.count('gpu') for r in runs)} GPUs, {fails} failure events, {sim_s:.1f} s", file=sys.stderr)
     return runs
-
-
-def with_cause_scale(spec: SiteSpec, scale: dict[str, float]) -> SiteSpec:
-    """``spec`` (a ``SiteSpec``) with its faults' ``cause_scale`` set to ``scale`` (validated again)."""
-    from infrabrain.simulation.spec import FaultSpec
-
-    return spec.model_copy(update={"faults": FaultSpec(**{**spec.faults.model_dump(), "cause_scale": scale})})
 
 
 def parse_cause_scale(text: str) -> dict[str, float]:

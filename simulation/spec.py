@@ -125,6 +125,10 @@ class SiteSpec(BaseModel):
             raise ValueError(f"site has {self.n_gpus} GPUs; the simulator supports at most 200000")
         return self
 
+    def with_cause_scale(self, scale: dict[str, float]) -> SiteSpec:
+        """This site with its faults' ``cause_scale`` set to ``scale`` (validated like any ``FaultSpec``)."""
+        return self.model_copy(update={"faults": FaultSpec(**{**self.faults.model_dump(), "cause_scale": scale})})
+
     @property
     def n_racks(self) -> int:
         return self.rows * self.racks_per_row

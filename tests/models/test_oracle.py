@@ -168,10 +168,8 @@ def _failed_root(cause: str, mode: str):
     from infrabrain.models.oracle import fault_plan_of
     from infrabrain.simulation import federation_specs
     from infrabrain.simulation.engine import simulate_site
-    from infrabrain.simulation.spec import FaultSpec
 
-    spec = federation_specs(1, seed=3, racks=(2, 3), nodes_per_rack=2)[0]
-    spec = spec.model_copy(update={"faults": FaultSpec(**{**spec.faults.model_dump(), "cause_scale": {cause: 100}})})
+    spec = federation_specs(1, seed=3, racks=(2, 3), nodes_per_rack=2)[0].with_cause_scale({cause: 100})
     run = simulate_site(spec, hours=6, seed=1, acceleration=500)
     plan = fault_plan_of(run)
     inc = plan.incidents
