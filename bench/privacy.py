@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     import matplotlib.pyplot as plt
 
     from infrabrain.client.predictor_task import INPUT_SCALE_FLOOR, SCALING_KEYS
+    from infrabrain.models.features import FeatureSet
     from infrabrain.models.gnn import FailurePredictor, ModelConfig, fit_input_scaling
     from infrabrain.models.snapshots import collate_snapshots, make_splits
     from infrabrain.models.training import estimate_pos_weight, loss_fn, make_loader
@@ -103,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
                           acceleration=args.acceleration) for i in range(args.sites)]
     public_runs = [simulate_site(SiteSpec(name=f"public{i}"), hours=args.hours, seed=args.seed + 1000 + i,
                                  acceleration=args.acceleration) for i in range(args.public_sites)]
-    public = make_splits(public_runs, window_min=60, stride_min=60, fractions=(0.6, 0.8))
+    # the federated task's inputs: no derived metric (measured not to help that model, issue 3 follow-up 21)
+    public = make_splits(public_runs, window_min=60, stride_min=60, fractions=(0.6, 0.8),
+                         feature_set=FeatureSet.from_run(public_runs[0], derived=False))
     splits = make_splits(runs, window_min=60, stride_min=60, eval_stride_min=30, fractions=(0.6, 0.8),
                          feature_set=public.feature_set, normalizer=public.normalizer)
     train, test = splits.train, splits.test_time

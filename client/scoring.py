@@ -101,7 +101,8 @@ class PredictorScorer:
         # an hour and five minutes more than the window: the XID state and the code before it (history_steps)
         self.window_steps = history_steps(int(self._ckpt.window))
         self.model_steps = int(self._ckpt.window) + 1
-        self.metric_names = {k: list(self.feature_set.metrics_of(k)) for k in self.feature_set.kinds
+        # the raw columns to collect (derived metrics are computed from them when the window is encoded)
+        self.metric_names = {k: list(self.feature_set.raw_metrics_of(k)) for k in self.feature_set.kinds
                              if self.feature_set.metrics_of(k)}
         self.loaded_at = time.time()
         graph = graph_from_topology(topology)

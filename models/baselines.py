@@ -34,19 +34,6 @@ RULE_WEIGHTS = {"xid": 4.0, "thermal_violation": 2.0, "temperature": 2.0, "sbe_r
 N_STATS = 6  # last, mean, max, min, slope, observed fraction
 
 
-def _gpu_node(site: SiteTensors) -> np.ndarray:
-    """Node position (in node order) of every GPU (in GPU order), from ``gpu_in_node`` edges."""
-    g = site.graph
-    gpu_pos = {int(c): i for i, c in enumerate(g.kind_index.get("gpu", []))}
-    node_pos = {int(c): i for i, c in enumerate(g.node_global)}
-    out = np.full(len(gpu_pos), -1, dtype=np.int64)
-    sel = g.edge_type == 0
-    for s, d in g.edge_index[sel]:
-        if int(s) in gpu_pos and int(d) in node_pos:
-            out[gpu_pos[int(s)]] = node_pos[int(d)]
-    return out
-
-
 def _stats(win: np.ndarray) -> np.ndarray:
     """``win [W, n, F]`` (NaN = missing) -> ``[n, F, N_STATS]`` summary statistics (NaN where never observed)."""
     import warnings
@@ -78,7 +65,7 @@ def window_features(site: SiteTensors, t_idx: int, window: int, gpu_node: np.nda
     gpu_idx = g.kind_index.get("gpu")
     if gpu_idx is None or len(gpu_idx) == 0:
         return node_f
-    gn = _gpu_node(site) if gpu_node is None else gpu_node
+    gn = site.graph.gpu_node() if gpu_node is None else gpu_node
     gs = _stats(win[:, gpu_idx])  # [n_gpu, F, S]
     gs = gs.reshape(len(gpu_idx), -1)
     nn = len(g.node_global)
@@ -128,7 +115,7 @@ def feature_table(dataset: SnapshotDataset, progress: bool = False) -> tuple[np.
     for si, ti in tqdm(dataset.index, desc="features", disable=not progress, leave=False):
         site = dataset.sites[si]
         if si not in gn_cache:
-            gn_cache[si] = _gpu_node(site)
+            gn_cache[si] = site.graph.gpu_node()
         alive = _alive_nodes(site, ti)
         feats = window_features(site, ti, dataset.window, gn_cache[si])[alive]
         nodes = np.flatnonzero(alive)
@@ -237,7 +224,7 @@ def rule_scores(run: Any, site: SiteTensors, t_indices: np.ndarray, window: int)
     metrics, names = _get(run, "metrics"), _get(run, "metric_names")
     gpu_raw = np.asarray(metrics["gpu"]) if "gpu" in metrics else None
     gnames = list(names.get("gpu", []))
-    gn = _gpu_node(site)
+    gn = site.graph.gpu_node()
     nn = len(site.graph.node_global)
     ts = site.timestamps
     out = np.zeros((len(t_indices), nn), np.float32)

@@ -23,17 +23,20 @@ import numpy as np
 import pandas as pd
 import torch
 
+from infrabrain.models.derived_metrics import with_derived_metrics
 from infrabrain.models.features import KINDS, STATIC_METRICS, FeatureSet, is_counter
 from infrabrain.models.snapshots import HORIZON_S, SiteGraph, SnapshotDataset, _get, build_snapshot, collate_snapshots
 
 KIND_LABEL = {"gpu": "GPU", "node": "node", "leaf": "leaf switch", "spine": "spine switch", "pdu": "PDU",
               "cooling": "cooling unit", "rack": "rack"}
 
-# (substring of the metric name, short label, how to render). Renders: "C" temperature difference in C; "rel:U"
+# (substring of the metric name, short label, how to render). Renders: "C" temperature difference in C;
+# "above:U WHAT" a level that is already a difference ("temperature 8.2 C above its node's other GPUs"); "rel:U"
 # relative change with the levels in unit U (scaled by _SCALE); "pct:S" a utilisation, levels shown in % (x S);
 # "level:U" the two levels in unit U; "busy" / "throttle" a time counter (s / us) as the share of the time it moved;
 # "rate" any other counter as +N and N per minute.
 _PRETTY: tuple[tuple[str, str, str], ...] = (
+    ("temp_above_siblings", "temperature", "above:C above its node's other GPUs"),
     ("rack_inlet_temp", "inlet", "C"), ("airflow", "airflow", "rel:cfm"), ("supply_temp", "supply temperature", "C"),
     ("return_temp", "return temperature", "C"), ("MEMORY_TEMP", "memory temperature", "C"),
     ("GPU_TEMP", "temperature", "C"), ("hwmon_temp", "temperature", "C"), ("POWER_USAGE", "power", "rel:W"),
@@ -263,6 +266,10 @@ def describe_change(series: np.ndarray, metric: str, cadence_s: int) -> str:
         steps[moved[0]] if len(moved) else steps[0])
     span_steps = max(int(steps[-1] - start), 1)
     span_min = int(round(span_steps * cadence_s / 60)) or 1
+    if unit.startswith("above:"):  # a difference, whose level is the news: "temperature 8.2 C above ..."
+        u, _, what = unit[6:].partition(" ")
+        level = f"{label} {_num(last)} {u} {what}"
+        return level if round(delta, 1) == 0 else f"{level} ({delta:+.1f} {u} over {span_min} min)"
     if "XID" in metric.upper():
         return f"XID {int(last)} raised {span_min} min ago" if last > 0 and delta != 0 else f"last XID {int(last)}"
     if counter:
@@ -339,6 +346,8 @@ def explain_node(
     node_id = str(graph.component_ids[graph.node_global[node_pos]])
     risk = float(1.0 / (1.0 + np.exp(-logit)))
     local_of = {k: {int(g): i for i, g in enumerate(graph.kind_index.get(k, []))} for k in KINDS}
+    if raw is not None and raw_names is not None:  # derived metrics quoted in raw units too
+        raw, raw_names = with_derived_metrics(raw, raw_names, feature_set.metrics, graph.gpu_node())
     contribs = []
     for j in order:
         c = int(cand[j])

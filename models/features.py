@@ -10,7 +10,9 @@ per-step increments (``log1p`` of the non-negative difference) before normalisat
 counter means nothing, its rate does. The XID gauge (DCGM reports the *number* of the last XID, which stays set
 for good) becomes a state: 1 for an hour after it changes to a hardware-fault code of :data:`HARDWARE_XIDS`,
 else 0 -- a code is a category, not a magnitude, and a months-old XID 79 must not read as "79 units" forever.
-Missing values (NaN) stay NaN here and become a mask in the snapshot, never an invented value.
+Missing values (NaN) stay NaN here and become a mask in the snapshot, never an invented value. A feature set
+may also name *derived* metrics (:mod:`infrabrain.models.derived_metrics`), computed on site from raw columns
+before these transforms.
 
 :data:`ENCODING` versions these transforms; it is part of a feature set's identity (its fingerprint), so a model
 trained on another encoding is refused instead of misreading its inputs.
@@ -28,6 +30,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from infrabrain.models.derived_metrics import derivable, derived_metric
 
 #: Component kinds the predictor knows, in a fixed order (the kind index used in snapshots).
 #: Same order as ``infrabrain.simulation.topology.KINDS`` in the data contract.
@@ -50,8 +54,9 @@ CLIP = 10.0
 COUNTER_SCALE_FLOOR = 1.0
 
 #: Version of the per-metric transforms below (1: XID gauge read as a level; 2: as a held hardware-XID state;
-#: 3: a code seen again after an outage longer than :data:`XID_GAP_STEPS` is not a raise).
-ENCODING = 3
+#: 3: a code seen again after an outage longer than :data:`XID_GAP_STEPS` is not a raise; 4: the derived metrics
+#: of :mod:`infrabrain.models.derived_metrics`, a GPU's temperature above its node's other GPUs).
+ENCODING = 4
 
 #: Steps a hardware XID stays "raised" in the encoded state (60 = one hour at the 60-s cadence the predictor
 #: reads: the label horizon). Encoding a window exactly needs this much history before it (see
@@ -105,8 +110,8 @@ class FeatureSet:
             raise ValueError(f"feature set names unknown component kind(s) {sorted(unknown)}; known: {self.kinds}")
         if self.encoding != ENCODING:
             raise ValueError(f"feature encoding {self.encoding} is not supported (this version reads encoding "
-                             f"{ENCODING}: the XID gauge as a held hardware-XID state, not raised across an outage); "
-                             "retrain the model")
+                             f"{ENCODING}: the XID gauge as a held hardware-XID state, not raised across an outage, "
+                             "and a GPU's temperature above its node's other GPUs); retrain the model")
 
     @property
     def f_max(self) -> int:
@@ -116,6 +121,17 @@ class FeatureSet:
     def metrics_of(self, kind: str) -> tuple[str, ...]:
         """Metric names of ``kind`` (empty tuple if the kind has none)."""
         return tuple(self.metrics.get(kind, ()))
+
+    def raw_metrics_of(self, kind: str) -> tuple[str, ...]:
+        """The telemetry columns of ``kind`` to collect: its metrics without the derived ones, plus their sources
+        (computed on site from those, :mod:`~infrabrain.models.derived_metrics`)."""
+        names = self.metrics_of(kind)
+        raw = [m for m in names if derived_metric(m) is None]
+        for m in names:
+            d = derived_metric(m)
+            if d is not None and d.source not in raw:
+                raw.append(d.source)
+        return tuple(raw)
 
     def counters(self, kind: str) -> np.ndarray:
         """Boolean mask over ``metrics_of(kind)``: which are cumulative counters."""
@@ -143,14 +159,17 @@ class FeatureSet:
         return hashlib.sha256(blob).hexdigest()[:16]
 
     @classmethod
-    def from_run(cls, run: Any) -> FeatureSet:
+    def from_run(cls, run: Any, derived: bool = True) -> FeatureSet:
         """The feature set of a simulated/loaded ``SiteRun``: every metric of every kind it carries, except the
-        static configuration in :data:`STATIC_METRICS`."""
+        static configuration in :data:`STATIC_METRICS`, then (with ``derived``) the derived metrics its columns
+        allow. The federated task's model reads none (``derived=False``: measured not to help it, issue 3
+        follow-up 21)."""
         names = getattr(run, "metric_names")
         unknown = set(names) - set(KINDS)
         if unknown:
             raise ValueError(f"unknown component type(s) {sorted(unknown)} in telemetry; known: {KINDS}")
-        return cls(metrics={k: tuple(m for m in names[k] if m not in STATIC_METRICS) for k in KINDS if k in names})
+        return cls(metrics={k: tuple(m for m in names[k] if m not in STATIC_METRICS)
+                            + (derivable(k, names[k]) if derived else ()) for k in KINDS if k in names})
 
 
 def history_steps(window: int) -> int:
@@ -180,7 +199,9 @@ def validate_metric_columns(feature_set: FeatureSet, metric_names: Mapping[str, 
             raise ValueError(f"telemetry has no component kind {kind!r}, which the model needs (metrics {list(wanted)})")
         missing = [m for m in wanted if m not in have]
         if missing:
-            raise ValueError(f"missing metric column(s) for kind {kind!r}: {missing}")
+            sources = [f"{m} from {d.source}" for m in missing if (d := derived_metric(m)) is not None]
+            hint = f" (derived on site: {', '.join(sources)})" if sources else ""
+            raise ValueError(f"missing metric column(s) for kind {kind!r}: {missing}{hint}")
         out[kind] = np.array([have.index(m) for m in wanted], dtype=np.int64)
     return out
 

@@ -42,7 +42,7 @@ def predict_window(
         unknown = sorted(set(metric_names) - set(ckpt.feature_set.kinds))
         raise ValueError(f"unknown component type(s) {unknown} in telemetry; the model knows {ckpt.feature_set.kinds}")
     for kind in ckpt.feature_set.kinds:
-        missing = [m for m in ckpt.feature_set.metrics_of(kind) if m not in have.metrics_of(kind)]
+        missing = [m for m in ckpt.feature_set.raw_metrics_of(kind) if m not in have.metrics_of(kind)]
         if missing:
             raise ValueError(f"missing metric column(s) for kind {kind!r}: {missing} "
                              f"({describe_difference(ckpt.feature_set, have)})")

@@ -34,6 +34,7 @@ import torch
 from torch.utils.data import Dataset
 
 from infrabrain.logs import get_logger
+from infrabrain.models.derived_metrics import with_derived_metrics
 from infrabrain.models.features import KINDS, FeatureSet, Normalizer, transform_series, validate_metric_columns
 
 log = get_logger("models.snapshots")
@@ -83,6 +84,19 @@ class SiteGraph:
     def n(self) -> int:
         return int(len(self.kind))
 
+    def gpu_node(self) -> np.ndarray:
+        """Node position (in node order) of every GPU (in GPU order), from ``gpu_in_node`` edges; -1 for none."""
+        gpu_pos = np.full(self.n, -1, dtype=np.int64)
+        gpus = self.kind_index.get("gpu", np.zeros(0, np.int64))
+        gpu_pos[gpus] = np.arange(len(gpus))
+        node_pos = np.full(self.n, -1, dtype=np.int64)
+        node_pos[self.node_global] = np.arange(len(self.node_global))
+        out = np.full(len(gpus), -1, dtype=np.int64)
+        src, dst = self.edge_index.reshape(-1, 2)[self.edge_type == 0].T
+        ok = (gpu_pos[src] >= 0) & (node_pos[dst] >= 0)
+        out[gpu_pos[src[ok]]] = node_pos[dst[ok]]
+        return out
+
 
 def graph_from_topology(topology: Any) -> SiteGraph:
     """Convert the simulator's ``Topology`` into a :class:`SiteGraph`; errors name an unknown component kind."""
@@ -119,9 +133,12 @@ def encode_telemetry(
 ) -> np.ndarray:
     """Raw per-kind telemetry ``[T, n_kind, F_kind]`` -> ``float32 [T, N, F_max]`` (NaN where missing).
 
-    Columns are matched by name (:func:`validate_metric_columns`); counters become increments; with a
-    ``normalizer`` values are normalised. Padding slots of kinds with fewer metrics stay NaN (masked).
+    The feature set's derived metrics are computed from their raw sources first
+    (:func:`~infrabrain.models.derived_metrics.with_derived_metrics`); columns are matched by name
+    (:func:`validate_metric_columns`); counters become increments; with a ``normalizer`` values are normalised.
+    Padding slots of kinds with fewer metrics stay NaN (masked).
     """
+    metrics, metric_names = with_derived_metrics(metrics, metric_names, feature_set.metrics, graph.gpu_node())
     cols = validate_metric_columns(feature_set, metric_names)
     t_len = None
     for kind, arr in metrics.items():
@@ -434,7 +451,9 @@ def fit_normalizer(runs: Sequence[Any], feature_set: FeatureSet, time_range: tup
     """Fit a :class:`Normalizer` on the ``time_range`` fraction of each (training) run only."""
     per_kind: dict[str, list[np.ndarray]] = {}
     for run in runs:
-        metrics, names = _get(run, "metrics"), _get(run, "metric_names")
+        gpu_node = graph_from_topology(_get(run, "topology")).gpu_node()
+        metrics, names = with_derived_metrics(_get(run, "metrics"), _get(run, "metric_names"), feature_set.metrics,
+                                              gpu_node)
         cols = validate_metric_columns(feature_set, names)
         for kind, idx in cols.items():
             arr = np.asarray(metrics[kind])

@@ -275,6 +275,9 @@ def test_daemon_risk_is_the_calibrated_risk_predict_reports_and_alerts_at_the_ca
     cfg_path = _site_yaml(tmp_path, small_dataset, ck)
     scorer = PredictorScorer(ck, load_topology(tmp_path / "topology.yaml"))
     assert scorer.calibration is not None and scorer.alert_threshold == 0.07
+    # it collects raw columns only: the derived GPU temperature gap is computed on site when the window is encoded
+    assert "gpu_temp_above_siblings" in scorer.feature_set.metrics_of("gpu")
+    assert scorer.metric_names["gpu"] == list(small_run.metric_names["gpu"])
     window = {k: np.asarray(v)[-scorer.window_steps:] for k, v in small_run.metrics.items()}
     ours = {r.node_id: r.risk for r in scorer.score(window)}
     theirs = {r["node_id"]: r["risk"] for r in predict_run(load_checkpoint(ck), small_run, explain_top=0)}

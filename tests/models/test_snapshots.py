@@ -266,6 +266,9 @@ def test_feature_encoding_is_part_of_the_identity(small_splits):
     # encoding 2 read a stale XID code after an outage as a fresh raise (issue 3 follow-up 14)
     with pytest.raises(ValueError, match="feature encoding 2 is not supported.*not raised across an outage"):
         FeatureSet.from_dict({**d, "encoding": 2})
+    # encoding 3 had no derived metrics: its GPU slots end one column earlier (issue 3 follow-up 21)
+    with pytest.raises(ValueError, match="feature encoding 3 is not supported.*node's other GPUs"):
+        FeatureSet.from_dict({**d, "encoding": 3})
 
 
 def test_validation_by_site(small_runs):
