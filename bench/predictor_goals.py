@@ -17,7 +17,7 @@ make on average). See ``infrabrain.models.goal_status``.
 Last line: one JSON object: ``per_draw`` (a row per draw: the GNN's ``ratio``, ``cascade_ratio``, ``recall``
 with their intervals where measured, the oracles' ``*_window`` and ``*_ceiling`` values, ``median_lead_min``,
 ``rootcause_top3`` and ``verdicts``), ``verdict_counts`` (per goal, draws per verdict), the geometric-mean ratios
-and the mean recall and lead. With ``--report-dir``, ``goal_status.png`` plots the three ratio / recall panels.
+and the mean recall and lead. With ``--report-dir``, ``goal_status.png`` plots a panel per goal.
 """
 
 from __future__ import annotations

@@ -39,12 +39,9 @@ GPU_TEMP_ABOVE_SIBLINGS = DerivedMetric("gpu_temp_above_siblings", "gpu", "DCGM_
 #: Every derived metric, in the order they are appended to their kind's columns.
 DERIVED_METRICS: tuple[DerivedMetric, ...] = (GPU_TEMP_ABOVE_SIBLINGS,)
 
-_BY_NAME = {d.name: d for d in DERIVED_METRICS}
-
-
 def derived_metric(name: str) -> DerivedMetric | None:
     """The derived metric called ``name``, or None for a raw one."""
-    return _BY_NAME.get(name)
+    return next((d for d in DERIVED_METRICS if d.name == name), None)
 
 
 def derivable(kind: str, raw_names: Sequence[str]) -> tuple[str, ...]:

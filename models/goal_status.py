@@ -23,8 +23,9 @@ the precision threshold either. The median lead has no oracle reference (an orac
 
 "Better than the rules on every cause except software faults" (``beats_rules_by_cause``) is ``met`` when the
 GNN's held-out PR-AUC is above the rules' on every cause group the draw holds, software excepted
-(``UNPREDICTABLE_GROUPS``). ``behind_rules`` names the groups where it is not: a group where both score about
-the prevalence (no model predicts it) counts as not better. Accuracy runs made before the bench reported
+(``UNPREDICTABLE_GROUPS``). ``behind_rules`` names the groups where it is not: a tie counts as not better, but
+the comparison knows no base rate, so a GNN a hair above the rules where both sit at the prevalence (no model
+predicts the group) counts as better. Accuracy runs made before the bench reported
 ``by_cause_vs_rules_per_draw`` have no such verdict.
 """
 
@@ -256,6 +257,7 @@ def plot_goal_status(rows: Sequence[Mapping[str, Any]], path: str | Path, goals:
         panels.append(("root-cause top-3 on cascade failures", "rootcause_top3", goals["rootcause_top3"], "unit"))
     fig, axes = plt.subplots(len(panels), 1, figsize=(max(6.0, 0.55 * len(rows) + 3.0), 2.2 + 2.1 * len(panels)),
                              dpi=110, sharex=True)
+
     def col(k: str) -> np.ndarray:
         return np.array([np.nan if r.get(k) is None else r[k] for r in rows], float)
 

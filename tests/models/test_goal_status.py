@@ -138,7 +138,7 @@ def test_bench_names_a_file_that_is_not_a_bench_summary(bench, tmp_path):
 
 def test_better_than_the_rules_on_every_cause_but_software():
     """The goal's verdict per draw: every cause group the draw holds, software excepted, must have the GNN's
-    PR-AUC above the rules'; a group where both sit at the prevalence counts as not better."""
+    PR-AUC above the rules'; a tie (here both at the prevalence) counts as not better."""
     def cell(gnn, rules):
         return {"events": 3, "gnn_pr_auc": gnn, "rules_pr_auc": rules, "gnn_recall": 0.5, "rules_recall": None}
 
