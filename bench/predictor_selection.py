@@ -110,7 +110,8 @@ def _one_seed(bp: ModuleType, runs: list, args: argparse.Namespace, seed: int) -
         if epoch == ensembled:  # the seed ensemble averages the models --selection keeps
             kept_rows["rows"] = rows
         m = evaluate_scores(rows, events)
-        rc = (rootcause_accuracy(model, test, sp.feature_set, rows, events, max_events=args.rootcause_events)
+        rc = (rootcause_accuracy(model, test, sp.feature_set, rows, events, max_events=args.rootcause_events,
+                                 prior=trained.root_prior)
               if args.rootcause_events > 0 else {})
         return {"pr_auc": _finite(m["pr_auc"]), "pr_auc_cascade": _finite(m["pr_auc_cascade"]),
                 "median_lead_min": _finite(m["median_lead_min"]), "rootcause_top3": _finite(rc.get("cascade_top3"))}

@@ -97,7 +97,8 @@ def _train(args: argparse.Namespace) -> int:
              "heldout_sites": [s.name for s in sp.heldout_sites], "history": trained.result.history,
              "best_epoch": trained.result.best_epoch, "stopped_early": trained.result.stopped_early,
              "calibration": trained.calibration.model_dump() if trained.calibration is not None else None,
-             "alert_threshold": trained.val_threshold}
+             "alert_threshold": trained.val_threshold,
+             "root_prior": trained.root_prior.model_dump() if trained.root_prior is not None else None}
     save_checkpoint(out, trained.model, sp.feature_set, sp.normalizer, metrics, extra, overwrite=args.overwrite)
     summary = {"checkpoint": str(out), "epochs_run": len(trained.result.history), "best_epoch": trained.result.best_epoch,
                **{f"{k}_pr_auc": v.get("pr_auc") for k, v in metrics.items()}}
@@ -110,6 +111,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from infrabrain.models.checkpoint import _jsonable, load_checkpoint
     from infrabrain.models.features import FeatureSet
     from infrabrain.models.pipeline import PipelineConfig, Trained, evaluate_predictor
+    from infrabrain.models.root_prior import RootPrior
     from infrabrain.models.snapshots import make_splits
     from infrabrain.models.training import TrainResult
 
@@ -132,7 +134,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"data cadence gives a {splits.window}-step window, the checkpoint expects {ckpt.window}")
     trained = Trained(model=ckpt.model, splits=splits, result=TrainResult(history=ckpt.card.get("history", []),
                       best_epoch=int(ckpt.card.get("best_epoch", -1))), config=cfg, train_s=0.0,
-                      calibration=PlattCalibrator.from_card(ckpt.card), val_threshold=ckpt.card.get("alert_threshold"))
+                      calibration=PlattCalibrator.from_card(ckpt.card), val_threshold=ckpt.card.get("alert_threshold"),
+                      root_prior=RootPrior.from_card(ckpt.card))
     report = evaluate_predictor(trained, args.out, rootcause_events=args.rootcause_events, oracle=args.oracle,
                                 bootstrap=args.bootstrap)
     keys = ("split", "pr_auc_gnn", "best_baseline", "pr_auc_best_baseline", "pr_auc_ratio", "pr_auc_ratio_interval",

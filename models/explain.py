@@ -9,7 +9,11 @@ the node's ``layers``-hop subgraph only, which gives exactly the same logit as t
 
 The top contributors are rendered with their most deviating metric in raw units, e.g.
 ``node r03-n07 at risk 0.82: cooling unit crac-2 airflow -35 % over 40 min; rack r03 inlet +6.1 C over 40 min``.
-:func:`rootcause_accuracy` scores the ranking against the simulator's ground-truth root component.
+The root-cause ranking (:func:`rank_root_causes`, ``Explanation.roots``, ``root_causes`` in ``predict``'s
+output) adds to each candidate's drop its log prior (:mod:`infrabrain.models.root_prior`: where the training
+sites' failures started, relative to the failed node), so that where the window shows nothing the likeliest
+roots come first instead of noise. :func:`rootcause_accuracy` scores that ranking against the simulator's
+ground-truth root component.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import torch
 
 from infrabrain.models.derived_metrics import with_derived_metrics
 from infrabrain.models.features import KINDS, STATIC_METRICS, FeatureSet, is_counter
+from infrabrain.models.root_prior import MAX_HOPS, RootPrior, relation
 from infrabrain.models.snapshots import HORIZON_S, SiteGraph, SnapshotDataset, _get, build_snapshot, collate_snapshots
 
 KIND_LABEL = {"gpu": "GPU", "node": "node", "leaf": "leaf switch", "spine": "spine switch", "pdu": "PDU",
@@ -72,11 +77,13 @@ class Explanation:
 
     node_id: str
     risk: float
-    contributors: list[Contribution] = field(default_factory=list)
+    contributors: list[Contribution] = field(default_factory=list)  # by logit drop: what the sentence quotes
     sentence: str = ""
+    roots: list[int] = field(default_factory=list)  # the root-cause ranking (rank_root_causes), global indices
 
     def ranked_components(self) -> list[int]:
-        return [c.component for c in self.contributors]
+        """Candidates as root causes, likeliest first (what :func:`rootcause_accuracy` scores)."""
+        return list(self.roots) if self.roots else [c.component for c in self.contributors]
 
     def quoting(self, risk: float) -> str:
         """The sentence with ``risk`` (e.g. the calibrated probability ``predict`` reports) in place of the raw
@@ -199,12 +206,27 @@ def occlusion_scores(model: torch.nn.Module, item: Mapping[str, torch.Tensor], g
     return float(logits[0]), cand, logits[0] - logits[1:]
 
 
-def rank_root_causes(graph: SiteGraph, cand: np.ndarray, drops: np.ndarray) -> list[int]:
-    """Candidates ordered as root causes: by logit drop, with *passive* racks crediting their cooling unit.
+def candidate_relations(graph: SiteGraph, cand: np.ndarray) -> list[str]:
+    """Each candidate's relation to the explained node (the one candidate of kind node), as the root prior counts
+    it (:func:`~infrabrain.models.root_prior.relation`: kind and hop distance)."""
+    node_k = KINDS.index("node")
+    nodes = [int(c) for c in cand if int(graph.kind[int(c)]) == node_k]
+    if len(nodes) != 1:
+        raise ValueError(f"root-cause candidates must hold exactly one node (the explained one), got {len(nodes)}")
+    comps, dist = khop(graph, nodes[0], MAX_HOPS)
+    hops = dict(zip(comps.tolist(), dist.tolist()))
+    return [relation(KINDS[int(graph.kind[int(c)])], hops.get(int(c), MAX_HOPS + 1)) for c in cand]
+
+
+def rank_root_causes(graph: SiteGraph, cand: np.ndarray, drops: np.ndarray,
+                     prior: RootPrior | None = None) -> list[int]:
+    """Candidates ordered as root causes: by logit drop plus, with ``prior``, the log prior of each candidate
+    (:mod:`infrabrain.models.root_prior`), with *passive* racks crediting their cooling unit.
 
     A rack has no failure mode of its own: its inlet temperature is set by the cooling unit that cools it, so
     a rack's contribution is added to that cooling unit's (when it is a candidate) and the rack is ranked
-    after every active component.
+    after every active component. The prior decides where no drop does (an abrupt failure leaves nothing in
+    the window); a drop larger than the prior's gap between two candidates (a few logits at most) outweighs it.
     """
     score = {int(c): float(d) for c, d in zip(cand, drops)}
     rack_k = KINDS.index("rack")
@@ -212,6 +234,9 @@ def rank_root_causes(graph: SiteGraph, cand: np.ndarray, drops: np.ndarray) -> l
     for r, c in graph.edge_index[sel]:
         if int(r) in score and int(c) in score and score[int(r)] > 0:
             score[int(c)] += score[int(r)]
+    if prior is not None:
+        for c, lp in zip(cand, prior.log_prior(candidate_relations(graph, cand))):
+            score[int(c)] += float(lp)
     active = [c for c in score if graph.kind[c] != rack_k]
     passive = [c for c in score if graph.kind[c] == rack_k]
     return sorted(active, key=lambda c: -score[c]) + sorted(passive, key=lambda c: -score[c])
@@ -335,11 +360,13 @@ def explain_node(
     raw_names: Mapping[str, Sequence[str]] | None = None,
     cadence_s: int = 60,
     top_k: int = 3,
+    prior: RootPrior | None = None,
 ) -> Explanation:
     """Explain the risk of node ``node_pos`` (position in node order) in snapshot ``item``.
 
     ``raw`` (per kind ``[W, n_kind, F_kind]``, same window) with ``raw_names`` lets the sentence quote raw units;
-    without it the change is given in standard deviations.
+    without it the change is given in standard deviations. ``prior`` (the model card's root prior) joins the
+    drops in the root-cause ranking (``Explanation.roots``); the sentence quotes evidence only.
     """
     logit, cand, drops = occlusion_scores(model, item, graph, node_pos)
     order = np.argsort(-drops, kind="stable")
@@ -371,7 +398,8 @@ def explain_node(
             change = f"{_pretty(metric)[0]} {z:+.1f} sd"
         contribs.append(Contribution(c, str(graph.component_ids[c]), kind, float(drops[j]), metric, change))
     return Explanation(node_id=node_id, risk=risk, contributors=contribs,
-                       sentence=explanation_sentence(node_id, risk, contribs, top_k))
+                       sentence=explanation_sentence(node_id, risk, contribs, top_k),
+                       roots=rank_root_causes(graph, cand, drops, prior))
 
 
 #: A contributor is named in the sentence only if occluding it lowers the logit by at least this share of what the
@@ -402,7 +430,7 @@ def alert_rows(rows: pd.DataFrame, top_n: int) -> pd.DataFrame:
 
 
 def explain_dataset_alerts(model: torch.nn.Module, dataset: SnapshotDataset, feature_set: FeatureSet,
-                           rows: pd.DataFrame, top_n: int = 5) -> list[Explanation]:
+                           rows: pd.DataFrame, top_n: int = 5, prior: RootPrior | None = None) -> list[Explanation]:
     """Explanations of the ``top_n`` highest-scoring rows (``site, t, node, score``) of ``dataset``."""
     out = []
     top = alert_rows(rows, top_n)
@@ -412,14 +440,17 @@ def explain_dataset_alerts(model: torch.nn.Module, dataset: SnapshotDataset, fea
         site = dataset.sites[si]
         item = build_snapshot(site, ti, dataset.window, si, pool=dataset.pool)
         raw, names = raw_window(site.run, ti, dataset.window) if site.run is not None else (None, None)
-        out.append(explain_node(model, item, site.graph, feature_set, int(r.node), raw, names, site.cadence_s))
+        out.append(explain_node(model, item, site.graph, feature_set, int(r.node), raw, names, site.cadence_s,
+                                prior=prior))
     return out
 
 
 def rootcause_accuracy(model: torch.nn.Module, dataset: SnapshotDataset, feature_set: FeatureSet,
                        rows: pd.DataFrame, events: pd.DataFrame, max_events: int = 200,
-                       seed: int = 0, alert_threshold: float | None = None) -> dict[str, Any]:
-    """Top-1/top-3 accuracy of the occlusion ranking (:func:`rank_root_causes`) against the ground truth.
+                       seed: int = 0, alert_threshold: float | None = None,
+                       prior: RootPrior | None = None) -> dict[str, Any]:
+    """Top-1/top-3 accuracy of the root-cause ranking (:func:`rank_root_causes`, with ``prior`` if given: the one
+    ``predict`` reports) against the ground truth.
 
     For each failure event (at most ``max_events``, sampled), the explained snapshot is the node's
     highest-scoring row in ``[tf - 60 min, tf - 5 min]``. Reported overall, per cause group, for cascades
@@ -443,7 +474,7 @@ def rootcause_accuracy(model: torch.nn.Module, dataset: SnapshotDataset, feature
         site = dataset.sites[int(e.site)]
         item = build_snapshot(site, ti, dataset.window, int(e.site), pool=dataset.pool)
         _, cand, drops = occlusion_scores(model, item, site.graph, int(e.node))
-        ranked = rank_root_causes(site.graph, cand, drops)
+        ranked = rank_root_causes(site.graph, cand, drops, prior)
         rank = ranked.index(int(e.root)) if int(e.root) in ranked else 10**6
         alerted = alert_threshold is not None and float(best["score"]) >= alert_threshold
         res.append((e.group, bool(e.precursor), alerted, rank))

@@ -21,6 +21,7 @@ from infrabrain.logs import get_logger
 from infrabrain.models.calibration import PlattCalibrator, calibrated_ensemble, logit
 from infrabrain.models.device import DeviceName
 from infrabrain.models.gnn import FailurePredictor, ModelConfig
+from infrabrain.models.root_prior import RootPrior, fit_root_prior
 from infrabrain.models.selection import DEFAULT_SELECTION, Selection
 from infrabrain.models.snapshots import Splits, make_splits
 from infrabrain.models.training import TrainConfig, TrainResult, estimate_pos_weight, predict_scores, train_model
@@ -88,6 +89,7 @@ class Trained:
     train_s: float
     calibration: PlattCalibrator | None = None  # Platt scaling fitted on the validation split
     val_threshold: float | None = None  # alert threshold chosen on the validation split (precision >= 0.5 there)
+    root_prior: RootPrior | None = None  # where the training split's failures started (root-cause ranking)
 
 
 def pipeline_splits(runs: Sequence[Any], cfg: PipelineConfig) -> Splits:
@@ -129,7 +131,7 @@ def train_predictor(runs: Sequence[Any], config: PipelineConfig | None = None,
     train_s = time.perf_counter() - t0
     cal, thr = fit_calibration(model, splits.val)
     return Trained(model=model, splits=splits, result=result, config=cfg, train_s=train_s, calibration=cal,
-                   val_threshold=thr)
+                   val_threshold=thr, root_prior=fit_root_prior(splits.train))
 
 
 def fit_calibration(model: FailurePredictor, val: Any,
@@ -225,8 +227,8 @@ def evaluate_predictor(trained: Trained, out_dir: str | Path | None = None, root
         models["gnn"]["at_val_threshold"] = operating_point(gnn, events, trained.val_threshold)
     oracles, oracle_tables = oracle_reports(test, truth, events) if oracle else ({}, {})
     rc = rootcause_accuracy(trained.model, test, sp.feature_set, gnn, events, max_events=rootcause_events,
-                            alert_threshold=trained.val_threshold)
-    explained = explain_dataset_alerts(trained.model, test, sp.feature_set, gnn, top_n=5)
+                            alert_threshold=trained.val_threshold, prior=trained.root_prior)
+    explained = explain_dataset_alerts(trained.model, test, sp.feature_set, gnn, top_n=5, prior=trained.root_prior)
     expl = _quote_risks(explained, alert_rows(gnn, 5)["score"].to_numpy())  # gnn's score is calibrated if possible
     nongraph = [n for n in NONGRAPH_MODELS if n in models]
     best = max(nongraph, key=lambda n: _nz(models[n]["pr_auc"]))
@@ -385,7 +387,8 @@ def demo_train_and_explain(runs: Sequence[Any], top_n: int = 5, epochs: int = 3,
     trained = train_predictor(runs, cfg)
     test = trained.splits.test_sites if trained.splits.test_sites is not None else trained.splits.test_time
     rows = predict_scores(trained.model, test)
-    explained = explain_dataset_alerts(trained.model, test, trained.splits.feature_set, rows, top_n)
+    explained = explain_dataset_alerts(trained.model, test, trained.splits.feature_set, rows, top_n,
+                                       prior=trained.root_prior)
     if trained.calibration is None:
         return [e.sentence for e in explained]
     return _quote_risks(explained, trained.calibration.apply(alert_rows(rows, top_n)["logit"].to_numpy()))

@@ -30,11 +30,13 @@ def predict_window(
     """Score every node from a raw telemetry window (``[T, n_kind, F_kind]`` per kind, ``T >= window``).
 
     Returns one dict per node sorted by risk (highest first): ``node_id``, ``risk`` (None when no data),
-    ``status``, and for the ``explain_top`` riskiest nodes ``explanation`` (a sentence) and ``contributors``.
+    ``status``, and for the ``explain_top`` riskiest nodes ``explanation`` (a sentence), ``contributors`` (by logit
+    drop) and ``root_causes`` (the three likeliest root components: the drops plus the card's root prior).
     Raises ``ValueError`` for an unknown component type, a missing metric column or a too-short window.
     """
     from infrabrain.models.calibration import PlattCalibrator, risk_of
     from infrabrain.models.explain import explain_node
+    from infrabrain.models.root_prior import RootPrior
 
     have = FeatureSet(metrics={k: tuple(v) for k, v in metric_names.items() if k in ckpt.feature_set.kinds},
                       kinds=ckpt.feature_set.kinds) if set(metric_names) <= set(ckpt.feature_set.kinds) else None
@@ -61,6 +63,7 @@ def predict_window(
     graph = graph_from_topology(topology)
     scored = item["label_mask"].numpy() > 0
     cal = PlattCalibrator.from_card(ckpt.card)  # Platt scaling from training, if the checkpoint has one
+    prior = RootPrior.from_card(ckpt.card)  # where the training sites' failures started, if the card has it
     risk = risk_of(logits, cal)
     out = []
     for pos, g in enumerate(graph.node_global):
@@ -72,8 +75,9 @@ def predict_window(
     for r in out[:explain_top]:
         if r["risk"] is None:
             continue
-        e = explain_node(model, item, graph, ckpt.feature_set, r["node"], raw, metric_names, cadence_s)
+        e = explain_node(model, item, graph, ckpt.feature_set, r["node"], raw, metric_names, cadence_s, prior=prior)
         r["explanation"] = e.quoting(r["risk"])
+        r["root_causes"] = [str(graph.component_ids[c]) for c in e.ranked_components()[:3]]
         r["contributors"] = [{"component_id": c.component_id, "kind": c.kind, "score": c.score, "metric": c.metric,
                               "change": c.change} for c in e.contributors[:5]]
     return out

@@ -33,6 +33,8 @@ def test_train_evaluate_predict(dataset, tmp_path, capsys):
     assert (ck / "weights.safetensors").is_file()
     # Platt scaling is stored with the model; here the validation period has no failure, so there is none
     assert "calibration" in card and "alert_threshold" in card
+    # where the training sites' failures started: the root-cause ranking's prior travels with the model
+    assert card["root_prior"]["failures"] == sum(card["root_prior"]["counts"].values()) > 0
     capsys.readouterr()
     # refusing to overwrite loses nothing
     assert main(["train", "--data", str(dataset), "--out", str(ck)]) == 2
@@ -69,6 +71,9 @@ def test_train_evaluate_predict(dataset, tmp_path, capsys):
     rows = json.loads(capsys.readouterr().out)
     top = rows[0]  # the sentence quotes the calibrated risk that the JSON gives
     assert top["explanation"].startswith(f"node {top['node_id']} at risk {top['risk']:.2f}")
+    # the three likeliest roots among the node's candidates (itself, its GPUs, its rack's infrastructure)
+    roots = top["root_causes"]
+    assert len(set(roots)) == 3 and all(c.startswith(top["node_id"]) for c in roots if "-n" in c), roots
     risks = [r["risk"] for r in rows]
     scored = [x for x in risks if x is not None]
     assert scored and all(0.0 <= x <= 1.0 for x in scored)

@@ -1,0 +1,91 @@
+"""The root-kind prior of the root-cause ranking: counted from the training failures, validated, stored in the
+model card, and deciding the ranking only where no drop does."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from infrabrain.models.evaluation import failure_events
+from infrabrain.models.explain import candidates, rank_root_causes
+from infrabrain.models.features import KINDS
+from infrabrain.models.root_prior import RootPrior, fit_root_prior
+
+
+#: Where each kind of root sits relative to the node that fails, in the simulator's topology.
+_SIM_RELATION = {"node": "node@0", "gpu": "gpu@1", "leaf": "leaf@1", "pdu": "pdu@1", "cooling": "cooling@2"}
+
+
+def test_fit_counts_where_the_training_failures_started(small_splits):
+    train = small_splits.train
+    prior = fit_root_prior(train)
+    by_hand: Counter[str] = Counter()
+    for e in failure_events(train).itertuples():  # each failure's root kind, placed by the simulator's layout
+        by_hand[_SIM_RELATION[KINDS[int(train.sites[e.site].graph.kind[e.root])]]] += 1
+    assert prior is not None and sum(by_hand.values()) > 0
+    assert prior.counts == dict(by_hand) and prior.failures == sum(by_hand.values())
+
+
+def test_fit_without_failures_gives_no_prior(small_splits):
+    from dataclasses import replace
+
+    from infrabrain.models.snapshots import SnapshotDataset
+
+    train = small_splits.train
+    quiet = SnapshotDataset([replace(s, y=np.zeros_like(s.y)) for s in train.sites], window=train.window,
+                            pool=train.pool)
+    assert fit_root_prior(quiet) is None  # no labelled failure: the ranking stays by drop alone
+
+
+@pytest.mark.parametrize("counts, failures, error", [
+    ({"router@1": 3}, 3, "not 'kind@hops'"),
+    ({"leaf@x": 3}, 3, "not 'kind@hops'"),
+    ({"leaf@9": 3}, 3, "not 'kind@hops'"),
+    ({"leaf@1": -1, "node@0": 2}, 1, "negative"),
+    ({"leaf@1": 2, "node@0": 2}, 5, "sum to 4"),
+])
+def test_bad_prior_is_refused_naming_the_problem(counts, failures, error):
+    with pytest.raises(ValueError, match=error):
+        RootPrior(counts=counts, failures=failures)
+
+
+def test_log_prior_splits_a_relations_count_among_its_candidates():
+    prior = RootPrior(counts={"node@0": 9, "gpu@1": 15, "leaf@1": 3}, failures=27)
+    rel = ["node@0", "gpu@1", "gpu@1", "gpu@1", "gpu@1", "leaf@1", "leaf@3", "spine@2"]
+    lp = prior.log_prior(rel)
+    assert lp[0] == pytest.approx(math.log(10)) and lp[1] == pytest.approx(math.log(16 / 4))
+    assert lp[5] == pytest.approx(math.log(4))  # the node's own leaf switch
+    assert lp[6] == pytest.approx(0.0) and lp[7] == pytest.approx(0.0)  # never a root in training: add-one only
+
+
+def test_prior_orders_candidates_only_where_no_drop_decides(small_splits):
+    from infrabrain.models.explain import candidate_relations
+
+    g = small_splits.test_sites.sites[0].graph
+    node = int(g.node_global[0])
+    cand = candidates(g, node, 3)
+    rel = candidate_relations(g, cand)
+    assert rel[list(cand).index(node)] == "node@0"
+    own_leaf = int(cand[rel.index("leaf@1")])
+    gpu = int(cand[rel.index("gpu@1")])
+    prior = RootPrior(counts={"node@0": 40, "gpu@1": 40, "leaf@1": 12, "cooling@2": 5, "pdu@1": 3}, failures=100)
+    flat = np.zeros(len(cand))
+    ranked = rank_root_causes(g, cand, flat, prior)
+    # nothing in the window: the node, then its own leaf switch (the GPU count is split among its GPUs)
+    assert ranked[:2] == [node, own_leaf]
+    drops = flat.copy()
+    drops[list(cand).index(gpu)] = 3.0  # one GPU's window explains the risk: evidence outweighs the prior
+    assert rank_root_causes(g, cand, drops, prior)[0] == gpu
+    with pytest.raises(ValueError, match="exactly one node"):
+        candidate_relations(g, cand[cand != node])
+
+
+def test_card_round_trip():
+    prior = RootPrior(counts={"node@0": 2, "gpu@1": 1}, failures=3)
+    assert RootPrior.from_card({"root_prior": prior.model_dump()}) == prior
+    assert RootPrior.from_card({}) is None and RootPrior.from_card({"root_prior": None}) is None
+    with pytest.raises(ValueError, match="kind@hops"):
+        RootPrior.from_card({"root_prior": {"counts": {"router@1": 1}, "failures": 1}})
