@@ -15,7 +15,8 @@ Two levels of explanation:
   group (thermal, memory, network, power, gpu, other) exported as ``top_cause``. This is an attribution
   heuristic on the model's inputs, not a second model;
 - for nodes the daemon alerts on (at most ``max_explained`` per cycle, highest risk first): the predictor's own
-  occlusion explanation (``infrabrain.models.explain.explain_node``), a sentence in raw units for the alert log.
+  occlusion explanation (``infrabrain.models.explain.explain_node``), a sentence in raw units for the alert log,
+  and its three likeliest root components (the drops plus the card's root prior, as ``predict`` reports them).
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class NodeRisk:
     metric: str
     deviation: float
     detail: str = ""  # the model's own explanation sentence, for alerted nodes
+    root_causes: tuple[str, ...] = ()  # the model's three likeliest root components, for alerted nodes
 
     @property
     def explanation(self) -> str:
@@ -94,6 +96,10 @@ class PredictorScorer:
         thr = self._ckpt.card.get("alert_threshold") if self.calibration is not None else None
         #: Alert threshold chosen on the validation split (calibrated risk), or None when the card has none.
         self.alert_threshold: float | None = float(thr) if thr is not None else None
+        from infrabrain.models.root_prior import RootPrior
+
+        #: Where the training sites' failures started (ranks an alert's root causes), or None.
+        self.root_prior = RootPrior.from_card(self._ckpt.card)
         self.pool = int(getattr(self._ckpt.model.config, "pool", 1))
         self._torch = torch
         self.topology = topology
@@ -201,10 +207,11 @@ class PredictorScorer:
             r = risks[i]
             try:
                 exp = explain_node(self._ckpt.model, snap, self._graph, self.feature_set, pos[r.node_id],
-                                   raw=metrics, raw_names=self.metric_names)
+                                   raw=metrics, raw_names=self.metric_names, prior=self.root_prior)
             except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as exc:
                 log.warning("model explanation failed; keeping the signal heuristic",
                             extra={"node": r.node_id, "error": str(exc)})
                 continue
-            out[i] = replace(r, detail=exp.quoting(r.risk))
+            roots = tuple(str(self._graph.component_ids[c]) for c in exp.ranked_components()[:3])
+            out[i] = replace(r, detail=exp.quoting(r.risk), root_causes=roots)
         return out

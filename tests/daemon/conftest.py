@@ -44,5 +44,7 @@ def small_checkpoint(small_run: Any, tmp_path_factory: pytest.TempPathFactory) -
     fs = FeatureSet.from_run(small_run)
     model = build_model(fs.f_max, window=10)
     out = tmp_path_factory.mktemp("model") / "ckpt"
-    save_checkpoint(out, model, fs, fit_normalizer([small_run], fs))
+    # a root prior as training writes it (where the training failures started): ranks an alert's root causes
+    prior = {"counts": {"node@0": 6, "gpu@1": 8, "leaf@1": 2}, "failures": 16}
+    save_checkpoint(out, model, fs, fit_normalizer([small_run], fs), extra={"root_prior": prior})
     return out

@@ -112,6 +112,10 @@ def test_daemon_process_scores_serves_metrics_and_stops_on_sigterm(tmp_path: Pat
     assert {a["node"] for a in alerts} == {"r00-n00", "r00-n01"}
     # the alert carries the predictor's own explanation sentence
     assert all(a["explanation"].startswith(f"node {a['node']} at risk") for a in alerts), alerts
+    # and its three likeliest root components: the node, its GPUs or what it hangs on, never another node
+    for a in alerts:
+        roots = a["root_causes"].split(", ")
+        assert len(set(roots)) == 3 and all(c.startswith(a["node"]) for c in roots if "-n" in c), a
     assert any(r.get("msg") == "NVML collector unavailable; continuing with the others" for r in lines)
     with TelemetryStore(tmp_path / "store.db", read_only=True) as store:
         info = store.info()
