@@ -76,7 +76,7 @@ class RootPrior(BaseModel):
     def from_card(cls, card: Mapping[str, Any]) -> RootPrior | None:
         """The prior stored in a model card, or None (cards written before it existed, or trained without roots)."""
         raw = card.get("root_prior")
-        return cls(**raw) if raw else None
+        return cls.model_validate(raw) if raw is not None else None
 
 
 def fit_root_prior(dataset: SnapshotDataset) -> RootPrior | None:

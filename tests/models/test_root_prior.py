@@ -89,3 +89,5 @@ def test_card_round_trip():
     assert RootPrior.from_card({}) is None and RootPrior.from_card({"root_prior": None}) is None
     with pytest.raises(ValueError, match="kind@hops"):
         RootPrior.from_card({"root_prior": {"counts": {"router@1": 1}, "failures": 1}})
+    with pytest.raises(ValueError, match="RootPrior"):  # an edited card: not a mapping at all
+        RootPrior.from_card({"root_prior": ["node@0", 3]})
