@@ -16,7 +16,7 @@ Two levels of explanation:
   heuristic on the model's inputs, not a second model;
 - for nodes the daemon alerts on (at most ``max_explained`` per cycle, highest risk first): the predictor's own
   occlusion explanation (``infrabrain.models.explain.explain_node``), a sentence in raw units for the alert log,
-  and its three likeliest root components (the drops plus the card's root prior, as ``predict`` reports them).
+  and its three likeliest root components (as ``predict`` reports them).
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ class PredictorScorer:
         self._rack_of = topology.rack_of()
         self._neigh = self._node_neighbourhoods()
         self._own = self._node_components()
-        self._last: tuple[dict, Mapping[str, np.ndarray]] | None = None
+        self._last: tuple[dict, Mapping[str, np.ndarray], np.ndarray] | None = None
 
     def _node_components(self) -> list[np.ndarray]:
         """Per node: global indices of itself and its GPUs (whose telemetry says the node is there)."""
@@ -184,7 +184,7 @@ class PredictorScorer:
                                 top_cause=cause_of_metric(metric) if metric else "none",
                                 component_id=str(comp_ids[j]) if metric else "", metric=metric,
                                 deviation=float(best_v[j])))
-        self._last = (snap, metrics)
+        self._last = (snap, metrics, np.where(scored, logits, np.nan))  # unscored nodes: no sibling evidence
         return out
 
     def explain(self, risks: Sequence[NodeRisk]) -> list[NodeRisk]:
@@ -199,7 +199,7 @@ class PredictorScorer:
             from infrabrain.models.explain import explain_node
         except ImportError:
             return list(risks)
-        snap, metrics = self._last
+        snap, metrics, node_logits = self._last
         pos = {n: i for i, n in enumerate(self._node_ids)}
         ranked = sorted(range(len(risks)), key=lambda i: -risks[i].risk)[: self.max_explained]
         out = list(risks)
@@ -207,7 +207,8 @@ class PredictorScorer:
             r = risks[i]
             try:
                 exp = explain_node(self._ckpt.model, snap, self._graph, self.feature_set, pos[r.node_id],
-                                   raw=metrics, raw_names=self.metric_names, prior=self.root_prior)
+                                   raw=metrics, raw_names=self.metric_names, prior=self.root_prior,
+                                   node_logits=node_logits)
             except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as exc:
                 log.warning("model explanation failed; keeping the signal heuristic",
                             extra={"node": r.node_id, "error": str(exc)})

@@ -12,8 +12,9 @@ The top contributors are rendered with their most deviating metric in raw units,
 The root-cause ranking (:func:`rank_root_causes`, ``Explanation.roots``, ``root_causes`` in ``predict``'s
 output) adds to each candidate's drop its log prior (:mod:`infrabrain.models.root_prior`: where the training
 sites' failures started, relative to the failed node), so that where the window shows nothing the likeliest
-roots come first instead of noise. :func:`rootcause_accuracy` scores that ranking against the simulator's
-ground-truth root component.
+roots come first instead of noise, and its *sibling evidence* (:func:`sibling_evidence`: how much the other
+nodes under the same switch, PDU or cooling unit are at risk in the same snapshot; a common cause raises them
+together). :func:`rootcause_accuracy` scores that ranking against the simulator's ground-truth root component.
 """
 
 from __future__ import annotations
@@ -218,8 +219,46 @@ def candidate_relations(graph: SiteGraph, cand: np.ndarray) -> list[str]:
     return [relation(KINDS[int(graph.kind[int(c)])], hops.get(int(c), MAX_HOPS + 1)) for c in cand]
 
 
+def sibling_evidence(graph: SiteGraph, cand: np.ndarray, node_logits: np.ndarray) -> np.ndarray:
+    """Per candidate, how much the *other* nodes that depend on it as the explained node does are at risk in the
+    same snapshot: the median over them of their logit above the snapshot's median node logit (negative excess
+    counts as 0; unscored nodes, NaN in ``node_logits``, are left out). 0 for the node itself and its GPUs.
+
+    A failing leaf switch, PDU or cooling unit raises the risk of the nodes under it together, while a node's own
+    fault raises only its own. Occlusion cannot see that: a leaf failure shows as InfiniBand errors on each of its
+    nodes, which explain each node's risk by themselves, and the leaf's own window moves the logit by ~0. The
+    median, not the mean: one sibling failing on its own, next to healthy ones, is no common cause.
+    ``node_logits`` is per node position (``graph.node_global`` order)."""
+    logits = np.asarray(node_logits, dtype=np.float64)
+    if logits.shape != (len(graph.node_global),):
+        raise ValueError(f"node_logits has shape {logits.shape}; the site has {len(graph.node_global)} nodes")
+    finite = np.isfinite(logits)
+    out = np.zeros(len(cand), dtype=np.float64)
+    if not finite.any():
+        return out
+    excess = np.where(finite, np.maximum(logits - np.median(logits[finite]), 0.0), np.nan)
+    pos_of = {int(g): i for i, g in enumerate(graph.node_global)}
+    node_k, gpu_k = KINDS.index("node"), KINDS.index("gpu")
+    explained = [int(c) for c in cand if int(graph.kind[int(c)]) == node_k]
+    if len(explained) != 1:
+        raise ValueError(f"root-cause candidates must hold exactly one node (the explained one), got {len(explained)}")
+    comps, dist = khop(graph, explained[0], MAX_HOPS)
+    hops = dict(zip(comps.tolist(), dist.tolist()))
+    for j, c in enumerate(cand):
+        c = int(c)
+        if int(graph.kind[c]) in (node_k, gpu_k) or c not in hops:
+            continue
+        d = hops[c]
+        up, up_dist = khop(graph, c, d)
+        sib = [pos_of[int(m)] for m, h in zip(up, up_dist) if h == d and int(m) in pos_of and int(m) != explained[0]]
+        vals = excess[sib] if sib else np.zeros(0)
+        vals = vals[np.isfinite(vals)]
+        out[j] = float(np.median(vals)) if len(vals) else 0.0
+    return out
+
+
 def rank_root_causes(graph: SiteGraph, cand: np.ndarray, drops: np.ndarray,
-                     prior: RootPrior | None = None) -> list[int]:
+                     prior: RootPrior | None = None, node_logits: np.ndarray | None = None) -> list[int]:
     """Candidates ordered as root causes: by logit drop plus, with ``prior``, the log prior of each candidate
     (:mod:`infrabrain.models.root_prior`), with *passive* racks crediting their cooling unit.
 
@@ -237,6 +276,9 @@ def rank_root_causes(graph: SiteGraph, cand: np.ndarray, drops: np.ndarray,
     if prior is not None:
         for c, lp in zip(cand, prior.log_prior(candidate_relations(graph, cand))):
             score[int(c)] += float(lp)
+    if node_logits is not None:
+        for c, ev in zip(cand, sibling_evidence(graph, cand, node_logits)):
+            score[int(c)] += float(ev)
     active = [c for c in score if graph.kind[c] != rack_k]
     passive = [c for c in score if graph.kind[c] == rack_k]
     return sorted(active, key=lambda c: -score[c]) + sorted(passive, key=lambda c: -score[c])
@@ -361,12 +403,14 @@ def explain_node(
     cadence_s: int = 60,
     top_k: int = 3,
     prior: RootPrior | None = None,
+    node_logits: np.ndarray | None = None,
 ) -> Explanation:
     """Explain the risk of node ``node_pos`` (position in node order) in snapshot ``item``.
 
     ``raw`` (per kind ``[W, n_kind, F_kind]``, same window) with ``raw_names`` lets the sentence quote raw units;
-    without it the change is given in standard deviations. ``prior`` (the model card's root prior) joins the
-    drops in the root-cause ranking (``Explanation.roots``); the sentence quotes evidence only.
+    without it the change is given in standard deviations. ``prior`` (the model card's root prior) and
+    ``node_logits`` (every node's logit in this snapshot: :func:`sibling_evidence`) join the drops in the
+    root-cause ranking (``Explanation.roots``); the sentence quotes the drops only.
     """
     logit, cand, drops = occlusion_scores(model, item, graph, node_pos)
     order = np.argsort(-drops, kind="stable")
@@ -399,7 +443,7 @@ def explain_node(
         contribs.append(Contribution(c, str(graph.component_ids[c]), kind, float(drops[j]), metric, change))
     return Explanation(node_id=node_id, risk=risk, contributors=contribs,
                        sentence=explanation_sentence(node_id, risk, contribs, top_k),
-                       roots=rank_root_causes(graph, cand, drops, prior))
+                       roots=rank_root_causes(graph, cand, drops, prior, node_logits))
 
 
 #: A contributor is named in the sentence only if occluding it lowers the logit by at least this share of what the
@@ -429,6 +473,17 @@ def alert_rows(rows: pd.DataFrame, top_n: int) -> pd.DataFrame:
     return rows.sort_values("score", ascending=False).drop_duplicates(["site", "node"]).head(top_n)
 
 
+def snapshot_node_logits(rows: pd.DataFrame, site: int, t: int, n_nodes: int) -> np.ndarray | None:
+    """Every node's logit at ``(site, t)`` from a score table (NaN where it has no row), for
+    :func:`sibling_evidence`; None when the table has no ``logit`` column."""
+    if "logit" not in rows.columns:
+        return None
+    sub = rows[(rows["site"] == site) & (rows["t"] == t)]
+    out = np.full(n_nodes, np.nan)
+    out[sub["node"].to_numpy(dtype=np.int64)] = sub["logit"].to_numpy(dtype=np.float64)
+    return out
+
+
 def explain_dataset_alerts(model: torch.nn.Module, dataset: SnapshotDataset, feature_set: FeatureSet,
                            rows: pd.DataFrame, top_n: int = 5, prior: RootPrior | None = None) -> list[Explanation]:
     """Explanations of the ``top_n`` highest-scoring rows (``site, t, node, score``) of ``dataset``."""
@@ -440,8 +495,9 @@ def explain_dataset_alerts(model: torch.nn.Module, dataset: SnapshotDataset, fea
         site = dataset.sites[si]
         item = build_snapshot(site, ti, dataset.window, si, pool=dataset.pool)
         raw, names = raw_window(site.run, ti, dataset.window) if site.run is not None else (None, None)
+        logits = snapshot_node_logits(rows, si, int(r.t), len(site.graph.node_global))
         out.append(explain_node(model, item, site.graph, feature_set, int(r.node), raw, names, site.cadence_s,
-                                prior=prior))
+                                prior=prior, node_logits=logits))
     return out
 
 
@@ -474,7 +530,8 @@ def rootcause_accuracy(model: torch.nn.Module, dataset: SnapshotDataset, feature
         site = dataset.sites[int(e.site)]
         item = build_snapshot(site, ti, dataset.window, int(e.site), pool=dataset.pool)
         _, cand, drops = occlusion_scores(model, item, site.graph, int(e.node))
-        ranked = rank_root_causes(site.graph, cand, drops, prior)
+        logits = snapshot_node_logits(rows, int(e.site), int(best["t"]), len(site.graph.node_global))
+        ranked = rank_root_causes(site.graph, cand, drops, prior, logits)
         rank = ranked.index(int(e.root)) if int(e.root) in ranked else 10**6
         alerted = alert_threshold is not None and float(best["score"]) >= alert_threshold
         res.append((e.group, bool(e.precursor), alerted, rank))

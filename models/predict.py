@@ -31,7 +31,8 @@ def predict_window(
 
     Returns one dict per node sorted by risk (highest first): ``node_id``, ``risk`` (None when no data),
     ``status``, and for the ``explain_top`` riskiest nodes ``explanation`` (a sentence), ``contributors`` (by logit
-    drop) and ``root_causes`` (the three likeliest root components: the drops plus the card's root prior).
+    drop) and ``root_causes`` (the three likeliest root components: the drops, the card's root prior and how
+    much the other nodes under each upstream component are at risk too).
     Raises ``ValueError`` for an unknown component type, a missing metric column or a too-short window.
     """
     from infrabrain.models.calibration import PlattCalibrator, risk_of
@@ -75,7 +76,8 @@ def predict_window(
     for r in out[:explain_top]:
         if r["risk"] is None:
             continue
-        e = explain_node(model, item, graph, ckpt.feature_set, r["node"], raw, metric_names, cadence_s, prior=prior)
+        e = explain_node(model, item, graph, ckpt.feature_set, r["node"], raw, metric_names, cadence_s, prior=prior,
+                         node_logits=np.where(scored, logits, np.nan))
         r["explanation"] = e.quoting(r["risk"])
         r["root_causes"] = [str(graph.component_ids[c]) for c in e.ranked_components()[:3]]
         r["contributors"] = [{"component_id": c.component_id, "kind": c.kind, "score": c.score, "metric": c.metric,

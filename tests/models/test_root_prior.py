@@ -91,3 +91,46 @@ def test_card_round_trip():
         RootPrior.from_card({"root_prior": {"counts": {"router@1": 1}, "failures": 1}})
     with pytest.raises(ValueError, match="RootPrior"):  # an edited card: not a mapping at all
         RootPrior.from_card({"root_prior": ["node@0", 3]})
+
+
+def _first_site(small_splits):
+    g = small_splits.test_sites.sites[0].graph
+    node = int(g.node_global[0])
+    cand = candidates(g, node, 3)
+    ids = [str(g.component_ids[c]) for c in cand]
+    return g, node, cand, ids
+
+
+def test_sibling_evidence_is_the_other_dependent_nodes_excess_risk(small_splits):
+    from infrabrain.models.explain import sibling_evidence
+
+    g, node, cand, ids = _first_site(small_splits)
+    names = [str(g.component_ids[c]) for c in g.node_global]
+    assert names[:2] == ["r00-n00", "r00-n01"] and len(names) == 6  # the fixture: a leaf switch per rack of two
+    logits = np.array([0.0, 2.0, -3.0, -3.0, -3.0, -3.0])  # the median is -3: r00-n01 stands 5 above it
+    ev = dict(zip(ids, sibling_evidence(g, cand, logits)))
+    assert ev["leaf-r00"] == pytest.approx(5.0)  # its other node, r00-n01, is at risk too
+    assert ev["spine-1"] == 0.0  # under a spine: five other nodes, one of them at risk (the median: no common cause)
+    assert ev["leaf-r01"] == 0.0  # another rack's leaf reaches r00-n01, r02-n00, r02-n01: one of three
+    spread = np.array([0.0, 4.0, -3.0, 2.0, 3.0, 5.0])  # much of the site at risk together
+    ev = dict(zip(ids, sibling_evidence(g, cand, spread)))  # site median 2.5: excesses 1.5, 0, 0, 0.5, 2.5
+    assert ev["spine-1"] == pytest.approx(0.5) and ev["leaf-r01"] == pytest.approx(1.5)
+    assert ev["pdu-r00-a"] == 0.0  # feeds only the explained node
+    assert all(ev[i] == 0.0 for i in ids if i.startswith("r00-n00"))  # the node itself and its GPUs
+    unscored = logits.copy()
+    unscored[1] = np.nan  # r00-n01 not scored: left out, not read as 0
+    assert dict(zip(ids, sibling_evidence(g, cand, unscored)))["leaf-r00"] == 0.0
+    assert not sibling_evidence(g, cand, np.full(6, np.nan)).any()
+    with pytest.raises(ValueError, match="the site has 6 nodes"):
+        sibling_evidence(g, cand, logits[:5])
+
+
+def test_nodes_at_risk_together_point_at_what_they_share(small_splits):
+    g, node, cand, ids = _first_site(small_splits)
+    leaf = int(cand[ids.index("leaf-r00")])
+    prior = RootPrior(counts={"node@0": 40, "gpu@1": 40, "leaf@1": 4}, failures=84)
+    flat = np.zeros(len(cand))
+    alone = np.array([0.0, -3.0, -3.0, -3.0, -3.0, -3.0])
+    together = np.array([0.0, 2.0, -3.0, -3.0, -3.0, -3.0])
+    assert leaf not in rank_root_causes(g, cand, flat, prior, alone)[:3]  # a node's own fault: the leaf is unlikely
+    assert rank_root_causes(g, cand, flat, prior, together)[0] == leaf  # both of the leaf's nodes at risk at once
