@@ -111,13 +111,30 @@ class _GraphCache:
 
     def __init__(self) -> None:
         self._adj: dict[int, list[np.ndarray]] = {}
+        self._ring: dict[int, dict[tuple[int, int], np.ndarray]] = {}
 
     def adj(self, graph: SiteGraph) -> list[np.ndarray]:
         key = id(graph)
         if key not in self._adj:
             self._adj[key] = _adjacency(graph)
+            self._ring[key] = {}
             weakref.finalize(graph, self._adj.pop, key, None)
+            weakref.finalize(graph, self._ring.pop, key, None)
         return self._adj[key]
+
+    def nodes_at(self, graph: SiteGraph, start: int, hops: int) -> np.ndarray:
+        """Node positions (``graph.node_global`` order) exactly ``hops`` from component ``start``: the nodes that
+        depend on ``start`` as one at that distance does. Cached per graph: the daemon asks again every cycle,
+        and on a 10,240-GPU site one search from another rack's leaf switch visits thousands of components."""
+        self.adj(graph)
+        ring = self._ring[id(graph)]
+        if (start, hops) not in ring:
+            comps, dist = khop(graph, start, hops)
+            pos = np.full(graph.n, -1, dtype=np.int64)
+            pos[np.asarray(graph.node_global, dtype=np.int64)] = np.arange(len(graph.node_global))
+            at = comps[dist == hops]
+            ring[(start, hops)] = pos[at][pos[at] >= 0]
+        return ring[(start, hops)]
 
     def __len__(self) -> int:
         return len(self._adj)
@@ -207,15 +224,21 @@ def occlusion_scores(model: torch.nn.Module, item: Mapping[str, torch.Tensor], g
     return float(logits[0]), cand, logits[0] - logits[1:]
 
 
-def candidate_relations(graph: SiteGraph, cand: np.ndarray) -> list[str]:
-    """Each candidate's relation to the explained node (the one candidate of kind node), as the root prior counts
-    it (:func:`~infrabrain.models.root_prior.relation`: kind and hop distance)."""
+def _explained_node(graph: SiteGraph, cand: np.ndarray) -> tuple[int, dict[int, int]]:
+    """The explained node (the one candidate of kind node) and the hop distance from it of every component
+    within :data:`~infrabrain.models.root_prior.MAX_HOPS`."""
     node_k = KINDS.index("node")
     nodes = [int(c) for c in cand if int(graph.kind[int(c)]) == node_k]
     if len(nodes) != 1:
         raise ValueError(f"root-cause candidates must hold exactly one node (the explained one), got {len(nodes)}")
     comps, dist = khop(graph, nodes[0], MAX_HOPS)
-    hops = dict(zip(comps.tolist(), dist.tolist()))
+    return nodes[0], dict(zip(comps.tolist(), dist.tolist()))
+
+
+def candidate_relations(graph: SiteGraph, cand: np.ndarray) -> list[str]:
+    """Each candidate's relation to the explained node, as the root prior counts it
+    (:func:`~infrabrain.models.root_prior.relation`: kind and hop distance)."""
+    _, hops = _explained_node(graph, cand)
     return [relation(KINDS[int(graph.kind[int(c)])], hops.get(int(c), MAX_HOPS + 1)) for c in cand]
 
 
@@ -237,21 +260,15 @@ def sibling_evidence(graph: SiteGraph, cand: np.ndarray, node_logits: np.ndarray
     if not finite.any():
         return out
     excess = np.where(finite, np.maximum(logits - np.median(logits[finite]), 0.0), np.nan)
-    pos_of = {int(g): i for i, g in enumerate(graph.node_global)}
     node_k, gpu_k = KINDS.index("node"), KINDS.index("gpu")
-    explained = [int(c) for c in cand if int(graph.kind[int(c)]) == node_k]
-    if len(explained) != 1:
-        raise ValueError(f"root-cause candidates must hold exactly one node (the explained one), got {len(explained)}")
-    comps, dist = khop(graph, explained[0], MAX_HOPS)
-    hops = dict(zip(comps.tolist(), dist.tolist()))
+    explained, hops = _explained_node(graph, cand)
+    explained_pos = int(np.flatnonzero(np.asarray(graph.node_global) == explained)[0])
     for j, c in enumerate(cand):
         c = int(c)
         if int(graph.kind[c]) in (node_k, gpu_k) or c not in hops:
             continue
-        d = hops[c]
-        up, up_dist = khop(graph, c, d)
-        sib = [pos_of[int(m)] for m, h in zip(up, up_dist) if h == d and int(m) in pos_of and int(m) != explained[0]]
-        vals = excess[sib] if sib else np.zeros(0)
+        sib = _CACHE.nodes_at(graph, c, hops[c])
+        vals = excess[sib[sib != explained_pos]]
         vals = vals[np.isfinite(vals)]
         out[j] = float(np.median(vals)) if len(vals) else 0.0
     return out
