@@ -18,7 +18,7 @@ There is one:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,18 +26,14 @@ import numpy as np
 
 @dataclass(frozen=True)
 class DerivedMetric:
-    """A column of ``kind`` computed from the raw column ``source`` of the same kind."""
+    """A column of ``kind`` computed from the raw column ``source`` of the same kind by ``compute(source [T, n],
+    gpu_node [n_gpu]) -> [T, n]`` (``gpu_node``: each GPU's node position, -1 for none)."""
 
     name: str
     kind: str
     source: str
+    compute: Callable[[np.ndarray, np.ndarray], np.ndarray]
 
-
-#: Temperature of a GPU above the mean of its node's other GPUs (C).
-GPU_TEMP_ABOVE_SIBLINGS = DerivedMetric("gpu_temp_above_siblings", "gpu", "DCGM_FI_DEV_GPU_TEMP")
-
-#: Every derived metric, in the order they are appended to their kind's columns.
-DERIVED_METRICS: tuple[DerivedMetric, ...] = (GPU_TEMP_ABOVE_SIBLINGS,)
 
 def derived_metric(name: str) -> DerivedMetric | None:
     """The derived metric called ``name``, or None for a raw one."""
@@ -79,6 +75,13 @@ def siblings_above(values: np.ndarray, parent: np.ndarray) -> np.ndarray:
     return out
 
 
+#: Temperature of a GPU above the mean of its node's other GPUs (C).
+GPU_TEMP_ABOVE_SIBLINGS = DerivedMetric("gpu_temp_above_siblings", "gpu", "DCGM_FI_DEV_GPU_TEMP", siblings_above)
+
+#: Every derived metric, in the order they are appended to their kind's columns.
+DERIVED_METRICS: tuple[DerivedMetric, ...] = (GPU_TEMP_ABOVE_SIBLINGS,)
+
+
 def with_derived_metrics(
     metrics: Mapping[str, np.ndarray],
     metric_names: Mapping[str, Sequence[str]],
@@ -104,7 +107,7 @@ def with_derived_metrics(
             raise ValueError(f"metrics[{d.kind!r}] has shape {arr.shape}, expected [T, {len(gpu_node)}, F] for "
                              f"{len(gpu_node)} {d.kind} components")
         src = arr[:, :, names.index(d.source)]
-        col = siblings_above(src, gpu_node)  # the only kind of derived metric so far
+        col = d.compute(src, gpu_node)
         out_m[d.kind] = np.concatenate([arr, col[:, :, None].astype(arr.dtype)], axis=2)
         names.append(d.name)
     return out_m, out_n

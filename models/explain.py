@@ -235,14 +235,17 @@ def _explained_node(graph: SiteGraph, cand: np.ndarray) -> tuple[int, dict[int, 
     return nodes[0], dict(zip(comps.tolist(), dist.tolist()))
 
 
-def candidate_relations(graph: SiteGraph, cand: np.ndarray) -> list[str]:
+def candidate_relations(graph: SiteGraph, cand: np.ndarray,
+                        explained: tuple[int, dict[int, int]] | None = None) -> list[str]:
     """Each candidate's relation to the explained node, as the root prior counts it
-    (:func:`~infrabrain.models.root_prior.relation`: kind and hop distance)."""
-    _, hops = _explained_node(graph, cand)
+    (:func:`~infrabrain.models.root_prior.relation`: kind and hop distance). ``explained`` is
+    :func:`_explained_node`'s answer when the caller has it already."""
+    _, hops = explained or _explained_node(graph, cand)
     return [relation(KINDS[int(graph.kind[int(c)])], hops.get(int(c), MAX_HOPS + 1)) for c in cand]
 
 
-def sibling_evidence(graph: SiteGraph, cand: np.ndarray, node_logits: np.ndarray) -> np.ndarray:
+def sibling_evidence(graph: SiteGraph, cand: np.ndarray, node_logits: np.ndarray,
+                     explained: tuple[int, dict[int, int]] | None = None) -> np.ndarray:
     """Per candidate, how much the *other* nodes that depend on it as the explained node does are at risk in the
     same snapshot: the median over them of their logit above the snapshot's median node logit (negative excess
     counts as 0; unscored nodes, NaN in ``node_logits``, are left out). 0 for the node itself and its GPUs.
@@ -251,7 +254,8 @@ def sibling_evidence(graph: SiteGraph, cand: np.ndarray, node_logits: np.ndarray
     fault raises only its own. Occlusion cannot see that: a leaf failure shows as InfiniBand errors on each of its
     nodes, which explain each node's risk by themselves, and the leaf's own window moves the logit by ~0. The
     median, not the mean: one sibling failing on its own, next to healthy ones, is no common cause.
-    ``node_logits`` is per node position (``graph.node_global`` order)."""
+    ``node_logits`` is per node position (``graph.node_global`` order); ``explained`` as in
+    :func:`candidate_relations`."""
     logits = np.asarray(node_logits, dtype=np.float64)
     if logits.shape != (len(graph.node_global),):
         raise ValueError(f"node_logits has shape {logits.shape}; the site has {len(graph.node_global)} nodes")
@@ -261,8 +265,8 @@ def sibling_evidence(graph: SiteGraph, cand: np.ndarray, node_logits: np.ndarray
         return out
     excess = np.where(finite, np.maximum(logits - np.median(logits[finite]), 0.0), np.nan)
     node_k, gpu_k = KINDS.index("node"), KINDS.index("gpu")
-    explained, hops = _explained_node(graph, cand)
-    explained_pos = int(np.flatnonzero(np.asarray(graph.node_global) == explained)[0])
+    node, hops = explained or _explained_node(graph, cand)
+    explained_pos = int(np.flatnonzero(np.asarray(graph.node_global) == node)[0])
     for j, c in enumerate(cand):
         c = int(c)
         if int(graph.kind[c]) in (node_k, gpu_k) or c not in hops:
@@ -290,11 +294,12 @@ def rank_root_causes(graph: SiteGraph, cand: np.ndarray, drops: np.ndarray,
     for r, c in graph.edge_index[sel]:
         if int(r) in score and int(c) in score and score[int(r)] > 0:
             score[int(c)] += score[int(r)]
+    explained = _explained_node(graph, cand) if prior is not None or node_logits is not None else None
     if prior is not None:
-        for c, lp in zip(cand, prior.log_prior(candidate_relations(graph, cand))):
+        for c, lp in zip(cand, prior.log_prior(candidate_relations(graph, cand, explained))):
             score[int(c)] += float(lp)
     if node_logits is not None:
-        for c, ev in zip(cand, sibling_evidence(graph, cand, node_logits)):
+        for c, ev in zip(cand, sibling_evidence(graph, cand, node_logits, explained)):
             score[int(c)] += float(ev)
     active = [c for c in score if graph.kind[c] != rack_k]
     passive = [c for c in score if graph.kind[c] == rack_k]

@@ -73,11 +73,12 @@ def predict_window(
                     "risk": float(risk[pos]) if ok else None, "status": "ok" if ok else "no data"})
     out.sort(key=lambda r: (r["risk"] is None, -(r["risk"] or 0.0)))  # highest risk first, "no data" last
     raw = {k: v[-w:] for k, v in win.items()}
+    node_logits = np.where(scored, logits, np.nan)  # every scored node's logit, for the sibling evidence
     for r in out[:explain_top]:
         if r["risk"] is None:
             continue
         e = explain_node(model, item, graph, ckpt.feature_set, r["node"], raw, metric_names, cadence_s, prior=prior,
-                         node_logits=np.where(scored, logits, np.nan))
+                         node_logits=node_logits)
         r["explanation"] = e.quoting(r["risk"])
         r["root_causes"] = [str(graph.component_ids[c]) for c in e.ranked_components()[:3]]
         r["contributors"] = [{"component_id": c.component_id, "kind": c.kind, "score": c.score, "metric": c.metric,
