@@ -17,6 +17,10 @@ them), and 90 % intervals of the ratio, the event recall and the median lead ove
 ``--layers 0`` trains the same model without message passing, to see what the graph adds;
 ``--extra-train-sites K`` trains on K more simulated sites, scored on the same held-out sites (a learning curve);
 ``--extra-train-cause-scale thermal=5,psu=5`` gives those K sites more failures of the named causes.
+The same root-cause drops are also ranked with other root priors (``rootcause_top3_<variant>``: none, and the
+training sites' fleet prior without noise and released under DP at ``--fleet-prior-epsilons`` and
+``--fleet-prior-clip-norms``; with ``--fleet-prior-sites N`` also with N more sites' incident logs,
+``fleet_plus_*``): what a new site without labels would rank with (docs/predictor.md, follow-up 23).
 ``--parts headroom`` trains no GNN: per draw it reports the best non-graph model, the PR-AUC the ratio goal asks
 for, and every oracle on the same rows, up to the ``amplitude_aware`` ceiling (``headroom_per_draw``; with
 ``--report-dir``, a bar chart ``headroom.png``).
@@ -29,6 +33,8 @@ for, and every oracle on the same rows, up to the ``amplitude_aware`` ceiling (`
     .venv/bin/python bench/predictor.py --parts accuracy --seeds 2 --seed 4 --data-seeds 4 --no-oracle   # 4 fresh draws
     .venv/bin/python bench/predictor.py --parts accuracy --seeds 2 --data-seeds 4 --extra-train-sites 6  # 12 trained
     .venv/bin/python bench/predictor.py --parts headroom --data-seeds 4   # baselines and oracles only (~70 s)
+    .venv/bin/python bench/predictor.py --parts accuracy --seeds 2 --data-seeds 4 --no-oracle \
+        --fleet-prior-sites 30 --fleet-prior-hours 168   # fleet root priors with 30 more sites' week of incidents
 """
 
 from __future__ import annotations
@@ -38,7 +44,8 @@ import json
 import resource
 import sys
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -127,6 +134,59 @@ def parse_cause_scale(text: str) -> dict[str, float]:
         raise argparse.ArgumentTypeError(msg) from None
 
 
+def fleet_sites_relations(args: argparse.Namespace, data_seed: int) -> list[Any]:
+    """Root relations (``tf, relation``) of the labelled incidents of ``--fleet-prior-sites`` more sites of the
+    draw's federation (after every training, validation, held-out and extra training site), simulated for
+    ``--fleet-prior-hours``: sites whose incidents join the fleet prior but whose telemetry trains nothing."""
+    from infrabrain.models.root_prior import run_root_relations
+    from infrabrain.simulation import simulate_federation
+    from infrabrain.simulation.federation import federation_specs
+
+    if not args.fleet_prior_sites:
+        return []
+    first = args.sites + args.extra_train_sites
+    specs = federation_specs(first + args.fleet_prior_sites, data_seed)[first:]
+    hours = args.fleet_prior_hours or args.hours
+    runs = simulate_federation(specs=specs, hours=hours, seed=data_seed, acceleration=args.acceleration)
+    relations = [run_root_relations(r) for r in runs]
+    print(f"fleet prior: {len(runs)} more sites x {hours:g} h, {sum(len(r) for r in relations)} node failures with "
+          "a known root", file=sys.stderr)
+    return relations
+
+
+def fleet_prior_variants(train: Any, epsilons: Sequence[float], clip_norms: Sequence[float], seed: int,
+                         extra: Sequence[Any] = ()) -> dict[str, Any]:
+    """The root priors a held-out site (a new site: no labels of its own) could rank with, besides the pooled
+    training labels the pipeline uses: none (``none``, what a site without a prior has); the training sites'
+    hour-clipped contributions summed without noise (``fleet_clipped``) and released under DP at each epsilon
+    (``fleet_dp_eps<e>``: :mod:`infrabrain.privacy.fleet_root_prior`, a real secure sum); with the ``extra``
+    sites' relations too (``fleet_plus_*``, the sites of ``--fleet-prior-sites``); each at every clip norm
+    (``_c<C>`` unless 1). A release needs at least ``min_sites`` sites."""
+    from infrabrain.models.root_prior import RELATIONS, RootPrior, root_relations
+    from infrabrain.privacy.fleet_root_prior import (FleetRootPriorConfig, build_fleet_root_prior,
+                                                     relation_contribution, site_root_prior)
+
+    rel = root_relations(train)
+    own = [rel[rel["site"] == s] for s in range(len(train.sites))]
+    out: dict[str, Any] = {"none": None}
+    for name, relations in (("fleet", own), ("fleet_plus", [*own, *extra])):
+        if name == "fleet_plus" and not extra:
+            continue
+        for c in clip_norms:
+            sfx = "" if c == 1 else f"_c{c:g}".replace(".", "p")
+            contribs = [relation_contribution(r, clip_norm=c) for r in relations]
+            clipped = {r: int(round(v)) for r, v in zip(RELATIONS, np.sum(contribs, axis=0)) if round(v) > 0}
+            out[f"{name}_clipped{sfx}"] = RootPrior(counts=clipped, failures=sum(clipped.values())) if clipped else None
+            if len(contribs) < FleetRootPriorConfig().min_sites:
+                print(f"fleet root prior: {len(contribs)} sites, fewer than a release needs: not released",
+                      file=sys.stderr)
+                continue
+            for eps in epsilons:
+                fleet = build_fleet_root_prior(contribs, FleetRootPriorConfig(epsilon=eps, clip_norm=c), seed=seed)
+                out[f"{name}_dp_eps{eps:g}".replace(".", "p") + sfx] = site_root_prior(None, fleet)
+    return out
+
+
 def _pipeline_config(args: argparse.Namespace, seed: int) -> PipelineConfig:
     """The pipeline settings of the bench's flags, with training seed ``seed``."""
     from infrabrain.models.pipeline import PipelineConfig, training_fractions
@@ -196,6 +256,7 @@ def _one_draw(args: argparse.Namespace, data_seed: int) -> tuple[dict, dict[str,
     """Simulate the federation of ``data_seed`` and train / evaluate ``--seeds`` GNNs on it (mean over seeds),
     with the intervals of ``--bootstrap``; also the bootstrap samples (None without), for the mean over draws."""
     runs = _draw_runs(args, data_seed)
+    fleet_extra = fleet_sites_relations(args, data_seed)
     per_seed = []
     for i in range(args.seeds):
         seed = data_seed + i
@@ -204,7 +265,7 @@ def _one_draw(args: argparse.Namespace, data_seed: int) -> tuple[dict, dict[str,
             report_dir = args.report_dir if args.data_seeds == 1 else f"{args.report_dir}/draw-{data_seed}"
             report_dir = report_dir if args.seeds == 1 else f"{report_dir}/seed-{seed}"
         print(f"--- training seed {seed} ({i + 1}/{args.seeds}) ---", file=sys.stderr)
-        per_seed.append(_one_seed(runs, args, seed, report_dir))
+        per_seed.append(_one_seed(runs, args, seed, report_dir, fleet_extra))
     results, held_out = zip(*per_seed, strict=True)
     out = _mean_over_seeds(list(results), [data_seed + i for i in range(args.seeds)])
     if not args.bootstrap:
@@ -244,10 +305,15 @@ def site_order(n_runs: int, sites: int, heldout: int, val_sites: int) -> list[in
     return [*range(first), *range(sites, n_runs), *range(first, sites)]
 
 
+#: The root priors of :func:`fleet_prior_variants` at the default epsilons, reported per draw.
+FLEET_PRIOR_VARIANTS = ("none", *(f"{f}_{v}{c}" for f in ("fleet", "fleet_plus") for c in ("", "_c4")
+                                   for v in ("clipped", "dp_eps1", "dp_eps4")))
 #: Keys reported per draw too (``<key>_per_draw``) by ``--data-seeds``.
 PER_DRAW_KEYS = ("pr_auc_gnn", "pr_auc_best_baseline", "pr_auc_ratio", "pr_auc_ratio_cascade",
                  "pr_auc_ratio_node_rooted", "pr_auc_ratio_upstream", "event_recall_at_p50", "median_lead_min",
                  "rootcause_top3", "rootcause_top3_precursor", "rootcause_top3_alerted", "pr_auc_ensemble",
+                 *(f"rootcause_{m}_{v}" for m in ("top3", "top3_all") for v in FLEET_PRIOR_VARIANTS),
+                 "rootcause_top3_all",
                  "pr_auc_ratio_ensemble", "pr_auc_ratio_interval", "event_recall_at_p50_interval",
                  "median_lead_min_interval", "by_cause_vs_rules")
 
@@ -350,14 +416,17 @@ def _mean_over_seeds(per_seed: list[dict], seeds: list[int]) -> dict:
     return {"seeds": seeds, **_combine(per_seed, PER_SEED_KEYS, "per_seed", geometric_ratios=False, keep_other=True)}
 
 
-def _one_seed(runs: list, args: argparse.Namespace, seed: int, report_dir: str | None) -> tuple[dict, tuple]:
+def _one_seed(runs: list, args: argparse.Namespace, seed: int, report_dir: str | None,
+              fleet_extra: Sequence[Any] = ()) -> tuple[dict, tuple]:
     """One training seed: its results, and for the draw's bootstrap the GNN's and the non-graph models' score
     tables, the held-out racks and the failures."""
     from infrabrain.models.pipeline import NONGRAPH_MODELS, evaluate_predictor, train_predictor
 
     trained = train_predictor(runs, _pipeline_config(args, seed))
     rep = evaluate_predictor(trained, report_dir, rootcause_events=args.rootcause_events,
-                             oracle=not args.no_oracle, bootstrap=0, keep_tables=True)
+                             oracle=not args.no_oracle, bootstrap=0, keep_tables=True,
+                             compare_priors=fleet_prior_variants(trained.splits.train, args.fleet_prior_epsilons,
+                                                                 args.fleet_prior_clip_norms, seed, fleet_extra))
     score_tables = rep.pop("score_tables")
     g = rep["models"]["gnn"]
     print("held-out sites:", ", ".join(rep["sites"]), file=sys.stderr)
@@ -412,6 +481,10 @@ def _one_seed(runs: list, args: argparse.Namespace, seed: int, report_dir: str |
               **{f"oracle_{kind}": m["precursor_caught_by_cause"] for kind, m in oracle.items()}}
     print_caught(caught)
     rc = rep["rootcause"]
+    compared = {f"rootcause_{metric}_{name}": v.get(key) for name, v in rc.get("compare", {}).items()
+                for metric, key in (("top3", "cascade_top3"), ("top3_all", "top3"), ("top1_all", "top1"),
+                                    ("top3_precursor", "cascade_precursor_top3"),
+                                    ("top3_alerted", "cascade_alerted_top3"))}
     held_out = ((score_tables["gnn"], {n: score_tables[n] for n in NONGRAPH_MODELS if n in score_tables}),
                 rep.pop("resample_clusters"), rep.pop("events"))
     return {
@@ -436,6 +509,7 @@ def _one_seed(runs: list, args: argparse.Namespace, seed: int, report_dir: str |
         "rootcause_cascades_precursor_n": rc.get("cascade_precursor_n"),
         "rootcause_top3_alerted": rc.get("cascade_alerted_top3"),
         "rootcause_cascades_alerted_n": rc.get("cascade_alerted_n"),
+        **compared,
         "heldout_events": g["events"],
         "epochs_run": rep["train"]["epochs_run"],
         "train_s": rep["train"]["train_s"],
@@ -598,6 +672,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=3,
                    help="GNNs trained with seeds seed..seed+N-1 on the same data; the JSON gives their mean")
     p.add_argument("--rootcause-events", type=int, default=100)
+    p.add_argument("--fleet-prior-epsilons", type=lambda v: [float(x) for x in v.split(",") if x], default=[1.0, 4.0],
+                   help="also rank the same root-cause drops with the training sites' fleet root prior released "
+                        "under DP at these epsilons (comma-separated; '' for none), without noise, and without a "
+                        "prior (rootcause_top3_<variant> keys; default 1,4)")
+    p.add_argument("--fleet-prior-clip-norms", type=lambda v: [float(x) for x in v.split(",") if x],
+                   default=[1.0, 4.0],
+                   help="clip norms of one hour's relation counts for the fleet prior variants (default 1,4)")
+    p.add_argument("--fleet-prior-sites", type=int, default=0,
+                   help="sites beyond the federation whose labelled incidents join the fleet root prior (their "
+                        "telemetry trains nothing): the fleet_plus_* variants (default 0: none)")
+    p.add_argument("--fleet-prior-hours", type=float, default=0.0,
+                   help="hours simulated for each --fleet-prior-sites site (default: --hours)")
     p.add_argument("--epoch-gpus", type=int, default=512)
     p.add_argument("--epoch-snapshots", type=int, default=1000)
     p.add_argument("--infer-gpus", type=int, default=10000)
@@ -626,8 +712,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.data_seeds < 1 or args.seeds < 1:
         raise SystemExit(f"--data-seeds ({args.data_seeds}) and --seeds ({args.seeds}) must be at least 1")
-    if args.extra_train_sites < 0:
-        raise SystemExit(f"--extra-train-sites must be 0 or more, got {args.extra_train_sites}")
+    if args.extra_train_sites < 0 or args.fleet_prior_sites < 0:
+        raise SystemExit(f"--extra-train-sites ({args.extra_train_sites}) and --fleet-prior-sites "
+                         f"({args.fleet_prior_sites}) must be 0 or more")
     if args.extra_train_cause_scale and not args.extra_train_sites:
         raise SystemExit("--extra-train-cause-scale scales the extra training sites: give --extra-train-sites too")
     if args.quick:

@@ -16,6 +16,10 @@ base rate. The calibration is local: it is fitted on the site's data, written on
 and never sent (the evaluate reply carries only the allow-listed aggregate metrics, ``privacy.boundary``). A split
 without a failing row, or one where the model ranks failures below healthy rows, gets no calibration: the card
 says why, and the daemon falls back to the raw sigmoid and a 0.5 threshold (docs/daemon.md).
+
+The card also holds the site's root prior (``models.root_prior``: where its labelled failures started, counted
+over both splits), so the daemon and ``models predict`` rank root causes as the centralised pipeline does. It is
+local like the calibration: counted at the site and never sent.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ def write_site_checkpoint(settings: SiteSettings, weights: Sequence[np.ndarray],
     from infrabrain.client import predictor_task as pt
     from infrabrain.models.checkpoint import save_checkpoint
     from infrabrain.models.pipeline import fit_calibration
+    from infrabrain.models.root_prior import fit_root_prior, merge_root_priors
     from infrabrain.models.training import set_weights
 
     data = pt.site_data(settings, cfg)
@@ -72,6 +77,9 @@ def write_site_checkpoint(settings: SiteSettings, weights: Sequence[np.ndarray],
                 if labels.all() or not labels.any() else
                 "not calibrated: the model ranks the site's failing rows below its healthy ones (Platt slope <= 0)")
         log.warning("site checkpoint without calibration", extra={"reason": note})
+    prior = merge_root_priors(fit_root_prior(data.train), fit_root_prior(data.test))
+    prior_note = ("counted at the site from its own labelled failures (both splits); never sent" if prior is not None
+                  else "no labelled failure roots at the site: root causes are ranked without a prior")
     reference = pt.public_reference(settings, float(cfg.get("acceleration", pt.DEFAULT_ACCELERATION)))
     round_ = int(cfg.get("server-round", 0))
     extra = {
@@ -80,6 +88,8 @@ def write_site_checkpoint(settings: SiteSettings, weights: Sequence[np.ndarray],
         "calibration": calibration.model_dump() if calibration is not None else None,
         "calibration_note": note,
         "alert_threshold": threshold,
+        "root_prior": prior.model_dump() if prior is not None else None,
+        "root_prior_note": prior_note,
     }
     out = save_checkpoint(settings.state_path / SITE_CHECKPOINT_DIR, model, pt.feature_set(), reference.normalizer,
                           dict(metrics or {}), extra, overwrite=True)

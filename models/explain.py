@@ -526,9 +526,11 @@ def explain_dataset_alerts(model: torch.nn.Module, dataset: SnapshotDataset, fea
 def rootcause_accuracy(model: torch.nn.Module, dataset: SnapshotDataset, feature_set: FeatureSet,
                        rows: pd.DataFrame, events: pd.DataFrame, max_events: int = 200,
                        seed: int = 0, alert_threshold: float | None = None,
-                       prior: RootPrior | None = None) -> dict[str, Any]:
+                       prior: RootPrior | None = None,
+                       compare_priors: Mapping[str, RootPrior | None] | None = None) -> dict[str, Any]:
     """Top-1/top-3 accuracy of the root-cause ranking (:func:`rank_root_causes`, with ``prior`` if given: the one
-    ``predict`` reports) against the ground truth.
+    ``predict`` reports) against the ground truth; with ``compare_priors`` also of the same drops ranked with each
+    of those priors (``report["compare"][name]``: overall, cascades, precursor and alerted cascades).
 
     For each failure event (at most ``max_events``, sampled), the explained snapshot is the node's
     highest-scoring row in ``[tf - 60 min, tf - 5 min]``. Reported overall, per cause group, for cascades
@@ -537,7 +539,7 @@ def rootcause_accuracy(model: torch.nn.Module, dataset: SnapshotDataset, feature
     ``alert_threshold`` (the deployed alert threshold, on the scale of ``rows["score"]``) also for the cascades
     that raised an alert (``cascade_alerted_*``): the explanations an operator would read.
     """
-    from infrabrain.models.evaluation import CASCADE_GROUPS, MIN_LEAD_S
+    from infrabrain.models.evaluation import MIN_LEAD_S
 
     ev = events.sample(n=min(max_events, len(events)), random_state=seed) if len(events) > max_events else events
     t_index = {(si, int(dataset.sites[si].timestamps[ti])): ti for si, ti in dataset.index}
@@ -553,17 +555,29 @@ def rootcause_accuracy(model: torch.nn.Module, dataset: SnapshotDataset, feature
         item = build_snapshot(site, ti, dataset.window, int(e.site), pool=dataset.pool)
         _, cand, drops = occlusion_scores(model, item, site.graph, int(e.node))
         logits = snapshot_node_logits(rows, int(e.site), int(best["t"]), len(site.graph.node_global))
-        ranked = rank_root_causes(site.graph, cand, drops, prior, logits)
-        rank = ranked.index(int(e.root)) if int(e.root) in ranked else 10**6
+        priors = {"": prior, **{f"compare.{k}": v for k, v in (compare_priors or {}).items()}}
         alerted = alert_threshold is not None and float(best["score"]) >= alert_threshold
-        res.append((e.group, bool(e.precursor), alerted, rank))
-    df = pd.DataFrame(res, columns=["group", "precursor", "alerted", "rank"])
+        for name, p in priors.items():
+            ranked = rank_root_causes(site.graph, cand, drops, p, logits)
+            rank = ranked.index(int(e.root)) if int(e.root) in ranked else 10**6
+            res.append((name, e.group, bool(e.precursor), alerted, rank))
+    df = pd.DataFrame(res, columns=["prior", "group", "precursor", "alerted", "rank"])
+    out = _rootcause_summary(df[df["prior"] == ""], alert_threshold is not None)
+    out["by_group"] = {g: _top_k(d) for g, d in df[df["prior"] == ""].groupby("group")}
+    if compare_priors:
+        out["compare"] = {k: _rootcause_summary(df[df["prior"] == f"compare.{k}"], alert_threshold is not None)
+                          for k in compare_priors}
+    return out
+
+
+def _rootcause_summary(df: pd.DataFrame, with_alerted: bool) -> dict[str, Any]:
+    """Top-k of the root's rank over all explained failures, the cascades, the precursor and alerted cascades."""
+    from infrabrain.models.evaluation import CASCADE_GROUPS
+
     casc = df[df["group"].isin(CASCADE_GROUPS)]
-    alerted = _top_k(casc[casc["alerted"]], "cascade_alerted_") if alert_threshold is not None else {}
-    return {
-        **_top_k(df), **_top_k(casc, "cascade_"), **_top_k(casc[casc["precursor"]], "cascade_precursor_"), **alerted,
-        "by_group": {g: _top_k(d) for g, d in df.groupby("group")},
-    }
+    alerted = _top_k(casc[casc["alerted"]], "cascade_alerted_") if with_alerted else {}
+    return {**_top_k(df), **_top_k(casc, "cascade_"), **_top_k(casc[casc["precursor"]], "cascade_precursor_"),
+            **alerted}
 
 
 def _top_k(ranks: pd.DataFrame, prefix: str = "") -> dict[str, Any]:

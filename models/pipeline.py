@@ -7,7 +7,7 @@ Used by ``infrabrain train`` / ``infrabrain evaluate``, by ``bench/predictor.py`
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -186,7 +186,8 @@ def baseline_tables(splits: Splits, test: Any, truth: pd.DataFrame, seed: int = 
 
 def evaluate_predictor(trained: Trained, out_dir: str | Path | None = None, rootcause_events: int = 150,
                        split: str = "test_sites", oracle: bool = False, bootstrap: int = DEFAULT_BOOTSTRAP,
-                       keep_tables: bool = False) -> dict[str, Any]:
+                       keep_tables: bool = False,
+                       compare_priors: Mapping[str, RootPrior | None] | None = None) -> dict[str, Any]:
     """Evaluate the GNN and every baseline on ``split`` (``test_sites`` if there are held-out sites, else
     ``test_time``); optionally write ``report.json`` and ``pr_curves.png`` to ``out_dir``.
 
@@ -196,7 +197,8 @@ def evaluate_predictor(trained: Trained, out_dir: str | Path | None = None, root
     (``pr_auc_ratio_interval``) and of the GNN's recall at precision 0.5 on hardware-precursor failures and its
     median lead (``gnn_recall_at_p50_precursor_interval``, ``gnn_median_lead_min_interval``). ``keep_tables``
     adds every model's score table (``score_tables``), the racks (``resample_clusters``) and the failures
-    (``events``), none written to the JSON."""
+    (``events``), none written to the JSON. ``compare_priors`` ranks the same root-cause drops with other priors
+    too (``report["rootcause"]["compare"]``)."""
     from infrabrain.models.evaluation import (calibration, evaluate_scores, failure_events, node_racks, plot_pr_curves,
                                               root_scope, scope_pr_aucs)
     from infrabrain.models.explain import alert_rows, explain_dataset_alerts, rootcause_accuracy
@@ -227,7 +229,8 @@ def evaluate_predictor(trained: Trained, out_dir: str | Path | None = None, root
         models["gnn"]["at_val_threshold"] = operating_point(gnn, events, trained.val_threshold)
     oracles, oracle_tables = oracle_reports(test, truth, events) if oracle else ({}, {})
     rc = rootcause_accuracy(trained.model, test, sp.feature_set, gnn, events, max_events=rootcause_events,
-                            alert_threshold=trained.val_threshold, prior=trained.root_prior)
+                            alert_threshold=trained.val_threshold, prior=trained.root_prior,
+                            compare_priors=compare_priors)
     explained = explain_dataset_alerts(trained.model, test, sp.feature_set, gnn, top_n=5, prior=trained.root_prior)
     expl = _quote_risks(explained, alert_rows(gnn, 5)["score"].to_numpy())  # gnn's score is calibrated if possible
     nongraph = [n for n in NONGRAPH_MODELS if n in models]

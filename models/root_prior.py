@@ -23,10 +23,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from infrabrain.models.features import KINDS
-from infrabrain.models.snapshots import SnapshotDataset
+from infrabrain.models.snapshots import SiteGraph, SnapshotDataset
 
 
 #: How far from the failed node a root may lie and still be counted (a node, its GPUs, its rack, leaf and PDUs at
@@ -79,21 +80,76 @@ class RootPrior(BaseModel):
         return cls.model_validate(raw) if raw is not None else None
 
 
+#: Every relation a prior may hold, in a fixed, public order (the slots of a fleet prior's secure sum).
+RELATIONS: tuple[str, ...] = tuple(relation(k, h) for k in KINDS for h in range(MAX_HOPS + 1))
+
+
+def _relation_to(graph: SiteGraph, node: int, root: int) -> str | None:
+    """The relation of component ``root`` to component ``node`` (global indices), or None beyond
+    :data:`MAX_HOPS` or for an unknown root."""
+    from infrabrain.models.explain import khop
+
+    if not 0 <= root < graph.n:
+        return None
+    comps, dist = khop(graph, node, MAX_HOPS)
+    at = np.searchsorted(comps, root)
+    return relation(KINDS[int(graph.kind[root])], int(dist[at])) if at < len(comps) and comps[at] == root else None
+
+
+def root_relations(dataset: SnapshotDataset) -> pd.DataFrame:
+    """``site, tf, relation`` of each of ``dataset``'s failures whose root is known and within :data:`MAX_HOPS`
+    of the failed node (what :func:`fit_root_prior` counts, and a fleet prior clips per hour)."""
+    from infrabrain.models.evaluation import failure_events
+
+    rows = []
+    for e in failure_events(dataset).itertuples():
+        graph = dataset.sites[int(e.site)].graph
+        rel = _relation_to(graph, int(graph.node_global[int(e.node)]), int(e.root))
+        if rel is not None:
+            rows.append((int(e.site), int(e.tf), rel))
+    return pd.DataFrame(rows, columns=["site", "tf", "relation"])
+
+
+def incident_root_relations(graph: SiteGraph, incidents: pd.DataFrame) -> pd.DataFrame:
+    """``tf, relation`` of a site's incident records (``t``, ``node_id``: the failed node, ``root_id``: the
+    component the failure started at; the simulator's failure events, or an operator's incident log), for those
+    whose root is a known component within :data:`MAX_HOPS` of the node. Unknown ids are skipped."""
+    missing = {"t", "node_id", "root_id"} - set(incidents.columns)
+    if missing:
+        raise ValueError(f"incident records lack column(s) {sorted(missing)}")
+    index = {cid: i for i, cid in enumerate(graph.component_ids)}
+    rows = []
+    for t, node_id, root_id in zip(incidents["t"], incidents["node_id"], incidents["root_id"], strict=True):
+        node, root = index.get(str(node_id)), index.get(str(root_id))
+        rel = _relation_to(graph, node, root) if node is not None and root is not None else None
+        if rel is not None:
+            rows.append((int(t), rel))
+    return pd.DataFrame(rows, columns=["tf", "relation"])
+
+
+def run_root_relations(run: Any) -> pd.DataFrame:
+    """:func:`incident_root_relations` of a simulated run's node failures (its event log, no telemetry needed)."""
+    from infrabrain.models.snapshots import graph_from_topology
+
+    ev = run.events
+    fails = ev[(ev["event"] == "failure") & (ev["kind"] == "node")]
+    incidents = pd.DataFrame({"t": fails["t"], "node_id": fails["component_id"], "root_id": fails["root_component"]})
+    return incident_root_relations(graph_from_topology(run.topology), incidents)
+
+
+def merge_root_priors(*priors: RootPrior | None) -> RootPrior | None:
+    """One prior counting the failures of all of ``priors`` (None ones skipped); None when none is given."""
+    counts: Counter[str] = Counter()
+    for p in priors:
+        if p is not None:
+            counts.update(p.counts)
+    total = sum(counts.values())
+    return RootPrior(counts=dict(sorted(counts.items())), failures=total) if total else None
+
+
 def fit_root_prior(dataset: SnapshotDataset) -> RootPrior | None:
     """Count where ``dataset``'s failures started, relative to the failed node; None when none has a known root
     within :data:`MAX_HOPS`."""
-    from infrabrain.models.evaluation import failure_events
-    from infrabrain.models.explain import khop
-
-    counts: Counter[str] = Counter()
-    for e in failure_events(dataset).itertuples():
-        graph = dataset.sites[int(e.site)].graph
-        root = int(e.root)
-        if not 0 <= root < graph.n:
-            continue
-        comps, dist = khop(graph, int(graph.node_global[int(e.node)]), MAX_HOPS)
-        at = np.searchsorted(comps, root)
-        if at < len(comps) and comps[at] == root:
-            counts[relation(KINDS[int(graph.kind[root])], int(dist[at]))] += 1
+    counts = Counter(root_relations(dataset)["relation"])
     total = sum(counts.values())
     return RootPrior(counts=dict(sorted(counts.items())), failures=total) if total else None

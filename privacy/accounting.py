@@ -11,6 +11,7 @@ import math
 import warnings
 from collections.abc import Sequence
 
+import numpy as np
 from opacus.accountants import IAccountant, create_accountant
 
 from infrabrain.privacy.budget import AccountantName, validate_delta, validate_positive_finite
@@ -77,7 +78,8 @@ def epsilon_of(history: Sequence[HistoryEntry], delta: float, mechanism: Account
         # Opacus warns when the best RDP order sits at the edge of its grid (large or tiny epsilon); the bound
         # it returns is still a valid upper bound, only possibly loose.
         warnings.filterwarnings("ignore", message="Optimal order is the", category=UserWarning)
-        eps = float(make_accountant(mechanism, history).get_epsilon(delta=delta))
+        with np.errstate(divide="ignore"):  # PRV at sample rate 1 (a plain Gaussian release) takes log(1 - q)
+            eps = float(make_accountant(mechanism, history).get_epsilon(delta=delta))
     if math.isnan(eps):
         raise ValueError(f"the {mechanism} accountant returned NaN for history {list(history)!r}")
     return eps

@@ -225,6 +225,33 @@ def test_rootcause_accuracy_subsets_precursor_and_alerted_cascades(small_splits)
     assert high["cascade_alerted_n"] == 0 and np.isnan(high["cascade_alerted_top3"])
 
 
+def test_rootcause_accuracy_compares_priors_on_the_same_drops(small_splits):
+    """``compare_priors`` ranks the same drops with other priors: the prior in use and no prior reproduce the
+    separate runs, and a prior that puts every root on one wrong relation scores no better than chance allows."""
+    from infrabrain.models.root_prior import RootPrior, fit_root_prior
+    from infrabrain.models.training import predict_scores
+
+    sp = small_splits
+    model = build_model(sp.feature_set.f_max, sp.window, pool=sp.pool, hidden=8, layers=2)
+    rows = predict_scores(model, sp.test_sites)
+    ev = failure_events(sp.test_sites)
+    prior = fit_root_prior(sp.train)
+    assert prior is not None, "fixture needs labelled training failures"
+    keys = ("n", "top1", "top3", "cascade_n", "cascade_top3")
+    with_prior = rootcause_accuracy(model, sp.test_sites, sp.feature_set, rows, ev, prior=prior, alert_threshold=0.5)
+    without = rootcause_accuracy(model, sp.test_sites, sp.feature_set, rows, ev, alert_threshold=0.5)
+    wrong = RootPrior(counts={"spine@2": 10_000}, failures=10_000)
+    both = rootcause_accuracy(model, sp.test_sites, sp.feature_set, rows, ev, prior=prior, alert_threshold=0.5,
+                              compare_priors={"none": None, "same": prior, "wrong": wrong})
+    assert set(both["compare"]) == {"none", "same", "wrong"} and "by_group" not in both["compare"]["none"]
+    for k in keys:
+        np.testing.assert_equal(both[k], with_prior[k])
+        np.testing.assert_equal(both["compare"]["same"][k], with_prior[k])
+        np.testing.assert_equal(both["compare"]["none"][k], without[k])
+    assert both["compare"]["none"]["cascade_alerted_n"] == without["cascade_alerted_n"]
+    assert both["compare"]["wrong"]["top1"] <= both["top1"]
+
+
 def test_rank_root_causes_credits_cooling_for_rack(small_splits):
     from infrabrain.models.explain import candidates, rank_root_causes
 

@@ -134,3 +134,26 @@ def test_nodes_at_risk_together_point_at_what_they_share(small_splits):
     together = np.array([0.0, 2.0, -3.0, -3.0, -3.0, -3.0])
     assert leaf not in rank_root_causes(g, cand, flat, prior, alone)[:3]  # a node's own fault: the leaf is unlikely
     assert rank_root_causes(g, cand, flat, prior, together)[0] == leaf  # both of the leaf's nodes at risk at once
+
+
+def test_incident_records_give_the_relations_the_labels_give(small_runs, small_splits):
+    """A site's incident log (failed node, root component) yields the relations its labelled failures do: the
+    fleet prior of sites whose telemetry is never windowed counts like the training prior."""
+    import pandas as pd
+
+    from infrabrain.models.root_prior import incident_root_relations, root_relations, run_root_relations
+    from infrabrain.models.snapshots import graph_from_topology
+
+    run = small_runs[-1]  # the held-out site: small_splits.test_sites holds its whole run
+    from_log = run_root_relations(run)
+    from_labels = root_relations(small_splits.test_sites)
+    assert len(from_log) > 0
+    assert Counter(from_log["relation"]) == Counter(from_labels["relation"])
+    assert np.abs(np.sort(from_log["tf"].to_numpy()) - np.sort(from_labels["tf"].to_numpy())).max() <= 60
+    graph = graph_from_topology(run.topology)
+    node, gpu = graph.component_ids[graph.kind_index["node"][0]], graph.component_ids[graph.kind_index["gpu"][0]]
+    records = pd.DataFrame({"t": [10, 20, 30], "node_id": [node, node, "no-such-node"],
+                            "root_id": [gpu, "no-such-root", gpu]})
+    assert incident_root_relations(graph, records).to_dict("list") == {"tf": [10], "relation": ["gpu@1"]}
+    with pytest.raises(ValueError, match=r"lack column\(s\) \['root_id'\]"):
+        incident_root_relations(graph, records.drop(columns="root_id"))

@@ -1,0 +1,228 @@
+"""The fleet's root prior: where failures start, pooled over the sites by secure aggregation under DP.
+
+A site's root prior (:mod:`infrabrain.models.root_prior`) counts where its own labelled failures started. A site
+that never had a cooling failure ranks its cooling unit as an unlikely root, and a new site has no labels at
+all. The fleet knows better, but a site's failure history is its own. So each site sends only this:
+
+- **its contribution**: for each hour of its history, the count of its failures per relation
+  (:data:`~infrabrain.models.root_prior.RELATIONS`, a fixed public list), scaled down to L2 norm ``clip_norm``
+  if larger, summed over the hours. The privacy unit is one hour of one site's failure history, the hour a
+  training window's label covers (``privacy.unit``): adding or removing one such hour moves the contribution by
+  at most ``clip_norm`` in L2 norm, however many nodes failed in it. At ``clip_norm`` 1 a cascade that takes
+  four nodes counts as one failure; at 4 it counts as four, as the local prior counts it, for 4x the noise;
+- **Gaussian noise**, its share of the noise: the shares of the at least ``threshold`` surviving sites sum to
+  the calibrated ``sigma`` (distributed DP, as in :mod:`infrabrain.privacy.secure_fleet_stats`);
+- **masked**, in the SecAgg+ round of :func:`~infrabrain.privacy.secure_fleet_stats.secure_sum`, so the
+  coordinator sees only the noisy sum.
+
+The noise multiplier is calibrated by the Opacus accountant for the release's target epsilon (one Gaussian
+step at sample rate 1), and each site's privacy ledger records the release as such a run before its share
+leaves; a site whose budget cannot take it is left out of the sum. Every site gets the noisy fleet counts back.
+It reads each one as the posterior mean of the true count given the noise (:func:`expected_count`: a count
+cannot be negative), less its own contribution, and adds that to its local counts (:func:`site_root_prior`).
+So a small or short-lived fleet, whose counts are mostly noise, gives every relation a similar pseudo-count
+(a weak prior), and a large one the sharp prior its counts support. The local counts and the contribution
+never leave the site.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from infrabrain.logs import get_logger
+from infrabrain.models.root_prior import RELATIONS, RootPrior, merge_root_priors
+from infrabrain.privacy.accounting import calibrate_noise, epsilon_of
+from infrabrain.privacy.budget import AccountantName
+from infrabrain.privacy.ledger import BudgetExceededError, PrivacyLedger
+from infrabrain.privacy.secure_fleet_stats import secure_sum
+
+log = get_logger("privacy.fleet_root_prior")
+
+#: The privacy unit's length: one hour of a site's failure history (a training window's label hour).
+UNIT_S = 3600
+
+
+class FleetRootPriorConfig(BaseModel):
+    """How the fleet root prior is released."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epsilon: float = Field(1.0, gt=0, description="epsilon of one release, for one hour of one site's history")
+    delta: float = Field(1e-6, gt=0, lt=1)
+    accountant: AccountantName = Field("prv", description="Opacus accountant that calibrates the noise")
+    min_sites: int = Field(3, ge=2, description="smallest fleet a prior is built from")
+    survival: float = Field(0.8, gt=0.5, le=1.0, description="Shamir threshold as a fraction of the sites: the "
+                            "round aborts below it, and each site's noise share assumes at least that many")
+    clip_norm: float = Field(4.0, gt=0, description="largest L2 norm of one hour's relation counts (the "
+                             "sensitivity): the failures of an hour with more are scaled down to it. 4 keeps a "
+                             "leaf or cooling cascade over a 4-node rack whole; 1 counted it as one failure and "
+                             "lost the prior's gain on cascades (docs/predictor.md follow-up 23)")
+    clip: float = Field(4096.0, gt=0, description="quantisation range of a noisy cell (clipped failures)")
+    quant_bits: int = Field(24, ge=8, le=24)
+    mod_bits: int = Field(40, ge=24, le=62)
+
+
+class FleetRootPrior(BaseModel):
+    """What the coordinator publishes: the noisy fleet sum per relation and the DP terms of its release."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    counts: dict[str, float]  # relation -> noisy sum over the sites of their hour-clipped counts (may be < 0)
+    n_sites: int = Field(..., ge=1)  # sites in the secure sum
+    noise_multiplier: float = Field(..., ge=0)  # total noise std over the L2 sensitivity (clip_norm)
+    clip_norm: float = Field(..., gt=0)
+    epsilon: float = Field(..., ge=0)
+    delta: float = Field(..., gt=0, lt=1)
+    accountant: str
+    unit_s: int = UNIT_S
+    mechanism: str = ("distributed Gaussian over a SecAgg+ sum, one hour of one site's failure history clipped "
+                      "to L2 norm clip_norm; epsilon by the Opacus accountant")
+
+    @field_validator("counts")
+    @classmethod
+    def _validate_counts(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(v) - set(RELATIONS))
+        if unknown:
+            raise ValueError(f"fleet root prior has unknown relation(s) {unknown}")
+        bad = sorted(r for r, c in v.items() if not math.isfinite(c))
+        if bad:
+            raise ValueError(f"fleet root prior count(s) for {bad} are not finite")
+        return v
+
+    @property
+    def sigma(self) -> float:
+        """Standard deviation of the noise on each count."""
+        return self.noise_multiplier * self.clip_norm
+
+
+def release_noise_multiplier(config: FleetRootPriorConfig) -> float:
+    """Noise multiplier (std over the L2 sensitivity) at which one release costs ``config.epsilon``."""
+    return calibrate_noise([], sample_rate=1.0, steps=1, runs=1, epsilon_target=config.epsilon,
+                           delta=config.delta, mechanism=config.accountant)
+
+
+def relation_contribution(relations: pd.DataFrame, clip_norm: float, unit_s: int = UNIT_S) -> np.ndarray:
+    """A site's contribution over :data:`RELATIONS`: per hour (``tf // unit_s``), its failures' relation counts
+    scaled to L2 norm at most ``clip_norm`` (the release's, :class:`FleetRootPriorConfig`), summed over the hours.
+    ``relations``: ``tf, relation`` (:func:`~infrabrain.models.root_prior.root_relations` of one site)."""
+    if not clip_norm > 0:
+        raise ValueError(f"clip_norm must be positive, got {clip_norm!r}")
+    missing = {"tf", "relation"} - set(relations.columns)
+    if missing:
+        raise ValueError(f"relation table lacks column(s) {sorted(missing)}")
+    unknown = sorted(set(relations["relation"]) - set(RELATIONS))
+    if unknown:
+        raise ValueError(f"unknown relation(s) {unknown}: a contribution counts only {len(RELATIONS)} public "
+                         "relations (models.root_prior.RELATIONS)")
+    slot = {r: i for i, r in enumerate(RELATIONS)}
+    out = np.zeros(len(RELATIONS), dtype=np.float64)
+    for _, hour in relations.groupby(relations["tf"].to_numpy() // unit_s):
+        vec = np.zeros(len(RELATIONS), dtype=np.float64)
+        np.add.at(vec, [slot[r] for r in hour["relation"]], 1.0)
+        out += vec * min(1.0, clip_norm / float(np.linalg.norm(vec)))
+    return out
+
+
+def _validate_contribution(i: int, vec: np.ndarray, clip: float) -> np.ndarray:
+    vec = np.asarray(vec, dtype=np.float64)
+    if vec.shape != (len(RELATIONS),):
+        raise ValueError(f"site {i}: contribution has shape {vec.shape}, expected ({len(RELATIONS)},)")
+    if not np.isfinite(vec).all() or (vec < 0).any():
+        raise ValueError(f"site {i}: contribution has a negative or non-finite cell")
+    if vec.max() > clip / 2:
+        raise ValueError(f"site {i}: a contribution cell of {vec.max():.1f} leaves no room for the noise "
+                         f"inside the quantisation range clip={clip:g}; raise clip")
+    return vec
+
+
+def build_fleet_root_prior(contributions: Sequence[np.ndarray], config: FleetRootPriorConfig | None = None, *,
+                           ledgers: Sequence[PrivacyLedger] | None = None, hours: Sequence[int] | None = None,
+                           round_: int = 0, dropouts: Sequence[int] = (),
+                           seed: int | None = None) -> FleetRootPrior:
+    """Run one release: each site (locally) charges its ledger, noises its share and quantises it; the secure sum;
+    the coordinator dequantises. ``ledgers`` (one per site, with ``hours``: each site's history length, the
+    ledger's sample count) record the release before a share leaves; a site whose budget refuses it is left
+    out. Raises ``ValueError`` when fewer than ``min_sites`` sites take part."""
+    from flwr.common.secure_aggregation.quantization import quantize
+
+    cfg = config or FleetRootPriorConfig()
+    vecs = [_validate_contribution(i, v, cfg.clip) for i, v in enumerate(contributions)]
+    if ledgers is not None and (len(ledgers) != len(vecs) or hours is None or len(hours) != len(vecs)):
+        raise ValueError("ledgers and hours must be given together, one per contribution")
+    z = release_noise_multiplier(cfg)
+    taking_part = list(range(len(vecs)))
+    if ledgers is not None:
+        taking_part = [i for i in taking_part
+                       if _charge(ledgers[i], z, cfg.clip_norm, int(hours[i]), round_)]  # type: ignore[index]
+    n = len(taking_part)
+    if n < cfg.min_sites:
+        raise ValueError(f"need at least min_sites={cfg.min_sites} sites for a fleet root prior, got {n}")
+    threshold = max(cfg.min_sites, math.ceil(cfg.survival * n))
+    sigma_site = z * cfg.clip_norm / math.sqrt(threshold)  # >= threshold survivors => total >= z * clip_norm
+    target_range = 2**cfg.quant_bits
+    modulus = 2**cfg.mod_bits
+    if n * target_range >= modulus:
+        raise ValueError(f"{n} sites x 2^{cfg.quant_bits} overflows the 2^{cfg.mod_bits} modulus")
+    rng = np.random.default_rng(seed)
+    shares = []
+    for i in taking_part:  # each site, locally
+        noisy = vecs[i] + rng.normal(0.0, sigma_site, vecs[i].shape)
+        shares.append(quantize([noisy], cfg.clip, target_range)[0].astype(np.uint64))
+    total, survivors = secure_sum(shares, threshold=threshold, modulus=modulus, dropouts=dropouts,
+                                  survival=cfg.survival)
+    k = len(survivors)
+    summed = total.astype(np.float64) / (target_range / (2.0 * cfg.clip)) - k * cfg.clip
+    z_total = sigma_site * math.sqrt(k) / cfg.clip_norm
+    eps = epsilon_of([(z_total, 1.0, 1)], cfg.delta, cfg.accountant)
+    log.info("fleet root prior built", extra={"sites": k, "left_out": len(vecs) - k, "epsilon": round(eps, 4),
+                                               "noise_multiplier": round(z_total, 4)})
+    return FleetRootPrior(counts={r: float(c) for r, c in zip(RELATIONS, summed)}, n_sites=k,
+                          noise_multiplier=z_total, clip_norm=cfg.clip_norm, epsilon=eps, delta=cfg.delta,
+                          accountant=cfg.accountant)
+
+
+def _charge(ledger: PrivacyLedger, noise_multiplier: float, clip_norm: float, hours: int, round_: int) -> bool:
+    """Record the release in the site's ledger (one Gaussian step at sample rate 1); False if its budget refuses."""
+    try:
+        run = ledger.reserve(round=round_, noise_multiplier=noise_multiplier, sample_rate=1.0, steps=1,
+                             num_samples=hours, max_grad_norm=clip_norm)
+    except BudgetExceededError as exc:
+        log.warning("site left out of the fleet root prior", extra={"site": ledger.site, "reason": str(exc)})
+        return False
+    ledger.commit(run.run_id)
+    return True
+
+
+def expected_count(noisy: float, sigma: float) -> float:
+    """Posterior mean of a count ``c >= 0`` (flat prior) given ``noisy = c + N(0, sigma^2)``: the mean of a normal
+    at ``noisy`` truncated at 0, ``noisy + sigma * phi(x) / Phi(x)`` with ``x = noisy / sigma``. An empty
+    relation reads as about 0.8 sigma, a count far above the noise as itself."""
+    if sigma <= 0:
+        return max(0.0, noisy)
+    x = noisy / sigma
+    if x < -30.0:  # Phi underflows: the Mills-ratio expansion phi/Phi = -x - 1/x + 2/x^3 - ...
+        return sigma * (-1.0 / x + 2.0 / x**3)
+    ratio = math.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi) / (0.5 * math.erfc(-x / math.sqrt(2.0)))
+    return noisy + sigma * ratio
+
+
+def site_root_prior(local: RootPrior | None, fleet: FleetRootPrior | None,
+                    own: np.ndarray | None = None) -> RootPrior | None:
+    """The prior a site ranks root causes with: its local counts plus, per relation, the expected count of the
+    other sites given the fleet's noisy sum less its own contribution ``own`` (:func:`expected_count`), rounded.
+    None when both are empty."""
+    if fleet is None:
+        return local
+    mine = np.zeros(len(RELATIONS)) if own is None else np.asarray(own, dtype=np.float64)
+    if mine.shape != (len(RELATIONS),):
+        raise ValueError(f"own contribution has shape {mine.shape}, expected ({len(RELATIONS)},)")
+    others = {r: int(round(expected_count(fleet.counts.get(r, 0.0) - m, fleet.sigma)))
+              for r, m in zip(RELATIONS, mine)}
+    others = {r: n for r, n in others.items() if n}
+    pooled = RootPrior(counts=others, failures=sum(others.values())) if others else None
+    return merge_root_priors(local, pooled)
