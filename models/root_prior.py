@@ -27,7 +27,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from infrabrain.models.features import KINDS
-from infrabrain.models.snapshots import SiteGraph, SnapshotDataset
+from infrabrain.models.snapshots import HORIZON_S, SiteGraph, SnapshotDataset
 
 
 #: How far from the failed node a root may lie and still be counted (a node, its GPUs, its rack, leaf and PDUs at
@@ -96,13 +96,33 @@ def _relation_to(graph: SiteGraph, node: int, root: int) -> str | None:
     return relation(KINDS[int(graph.kind[root])], int(dist[at])) if at < len(comps) and comps[at] == root else None
 
 
+def _labelled_steps(dataset: SnapshotDataset) -> dict[int, tuple[int, int]]:
+    """Per site, the first and last timestamp of ``dataset``'s snapshots (its time split)."""
+    out: dict[int, tuple[int, int]] = {}
+    for si, ti in dataset.index:
+        t = int(dataset.sites[si].timestamps[ti])
+        lo, hi = out.get(si, (t, t))
+        out[si] = (min(lo, t), max(hi, t))
+    return out
+
+
 def root_relations(dataset: SnapshotDataset) -> pd.DataFrame:
     """``site, tf, relation`` of each of ``dataset``'s failures whose root is known and within :data:`MAX_HOPS`
-    of the failed node (what :func:`fit_root_prior` counts, and a fleet prior clips per hour)."""
+    of the failed node (what :func:`fit_root_prior` counts, and a fleet prior clips per hour). A time split counts
+    only the failures that some of its snapshots are labelled with (the sites' tensors hold the whole run: the
+    training split of a time split must not count the test period's failures); one that starts at the beginning
+    of the run also counts those of its first hour."""
     from infrabrain.models.evaluation import failure_events
 
+    span = _labelled_steps(dataset)
+    starts_at_zero = dataset.time_range[0] == 0.0
     rows = []
     for e in failure_events(dataset).itertuples():
+        lo, hi = span.get(int(e.site), (None, None))
+        if lo is None and not starts_at_zero:
+            continue
+        if lo is not None and (int(e.tf) - HORIZON_S > hi or (not starts_at_zero and int(e.tf) <= lo)):
+            continue
         graph = dataset.sites[int(e.site)].graph
         rel = _relation_to(graph, int(graph.node_global[int(e.node)]), int(e.root))
         if rel is not None:

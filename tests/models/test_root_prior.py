@@ -22,9 +22,13 @@ _SIM_RELATION = {"node": "node@0", "gpu": "gpu@1", "leaf": "leaf@1", "pdu": "pdu
 def test_fit_counts_where_the_training_failures_started(small_splits):
     train = small_splits.train
     prior = fit_root_prior(train)
+    last = {}  # the training period's last snapshot per site: the sites' tensors hold the whole run
+    for si, ti in train.index:
+        last[si] = max(last.get(si, 0), int(train.sites[si].timestamps[ti]))
     by_hand: Counter[str] = Counter()
     for e in failure_events(train).itertuples():  # each failure's root kind, placed by the simulator's layout
-        by_hand[_SIM_RELATION[KINDS[int(train.sites[e.site].graph.kind[e.root])]]] += 1
+        if e.tf - 3600 <= last[e.site]:  # labelled inside the training period
+            by_hand[_SIM_RELATION[KINDS[int(train.sites[e.site].graph.kind[e.root])]]] += 1
     assert prior is not None and sum(by_hand.values()) > 0
     assert prior.counts == dict(by_hand) and prior.failures == sum(by_hand.values())
 
@@ -157,3 +161,22 @@ def test_incident_records_give_the_relations_the_labels_give(small_runs, small_s
     assert incident_root_relations(graph, records).to_dict("list") == {"tf": [10], "relation": ["gpu@1"]}
     with pytest.raises(ValueError, match=r"lack column\(s\) \['root_id'\]"):
         incident_root_relations(graph, records.drop(columns="root_id"))
+
+
+def test_a_time_split_counts_only_the_failures_its_snapshots_are_labelled_with(small_runs):
+    """The sites' tensors hold the whole run: a training split must not count the test period's failures, and the
+    training and test splits of one site (an hour apart) count each failure at most once."""
+    from infrabrain.models.root_prior import root_relations
+    from infrabrain.models.snapshots import HORIZON_S, SnapshotDataset, make_splits
+
+    sp = make_splits(small_runs, heldout=0, fractions=(0.5, 0.75))
+    whole = SnapshotDataset(sp.train.sites, sp.train.window, stride=1, pool=sp.train.pool)
+    every, train, test = root_relations(whole), root_relations(sp.train), root_relations(sp.test_time)
+    assert len(every) > len(train) > 0 and len(test) > 0, "fixture needs failures in both periods"
+    assert len(train) + len(test) <= len(every)
+    for rel, split in ((train, sp.train), (test, sp.test_time)):
+        for si, tf in zip(rel["site"], rel["tf"]):
+            ends = [int(split.sites[s].timestamps[t]) for s, t in split.index if s == si]
+            first_hour = split.time_range[0] == 0 and tf <= min(ends)  # before any window: kept when from 0
+            assert first_hour or any(tf - HORIZON_S <= t < tf for t in ends)  # a snapshot labelled with it
+    assert Counter(every["relation"]) == Counter(fit_root_prior(whole).counts)
