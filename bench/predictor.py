@@ -134,6 +134,21 @@ def parse_cause_scale(text: str) -> dict[str, float]:
         raise argparse.ArgumentTypeError(msg) from None
 
 
+def parse_positive_floats(text: str) -> list[float]:
+    """``"1,4"`` -> ``[1.0, 4.0]`` (``""`` -> ``[]``); a value that is not a positive finite number is refused by
+    name here, not after a whole training run."""
+    out = []
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        try:
+            v = float(item)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {item!r}") from None
+        if not (v > 0 and np.isfinite(v)):
+            raise argparse.ArgumentTypeError(f"{item!r} is not a positive number")
+        out.append(v)
+    return out
+
+
 def fleet_sites_relations(args: argparse.Namespace, data_seed: int) -> list[Any]:
     """Root relations (``tf, relation``) of the labelled incidents of ``--fleet-prior-sites`` more sites of the
     draw's federation (after every training, validation, held-out and extra training site), simulated for
@@ -172,16 +187,16 @@ def fleet_prior_variants(train: Any, epsilons: Sequence[float], clip_norms: Sequ
     for name, relations in (("fleet", own), ("fleet_plus", [*own, *extra])):
         if name == "fleet_plus" and not extra:
             continue
+        releasable = len(relations) >= FleetRootPriorConfig().min_sites
+        if not releasable:
+            print(f"fleet root prior: {len(relations)} sites, fewer than a release needs: not released",
+                  file=sys.stderr)
         for c in clip_norms:
             sfx = "" if c == 1 else f"_c{c:g}".replace(".", "p")
             contribs = [relation_contribution(r, clip_norm=c) for r in relations]
             clipped = {r: int(round(v)) for r, v in zip(RELATIONS, np.sum(contribs, axis=0)) if round(v) > 0}
             out[f"{name}_clipped{sfx}"] = RootPrior(counts=clipped, failures=sum(clipped.values())) if clipped else None
-            if len(contribs) < FleetRootPriorConfig().min_sites:
-                print(f"fleet root prior: {len(contribs)} sites, fewer than a release needs: not released",
-                      file=sys.stderr)
-                continue
-            for eps in epsilons:
+            for eps in epsilons if releasable else ():
                 fleet = build_fleet_root_prior(contribs, FleetRootPriorConfig(epsilon=eps, clip_norm=c), seed=seed)
                 out[f"{name}_dp_eps{eps:g}".replace(".", "p") + sfx] = site_root_prior(None, fleet)
     return out
@@ -672,12 +687,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=3,
                    help="GNNs trained with seeds seed..seed+N-1 on the same data; the JSON gives their mean")
     p.add_argument("--rootcause-events", type=int, default=100)
-    p.add_argument("--fleet-prior-epsilons", type=lambda v: [float(x) for x in v.split(",") if x], default=[1.0, 4.0],
+    p.add_argument("--fleet-prior-epsilons", type=parse_positive_floats, default=[1.0, 4.0],
                    help="also rank the same root-cause drops with the training sites' fleet root prior released "
                         "under DP at these epsilons (comma-separated; '' for none), without noise, and without a "
                         "prior (rootcause_top3_<variant> keys; default 1,4)")
-    p.add_argument("--fleet-prior-clip-norms", type=lambda v: [float(x) for x in v.split(",") if x],
-                   default=[1.0, 4.0],
+    p.add_argument("--fleet-prior-clip-norms", type=parse_positive_floats, default=[1.0, 4.0],
                    help="clip norms of one hour's relation counts for the fleet prior variants (default 1,4)")
     p.add_argument("--fleet-prior-sites", type=int, default=0,
                    help="sites beyond the federation whose labelled incidents join the fleet root prior (their "

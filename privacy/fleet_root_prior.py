@@ -39,7 +39,7 @@ from infrabrain.models.root_prior import RELATIONS, RootPrior, merge_root_priors
 from infrabrain.privacy.accounting import calibrate_noise, epsilon_of
 from infrabrain.privacy.budget import AccountantName
 from infrabrain.privacy.ledger import BudgetExceededError, PrivacyLedger
-from infrabrain.privacy.secure_fleet_stats import secure_sum
+from infrabrain.privacy.secure_fleet_stats import distributed_noisy_sum
 
 log = get_logger("privacy.fleet_root_prior")
 
@@ -148,8 +148,6 @@ def build_fleet_root_prior(contributions: Sequence[np.ndarray], config: FleetRoo
     the coordinator dequantises. ``ledgers`` (one per site, with ``hours``: each site's history length, the
     ledger's sample count) record the release before a share leaves; a site whose budget refuses it is left
     out. Raises ``ValueError`` when fewer than ``min_sites`` sites take part."""
-    from flwr.common.secure_aggregation.quantization import quantize
-
     cfg = config or FleetRootPriorConfig()
     vecs = [_validate_contribution(i, v, cfg.clip) for i, v in enumerate(contributions)]
     if ledgers is not None and (len(ledgers) != len(vecs) or hours is None or len(hours) != len(vecs)):
@@ -162,22 +160,10 @@ def build_fleet_root_prior(contributions: Sequence[np.ndarray], config: FleetRoo
     n = len(taking_part)
     if n < cfg.min_sites:
         raise ValueError(f"need at least min_sites={cfg.min_sites} sites for a fleet root prior, got {n}")
-    threshold = max(cfg.min_sites, math.ceil(cfg.survival * n))
-    sigma_site = z * cfg.clip_norm / math.sqrt(threshold)  # >= threshold survivors => total >= z * clip_norm
-    target_range = 2**cfg.quant_bits
-    modulus = 2**cfg.mod_bits
-    if n * target_range >= modulus:
-        raise ValueError(f"{n} sites x 2^{cfg.quant_bits} overflows the 2^{cfg.mod_bits} modulus")
-    rng = np.random.default_rng(seed)
-    shares = []
-    for i in taking_part:  # each site, locally
-        noisy = vecs[i] + rng.normal(0.0, sigma_site, vecs[i].shape)
-        shares.append(quantize([noisy], cfg.clip, target_range)[0].astype(np.uint64))
-    total, survivors = secure_sum(shares, threshold=threshold, modulus=modulus, dropouts=dropouts,
-                                  survival=cfg.survival)
-    k = len(survivors)
-    summed = total.astype(np.float64) / (target_range / (2.0 * cfg.clip)) - k * cfg.clip
-    z_total = sigma_site * math.sqrt(k) / cfg.clip_norm
+    summed, k, sigma = distributed_noisy_sum(
+        [vecs[i] for i in taking_part], z * cfg.clip_norm, min_sites=cfg.min_sites, survival=cfg.survival,
+        clip=cfg.clip, quant_bits=cfg.quant_bits, mod_bits=cfg.mod_bits, dropouts=dropouts, seed=seed)
+    z_total = sigma / cfg.clip_norm
     eps = epsilon_of([(z_total, 1.0, 1)], cfg.delta, cfg.accountant)
     log.info("fleet root prior built", extra={"sites": k, "left_out": len(vecs) - k, "epsilon": round(eps, 4),
                                                "noise_multiplier": round(z_total, 4)})

@@ -398,11 +398,37 @@ class FleetAggregate(BaseModel):
     mechanism: str = "distributed Gaussian, analytic accounting (Balle & Wang 2018), add/remove one site"
 
 
+def distributed_noisy_sum(vectors: Sequence[np.ndarray], sigma: float, *, min_sites: int, survival: float,
+                          clip: float, quant_bits: int, mod_bits: int, dropouts: Sequence[int] = (),
+                          seed: int | None = None) -> tuple[np.ndarray, int, float]:
+    """Distributed Gaussian noise over a secure sum: each site (locally) adds its share of ``N(0, sigma^2)`` (the
+    shares of at least the Shamir threshold of surviving sites sum to ``sigma``) and quantises to ``quant_bits``
+    over ``[-clip, clip]``; :func:`secure_sum` adds the masked shares mod ``2^mod_bits``; the aggregator
+    dequantises. Returns the noisy sum, the number of surviving sites and the noise std actually in the sum."""
+    from flwr.common.secure_aggregation.quantization import quantize
+
+    n = len(vectors)
+    threshold = max(min_sites, math.ceil(survival * n))
+    sigma_site = sigma / math.sqrt(threshold)  # >= threshold survivors => total sigma >= sigma
+    rng = np.random.default_rng(seed)
+    target_range = 2**quant_bits
+    modulus = 2**mod_bits
+    if n * target_range >= modulus:
+        raise ValueError(f"{n} sites x 2^{quant_bits} overflows the 2^{mod_bits} modulus")
+    quantised = []
+    for vec in vectors:  # each site, locally
+        noisy = vec + rng.normal(0.0, sigma_site, vec.shape)
+        quantised.append(quantize([noisy], clip, target_range)[0].astype(np.uint64))
+    total, survivors = secure_sum(quantised, threshold=threshold, modulus=modulus, dropouts=dropouts,
+                                  survival=survival)
+    k = len(survivors)
+    summed = total.astype(np.float64) / (target_range / (2.0 * clip)) - k * clip
+    return summed, k, sigma_site * math.sqrt(k)
+
+
 def build_fleet_aggregate(site_stats: Sequence[Mapping[str, float | None]], config: FleetStatsConfig | None = None,
                           *, dropouts: Sequence[int] = (), seed: int | None = None) -> FleetAggregate:
     """Run the whole round: encode, DP-noise and quantise per site, secure-sum, dequantise, account epsilon."""
-    from flwr.common.secure_aggregation.quantization import quantize
-
     cfg = config or FleetStatsConfig()
     catalog = metric_catalog()
     m = len(catalog)
@@ -411,24 +437,10 @@ def build_fleet_aggregate(site_stats: Sequence[Mapping[str, float | None]], conf
         raise ValueError(f"need at least min_sites={cfg.min_sites} sites for a fleet reference, got {n}")
     sensitivity = math.sqrt(2.0 * m)
     sigma_target = analytic_gaussian_sigma(cfg.epsilon, sensitivity, cfg.delta)
-    threshold = max(cfg.min_sites, math.ceil(cfg.survival * n))
-    sigma_site = sigma_target / math.sqrt(threshold)  # >= threshold survivors => total sigma >= target
-    rng = np.random.default_rng(seed)
-    target_range = 2**cfg.quant_bits
-    modulus = 2**cfg.mod_bits
-    if n * target_range >= modulus:
-        raise ValueError(f"{n} sites x 2^{cfg.quant_bits} overflows the 2^{cfg.mod_bits} modulus")
-    quantised = []
-    for stats in site_stats:  # each site, locally
-        vec = encode_contribution(stats, catalog, cfg.bins)
-        noisy = vec + rng.normal(0.0, sigma_site, vec.shape)
-        quantised.append(quantize([noisy], cfg.clip, target_range)[0].astype(np.uint64))
-    total, survivors = secure_sum(quantised, threshold=threshold, modulus=modulus, dropouts=dropouts,
-                                   survival=cfg.survival)
-    k = len(survivors)
-    quantizer = target_range / (2.0 * cfg.clip)
-    summed = total.astype(np.float64) / quantizer - k * cfg.clip
-    sigma_total = sigma_site * math.sqrt(k)
+    vectors = [encode_contribution(stats, catalog, cfg.bins) for stats in site_stats]
+    summed, k, sigma_total = distributed_noisy_sum(
+        vectors, sigma_target, min_sites=cfg.min_sites, survival=cfg.survival, clip=cfg.clip,
+        quant_bits=cfg.quant_bits, mod_bits=cfg.mod_bits, dropouts=dropouts, seed=seed)
     eps = analytic_gaussian_epsilon(sigma_total, sensitivity, cfg.delta)
     counts = summed[: m * cfg.bins].reshape(m, cfg.bins)
     presence = summed[m * cfg.bins :]

@@ -180,6 +180,18 @@ def test_cause_scale_flag_is_parsed_and_checked(bench):
         bench.main(["--extra-train-cause-scale", "psu=5", "--parts", "accuracy"])
 
 
+def test_fleet_prior_flags_are_parsed_and_checked_before_any_training(bench):
+    assert bench.parse_positive_floats("1, 0.5,") == [1.0, 0.5] and bench.parse_positive_floats("") == []
+    for bad, msg in (("1,x", "expected comma-separated numbers, got 'x'"), ("0", "'0' is not a positive number"),
+                     ("inf", "'inf' is not a positive number"), ("-4", "'-4' is not a positive number")):
+        with pytest.raises(argparse.ArgumentTypeError, match=msg):
+            bench.parse_positive_floats(bad)
+    args = bench.build_parser().parse_args(["--fleet-prior-epsilons", "2", "--fleet-prior-clip-norms", "4"])
+    assert args.fleet_prior_epsilons == [2.0] and args.fleet_prior_clip_norms == [4.0]
+    with pytest.raises(SystemExit, match="--fleet-prior-sites"):
+        bench.main(["--fleet-prior-sites", "-1", "--parts", "accuracy"])
+
+
 def test_cause_scale_changes_only_the_extra_training_sites(bench):
     args = bench.build_parser().parse_args(["--sites", "3", "--heldout", "1", "--hours", "2", "--extra-train-sites",
                                             "1"])
