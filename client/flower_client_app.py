@@ -93,6 +93,24 @@ def evaluate(msg: Message, context: Context) -> Message:
     return _checked_reply(msg, content, "evaluate", keys)
 
 
+@app.query("fleet_prior")
+def fleet_prior(msg: Message, context: Context) -> Message:
+    """One stage of the fleet root prior release (:mod:`infrabrain.client.fleet_prior_site`): only the stage's
+    keys, ciphertexts, masked vector or shares leave."""
+    from flwr.app import ConfigRecord
+
+    from infrabrain.client import local_training
+    from infrabrain.client.fleet_prior_site import handle_stage
+
+    cfg = _round_config(msg)
+    records = msg.content.config_records
+    params = dict(records["fleet-prior"]) if "fleet-prior" in records else {}
+    payload = dict(records["payload"]) if "payload" in records else {}
+    settings = local_training.site_settings(context.node_config, cfg)
+    reply = handle_stage(settings, context.node_config, cfg, params, payload)
+    return Message(content=RecordDict({"fleet-prior": ConfigRecord(reply)}), reply_to=msg)
+
+
 def _to_array(w: Any) -> Any:
     import numpy as np
     from flwr.app import Array

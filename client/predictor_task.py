@@ -333,7 +333,8 @@ def site_data(settings: SiteSettings, cfg: Mapping[str, Any]) -> SiteData:
     return _site_data_cached(settings, float(cfg.get("acceleration", DEFAULT_ACCELERATION)))
 
 
-def _ledger(settings: SiteSettings, cfg: Mapping[str, Any]) -> Any:
+def site_ledger(settings: SiteSettings, cfg: Mapping[str, Any]) -> Any:
+    """The site's persistent privacy ledger under ``<state_dir>/ledger`` (training and releases charge it)."""
     from infrabrain.privacy.budget import BudgetConfig
     from infrabrain.privacy.ledger import PrivacyLedger
 
@@ -381,7 +382,7 @@ def predictor_train(settings: SiteSettings, weights: list[np.ndarray], cfg: Mapp
         lr=float(cfg.get("lr", 0.03)), optimizer=str(cfg.get("optimizer", "sgd")),
         momentum=float(cfg.get("momentum", 0.0)) if str(cfg.get("optimizer", "sgd")) == "sgd" else 0.0,
     )
-    ledger = _ledger(settings, cfg)
+    ledger = site_ledger(settings, cfg)
     rounds_left = max(1, int(cfg.get("rounds-left", 1)))
     if dp_cfg.noise_multiplier is None:
         dp_cfg = dp_cfg.model_copy(update={"noise_multiplier": _calibrated_noise(settings, dp_cfg, ledger, n,

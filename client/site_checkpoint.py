@@ -19,7 +19,8 @@ says why, and the daemon falls back to the raw sigmoid and a 0.5 threshold (docs
 
 The card also holds the site's root prior (``models.root_prior``: where its labelled failures started, counted
 over both splits), so the daemon and ``models predict`` rank root causes as the centralised pipeline does. It is
-local like the calibration: counted at the site and never sent.
+local like the calibration: counted at the site and never sent. Where the federation released the fleet's root
+prior (``client.fleet_prior_site``), the card's prior adds the fleet's expected counts less the site's own.
 """
 
 from __future__ import annotations
@@ -77,9 +78,7 @@ def write_site_checkpoint(settings: SiteSettings, weights: Sequence[np.ndarray],
                 if labels.all() or not labels.any() else
                 "not calibrated: the model ranks the site's failing rows below its healthy ones (Platt slope <= 0)")
         log.warning("site checkpoint without calibration", extra={"reason": note})
-    prior = merge_root_priors(fit_root_prior(data.train), fit_root_prior(data.test))
-    prior_note = ("counted at the site from its own labelled failures (both splits); never sent" if prior is not None
-                  else "no labelled failure roots at the site: root causes are ranked without a prior")
+    prior, prior_note = _root_prior(settings, merge_root_priors(fit_root_prior(data.train), fit_root_prior(data.test)))
     reference = pt.public_reference(settings, float(cfg.get("acceleration", pt.DEFAULT_ACCELERATION)))
     round_ = int(cfg.get("server-round", 0))
     extra = {
@@ -96,3 +95,24 @@ def write_site_checkpoint(settings: SiteSettings, weights: Sequence[np.ndarray],
     log.info("site checkpoint written", extra={"path": str(out), "round": round_,
                                                "calibrated": calibration is not None, "alert_threshold": threshold})
     return out
+
+
+def _root_prior(settings: SiteSettings, local: Any) -> tuple[Any, str]:
+    """The prior the site ranks root causes with, and a note saying what it holds: its local counts, plus the
+    fleet's released prior less its own contribution where the site stored one
+    (:func:`infrabrain.privacy.fleet_root_prior.site_root_prior`)."""
+    from infrabrain.client.fleet_prior_site import stored_fleet_prior
+    from infrabrain.privacy.fleet_root_prior import site_root_prior
+
+    local_note = ("counted at the site from its own labelled failures (both splits); never sent" if local is not None
+                  else "no labelled failure roots at the site")
+    stored = stored_fleet_prior(settings)
+    if stored is None:
+        return local, local_note if local is not None else (
+            local_note + ": root causes are ranked without a prior")
+    fleet, own = stored
+    prior = site_root_prior(local, fleet, own)
+    note = (f"{local_note}; plus the fleet's root prior released under DP (epsilon {fleet.epsilon:.2f} per hour of a "
+            f"site's failure history, {fleet.n_sites} sites, noise std {fleet.sigma:.1f}) read as expected counts"
+            + (", less this site's own contribution" if own is not None else " (this site did not take part)"))
+    return prior, note

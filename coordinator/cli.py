@@ -47,6 +47,7 @@ def _federate(args: argparse.Namespace) -> int:
     extra = _parse_kv(args.run_config)
     cfg = simulation_config(
         args.sites, args.rounds, args.sample, work, strategy=args.strategy, secagg=args.secagg or None,
+        fleet_prior=args.fleet_prior or None,
         site_gpus=args.site_gpus, site_hours=args.site_hours, eps_budget=args.eps_budget,
         noise_multiplier=args.noise_multiplier, local_epochs=args.local_epochs, lr=args.lr, seed=args.seed,
         data_seed=args.seed, public_sites=args.public_sites, **extra)
@@ -64,6 +65,12 @@ def _federate(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_dict()))
     else:
         print(f"registry: {report.registry_dir}  (report: {work / 'federation.json'})")
+        if cfg.fleet_prior:
+            from infrabrain.coordinator.fleet_prior_round import REGISTRY_PRIOR_FILE, published_prior
+
+            prior = published_prior(Path(cfg.registry_dir))
+            print(f"fleet root prior: {Path(cfg.registry_dir) / REGISTRY_PRIOR_FILE} ({prior.n_sites} sites, epsilon "
+                  f"{prior.epsilon:.2f})" if prior is not None else "fleet root prior: not released (see the log)")
     return 0
 
 
@@ -149,6 +156,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fed.add_argument("--sample", type=int, default=None, help="sites trained per round (default: all)")
     fed.add_argument("--strategy", default=None, choices=["fedavg", "fedprox", "trimmed-mean", "krum", "bulyan"])
     fed.add_argument("--secagg", action="store_true", help="SecAgg+ (the coordinator sees only the sum)")
+    fed.add_argument("--fleet-prior", action="store_true",
+                     help="before the rounds, release the fleet's root prior under DP (a secure sum over Flower "
+                          "messages; needs >= 3 sites; epsilon 1 per hour of a site's failure history, set with "
+                          "--run-config 'fleet-prior-epsilon=...')")
     fed.add_argument("--site-gpus", type=int, default=None, help="GPUs per simulated site (default 16)")
     fed.add_argument("--site-hours", type=float, default=None, help="hours simulated per site (default 24)")
     fed.add_argument("--eps-budget", type=float, default=None, help="per-site total epsilon (default 8)")

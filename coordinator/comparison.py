@@ -156,8 +156,8 @@ def federated_demo(sites: int = 3, rounds: int = 3, site_gpus: int = 16, site_ho
     """Federate a few simulated sites with DP on the simulation engine; compare with local-only training.
 
     Returns ``{"rounds": [per-round records], "federated": {...}, "local_only": [{...} per site],
-    "local_only_mean_pr_auc": x, "eps_max": e, "registry_dir": path}``, all scored on ``heldout`` sites that
-    never took part. ``make demo`` prints it.
+    "local_only_mean_pr_auc": x, "eps_max": e, "registry_dir": path, "fleet_prior": the published fleet root
+    prior or None}``, all scored on ``heldout`` sites that never took part. ``make demo`` prints it.
     """
     from infrabrain.coordinator.registry import ModelRegistry
     from infrabrain.coordinator.simulation_run import run_simulated_federation, simulation_config
@@ -179,7 +179,11 @@ def federated_demo(sites: int = 3, rounds: int = 3, site_gpus: int = 16, site_ho
         local.append({"site": pid, **pooled_scores(w, held, site_cfg)})
     finite = [x["pr_auc"] for x in local if math.isfinite(x["pr_auc"])]
     eps = [r["eps_max"] for r in report.rounds if r.get("eps_max") is not None]
+    from infrabrain.coordinator.fleet_prior_round import published_prior
+
+    prior = published_prior(Path(cfg.registry_dir)) if cfg.fleet_prior else None
     return {"rounds": report.rounds, "federated": fed, "start": pooled_scores(start, held, site_cfg),
+            "fleet_prior": prior.model_dump() if prior is not None else None,
             "local_only": local,
             "local_only_mean_pr_auc": float(np.mean(finite)) if finite else float("nan"),
             "eps_max": max(eps) if eps else None, "registry_dir": cfg.registry_dir, "work_dir": str(work),

@@ -63,6 +63,13 @@ class FederationConfig(BaseModel):
     acceleration: float = Field(300.0, gt=0.0, description="simulated fault-rate multiplier (sites that simulate)")
     data_seed: int = Field(0, alias="data-seed")
     state_root: str = Field("", alias="state-root")
+    # The fleet root prior (privacy/fleet_root_prior.py), released once before the first round.
+    fleet_prior: bool = Field(False, alias="fleet-prior",
+                              description="release the fleet's root prior under DP before training (>= 3 sites)")
+    fleet_prior_epsilon: float = Field(1.0, alias="fleet-prior-epsilon", gt=0.0,
+                                       description="epsilon of the release, per hour of a site's failure history")
+    fleet_prior_clip_norm: float = Field(4.0, alias="fleet-prior-clip-norm", gt=0.0,
+                                         description="largest L2 norm of one hour's failures per relation")
 
     @field_validator("registry_dir", "state_root")
     @classmethod

@@ -123,6 +123,8 @@ def run_federation(grid: Grid, cfg: FederationConfig, on_round: RoundCallback | 
     registry = ModelRegistry(cfg.registry_dir or default_registry_dir())
     audit = registry.root / "audit.jsonl"
     arrays, first_round = _initial(cfg, registry)
+    if cfg.fleet_prior:
+        _release_fleet_prior(grid, cfg, registry.root)
     if cfg.secagg:
         if context is None:
             raise ValueError("secagg needs the ServerApp context")
@@ -184,6 +186,26 @@ def run_federation(grid: Grid, cfg: FederationConfig, on_round: RoundCallback | 
         log.info("federation finished", extra={"rounds": len(history),
                                                "median_round_s": statistics.median(h["round_s"] for h in history)})
     return history
+
+
+def _release_fleet_prior(grid: Grid, cfg: FederationConfig, registry_root: Path) -> None:
+    """Release the fleet root prior once per registry, before training (its ledger charge comes before the
+    rounds calibrate their noise to the remaining budget); a release that cannot complete is logged and the
+    federation trains without it. A resumed federation sends the published prior again instead."""
+    from infrabrain.coordinator.fleet_prior_round import (ReleaseAborted, published_prior, release_fleet_root_prior,
+                                                          republish)
+
+    deadline = time.monotonic() + cfg.round_timeout_s
+    while len(list(grid.get_node_ids())) < cfg.min_available_sites and time.monotonic() < deadline:
+        time.sleep(1.0)
+    if published_prior(registry_root) is not None:
+        log.info("fleet root prior already published; sent again, not released again",
+                 extra={"registry": str(registry_root), "stored_at": republish(grid, cfg, registry_root)})
+        return
+    try:
+        release_fleet_root_prior(grid, cfg, registry_root)
+    except ReleaseAborted as exc:
+        log.warning("fleet root prior not released", extra={"reason": str(exc)})
 
 
 def _evaluate_initial(grid: Grid, cfg: FederationConfig, strategy: Any, arrays: ArrayRecord,

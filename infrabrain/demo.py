@@ -3,8 +3,9 @@
 1. simulate a small federation of differing sites (calibrated faults, accelerated so that a short run holds
    failures) and print what happened;
 2. train the failure predictor briefly on those sites and print the top at-risk nodes with explanations;
-3. federate a few rounds on Flower's simulation engine, every site training under DP-SGD with a persistent
-   privacy ledger, and compare the federated model with local-only training;
+3. federate a few rounds on Flower's simulation engine: the sites first release the fleet's root prior under DP
+   (a secure sum over Flower messages), then train under DP-SGD with a persistent privacy ledger; compare the
+   federated model with local-only training;
 4. answer an encrypted benchmark query: one site asks how its failure rate compares with the fleet, under its
    own CKKS key, through a real gRPC server on loopback.
 """
@@ -68,6 +69,19 @@ def _site_checkpoint_line(path: str) -> str:
     return f"site 0's daemon checkpoint of the round-{card['source']['round']} global model: {path}: {how}"
 
 
+def _fleet_prior_line(prior: dict[str, Any] | None, sites: int) -> str:
+    """The fleet root prior released before the rounds (or why there is none)."""
+    if prior is None:
+        return (f"fleet root prior: not released ({sites} federated site(s); a release needs 3): each site ranks "
+                "root causes with its own labelled failures only")
+    top = sorted(prior["counts"].items(), key=lambda kv: -kv[1])[:3]
+    sigma = prior["noise_multiplier"] * prior["clip_norm"]
+    return (f"fleet root prior released before round 1 under DP (epsilon {prior['epsilon']:.2f} per hour of a site's "
+            f"failure history, {prior['n_sites']} sites, secure sum, noise std {sigma:.1f} per count; largest "
+            f"noisy counts {', '.join(f'{r} {c:.0f}' for r, c in top)}): every site's checkpoint ranks root causes "
+            "with its own counts plus the fleet's")
+
+
 def run_demo(args: argparse.Namespace) -> int:
     """Run the four steps and print their results; returns 0 on success."""
     if args.sites < 2:
@@ -100,6 +114,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
     if "federate" not in args.skip:
         from infrabrain.coordinator.comparison import federated_demo
+        from infrabrain.privacy.fleet_root_prior import FleetRootPriorConfig
 
         _heading(3, f"Federating {args.rounds} rounds on Flower's simulation engine, DP-SGD at every site")
 
@@ -107,7 +122,8 @@ def run_demo(args: argparse.Namespace) -> int:
             print("  " + _round_line(r), flush=True)
 
         fed = federated_demo(sites=args.sites - 1, rounds=args.rounds, heldout=1, work_dir=work / "federation",
-                             on_round=show_round)
+                             on_round=show_round, fleet_prior=args.sites - 1 >= FleetRootPriorConfig().min_sites)
+        print("  " + _fleet_prior_line(fed["fleet_prior"], args.sites - 1))
         fed_pr = fed["federated"].get("pr_auc", float("nan"))
         eps_max = fed["eps_max"]
         eps_text = "n/a" if eps_max is None else f"{eps_max:.2f}"
@@ -117,7 +133,8 @@ def run_demo(args: argparse.Namespace) -> int:
               f"largest epsilon spent by a site: {eps_text}")
         print("  " + _site_checkpoint_line(fed["site_checkpoint"]))
         results["federation"] = {k: fed[k] for k in ("federated", "start", "local_only", "local_only_mean_pr_auc",
-                                                     "eps_max", "registry_dir", "site_checkpoint")}
+                                                     "eps_max", "registry_dir", "site_checkpoint",
+                                                     "fleet_prior")}
 
     if "query" not in args.skip:
         from infrabrain.coordinator.query_demo import run_demo as run_query_demo

@@ -12,8 +12,9 @@ all. The fleet knows better, but a site's failure history is its own. So each si
   four nodes counts as one failure; at 4 it counts as four, as the local prior counts it, for 4x the noise;
 - **Gaussian noise**, its share of the noise: the shares of the at least ``threshold`` surviving sites sum to
   the calibrated ``sigma`` (distributed DP, as in :mod:`infrabrain.privacy.secure_fleet_stats`);
-- **masked**, in the SecAgg+ round of :func:`~infrabrain.privacy.secure_fleet_stats.secure_sum`, so the
-  coordinator sees only the noisy sum.
+- **masked**, in a SecAgg+ round (:mod:`infrabrain.privacy.secure_sum`), so the coordinator sees only the
+  noisy sum. :func:`build_fleet_root_prior` runs every party in one process (the bench); a federation runs it
+  over Flower, each site in its own process (``coordinator.fleet_prior_round``, ``client.fleet_prior_site``).
 
 The noise multiplier is calibrated by the Opacus accountant for the release's target epsilon (one Gaussian
 step at sample rate 1), and each site's privacy ledger records the release as such a run before its share
@@ -39,7 +40,8 @@ from infrabrain.models.root_prior import RELATIONS, RootPrior, merge_root_priors
 from infrabrain.privacy.accounting import calibrate_noise, epsilon_of
 from infrabrain.privacy.budget import AccountantName
 from infrabrain.privacy.ledger import BudgetExceededError, PrivacyLedger
-from infrabrain.privacy.secure_fleet_stats import distributed_noisy_sum
+from infrabrain.privacy.secure_fleet_stats import (check_modulus, distributed_noisy_sum, noise_share_sigma,
+                                                   noisy_quantised_share)
 
 log = get_logger("privacy.fleet_root_prior")
 
@@ -128,55 +130,77 @@ def relation_contribution(relations: pd.DataFrame, clip_norm: float, unit_s: int
     return out
 
 
-def _validate_contribution(i: int, vec: np.ndarray, clip: float) -> np.ndarray:
+def validate_contribution(vec: np.ndarray, clip: float, who: str = "site") -> np.ndarray:
+    """A contribution over :data:`RELATIONS`: finite, non-negative, and small enough to leave the noise room
+    inside the quantisation range; ``ValueError`` naming ``who`` otherwise."""
     vec = np.asarray(vec, dtype=np.float64)
     if vec.shape != (len(RELATIONS),):
-        raise ValueError(f"site {i}: contribution has shape {vec.shape}, expected ({len(RELATIONS)},)")
+        raise ValueError(f"{who}: contribution has shape {vec.shape}, expected ({len(RELATIONS)},)")
     if not np.isfinite(vec).all() or (vec < 0).any():
-        raise ValueError(f"site {i}: contribution has a negative or non-finite cell")
+        raise ValueError(f"{who}: contribution has a negative or non-finite cell")
     if vec.max() > clip / 2:
-        raise ValueError(f"site {i}: a contribution cell of {vec.max():.1f} leaves no room for the noise "
+        raise ValueError(f"{who}: a contribution cell of {vec.max():.1f} leaves no room for the noise "
                          f"inside the quantisation range clip={clip:g}; raise clip")
     return vec
+
+
+def site_share(vec: np.ndarray, config: FleetRootPriorConfig, n: int,
+               rng: np.random.Generator | None = None) -> np.ndarray:
+    """What a site puts into the secure sum of a release among ``n`` sites (run at the site): its contribution
+    plus its share of the noise, quantised. The threshold, and so the share, follows from ``n`` and the
+    config alone, so the site computes it itself."""
+    check_modulus(n, config.quant_bits, config.mod_bits)
+    _, sigma_site = noise_share_sigma(release_noise_multiplier(config) * config.clip_norm, n, config.min_sites,
+                                      config.survival)
+    return noisy_quantised_share(validate_contribution(vec, config.clip), sigma_site, clip=config.clip,
+                                 quant_bits=config.quant_bits, rng=rng)
+
+
+def prior_from_sum(summed: np.ndarray, k: int, sigma: float, config: FleetRootPriorConfig) -> FleetRootPrior:
+    """The published prior of a dequantised sum of ``k`` sites' shares whose noise std is ``sigma``."""
+    z_total = sigma / config.clip_norm
+    eps = epsilon_of([(z_total, 1.0, 1)], config.delta, config.accountant)
+    return FleetRootPrior(counts={r: float(c) for r, c in zip(RELATIONS, summed, strict=True)}, n_sites=k,
+                          noise_multiplier=z_total, clip_norm=config.clip_norm, epsilon=eps, delta=config.delta,
+                          accountant=config.accountant)
 
 
 def build_fleet_root_prior(contributions: Sequence[np.ndarray], config: FleetRootPriorConfig | None = None, *,
                            ledgers: Sequence[PrivacyLedger] | None = None, hours: Sequence[int] | None = None,
                            round_: int = 0, dropouts: Sequence[int] = (),
                            seed: int | None = None) -> FleetRootPrior:
-    """Run one release: each site (locally) charges its ledger, noises its share and quantises it; the secure sum;
-    the coordinator dequantises. ``ledgers`` (one per site, with ``hours``: each site's history length, the
-    ledger's sample count) record the release before a share leaves; a site whose budget refuses it is left
-    out. Raises ``ValueError`` when fewer than ``min_sites`` sites take part."""
+    """Run one release in one process: each site (locally) charges its ledger, noises its share and quantises it;
+    the secure sum; the coordinator dequantises. ``ledgers`` (one per site, with ``hours``: each site's history
+    length, the ledger's sample count) record the release before a share leaves; a site whose budget refuses it
+    is left out. Raises ``ValueError`` when fewer than ``min_sites`` sites take part."""
     cfg = config or FleetRootPriorConfig()
-    vecs = [_validate_contribution(i, v, cfg.clip) for i, v in enumerate(contributions)]
+    vecs = [validate_contribution(v, cfg.clip, f"site {i}") for i, v in enumerate(contributions)]
     if ledgers is not None and (len(ledgers) != len(vecs) or hours is None or len(hours) != len(vecs)):
         raise ValueError("ledgers and hours must be given together, one per contribution")
     z = release_noise_multiplier(cfg)
     taking_part = list(range(len(vecs)))
     if ledgers is not None:
         taking_part = [i for i in taking_part
-                       if _charge(ledgers[i], z, cfg.clip_norm, int(hours[i]), round_)]  # type: ignore[index]
+                       if charge_release(ledgers[i], cfg, int(hours[i]), round_)]  # type: ignore[index]
     n = len(taking_part)
     if n < cfg.min_sites:
         raise ValueError(f"need at least min_sites={cfg.min_sites} sites for a fleet root prior, got {n}")
     summed, k, sigma = distributed_noisy_sum(
         [vecs[i] for i in taking_part], z * cfg.clip_norm, min_sites=cfg.min_sites, survival=cfg.survival,
         clip=cfg.clip, quant_bits=cfg.quant_bits, mod_bits=cfg.mod_bits, dropouts=dropouts, seed=seed)
-    z_total = sigma / cfg.clip_norm
-    eps = epsilon_of([(z_total, 1.0, 1)], cfg.delta, cfg.accountant)
-    log.info("fleet root prior built", extra={"sites": k, "left_out": len(vecs) - k, "epsilon": round(eps, 4),
-                                               "noise_multiplier": round(z_total, 4)})
-    return FleetRootPrior(counts={r: float(c) for r, c in zip(RELATIONS, summed)}, n_sites=k,
-                          noise_multiplier=z_total, clip_norm=cfg.clip_norm, epsilon=eps, delta=cfg.delta,
-                          accountant=cfg.accountant)
+    prior = prior_from_sum(summed, k, sigma, cfg)
+    log.info("fleet root prior built", extra={"sites": k, "left_out": len(vecs) - k,
+                                               "epsilon": round(prior.epsilon, 4),
+                                               "noise_multiplier": round(prior.noise_multiplier, 4)})
+    return prior
 
 
-def _charge(ledger: PrivacyLedger, noise_multiplier: float, clip_norm: float, hours: int, round_: int) -> bool:
-    """Record the release in the site's ledger (one Gaussian step at sample rate 1); False if its budget refuses."""
+def charge_release(ledger: PrivacyLedger, config: FleetRootPriorConfig, hours: int, round_: int) -> bool:
+    """Record one release in the site's ledger (one Gaussian step at sample rate 1, ``hours`` of history as the
+    sample count) before its share leaves; False, with nothing written, if its budget refuses it."""
     try:
-        run = ledger.reserve(round=round_, noise_multiplier=noise_multiplier, sample_rate=1.0, steps=1,
-                             num_samples=hours, max_grad_norm=clip_norm)
+        run = ledger.reserve(round=round_, noise_multiplier=release_noise_multiplier(config), sample_rate=1.0,
+                             steps=1, num_samples=hours, max_grad_norm=config.clip_norm)
     except BudgetExceededError as exc:
         log.warning("site left out of the fleet root prior", extra={"site": ledger.site, "reason": str(exc)})
         return False

@@ -4,9 +4,9 @@ Each site derives a handful of statistics from its own run (failures per GPU-hou
 class, thermal-violation hours, repair time), maps each onto a PUBLIC, data-independent domain and one-hot
 encodes it into a fixed histogram. It adds its share of Gaussian noise (distributed DP: the shares of at least
 ``min_sites`` surviving sites sum to the target sigma), quantises, and masks the vector in a SecAgg+-style
-round built from Flower's secure-aggregation primitives (``flwr.common.secure_aggregation``: ECDH key
-agreement + HKDF, Fernet-encrypted Shamir shares, stochastic quantisation). The coordinator only ever sees
-masked vectors and their sum, so it learns the noisy aggregate histogram, never one site's value.
+round (:mod:`infrabrain.privacy.secure_sum`: ECDH key agreement + HKDF, Fernet-encrypted Shamir shares, all
+Flower's primitives; Flower's stochastic quantisation). The coordinator only ever sees masked vectors and their
+sum, so it learns the noisy aggregate histogram, never one site's value.
 
 The privacy unit is one site (add/remove): a site changes at most ``M`` histogram cells and ``M`` presence
 cells by 1, so the L2 sensitivity is ``sqrt(2M)``. Epsilon comes from the exact analytic Gaussian mechanism
@@ -15,17 +15,15 @@ cells by 1, so the L2 sensitivity is ``sqrt(2M)``. Epsilon comes from the exact 
 
 from __future__ import annotations
 
-import hashlib
 import math
-import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from infrabrain.logs import get_logger
+from infrabrain.privacy.secure_sum import secure_sum
 
 log = get_logger("privacy.secure_fleet_stats")
 
@@ -233,151 +231,6 @@ def encode_contribution(stats: Mapping[str, float | None], catalog: Sequence[Met
     return vec
 
 
-# ------------------------------------------------------------------------------------------- SecAgg+ equivalent
-
-
-def _prg(seed: bytes, n: int, modulus: int) -> np.ndarray:
-    """Expand a 32-byte seed into ``n`` uniform integers mod ``modulus`` (SHA-256 -> PCG64 with the full seed)."""
-    key = int.from_bytes(hashlib.sha256(seed).digest(), "little")
-    return np.random.Generator(np.random.PCG64(key)).integers(0, modulus, size=n, dtype=np.uint64)
-
-
-@dataclass
-class _Site:
-    idx: int
-    vec_q: np.ndarray  # quantised noisy contribution
-    c_sk: Any = None
-    s_sk: Any = None
-    b_seed: bytes = b""
-    received: dict[int, bytes] = field(default_factory=dict)  # from site j: encrypted (b share, sk share)
-
-
-def _pub_bytes(pk) -> bytes:
-    from cryptography.hazmat.primitives import serialization
-
-    return pk.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
-
-
-def _load_pub(raw: bytes):
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP384R1(), raw)
-
-
-def _sk_bytes(sk) -> bytes:
-    from cryptography.hazmat.primitives import serialization
-
-    return sk.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
-
-
-def _load_sk(raw: bytes):
-    from cryptography.hazmat.primitives import serialization
-
-    return serialization.load_der_private_key(raw, password=None)
-
-
-def _pair_seed(sk, pk) -> bytes:
-    from flwr.common.secure_aggregation.crypto.symmetric_encryption import generate_shared_key
-
-    return hashlib.sha256(generate_shared_key(sk, pk)).digest()
-
-
-def _neighbours(n: int, half: int) -> list[list[int]]:
-    """SecAgg+ neighbourhoods: a ring where each site pairs with ``half`` sites on either side (all if small)."""
-    if n <= 2 * half + 1:
-        return [[j for j in range(n) if j != i] for i in range(n)]
-    return [sorted({(i + d) % n for d in range(-half, half + 1) if d}) for i in range(n)]
-
-
-def secure_sum(vectors: Sequence[np.ndarray], *, threshold: int, modulus: int, dropouts: Sequence[int] = (),
-               half_neighbourhood: int = 4, survival: float = 0.8) -> tuple[np.ndarray, list[int]]:
-    """Sum integer vectors (mod ``modulus``) so that the aggregator only ever sees masked vectors.
-
-    A SecAgg+ round (Bell et al. 2020) run in-process with real cryptography, neighbourhoods of
-    ``2*half_neighbourhood`` sites on a ring: (1) each site advertises two ECDH public keys (SECP384R1);
-    (2) it Shamir-shares (Flower's ``create_shares``) its self-mask seed and its mask secret key among itself
-    and its neighbours, each share Fernet-encrypted for its holder under an ECDH+HKDF key (Flower's
-    ``generate_shared_key``/``encrypt``); (3) sites not in ``dropouts`` upload ``x + PRG(b_i) + sum_j +-PRG(s_ij)``
-    over their neighbours j; (4) surviving holders reveal b-shares of survivors and sk-shares of dropped sites,
-    and the aggregator removes every mask. Returns the sum over survivors and their indices; raises when
-    fewer than ``threshold`` sites survive or a neighbourhood cannot reconstruct.
-    """
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from flwr.common.secure_aggregation.crypto.shamir import combine_shares, create_shares
-    from flwr.common.secure_aggregation.crypto.symmetric_encryption import decrypt, encrypt, generate_shared_key
-
-    n = len(vectors)
-    if n < threshold or threshold < 2:
-        raise ValueError(f"secure_sum needs threshold>=2 and at least threshold sites; got n={n}, t={threshold}")
-    dim = int(vectors[0].shape[0])
-    nbrs = _neighbours(n, half_neighbourhood)
-    sites = [_Site(i, np.asarray(v, dtype=np.uint64) % np.uint64(modulus)) for i, v in enumerate(vectors)]
-    # round 1: advertise keys
-    pub_c, pub_s = {}, {}
-    for s in sites:
-        s.c_sk, s.s_sk = ec.generate_private_key(ec.SECP384R1()), ec.generate_private_key(ec.SECP384R1())
-        pub_c[s.idx], pub_s[s.idx] = _pub_bytes(s.c_sk.public_key()), _pub_bytes(s.s_sk.public_key())
-    # round 2: share keys among the neighbourhood (the server only forwards ciphertexts)
-    share_t = {}
-    for s in sites:
-        holders = [s.idx, *nbrs[s.idx]]
-        t_local = max(2, math.ceil(survival * len(holders)))
-        share_t[s.idx] = t_local
-        s.b_seed = os.urandom(32)
-        b_sh = create_shares(s.b_seed, t_local, len(holders))
-        sk_sh = create_shares(_sk_bytes(s.s_sk), t_local, len(holders))
-        for k, j in enumerate(holders):
-            packed = len(b_sh[k]).to_bytes(4, "little") + b_sh[k] + sk_sh[k]
-            if j == s.idx:
-                s.received[j] = packed  # own share kept locally, in clear
-                continue
-            sites[j].received[s.idx] = encrypt(generate_shared_key(s.c_sk, _load_pub(pub_c[j])), packed)
-    # round 3: masked inputs
-    mod = np.uint64(modulus)
-    gone = set(dropouts)
-    survivors = [s for s in sites if s.idx not in gone]
-    if len(survivors) < threshold:
-        raise ValueError(f"only {len(survivors)} sites survived, threshold is {threshold}: round aborted")
-    masked = {}
-    for s in survivors:
-        y = (s.vec_q + _prg(s.b_seed, dim, modulus)) % mod
-        for j in nbrs[s.idx]:
-            m = _prg(_pair_seed(s.s_sk, _load_pub(pub_s[j])), dim, modulus)
-            y = (y + m) % mod if s.idx < j else (y + mod - m) % mod
-        masked[s.idx] = y
-    # round 4: unmask (surviving holders reveal the shares the aggregator asks for)
-    dropped = [i for i in range(n) if i not in masked]
-
-    def shares(owner: int, part: int) -> list[bytes]:
-        out = []
-        for h in [owner, *nbrs[owner]]:
-            if h in gone:
-                continue
-            raw = sites[h].received[owner]
-            plain = raw if h == owner else decrypt(generate_shared_key(sites[h].c_sk, _load_pub(pub_c[owner])), raw)
-            k = int.from_bytes(plain[:4], "little")
-            out.append(plain[4 : 4 + k] if part == 0 else plain[4 + k :])
-            if len(out) == share_t[owner]:
-                return out
-        raise ValueError(f"site {owner}: fewer than {share_t[owner]} surviving share holders, round aborted")
-
-    total = np.zeros(dim, dtype=np.uint64)
-    for y in masked.values():
-        total = (total + y) % mod
-    for s in survivors:
-        total = (total + mod - _prg(combine_shares(shares(s.idx, 0)), dim, modulus)) % mod
-    for d in dropped:
-        sk_d = _load_sk(combine_shares(shares(d, 1)))
-        for j in nbrs[d]:
-            if j in gone:
-                continue
-            m = _prg(_pair_seed(sk_d, _load_pub(pub_s[j])), dim, modulus)
-            # survivor j added +m if j < d else -m: take it back out
-            total = (total + mod - m) % mod if j < d else (total + m) % mod
-    return total, [s.idx for s in survivors]
-
-
 # ------------------------------------------------------------------------------------------- the aggregate
 
 
@@ -398,32 +251,53 @@ class FleetAggregate(BaseModel):
     mechanism: str = "distributed Gaussian, analytic accounting (Balle & Wang 2018), add/remove one site"
 
 
+def noise_share_sigma(sigma: float, n: int, min_sites: int, survival: float) -> tuple[int, float]:
+    """The secure sum's threshold for ``n`` sites (``min_sites``, or ``survival`` of them if more) and each site's
+    noise share: the shares of at least ``threshold`` surviving sites sum to ``sigma``."""
+    threshold = max(min_sites, math.ceil(survival * n))
+    return threshold, sigma / math.sqrt(threshold)
+
+
+def noisy_quantised_share(vec: np.ndarray, sigma_site: float, *, clip: float, quant_bits: int,
+                          rng: np.random.Generator | None = None) -> np.ndarray:
+    """A site's input to the secure sum (run at the site): ``vec`` plus its noise share, clipped to
+    ``[-clip, clip]`` and stochastically quantised to ``quant_bits`` (Flower's ``quantize``)."""
+    from flwr.common.secure_aggregation.quantization import quantize
+
+    rng = rng or np.random.default_rng()
+    noisy = np.asarray(vec, dtype=np.float64) + rng.normal(0.0, sigma_site, np.shape(vec))
+    return quantize([noisy], clip, 2**quant_bits)[0].astype(np.uint64)
+
+
+def dequantise_sum(total: np.ndarray, k: int, *, clip: float, quant_bits: int) -> np.ndarray:
+    """The real-valued sum of ``k`` quantised shares from their sum (the aggregator's last step)."""
+    return np.asarray(total).astype(np.float64) / (2**quant_bits / (2.0 * clip)) - k * clip
+
+
+def check_modulus(n: int, quant_bits: int, mod_bits: int) -> None:
+    """Refuse a sum of ``n`` quantised shares that could wrap around the modulus."""
+    if n * 2**quant_bits >= 2**mod_bits:
+        raise ValueError(f"{n} sites x 2^{quant_bits} overflows the 2^{mod_bits} modulus")
+
+
 def distributed_noisy_sum(vectors: Sequence[np.ndarray], sigma: float, *, min_sites: int, survival: float,
                           clip: float, quant_bits: int, mod_bits: int, dropouts: Sequence[int] = (),
                           seed: int | None = None) -> tuple[np.ndarray, int, float]:
     """Distributed Gaussian noise over a secure sum: each site (locally) adds its share of ``N(0, sigma^2)`` (the
     shares of at least the Shamir threshold of surviving sites sum to ``sigma``) and quantises to ``quant_bits``
-    over ``[-clip, clip]``; :func:`secure_sum` adds the masked shares mod ``2^mod_bits``; the aggregator
-    dequantises. Returns the noisy sum, the number of surviving sites and the noise std actually in the sum."""
-    from flwr.common.secure_aggregation.quantization import quantize
-
+    over ``[-clip, clip]``; :func:`~infrabrain.privacy.secure_sum.secure_sum` adds the masked shares mod
+    ``2^mod_bits``; the aggregator dequantises. Returns the noisy sum, the number of surviving sites and the noise
+    std actually in the sum."""
     n = len(vectors)
-    threshold = max(min_sites, math.ceil(survival * n))
-    sigma_site = sigma / math.sqrt(threshold)  # >= threshold survivors => total sigma >= sigma
+    threshold, sigma_site = noise_share_sigma(sigma, n, min_sites, survival)
+    check_modulus(n, quant_bits, mod_bits)
     rng = np.random.default_rng(seed)
-    target_range = 2**quant_bits
-    modulus = 2**mod_bits
-    if n * target_range >= modulus:
-        raise ValueError(f"{n} sites x 2^{quant_bits} overflows the 2^{mod_bits} modulus")
-    quantised = []
-    for vec in vectors:  # each site, locally
-        noisy = vec + rng.normal(0.0, sigma_site, vec.shape)
-        quantised.append(quantize([noisy], clip, target_range)[0].astype(np.uint64))
-    total, survivors = secure_sum(quantised, threshold=threshold, modulus=modulus, dropouts=dropouts,
+    quantised = [noisy_quantised_share(vec, sigma_site, clip=clip, quant_bits=quant_bits, rng=rng)
+                 for vec in vectors]  # each site, locally
+    total, survivors = secure_sum(quantised, threshold=threshold, modulus=2**mod_bits, dropouts=dropouts,
                                   survival=survival)
     k = len(survivors)
-    summed = total.astype(np.float64) / (target_range / (2.0 * clip)) - k * clip
-    return summed, k, sigma_site * math.sqrt(k)
+    return dequantise_sum(total, k, clip=clip, quant_bits=quant_bits), k, sigma_site * math.sqrt(k)
 
 
 def build_fleet_aggregate(site_stats: Sequence[Mapping[str, float | None]], config: FleetStatsConfig | None = None,

@@ -14,8 +14,8 @@ from infrabrain.privacy.secure_fleet_stats import (
     build_fleet_aggregate,
     encode_contribution,
     metric_catalog,
-    secure_sum,
 )
+from infrabrain.privacy.secure_sum import secure_sum
 
 
 def test_secure_sum_with_dropouts_equals_plain_sum():
@@ -34,7 +34,7 @@ def test_secure_sum_aborts_below_threshold():
 
 def test_masked_uploads_hide_the_inputs():
     """What the aggregator receives from one site is not that site's vector (it is masked)."""
-    from infrabrain.privacy import secure_fleet_stats as sfs
+    from infrabrain.privacy import secure_sum as sfs
 
     seen = []
     orig = sfs._prg

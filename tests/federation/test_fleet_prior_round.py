@@ -1,0 +1,132 @@
+"""The fleet root prior released over Flower (simulation engine): six sites, one whose budget cannot take the
+release (it declines, nothing charged) and one that crashes after sharing its keys (its masks are removed with
+its neighbours' shares). The coordinator publishes the noisy sum of the four others' contributions, every site
+stores it, the ledgers record exactly the releases that happened, no secret is left on disk, the sites'
+checkpoints rank with the merged prior, and a resumed federation does not release again (it sends the published
+prior to the sites once more)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SMALL = {"site_gpus": 8, "site_hours": 48.0, "noise_multiplier": 1.0, "batch_size": 8, "optimizer": "adam",
+         "lr": 0.005, "acceleration": 1000.0}
+CRASH, BROKE = 4, 5
+
+
+def _client_app():
+    """The real ClientApp, except that site ``CRASH`` fails at the masked stage (after its shares went out)."""
+    from flwr.clientapp import ClientApp
+
+    from infrabrain.client.flower_client_app import app as real
+
+    app = ClientApp()
+
+    @app.train()
+    def train(msg, context):
+        return real(msg, context)
+
+    @app.evaluate()
+    def evaluate(msg, context):
+        return real(msg, context)
+
+    @app.query("fleet_prior")
+    def fleet_prior(msg, context):
+        if int(context.node_config["partition-id"]) == CRASH and msg.content["fleet-prior"]["stage"] == "masked":
+            raise RuntimeError("site crashed")
+        return real(msg, context)
+
+    return app
+
+
+def _exhaust(ledger_dir: Path) -> float:
+    """Spend as much of a site's budget as one run can (as its earlier rounds would have): a release, which adds
+    about 0.1 to an epsilon near 8, no longer fits."""
+    from infrabrain.privacy.budget import BudgetConfig
+    from infrabrain.privacy.ledger import PrivacyLedger
+
+    ledger = PrivacyLedger.open(ledger_dir, BudgetConfig(epsilon_total=8.0), site="partition-5")
+    z = 0.58
+    while ledger.project(noise_multiplier=z, sample_rate=1.0, steps=1, num_samples=48) > 8.0:
+        z *= 1.003
+    run = ledger.reserve(round=0, noise_multiplier=z, sample_rate=1.0, steps=1, num_samples=48, max_grad_norm=1.0)
+    ledger.commit(run.run_id)
+    return ledger.epsilon_spent
+
+
+def _runs(site_dir: Path) -> list[dict]:
+    return json.loads((site_dir / "ledger" / "privacy-ledger.json").read_text())["runs"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_fleet_prior_released_over_flower_with_a_decline_and_a_crash(tmp_path) -> None:
+    import cloudpickle
+    from flwr.simulation import run_simulation
+
+    from infrabrain.client.fleet_prior_site import FLEET_PRIOR_DIR, OWN_FILE, PRIOR_FILE, site_contribution
+    from infrabrain.client.local_training import site_settings
+    from infrabrain.coordinator.fleet_prior_round import REGISTRY_PRIOR_FILE, published_prior
+    from infrabrain.coordinator.server_app import make_server_app
+    from infrabrain.coordinator.simulation_run import simulation_config
+    from infrabrain.models.root_prior import RELATIONS
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    sites = tmp_path / "sites"
+    spent_before = _exhaust(sites / f"site-{BROKE:04d}" / "ledger")
+    backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+               "init_args": {"num_cpus": 2, "include_dashboard": False}}
+    cfg = simulation_config(6, 1, None, tmp_path, fleet_prior=True, **SMALL)
+    run_simulation(make_server_app(cfg), _client_app(), num_supernodes=6, backend_config=backend)
+
+    prior = published_prior(Path(cfg.registry_dir))
+    assert prior is not None and prior.n_sites == 4
+    assert prior.epsilon == pytest.approx(cfg.fleet_prior_epsilon, rel=0.05)
+    # The noisy counts are the four contributions' sum plus noise of the published std.
+    took_part = [0, 1, 2, 3]
+    run_cfg = cfg.site_config()
+    truth = sum(site_contribution(site_settings({"partition-id": i, "num-partitions": 6}, run_cfg), run_cfg,
+                                  cfg.fleet_prior_clip_norm) for i in took_part)
+    noisy = np.array([prior.counts[r] for r in RELATIONS])
+    assert truth.sum() > 0
+    z = (noisy - truth) / prior.sigma
+    assert np.abs(z).max() < 6 and 0.4 < z.std() < 1.8, z
+    release_id = json.loads((Path(cfg.registry_dir) / REGISTRY_PRIOR_FILE).read_text())["release-id"]
+
+    for i in range(6):
+        site = sites / f"site-{i:04d}"
+        stored = json.loads((site / FLEET_PRIOR_DIR / PRIOR_FILE).read_text())
+        assert stored["release-id"] == release_id and stored["prior"] == prior.model_dump()
+        assert not list((site / FLEET_PRIOR_DIR).glob("release-*.json")), f"site {i} kept its secrets"
+        releases = [r for r in _runs(site) if r["sample_rate"] == 1.0 and r["steps"] == 1 and r["round"] == 0]
+        own = site / FLEET_PRIOR_DIR / OWN_FILE
+        card = json.loads(next((site / "predictor").glob("*.json")).read_text())
+        note = json.dumps(card)
+        if i in took_part:
+            assert len(releases) == 1 and releases[0]["status"] == "committed"
+            assert own.is_file() and json.loads(own.read_text())["release-id"] == release_id
+            assert "less this site's own contribution" in note
+        else:
+            assert not own.exists()
+            assert "this site did not take part" in note
+    assert [r["round"] for r in _runs(sites / f"site-{CRASH:04d}")].count(0) == 0  # crashed before charging
+    broke = _runs(sites / f"site-{BROKE:04d}")
+    assert len(broke) == 1 and broke[0]["epsilon_after"] == pytest.approx(spent_before)  # training refused too
+
+    # Resumed: the registry holds the prior, so nothing is released or charged again; it is sent again, so a
+    # site that lacks it (here: lost it) has it after.
+    before = {i: len(_runs(sites / f"site-{i:04d}")) for i in took_part}
+    (sites / f"site-{BROKE:04d}" / FLEET_PRIOR_DIR / PRIOR_FILE).unlink()
+    cfg2 = simulation_config(6, 2, None, tmp_path, fleet_prior=True, **SMALL)
+    run_simulation(make_server_app(cfg2), _client_app(), num_supernodes=6, backend_config=backend)
+    assert json.loads((Path(cfg.registry_dir) / REGISTRY_PRIOR_FILE).read_text())["release-id"] == release_id
+    for i in took_part:
+        runs = _runs(sites / f"site-{i:04d}")
+        assert len(runs) == before[i] + 1 and runs[-1]["round"] == 2  # one training run, no second release
+    again = json.loads((sites / f"site-{BROKE:04d}" / FLEET_PRIOR_DIR / PRIOR_FILE).read_text())
+    assert again["release-id"] == release_id

@@ -1,0 +1,78 @@
+"""The site's side of the fleet root prior release refuses what it should, at the site, before anything leaves."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from infrabrain.client.fleet_prior_site import (
+    FLEET_PRIOR_DIR,
+    PRIOR_FILE,
+    check_reply,
+    handle_stage,
+    release_config,
+    release_params,
+    stored_fleet_prior,
+)
+from infrabrain.client.local_training import site_settings
+from infrabrain.privacy.fleet_root_prior import FleetRootPriorConfig
+
+RID = "0123456789abcdef"
+
+
+def _settings(tmp_path):
+    return site_settings({"partition-id": 0, "num-partitions": 3, "state-dir": str(tmp_path / "site")}, {})
+
+
+def _params(stage: str, **extra):
+    return {"stage": stage, "release-id": RID, **release_params(FleetRootPriorConfig()), **extra}
+
+
+def test_release_parameters_round_trip_and_bad_ones_are_named() -> None:
+    cfg = FleetRootPriorConfig(epsilon=2.0, clip_norm=1.0)
+    assert release_config(release_params(cfg)) == cfg
+    with pytest.raises(ValueError, match="epsilon"):
+        release_config({**release_params(cfg), "epsilon": -1.0})
+    with pytest.raises(ValueError, match="min_sites"):
+        release_config({**release_params(cfg), "min-sites": 1})
+
+
+def test_stages_refuse_bad_requests(tmp_path) -> None:
+    s = _settings(tmp_path)
+    with pytest.raises(ValueError, match="unknown fleet-prior stage 'steal'"):
+        handle_stage(s, {}, {}, {"stage": "steal", "release-id": RID}, {})
+    with pytest.raises(ValueError, match="not a hex id"):
+        handle_stage(s, {}, {}, _params("keys", **{"release-id": "../../ledger"}), {})
+    with pytest.raises(ValueError, match="holds no state"):
+        handle_stage(s, {}, {}, _params("masked", index=0, n=3, active=[0, 1, 2]), {})
+    # A site whose node config opts out declines without reading its data or its ledger.
+    assert handle_stage(s, {"fleet-prior": "false"}, {}, _params("keys"), {}) == {
+        "declined": "the site's node config sets fleet-prior=false"}
+    assert not (s.state_path / "ledger").exists()
+
+
+def test_replies_carry_only_their_stage_keys() -> None:
+    check_reply("keys", {"pub-c": b"x", "pub-s": b"y"})
+    check_reply("unmask", {"b-0": b"x", "sk-12": b"y"})
+    with pytest.raises(RuntimeError, match="'contribution'"):
+        check_reply("masked", {"masked": b"x", "contribution": "1,2,3"})
+    with pytest.raises(RuntimeError, match="'to-x'"):
+        check_reply("shares", {"to-x": b"x"})
+    with pytest.raises(RuntimeError, match="of type list"):
+        check_reply("keys", {"pub-c": [1, 2]})
+
+
+def test_a_published_prior_that_does_not_validate_is_not_stored(tmp_path) -> None:
+    s = _settings(tmp_path)
+    good = {"counts": {"gpu@0": 3.0}, "n_sites": 3, "noise_multiplier": 4.0, "clip_norm": 4.0, "epsilon": 1.0,
+            "delta": 1e-6, "accountant": "prv"}
+    assert handle_stage(s, {}, {}, _params("publish", prior=json.dumps(good)), {}) == {"stored": 1}
+    for bad, needle in (({**good, "counts": {"psu@9": 1.0}}, "unknown relation"),
+                        ({**good, "epsilon": -1.0}, "epsilon"), ({**good, "extra": 1}, "extra")):
+        with pytest.raises(ValueError, match=needle):
+            handle_stage(s, {}, {}, _params("publish", prior=json.dumps(bad)), {})
+    prior, own = stored_fleet_prior(s)
+    assert prior.counts == {"gpu@0": 3.0} and own is None  # the good one is kept; the site did not take part
+    (s.state_path / FLEET_PRIOR_DIR / PRIOR_FILE).write_text("{not json")
+    assert stored_fleet_prior(s) is None
