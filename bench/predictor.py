@@ -21,6 +21,9 @@ The same root-cause drops are also ranked with other root priors (``rootcause_to
 training sites' fleet prior without noise and released under DP at ``--fleet-prior-epsilons`` and
 ``--fleet-prior-clip-norms``; with ``--fleet-prior-sites N`` also with N more sites' incident logs,
 ``fleet_plus_*``): what a new site without labels would rank with (docs/predictor.md, follow-up 23).
+``--local-prior-fraction F`` ranks each held-out site's failures after F of its run with its own earlier labels
+as a prior, alone and merged with the training sites' pooled or released prior (``rootcause_late_*``, follow-up
+24).
 ``--parts headroom`` trains no GNN: per draw it reports the best non-graph model, the PR-AUC the ratio goal asks
 for, and every oracle on the same rows, up to the ``amplitude_aware`` ceiling (``headroom_per_draw``; with
 ``--report-dir``, a bar chart ``headroom.png``).
@@ -35,6 +38,8 @@ for, and every oracle on the same rows, up to the ``amplitude_aware`` ceiling (`
     .venv/bin/python bench/predictor.py --parts headroom --data-seeds 4   # baselines and oracles only (~70 s)
     .venv/bin/python bench/predictor.py --parts accuracy --seeds 2 --data-seeds 4 --no-oracle \
         --fleet-prior-sites 30 --fleet-prior-hours 168   # fleet root priors with 30 more sites' week of incidents
+    .venv/bin/python bench/predictor.py --parts accuracy --seeds 2 --data-seeds 8 --no-oracle \
+        --local-prior-fraction 0.5 --rootcause-events 300 --bootstrap 0   # a site with labels of its own
 """
 
 from __future__ import annotations
@@ -170,13 +175,14 @@ def fleet_sites_relations(args: argparse.Namespace, data_seed: int) -> list[Any]
 
 
 def fleet_prior_variants(train: Any, epsilons: Sequence[float], clip_norms: Sequence[float], seed: int,
-                         extra: Sequence[Any] = ()) -> dict[str, Any]:
+                         extra: Sequence[Any] = (), releases: dict[str, Any] | None = None) -> dict[str, Any]:
     """The root priors a held-out site (a new site: no labels of its own) could rank with, besides the pooled
     training labels the pipeline uses: none (``none``, what a site without a prior has); the training sites'
     hour-clipped contributions summed without noise (``fleet_clipped``) and released under DP at each epsilon
     (``fleet_dp_eps<e>``: :mod:`infrabrain.privacy.fleet_root_prior`, a real secure sum); with the ``extra``
     sites' relations too (``fleet_plus_*``, the sites of ``--fleet-prior-sites``); each at every clip norm
-    (``_c<C>`` unless 1). A release needs at least ``min_sites`` sites."""
+    (``_c<C>`` unless 1). A release needs at least ``min_sites`` sites. ``releases`` (if given) receives each DP
+    variant's published :class:`~infrabrain.privacy.fleet_root_prior.FleetRootPrior` by name."""
     from infrabrain.models.root_prior import RELATIONS, RootPrior, root_relations
     from infrabrain.privacy.fleet_root_prior import (FleetRootPriorConfig, build_fleet_root_prior,
                                                      relation_contribution, site_root_prior)
@@ -198,8 +204,58 @@ def fleet_prior_variants(train: Any, epsilons: Sequence[float], clip_norms: Sequ
             out[f"{name}_clipped{sfx}"] = RootPrior(counts=clipped, failures=sum(clipped.values())) if clipped else None
             for eps in epsilons if releasable else ():
                 fleet = build_fleet_root_prior(contribs, FleetRootPriorConfig(epsilon=eps, clip_norm=c), seed=seed)
-                out[f"{name}_dp_eps{eps:g}".replace(".", "p") + sfx] = site_root_prior(None, fleet)
+                key = f"{name}_dp_eps{eps:g}".replace(".", "p") + sfx
+                out[key] = site_root_prior(None, fleet)
+                if releases is not None:
+                    releases[key] = fleet
     return out
+
+
+#: The priors :func:`local_prior_variants` compares on each held-out site's later failures.
+LOCAL_PRIOR_VARIANTS = ("none", "local", "central", "fleet", "local_fleet", "local_fleet_excess", "local_central",
+                        "fleet_excess", "fleet_eb", "local_fleet_eb")
+
+
+def local_prior_variants(test: Any, central: Any, fleet: Any, fraction: float) -> tuple[dict[int, float], dict]:
+    """A site that has labels of its own (``--local-prior-fraction``): each held-out site's prior counted from its
+    failures before ``fraction`` of its run (``local``), scored on the failures after it (``late_from``), alone
+    and merged with the training sites' pooled labels (``local_central``; ``central`` alone) or with their
+    fleet prior released under DP (``fleet``: read as posterior means, as a new site reads it; ``local_fleet``:
+    :func:`~infrabrain.privacy.fleet_root_prior.site_root_prior` as a federated site's checkpoint merges it;
+    ``local_fleet_excess``: each posterior mean less that of an empty relation, so that a relation the noise
+    cannot tell from empty adds nothing to the site's own counts; ``local_fleet_eb``: posterior means under an
+    exponential prior whose mean is the noisy counts' mean, an empirical-Bayes prior that expects most
+    relations to be rare; ``fleet_excess`` and ``fleet_eb`` without the site's counts)."""
+    from collections import Counter
+
+    from infrabrain.models.root_prior import RELATIONS, RootPrior, _snapshot_span, merge_root_priors, root_relations
+    from infrabrain.privacy.fleet_root_prior import expected_count, site_root_prior
+
+    late_from = {s: lo + fraction * (hi - lo) for s, (lo, hi) in _snapshot_span(test).items()}
+    rel = root_relations(test)
+    local: dict[int, Any] = {}
+    for s, t in late_from.items():
+        c = Counter(rel[(rel["site"] == s) & (rel["tf"] < t)]["relation"])
+        local[s] = RootPrior(counts=dict(sorted(c.items())), failures=sum(c.values())) if c else None
+    out: dict[str, Any] = {"none": None, "local": local, "central": central,
+                           "local_central": {s: merge_root_priors(p, central) for s, p in local.items()}}
+    if fleet is not None:
+        floor = expected_count(0.0, fleet.sigma)
+        excess = {r: int(round(max(0.0, expected_count(fleet.counts.get(r, 0.0), fleet.sigma) - floor)))
+                  for r in RELATIONS}
+        excess = {r: n for r, n in excess.items() if n}
+        excess_prior = RootPrior(counts=excess, failures=sum(excess.values())) if excess else None
+        noisy = np.array([fleet.counts.get(r, 0.0) for r in RELATIONS])
+        shift = fleet.sigma**2 / max(float(noisy.mean()), 1e-3)  # exponential prior, mean from the noisy counts
+        eb = {r: int(round(expected_count(v - shift, fleet.sigma))) for r, v in zip(RELATIONS, noisy)}
+        eb = {r: n for r, n in eb.items() if n}
+        eb_prior = RootPrior(counts=eb, failures=sum(eb.values())) if eb else None
+        out |= {"fleet": site_root_prior(None, fleet),
+                "local_fleet": {s: site_root_prior(p, fleet) for s, p in local.items()},
+                "local_fleet_excess": {s: merge_root_priors(p, excess_prior) for s, p in local.items()},
+                "fleet_excess": excess_prior, "fleet_eb": eb_prior,
+                "local_fleet_eb": {s: merge_root_priors(p, eb_prior) for s, p in local.items()}}
+    return late_from, out
 
 
 def _pipeline_config(args: argparse.Namespace, seed: int) -> PipelineConfig:
@@ -328,6 +384,10 @@ PER_DRAW_KEYS = ("pr_auc_gnn", "pr_auc_best_baseline", "pr_auc_ratio", "pr_auc_r
                  "pr_auc_ratio_node_rooted", "pr_auc_ratio_upstream", "event_recall_at_p50", "median_lead_min",
                  "rootcause_top3", "rootcause_top3_precursor", "rootcause_top3_alerted", "pr_auc_ensemble",
                  *(f"rootcause_{m}_{v}" for m in ("top3", "top3_all") for v in FLEET_PRIOR_VARIANTS),
+                 *(f"rootcause_late_{m}_{v}" for m in ("top3", "top3_all", "top1_all", "n")
+                   for v in LOCAL_PRIOR_VARIANTS),
+                 *(f"rootcause_full_{m}_{v}" for m in ("top3", "top3_all", "top1_all")
+                   for v in LOCAL_PRIOR_VARIANTS if "local" not in v),
                  "rootcause_top3_all",
                  "pr_auc_ratio_ensemble", "pr_auc_ratio_interval", "event_recall_at_p50_interval",
                  "median_lead_min_interval", "by_cause_vs_rules")
@@ -438,10 +498,18 @@ def _one_seed(runs: list, args: argparse.Namespace, seed: int, report_dir: str |
     from infrabrain.models.pipeline import NONGRAPH_MODELS, evaluate_predictor, train_predictor
 
     trained = train_predictor(runs, _pipeline_config(args, seed))
+    releases: dict[str, Any] = {}
+    priors = fleet_prior_variants(trained.splits.train, args.fleet_prior_epsilons, args.fleet_prior_clip_norms, seed,
+                                  fleet_extra, releases)
+    late_from = None
+    if args.local_prior_fraction:
+        test = trained.splits.test_sites if trained.splits.test_sites is not None else trained.splits.test_time
+        late_from, local = local_prior_variants(test, trained.root_prior, releases.get("fleet_dp_eps1_c4"),
+                                                args.local_prior_fraction)
+        priors |= {f"late.{k}": v for k, v in local.items()}
     rep = evaluate_predictor(trained, report_dir, rootcause_events=args.rootcause_events,
                              oracle=not args.no_oracle, bootstrap=0, keep_tables=True,
-                             compare_priors=fleet_prior_variants(trained.splits.train, args.fleet_prior_epsilons,
-                                                                 args.fleet_prior_clip_norms, seed, fleet_extra))
+                             compare_priors=priors, late_from=late_from)
     score_tables = rep.pop("score_tables")
     g = rep["models"]["gnn"]
     print("held-out sites:", ", ".join(rep["sites"]), file=sys.stderr)
@@ -499,7 +567,16 @@ def _one_seed(runs: list, args: argparse.Namespace, seed: int, report_dir: str |
     compared = {f"rootcause_{metric}_{name}": v.get(key) for name, v in rc.get("compare", {}).items()
                 for metric, key in (("top3", "cascade_top3"), ("top3_all", "top3"), ("top1_all", "top1"),
                                     ("top3_precursor", "cascade_precursor_top3"),
-                                    ("top3_alerted", "cascade_alerted_top3"))}
+                                    ("top3_alerted", "cascade_alerted_top3")) if not name.startswith("late.")}
+    for name, v in rc.get("compare", {}).items():  # a fleet prior alone over every failure: a new site's view
+        if name.startswith("late.") and "local" not in name:
+            compared |= {f"rootcause_full_{metric}_{name[5:]}": v.get(key)
+                         for metric, key in (("top3", "cascade_top3"), ("top3_all", "top3"), ("top1_all", "top1"))}
+    for name, v in rc.get("compare_late", {}).items():
+        if name.startswith("late."):
+            compared |= {f"rootcause_late_{metric}_{name[5:]}": v.get(key)
+                         for metric, key in (("top3", "cascade_top3"), ("top3_all", "top3"), ("top1_all", "top1"),
+                                             ("n", "cascade_n"), ("n_all", "n"))}
     held_out = ((score_tables["gnn"], {n: score_tables[n] for n in NONGRAPH_MODELS if n in score_tables}),
                 rep.pop("resample_clusters"), rep.pop("events"))
     return {
@@ -698,6 +775,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "telemetry trains nothing): the fleet_plus_* variants (default 0: none)")
     p.add_argument("--fleet-prior-hours", type=float, default=0.0,
                    help="hours simulated for each --fleet-prior-sites site (default: --hours)")
+    p.add_argument("--local-prior-fraction", type=float, default=0.0,
+                   help="also score each held-out site's failures after this fraction of its run, ranked with its "
+                        "own earlier labels as a prior, alone and merged with the training sites' pooled or DP fleet "
+                        "prior (rootcause_late_<metric>_<variant>; default 0: off)")
     p.add_argument("--epoch-gpus", type=int, default=512)
     p.add_argument("--epoch-snapshots", type=int, default=1000)
     p.add_argument("--infer-gpus", type=int, default=10000)
@@ -729,6 +810,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.extra_train_sites < 0 or args.fleet_prior_sites < 0:
         raise SystemExit(f"--extra-train-sites ({args.extra_train_sites}) and --fleet-prior-sites "
                          f"({args.fleet_prior_sites}) must be 0 or more")
+    if not 0.0 <= args.local_prior_fraction < 1.0:
+        raise SystemExit(f"--local-prior-fraction ({args.local_prior_fraction}) must be in [0, 1)")
     if args.extra_train_cause_scale and not args.extra_train_sites:
         raise SystemExit("--extra-train-cause-scale scales the extra training sites: give --extra-train-sites too")
     if args.quick:

@@ -527,10 +527,14 @@ def rootcause_accuracy(model: torch.nn.Module, dataset: SnapshotDataset, feature
                        rows: pd.DataFrame, events: pd.DataFrame, max_events: int = 200,
                        seed: int = 0, alert_threshold: float | None = None,
                        prior: RootPrior | None = None,
-                       compare_priors: Mapping[str, RootPrior | None] | None = None) -> dict[str, Any]:
+                       compare_priors: Mapping[str, RootPrior | Mapping[int, RootPrior | None] | None] | None = None,
+                       late_from: Mapping[int, float] | None = None) -> dict[str, Any]:
     """Top-1/top-3 accuracy of the root-cause ranking (:func:`rank_root_causes`, with ``prior`` if given: the one
     ``predict`` reports) against the ground truth; with ``compare_priors`` also of the same drops ranked with each
-    of those priors (``report["compare"][name]``: overall, cascades, precursor and alerted cascades).
+    of those priors (``report["compare"][name]``: overall, cascades, precursor and alerted cascades). A compare
+    prior may be one per site (a mapping from ``dataset``'s site index: a site's own labels). With
+    ``late_from`` (site index -> time) the comparison is also reported over the failures at or after that time
+    only (``report["compare_late"]``): a site's prior counted before it is then scored on what came after.
 
     For each failure event (at most ``max_events``, sampled), the explained snapshot is the node's
     highest-scoring row in ``[tf - 60 min, tf - 5 min]``. Reported overall, per cause group, for cascades
@@ -557,16 +561,21 @@ def rootcause_accuracy(model: torch.nn.Module, dataset: SnapshotDataset, feature
         logits = snapshot_node_logits(rows, int(e.site), int(best["t"]), len(site.graph.node_global))
         priors = {"": prior, **{f"compare.{k}": v for k, v in (compare_priors or {}).items()}}
         alerted = alert_threshold is not None and float(best["score"]) >= alert_threshold
+        late = late_from is not None and int(e.site) in late_from and int(e.tf) >= late_from[int(e.site)]
         for name, p in priors.items():
+            p = p.get(int(e.site)) if isinstance(p, Mapping) else p
             ranked = rank_root_causes(site.graph, cand, drops, p, logits)
             rank = ranked.index(int(e.root)) if int(e.root) in ranked else 10**6
-            res.append((name, e.group, bool(e.precursor), alerted, rank))
-    df = pd.DataFrame(res, columns=["prior", "group", "precursor", "alerted", "rank"])
+            res.append((name, e.group, bool(e.precursor), alerted, rank, late))
+    df = pd.DataFrame(res, columns=["prior", "group", "precursor", "alerted", "rank", "late"])
     out = _rootcause_summary(df[df["prior"] == ""], alert_threshold is not None)
     out["by_group"] = {g: _top_k(d) for g, d in df[df["prior"] == ""].groupby("group")}
     if compare_priors:
         out["compare"] = {k: _rootcause_summary(df[df["prior"] == f"compare.{k}"], alert_threshold is not None)
                           for k in compare_priors}
+        if late_from is not None:
+            out["compare_late"] = {k: _rootcause_summary(df[(df["prior"] == f"compare.{k}") & df["late"]],
+                                                         alert_threshold is not None) for k in compare_priors}
     return out
 
 

@@ -204,3 +204,25 @@ def test_cause_scale_changes_only_the_extra_training_sites(bench):
     for i in (0, 2, 3):  # the federation's own sites are drawn exactly as without the flag
         assert a[i].events.equals(b[i].events)
     assert not a[1].events.equals(b[1].events)
+
+
+def test_a_sites_own_prior_counts_only_its_failures_before_the_cut(bench, small_splits):
+    """--local-prior-fraction: each held-out site's own prior counts its failures before the cut (the ones after
+    are scored), and the merged variants add the training sites' pooled or released counts to it."""
+    from infrabrain.models.root_prior import RELATIONS, fit_root_prior, root_relations
+    from infrabrain.privacy.fleet_root_prior import FleetRootPriorConfig, build_fleet_root_prior
+
+    test = small_splits.test_sites
+    central = fit_root_prior(small_splits.train)
+    fleet = build_fleet_root_prior([np.full(len(RELATIONS), 2.0)] * 3, FleetRootPriorConfig(), seed=0)
+    late_from, out = bench.local_prior_variants(test, central, fleet, 0.5)
+    assert set(out) == set(bench.LOCAL_PRIOR_VARIANTS)
+    rel = root_relations(test)
+    for s, t in late_from.items():
+        before = rel[(rel["site"] == s) & (rel["tf"] < t)]
+        own = out["local"][s]
+        assert (own.failures if own is not None else 0) == len(before)
+        merged = out["local_central"][s]
+        assert merged.failures == len(before) + central.failures
+    with pytest.raises(SystemExit, match="--local-prior-fraction"):
+        bench.main(["--local-prior-fraction", "1", "--parts", "accuracy"])

@@ -252,6 +252,31 @@ def test_rootcause_accuracy_compares_priors_on_the_same_drops(small_splits):
     assert both["compare"]["wrong"]["top1"] <= both["top1"]
 
 
+def test_rootcause_accuracy_takes_a_prior_per_site_and_scores_late_failures(small_splits):
+    """A compare prior may be one per site (the site's own labels): a mapping that gives every site the same prior
+    scores as that prior; ``late_from`` reports each site's failures from its time on, and from time 0 that is
+    every failure."""
+    from infrabrain.models.root_prior import fit_root_prior
+    from infrabrain.models.training import predict_scores
+
+    sp = small_splits
+    model = build_model(sp.feature_set.f_max, sp.window, pool=sp.pool, hidden=8, layers=2)
+    rows = predict_scores(model, sp.test_sites)
+    ev = failure_events(sp.test_sites)
+    prior = fit_root_prior(sp.train)
+    sites = range(len(sp.test_sites.sites))
+    cut = {s: float(ev["tf"].median()) for s in sites}
+    out = rootcause_accuracy(model, sp.test_sites, sp.feature_set, rows, ev,
+                             compare_priors={"one": prior, "per_site": {s: prior for s in sites}}, late_from=cut)
+    all_from_0 = rootcause_accuracy(model, sp.test_sites, sp.feature_set, rows, ev,
+                                    compare_priors={"one": prior}, late_from={s: 0.0 for s in sites})
+    for k in ("n", "top1", "top3", "cascade_n", "cascade_top3"):
+        np.testing.assert_equal(out["compare"]["per_site"][k], out["compare"]["one"][k])
+        np.testing.assert_equal(out["compare_late"]["per_site"][k], out["compare_late"]["one"][k])
+        np.testing.assert_equal(all_from_0["compare_late"]["one"][k], all_from_0["compare"]["one"][k])
+    assert 0 < out["compare_late"]["one"]["n"] < out["compare"]["one"]["n"]
+
+
 def test_rank_root_causes_credits_cooling_for_rack(small_splits):
     from infrabrain.models.explain import candidates, rank_root_causes
 
