@@ -13,7 +13,7 @@ the public keys, the shares its neighbours sent it, its contribution) lives in a
 3. ``masked``: it charges its ledger, then sends its masked, noised, quantised contribution;
 4. ``unmask``: the shares the coordinator needs to remove the masks (never both kinds for one site);
 5. ``publish``: it stores the published prior (``fleet-root-prior.json``), which its predictor checkpoint then
-   merges with its local counts, less its own contribution (``client.site_checkpoint``).
+   merges with its local counts, less its own contribution if that reached the sum (``client.site_checkpoint``).
 
 What a site sends is exactly the reply keys of each stage (:data:`REPLY_KEYS`); anything else is refused here.
 The noise share follows from the number of sites and the release's parameters, which the site reads and checks
@@ -271,6 +271,10 @@ def _publish(settings: SiteSettings, node_config: Mapping[str, Any], cfg: Mappin
     _state_path(settings, release_id).unlink(missing_ok=True)  # a site that dropped out keeps no secrets
     directory = settings.state_path / FLEET_PRIOR_DIR
     directory.mkdir(parents=True, exist_ok=True)
+    own = directory / OWN_FILE
+    if params.get("included") is False and own.is_file() and json.loads(own.read_text()).get("release-id") == \
+            release_id:
+        own.unlink()  # its share did not reach the sum (it dropped, or the coordinator rejected it)
     atomic_write_text(directory / PRIOR_FILE, json.dumps({"release-id": release_id, "prior": prior.model_dump()}))
     log.info("fleet root prior stored", extra={"sites": prior.n_sites, "epsilon": round(prior.epsilon, 4)})
     return {"stored": 1}

@@ -70,6 +70,10 @@ class FederationConfig(BaseModel):
                                        description="epsilon of the release, per hour of a site's failure history")
     fleet_prior_clip_norm: float = Field(4.0, alias="fleet-prior-clip-norm", gt=0.0,
                                          description="largest L2 norm of one hour's failures per relation")
+    fleet_prior_survival: float = Field(0.8, alias="fleet-prior-survival", gt=0.5, le=1.0,
+                                        description="share of the sites that must finish the release (the secure "
+                                                    "sum's threshold): lower tolerates more dropouts, each site "
+                                                    "then adds more noise and fewer colluders could unmask one")
 
     @field_validator("registry_dir", "state_root")
     @classmethod

@@ -1,7 +1,9 @@
 """SecAgg+ on the deployment path: a real SuperLink (TLS + SuperNode auth) and three real SuperNodes on loopback.
 
 The simulation-engine test (test_simulation.py) checks the SecAgg+ arithmetic; this one checks that the same
-legacy workflow runs over the network stack a real federation uses, with DP at every site.
+legacy workflow runs over the network stack a real federation uses, with DP at every site, and that the fleet
+root prior's release (its own secure sum over the Message API, test_fleet_prior_round.py) runs over it before
+round 1.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ def test_secagg_plus_over_tls_with_authenticated_supernodes(tmp_path: Path, tls_
             "num-server-rounds": 1, "registry-dir": str(registry_dir), "round-timeout-s": 240.0, "secagg": True,
             "secagg-num-shares": 3, "secagg-threshold": 2, "noise-multiplier": 1.0, "eps-budget": 20.0,
             "public-sites": 0, "min-train-sites": 3, "min-available-sites": 3, "acceleration": 1000.0,
-            "site-gpus": SITE["site_gpus"], "site-hours": SITE["site_hours"]}, log_path=tmp_path / "run.log")
+            "site-gpus": SITE["site_gpus"], "site-hours": SITE["site_hours"], "fleet-prior": True},
+            log_path=tmp_path / "run.log")
         deadline = time.monotonic() + 600
         while run.poll() is None and time.monotonic() < deadline:
             time.sleep(1.0)
@@ -62,3 +65,13 @@ def test_secagg_plus_over_tls_with_authenticated_supernodes(tmp_path: Path, tls_
     from infrabrain.models.checkpoint import load_checkpoint
 
     assert all(load_checkpoint(tmp_path / f"site{i}" / "predictor").card["source"]["round"] == 1 for i in range(3))
+    # Before round 1 the three SuperNodes released the fleet root prior over the same TLS links (a second
+    # secure sum, over the Message API); each site stored it and its checkpoint ranks with it.
+    from infrabrain.coordinator.fleet_prior_round import published_prior
+
+    prior = published_prior(registry_dir)
+    assert prior is not None and prior.n_sites == 3
+    for i in range(3):
+        card = load_checkpoint(tmp_path / f"site{i}" / "predictor").card
+        assert "less this site's own contribution" in card["root_prior_note"]
+        assert not list((tmp_path / f"site{i}" / "fleet-prior").glob("release-*.json"))

@@ -1,6 +1,7 @@
 """The fleet root prior released over Flower (simulation engine): six sites, one whose budget cannot take the
-release (it declines, nothing charged) and one that crashes after sharing its keys (its masks are removed with
-its neighbours' shares). The coordinator publishes the noisy sum of the four others' contributions, every site
+release (it declines, nothing charged), one that crashes after sharing its keys and one whose masked input is
+malformed (their masks are removed with their neighbours' shares). The coordinator publishes the noisy sum of
+the three others' contributions, every site
 stores it, the ledgers record exactly the releases that happened, no secret is left on disk, the sites'
 checkpoints rank with the merged prior, and a resumed federation does not release again (it sends the published
 prior to the sites once more)."""
@@ -16,11 +17,12 @@ import pytest
 
 SMALL = {"site_gpus": 8, "site_hours": 48.0, "noise_multiplier": 1.0, "batch_size": 8, "optimizer": "adam",
          "lr": 0.005, "acceleration": 1000.0}
-CRASH, BROKE = 4, 5
+TAMPER, CRASH, BROKE = 3, 4, 5
 
 
 def _client_app():
-    """The real ClientApp, except that site ``CRASH`` fails at the masked stage (after its shares went out)."""
+    """The real ClientApp, except that site ``CRASH`` fails at the masked stage (after its shares went out) and
+    site ``TAMPER`` sends a masked input one cell short."""
     from flwr.clientapp import ClientApp
 
     from infrabrain.client.flower_client_app import app as real
@@ -37,9 +39,13 @@ def _client_app():
 
     @app.query("fleet_prior")
     def fleet_prior(msg, context):
-        if int(context.node_config["partition-id"]) == CRASH and msg.content["fleet-prior"]["stage"] == "masked":
+        pid, stage = int(context.node_config["partition-id"]), msg.content["fleet-prior"]["stage"]
+        if pid == CRASH and stage == "masked":
             raise RuntimeError("site crashed")
-        return real(msg, context)
+        reply = real(msg, context)
+        if pid == TAMPER and stage == "masked":  # a share one cell short: the coordinator must refuse it
+            reply.content["fleet-prior"]["masked"] = reply.content["fleet-prior"]["masked"][:-8]
+        return reply
 
     return app
 
@@ -81,14 +87,15 @@ def test_fleet_prior_released_over_flower_with_a_decline_and_a_crash(tmp_path) -
     spent_before = _exhaust(sites / f"site-{BROKE:04d}" / "ledger")
     backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
                "init_args": {"num_cpus": 2, "include_dashboard": False}}
-    cfg = simulation_config(6, 1, None, tmp_path, fleet_prior=True, **SMALL)
+    # 5 sites send keys; at survival 0.6 the threshold is 3, so two may drop
+    cfg = simulation_config(6, 1, None, tmp_path, fleet_prior=True, fleet_prior_survival=0.6, **SMALL)
     run_simulation(make_server_app(cfg), _client_app(), num_supernodes=6, backend_config=backend)
 
     prior = published_prior(Path(cfg.registry_dir))
-    assert prior is not None and prior.n_sites == 4
+    assert prior is not None and prior.n_sites == 3
     assert prior.epsilon == pytest.approx(cfg.fleet_prior_epsilon, rel=0.05)
-    # The noisy counts are the four contributions' sum plus noise of the published std.
-    took_part = [0, 1, 2, 3]
+    # The noisy counts are the three contributions' sum plus noise of the published std.
+    took_part = [0, 1, 2]
     run_cfg = cfg.site_config()
     truth = sum(site_contribution(site_settings({"partition-id": i, "num-partitions": 6}, run_cfg), run_cfg,
                                   cfg.fleet_prior_clip_norm) for i in took_part)
@@ -97,6 +104,17 @@ def test_fleet_prior_released_over_flower_with_a_decline_and_a_crash(tmp_path) -
     z = (noisy - truth) / prior.sigma
     assert np.abs(z).max() < 6 and 0.4 < z.std() < 1.8, z
     release_id = json.loads((Path(cfg.registry_dir) / REGISTRY_PRIOR_FILE).read_text())["release-id"]
+    # Every reply of every stage is audited under the site's pseudonym, with what it sent, never the content.
+    audit = [json.loads(x) for x in (Path(cfg.registry_dir) / "audit.jsonl").read_text().splitlines()]
+    decisions = {}
+    for a in audit:
+        if a["kind"].startswith("fleet-prior."):
+            decisions.setdefault(a["kind"][12:], []).append(a["decision"])
+            assert a["site"].startswith("site-") and all(isinstance(v, (int, str)) for v in a.get("sent", {}).values())
+    assert sorted(decisions["keys"]) == ["accepted"] * 5 + ["declined"]
+    assert sorted(decisions["shares"]) == ["accepted"] * 5
+    assert sorted(decisions["masked"]) == ["accepted"] * 3 + ["failed", "rejected"]
+    assert sorted(decisions["unmask"]) == ["accepted"] * 3 and decisions["publish"] == ["accepted"] * 6
 
     for i in range(6):
         site = sites / f"site-{i:04d}"
@@ -115,6 +133,7 @@ def test_fleet_prior_released_over_flower_with_a_decline_and_a_crash(tmp_path) -
             assert not own.exists()
             assert "this site did not take part" in note
     assert [r["round"] for r in _runs(sites / f"site-{CRASH:04d}")].count(0) == 0  # crashed before charging
+    assert [r["round"] for r in _runs(sites / f"site-{TAMPER:04d}")].count(0) == 1  # charged before it sent
     broke = _runs(sites / f"site-{BROKE:04d}")
     assert len(broke) == 1 and broke[0]["epsilon_after"] == pytest.approx(spent_before)  # training refused too
 
@@ -122,7 +141,7 @@ def test_fleet_prior_released_over_flower_with_a_decline_and_a_crash(tmp_path) -
     # site that lacks it (here: lost it) has it after.
     before = {i: len(_runs(sites / f"site-{i:04d}")) for i in took_part}
     (sites / f"site-{BROKE:04d}" / FLEET_PRIOR_DIR / PRIOR_FILE).unlink()
-    cfg2 = simulation_config(6, 2, None, tmp_path, fleet_prior=True, **SMALL)
+    cfg2 = simulation_config(6, 2, None, tmp_path, fleet_prior=True, fleet_prior_survival=0.6, **SMALL)
     run_simulation(make_server_app(cfg2), _client_app(), num_supernodes=6, backend_config=backend)
     assert json.loads((Path(cfg.registry_dir) / REGISTRY_PRIOR_FILE).read_text())["release-id"] == release_id
     for i in took_part:
