@@ -195,7 +195,7 @@ def _index_and_n(params: Mapping[str, Any], state: Mapping[str, Any] | None = No
 def _shares(settings: SiteSettings, node_config: Mapping[str, Any], cfg: Mapping[str, Any],
             params: Mapping[str, Any], payload: Mapping[str, Any], release_id: str) -> dict[str, Any]:
     from infrabrain.privacy.fleet_root_prior import FleetRootPriorConfig
-    from infrabrain.privacy.secure_sum import SiteSecrets, load_public_key, neighbours, share_keys
+    from infrabrain.privacy.secure_sum import SiteSecrets, load_public_key, neighbours, public_keys, share_keys
 
     state = _load_state(settings, release_id, "shares")
     release = FleetRootPriorConfig.model_validate(state["release"])
@@ -209,6 +209,8 @@ def _shares(settings: SiteSettings, node_config: Mapping[str, Any], cfg: Mapping
             raise ValueError(f"public keys of site {j} (a neighbour) are missing")
         load_public_key(pub_c[j], f"site {j}"), load_public_key(pub_s[j], f"site {j}")
     secrets = SiteSecrets.from_json(state["secrets"])
+    if (pub_c[idx], pub_s[idx]) != public_keys(secrets):
+        raise ValueError(f"the public keys at this site's index {idx} are not the ones it sent: refusing")
     out = share_keys(secrets, idx, n, pub_c, survival=release.survival)
     state.update(index=idx, n=n, secrets=secrets.to_json(), pub_c={str(k): v.hex() for k, v in pub_c.items()},
                  pub_s={str(k): v.hex() for k, v in pub_s.items()})

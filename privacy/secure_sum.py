@@ -118,6 +118,11 @@ def advertise() -> tuple[SiteSecrets, bytes, bytes]:
     return secrets, _pub_bytes(c_sk.public_key()), _pub_bytes(s_sk.public_key())
 
 
+def public_keys(secrets: SiteSecrets) -> tuple[bytes, bytes]:
+    """The two public keys a site advertised (to check that the aggregator forwards them unchanged)."""
+    return _pub_bytes(_load_sk(secrets.c_sk).public_key()), _pub_bytes(_load_sk(secrets.s_sk).public_key())
+
+
 def _pack(b_share: bytes, sk_share: bytes) -> bytes:
     return len(b_share).to_bytes(4, "little") + b_share + sk_share
 

@@ -76,3 +76,22 @@ def test_a_published_prior_that_does_not_validate_is_not_stored(tmp_path) -> Non
     assert prior.counts == {"gpu@0": 3.0} and own is None  # the good one is kept; the site did not take part
     (s.state_path / FLEET_PRIOR_DIR / PRIOR_FILE).write_text("{not json")
     assert stored_fleet_prior(s) is None
+
+
+def test_a_site_refuses_keys_at_its_index_that_are_not_its_own(tmp_path) -> None:
+    """The coordinator forwards the public keys; a site checks that the ones at its index are those it sent
+    (else shares encrypted for it would be readable by whoever swapped them), then shares with its neighbours."""
+    from infrabrain.privacy.secure_sum import advertise
+
+    small = {"site-gpus": 8, "site-hours": 48.0, "acceleration": 1000.0}
+    s = site_settings({"partition-id": 0, "num-partitions": 3, "state-dir": str(tmp_path / "site")}, small)
+    mine = handle_stage(s, {}, small, _params("keys"), {})
+    assert set(mine) == {"pub-c", "pub-s"}
+    others = [advertise() for _ in range(3)]
+    payload = {"pub-c-0": mine["pub-c"], "pub-s-0": mine["pub-s"]}
+    payload |= {f"pub-{k}-{i}": others[i][1 if k == "c" else 2] for i in (1, 2) for k in ("c", "s")}
+    swapped = {**payload, "pub-c-0": others[0][1]}
+    with pytest.raises(ValueError, match="not the ones it sent"):
+        handle_stage(s, {}, small, _params("shares", index=0, n=3), swapped)
+    shares = handle_stage(s, {}, small, _params("shares", index=0, n=3), payload)
+    assert set(shares) == {"to-1", "to-2"} and all(isinstance(v, bytes) for v in shares.values())
