@@ -213,10 +213,11 @@ def fleet_prior_variants(train: Any, epsilons: Sequence[float], clip_norms: Sequ
 
 #: The priors :func:`local_prior_variants` compares on each held-out site's later failures.
 LOCAL_PRIOR_VARIANTS = ("none", "local", "central", "fleet", "local_fleet", "local_fleet_excess", "local_central",
-                        "fleet_excess", "fleet_eb", "local_fleet_eb")
+                        "fleet_excess", "fleet_eb", "local_fleet_eb", "fleet_plus", "local_fleet_plus")
 
 
-def local_prior_variants(test: Any, central: Any, fleet: Any, fraction: float) -> tuple[dict[int, float], dict]:
+def local_prior_variants(test: Any, central: Any, fleet: Any, fraction: float,
+                         fleet_plus: Any = None) -> tuple[dict[int, float], dict]:
     """A site that has labels of its own (``--local-prior-fraction``): each held-out site's prior counted from its
     failures before ``fraction`` of its run (``local``), scored on the failures after it (``late_from``), alone
     and merged with the training sites' pooled labels (``local_central``; ``central`` alone) or with their
@@ -225,7 +226,8 @@ def local_prior_variants(test: Any, central: Any, fleet: Any, fraction: float) -
     ``local_fleet_excess``: each posterior mean less that of an empty relation, so that a relation the noise
     cannot tell from empty adds nothing to the site's own counts; ``local_fleet_eb``: posterior means under an
     exponential prior whose mean is the noisy counts' mean, an empirical-Bayes prior that expects most
-    relations to be rare; ``fleet_excess`` and ``fleet_eb`` without the site's counts)."""
+    relations to be rare; ``fleet_excess`` and ``fleet_eb`` without the site's counts). With ``fleet_plus`` (the
+    release with ``--fleet-prior-sites``' incidents too) also ``fleet_plus`` and ``local_fleet_plus``."""
     from collections import Counter
 
     from infrabrain.models.root_prior import RELATIONS, RootPrior, _snapshot_span, merge_root_priors, root_relations
@@ -255,6 +257,9 @@ def local_prior_variants(test: Any, central: Any, fleet: Any, fraction: float) -
                 "local_fleet_excess": {s: merge_root_priors(p, excess_prior) for s, p in local.items()},
                 "fleet_excess": excess_prior, "fleet_eb": eb_prior,
                 "local_fleet_eb": {s: merge_root_priors(p, eb_prior) for s, p in local.items()}}
+    if fleet_plus is not None:
+        out |= {"fleet_plus": site_root_prior(None, fleet_plus),
+                "local_fleet_plus": {s: site_root_prior(p, fleet_plus) for s, p in local.items()}}
     return late_from, out
 
 
@@ -505,7 +510,7 @@ def _one_seed(runs: list, args: argparse.Namespace, seed: int, report_dir: str |
     if args.local_prior_fraction:
         test = trained.splits.test_sites if trained.splits.test_sites is not None else trained.splits.test_time
         late_from, local = local_prior_variants(test, trained.root_prior, releases.get("fleet_dp_eps1_c4"),
-                                                args.local_prior_fraction)
+                                                args.local_prior_fraction, releases.get("fleet_plus_dp_eps1_c4"))
         priors |= {f"late.{k}": v for k, v in local.items()}
     rep = evaluate_predictor(trained, report_dir, rootcause_events=args.rootcause_events,
                              oracle=not args.no_oracle, bootstrap=0, keep_tables=True,

@@ -215,7 +215,7 @@ def test_a_sites_own_prior_counts_only_its_failures_before_the_cut(bench, small_
     test = small_splits.test_sites
     central = fit_root_prior(small_splits.train)
     fleet = build_fleet_root_prior([np.full(len(RELATIONS), 2.0)] * 3, FleetRootPriorConfig(), seed=0)
-    late_from, out = bench.local_prior_variants(test, central, fleet, 0.5)
+    late_from, out = bench.local_prior_variants(test, central, fleet, 0.5, fleet_plus=fleet)
     assert set(out) == set(bench.LOCAL_PRIOR_VARIANTS)
     rel = root_relations(test)
     for s, t in late_from.items():
