@@ -220,7 +220,6 @@ def _shares(settings: SiteSettings, node_config: Mapping[str, Any], cfg: Mapping
 
 def _masked(settings: SiteSettings, node_config: Mapping[str, Any], cfg: Mapping[str, Any],
             params: Mapping[str, Any], payload: Mapping[str, Any], release_id: str) -> dict[str, Any]:
-    from infrabrain.atomic import atomic_write_text
     from infrabrain.privacy.fleet_root_prior import FleetRootPriorConfig, charge_release, site_share
     from infrabrain.privacy.secure_sum import SiteSecrets, mask_input
 
@@ -236,8 +235,8 @@ def _masked(settings: SiteSettings, node_config: Mapping[str, Any], cfg: Mapping
     if not charge_release(_ledger(settings, cfg), release, _hours(settings), int(params.get("round", 0))):
         _state_path(settings, release_id).unlink(missing_ok=True)
         return {"declined": "privacy budget exhausted"}
-    own = {"release-id": release_id, "contribution": state["contribution"]}
-    atomic_write_text(settings.state_path / FLEET_PRIOR_DIR / OWN_FILE, json.dumps(own))
+    _write_private(settings.state_path / FLEET_PRIOR_DIR / OWN_FILE,
+                   {"release-id": release_id, "contribution": state["contribution"]})
     pub_s = {int(k): bytes.fromhex(v) for k, v in state["pub_s"].items()}
     y = mask_input(secrets, idx, n, share, pub_s, 2**release.mod_bits, active=set(active))
     state.update(secrets=secrets.to_json())

@@ -27,7 +27,7 @@ from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
 from infrabrain.coordinator.fed_config import FederationConfig
-from infrabrain.coordinator.inspection import site_pseudonym
+from infrabrain.coordinator.inspection import append_audit, site_pseudonym
 from infrabrain.logs import get_logger
 
 log = get_logger("coordinator.fleet_prior_round")
@@ -131,16 +131,17 @@ class _Stage:
                 log.warning("fleet-prior reply not used", extra={k: record[k] for k in ("kind", "site", "decision",
                                                                                         "reason")})
             lines.append(json.dumps(record, separators=(",", ":")))
-        self.audit_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.audit_path, "a", encoding="utf-8") as fh:
-            fh.write("\n".join(lines) + "\n")
+        append_audit(self.audit_path, lines)
         return out
 
 
 def _bytes(reply: Mapping[str, Any], key: str, size: int | None = None, limit: int = MAX_SHARE_BYTES) -> bytes:
     v = reply.get(key)
-    if not isinstance(v, bytes) or (size is not None and len(v) != size) or len(v) > limit:
-        raise ValueError(f"{key!r} is not {'%d' % size if size else 'at most %d' % limit} bytes")
+    want = f"{size} bytes" if size is not None else f"at most {limit} bytes"
+    if not isinstance(v, bytes):
+        raise ValueError(f"{key!r} is {'missing' if v is None else type(v).__name__}, expected {want}")
+    if (size is not None and len(v) != size) or len(v) > limit:
+        raise ValueError(f"{key!r} has {len(v)} bytes, expected {want}")
     return v
 
 
@@ -149,8 +150,8 @@ def release_fleet_root_prior(grid: Grid, cfg: FederationConfig, registry_root: P
     :class:`ReleaseAborted` when too few sites take part or survive."""
     from infrabrain.client.fleet_prior_site import release_params
     from infrabrain.models.root_prior import RELATIONS
-    from infrabrain.privacy.fleet_root_prior import prior_from_sum, release_noise_multiplier
-    from infrabrain.privacy.secure_fleet_stats import dequantise_sum, noise_share_sigma
+    from infrabrain.privacy.fleet_root_prior import prior_from_sum, release_shares
+    from infrabrain.privacy.secure_fleet_stats import dequantise_sum
     from infrabrain.privacy.secure_sum import PUBLIC_KEY_BYTES, load_public_key, neighbours, unmask_sum
 
     t0 = time.monotonic()
@@ -171,7 +172,7 @@ def release_fleet_root_prior(grid: Grid, cfg: FederationConfig, registry_root: P
     n = len(order)
     if n < release.min_sites:
         raise ReleaseAborted(f"{n} site(s) sent keys; a release needs min-sites={release.min_sites}")
-    threshold, _ = noise_share_sigma(1.0, n, release.min_sites, release.survival)
+    threshold, sigma_site = release_shares(release, n)
     index = {nid: i for i, nid in enumerate(order)}
     pubs = {f"pub-c-{i}": keys[nid][0] for i, nid in enumerate(order)}
     pubs |= {f"pub-s-{i}": keys[nid][1] for i, nid in enumerate(order)}
@@ -228,8 +229,6 @@ def release_fleet_root_prior(grid: Grid, cfg: FederationConfig, registry_root: P
     except ValueError as exc:
         raise ReleaseAborted(str(exc)) from None
     summed = dequantise_sum(total, len(survivors), clip=release.clip, quant_bits=release.quant_bits)
-    z = release_noise_multiplier(release)
-    _, sigma_site = noise_share_sigma(z * release.clip_norm, n, release.min_sites, release.survival)
     prior = prior_from_sum(summed, len(survivors), sigma_site * len(survivors) ** 0.5, release)
     _publish(registry_root, release_id, prior)
     # 5. publish to every connected site (a DP release: post-processing is free)

@@ -170,11 +170,18 @@ def inspect_replies(replies: Iterable[Any], kind: str, spec: Sequence[ArraySpec]
                 log.warning("site update rejected", extra={"site": who, "round": server_round, "kind": kind,
                                                            "reason": problem})
         lines.append(json.dumps(record, separators=(",", ":")))
-    if audit_path is not None and lines:
-        path = Path(audit_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write("\n".join(lines) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+    if audit_path is not None:
+        append_audit(audit_path, lines)
     return result
+
+
+def append_audit(audit_path: str | os.PathLike[str], lines: Sequence[str]) -> None:
+    """Append JSON lines to the audit log, fsynced (the record of what every reply held and what was decided)."""
+    if not lines:
+        return
+    path = Path(audit_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write("\n".join(lines) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())

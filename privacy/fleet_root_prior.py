@@ -144,14 +144,19 @@ def validate_contribution(vec: np.ndarray, clip: float, who: str = "site") -> np
     return vec
 
 
+def release_shares(config: FleetRootPriorConfig, n: int) -> tuple[int, float]:
+    """A release among ``n`` sites: the secure sum's threshold and each site's noise std. Both follow from ``n``
+    and the config alone, so each site and the coordinator compute them themselves."""
+    return noise_share_sigma(release_noise_multiplier(config) * config.clip_norm, n, config.min_sites,
+                             config.survival)
+
+
 def site_share(vec: np.ndarray, config: FleetRootPriorConfig, n: int,
                rng: np.random.Generator | None = None) -> np.ndarray:
     """What a site puts into the secure sum of a release among ``n`` sites (run at the site): its contribution
-    plus its share of the noise, quantised. The threshold, and so the share, follows from ``n`` and the
-    config alone, so the site computes it itself."""
+    plus its share of the noise (:func:`release_shares`), quantised."""
     check_modulus(n, config.quant_bits, config.mod_bits)
-    _, sigma_site = noise_share_sigma(release_noise_multiplier(config) * config.clip_norm, n, config.min_sites,
-                                      config.survival)
+    _, sigma_site = release_shares(config, n)
     return noisy_quantised_share(validate_contribution(vec, config.clip), sigma_site, clip=config.clip,
                                  quant_bits=config.quant_bits, rng=rng)
 
