@@ -20,7 +20,9 @@ them), and 90 % intervals of the ratio, the event recall and the median lead ove
 The same root-cause drops are also ranked with other root priors (``rootcause_top3_<variant>``: none, and the
 training sites' fleet prior without noise and released under DP at ``--fleet-prior-epsilons`` and
 ``--fleet-prior-clip-norms``; with ``--fleet-prior-sites N`` also with N more sites' incident logs,
-``fleet_plus_*``): what a new site without labels would rank with (docs/predictor.md, follow-up 23).
+``fleet_plus_*``): what a new site without labels would rank with (docs/predictor.md, follow-up 23);
+``--fleet-prior-min-honest 0,1,2`` also releases them with every site counting on that many honest sites
+(``_h<H>``: the noise a coordinator that invents sites cannot shrink, follow-up 25).
 ``--local-prior-fraction F`` ranks each held-out site's failures after F of its run with its own earlier labels
 as a prior, alone and merged with the training sites' pooled or released prior (``rootcause_late_*``, follow-up
 24).
@@ -45,6 +47,7 @@ for, and every oracle on the same rows, up to the ``amplitude_aware`` ceiling (`
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import resource
 import sys
@@ -154,6 +157,19 @@ def parse_positive_floats(text: str) -> list[float]:
     return out
 
 
+def parse_min_honest(text: str) -> list[int]:
+    """``"0,1"`` -> ``[0, 1]``: how many honest sites each site of the fleet-prior releases counts on (0: the
+    secure sum's threshold); anything but a non-negative integer is refused by name."""
+    out = []
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        if not item.isdigit():
+            raise argparse.ArgumentTypeError(f"{item!r} is not a non-negative integer")
+        out.append(int(item))
+    if not out:
+        raise argparse.ArgumentTypeError("expected at least one value (0: the threshold)")
+    return out
+
+
 def fleet_sites_relations(args: argparse.Namespace, data_seed: int) -> list[Any]:
     """Root relations (``tf, relation``) of the labelled incidents of ``--fleet-prior-sites`` more sites of the
     draw's federation (after every training, validation, held-out and extra training site), simulated for
@@ -175,14 +191,17 @@ def fleet_sites_relations(args: argparse.Namespace, data_seed: int) -> list[Any]
 
 
 def fleet_prior_variants(train: Any, epsilons: Sequence[float], clip_norms: Sequence[float], seed: int,
-                         extra: Sequence[Any] = (), releases: dict[str, Any] | None = None) -> dict[str, Any]:
+                         extra: Sequence[Any] = (), releases: dict[str, Any] | None = None,
+                         min_honest: Sequence[int] = (0,)) -> dict[str, Any]:
     """The root priors a held-out site (a new site: no labels of its own) could rank with, besides the pooled
     training labels the pipeline uses: none (``none``, what a site without a prior has); the training sites'
     hour-clipped contributions summed without noise (``fleet_clipped``) and released under DP at each epsilon
     (``fleet_dp_eps<e>``: :mod:`infrabrain.privacy.fleet_root_prior`, a real secure sum); with the ``extra``
     sites' relations too (``fleet_plus_*``, the sites of ``--fleet-prior-sites``); each at every clip norm
-    (``_c<C>`` unless 1). A release needs at least ``min_sites`` sites. ``releases`` (if given) receives each DP
-    variant's published :class:`~infrabrain.privacy.fleet_root_prior.FleetRootPrior` by name."""
+    (``_c<C>`` unless 1) and, for the DP variants, with every site counting on each of ``min_honest`` honest
+    sites (``_h<H>`` unless 0, the threshold: the noise that a coordinator inventing sites cannot shrink). A
+    release needs at least ``min_sites`` sites. ``releases`` (if given) receives each DP variant's published
+    :class:`~infrabrain.privacy.fleet_root_prior.FleetRootPrior` by name."""
     from infrabrain.models.root_prior import RELATIONS, RootPrior, root_relations
     from infrabrain.privacy.fleet_root_prior import (FleetRootPriorConfig, build_fleet_root_prior,
                                                      relation_contribution, site_root_prior)
@@ -202,9 +221,10 @@ def fleet_prior_variants(train: Any, epsilons: Sequence[float], clip_norms: Sequ
             contribs = [relation_contribution(r, clip_norm=c) for r in relations]
             clipped = {r: int(round(v)) for r, v in zip(RELATIONS, np.sum(contribs, axis=0)) if round(v) > 0}
             out[f"{name}_clipped{sfx}"] = RootPrior(counts=clipped, failures=sum(clipped.values())) if clipped else None
-            for eps in epsilons if releasable else ():
-                fleet = build_fleet_root_prior(contribs, FleetRootPriorConfig(epsilon=eps, clip_norm=c), seed=seed)
-                key = f"{name}_dp_eps{eps:g}".replace(".", "p") + sfx
+            for eps, h in itertools.product(epsilons if releasable else (), min_honest):
+                fleet = build_fleet_root_prior(contribs, FleetRootPriorConfig(epsilon=eps, clip_norm=c), seed=seed,
+                                               min_honest=[h] * len(contribs))
+                key = f"{name}_dp_eps{eps:g}".replace(".", "p") + sfx + (f"_h{h}" if h else "")
                 out[key] = site_root_prior(None, fleet)
                 if releases is not None:
                     releases[key] = fleet
@@ -475,11 +495,15 @@ def _combine(rows: list[dict], listed: tuple[str, ...], suffix: str, *, geometri
 
 def _mean_over_draws(draws: list[dict], samples: list[dict[str, np.ndarray]] | None = None) -> dict:
     """Combine the draws of ``--data-seeds``: means (geometric for ``pr_auc_ratio*`` keys, so one draw's 10x
-    cannot hide another's 0.5x), ``<key>_per_draw`` lists for :data:`PER_DRAW_KEYS`, the worst draw's ratio, and
+    cannot hide another's 0.5x), ``<key>_per_draw`` lists for :data:`PER_DRAW_KEYS` and every root-cause prior
+    variant the draws hold, the worst draw's ratio, and
     per cause group the means over the draws it occurs in; with each draw's bootstrap ``samples``, the intervals
     of those means (draws are independent: their b-th resamples are combined)."""
+    # the root-cause keys of every prior variant the run compared (its flags name more than the defaults)
+    variants = sorted({k for d in draws for k in d if k.startswith(("rootcause_top3_", "rootcause_top1_all_"))
+                       and k not in PER_DRAW_KEYS and not k.endswith(("_n", "_per_seed"))})
     out = {"data_seeds": [d["seeds"][0] for d in draws],
-           **_combine(draws, PER_DRAW_KEYS, "per_draw", geometric_ratios=True, keep_other=False,
+           **_combine(draws, (*PER_DRAW_KEYS, *variants), "per_draw", geometric_ratios=True, keep_other=False,
                        total_counts=True)}
     ratios = [r for r in out["pr_auc_ratio_per_draw"] if r is not None]
     out["pr_auc_ratio_min_draw"] = min(ratios) if ratios else None
@@ -505,7 +529,7 @@ def _one_seed(runs: list, args: argparse.Namespace, seed: int, report_dir: str |
     trained = train_predictor(runs, _pipeline_config(args, seed))
     releases: dict[str, Any] = {}
     priors = fleet_prior_variants(trained.splits.train, args.fleet_prior_epsilons, args.fleet_prior_clip_norms, seed,
-                                  fleet_extra, releases)
+                                  fleet_extra, releases, args.fleet_prior_min_honest)
     late_from = None
     if args.local_prior_fraction:
         test = trained.splits.test_sites if trained.splits.test_sites is not None else trained.splits.test_time
@@ -775,6 +799,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "prior (rootcause_top3_<variant> keys; default 1,4)")
     p.add_argument("--fleet-prior-clip-norms", type=parse_positive_floats, default=[1.0, 4.0],
                    help="clip norms of one hour's relation counts for the fleet prior variants (default 1,4)")
+    p.add_argument("--fleet-prior-min-honest", type=parse_min_honest, default=[0],
+                   help="for the fleet prior variants, how many honest sites every site counts on (comma-separated; "
+                        "0, the default: the secure sum's threshold; H > 0: each adds sigma / sqrt(H), the noise a "
+                        "coordinator that invents sites cannot shrink; keys end in _h<H>)")
     p.add_argument("--fleet-prior-sites", type=int, default=0,
                    help="sites beyond the federation whose labelled incidents join the fleet root prior (their "
                         "telemetry trains nothing): the fleet_plus_* variants (default 0: none)")

@@ -8,7 +8,8 @@ the public keys, the shares its neighbours sent it, its contribution) lives in a
 1. ``keys``: the site counts its contribution (its labelled failures per relation, each hour clipped to the
    release's norm) and checks that its privacy ledger can take the release. It declines if not, or if its
    node config says ``fleet-prior=false`` (the site's word, like its training device). Otherwise it sends two
-   public keys;
+   public keys, and how many honest sites it counts on (``fleet-prior-min-honest`` in its node config; absent:
+   the release's threshold), which sets its noise share;
 2. ``shares``: its encrypted Shamir shares, one per neighbour, for the coordinator to forward;
 3. ``masked``: it charges its ledger, then sends its masked, noised, quantised contribution;
 4. ``unmask``: the shares the coordinator needs to remove the masks (never both kinds for one site);
@@ -16,8 +17,10 @@ the public keys, the shares its neighbours sent it, its contribution) lives in a
    merges with its local counts, less its own contribution if that reached the sum (``client.site_checkpoint``).
 
 What a site sends is exactly the reply keys of each stage (:data:`REPLY_KEYS`); anything else is refused here.
-The noise share follows from the number of sites and the release's parameters, which the site reads and checks
-itself; the coordinator is trusted to be honest-but-curious (docs/threat-model.md).
+The noise share follows from the number of sites, the release's parameters and the site's own
+``fleet-prior-min-honest``, which the site reads and checks itself. By default the coordinator is trusted to be
+honest-but-curious; a site that sets ``fleet-prior-min-honest`` keeps its guarantee against a coordinator that
+invents sites, as long as that many honest sites are in the sum (docs/threat-model.md).
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ OWN_FILE = "own-contribution.json"
 STAGES = ("keys", "shares", "masked", "unmask", "publish")
 #: What a site's reply may hold at each stage (``*`` = followed by a site index).
 REPLY_KEYS: dict[str, tuple[str, ...]] = {
-    "keys": ("pub-c", "pub-s", "declined"),
+    "keys": ("pub-c", "pub-s", "min-honest", "declined"),
     "shares": ("to-*",),
     "masked": ("masked", "declined"),
     "unmask": ("b-*", "sk-*"),
@@ -94,9 +97,26 @@ def _load_state(settings: SiteSettings, release_id: str, stage: str) -> dict[str
     return json.loads(path.read_text())
 
 
-def _opted_out(node_config: Mapping[str, Any]) -> bool:
+def opted_out(node_config: Mapping[str, Any]) -> bool:
+    """Whether the site's node config declines the release (``fleet-prior=false``; site.yaml ``fleet_prior``)."""
     v = node_config.get("fleet-prior", node_config.get("fleet_prior", True))
     return str(v).lower() in ("false", "0", "no")
+
+
+def min_honest_of(node_config: Mapping[str, Any]) -> int:
+    """How many honest sites this site counts on in any sum (its node config's ``fleet-prior-min-honest``, a
+    positive integer); 0, the release's threshold, when it is not set. ``ValueError`` naming a bad value."""
+    v = node_config.get("fleet-prior-min-honest", node_config.get("fleet_prior_min_honest"))
+    if v is None:
+        return 0
+    try:
+        h = int(str(v).strip())
+    except ValueError:
+        h = -1
+    if isinstance(v, bool) or isinstance(v, float) or h < 1:
+        raise ValueError(f"node config fleet-prior-min-honest={v!r}: expected a positive integer (how many honest "
+                         "sites this site counts on in a fleet-prior sum; 1 = its own noise alone)")
+    return h
 
 
 def site_contribution(settings: SiteSettings, cfg: Mapping[str, Any], clip_norm: float) -> np.ndarray:
@@ -155,9 +175,10 @@ def _keys(settings: SiteSettings, node_config: Mapping[str, Any], cfg: Mapping[s
     from infrabrain.privacy.secure_sum import advertise
 
     path = _state_path(settings, release_id)
-    if _opted_out(node_config):
+    if opted_out(node_config):
         return {"declined": "the site's node config sets fleet-prior=false"}
     release = release_config(params)
+    min_honest = min_honest_of(node_config)
     vec = validate_contribution(site_contribution(settings, cfg, release.clip_norm), release.clip)
     ledger = _ledger(settings, cfg)
     if ledger.would_exceed(noise_multiplier=release_noise_multiplier(release), sample_rate=1.0, steps=1,
@@ -167,8 +188,8 @@ def _keys(settings: SiteSettings, node_config: Mapping[str, Any], cfg: Mapping[s
         return {"declined": "privacy budget exhausted"}
     secrets, pub_c, pub_s = advertise()
     _write_private(path, {"release": release.model_dump(), "secrets": secrets.to_json(),
-                          "contribution": vec.tolist()})
-    return {"pub-c": pub_c, "pub-s": pub_s}
+                          "contribution": vec.tolist(), "min_honest": min_honest})
+    return {"pub-c": pub_c, "pub-s": pub_s, "min-honest": min_honest}
 
 
 def _indexed(payload: Mapping[str, Any], prefix: str, n: int, what: str) -> dict[int, bytes]:
@@ -231,7 +252,7 @@ def _masked(settings: SiteSettings, node_config: Mapping[str, Any], cfg: Mapping
         raise ValueError(f"active sites {active!r} must list this site and at least min-sites={release.min_sites}")
     secrets = SiteSecrets.from_json(state["secrets"])
     secrets.received.update(_indexed(payload, "from-", n, "forwarded shares"))
-    share = site_share(np.asarray(state["contribution"]), release, n)
+    share = site_share(np.asarray(state["contribution"]), release, n, min_honest=int(state.get("min_honest", 0)))
     if not charge_release(_ledger(settings, cfg), release, _hours(settings), int(params.get("round", 0))):
         _state_path(settings, release_id).unlink(missing_ok=True)
         return {"declined": "privacy budget exhausted"}

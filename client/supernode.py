@@ -53,6 +53,13 @@ class SupernodeConfig(BaseModel):
     max_retries: int | None = Field(None, ge=0, description="reconnect attempts before giving up (None: forever)")
     device: DeviceName = Field("cpu", description="where this site trains: cpu, cuda, cuda:N or auto (a GPU if "
                                "the ClientApp's torch sees one)")
+    fleet_prior: bool = Field(True, description="take part in the fleet root prior's release (False: decline it; "
+                              "the site still receives the published prior)")
+    fleet_prior_min_honest: int | None = Field(None, ge=1, description="how many honest sites this site counts on "
+                                               "in the fleet prior's secure sum: it adds sigma / sqrt(this), so a "
+                                               "coordinator that invents sites cannot shrink its noise (1: its own "
+                                               "noise alone covers it). None: the sum's threshold (docs/threat-model"
+                                               ".md)")
 
     @field_validator("superlink")
     @classmethod
@@ -78,6 +85,10 @@ class SupernodeConfig(BaseModel):
             items["site-hours"] = float(self.site_hours)
         if self.device != "cpu":
             items["device"] = self.device
+        if not self.fleet_prior:
+            items["fleet-prior"] = False
+        if self.fleet_prior_min_honest is not None:
+            items["fleet-prior-min-honest"] = self.fleet_prior_min_honest
         return " ".join(f"{k}={json.dumps(v)}" for k, v in items.items())
 
 

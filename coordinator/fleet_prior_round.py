@@ -115,8 +115,8 @@ class _Stage:
             else:
                 rec = msg.content.config_records.get("fleet-prior")
                 reply = dict(rec) if rec is not None else {}
-                record["sent"] = {k: len(v) if isinstance(v, (bytes, str)) else type(v).__name__
-                                  for k, v in reply.items()}
+                record["sent"] = {k: len(v) if isinstance(v, (bytes, str)) else v if isinstance(v, int)
+                                  else type(v).__name__ for k, v in reply.items()}
                 try:
                     if set(msg.content.keys()) != {"fleet-prior"}:
                         raise ValueError(f"reply records {sorted(msg.content.keys())}, expected ['fleet-prior']")
@@ -150,7 +150,7 @@ def release_fleet_root_prior(grid: Grid, cfg: FederationConfig, registry_root: P
     :class:`ReleaseAborted` when too few sites take part or survive."""
     from infrabrain.client.fleet_prior_site import release_params
     from infrabrain.models.root_prior import RELATIONS
-    from infrabrain.privacy.fleet_root_prior import prior_from_sum, release_shares
+    from infrabrain.privacy.fleet_root_prior import prior_from_sum, release_noise_std, release_shares
     from infrabrain.privacy.secure_fleet_stats import dequantise_sum
     from infrabrain.privacy.secure_sum import PUBLIC_KEY_BYTES, load_public_key, neighbours, unmask_sum
 
@@ -161,18 +161,21 @@ def release_fleet_root_prior(grid: Grid, cfg: FederationConfig, registry_root: P
                                                               "round": 0})
     nodes = sorted(grid.get_node_ids())
 
-    def keys_of(nid: int, r: Mapping[str, Any]) -> tuple[bytes, bytes]:
+    def keys_of(nid: int, r: Mapping[str, Any]) -> tuple[bytes, bytes, int]:
         _declined(r)
         pc, ps = _bytes(r, "pub-c", PUBLIC_KEY_BYTES), _bytes(r, "pub-s", PUBLIC_KEY_BYTES)
         load_public_key(pc, "pub-c"), load_public_key(ps, "pub-s")
-        return pc, ps
+        h = r.get("min-honest")
+        if isinstance(h, bool) or not isinstance(h, int) or h < 0:
+            raise ValueError(f"'min-honest' is {h!r}, expected a non-negative integer (0: the threshold)")
+        return pc, ps, h
 
     keys = stage.run("keys", {nid: ({}, {}) for nid in nodes}, release.min_sites, keys_of)
     order = sorted(keys)
     n = len(order)
     if n < release.min_sites:
         raise ReleaseAborted(f"{n} site(s) sent keys; a release needs min-sites={release.min_sites}")
-    threshold, sigma_site = release_shares(release, n)
+    threshold, _ = release_shares(release, n)
     index = {nid: i for i, nid in enumerate(order)}
     pubs = {f"pub-c-{i}": keys[nid][0] for i, nid in enumerate(order)}
     pubs |= {f"pub-s-{i}": keys[nid][1] for i, nid in enumerate(order)}
@@ -229,7 +232,9 @@ def release_fleet_root_prior(grid: Grid, cfg: FederationConfig, registry_root: P
     except ValueError as exc:
         raise ReleaseAborted(str(exc)) from None
     summed = dequantise_sum(total, len(survivors), clip=release.clip, quant_bits=release.quant_bits)
-    prior = prior_from_sum(summed, len(survivors), sigma_site * len(survivors) ** 0.5, release)
+    # each survivor's noise share follows from n and the min-honest it sent: the sum holds all of them
+    sigma = release_noise_std(release, n, [keys[order[i]][2] for i in survivors])
+    prior = prior_from_sum(summed, len(survivors), sigma, release)
     _publish(registry_root, release_id, prior)
     # 5. publish to every connected site (a DP release: post-processing is free)
     included = {order[i] for i in survivors}
@@ -238,6 +243,7 @@ def release_fleet_root_prior(grid: Grid, cfg: FederationConfig, registry_root: P
     log.info("fleet root prior released", extra={
         "sites": len(survivors), "dropped": len(dropped), "declined_or_failed": len(nodes) - n,
         "epsilon": round(prior.epsilon, 4), "noise_multiplier": round(prior.noise_multiplier, 4),
+        "sites_counting_on_fewer": sum(1 for i in survivors if 0 < keys[order[i]][2] < threshold),
         "stored_at": sum(stored.values()), "seconds": round(time.monotonic() - t0, 1)})
     return prior
 

@@ -41,7 +41,7 @@ from infrabrain.privacy.accounting import calibrate_noise, epsilon_of
 from infrabrain.privacy.budget import AccountantName
 from infrabrain.privacy.ledger import BudgetExceededError, PrivacyLedger
 from infrabrain.privacy.secure_fleet_stats import (check_modulus, distributed_noisy_sum, noise_share_sigma,
-                                                   noisy_quantised_share)
+                                                   noisy_quantised_share, sum_noise_std)
 
 log = get_logger("privacy.fleet_root_prior")
 
@@ -144,19 +144,28 @@ def validate_contribution(vec: np.ndarray, clip: float, who: str = "site") -> np
     return vec
 
 
-def release_shares(config: FleetRootPriorConfig, n: int) -> tuple[int, float]:
-    """A release among ``n`` sites: the secure sum's threshold and each site's noise std. Both follow from ``n``
-    and the config alone, so each site and the coordinator compute them themselves."""
+def release_shares(config: FleetRootPriorConfig, n: int, min_honest: int = 0) -> tuple[int, float]:
+    """A release among ``n`` sites: the secure sum's threshold and the noise std of a site that counts on
+    ``min_honest`` honest sites (0: the threshold; :func:`~infrabrain.privacy.secure_fleet_stats.trusted_sites`).
+    Both follow from ``n``, the config and the site's own ``min_honest``, so each site and the coordinator
+    compute them themselves."""
     return noise_share_sigma(release_noise_multiplier(config) * config.clip_norm, n, config.min_sites,
-                             config.survival)
+                             config.survival, min_honest)
+
+
+def release_noise_std(config: FleetRootPriorConfig, n: int, min_honest: Sequence[int]) -> float:
+    """The noise std in the sum of a release among ``n`` sites whose survivors assumed ``min_honest`` (one each):
+    the calibrated sigma when every survivor counted on the threshold, more when some counted on fewer."""
+    threshold, _ = release_shares(config, n)
+    return sum_noise_std(release_noise_multiplier(config) * config.clip_norm, threshold, min_honest)
 
 
 def site_share(vec: np.ndarray, config: FleetRootPriorConfig, n: int,
-               rng: np.random.Generator | None = None) -> np.ndarray:
+               rng: np.random.Generator | None = None, min_honest: int = 0) -> np.ndarray:
     """What a site puts into the secure sum of a release among ``n`` sites (run at the site): its contribution
-    plus its share of the noise (:func:`release_shares`), quantised."""
+    plus its share of the noise (:func:`release_shares`, for the ``min_honest`` sites it counts on), quantised."""
     check_modulus(n, config.quant_bits, config.mod_bits)
-    _, sigma_site = release_shares(config, n)
+    _, sigma_site = release_shares(config, n, min_honest)
     return noisy_quantised_share(validate_contribution(vec, config.clip), sigma_site, clip=config.clip,
                                  quant_bits=config.quant_bits, rng=rng)
 
@@ -172,16 +181,20 @@ def prior_from_sum(summed: np.ndarray, k: int, sigma: float, config: FleetRootPr
 
 def build_fleet_root_prior(contributions: Sequence[np.ndarray], config: FleetRootPriorConfig | None = None, *,
                            ledgers: Sequence[PrivacyLedger] | None = None, hours: Sequence[int] | None = None,
-                           round_: int = 0, dropouts: Sequence[int] = (),
+                           round_: int = 0, dropouts: Sequence[int] = (), min_honest: Sequence[int] | None = None,
                            seed: int | None = None) -> FleetRootPrior:
     """Run one release in one process: each site (locally) charges its ledger, noises its share and quantises it;
     the secure sum; the coordinator dequantises. ``ledgers`` (one per site, with ``hours``: each site's history
     length, the ledger's sample count) record the release before a share leaves; a site whose budget refuses it
-    is left out. Raises ``ValueError`` when fewer than ``min_sites`` sites take part."""
+    is left out. ``min_honest`` (one per site, 0 = the threshold) is how many honest sites each counts on
+    (:func:`release_shares`). Raises ``ValueError`` when fewer than ``min_sites`` sites take part."""
     cfg = config or FleetRootPriorConfig()
     vecs = [validate_contribution(v, cfg.clip, f"site {i}") for i, v in enumerate(contributions)]
     if ledgers is not None and (len(ledgers) != len(vecs) or hours is None or len(hours) != len(vecs)):
         raise ValueError("ledgers and hours must be given together, one per contribution")
+    honest = [0] * len(vecs) if min_honest is None else list(min_honest)
+    if len(honest) != len(vecs):
+        raise ValueError(f"min_honest has {len(honest)} entries for {len(vecs)} contributions")
     z = release_noise_multiplier(cfg)
     taking_part = list(range(len(vecs)))
     if ledgers is not None:
@@ -192,7 +205,8 @@ def build_fleet_root_prior(contributions: Sequence[np.ndarray], config: FleetRoo
         raise ValueError(f"need at least min_sites={cfg.min_sites} sites for a fleet root prior, got {n}")
     summed, k, sigma = distributed_noisy_sum(
         [vecs[i] for i in taking_part], z * cfg.clip_norm, min_sites=cfg.min_sites, survival=cfg.survival,
-        clip=cfg.clip, quant_bits=cfg.quant_bits, mod_bits=cfg.mod_bits, dropouts=dropouts, seed=seed)
+        clip=cfg.clip, quant_bits=cfg.quant_bits, mod_bits=cfg.mod_bits, dropouts=dropouts,
+        min_honest=[honest[i] for i in taking_part], seed=seed)
     prior = prior_from_sum(summed, k, sigma, cfg)
     log.info("fleet root prior built", extra={"sites": k, "left_out": len(vecs) - k,
                                                "epsilon": round(prior.epsilon, 4),

@@ -251,11 +251,34 @@ class FleetAggregate(BaseModel):
     mechanism: str = "distributed Gaussian, analytic accounting (Balle & Wang 2018), add/remove one site"
 
 
-def noise_share_sigma(sigma: float, n: int, min_sites: int, survival: float) -> tuple[int, float]:
-    """The secure sum's threshold for ``n`` sites (``min_sites``, or ``survival`` of them if more) and each site's
-    noise share: the shares of at least ``threshold`` surviving sites sum to ``sigma``."""
+def noise_share_sigma(sigma: float, n: int, min_sites: int, survival: float,
+                      min_honest: int = 0) -> tuple[int, float]:
+    """The secure sum's threshold for ``n`` sites (``min_sites``, or ``survival`` of them if more) and a site's
+    noise share: the shares of any ``trusted`` sites sum to ``sigma``, where ``trusted`` is the threshold, or
+    ``min_honest`` if smaller (:func:`trusted_sites`)."""
     threshold = max(min_sites, math.ceil(survival * n))
-    return threshold, sigma / math.sqrt(threshold)
+    return threshold, sigma / math.sqrt(trusted_sites(threshold, min_honest))
+
+
+def trusted_sites(threshold: int, min_honest: int = 0) -> int:
+    """How many honest sites' noise a site counts on: the secure sum's ``threshold`` (at least that many shares
+    are in any sum), or the site's own ``min_honest`` if smaller. 0 means the threshold.
+
+    With the threshold, each site adds ``sigma / sqrt(threshold)``: exact DP if every survivor is a real site
+    adding its share. A coordinator that invents sites (Sybils, adding no noise) raises the threshold and lowers
+    every real site's share. A site that assumes only ``min_honest`` real sites in any sum adds
+    ``sigma / sqrt(min_honest)``: its guarantee holds while at least that many sites adding as much are in the
+    sum (with 1, whatever the others do), for ``sqrt(survivors / min_honest)`` times the noise in the release."""
+    if isinstance(min_honest, bool) or not isinstance(min_honest, int) or min_honest < 0:
+        raise ValueError(f"min_honest must be a non-negative integer (0: the threshold), got {min_honest!r}")
+    if threshold < 1:
+        raise ValueError(f"threshold must be at least 1, got {threshold!r}")
+    return threshold if min_honest == 0 else min(min_honest, threshold)
+
+
+def sum_noise_std(sigma: float, threshold: int, min_honest: Sequence[int]) -> float:
+    """The noise std in a sum of the shares of sites that each assumed ``min_honest`` (one per survivor)."""
+    return math.sqrt(sum(sigma**2 / trusted_sites(threshold, h) for h in min_honest))
 
 
 def noisy_quantised_share(vec: np.ndarray, sigma_site: float, *, clip: float, quant_bits: int,
@@ -282,22 +305,28 @@ def check_modulus(n: int, quant_bits: int, mod_bits: int) -> None:
 
 def distributed_noisy_sum(vectors: Sequence[np.ndarray], sigma: float, *, min_sites: int, survival: float,
                           clip: float, quant_bits: int, mod_bits: int, dropouts: Sequence[int] = (),
+                          min_honest: Sequence[int] | None = None,
                           seed: int | None = None) -> tuple[np.ndarray, int, float]:
     """Distributed Gaussian noise over a secure sum: each site (locally) adds its share of ``N(0, sigma^2)`` (the
-    shares of at least the Shamir threshold of surviving sites sum to ``sigma``) and quantises to ``quant_bits``
-    over ``[-clip, clip]``; :func:`~infrabrain.privacy.secure_sum.secure_sum` adds the masked shares mod
-    ``2^mod_bits``; the aggregator dequantises. Returns the noisy sum, the number of surviving sites and the noise
-    std actually in the sum."""
+    shares of at least the Shamir threshold of surviving sites sum to ``sigma``; with ``min_honest``, one per
+    site, the shares of that many: :func:`trusted_sites`) and quantises to ``quant_bits`` over ``[-clip, clip]``;
+    :func:`~infrabrain.privacy.secure_sum.secure_sum` adds the masked shares mod ``2^mod_bits``; the aggregator
+    dequantises. Returns the noisy sum, the number of surviving sites and the noise std actually in the sum."""
     n = len(vectors)
-    threshold, sigma_site = noise_share_sigma(sigma, n, min_sites, survival)
+    honest = [0] * n if min_honest is None else [int(h) for h in min_honest]
+    if len(honest) != n:
+        raise ValueError(f"min_honest has {len(honest)} entries for {n} sites")
+    threshold, _ = noise_share_sigma(sigma, n, min_sites, survival)
     check_modulus(n, quant_bits, mod_bits)
     rng = np.random.default_rng(seed)
-    quantised = [noisy_quantised_share(vec, sigma_site, clip=clip, quant_bits=quant_bits, rng=rng)
-                 for vec in vectors]  # each site, locally
+    quantised = [noisy_quantised_share(vec, noise_share_sigma(sigma, n, min_sites, survival, h)[1], clip=clip,
+                                       quant_bits=quant_bits, rng=rng)
+                 for vec, h in zip(vectors, honest, strict=True)]  # each site, locally
     total, survivors = secure_sum(quantised, threshold=threshold, modulus=2**mod_bits, dropouts=dropouts,
                                   survival=survival)
     k = len(survivors)
-    return dequantise_sum(total, k, clip=clip, quant_bits=quant_bits), k, sigma_site * math.sqrt(k)
+    return (dequantise_sum(total, k, clip=clip, quant_bits=quant_bits), k,
+            sum_noise_std(sigma, threshold, [honest[i] for i in survivors]))
 
 
 def build_fleet_aggregate(site_stats: Sequence[Mapping[str, float | None]], config: FleetStatsConfig | None = None,

@@ -3,7 +3,7 @@
 The simulation-engine test (test_simulation.py) checks the SecAgg+ arithmetic; this one checks that the same
 legacy workflow runs over the network stack a real federation uses, with DP at every site, and that the fleet
 root prior's release (its own secure sum over the Message API, test_fleet_prior_round.py) runs over it before
-round 1.
+round 1, with one site's site.yaml counting on no other honest site (``fleet_prior_min_honest: 1``).
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ def test_secagg_plus_over_tls_with_authenticated_supernodes(tmp_path: Path, tls_
             sites.append(SupernodeSupervisor(SupernodeConfig(
                 superlink=link_cfg.address, root_certificates=tls.ca_cert, auth_private_key=keys.private_key,
                 state_dir=tmp_path / f"site{i}", port=free_port(), partition_id=i, num_partitions=3,
-                log_file=tmp_path / f"site{i}.log", **SITE), restart_delay_s=5.0).start())
+                log_file=tmp_path / f"site{i}.log", fleet_prior_min_honest=1 if i == 0 else None, **SITE),
+                restart_delay_s=5.0).start())
         run = submit_run(ROOT, link_cfg.flwr_home, link_cfg.connection_name, {
             "num-server-rounds": 1, "registry-dir": str(registry_dir), "round-timeout-s": 240.0, "secagg": True,
             "secagg-num-shares": 3, "secagg-threshold": 2, "noise-multiplier": 1.0, "eps-budget": 20.0,
@@ -69,8 +70,13 @@ def test_secagg_plus_over_tls_with_authenticated_supernodes(tmp_path: Path, tls_
     # secure sum, over the Message API); each site stored it and its checkpoint ranks with it.
     from infrabrain.coordinator.fleet_prior_round import published_prior
 
+    from infrabrain.privacy.fleet_root_prior import FleetRootPriorConfig, release_noise_std
+
     prior = published_prior(registry_dir)
     assert prior is not None and prior.n_sites == 3
+    # site 0's site.yaml counts on no other honest site: its whole sigma is in the sum, and in the published std
+    release = FleetRootPriorConfig(epsilon=1.0, clip_norm=4.0, survival=0.8)
+    assert prior.sigma == pytest.approx(release_noise_std(release, 3, [1, 0, 0]))
     for i in range(3):
         card = load_checkpoint(tmp_path / f"site{i}" / "predictor").card
         assert "less this site's own contribution" in card["root_prior_note"]

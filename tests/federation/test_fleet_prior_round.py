@@ -1,7 +1,8 @@
 """The fleet root prior released over Flower (simulation engine): six sites, one whose budget cannot take the
 release (it declines, nothing charged), one that crashes after sharing its keys and one whose masked input is
-malformed (their masks are removed with their neighbours' shares). The coordinator publishes the noisy sum of
-the three others' contributions, every site
+malformed (their masks are removed with their neighbours' shares). Of the three others one counts on no other
+honest site (``fleet-prior-min-honest=1``) and adds the whole sigma. The coordinator publishes the noisy sum of
+the three contributions with the noise std all three shares put in it, every site
 stores it, the ledgers record exactly the releases that happened, no secret is left on disk, the sites'
 checkpoints rank with the merged prior, and a resumed federation does not release again (it sends the published
 prior to the sites once more)."""
@@ -18,11 +19,13 @@ import pytest
 SMALL = {"site_gpus": 8, "site_hours": 48.0, "noise_multiplier": 1.0, "batch_size": 8, "optimizer": "adam",
          "lr": 0.005, "acceleration": 1000.0}
 TAMPER, CRASH, BROKE = 3, 4, 5
+CAUTIOUS = 1  # sets fleet-prior-min-honest=1 in its node config
 
 
 def _client_app():
     """The real ClientApp, except that site ``CRASH`` fails at the masked stage (after its shares went out) and
-    site ``TAMPER`` sends a masked input one cell short."""
+    site ``TAMPER`` sends a masked input one cell short; site ``CAUTIOUS``'s node config counts on no other
+    honest site (as ``flower-supernode --node-config "fleet-prior-min-honest=1"`` would set it)."""
     from flwr.clientapp import ClientApp
 
     from infrabrain.client.flower_client_app import app as real
@@ -40,6 +43,8 @@ def _client_app():
     @app.query("fleet_prior")
     def fleet_prior(msg, context):
         pid, stage = int(context.node_config["partition-id"]), msg.content["fleet-prior"]["stage"]
+        if pid == CAUTIOUS:
+            context.node_config["fleet-prior-min-honest"] = 1
         if pid == CRASH and stage == "masked":
             raise RuntimeError("site crashed")
         reply = real(msg, context)
@@ -77,10 +82,12 @@ def test_fleet_prior_released_over_flower_with_a_decline_and_a_crash(tmp_path) -
 
     from infrabrain.client.fleet_prior_site import FLEET_PRIOR_DIR, OWN_FILE, PRIOR_FILE, site_contribution
     from infrabrain.client.local_training import site_settings
-    from infrabrain.coordinator.fleet_prior_round import REGISTRY_PRIOR_FILE, published_prior
+    from infrabrain.coordinator.fleet_prior_round import REGISTRY_PRIOR_FILE, published_prior, release_settings
     from infrabrain.coordinator.server_app import make_server_app
     from infrabrain.coordinator.simulation_run import simulation_config
     from infrabrain.models.root_prior import RELATIONS
+    from infrabrain.privacy.accounting import epsilon_of
+    from infrabrain.privacy.fleet_root_prior import release_noise_multiplier, release_noise_std
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     sites = tmp_path / "sites"
@@ -93,7 +100,13 @@ def test_fleet_prior_released_over_flower_with_a_decline_and_a_crash(tmp_path) -
 
     prior = published_prior(Path(cfg.registry_dir))
     assert prior is not None and prior.n_sites == 3
-    assert prior.epsilon == pytest.approx(cfg.fleet_prior_epsilon, rel=0.05)
+    # n = 5 sites sent keys (threshold 3): two trusting survivors add sigma / sqrt(3) each, the cautious one sigma
+    release = release_settings(cfg)
+    sigma = release_noise_multiplier(release) * release.clip_norm
+    assert prior.sigma == pytest.approx(release_noise_std(release, 5, [0, 1, 0]))
+    assert prior.sigma == pytest.approx(sigma * np.sqrt(2 / 3 + 1))
+    assert prior.epsilon == pytest.approx(epsilon_of([(prior.noise_multiplier, 1.0, 1)], release.delta, "prv"))
+    assert prior.epsilon < 0.8 * cfg.fleet_prior_epsilon  # more noise than the release asked for
     # The noisy counts are the three contributions' sum plus noise of the published std.
     took_part = [0, 1, 2]
     run_cfg = cfg.site_config()
@@ -112,6 +125,8 @@ def test_fleet_prior_released_over_flower_with_a_decline_and_a_crash(tmp_path) -
             decisions.setdefault(a["kind"][12:], []).append(a["decision"])
             assert a["site"].startswith("site-") and all(isinstance(v, (int, str)) for v in a.get("sent", {}).values())
     assert sorted(decisions["keys"]) == ["accepted"] * 5 + ["declined"]
+    assert sorted(a["sent"].get("min-honest", -1) for a in audit if a["kind"] == "fleet-prior.keys") == \
+        [-1, 0, 0, 0, 0, 1]  # the sites' policies are audited (the declining site sent none)
     assert sorted(decisions["shares"]) == ["accepted"] * 5
     assert sorted(decisions["masked"]) == ["accepted"] * 3 + ["failed", "rejected"]
     assert sorted(decisions["unmask"]) == ["accepted"] * 3 and decisions["publish"] == ["accepted"] * 6

@@ -11,6 +11,7 @@ from infrabrain.client.fleet_prior_site import (
     PRIOR_FILE,
     check_reply,
     handle_stage,
+    min_honest_of,
     release_config,
     release_params,
     stored_fleet_prior,
@@ -52,8 +53,21 @@ def test_stages_refuse_bad_requests(tmp_path) -> None:
     assert not (s.state_path / "ledger").exists()
 
 
+def test_min_honest_is_the_site_s_own_setting_and_a_bad_one_is_named(tmp_path) -> None:
+    assert min_honest_of({}) == 0  # the release's threshold
+    assert min_honest_of({"fleet-prior-min-honest": 1}) == 1 and min_honest_of({"fleet-prior-min-honest": "3"}) == 3
+    for bad in (0, -2, "two", 1.5, True):
+        with pytest.raises(ValueError, match="fleet-prior-min-honest=.*expected a positive integer"):
+            min_honest_of({"fleet-prior-min-honest": bad})
+    # the keys stage refuses it before reading the site's data or writing any state
+    s = _settings(tmp_path)
+    with pytest.raises(ValueError, match="fleet-prior-min-honest='none'"):
+        handle_stage(s, {"fleet-prior-min-honest": "none"}, {}, _params("keys"), {})
+    assert not (s.state_path / FLEET_PRIOR_DIR).exists() and not (s.state_path / "ledger").exists()
+
+
 def test_replies_carry_only_their_stage_keys() -> None:
-    check_reply("keys", {"pub-c": b"x", "pub-s": b"y"})
+    check_reply("keys", {"pub-c": b"x", "pub-s": b"y", "min-honest": 2})
     check_reply("unmask", {"b-0": b"x", "sk-12": b"y"})
     with pytest.raises(RuntimeError, match="'contribution'"):
         check_reply("masked", {"masked": b"x", "contribution": "1,2,3"})
@@ -85,8 +99,8 @@ def test_a_site_refuses_keys_at_its_index_that_are_not_its_own(tmp_path) -> None
 
     small = {"site-gpus": 8, "site-hours": 48.0, "acceleration": 1000.0}
     s = site_settings({"partition-id": 0, "num-partitions": 3, "state-dir": str(tmp_path / "site")}, small)
-    mine = handle_stage(s, {}, small, _params("keys"), {})
-    assert set(mine) == {"pub-c", "pub-s"}
+    mine = handle_stage(s, {"fleet-prior-min-honest": 2}, small, _params("keys"), {})
+    assert set(mine) == {"pub-c", "pub-s", "min-honest"} and mine["min-honest"] == 2
     others = [advertise() for _ in range(3)]
     payload = {"pub-c-0": mine["pub-c"], "pub-s-0": mine["pub-s"]}
     payload |= {f"pub-{k}-{i}": others[i][1 if k == "c" else 2] for i in (1, 2) for k in ("c", "s")}

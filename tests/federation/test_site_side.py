@@ -71,6 +71,26 @@ def test_the_training_device_is_the_sites_word(tmp_path) -> None:
         SupernodeConfig(**common, device="GPU0")
 
 
+def test_the_sites_fleet_prior_policy_reaches_its_node_config(tmp_path) -> None:
+    """site.yaml's fleet_prior and fleet_prior_min_honest are the site's word, read by its ClientApp."""
+    from flwr.common.config import parse_config_args
+
+    from infrabrain.client.fleet_prior_site import opted_out, min_honest_of
+    from infrabrain.client.supernode import SupernodeConfig
+
+    key = tmp_path / "k"
+    key.write_text("x")
+    common = {"superlink": "127.0.0.1:9200", "root_certificates": key, "auth_private_key": key,
+              "state_dir": tmp_path}
+    default = parse_config_args([SupernodeConfig(**common).node_config()])
+    assert "fleet-prior" not in default and min_honest_of(default) == 0 and not opted_out(default)
+    cautious = parse_config_args([SupernodeConfig(**common, fleet_prior_min_honest=1).node_config()])
+    assert min_honest_of(cautious) == 1
+    assert opted_out(parse_config_args([SupernodeConfig(**common, fleet_prior=False).node_config()]))
+    with pytest.raises(ValueError, match="fleet_prior_min_honest"):
+        SupernodeConfig(**common, fleet_prior_min_honest=0)
+
+
 def _train_cfg() -> dict:
     return {"acceleration": 500.0, "local-epochs": 1.0, "noise-multiplier": 1.0, "batch-size": 4, "eps-budget": 8.0,
             "server-round": 1}

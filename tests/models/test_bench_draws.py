@@ -36,6 +36,16 @@ def test_ratios_are_combined_geometrically_and_the_worst_draw_is_named(bench):
     assert out["by_cause_vs_rules_per_draw"][1]["thermal"]["gnn_pr_auc"] == pytest.approx(0.3)
 
 
+def test_every_root_cause_prior_variant_a_run_compared_is_reported_per_draw(bench):
+    """Variants beyond the defaults (here one with --fleet-prior-min-honest) get their per-draw lists too."""
+    a = {**_draw(0, 0.4, 0.1, 0.2), "rootcause_top3_fleet_dp_eps1_c4_h1": 1.0, "rootcause_top1_all_none": 0.5}
+    b = {**_draw(1, 0.1, 0.2, 0.3), "rootcause_top3_fleet_dp_eps1_c4_h1": None, "rootcause_top1_all_none": 0.7}
+    out = bench._mean_over_draws([a, b])
+    assert out["rootcause_top3_fleet_dp_eps1_c4_h1_per_draw"] == [1.0, None]
+    assert out["rootcause_top3_fleet_dp_eps1_c4_h1"] == pytest.approx(1.0)  # the mean over draws that have it
+    assert out["rootcause_top1_all_none_per_draw"] == [0.5, 0.7]
+
+
 def test_the_interval_over_draws_combines_each_draws_resamples(bench):
     """Each draw's bootstrap samples come with it; the panel's ratio interval is that of their geometric mean,
     recall's and lead's that of their mean, and no sample array reaches the JSON."""
@@ -226,3 +236,23 @@ def test_a_sites_own_prior_counts_only_its_failures_before_the_cut(bench, small_
         assert merged.failures == len(before) + central.failures
     with pytest.raises(SystemExit, match="--local-prior-fraction"):
         bench.main(["--local-prior-fraction", "1", "--parts", "accuracy"])
+
+
+def test_fleet_priors_are_also_released_with_sites_that_count_on_fewer_honest_sites(bench, small_splits):
+    import pandas as pd
+
+    from infrabrain.models.root_prior import RELATIONS
+
+    assert bench.parse_min_honest("0, 1,2") == [0, 1, 2]
+    for bad in ("x", "-1", "1.5", ""):
+        with pytest.raises(argparse.ArgumentTypeError):
+            bench.parse_min_honest(bad)
+    # two training sites and two more sites' incidents: four sites, threshold 4
+    extra = [pd.DataFrame({"tf": [0, 3600], "relation": [RELATIONS[0], RELATIONS[1]]})] * 2
+    releases: dict = {}
+    out = bench.fleet_prior_variants(small_splits.train, [1.0], [4.0], 0, extra, releases, min_honest=[0, 1])
+    assert {"fleet_plus_dp_eps1_c4", "fleet_plus_dp_eps1_c4_h1"} <= set(out) <= set(releases) | {
+        "none", "fleet_clipped_c4", "fleet_plus_clipped_c4"}
+    trusting, cautious = releases["fleet_plus_dp_eps1_c4"], releases["fleet_plus_dp_eps1_c4_h1"]
+    assert cautious.sigma == pytest.approx(2 * trusting.sigma)  # each of 4 sites adds sigma, not sigma / 2
+    assert cautious.epsilon < trusting.epsilon

@@ -15,8 +15,12 @@ from infrabrain.privacy.fleet_root_prior import (
     expected_count,
     relation_contribution,
     release_noise_multiplier,
+    release_noise_std,
+    release_shares,
     site_root_prior,
+    site_share,
 )
+from infrabrain.privacy.secure_fleet_stats import dequantise_sum, trusted_sites
 
 SLOT = {r: i for i, r in enumerate(RELATIONS)}
 
@@ -109,6 +113,63 @@ def test_a_dropped_site_is_left_out_and_the_noise_still_covers_the_target():
     assert fleet.n_sites == 5
     assert fleet.noise_multiplier >= release_noise_multiplier(cfg) - 1e-9 and fleet.epsilon <= 2.0 + 1e-6
     assert np.mean([fleet.counts[r] for r in RELATIONS]) == pytest.approx(50.0, abs=3.0)
+
+
+def _share_noise(cfg: FleetRootPriorConfig, n: int, min_honest: int, draws: int = 40) -> float:
+    """Empirical noise std of one site's dequantised share (a zero contribution), as the coordinator would see it
+    if it could unmask it."""
+    rng = np.random.default_rng(7)
+    zero = np.zeros(len(RELATIONS))
+    got = [dequantise_sum(site_share(zero, cfg, n, rng=rng, min_honest=min_honest), 1, clip=cfg.clip,
+                          quant_bits=cfg.quant_bits) for _ in range(draws)]
+    return float(np.std(got))
+
+
+def test_sybils_cannot_shrink_the_noise_of_a_site_that_counts_on_few_honest_sites():
+    """Threat model: a coordinator that invents sites raises n, hence the threshold, and a trusting site's noise
+    share falls with it; a site that counts on ``min_honest`` sites adds sigma / sqrt(min_honest) whatever n is."""
+    cfg = FleetRootPriorConfig(epsilon=1.0)
+    sigma = release_noise_multiplier(cfg) * cfg.clip_norm
+    honest = 2
+    for n in (3, 10, 40):  # 2 real sites; the coordinator claims n - 2 more
+        threshold, trusting = release_shares(cfg, n)
+        _, cautious = release_shares(cfg, n, min_honest=honest)
+        assert trusting == pytest.approx(sigma / np.sqrt(threshold))
+        assert cautious == pytest.approx(sigma / np.sqrt(min(honest, threshold)))
+        # the two real sites' noise alone (Sybils add none) covers sigma only for the cautious ones
+        assert np.sqrt(honest) * cautious >= sigma - 1e-9
+        if threshold > honest:
+            assert np.sqrt(honest) * trusting < sigma
+    # measured on real quantised shares, not only computed: 40 Sybils leave a cautious site's own noise intact
+    assert _share_noise(cfg, 40, 1) == pytest.approx(sigma, rel=0.1)
+    assert _share_noise(cfg, 40, 0) == pytest.approx(sigma / np.sqrt(32), rel=0.1)
+
+
+def test_min_honest_is_checked_and_a_release_counts_every_share_in_its_noise():
+    cfg = FleetRootPriorConfig(epsilon=1.0)
+    sigma = release_noise_multiplier(cfg) * cfg.clip_norm
+    assert trusted_sites(5) == 5 and trusted_sites(5, 2) == 2 and trusted_sites(5, 9) == 5
+    for bad in (-1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="min_honest must be a non-negative integer"):
+            trusted_sites(5, bad)  # type: ignore[arg-type]
+    # six sites (threshold 5): every one trusting gives sigma * sqrt(6 / 5); one counting on itself adds sigma
+    assert release_noise_std(cfg, 6, [0] * 6) == pytest.approx(sigma * np.sqrt(6 / 5))
+    assert release_noise_std(cfg, 6, [0] * 5 + [1]) == pytest.approx(sigma * np.sqrt(5 / 5 + 1))
+    rng = np.random.default_rng(3)
+    contribs = [rng.uniform(0, 50, len(RELATIONS)) for _ in range(6)]
+    with pytest.raises(ValueError, match="min_honest has 2 entries for 6 contributions"):
+        build_fleet_root_prior(contribs, cfg, min_honest=[1, 1])
+    errs, fleets = [], []
+    for seed in range(8):
+        fleet = build_fleet_root_prior(contribs, cfg, min_honest=[1] * 6, seed=seed)
+        fleets.append(fleet)
+        errs.append(np.array([fleet.counts[r] for r in RELATIONS]) - np.sum(contribs, axis=0))
+    assert fleets[0].sigma == pytest.approx(sigma * np.sqrt(6))  # the published std is the one in the sum
+    assert np.std(errs) == pytest.approx(fleets[0].sigma, rel=0.15)
+    assert fleets[0].epsilon < 0.5 * cfg.epsilon  # six times the noise variance: a smaller epsilon for the release
+    # a dropped cautious site's share is not in the sum, nor in the published std
+    dropped = build_fleet_root_prior(contribs, cfg, min_honest=[0, 0, 0, 0, 0, 1], dropouts=[5], seed=0)
+    assert dropped.sigma == pytest.approx(release_noise_std(cfg, 6, [0] * 5))
 
 
 def test_each_site_ledger_records_the_release_and_a_site_over_budget_is_left_out(tmp_path):
