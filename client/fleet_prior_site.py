@@ -110,10 +110,10 @@ def min_honest_of(node_config: Mapping[str, Any]) -> int:
     if v is None:
         return 0
     try:
-        h = int(str(v).strip())
+        h = int(str(v).strip())  # a bool ("True") or a float ("1.5", "2.0") does not parse
     except ValueError:
-        h = -1
-    if isinstance(v, bool) or isinstance(v, float) or h < 1:
+        h = 0
+    if h < 1:
         raise ValueError(f"node config fleet-prior-min-honest={v!r}: expected a positive integer (how many honest "
                          "sites this site counts on in a fleet-prior sum; 1 = its own noise alone)")
     return h

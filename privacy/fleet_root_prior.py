@@ -156,8 +156,9 @@ def release_shares(config: FleetRootPriorConfig, n: int, min_honest: int = 0) ->
 def release_noise_std(config: FleetRootPriorConfig, n: int, min_honest: Sequence[int]) -> float:
     """The noise std in the sum of a release among ``n`` sites whose survivors assumed ``min_honest`` (one each):
     the calibrated sigma when every survivor counted on the threshold, more when some counted on fewer."""
-    threshold, _ = release_shares(config, n)
-    return sum_noise_std(release_noise_multiplier(config) * config.clip_norm, threshold, min_honest)
+    sigma = release_noise_multiplier(config) * config.clip_norm
+    threshold, _ = noise_share_sigma(sigma, n, config.min_sites, config.survival)
+    return sum_noise_std(sigma, threshold, min_honest)
 
 
 def site_share(vec: np.ndarray, config: FleetRootPriorConfig, n: int,

@@ -31,6 +31,11 @@ def test_secagg_plus_over_tls_with_authenticated_supernodes(tmp_path: Path, tls_
     link = start_superlink(link_cfg)
     sites: list[SupernodeSupervisor] = []
     run = None
+    run_config = {
+        "num-server-rounds": 1, "registry-dir": str(registry_dir), "round-timeout-s": 240.0, "secagg": True,
+        "secagg-num-shares": 3, "secagg-threshold": 2, "noise-multiplier": 1.0, "eps-budget": 20.0,
+        "public-sites": 0, "min-train-sites": 3, "min-available-sites": 3, "acceleration": 1000.0,
+        "site-gpus": SITE["site_gpus"], "site-hours": SITE["site_hours"], "fleet-prior": True}
     try:
         for i in range(3):
             keys = make_supernode_keys(tmp_path / "keys", f"site{i}")
@@ -40,12 +45,7 @@ def test_secagg_plus_over_tls_with_authenticated_supernodes(tmp_path: Path, tls_
                 state_dir=tmp_path / f"site{i}", port=free_port(), partition_id=i, num_partitions=3,
                 log_file=tmp_path / f"site{i}.log", fleet_prior_min_honest=1 if i == 0 else None, **SITE),
                 restart_delay_s=5.0).start())
-        run = submit_run(ROOT, link_cfg.flwr_home, link_cfg.connection_name, {
-            "num-server-rounds": 1, "registry-dir": str(registry_dir), "round-timeout-s": 240.0, "secagg": True,
-            "secagg-num-shares": 3, "secagg-threshold": 2, "noise-multiplier": 1.0, "eps-budget": 20.0,
-            "public-sites": 0, "min-train-sites": 3, "min-available-sites": 3, "acceleration": 1000.0,
-            "site-gpus": SITE["site_gpus"], "site-hours": SITE["site_hours"], "fleet-prior": True},
-            log_path=tmp_path / "run.log")
+        run = submit_run(ROOT, link_cfg.flwr_home, link_cfg.connection_name, run_config, log_path=tmp_path / "run.log")
         deadline = time.monotonic() + 600
         while run.poll() is None and time.monotonic() < deadline:
             time.sleep(1.0)
@@ -68,14 +68,14 @@ def test_secagg_plus_over_tls_with_authenticated_supernodes(tmp_path: Path, tls_
     assert all(load_checkpoint(tmp_path / f"site{i}" / "predictor").card["source"]["round"] == 1 for i in range(3))
     # Before round 1 the three SuperNodes released the fleet root prior over the same TLS links (a second
     # secure sum, over the Message API); each site stored it and its checkpoint ranks with it.
-    from infrabrain.coordinator.fleet_prior_round import published_prior
-
-    from infrabrain.privacy.fleet_root_prior import FleetRootPriorConfig, release_noise_std
+    from infrabrain.coordinator.fed_config import FederationConfig
+    from infrabrain.coordinator.fleet_prior_round import published_prior, release_settings
+    from infrabrain.privacy.fleet_root_prior import release_noise_std
 
     prior = published_prior(registry_dir)
     assert prior is not None and prior.n_sites == 3
     # site 0's site.yaml counts on no other honest site: its whole sigma is in the sum, and in the published std
-    release = FleetRootPriorConfig(epsilon=1.0, clip_norm=4.0, survival=0.8)
+    release = release_settings(FederationConfig.from_run_config(run_config))
     assert prior.sigma == pytest.approx(release_noise_std(release, 3, [1, 0, 0]))
     for i in range(3):
         card = load_checkpoint(tmp_path / f"site{i}" / "predictor").card

@@ -75,7 +75,7 @@ def test_the_sites_fleet_prior_policy_reaches_its_node_config(tmp_path) -> None:
     """site.yaml's fleet_prior and fleet_prior_min_honest are the site's word, read by its ClientApp."""
     from flwr.common.config import parse_config_args
 
-    from infrabrain.client.fleet_prior_site import opted_out, min_honest_of
+    from infrabrain.client.fleet_prior_site import min_honest_of, opted_out
     from infrabrain.client.supernode import SupernodeConfig
 
     key = tmp_path / "k"
