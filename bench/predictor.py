@@ -26,6 +26,11 @@ training sites' fleet prior without noise and released under DP at ``--fleet-pri
 ``--local-prior-fraction F`` ranks each held-out site's failures after F of its run with its own earlier labels
 as a prior, alone and merged with the training sites' pooled or released prior (``rootcause_late_*``, follow-up
 24).
+``--published-prior-failures 20,50`` also ranks with the published failure mix laid on each held-out site's
+topology at each weight, alone, with the pooled labels and with the fleet release (``published_f<S>``,
+``central_published_f<S>``, ``fleet_published_f<S>``; with ``--local-prior-fraction`` the first weight also with
+the site's own labels, ``local_published``); ``--published-prior-misspec 3`` with each cause share off by up to a
+factor of 3 (``published_f<S>_mis3``, follow-up 26).
 ``--parts headroom`` trains no GNN: per draw it reports the best non-graph model, the PR-AUC the ratio goal asks
 for, and every oracle on the same rows, up to the ``amplitude_aware`` ceiling (``headroom_per_draw``; with
 ``--report-dir``, a bar chart ``headroom.png``).
@@ -42,6 +47,8 @@ for, and every oracle on the same rows, up to the ``amplitude_aware`` ceiling (`
         --fleet-prior-sites 30 --fleet-prior-hours 168   # fleet root priors with 30 more sites' week of incidents
     .venv/bin/python bench/predictor.py --parts accuracy --seeds 2 --data-seeds 8 --no-oracle \
         --local-prior-fraction 0.5 --rootcause-events 300 --bootstrap 0   # a site with labels of its own
+    .venv/bin/python bench/predictor.py --parts accuracy --seeds 2 --data-seeds 4 --no-oracle \
+        --published-prior-failures 20,50,200 --published-prior-misspec 3   # the published failure mix as a prior
 """
 
 from __future__ import annotations
@@ -157,6 +164,16 @@ def parse_positive_floats(text: str) -> list[float]:
     return out
 
 
+def parse_positive_ints(text: str) -> list[int]:
+    """``"20,50"`` -> ``[20, 50]`` (``""`` -> ``[]``); anything but a positive integer is refused by name."""
+    out = []
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        if not item.isdigit() or int(item) < 1:
+            raise argparse.ArgumentTypeError(f"{item!r} is not a positive integer")
+        out.append(int(item))
+    return out
+
+
 def parse_min_honest(text: str) -> list[int]:
     """``"0,1"`` -> ``[0, 1]``: how many honest sites each site of the fleet-prior releases counts on (0: the
     secure sum's threshold); anything but a non-negative integer is refused by name."""
@@ -233,11 +250,13 @@ def fleet_prior_variants(train: Any, epsilons: Sequence[float], clip_norms: Sequ
 
 #: The priors :func:`local_prior_variants` compares on each held-out site's later failures.
 LOCAL_PRIOR_VARIANTS = ("none", "local", "central", "fleet", "local_fleet", "local_fleet_excess", "local_central",
-                        "fleet_excess", "fleet_eb", "local_fleet_eb", "fleet_plus", "local_fleet_plus")
+                        "fleet_excess", "fleet_eb", "local_fleet_eb", "fleet_plus", "local_fleet_plus", "published",
+                        "local_published", "local_fleet_published", "local_fleet_read_published")
 
 
 def local_prior_variants(test: Any, central: Any, fleet: Any, fraction: float,
-                         fleet_plus: Any = None) -> tuple[dict[int, float], dict]:
+                         fleet_plus: Any = None,
+                         published: dict[int, Any] | None = None) -> tuple[dict[int, float], dict]:
     """A site that has labels of its own (``--local-prior-fraction``): each held-out site's prior counted from its
     failures before ``fraction`` of its run (``local``), scored on the failures after it (``late_from``), alone
     and merged with the training sites' pooled labels (``local_central``; ``central`` alone) or with their
@@ -247,13 +266,17 @@ def local_prior_variants(test: Any, central: Any, fleet: Any, fraction: float,
     cannot tell from empty adds nothing to the site's own counts; ``local_fleet_eb``: posterior means under an
     exponential prior whose mean is the noisy counts' mean, an empirical-Bayes prior that expects most
     relations to be rare; ``fleet_excess`` and ``fleet_eb`` without the site's counts). With ``fleet_plus`` (the
-    release with ``--fleet-prior-sites``' incidents too) also ``fleet_plus`` and ``local_fleet_plus``."""
+    release with ``--fleet-prior-sites``' incidents too) also ``fleet_plus`` and ``local_fleet_plus``. With
+    ``published`` (per site, :mod:`infrabrain.models.published_root_prior`) also ``published``,
+    ``local_published`` and ``local_fleet_published`` (the site's counts, the fleet's and the published mix's),
+    and ``local_fleet_read_published`` (the fleet's counts read against the published shares,
+    ``site_root_prior(base=...)``)."""
     from collections import Counter
 
-    from infrabrain.models.root_prior import RELATIONS, RootPrior, _snapshot_span, merge_root_priors, root_relations
+    from infrabrain.models.root_prior import RELATIONS, RootPrior, merge_root_priors, root_relations, snapshot_span
     from infrabrain.privacy.fleet_root_prior import expected_count, site_root_prior
 
-    late_from = {s: lo + fraction * (hi - lo) for s, (lo, hi) in _snapshot_span(test).items()}
+    late_from = {s: lo + fraction * (hi - lo) for s, (lo, hi) in snapshot_span(test).items()}
     rel = root_relations(test)
     local: dict[int, Any] = {}
     for s, t in late_from.items():
@@ -280,7 +303,59 @@ def local_prior_variants(test: Any, central: Any, fleet: Any, fraction: float,
     if fleet_plus is not None:
         out |= {"fleet_plus": site_root_prior(None, fleet_plus),
                 "local_fleet_plus": {s: site_root_prior(p, fleet_plus) for s, p in local.items()}}
+    if published is not None:
+        from infrabrain.models.published_root_prior import relation_shares
+
+        out |= {"published": published,
+                "local_published": {s: merge_root_priors(p, published.get(s)) for s, p in local.items()}}
+        if fleet is not None:
+            out["local_fleet_published"] = {s: merge_root_priors(site_root_prior(p, fleet), published.get(s))
+                                             for s, p in local.items()}
+            out["local_fleet_read_published"] = {
+                s: merge_root_priors(site_root_prior(p, fleet, base=relation_shares(test.sites[s].graph)),
+                                     published.get(s)) for s, p in local.items()}
     return late_from, out
+
+
+def misspecified_cause_shares(factor: float, rng: np.random.Generator) -> dict[str, float]:
+    """The published cause shares, each multiplied by a factor drawn log-uniformly in ``[1/factor, factor]``: a
+    fleet whose mix differs from the report's (renormalising is left to the prior)."""
+    from infrabrain.simulation.faults import CAUSE_SHARES
+
+    spread = np.log(factor)
+    return {c: v * float(np.exp(rng.uniform(-spread, spread))) for c, v in CAUSE_SHARES.items()}
+
+
+def published_prior_variants(test: Any, central: Any, fleet: Any, failures: Sequence[int],
+                             misspec: Sequence[float], seed: int) -> dict[str, dict[int, Any]]:
+    """Per held-out site, the published root prior (:mod:`infrabrain.models.published_root_prior`) laid on its
+    own topology, at each weight in ``failures`` (``published_f<S>``: what a new site without labels or a fleet
+    prior ranks with); merged with the training sites' pooled labels (``central_published_f<S>``) and with the
+    DP fleet prior (``fleet_published_f<S>``, when ``fleet`` was released; ``fleet_read_published_f<S>``: its
+    counts read against the published shares, ``site_root_prior(base=...)``); and with the cause shares
+    misspecified by each factor of ``misspec`` (``published_f<S>_mis<F>``: one draw of the factors per training
+    seed)."""
+    from infrabrain.models.published_root_prior import published_root_prior, relation_shares
+    from infrabrain.models.root_prior import merge_root_priors
+    from infrabrain.privacy.fleet_root_prior import site_root_prior
+
+    released = site_root_prior(None, fleet) if fleet is not None else None
+    sites = range(len(test.sites))
+    read = {i: site_root_prior(None, fleet, base=relation_shares(test.sites[i].graph)) for i in sites
+            } if fleet is not None else {}
+    out: dict[str, dict[int, Any]] = {}
+    for s in failures:
+        own = {i: published_root_prior(test.sites[i].graph, s) for i in sites}
+        out[f"published_f{s}"] = own
+        out[f"central_published_f{s}"] = {i: merge_root_priors(central, p) for i, p in own.items()}
+        if released is not None:
+            out[f"fleet_published_f{s}"] = {i: merge_root_priors(released, p) for i, p in own.items()}
+            out[f"fleet_read_published_f{s}"] = {i: merge_root_priors(read[i], p) for i, p in own.items()}
+        for f in misspec:
+            shares = misspecified_cause_shares(f, np.random.default_rng([seed, 17, int(f * 100)]))
+            out[f"published_f{s}_mis{f:g}".replace(".", "p")] = {
+                i: published_root_prior(test.sites[i].graph, s, shares) for i in sites}
+    return out
 
 
 def _pipeline_config(args: argparse.Namespace, seed: int) -> PipelineConfig:
@@ -531,10 +606,15 @@ def _one_seed(runs: list, args: argparse.Namespace, seed: int, report_dir: str |
     priors = fleet_prior_variants(trained.splits.train, args.fleet_prior_epsilons, args.fleet_prior_clip_norms, seed,
                                   fleet_extra, releases, args.fleet_prior_min_honest)
     late_from = None
+    test = trained.splits.test_sites if trained.splits.test_sites is not None else trained.splits.test_time
+    published = published_prior_variants(test, trained.root_prior, releases.get("fleet_dp_eps1_c4"),
+                                         args.published_prior_failures, args.published_prior_misspec, seed)
+    priors |= published
     if args.local_prior_fraction:
-        test = trained.splits.test_sites if trained.splits.test_sites is not None else trained.splits.test_time
+        first = f"published_f{args.published_prior_failures[0]}" if args.published_prior_failures else None
         late_from, local = local_prior_variants(test, trained.root_prior, releases.get("fleet_dp_eps1_c4"),
-                                                args.local_prior_fraction, releases.get("fleet_plus_dp_eps1_c4"))
+                                                args.local_prior_fraction, releases.get("fleet_plus_dp_eps1_c4"),
+                                                published.get(first) if first else None)
         priors |= {f"late.{k}": v for k, v in local.items()}
     rep = evaluate_predictor(trained, report_dir, rootcause_events=args.rootcause_events,
                              oracle=not args.no_oracle, bootstrap=0, keep_tables=True,
@@ -812,6 +892,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also score each held-out site's failures after this fraction of its run, ranked with its "
                         "own earlier labels as a prior, alone and merged with the training sites' pooled or DP fleet "
                         "prior (rootcause_late_<metric>_<variant>; default 0: off)")
+    p.add_argument("--published-prior-failures", type=parse_positive_ints, default=[],
+                   help="also rank with the published root prior laid on each held-out site's topology, weighted as "
+                        "this many pseudo-failures (comma-separated): alone, merged with the pooled training labels "
+                        "and with the DP fleet prior (published_f<S>, central_published_f<S>, fleet_published_f<S>; "
+                        "default: none)")
+    p.add_argument("--published-prior-misspec", type=parse_positive_floats, default=[],
+                   help="with --published-prior-failures, also with each published cause share multiplied by a "
+                        "factor drawn log-uniformly in [1/F, F] per training seed (published_f<S>_mis<F>)")
     p.add_argument("--epoch-gpus", type=int, default=512)
     p.add_argument("--epoch-snapshots", type=int, default=1000)
     p.add_argument("--infer-gpus", type=int, default=10000)
@@ -845,6 +933,8 @@ def main(argv: list[str] | None = None) -> int:
                          f"({args.fleet_prior_sites}) must be 0 or more")
     if not 0.0 <= args.local_prior_fraction < 1.0:
         raise SystemExit(f"--local-prior-fraction ({args.local_prior_fraction}) must be in [0, 1)")
+    if any(f < 1 for f in args.published_prior_misspec):
+        raise SystemExit(f"--published-prior-misspec factors must be 1 or more, got {args.published_prior_misspec}")
     if args.extra_train_cause_scale and not args.extra_train_sites:
         raise SystemExit("--extra-train-cause-scale scales the extra training sites: give --extra-train-sites too")
     if args.quick:

@@ -228,7 +228,8 @@ class Daemon:
         self._checkpoint_mtime = self._card_mtime()
         log.info("predictor loaded", extra={"checkpoint": str(ckpt), "window_steps": scorer.window_steps,
                                             "calibrated": getattr(scorer, "calibration", None) is not None,
-                                            "alert_threshold": self._threshold_of(scorer)})
+                                            "alert_threshold": self._threshold_of(scorer),
+                                            "root_prior": getattr(scorer, "root_prior_source", None)})
         return scorer
 
     def _threshold_of(self, scorer: RiskScorer | None) -> float:

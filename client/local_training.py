@@ -41,6 +41,9 @@ class SiteSettings(BaseModel):
     task: str = "predictor"
     device: DeviceName = Field("cpu", description="where this site trains and evaluates: cpu, cuda, cuda:N or "
                                "auto; the site's own choice (node config), never the coordinator's")
+    published_prior_failures: int | None = Field(
+        None, ge=0, description="weight, in pseudo-failures, of the published failure mix laid on the site's topology "
+        "in its checkpoint's root prior (models.published_root_prior); None: that module's default; 0: left out")
 
     @property
     def state_path(self) -> Path:

@@ -96,10 +96,6 @@ class PredictorScorer:
         thr = self._ckpt.card.get("alert_threshold") if self.calibration is not None else None
         #: Alert threshold chosen on the validation split (calibrated risk), or None when the card has none.
         self.alert_threshold: float | None = float(thr) if thr is not None else None
-        from infrabrain.models.root_prior import RootPrior
-
-        #: Where the training sites' failures started (ranks an alert's root causes), or None.
-        self.root_prior = RootPrior.from_card(self._ckpt.card)
         self.pool = int(getattr(self._ckpt.model.config, "pool", 1))
         self._torch = torch
         self.topology = topology
@@ -113,6 +109,11 @@ class PredictorScorer:
         self.loaded_at = time.time()
         graph = graph_from_topology(topology)
         self._graph = graph
+        from infrabrain.models.published_root_prior import deployed_root_prior
+
+        #: Where failures usually start (ranks an alert's root causes): the card's prior (the training sites' or
+        #: this site's labels, a fleet release) or, for a card without one, the published mix on this topology.
+        self.root_prior, self.root_prior_source = deployed_root_prior(self._ckpt.card, graph)
         self._node_ids = topology.ids("node")
         self._rack_of = topology.rack_of()
         self._neigh = self._node_neighbourhoods()

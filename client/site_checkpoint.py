@@ -78,7 +78,8 @@ def write_site_checkpoint(settings: SiteSettings, weights: Sequence[np.ndarray],
                 if labels.all() or not labels.any() else
                 "not calibrated: the model ranks the site's failing rows below its healthy ones (Platt slope <= 0)")
         log.warning("site checkpoint without calibration", extra={"reason": note})
-    prior, prior_note = _root_prior(settings, merge_root_priors(fit_root_prior(data.train), fit_root_prior(data.test)))
+    prior, prior_note = _root_prior(settings, merge_root_priors(fit_root_prior(data.train), fit_root_prior(data.test)),
+                                    data.train.sites[0].graph)
     reference = pt.public_reference(settings, float(cfg.get("acceleration", pt.DEFAULT_ACCELERATION)))
     round_ = int(cfg.get("server-round", 0))
     extra = {
@@ -97,22 +98,35 @@ def write_site_checkpoint(settings: SiteSettings, weights: Sequence[np.ndarray],
     return out
 
 
-def _root_prior(settings: SiteSettings, local: Any) -> tuple[Any, str]:
+def _root_prior(settings: SiteSettings, local: Any, graph: Any) -> tuple[Any, str]:
     """The prior the site ranks root causes with, and a note saying what it holds: its local counts, plus the
     fleet's released prior less its own contribution where the site stored one
-    (:func:`infrabrain.privacy.fleet_root_prior.site_root_prior`)."""
+    (:func:`infrabrain.privacy.fleet_root_prior.site_root_prior`, its counts read against the published mix's
+    shares), plus the published failure mix laid on the site's topology as ``published_prior_failures``
+    pseudo-failures (:mod:`infrabrain.models.published_root_prior`; 0 leaves out both)."""
     from infrabrain.client.fleet_prior_site import stored_fleet_prior
+    from infrabrain.models.published_root_prior import DEFAULT_FAILURES, published_root_prior, relation_shares
+    from infrabrain.models.root_prior import merge_root_priors
     from infrabrain.privacy.fleet_root_prior import site_root_prior
 
-    local_note = ("counted at the site from its own labelled failures (both splits); never sent" if local is not None
-                  else "no labelled failure roots at the site")
+    notes = [("counted at the site from its own labelled failures (both splits); never sent" if local is not None
+              else "no labelled failure roots at the site")]
+    weight = DEFAULT_FAILURES if settings.published_prior_failures is None else settings.published_prior_failures
+    base = relation_shares(graph) if weight else None
+    prior = local
     stored = stored_fleet_prior(settings)
-    if stored is None:
-        return local, local_note if local is not None else (
-            local_note + ": root causes are ranked without a prior")
-    fleet, own = stored
-    prior = site_root_prior(local, fleet, own)
-    note = (f"{local_note}; plus the fleet's root prior released under DP (epsilon {fleet.epsilon:.2f} per hour of a "
-            f"site's failure history, {fleet.n_sites} sites, noise std {fleet.sigma:.1f}) read as expected counts"
-            + (", less this site's own contribution" if own is not None else " (this site did not take part)"))
-    return prior, note
+    if stored is not None:
+        fleet, own = stored
+        prior = site_root_prior(local, fleet, own, base=base)
+        notes.append(f"plus the fleet's root prior released under DP (epsilon {fleet.epsilon:.2f} per hour of a site's "
+                     f"failure history, {fleet.n_sites} sites, noise std {fleet.sigma:.1f}) read as expected counts"
+                     + (" against the published mix's shares" if base else "")
+                     + (", less this site's own contribution" if own is not None else " (this site did not take part)"))
+    published = published_root_prior(graph, weight) if weight else None
+    if published is not None:
+        prior = merge_root_priors(prior, published)
+        notes.append(f"plus the published failure mix (Llama 3) laid on the site's topology as {published.failures} "
+                     "pseudo-failures")
+    if prior is None:
+        notes.append("root causes are ranked without a prior")
+    return prior, "; ".join(notes)

@@ -60,6 +60,9 @@ class SupernodeConfig(BaseModel):
                                                "coordinator that invents sites cannot shrink its noise (1: its own "
                                                "noise alone covers it). None: the sum's threshold (docs/threat-model"
                                                ".md)")
+    published_prior_failures: int | None = Field(None, ge=0, description="weight, in pseudo-failures, of the "
+                                                 "published failure mix in the site's root prior (0: left out; "
+                                                 "None: the default, models.published_root_prior)")
 
     @field_validator("superlink")
     @classmethod
@@ -89,6 +92,8 @@ class SupernodeConfig(BaseModel):
             items["fleet-prior"] = False
         if self.fleet_prior_min_honest is not None:
             items["fleet-prior-min-honest"] = self.fleet_prior_min_honest
+        if self.published_prior_failures is not None:
+            items["published-prior-failures"] = self.published_prior_failures
         return " ".join(f"{k}={json.dumps(v)}" for k, v in items.items())
 
 

@@ -37,7 +37,7 @@ def predict_window(
     """
     from infrabrain.models.calibration import PlattCalibrator, risk_of
     from infrabrain.models.explain import explain_node
-    from infrabrain.models.root_prior import RootPrior
+    from infrabrain.models.published_root_prior import deployed_root_prior
 
     have = FeatureSet(metrics={k: tuple(v) for k, v in metric_names.items() if k in ckpt.feature_set.kinds},
                       kinds=ckpt.feature_set.kinds) if set(metric_names) <= set(ckpt.feature_set.kinds) else None
@@ -64,7 +64,7 @@ def predict_window(
     graph = graph_from_topology(topology)
     scored = item["label_mask"].numpy() > 0
     cal = PlattCalibrator.from_card(ckpt.card)  # Platt scaling from training, if the checkpoint has one
-    prior = RootPrior.from_card(ckpt.card)  # where the training sites' failures started, if the card has it
+    prior, _ = deployed_root_prior(ckpt.card, graph)  # the card's, or the published mix on this topology
     risk = risk_of(logits, cal)
     out = []
     for pos, g in enumerate(graph.node_global):

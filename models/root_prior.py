@@ -96,7 +96,7 @@ def _relation_to(graph: SiteGraph, node: int, root: int) -> str | None:
     return relation(KINDS[int(graph.kind[root])], int(dist[at])) if at < len(comps) and comps[at] == root else None
 
 
-def _snapshot_span(dataset: SnapshotDataset) -> dict[int, tuple[int, int]]:
+def snapshot_span(dataset: SnapshotDataset) -> dict[int, tuple[int, int]]:
     """Per site, the first and last timestamp of ``dataset``'s snapshots (its time split)."""
     out: dict[int, tuple[int, int]] = {}
     for si, ti in dataset.index:
@@ -114,7 +114,7 @@ def root_relations(dataset: SnapshotDataset) -> pd.DataFrame:
     of the run also counts those of its first hour."""
     from infrabrain.models.evaluation import failure_events
 
-    span = _snapshot_span(dataset)
+    span = snapshot_span(dataset)
     starts_at_zero = dataset.time_range[0] == 0.0
     rows = []
     for e in failure_events(dataset).itertuples():

@@ -22,14 +22,16 @@ leaves; a site whose budget cannot take it is left out of the sum. Every site ge
 It reads each one as the posterior mean of the true count given the noise (:func:`expected_count`: a count
 cannot be negative), less its own contribution, and adds that to its local counts (:func:`site_root_prior`).
 So a small or short-lived fleet, whose counts are mostly noise, gives every relation a similar pseudo-count
-(a weak prior), and a large one the sharp prior its counts support. The local counts and the contribution
-never leave the site.
+(a weak prior), and a large one the sharp prior its counts support. Given a base (the published failure mix's
+shares on the site's topology, issue 3 follow-up 26) the counts are read under a prior that follows those
+shares instead, so the noise on relations the mix makes rare no longer outweighs the rest. The local counts and
+the contribution never leave the site.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -241,18 +243,41 @@ def expected_count(noisy: float, sigma: float) -> float:
     return noisy + sigma * ratio
 
 
+#: With a base (the relation shares a site expects a priori), the smallest share a relation's prior mean is
+#: given: a relation the base makes impossible can still be read from counts well above the noise.
+BASE_SHARE_FLOOR = 0.005
+
+
+def base_shifts(noisy: np.ndarray, sigma: float, base: Mapping[str, float]) -> np.ndarray:
+    """Per relation, what an exponential prior with mean ``share x total`` subtracts from the noisy count before
+    the truncated-normal posterior mean (:func:`expected_count`): ``sigma^2 / mean``. ``share`` is the base's
+    (at least :data:`BASE_SHARE_FLOOR`); ``total`` is the fleet's failure count as the shares fit the noisy
+    counts (least squares, at least 1), so the base sets only how the total is spread, not how large it is."""
+    bad = {r: v for r, v in base.items() if r not in RELATIONS or not (math.isfinite(v) and v >= 0)}
+    if bad:
+        raise ValueError(f"base shares must be known relations with finite non-negative shares, got {bad}")
+    shares = np.maximum(np.array([float(base.get(r, 0.0)) for r in RELATIONS]), BASE_SHARE_FLOOR)
+    total = max(1.0, float(shares @ noisy) / float(shares @ shares))
+    return sigma**2 / (shares * total)
+
+
 def site_root_prior(local: RootPrior | None, fleet: FleetRootPrior | None,
-                    own: np.ndarray | None = None) -> RootPrior | None:
+                    own: np.ndarray | None = None, base: Mapping[str, float] | None = None) -> RootPrior | None:
     """The prior a site ranks root causes with: its local counts plus, per relation, the expected count of the
     other sites given the fleet's noisy sum less its own contribution ``own`` (:func:`expected_count`), rounded.
-    None when both are empty."""
+    With ``base`` (relation shares the site expects a priori: the published failure mix on its topology,
+    :func:`infrabrain.models.published_root_prior.relation_shares`) each count is read under an exponential
+    prior whose means follow those shares (:func:`base_shifts`), so that a relation the base makes rare and the
+    noise cannot tell from empty adds almost nothing, where the flat read gives it about 0.8 sigma. None when
+    both are empty."""
     if fleet is None:
         return local
     mine = np.zeros(len(RELATIONS)) if own is None else np.asarray(own, dtype=np.float64)
     if mine.shape != (len(RELATIONS),):
         raise ValueError(f"own contribution has shape {mine.shape}, expected ({len(RELATIONS)},)")
-    others = {r: int(round(expected_count(fleet.counts.get(r, 0.0) - m, fleet.sigma)))
-              for r, m in zip(RELATIONS, mine)}
+    noisy = np.array([fleet.counts.get(r, 0.0) for r in RELATIONS]) - mine
+    shift = base_shifts(noisy, fleet.sigma, base) if base is not None else np.zeros(len(RELATIONS))
+    others = {r: int(round(expected_count(v - d, fleet.sigma))) for r, v, d in zip(RELATIONS, noisy, shift)}
     others = {r: n for r, n in others.items() if n}
     pooled = RootPrior(counts=others, failures=sum(others.values())) if others else None
     return merge_root_priors(local, pooled)

@@ -115,6 +115,8 @@ BENIGN_LEVEL: dict[str, float] = {"gpu_hot": 0.5, "pdu": 0.6, "cooling": 0.35}
 BENIGN_AMP_SCALE: tuple[float, float] = (0.3, 1.0)
 #: A failing cooling unit's doomed nodes start heating (one GPU each) this far into the unit's precursor.
 COOLING_HOT_START = 0.5
+#: Share of a failed cooling unit's nodes that fail with it, drawn uniformly per incident.
+COOLING_FAIL_SHARE: tuple[float, float] = (0.35, 0.75)
 #: A failed leaf switch's nodes go down within this many seconds of it (uniformly); a tripped PDU's within
 #: PDU_NODE_DELAY_S.
 LEAF_NODE_DELAY_S, PDU_NODE_DELAY_S = 120.0, 30.0
@@ -346,7 +348,7 @@ def _expand(b: _Builder, mode: Mode, root_local: int, t_fail: float, visible: bo
                  f"{detail_prefix}cooling unit failed; racks {', '.join(topo.ids['rack'][r] for r in racks)} "
                  "overheat"))
     b.ev.append((t_fail + repair, root_g, "recover", cause, root_g, -1, "cooling unit repaired"))
-    frac = float(rng.uniform(0.35, 0.75))
+    frac = float(rng.uniform(*COOLING_FAIL_SHARE))
     k = max(1, int(round(frac * len(nodes))))
     chosen = rng.choice(nodes, size=k, replace=False)
     delays = np.sort(rng.uniform(0, 3600.0, size=k))

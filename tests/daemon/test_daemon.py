@@ -310,3 +310,29 @@ def test_daemon_risk_is_the_calibrated_risk_predict_reports_and_alerts_at_the_ca
         assert bare.alert_threshold == DEFAULT_ALERT_THRESHOLD  # the card has no calibration, so no threshold
     finally:
         bare.close()
+
+
+def test_a_card_without_a_root_prior_ranks_with_the_published_mix_on_the_sites_topology(
+        tmp_path: Path, small_dataset: Path, small_checkpoint: Path) -> None:
+    """A site whose model card holds no root prior (no labelled roots, no fleet release) ranks root causes with
+    the published failure mix laid on its own topology (issue 3, follow-up 26), not by occlusion drop alone; a
+    card's own prior is kept."""
+    import shutil
+
+    from infrabrain.client.topology_file import load_topology
+    from infrabrain.models.published_root_prior import published_root_prior
+    from infrabrain.models.snapshots import graph_from_topology
+
+    _site_yaml(tmp_path, small_dataset, small_checkpoint)
+    topology = load_topology(tmp_path / "topology.yaml")
+    kept = PredictorScorer(small_checkpoint, topology)
+    assert kept.root_prior_source == "card" and kept.root_prior.counts == {"node@0": 6, "gpu@1": 8, "leaf@1": 2}
+    bare = tmp_path / "bare"
+    shutil.copytree(small_checkpoint, bare)
+    card = json.loads((bare / "model_card.json").read_text())
+    card["root_prior"] = None
+    (bare / "model_card.json").write_text(json.dumps(card))
+    scorer = PredictorScorer(bare, topology)
+    assert scorer.root_prior_source == "published"
+    assert scorer.root_prior == published_root_prior(graph_from_topology(topology))
+    assert scorer.root_prior.counts["gpu@1"] > scorer.root_prior.counts["node@0"] > 0

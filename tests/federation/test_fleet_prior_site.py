@@ -92,6 +92,33 @@ def test_a_published_prior_that_does_not_validate_is_not_stored(tmp_path) -> Non
     assert stored_fleet_prior(s) is None
 
 
+def test_the_checkpoints_prior_reads_the_release_against_the_published_mix_and_adds_it(tmp_path) -> None:
+    """A site's checkpoint prior (follow-up 26): its own counts, the fleet's release read against the published
+    mix's shares on its topology, and the published mix as pseudo-failures; 0 leaves out both published parts."""
+    from infrabrain.client.site_checkpoint import _root_prior
+    from infrabrain.models.published_root_prior import published_root_prior, relation_shares
+    from infrabrain.models.root_prior import RootPrior, merge_root_priors
+    from infrabrain.models.snapshots import graph_from_topology
+    from infrabrain.privacy.fleet_root_prior import FleetRootPrior, site_root_prior
+    from infrabrain.simulation.federation import federation_specs
+    from infrabrain.simulation.topology import build_topology
+
+    s = _settings(tmp_path)
+    release = {"counts": {"gpu@1": 60.0, "node@0": 45.0, "spine@3": 9.0}, "n_sites": 6, "noise_multiplier": 4.0,
+               "clip_norm": 4.0, "epsilon": 1.0, "delta": 1e-6, "accountant": "prv"}
+    handle_stage(s, {}, {}, _params("publish", prior=json.dumps(release)), {})
+    graph = graph_from_topology(build_topology(federation_specs(1, 0)[0]))
+    local = RootPrior(counts={"node@0": 4}, failures=4)
+    fleet = FleetRootPrior.model_validate(release)
+    prior, note = _root_prior(s, local, graph)
+    read = site_root_prior(local, fleet, None, base=relation_shares(graph))
+    assert prior == merge_root_priors(read, published_root_prior(graph))
+    assert read.counts.get("spine@3", 0) < site_root_prior(local, fleet).counts["spine@3"]  # noise, read down
+    assert "against the published mix's shares" in note and "published failure mix" in note
+    bare, note = _root_prior(s.model_copy(update={"published_prior_failures": 0}), local, graph)
+    assert bare == site_root_prior(local, fleet) and "published" not in note
+
+
 def test_a_site_refuses_keys_at_its_index_that_are_not_its_own(tmp_path) -> None:
     """The coordinator forwards the public keys; a site checks that the ones at its index are those it sent
     (else shares encrypted for it would be readable by whoever swapped them), then shares with its neighbours."""

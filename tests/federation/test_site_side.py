@@ -89,6 +89,12 @@ def test_the_sites_fleet_prior_policy_reaches_its_node_config(tmp_path) -> None:
     assert opted_out(parse_config_args([SupernodeConfig(**common, fleet_prior=False).node_config()]))
     with pytest.raises(ValueError, match="fleet_prior_min_honest"):
         SupernodeConfig(**common, fleet_prior_min_honest=0)
+    # the published mix's weight in the site's root prior is the site's word too (0: left out)
+    assert site_settings(default, {}).published_prior_failures is None
+    off = parse_config_args([SupernodeConfig(**common, published_prior_failures=0).node_config()])
+    assert site_settings(off, {"published-prior-failures": 500}).published_prior_failures == 0
+    with pytest.raises(ValueError, match="published_prior_failures"):
+        SupernodeConfig(**common, published_prior_failures=-1)
 
 
 def _train_cfg() -> dict:
@@ -152,6 +158,8 @@ def test_the_site_keeps_a_predictor_checkpoint_of_the_global_model_calibrated_on
     from infrabrain.models.calibration import PlattCalibrator
     from infrabrain.models.checkpoint import load_checkpoint
     from infrabrain.models.predict import predict_run
+    from infrabrain.client.site_checkpoint import _root_prior
+    from infrabrain.models.published_root_prior import published_root_prior
     from infrabrain.models.root_prior import RootPrior, fit_root_prior, merge_root_priors
     from infrabrain.models.snapshots import SnapshotDataset
     from infrabrain.models.training import predict_scores, set_weights
@@ -172,12 +180,21 @@ def test_the_site_keeps_a_predictor_checkpoint_of_the_global_model_calibrated_on
     assert ckpt.card["metrics"]["pr-auc"] == metrics["pr-auc"] and "never sent" in ckpt.card["calibration_note"]
     thr = ckpt.card["alert_threshold"]
     assert thr is None or 0.0 < thr < 1.0
-    # The site's own root prior (both splits), so the daemon ranks root causes as the centralised pipeline does.
+    # The site's own root prior (both splits), so the daemon ranks root causes as the centralised pipeline does,
+    # plus the published failure mix on its topology as pseudo-failures (follow-up 26).
     prior = RootPrior.from_card(ckpt.card)
-    assert prior is not None and prior == merge_root_priors(fit_root_prior(data.train), fit_root_prior(data.test))
+    own = merge_root_priors(fit_root_prior(data.train), fit_root_prior(data.test))
+    published = published_root_prior(data.train.sites[0].graph)
+    assert prior is not None and published is not None and prior == merge_root_priors(own, published)
     whole = SnapshotDataset(data.train.sites, data.train.window, stride=1, pool=data.train.pool)
-    assert 0 < prior.failures <= fit_root_prior(whole).failures  # each failure once: the splits are an hour apart
+    assert 0 < own.failures <= fit_root_prior(whole).failures  # each failure once: the splits are an hour apart
     assert "never sent" in ckpt.card["root_prior_note"]
+    assert f"published failure mix (Llama 3) laid on the site's topology as {published.failures}" in (
+        ckpt.card["root_prior_note"])
+    # a site that leaves the published mix out (published-prior-failures = 0) keeps its own counts alone
+    bare = s.model_copy(update={"published_prior_failures": 0})
+    kept, note = _root_prior(bare, own, data.train.sites[0].graph)
+    assert kept == own and "published" not in note and "never sent" in note
 
     # The checkpoint is the evaluated model: same logits on the site's held-out rows (weights, input scaling).
     ref = pt.build_predictor(cfg, data.input_scaling)

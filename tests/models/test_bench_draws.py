@@ -219,13 +219,15 @@ def test_cause_scale_changes_only_the_extra_training_sites(bench):
 def test_a_sites_own_prior_counts_only_its_failures_before_the_cut(bench, small_splits):
     """--local-prior-fraction: each held-out site's own prior counts its failures before the cut (the ones after
     are scored), and the merged variants add the training sites' pooled or released counts to it."""
+    from infrabrain.models.published_root_prior import published_root_prior
     from infrabrain.models.root_prior import RELATIONS, fit_root_prior, root_relations
     from infrabrain.privacy.fleet_root_prior import FleetRootPriorConfig, build_fleet_root_prior
 
     test = small_splits.test_sites
     central = fit_root_prior(small_splits.train)
     fleet = build_fleet_root_prior([np.full(len(RELATIONS), 2.0)] * 3, FleetRootPriorConfig(), seed=0)
-    late_from, out = bench.local_prior_variants(test, central, fleet, 0.5, fleet_plus=fleet)
+    published = {i: published_root_prior(site.graph) for i, site in enumerate(test.sites)}
+    late_from, out = bench.local_prior_variants(test, central, fleet, 0.5, fleet_plus=fleet, published=published)
     assert set(out) == set(bench.LOCAL_PRIOR_VARIANTS)
     rel = root_relations(test)
     for s, t in late_from.items():
@@ -234,6 +236,7 @@ def test_a_sites_own_prior_counts_only_its_failures_before_the_cut(bench, small_
         assert (own.failures if own is not None else 0) == len(before)
         merged = out["local_central"][s]
         assert merged.failures == len(before) + central.failures
+        assert out["local_published"][s].failures == len(before) + published[s].failures
     with pytest.raises(SystemExit, match="--local-prior-fraction"):
         bench.main(["--local-prior-fraction", "1", "--parts", "accuracy"])
 
@@ -256,3 +259,39 @@ def test_fleet_priors_are_also_released_with_sites_that_count_on_fewer_honest_si
     trusting, cautious = releases["fleet_plus_dp_eps1_c4"], releases["fleet_plus_dp_eps1_c4_h1"]
     assert cautious.sigma == pytest.approx(2 * trusting.sigma)  # each of 4 sites adds sigma, not sigma / 2
     assert cautious.epsilon < trusting.epsilon
+
+
+def test_published_priors_are_laid_on_each_held_out_sites_own_topology(bench, small_splits):
+    """--published-prior-failures / --published-prior-misspec: per held-out site, the published mix on its own
+    graph at each weight, merged with the pooled labels and the fleet release, and with misspecified shares."""
+    from infrabrain.models.published_root_prior import published_root_prior, relation_shares
+    from infrabrain.models.root_prior import RELATIONS, fit_root_prior, merge_root_priors
+    from infrabrain.privacy.fleet_root_prior import FleetRootPriorConfig, build_fleet_root_prior, site_root_prior
+    from infrabrain.simulation.faults import CAUSE_SHARES
+
+    assert bench.parse_positive_ints("20, 50,") == [20, 50] and bench.parse_positive_ints("") == []
+    for bad in ("0", "x", "2.5", "-3"):
+        with pytest.raises(argparse.ArgumentTypeError, match="is not a positive integer"):
+            bench.parse_positive_ints(bad)
+    with pytest.raises(SystemExit, match="--published-prior-misspec"):
+        bench.main(["--published-prior-failures", "20", "--published-prior-misspec", "0.5", "--parts", "accuracy"])
+    shares = bench.misspecified_cause_shares(3.0, np.random.default_rng(0))
+    ratio = np.array([shares[c] / v for c, v in CAUSE_SHARES.items()])
+    assert np.all((ratio >= 1 / 3) & (ratio <= 3)) and ratio.std() > 0.1
+
+    test, central = small_splits.test_sites, fit_root_prior(small_splits.train)
+    fleet = build_fleet_root_prior([np.full(len(RELATIONS), 2.0)] * 3, FleetRootPriorConfig(), seed=0)
+    out = bench.published_prior_variants(test, central, fleet, [20, 200], [3.0], seed=0)
+    assert set(out) == {f"{v}_f{s}" for v in ("published", "central_published", "fleet_published",
+                                              "fleet_read_published") for s in (20, 200)
+                        } | {"published_f20_mis3", "published_f200_mis3"}
+    for i, site in enumerate(test.sites):
+        own = published_root_prior(site.graph, 200)
+        assert out["published_f200"][i] == own
+        assert out["central_published_f200"][i].failures == central.failures + own.failures
+        assert out["fleet_published_f200"][i].failures == site_root_prior(None, fleet).failures + own.failures
+        assert out["published_f200_mis3"][i] != own
+        read = site_root_prior(None, fleet, base=relation_shares(site.graph))
+        assert out["fleet_read_published_f200"][i] == merge_root_priors(read, own)
+    assert not {"fleet_published_f20", "fleet_read_published_f20"} & set(
+        bench.published_prior_variants(test, central, None, [20], [], seed=0))

@@ -239,6 +239,37 @@ def test_a_noisy_fleet_gives_a_weak_prior_and_a_quiet_one_a_sharp_prior():
     assert 0 < gap[17.0] < gap[0.5] - 0.4  # 1.17 against 1.71 logits (a floor at 2 sigma would give 4.1)
 
 
+def test_read_against_a_base_the_noise_on_relations_the_base_makes_rare_adds_little():
+    """With the published mix's shares as a base (follow-up 26), an empty relation the base expects nothing of
+    reads as the base's floor, not as the flat read's 0.8 sigma, and counts well above the noise stay what they
+    were."""
+    from infrabrain.privacy.fleet_root_prior import BASE_SHARE_FLOOR, base_shifts
+
+    base = {"gpu@1": 0.5, "node@0": 0.35, "leaf@1": 0.1, "cooling@2": 0.05}
+    true = {"gpu@1": 400.0, "node@0": 280.0, "leaf@1": 80.0, "cooling@2": 40.0}
+    flat = site_root_prior(None, _fleet(true, sigma=17.0))
+    read = site_root_prior(None, _fleet(true, sigma=17.0), base=base)
+    assert set(flat.counts) == set(RELATIONS) and flat.counts["spine@3"] == pytest.approx(0.8 * 17, abs=1)
+    # every other relation reads as about its prior mean (floor share x total = 4), not as 0.8 sigma (14)
+    assert max(n for r, n in read.counts.items() if r not in base) <= BASE_SHARE_FLOOR * 800 + 0.5
+    assert sum(read.counts.values()) < 0.75 * sum(flat.counts.values())
+    # the total is fitted to the counts (not set by the base): the shift is sigma^2 / (share x total)
+    noisy = np.array([true.get(r, 0.0) for r in RELATIONS])
+    shifts = base_shifts(noisy, 17.0, base)
+    for r, c in true.items():
+        assert read.counts[r] == round(expected_count(c - shifts[SLOT[r]], 17.0))
+        if c >= 80:
+            assert read.counts[r] == pytest.approx(c, rel=0.05)  # far above the noise: the count itself
+    assert shifts[SLOT["gpu@1"]] == pytest.approx(17.0**2 / (0.5 * 800.0), rel=0.02)
+    assert shifts[SLOT["spine@3"]] == pytest.approx(17.0**2 / (BASE_SHARE_FLOOR * 800.0), rel=0.02)
+    # a count far above the noise at a relation the base calls impossible is still read
+    odd = site_root_prior(None, _fleet({**true, "spine@3": 400.0}, sigma=17.0), base=base)
+    assert odd.counts["spine@3"] > 300
+    for bad in ({"fan@1": 0.1}, {"node@0": -0.1}, {"node@0": float("nan")}):
+        with pytest.raises(ValueError, match="base shares must be known relations"):
+            site_root_prior(None, _fleet(true, sigma=17.0), base=bad)
+
+
 @pytest.mark.parametrize("change, error", [
     ({"counts": {"fan@1": 3.0}}, r"unknown relation\(s\) \['fan@1'\]"),
     ({"counts": {"node@0": float("nan")}}, r"\['node@0'\] are not finite"),

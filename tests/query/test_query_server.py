@@ -79,13 +79,17 @@ def test_packed_probes_get_one_scalar_per_metric_block(open_server, identities, 
 
         a, b = ask(), ask()
         coeffs = reference.coefficient_vector(slots)
+        moved = []
         for ri, (pb, zb) in zip(reference.metrics, blocks(reference.n_metrics, reference.degree), strict=True):
             for blk in (pb, zb):
                 expect = float(coeffs[blk] @ junk[blk])  # the one scalar this block can reveal
                 assert a[blk].sum() == pytest.approx(expect, abs=1e-3)
                 assert b[blk].sum() == pytest.approx(expect, abs=1e-3)
-                if ri.available:  # fresh zero-sum masks: single slots are large and differ between answers
-                    assert np.max(np.abs(a[blk] - b[blk])) > 10.0
+                if ri.available:  # fresh zero-sum masks: single slots differ between answers, by a lot
+                    moved.append(float(np.max(np.abs(a[blk] - b[blk]))))
+        # every block's masks are fresh (far above CKKS noise); per block the gap is Gaussian, so one of the 14
+        # blocks may by chance move little (a per-block floor of 10 once failed at 1.44): their median is large
+        assert moved and min(moved) > 1e-2 and float(np.median(moved)) > 100.0
         assert np.max(np.abs(a[reference.n_slots_used :])) < 1e-3  # nothing outside the blocks (noise is off)
     finally:
         c.close()

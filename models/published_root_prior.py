@@ -1,0 +1,172 @@
+"""A root prior from the published failure breakdown, laid on a site's own topology: where its failures would
+start if they followed the cause mix that large fleets report, before the site has a labelled failure of its own.
+
+The training sites' labels (:func:`~infrabrain.models.root_prior.fit_root_prior`) or a fleet prior released under
+differential privacy (:mod:`infrabrain.privacy.fleet_root_prior`) say where failures started at sites that have
+incident records. A site with neither ranks root causes by occlusion drop alone. This module gives it a third
+source that costs no label and no epsilon: the published cause shares (Llama 3, Table 5:
+:data:`~infrabrain.simulation.faults.CAUSE_SHARES`), each cause's root component kind
+(:data:`~infrabrain.simulation.faults.MODES`), and how far a failed component's failure reaches on the site's
+own graph (a failed leaf switch takes down the nodes it connects, a tripped PDU the racks it feeds, a failed
+cooling unit about half the nodes of the racks it cools). A root is drawn in proportion to the GPUs it serves,
+as the fault model draws it, so a cooling unit that cools four racks is four times as likely to fail as a GPU's
+share of them says, and takes more nodes with it.
+
+The shares are expected *node failures* per relation (:func:`~infrabrain.models.root_prior.relation`), the unit
+the labelled prior counts in; :func:`published_root_prior` scales them to ``failures`` pseudo-failures, so
+merged with labelled counts (:func:`~infrabrain.models.root_prior.merge_root_priors`) it weighs as that many
+failures would. On the simulator the published mix is also what generates the failures (only each site's
+hardware and firmware factors differ), so what this prior scores there is what a correct published prior gives;
+a real fleet's mix differs from the report's, and the bench measures a misspecified one too.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Mapping
+
+import numpy as np
+
+from infrabrain.models.root_prior import MAX_HOPS, RootPrior, relation
+from infrabrain.models.snapshots import SiteGraph
+
+#: Pseudo-failures a published prior weighs as by default: a new site's ranking follows its shares, and a site
+#: with a few dozen labelled failures of its own outweighs it. 20, 50 and 200 rank a new site's cascades alike
+#: over 24 draws; 50 and 200 rank all failures a little better (follow-up 26).
+DEFAULT_FAILURES = 50
+
+# edge types of the topology contract (infrabrain.models.snapshots.N_EDGE_TYPES)
+_GPU_IN_NODE, _NODE_IN_RACK, _NODE_TO_LEAF, _NODE_ON_PDU, _RACK_COOLED_BY = 0, 1, 2, 4, 5
+_EDGE_TYPES = (_GPU_IN_NODE, _NODE_IN_RACK, _NODE_TO_LEAF, _NODE_ON_PDU, _RACK_COOLED_BY)
+
+
+def _validate_cause_shares(cause_shares: Mapping[str, float]) -> dict[str, float]:
+    from infrabrain.simulation.faults import CAUSES
+
+    unknown = sorted(set(cause_shares) - set(CAUSES))
+    if unknown:
+        raise ValueError(f"cause_shares names unknown cause(s) {unknown}; known: {list(CAUSES)}")
+    bad = {c: v for c, v in cause_shares.items() if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0)}
+    if bad:
+        raise ValueError(f"cause_shares must be finite and non-negative, got {bad}")
+    if sum(cause_shares.values()) <= 0:
+        raise ValueError("cause_shares sum to 0: no cause to start a failure")
+    return {c: float(v) for c, v in cause_shares.items()}
+
+
+def root_kind_weights(cause_shares: Mapping[str, float] | None = None) -> dict[str, float]:
+    """Share of root incidents that start at each component kind under ``cause_shares`` (default: the published
+    mix), split among a cause's modes as the fault model splits it (a network fault: a leaf switch or a node's
+    cable)."""
+    from infrabrain.simulation.faults import CAUSE_SHARES, MODES
+
+    shares = _validate_cause_shares(CAUSE_SHARES if cause_shares is None else cause_shares)
+    out: dict[str, float] = defaultdict(float)
+    for m in MODES:
+        out[m.root] += shares.get(m.cause, 0.0) * m.split
+    total = sum(out.values())
+    return {k: v / total for k, v in out.items() if v > 0}
+
+
+class _Links:
+    """The typed edges a failure travels along, as adjacency lists in both directions (one pass over the edges)."""
+
+    def __init__(self, graph: SiteGraph) -> None:
+        self.up: dict[int, dict[int, list[int]]] = {t: defaultdict(list) for t in _EDGE_TYPES}
+        self.down: dict[int, dict[int, list[int]]] = {t: defaultdict(list) for t in _EDGE_TYPES}
+        edges = graph.edge_index.reshape(-1, 2)
+        for t in _EDGE_TYPES:
+            for a, b in edges[graph.edge_type == t].tolist():
+                self.up[t][a].append(b)
+                self.down[t][b].append(a)
+
+    def roots(self, node: int, kind: str) -> list[int]:
+        """The components of ``kind`` a failure of ``node`` would start at when drawn through one of its GPUs: the
+        GPUs, the node itself, its leaf switch(es), PDU(s), or the cooling unit(s) of its rack."""
+        if kind == "gpu":
+            return self.down[_GPU_IN_NODE][node]
+        if kind == "node":
+            return [node]
+        if kind in ("leaf", "pdu"):
+            return self.up[_NODE_TO_LEAF if kind == "leaf" else _NODE_ON_PDU][node]
+        if kind == "cooling":
+            return [c for r in self.up[_NODE_IN_RACK][node] for c in self.up[_RACK_COOLED_BY][r]]
+        raise ValueError(f"no failure mode starts at a {kind!r} (known root kinds: gpu, node, leaf, pdu, cooling)")
+
+    def reach(self, root: int, kind: str) -> tuple[list[int], int | None, float]:
+        """Nodes that fail when ``root`` (of ``kind``) fails, their hop distance from it when all share one (a
+        direct neighbour; None: measure each), and the expected share of them that do."""
+        from infrabrain.simulation.faults import COOLING_FAIL_SHARE
+
+        if kind == "gpu":
+            return self.up[_GPU_IN_NODE][root], 1, 1.0
+        if kind == "node":
+            return [root], 0, 1.0
+        if kind == "leaf":
+            return self.down[_NODE_TO_LEAF][root], 1, 1.0
+        if kind == "pdu":
+            racks = {r for n in self.down[_NODE_ON_PDU][root] for r in self.up[_NODE_IN_RACK][n]}
+            share = 1.0
+        else:  # cooling
+            racks = set(self.down[_RACK_COOLED_BY][root])
+            share = sum(COOLING_FAIL_SHARE) / 2
+        return sorted({n for r in racks for n in self.down[_NODE_IN_RACK][r]}), None, share
+
+
+def relation_shares(graph: SiteGraph, cause_shares: Mapping[str, float] | None = None) -> dict[str, float]:
+    """Expected share of the site's node failures rooted in each relation to the failed node, under the
+    published cause mix (or ``cause_shares``) and the site's topology. Relations beyond
+    :data:`~infrabrain.models.root_prior.MAX_HOPS` are not counted; empty when the site has no GPU."""
+    from infrabrain.models.explain import khop
+
+    weights = root_kind_weights(cause_shares)
+    gpu_node = graph.gpu_node()
+    gpus_of = np.bincount(gpu_node[gpu_node >= 0], minlength=len(graph.node_global))
+    if gpus_of.sum() == 0:
+        return {}
+    links = _Links(graph)
+    served = [(int(n), g / gpus_of.sum()) for n, g in zip(np.asarray(graph.node_global).tolist(), gpus_of) if g]
+    expected: dict[str, float] = defaultdict(float)
+    for kind, w in weights.items():
+        drawn: dict[int, float] = defaultdict(float)  # root -> probability that a root incident starts there
+        for node, p in served:
+            roots = links.roots(node, kind)
+            for root in roots:
+                drawn[root] += p / len(roots)
+        for root, p in drawn.items():
+            nodes, hops, share = links.reach(root, kind)
+            if hops is not None:
+                expected[relation(kind, hops)] += w * p * share * len(nodes)
+                continue
+            comps, dist = khop(graph, root, MAX_HOPS)
+            at = dict(zip(comps.tolist(), dist.tolist()))
+            for n in nodes:
+                if n in at:
+                    expected[relation(kind, at[n])] += w * p * share
+    total = sum(expected.values())
+    return {r: float(v / total) for r, v in sorted(expected.items())} if total else {}
+
+
+def published_root_prior(graph: SiteGraph, failures: int = DEFAULT_FAILURES,
+                         cause_shares: Mapping[str, float] | None = None) -> RootPrior | None:
+    """:func:`relation_shares` as a :class:`~infrabrain.models.root_prior.RootPrior` of ``failures``
+    pseudo-failures (each relation's share rounded; the prior's add-one smoothing keeps the rarest ones above
+    zero); None when the site has no GPU, or every share rounds to zero."""
+    if isinstance(failures, bool) or not isinstance(failures, (int, np.integer)) or failures < 1:
+        raise ValueError(f"failures (the published prior's weight in pseudo-failures) must be an integer >= 1, "
+                         f"got {failures!r}")
+    counts = {r: int(round(failures * s)) for r, s in relation_shares(graph, cause_shares).items()}
+    counts = {r: n for r, n in counts.items() if n > 0}
+    return RootPrior(counts=counts, failures=sum(counts.values())) if counts else None
+
+
+def deployed_root_prior(card: Mapping[str, object], graph: SiteGraph) -> tuple[RootPrior | None, str]:
+    """The prior a deployed model ranks a site's root causes with, and where it came from: the model card's
+    (``"card"``: labelled roots, a fleet release) or, for a card without one, the published mix laid on the
+    site's own topology (``"published"``); ``"none"`` when neither applies (a site without GPUs)."""
+    prior = RootPrior.from_card(card)
+    if prior is not None:
+        return prior, "card"
+    published = published_root_prior(graph)
+    return published, "published" if published is not None else "none"
