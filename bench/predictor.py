@@ -342,7 +342,7 @@ def published_prior_variants(test: Any, central: Any, fleet: Any, failures: Sequ
     released = site_root_prior(None, fleet) if fleet is not None else None
     sites = range(len(test.sites))
     read = {i: site_root_prior(None, fleet, base=relation_shares(test.sites[i].graph)) for i in sites
-            } if fleet is not None else {}
+            } if fleet is not None and failures else {}
     out: dict[str, dict[int, Any]] = {}
     for s in failures:
         own = {i: published_root_prior(test.sites[i].graph, s) for i in sites}

@@ -43,7 +43,8 @@ class SiteSettings(BaseModel):
                                "auto; the site's own choice (node config), never the coordinator's")
     published_prior_failures: int | None = Field(
         None, ge=0, description="weight, in pseudo-failures, of the published failure mix laid on the site's topology "
-        "in its checkpoint's root prior (models.published_root_prior); None: that module's default; 0: left out")
+        "in its checkpoint's root prior (models.published_root_prior); None: that module's default; 0: left out; "
+        "the site's own choice (node config), never the coordinator's")
 
     @property
     def state_path(self) -> Path:
@@ -54,15 +55,20 @@ class SiteSettings(BaseModel):
         return Path(self.data_dir) if self.data_dir else Path(self.state_dir) / "local-data"
 
 
+#: Settings only the site's node config may set (a round config's value is ignored).
+_SITE_ONLY = frozenset({"device", "published_prior_failures"})
+
+
 def site_settings(node_config: Mapping[str, Any], round_config: Mapping[str, Any]) -> SiteSettings:
     """Merge the SuperNode's node config (the site's own word) over the round's config; validate both.
 
-    ``device`` is read from the node config only: which hardware a site trains on is not the coordinator's call."""
+    ``device`` and ``published_prior_failures`` are read from the node config only: which hardware a site trains
+    on, and what its root prior holds, are not the coordinator's call."""
     merged: dict[str, Any] = {}
     for src in (round_config, node_config):
         for k, v in src.items():
             key = k.replace("-", "_")
-            if key == "device" and src is round_config:
+            if key in _SITE_ONLY and src is round_config:
                 continue
             merged[key] = v
     if int(merged.get("partition_id", 0)) >= int(merged.get("num_partitions", 1)):

@@ -73,14 +73,15 @@ def _fleet_prior_line(prior: dict[str, Any] | None, sites: int) -> str:
     """The fleet root prior released before the rounds (or why there is none)."""
     if prior is None:
         return (f"fleet root prior: not released ({sites} federated site(s); a release needs 3): each site ranks "
-                "root causes with its own labelled failures only")
+                "root causes with its own labelled failures plus the published failure mix on its topology")
     sigma = prior["noise_multiplier"] * prior["clip_norm"]
     clear = sorted(((r, c) for r, c in prior["counts"].items() if c > 2 * sigma), key=lambda kv: -kv[1])
     signal = (f"{len(clear)} relation(s) above twice the noise ({', '.join(f'{r} {c:.0f}' for r, c in clear)})"
               if clear else "no relation above twice the noise: at this size it is a weak prior")
     return (f"fleet root prior released before round 1 under DP (epsilon {prior['epsilon']:.2f} per hour of a site's "
             f"failure history, {prior['n_sites']} sites, secure sum, noise std {sigma:.1f} per count; {signal}): "
-            "every site's checkpoint ranks root causes with its own counts plus the fleet's")
+            "every site's checkpoint ranks root causes with its own counts, the fleet's read against the published "
+            "failure mix on its topology, and that mix")
 
 
 def run_demo(args: argparse.Namespace) -> int:

@@ -31,8 +31,9 @@ def predict_window(
 
     Returns one dict per node sorted by risk (highest first): ``node_id``, ``risk`` (None when no data),
     ``status``, and for the ``explain_top`` riskiest nodes ``explanation`` (a sentence), ``contributors`` (by logit
-    drop) and ``root_causes`` (the three likeliest root components: the drops, the card's root prior and how
-    much the other nodes under each upstream component are at risk too).
+    drop) and ``root_causes`` (the three likeliest root components: the drops, the card's root prior, or for a
+    card without one the published failure mix on this topology, and how much the other nodes under each
+    upstream component are at risk too).
     Raises ``ValueError`` for an unknown component type, a missing metric column or a too-short window.
     """
     from infrabrain.models.calibration import PlattCalibrator, risk_of

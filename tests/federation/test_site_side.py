@@ -93,6 +93,7 @@ def test_the_sites_fleet_prior_policy_reaches_its_node_config(tmp_path) -> None:
     assert site_settings(default, {}).published_prior_failures is None
     off = parse_config_args([SupernodeConfig(**common, published_prior_failures=0).node_config()])
     assert site_settings(off, {"published-prior-failures": 500}).published_prior_failures == 0
+    assert site_settings(default, {"published-prior-failures": 0}).published_prior_failures is None  # not the round's
     with pytest.raises(ValueError, match="published_prior_failures"):
         SupernodeConfig(**common, published_prior_failures=-1)
 
