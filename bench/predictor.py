@@ -309,8 +309,8 @@ def local_prior_variants(test: Any, central: Any, fleet: Any, fraction: float,
         out |= {"published": published,
                 "local_published": {s: merge_root_priors(p, published.get(s)) for s, p in local.items()}}
         if fleet is not None:
-            out["local_fleet_published"] = {s: merge_root_priors(site_root_prior(p, fleet), published.get(s))
-                                             for s, p in local.items()}
+            out["local_fleet_published"] = {s: merge_root_priors(out["local_fleet"][s], published.get(s))
+                                             for s in local}
             out["local_fleet_read_published"] = {
                 s: merge_root_priors(site_root_prior(p, fleet, base=relation_shares(test.sites[s].graph)),
                                      published.get(s)) for s, p in local.items()}
@@ -335,26 +335,26 @@ def published_prior_variants(test: Any, central: Any, fleet: Any, failures: Sequ
     counts read against the published shares, ``site_root_prior(base=...)``); and with the cause shares
     misspecified by each factor of ``misspec`` (``published_f<S>_mis<F>``: one draw of the factors per training
     seed)."""
-    from infrabrain.models.published_root_prior import published_root_prior, relation_shares
+    from infrabrain.models.published_root_prior import published_root_prior, relation_shares, shares_as_prior
     from infrabrain.models.root_prior import merge_root_priors
     from infrabrain.privacy.fleet_root_prior import site_root_prior
 
     released = site_root_prior(None, fleet) if fleet is not None else None
     sites = range(len(test.sites))
-    read = {i: site_root_prior(None, fleet, base=relation_shares(test.sites[i].graph)) for i in sites
-            } if fleet is not None and failures else {}
+    shares = {i: relation_shares(test.sites[i].graph) for i in sites} if failures else {}
+    read = {i: site_root_prior(None, fleet, base=shares[i]) for i in sites} if fleet is not None and failures else {}
     out: dict[str, dict[int, Any]] = {}
     for s in failures:
-        own = {i: published_root_prior(test.sites[i].graph, s) for i in sites}
+        own = {i: shares_as_prior(shares[i], s) for i in sites}
         out[f"published_f{s}"] = own
         out[f"central_published_f{s}"] = {i: merge_root_priors(central, p) for i, p in own.items()}
         if released is not None:
             out[f"fleet_published_f{s}"] = {i: merge_root_priors(released, p) for i, p in own.items()}
             out[f"fleet_read_published_f{s}"] = {i: merge_root_priors(read[i], p) for i, p in own.items()}
         for f in misspec:
-            shares = misspecified_cause_shares(f, np.random.default_rng([seed, 17, int(f * 100)]))
+            wrong = misspecified_cause_shares(f, np.random.default_rng([seed, 17, int(f * 100)]))
             out[f"published_f{s}_mis{f:g}".replace(".", "p")] = {
-                i: published_root_prior(test.sites[i].graph, s, shares) for i in sites}
+                i: published_root_prior(test.sites[i].graph, s, wrong) for i in sites}
     return out
 
 

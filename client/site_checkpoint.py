@@ -105,7 +105,7 @@ def _root_prior(settings: SiteSettings, local: Any, graph: Any) -> tuple[Any, st
     shares), plus the published failure mix laid on the site's topology as ``published_prior_failures``
     pseudo-failures (:mod:`infrabrain.models.published_root_prior`; 0 leaves out both)."""
     from infrabrain.client.fleet_prior_site import stored_fleet_prior
-    from infrabrain.models.published_root_prior import DEFAULT_FAILURES, published_root_prior, relation_shares
+    from infrabrain.models.published_root_prior import DEFAULT_FAILURES, relation_shares, shares_as_prior
     from infrabrain.models.root_prior import merge_root_priors
     from infrabrain.privacy.fleet_root_prior import site_root_prior
 
@@ -122,7 +122,7 @@ def _root_prior(settings: SiteSettings, local: Any, graph: Any) -> tuple[Any, st
                      f"failure history, {fleet.n_sites} sites, noise std {fleet.sigma:.1f}) read as expected counts"
                      + (" against the published mix's shares" if base else "")
                      + (", less this site's own contribution" if own is not None else " (this site did not take part)"))
-    published = published_root_prior(graph, weight) if weight else None
+    published = shares_as_prior(base, weight) if weight else None
     if published is not None:
         prior = merge_root_priors(prior, published)
         notes.append(f"plus the published failure mix (Llama 3) laid on the site's topology as {published.failures} "

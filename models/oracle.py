@@ -63,13 +63,13 @@ import numpy as np
 import pandas as pd
 
 from infrabrain.models.snapshots import HORIZON_S, SnapshotDataset
-from infrabrain.simulation.faults import COOLING_FAIL_SHARE
+from infrabrain.simulation.faults import COOLING_FAIL_MEAN
 
 ORACLE_KINDS: tuple[str, ...] = ("observable", "lead_aware", "clairvoyant", "amplitude_aware", "window_aware")
 #: The oracle no telemetry reader can beat on average (see the module docstring).
 CEILING_KIND = "amplitude_aware"
 #: Mean share of a failed cooling unit's nodes that fail (the simulator draws it uniformly).
-COOLING_SHARE = sum(COOLING_FAIL_SHARE) / 2
+COOLING_SHARE = COOLING_FAIL_MEAN
 _N_QUANTILES = 4000
 #: Oracles that read each precursor's amplitude (and a failing cooling unit's hot GPUs).
 _AMPLITUDE_KINDS: tuple[str, ...] = ("amplitude_aware", "window_aware")

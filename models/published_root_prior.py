@@ -97,7 +97,7 @@ class _Links:
     def reach(self, root: int, kind: str) -> tuple[list[int], int | None, float]:
         """Nodes that fail when ``root`` (of ``kind``) fails, their hop distance from it when all share one (a
         direct neighbour; None: measure each), and the expected share of them that do."""
-        from infrabrain.simulation.faults import COOLING_FAIL_SHARE
+        from infrabrain.simulation.faults import COOLING_FAIL_MEAN
 
         if kind == "gpu":
             return self.up[_GPU_IN_NODE][root], 1, 1.0
@@ -110,7 +110,7 @@ class _Links:
             share = 1.0
         else:  # cooling
             racks = set(self.down[_RACK_COOLED_BY][root])
-            share = sum(COOLING_FAIL_SHARE) / 2
+            share = COOLING_FAIL_MEAN
         return sorted({n for r in racks for n in self.down[_NODE_IN_RACK][r]}), None, share
 
 
@@ -148,17 +148,23 @@ def relation_shares(graph: SiteGraph, cause_shares: Mapping[str, float] | None =
     return {r: float(v / total) for r, v in sorted(expected.items())} if total else {}
 
 
-def published_root_prior(graph: SiteGraph, failures: int = DEFAULT_FAILURES,
-                         cause_shares: Mapping[str, float] | None = None) -> RootPrior | None:
-    """:func:`relation_shares` as a :class:`~infrabrain.models.root_prior.RootPrior` of ``failures``
-    pseudo-failures (each relation's share rounded; the prior's add-one smoothing keeps the rarest ones above
-    zero); None when the site has no GPU, or every share rounds to zero."""
+def shares_as_prior(shares: Mapping[str, float], failures: int = DEFAULT_FAILURES) -> RootPrior | None:
+    """Relation shares (:func:`relation_shares`) as a :class:`~infrabrain.models.root_prior.RootPrior` of
+    ``failures`` pseudo-failures (each share rounded; the prior's add-one smoothing keeps the rarest ones above
+    zero); None when there are no shares, or every one rounds to zero."""
     if isinstance(failures, bool) or not isinstance(failures, (int, np.integer)) or failures < 1:
         raise ValueError(f"failures (the published prior's weight in pseudo-failures) must be an integer >= 1, "
                          f"got {failures!r}")
-    counts = {r: int(round(failures * s)) for r, s in relation_shares(graph, cause_shares).items()}
+    counts = {r: int(round(failures * s)) for r, s in shares.items()}
     counts = {r: n for r, n in counts.items() if n > 0}
     return RootPrior(counts=counts, failures=sum(counts.values())) if counts else None
+
+
+def published_root_prior(graph: SiteGraph, failures: int = DEFAULT_FAILURES,
+                         cause_shares: Mapping[str, float] | None = None) -> RootPrior | None:
+    """The published mix on ``graph`` (:func:`relation_shares`) as ``failures`` pseudo-failures
+    (:func:`shares_as_prior`); None when the site has no GPU, or every share rounds to zero."""
+    return shares_as_prior(relation_shares(graph, cause_shares), failures)
 
 
 def deployed_root_prior(card: Mapping[str, object], graph: SiteGraph) -> tuple[RootPrior | None, str]:

@@ -117,6 +117,7 @@ BENIGN_AMP_SCALE: tuple[float, float] = (0.3, 1.0)
 COOLING_HOT_START = 0.5
 #: Share of a failed cooling unit's nodes that fail with it, drawn uniformly per incident.
 COOLING_FAIL_SHARE: tuple[float, float] = (0.35, 0.75)
+COOLING_FAIL_MEAN = sum(COOLING_FAIL_SHARE) / 2
 #: A failed leaf switch's nodes go down within this many seconds of it (uniformly); a tripped PDU's within
 #: PDU_NODE_DELAY_S.
 LEAF_NODE_DELAY_S, PDU_NODE_DELAY_S = 120.0, 30.0
