@@ -618,7 +618,8 @@ def _one_seed(runs: list, args: argparse.Namespace, seed: int, report_dir: str |
         priors |= {f"late.{k}": v for k, v in local.items()}
     rep = evaluate_predictor(trained, report_dir, rootcause_events=args.rootcause_events,
                              oracle=not args.no_oracle, bootstrap=0, keep_tables=True,
-                             compare_priors=priors, late_from=late_from)
+                             compare_priors=priors, late_from=late_from,
+                             rootcause_absolute=args.rootcause_absolute)
     score_tables = rep.pop("score_tables")
     g = rep["models"]["gnn"]
     print("held-out sites:", ", ".join(rep["sites"]), file=sys.stderr)
@@ -873,6 +874,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=3,
                    help="GNNs trained with seeds seed..seed+N-1 on the same data; the JSON gives their mean")
     p.add_argument("--rootcause-events", type=int, default=100)
+    p.add_argument("--rootcause-absolute", action="store_true",
+                   help="also rank every root-cause prior's candidates on the raw GPU occlusion drops, the ranking "
+                        "before follow-up 27 (rootcause_<metric>_absolute, rootcause_<metric>_<variant>_absolute)")
     p.add_argument("--fleet-prior-epsilons", type=parse_positive_floats, default=[1.0, 4.0],
                    help="also rank the same root-cause drops with the training sites' fleet root prior released "
                         "under DP at these epsilons (comma-separated; '' for none), without noise, and without a "

@@ -14,7 +14,9 @@ output) adds to each candidate's drop its log prior (:mod:`infrabrain.models.roo
 sites' failures started, relative to the failed node), so that where the window shows nothing the likeliest
 roots come first instead of noise, and its *sibling evidence* (:func:`sibling_evidence`: how much the other
 nodes under the same switch, PDU or cooling unit are at risk in the same snapshot; a common cause raises them
-together). :func:`rootcause_accuracy` scores that ranking against the simulator's ground-truth root component.
+together). A GPU's drop counts there only by how far it stands out from its sibling GPUs' drops
+(:func:`gpu_relative_drops`): a drop every GPU of the node shares points at none of them.
+:func:`rootcause_accuracy` scores that ranking against the simulator's ground-truth root component.
 """
 
 from __future__ import annotations
@@ -278,8 +280,29 @@ def sibling_evidence(graph: SiteGraph, cand: np.ndarray, node_logits: np.ndarray
     return out
 
 
+def gpu_relative_drops(graph: SiteGraph, cand: np.ndarray, drops: np.ndarray) -> np.ndarray:
+    """``drops`` with each candidate GPU's drop taken relative to its sibling GPUs': minus the median of the other
+    candidate GPUs' drops (a node's only GPU keeps its drop; other kinds are unchanged).
+
+    Occluding a GPU sets its window to typical, which lowers its node's GPU pool whenever the node's GPUs run above
+    typical (a hot or busy site, a heating rack): then every GPU "explains" the risk by the same amount, and eight
+    GPUs with their own prior crowd a switch or cooling unit out of the top three of a failure whose window shows
+    nothing of its root (issue 3 follow-up 27). A drop every GPU shares is no evidence for any one of them; a
+    failing GPU stands out from its siblings, and keeps its lead over them.
+    """
+    out = np.asarray(drops, dtype=np.float64).copy()
+    gpus = np.flatnonzero(np.asarray(graph.kind)[np.asarray(cand, dtype=np.int64)] == KINDS.index("gpu"))
+    if len(gpus) < 2:
+        return out
+    raw = out[gpus].copy()
+    for i, j in enumerate(gpus):
+        out[j] = raw[i] - float(np.median(np.delete(raw, i)))
+    return out
+
+
 def rank_root_causes(graph: SiteGraph, cand: np.ndarray, drops: np.ndarray,
-                     prior: RootPrior | None = None, node_logits: np.ndarray | None = None) -> list[int]:
+                     prior: RootPrior | None = None, node_logits: np.ndarray | None = None,
+                     relative_gpus: bool = True) -> list[int]:
     """Candidates ordered as root causes: by logit drop plus, with ``prior``, the log prior of each candidate
     (:mod:`infrabrain.models.root_prior`), with *passive* racks crediting their cooling unit.
 
@@ -287,7 +310,11 @@ def rank_root_causes(graph: SiteGraph, cand: np.ndarray, drops: np.ndarray,
     a rack's contribution is added to that cooling unit's (when it is a candidate) and the rack is ranked
     after every active component. The prior decides where no drop does (an abrupt failure leaves nothing in
     the window); a drop larger than the prior's gap between two candidates (a few logits at most) outweighs it.
+    With ``relative_gpus`` a GPU's drop counts only by how far it stands out from its siblings'
+    (:func:`gpu_relative_drops`); False ranks by the raw drops (the ranking before issue 3 follow-up 27).
     """
+    if relative_gpus:
+        drops = gpu_relative_drops(graph, cand, drops)
     score = {int(c): float(d) for c, d in zip(cand, drops)}
     rack_k = KINDS.index("rack")
     sel = graph.edge_type == 5  # rack_cooled_by: rack -> cooling
@@ -528,7 +555,7 @@ def rootcause_accuracy(model: torch.nn.Module, dataset: SnapshotDataset, feature
                        seed: int = 0, alert_threshold: float | None = None,
                        prior: RootPrior | None = None,
                        compare_priors: Mapping[str, RootPrior | Mapping[int, RootPrior | None] | None] | None = None,
-                       late_from: Mapping[int, float] | None = None) -> dict[str, Any]:
+                       late_from: Mapping[int, float] | None = None, absolute: bool = False) -> dict[str, Any]:
     """Top-1/top-3 accuracy of the root-cause ranking (:func:`rank_root_causes`, with ``prior`` if given: the one
     ``predict`` reports) against the ground truth; with ``compare_priors`` also of the same drops ranked with each
     of those priors (``report["compare"][name]``: overall, cascades, precursor and alerted cascades). A compare
@@ -541,7 +568,9 @@ def rootcause_accuracy(model: torch.nn.Module, dataset: SnapshotDataset, feature
     (thermal + network) and for the cascades whose root showed a precursor (``cascade_precursor_*``): an abrupt
     leaf failure leaves nothing in any window to point at, whatever the explanation method. With
     ``alert_threshold`` (the deployed alert threshold, on the scale of ``rows["score"]``) also for the cascades
-    that raised an alert (``cascade_alerted_*``): the explanations an operator would read.
+    that raised an alert (``cascade_alerted_*``): the explanations an operator would read. With ``absolute``
+    every prior's ranking is also scored on the raw GPU drops (``relative_gpus=False``, the ranking before issue 3
+    follow-up 27), under ``report["compare"]["absolute"]`` and ``report["compare"]["<name>_absolute"]``.
     """
     from infrabrain.models.evaluation import MIN_LEAD_S
 
@@ -560,22 +589,28 @@ def rootcause_accuracy(model: torch.nn.Module, dataset: SnapshotDataset, feature
         _, cand, drops = occlusion_scores(model, item, site.graph, int(e.node))
         logits = snapshot_node_logits(rows, int(e.site), int(best["t"]), len(site.graph.node_global))
         priors = {"": prior, **{f"compare.{k}": v for k, v in (compare_priors or {}).items()}}
+        modes = (True, False) if absolute else (True,)
         alerted = alert_threshold is not None and float(best["score"]) >= alert_threshold
         late = late_from is not None and int(e.site) in late_from and int(e.tf) >= late_from[int(e.site)]
         for name, p in priors.items():
             p = p.get(int(e.site)) if isinstance(p, Mapping) else p
-            ranked = rank_root_causes(site.graph, cand, drops, p, logits)
-            rank = ranked.index(int(e.root)) if int(e.root) in ranked else 10**6
-            res.append((name, e.group, bool(e.precursor), alerted, rank, late))
+            for relative in modes:
+                ranked = rank_root_causes(site.graph, cand, drops, p, logits, relative_gpus=relative)
+                rank = ranked.index(int(e.root)) if int(e.root) in ranked else 10**6
+                key = name if relative else f"{name}_absolute" if name else "compare.absolute"
+                res.append((key, e.group, bool(e.precursor), alerted, rank, late))
     df = pd.DataFrame(res, columns=["prior", "group", "precursor", "alerted", "rank", "late"])
     out = _rootcause_summary(df[df["prior"] == ""], alert_threshold is not None)
     out["by_group"] = {g: _top_k(d) for g, d in df[df["prior"] == ""].groupby("group")}
-    if compare_priors:
+    names = [*(compare_priors or {})]
+    if absolute:
+        names += [*(f"{k}_absolute" for k in names), "absolute"]
+    if names:
         out["compare"] = {k: _rootcause_summary(df[df["prior"] == f"compare.{k}"], alert_threshold is not None)
-                          for k in compare_priors}
+                          for k in names}
         if late_from is not None:
             out["compare_late"] = {k: _rootcause_summary(df[(df["prior"] == f"compare.{k}") & df["late"]],
-                                                         alert_threshold is not None) for k in compare_priors}
+                                                         alert_threshold is not None) for k in names}
     return out
 
 

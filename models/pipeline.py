@@ -188,7 +188,8 @@ def evaluate_predictor(trained: Trained, out_dir: str | Path | None = None, root
                        split: str = "test_sites", oracle: bool = False, bootstrap: int = DEFAULT_BOOTSTRAP,
                        keep_tables: bool = False,
                        compare_priors: Mapping[str, RootPrior | Mapping[int, RootPrior | None] | None] | None = None,
-                       late_from: Mapping[int, float] | None = None) -> dict[str, Any]:
+                       late_from: Mapping[int, float] | None = None,
+                       rootcause_absolute: bool = False) -> dict[str, Any]:
     """Evaluate the GNN and every baseline on ``split`` (``test_sites`` if there are held-out sites, else
     ``test_time``); optionally write ``report.json`` and ``pr_curves.png`` to ``out_dir``.
 
@@ -200,7 +201,8 @@ def evaluate_predictor(trained: Trained, out_dir: str | Path | None = None, root
     adds every model's score table (``score_tables``), the racks (``resample_clusters``) and the failures
     (``events``), none written to the JSON. ``compare_priors`` ranks the same root-cause drops with other priors
     too (``report["rootcause"]["compare"]``; with ``late_from`` also over each site's later failures only:
-    :func:`~infrabrain.models.explain.rootcause_accuracy`)."""
+    :func:`~infrabrain.models.explain.rootcause_accuracy`; ``rootcause_absolute`` also ranks them on the raw GPU
+    drops, its ``absolute``)."""
     from infrabrain.models.evaluation import (calibration, evaluate_scores, failure_events, node_racks, plot_pr_curves,
                                               root_scope, scope_pr_aucs)
     from infrabrain.models.explain import alert_rows, explain_dataset_alerts, rootcause_accuracy
@@ -232,7 +234,7 @@ def evaluate_predictor(trained: Trained, out_dir: str | Path | None = None, root
     oracles, oracle_tables = oracle_reports(test, truth, events) if oracle else ({}, {})
     rc = rootcause_accuracy(trained.model, test, sp.feature_set, gnn, events, max_events=rootcause_events,
                             alert_threshold=trained.val_threshold, prior=trained.root_prior,
-                            compare_priors=compare_priors, late_from=late_from)
+                            compare_priors=compare_priors, late_from=late_from, absolute=rootcause_absolute)
     explained = explain_dataset_alerts(trained.model, test, sp.feature_set, gnn, top_n=5, prior=trained.root_prior)
     expl = _quote_risks(explained, alert_rows(gnn, 5)["score"].to_numpy())  # gnn's score is calibrated if possible
     nongraph = [n for n in NONGRAPH_MODELS if n in models]

@@ -252,6 +252,33 @@ def test_rootcause_accuracy_compares_priors_on_the_same_drops(small_splits):
     assert both["compare"]["wrong"]["top1"] <= both["top1"]
 
 
+def test_rootcause_accuracy_scores_the_raw_gpu_drops_beside(small_splits, monkeypatch):
+    """``absolute=True`` also scores every prior's ranking on the raw GPU drops (the ranking before issue 3
+    follow-up 27): it reproduces a run ranked that way, and leaves the ranking in use as it was."""
+    from infrabrain.models import explain
+    from infrabrain.models.root_prior import fit_root_prior
+    from infrabrain.models.training import predict_scores
+
+    sp = small_splits
+    model = build_model(sp.feature_set.f_max, sp.window, pool=sp.pool, hidden=8, layers=2)
+    rows = predict_scores(model, sp.test_sites)
+    ev = failure_events(sp.test_sites)
+    prior = fit_root_prior(sp.train)
+    args = (model, sp.test_sites, sp.feature_set, rows, ev)
+    both = rootcause_accuracy(*args, prior=prior, compare_priors={"none": None}, absolute=True)
+    relative = rootcause_accuracy(*args, prior=prior, compare_priors={"none": None})
+    rank = explain.rank_root_causes
+    monkeypatch.setattr(explain, "rank_root_causes",
+                        lambda *a, relative_gpus=True, **k: rank(*a, relative_gpus=False, **k))
+    raw = rootcause_accuracy(*args, prior=prior, compare_priors={"none": None})
+    assert set(both["compare"]) == {"none", "none_absolute", "absolute"}
+    for k in ("n", "top1", "top3", "cascade_n", "cascade_top3"):
+        np.testing.assert_equal(both[k], relative[k])
+        np.testing.assert_equal(both["compare"]["none"][k], relative["compare"]["none"][k])
+        np.testing.assert_equal(both["compare"]["absolute"][k], raw[k])
+        np.testing.assert_equal(both["compare"]["none_absolute"][k], raw["compare"]["none"][k])
+
+
 def test_rootcause_accuracy_takes_a_prior_per_site_and_scores_late_failures(small_splits):
     """A compare prior may be one per site (the site's own labels): a mapping that gives every site the same prior
     scores as that prior; ``late_from`` reports each site's failures from its time on, and from time 0 that is

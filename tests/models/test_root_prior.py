@@ -180,3 +180,31 @@ def test_a_time_split_counts_only_the_failures_its_snapshots_are_labelled_with(s
             first_hour = split.time_range[0] == 0 and tf <= min(ends)  # before any window: kept when from 0
             assert first_hour or any(tf - HORIZON_S <= t < tf for t in ends)  # a snapshot labelled with it
     assert Counter(every["relation"]) == Counter(fit_root_prior(whole).counts)
+
+
+def test_a_drop_every_gpu_shares_points_at_none_of_them(small_splits):
+    """Occluding any GPU of a node whose GPUs all run above typical lowers its risk alike: that shared drop is no
+    evidence for one GPU, and must not crowd the node's switch out of the top three (issue 3 follow-up 27, draw 1's
+    abrupt leaf failure). A GPU that stands out from its siblings keeps its lead."""
+    from infrabrain.models.explain import gpu_relative_drops
+
+    g, node, cand, ids = _first_site(small_splits)
+    kinds = [KINDS[int(g.kind[c])] for c in cand]
+    gpus = [j for j, k in enumerate(kinds) if k == "gpu"]
+    assert len(gpus) >= 2
+    leaf = int(cand[ids.index("leaf-r00")])
+    prior = RootPrior(counts={"node@0": 40, "gpu@1": 40, "leaf@1": 12}, failures=92)
+    shared = np.zeros(len(cand))
+    shared[gpus] = 1.5
+    assert np.allclose(gpu_relative_drops(g, cand, shared)[gpus], 0.0)
+    assert leaf not in rank_root_causes(g, cand, shared, prior, relative_gpus=False)[:3]  # the old ranking
+    assert rank_root_causes(g, cand, shared, prior)[:2] == [node, leaf]
+    one = shared.copy()
+    one[gpus[0]] = 4.0  # a failing GPU: 2.5 above its siblings
+    rel = gpu_relative_drops(g, cand, one)
+    assert rel[gpus[0]] == pytest.approx(2.5) and np.allclose(rel[gpus[1:]], 0.0)
+    assert rank_root_causes(g, cand, one, prior)[0] == int(cand[gpus[0]])
+    other = [j for j, k in enumerate(kinds) if k != "gpu"]
+    assert np.array_equal(rel[other], one[other])  # the node and the infrastructure keep their drops
+    alone = np.array([j for j in range(len(cand)) if j not in gpus[1:]])  # a node with one GPU: nothing to compare
+    assert gpu_relative_drops(g, cand[alone], one[alone]).tolist() == one[alone].tolist()
