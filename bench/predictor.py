@@ -31,6 +31,9 @@ topology at each weight, alone, with the pooled labels and with the fleet releas
 ``central_published_f<S>``, ``fleet_published_f<S>``; with ``--local-prior-fraction`` the first weight also with
 the site's own labels, ``local_published``); ``--published-prior-misspec 3`` with each cause share off by up to a
 factor of 3 (``published_f<S>_mis3``, follow-up 26).
+``--rootcause-absolute`` also ranks every prior's candidates on the raw GPU occlusion drops, as before follow-up
+27 ranked them (``rootcause_<metric>_absolute``, ``rootcause_<metric>_<variant>_absolute``): before and after on
+the same drops.
 ``--parts headroom`` trains no GNN: per draw it reports the best non-graph model, the PR-AUC the ratio goal asks
 for, and every oracle on the same rows, up to the ``amplitude_aware`` ceiling (``headroom_per_draw``; with
 ``--report-dir``, a bar chart ``headroom.png``).
