@@ -576,6 +576,7 @@ def rootcause_accuracy(model: torch.nn.Module, dataset: SnapshotDataset, feature
 
     ev = events.sample(n=min(max_events, len(events)), random_state=seed) if len(events) > max_events else events
     t_index = {(si, int(dataset.sites[si].timestamps[ti])): ti for si, ti in dataset.index}
+    modes = (True, False) if absolute else (True,)  # relative GPU drops, and the raw ones beside
     res = []
     for e in ev.itertuples():
         sub = rows[(rows["site"] == e.site) & (rows["node"] == e.node) & (rows["t"] >= e.tf - HORIZON_S)
@@ -589,7 +590,6 @@ def rootcause_accuracy(model: torch.nn.Module, dataset: SnapshotDataset, feature
         _, cand, drops = occlusion_scores(model, item, site.graph, int(e.node))
         logits = snapshot_node_logits(rows, int(e.site), int(best["t"]), len(site.graph.node_global))
         priors = {"": prior, **{f"compare.{k}": v for k, v in (compare_priors or {}).items()}}
-        modes = (True, False) if absolute else (True,)
         alerted = alert_threshold is not None and float(best["score"]) >= alert_threshold
         late = late_from is not None and int(e.site) in late_from and int(e.tf) >= late_from[int(e.site)]
         for name, p in priors.items():
