@@ -13,8 +13,8 @@ The root-cause ranking (:func:`rank_root_causes`, ``Explanation.roots``, ``root_
 output) adds to each candidate's drop its log prior (:mod:`infrabrain.models.root_prior`: where the training
 sites' failures started, relative to the failed node), so that where the window shows nothing the likeliest
 roots come first instead of noise, and its *sibling evidence* (:func:`sibling_evidence`: how much the other
-nodes under the same switch, PDU or cooling unit are at risk in the same snapshot; a common cause raises them
-together). A GPU's drop counts there only by how far it stands out from its sibling GPUs' drops
+nodes under the same switch, PDU or cooling unit are at risk, or went down, in the same snapshot; a common
+cause raises them together). A GPU's drop counts there only by how far it stands out from its sibling GPUs' drops
 (:func:`gpu_relative_drops`): a drop every GPU of the node shares points at none of them.
 :func:`rootcause_accuracy` scores that ranking against the simulator's ground-truth root component.
 """
@@ -246,37 +246,91 @@ def candidate_relations(graph: SiteGraph, cand: np.ndarray,
     return [relation(KINDS[int(graph.kind[int(c)])], hops.get(int(c), MAX_HOPS + 1)) for c in cand]
 
 
+#: The quantile of a candidate's other dependent nodes' excess risk that is its sibling evidence, per kind; the
+#: median for the rest. A switch or PDU that fails takes down every node under it, so most of its other nodes
+#: stand out together and the median asks for that. A failed cooling unit heats all of its racks but takes
+#: down only its hottest nodes (the simulator draws 35-75 % of them, :data:`~infrabrain.simulation.faults.
+#: COOLING_FAIL_SHARE`): a median would ask for a majority it has only as often as not. At 0.65 it is credited
+#: once about a third of its other nodes stand out, the smallest share it takes down (issue 3 follow-up 28).
+SIBLING_QUANTILE: Mapping[str, float] = {"cooling": 0.65}
+
+#: Kinds whose sibling evidence is taken against the other nodes cooled with them (:func:`sibling_evidence`).
+_RACK_LEVEL_KINDS: tuple[int, ...] = (KINDS.index("leaf"), KINDS.index("pdu"))
+
+
+def _sibling_level(excess: np.ndarray, nodes: np.ndarray, q: float) -> float | None:
+    """The ``q`` quantile of ``excess`` over ``nodes`` (unscored ones left out); None when none is scored."""
+    vals = excess[nodes]
+    vals = vals[np.isfinite(vals)]
+    return float(np.quantile(vals, q)) if len(vals) else None
+
+
+def silent_nodes(item: Mapping[str, torch.Tensor], graph: SiteGraph) -> np.ndarray:
+    """Per node position (``graph.node_global`` order): True where the node's telemetry stopped within the
+    snapshot's window, observed in its first (pooled) step and silent over its last ones (``alive`` 0). Such a
+    node went down (or lost its power or network) in the last hour: it has no score of its own, and it is the
+    strongest sign of a common cause a sibling can give (:func:`sibling_evidence`)."""
+    ng = torch.as_tensor(np.asarray(graph.node_global, dtype=np.int64))
+    first = item["mask"][ng, 0, :].sum(dim=1) > 0
+    return (first & (item["alive"][ng] <= 0)).numpy()
+
+
 def sibling_evidence(graph: SiteGraph, cand: np.ndarray, node_logits: np.ndarray,
-                     explained: tuple[int, dict[int, int]] | None = None) -> np.ndarray:
+                     explained: tuple[int, dict[int, int]] | None = None,
+                     silent: np.ndarray | None = None) -> np.ndarray:
     """Per candidate, how much the *other* nodes that depend on it as the explained node does are at risk in the
-    same snapshot: the median over them of their logit above the snapshot's median node logit (negative excess
-    counts as 0; unscored nodes, NaN in ``node_logits``, are left out). 0 for the node itself and its GPUs.
+    same snapshot: a quantile (:data:`SIBLING_QUANTILE`, the median for most kinds) over them of their logit
+    above the snapshot's median node logit (negative excess counts as 0; unscored nodes, NaN in
+    ``node_logits``, are left out). 0 for the node itself and its GPUs. A node that went down within the window
+    (``silent``, :func:`silent_nodes`; per node position) counts as at risk as the snapshot's most at-risk node:
+    a failing cooling unit's first nodes are down by the time the next ones are explained, and without them the
+    few still up, in one rack, credited that rack's switch and PDUs (issue 3 follow-up 28).
 
     A failing leaf switch, PDU or cooling unit raises the risk of the nodes under it together, while a node's own
     fault raises only its own. Occlusion cannot see that: a leaf failure shows as InfiniBand errors on each of its
     nodes, which explain each node's risk by themselves, and the leaf's own window moves the logit by ~0. The
     median, not the mean: one sibling failing on its own, next to healthy ones, is no common cause.
+
+    A leaf switch's or PDU's evidence is what its nodes show *beyond the other nodes cooled with them*: minus the
+    cooling unit's quantile of the excess of the explained node's cooling unit's nodes that do not depend on the
+    candidate (never below 0). A failing cooling unit heats every rack it cools, so the nodes of the explained
+    node's rack stand out together and would credit the rack's switch and PDUs as much as the cooling unit; when
+    the neighbouring racks stand out as well, the common cause is the cooling unit (explaining away). A failing
+    switch or PDU leaves the neighbouring racks quiet and keeps its evidence whole (issue 3 follow-up 28).
     ``node_logits`` is per node position (``graph.node_global`` order); ``explained`` as in
     :func:`candidate_relations`."""
     logits = np.asarray(node_logits, dtype=np.float64)
     if logits.shape != (len(graph.node_global),):
         raise ValueError(f"node_logits has shape {logits.shape}; the site has {len(graph.node_global)} nodes")
+    if silent is not None and np.shape(silent) != logits.shape:
+        raise ValueError(f"silent has shape {np.shape(silent)}; the site has {len(graph.node_global)} nodes")
     finite = np.isfinite(logits)
     out = np.zeros(len(cand), dtype=np.float64)
     if not finite.any():
         return out
     excess = np.where(finite, np.maximum(logits - np.median(logits[finite]), 0.0), np.nan)
-    node_k, gpu_k = KINDS.index("node"), KINDS.index("gpu")
+    if silent is not None:
+        excess = np.where(np.asarray(silent, dtype=bool), np.nanmax(excess), excess)
+    node_k, gpu_k, cool_k = KINDS.index("node"), KINDS.index("gpu"), KINDS.index("cooling")
     node, hops = explained or _explained_node(graph, cand)
     explained_pos = int(np.flatnonzero(np.asarray(graph.node_global) == node)[0])
+    coolers = [int(c) for c in cand if int(graph.kind[int(c)]) == cool_k and hops.get(int(c)) == 2]
+    cooled = _CACHE.nodes_at(graph, coolers[0], 2) if coolers else np.zeros(0, dtype=np.int64)
+    q_cool = SIBLING_QUANTILE.get("cooling", 0.5)
     for j, c in enumerate(cand):
         c = int(c)
-        if int(graph.kind[c]) in (node_k, gpu_k) or c not in hops:
+        kind = int(graph.kind[c])
+        if kind in (node_k, gpu_k) or c not in hops:
             continue
         sib = _CACHE.nodes_at(graph, c, hops[c])
-        vals = excess[sib[sib != explained_pos]]
-        vals = vals[np.isfinite(vals)]
-        out[j] = float(np.median(vals)) if len(vals) else 0.0
+        level = _sibling_level(excess, sib[sib != explained_pos], SIBLING_QUANTILE.get(KINDS[kind], 0.5))
+        if level is None:
+            continue
+        if kind in _RACK_LEVEL_KINDS and len(cooled):
+            others = cooled[~np.isin(cooled, sib) & (cooled != explained_pos)]
+            around = _sibling_level(excess, others, q_cool) if len(others) else None
+            level = max(level - around, 0.0) if around is not None else level
+        out[j] = level
     return out
 
 
@@ -302,7 +356,7 @@ def gpu_relative_drops(graph: SiteGraph, cand: np.ndarray, drops: np.ndarray) ->
 
 def rank_root_causes(graph: SiteGraph, cand: np.ndarray, drops: np.ndarray,
                      prior: RootPrior | None = None, node_logits: np.ndarray | None = None,
-                     relative_gpus: bool = True) -> list[int]:
+                     relative_gpus: bool = True, silent: np.ndarray | None = None) -> list[int]:
     """Candidates ordered as root causes: by logit drop plus, with ``prior``, the log prior of each candidate
     (:mod:`infrabrain.models.root_prior`), with *passive* racks crediting their cooling unit.
 
@@ -312,6 +366,7 @@ def rank_root_causes(graph: SiteGraph, cand: np.ndarray, drops: np.ndarray,
     the window); a drop larger than the prior's gap between two candidates (a few logits at most) outweighs it.
     With ``relative_gpus`` a GPU's drop counts only by how far it stands out from its siblings'
     (:func:`gpu_relative_drops`); False ranks by the raw drops (the ranking before issue 3 follow-up 27).
+    ``node_logits`` and ``silent`` (the nodes that went down within the window) feed :func:`sibling_evidence`.
     """
     if relative_gpus:
         drops = gpu_relative_drops(graph, cand, drops)
@@ -326,7 +381,7 @@ def rank_root_causes(graph: SiteGraph, cand: np.ndarray, drops: np.ndarray,
         for c, lp in zip(cand, prior.log_prior(candidate_relations(graph, cand, explained))):
             score[int(c)] += float(lp)
     if node_logits is not None:
-        for c, ev in zip(cand, sibling_evidence(graph, cand, node_logits, explained)):
+        for c, ev in zip(cand, sibling_evidence(graph, cand, node_logits, explained, silent)):
             score[int(c)] += float(ev)
     active = [c for c in score if graph.kind[c] != rack_k]
     passive = [c for c in score if graph.kind[c] == rack_k]
@@ -458,8 +513,9 @@ def explain_node(
 
     ``raw`` (per kind ``[W, n_kind, F_kind]``, same window) with ``raw_names`` lets the sentence quote raw units;
     without it the change is given in standard deviations. ``prior`` (the model card's root prior) and
-    ``node_logits`` (every node's logit in this snapshot: :func:`sibling_evidence`) join the drops in the
-    root-cause ranking (``Explanation.roots``); the sentence quotes the drops only.
+    ``node_logits`` (every node's logit in this snapshot: :func:`sibling_evidence`, with the nodes that went
+    down within the window, :func:`silent_nodes`) join the drops in the root-cause ranking
+    (``Explanation.roots``); the sentence quotes the drops only.
     """
     logit, cand, drops = occlusion_scores(model, item, graph, node_pos)
     order = np.argsort(-drops, kind="stable")
@@ -492,7 +548,8 @@ def explain_node(
         contribs.append(Contribution(c, str(graph.component_ids[c]), kind, float(drops[j]), metric, change))
     return Explanation(node_id=node_id, risk=risk, contributors=contribs,
                        sentence=explanation_sentence(node_id, risk, contribs, top_k),
-                       roots=rank_root_causes(graph, cand, drops, prior, node_logits))
+                       roots=rank_root_causes(graph, cand, drops, prior, node_logits,
+                                              silent=silent_nodes(item, graph) if node_logits is not None else None))
 
 
 #: A contributor is named in the sentence only if occluding it lowers the logit by at least this share of what the
@@ -589,13 +646,14 @@ def rootcause_accuracy(model: torch.nn.Module, dataset: SnapshotDataset, feature
         item = build_snapshot(site, ti, dataset.window, int(e.site), pool=dataset.pool)
         _, cand, drops = occlusion_scores(model, item, site.graph, int(e.node))
         logits = snapshot_node_logits(rows, int(e.site), int(best["t"]), len(site.graph.node_global))
+        silent = silent_nodes(item, site.graph)
         priors = {"": prior, **{f"compare.{k}": v for k, v in (compare_priors or {}).items()}}
         alerted = alert_threshold is not None and float(best["score"]) >= alert_threshold
         late = late_from is not None and int(e.site) in late_from and int(e.tf) >= late_from[int(e.site)]
         for name, p in priors.items():
             p = p.get(int(e.site)) if isinstance(p, Mapping) else p
             for relative in modes:
-                ranked = rank_root_causes(site.graph, cand, drops, p, logits, relative_gpus=relative)
+                ranked = rank_root_causes(site.graph, cand, drops, p, logits, relative_gpus=relative, silent=silent)
                 rank = ranked.index(int(e.root)) if int(e.root) in ranked else 10**6
                 key = name if relative else f"{name}_absolute" if name else "compare.absolute"
                 res.append((key, e.group, bool(e.precursor), alerted, rank, late))

@@ -129,6 +129,68 @@ def test_sibling_evidence_is_the_other_dependent_nodes_excess_risk(small_splits)
         sibling_evidence(g, cand, logits[:5])
 
 
+def test_a_cooling_unit_is_credited_for_a_minority_of_its_nodes(small_splits):
+    from infrabrain.models.explain import SIBLING_QUANTILE, sibling_evidence
+
+    g, node, cand, ids = _first_site(small_splits)
+    assert ids.count("crac-1") == 1 and SIBLING_QUANTILE["cooling"] == 0.65  # the fixture: one unit cools all 3 racks
+    # two of the unit's five other nodes at risk, in the other racks: a cooling failure takes only its hottest nodes
+    two_of_five = np.array([2.0, -3.0, 2.0, -3.0, 2.0, -3.0])  # median -0.5: r01-n00 and r02-n00 stand 2.5 above
+    ev = dict(zip(ids, sibling_evidence(g, cand, two_of_five)))
+    assert ev["crac-1"] == pytest.approx(1.5)  # the 0.65 quantile of 0, 0, 0, 2.5, 2.5 (the median was 0)
+    assert ev["leaf-r00"] == 0.0 and ev["spine-1"] == 0.0  # r00-n01 is quiet; a spine still asks for the median
+    one_of_five = np.array([2.0, -3.0, 2.0, -3.0, -3.0, -3.0])
+    assert dict(zip(ids, sibling_evidence(g, cand, one_of_five)))["crac-1"] == 0.0  # one node on its own: no cause
+
+
+def test_a_rack_at_risk_with_its_neighbours_points_at_their_cooling_unit(small_splits):
+    from infrabrain.models.explain import sibling_evidence
+
+    g, node, cand, ids = _first_site(small_splits)
+    cooling, leaf = int(cand[ids.index("crac-1")]), int(cand[ids.index("leaf-r00")])
+    prior = RootPrior(counts={"node@0": 40, "gpu@1": 40, "leaf@1": 8, "cooling@2": 4}, failures=92)
+    flat = np.zeros(len(cand))
+    # the explained rack's other node at risk, and one node of each other rack: what a failing cooling unit does
+    heat = np.array([0.0, 6.0, 6.0, -3.0, -3.0, 6.0])  # median 3: r00-n01, r01-n00 and r02-n01 stand 3 above it
+    ev = dict(zip(ids, sibling_evidence(g, cand, heat)))
+    assert ev["crac-1"] == pytest.approx(3.0)  # three of its five other nodes
+    # r00-n01 stands 3 above the median, and so does the 0.65 quantile of the neighbouring racks' nodes (0, 0, 3, 3)
+    # but for 0.15: the rest is explained away by what the racks share
+    assert ev["leaf-r00"] == pytest.approx(0.15)
+    ranked = rank_root_causes(g, cand, flat, prior, heat)
+    assert ranked.index(cooling) < ranked.index(leaf)  # without the contrast the leaf's larger prior came first
+    # a leaf failure: its rack stands out alone, the neighbouring racks stay quiet, and it keeps its evidence whole
+    leaf_down = np.array([0.0, 6.0, -3.0, -3.0, -3.0, -3.0])
+    ev = dict(zip(ids, sibling_evidence(g, cand, leaf_down)))
+    assert ev["leaf-r00"] == pytest.approx(9.0) and ev["crac-1"] == 0.0
+    assert rank_root_causes(g, cand, flat, prior, leaf_down)[0] == leaf
+
+
+def test_a_sibling_that_went_down_counts_as_the_most_at_risk(small_splits):
+    from infrabrain.models.explain import silent_nodes, sibling_evidence
+    from infrabrain.models.snapshots import build_snapshot
+
+    test = small_splits.test_sites
+    site = test.sites[0]
+    ev = failure_events(test)
+    steps = np.searchsorted(site.timestamps, ev["tf"].to_numpy())
+    ok = (ev["site"].to_numpy() == 0) & (steps >= test.window + 2) & (steps + 10 < len(site.timestamps))
+    e = ev[ok].iloc[0]  # a node of the held-out site that fails: before, it runs; after, it is silent
+    step = int(np.searchsorted(site.timestamps, e.tf))
+    before = build_snapshot(site, step - 2, test.window, pool=test.pool)
+    after = build_snapshot(site, step + 10, test.window, pool=test.pool)  # down for the last 10 minutes
+    assert not silent_nodes(before, site.graph)[int(e.node)]
+    assert silent_nodes(after, site.graph)[int(e.node)]
+    g, node, cand, ids = _first_site(small_splits)
+    logits = np.array([0.0, np.nan, -3.0, -1.0, -3.0, -3.0])  # r00-n01 has no score: left out unless it went down
+    silent = np.zeros(6, dtype=bool)
+    assert dict(zip(ids, sibling_evidence(g, cand, logits)))["leaf-r00"] == 0.0
+    silent[1] = True  # it went down within the window: as at risk as the most at-risk node (r00-n00, 3 above)
+    assert dict(zip(ids, sibling_evidence(g, cand, logits, silent=silent)))["leaf-r00"] == pytest.approx(3.0)
+    with pytest.raises(ValueError, match="silent has shape"):
+        sibling_evidence(g, cand, logits, silent=silent[:5])
+
+
 def test_nodes_at_risk_together_point_at_what_they_share(small_splits):
     g, node, cand, ids = _first_site(small_splits)
     leaf = int(cand[ids.index("leaf-r00")])
