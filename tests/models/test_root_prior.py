@@ -154,8 +154,8 @@ def test_a_rack_at_risk_with_its_neighbours_points_at_their_cooling_unit(small_s
     heat = np.array([0.0, 6.0, 6.0, -3.0, -3.0, 6.0])  # median 3: r00-n01, r01-n00 and r02-n01 stand 3 above it
     ev = dict(zip(ids, sibling_evidence(g, cand, heat)))
     assert ev["crac-1"] == pytest.approx(3.0)  # three of its five other nodes
-    # r00-n01 stands 3 above the median, and so does the 0.65 quantile of the neighbouring racks' nodes (0, 0, 3, 3)
-    # but for 0.15: the rest is explained away by what the racks share
+    # r00-n01 stands 3 above the median, and the 0.65 quantile of the neighbouring racks' nodes (0, 0, 3, 3) is 2.85:
+    # all but 0.15 of it is explained away by what the racks share
     assert ev["leaf-r00"] == pytest.approx(0.15)
     ranked = rank_root_causes(g, cand, flat, prior, heat)
     assert ranked.index(cooling) < ranked.index(leaf)  # without the contrast the leaf's larger prior came first
