@@ -316,7 +316,7 @@ def sibling_evidence(graph: SiteGraph, cand: np.ndarray, node_logits: np.ndarray
     explained_pos = int(np.flatnonzero(np.asarray(graph.node_global) == node)[0])
     coolers = [int(c) for c in cand if int(graph.kind[int(c)]) == cool_k and hops.get(int(c)) == 2]
     cooled = _CACHE.nodes_at(graph, coolers[0], 2) if coolers else np.zeros(0, dtype=np.int64)
-    q_cool = SIBLING_QUANTILE.get("cooling", 0.5)
+    q_cool = SIBLING_QUANTILE["cooling"]
     for j, c in enumerate(cand):
         c = int(c)
         kind = int(graph.kind[c])
@@ -326,10 +326,10 @@ def sibling_evidence(graph: SiteGraph, cand: np.ndarray, node_logits: np.ndarray
         level = _sibling_level(excess, sib[sib != explained_pos], SIBLING_QUANTILE.get(KINDS[kind], 0.5))
         if level is None:
             continue
-        if kind in _RACK_LEVEL_KINDS and len(cooled):
-            others = cooled[~np.isin(cooled, sib) & (cooled != explained_pos)]
-            around = _sibling_level(excess, others, q_cool) if len(others) else None
-            level = max(level - around, 0.0) if around is not None else level
+        if kind in _RACK_LEVEL_KINDS:
+            around = _sibling_level(excess, cooled[~np.isin(cooled, sib) & (cooled != explained_pos)], q_cool)
+            if around is not None:  # None: no other scored node cooled with them
+                level = max(level - around, 0.0)
         out[j] = level
     return out
 
