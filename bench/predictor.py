@@ -17,6 +17,9 @@ them), and 90 % intervals of the ratio, the event recall and the median lead ove
 ``--layers 0`` trains the same model without message passing, to see what the graph adds;
 ``--extra-train-sites K`` trains on K more simulated sites, scored on the same held-out sites (a learning curve);
 ``--extra-train-cause-scale thermal=5,psu=5`` gives those K sites more failures of the named causes.
+The root-cause keys (``rootcause_top3`` ...) rank with the card's prior as a deployed site does: the training
+sites' pooled labels plus the published failure mix on the site's topology at 50 pseudo-failures (follow-up 29;
+``rootcause_top3_labels``: the labels alone, as before).
 The same root-cause drops are also ranked with other root priors (``rootcause_top3_<variant>``: none, and the
 training sites' fleet prior without noise and released under DP at ``--fleet-prior-epsilons`` and
 ``--fleet-prior-clip-norms``; with ``--fleet-prior-sites N`` also with N more sites' incident logs,
@@ -613,6 +616,7 @@ def _one_seed(runs: list, args: argparse.Namespace, seed: int, report_dir: str |
     published = published_prior_variants(test, trained.root_prior, releases.get("fleet_dp_eps1_c4"),
                                          args.published_prior_failures, args.published_prior_misspec, seed)
     priors |= published
+    priors["labels"] = trained.root_prior  # the pooled training labels alone: the card's prior until follow-up 29
     if args.local_prior_fraction:
         first = f"published_f{args.published_prior_failures[0]}" if args.published_prior_failures else None
         late_from, local = local_prior_variants(test, trained.root_prior, releases.get("fleet_dp_eps1_c4"),

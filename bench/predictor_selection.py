@@ -90,7 +90,7 @@ def _one_seed(bp: ModuleType, runs: list, args: argparse.Namespace, seed: int) -
     of the model ``--selection`` keeps (for the seed ensemble)."""
     from infrabrain.models.evaluation import evaluate_scores, failure_events
     from infrabrain.models.explain import rootcause_accuracy
-    from infrabrain.models.pipeline import train_predictor
+    from infrabrain.models.pipeline import deployed_site_priors, train_predictor
     from infrabrain.models.training import predict_scores
 
     cfg = bp._pipeline_config(args, seed).model_copy(update={"patience": args.epochs})
@@ -111,7 +111,7 @@ def _one_seed(bp: ModuleType, runs: list, args: argparse.Namespace, seed: int) -
             kept_rows["rows"] = rows
         m = evaluate_scores(rows, events)
         rc = (rootcause_accuracy(model, test, sp.feature_set, rows, events, max_events=args.rootcause_events,
-                                 prior=trained.root_prior)
+                                 prior=deployed_site_priors(trained, test))
               if args.rootcause_events > 0 else {})
         return {"pr_auc": _finite(m["pr_auc"]), "pr_auc_cascade": _finite(m["pr_auc_cascade"]),
                 "median_lead_min": _finite(m["median_lead_min"]), "rootcause_top3": _finite(rc.get("cascade_top3"))}

@@ -69,7 +69,7 @@ def _heldout(value: str | None) -> int | list[str] | None:
 def _train(args: argparse.Namespace) -> int:
     from infrabrain.models.checkpoint import save_checkpoint
     from infrabrain.models.device import resolve_device
-    from infrabrain.models.pipeline import PipelineConfig, train_predictor, training_fractions
+    from infrabrain.models.pipeline import PipelineConfig, root_prior_card, train_predictor, training_fractions
     from infrabrain.models.training import evaluate_model
 
     out = Path(args.out)
@@ -84,6 +84,8 @@ def _train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, lr=args.lr, patience=args.patience, selection=args.selection, seed=args.seed,
         progress=not args.no_progress, bin_features=args.bins, val_sites=args.val_sites,
         input_scaling=not args.no_scale_inputs, device=args.device,
+        **({"published_prior_failures": args.published_prior_failures}
+           if args.published_prior_failures is not None else {}),
         # validating on whole sites leaves the training sites' later time unused: train on all of it
         **({"fractions": training_fractions(1.0)} if args.val_sites else {}),
     )
@@ -97,8 +99,7 @@ def _train(args: argparse.Namespace) -> int:
              "heldout_sites": [s.name for s in sp.heldout_sites], "history": trained.result.history,
              "best_epoch": trained.result.best_epoch, "stopped_early": trained.result.stopped_early,
              "calibration": trained.calibration.model_dump() if trained.calibration is not None else None,
-             "alert_threshold": trained.val_threshold,
-             "root_prior": trained.root_prior.model_dump() if trained.root_prior is not None else None}
+             "alert_threshold": trained.val_threshold, **root_prior_card(trained)}
     save_checkpoint(out, trained.model, sp.feature_set, sp.normalizer, metrics, extra, overwrite=args.overwrite)
     summary = {"checkpoint": str(out), "epochs_run": len(trained.result.history), "best_epoch": trained.result.best_epoch,
                **{f"{k}_pr_auc": v.get("pr_auc") for k, v in metrics.items()}}
@@ -111,6 +112,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from infrabrain.models.checkpoint import _jsonable, load_checkpoint
     from infrabrain.models.features import FeatureSet
     from infrabrain.models.pipeline import PipelineConfig, Trained, evaluate_predictor
+    from infrabrain.models.published_root_prior import deployed_published_failures
     from infrabrain.models.root_prior import RootPrior
     from infrabrain.models.snapshots import make_splits
     from infrabrain.models.training import TrainResult
@@ -125,7 +127,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         names = {getattr(r, "name", None) for r in runs}
         card_held = [n for n in ckpt.card.get("heldout_sites", []) if n in names]
         held = card_held if card_held and len(card_held) < len(runs) else 0
-    pipe.update(heldout=held, progress=False)
+    # rank root causes with the prior the card deploys (an older card: its own prior, or the mix without one)
+    pipe.update(heldout=held, progress=False, published_prior_failures=deployed_published_failures(ckpt.card))
     cfg = PipelineConfig(**pipe)
     splits = make_splits(runs, heldout=cfg.heldout, window_min=cfg.window_min, stride_min=cfg.stride_min,
                          eval_stride_min=cfg.eval_stride_min, fractions=cfg.fractions, pool_min=cfg.pool_min,
@@ -209,6 +212,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu",
                    help="where to train: cpu (default), cuda, cuda:N, or auto (the first GPU torch sees, else the "
                         "CPU); the checkpoint is written from the CPU either way")
+    p.add_argument("--published-prior-failures", type=int, default=None, metavar="N",
+                   help="root-cause ranking: merge the training sites' root prior with the published failure mix "
+                        "laid on each scored site's topology, as N pseudo-failures (default 50, "
+                        "models.published_root_prior.DEFAULT_FAILURES; 0: the training labels alone; "
+                        "docs/predictor.md, follow-up 29)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(handler=_train)
 

@@ -591,8 +591,10 @@ def snapshot_node_logits(rows: pd.DataFrame, site: int, t: int, n_nodes: int) ->
 
 
 def explain_dataset_alerts(model: torch.nn.Module, dataset: SnapshotDataset, feature_set: FeatureSet,
-                           rows: pd.DataFrame, top_n: int = 5, prior: RootPrior | None = None) -> list[Explanation]:
-    """Explanations of the ``top_n`` highest-scoring rows (``site, t, node, score``) of ``dataset``."""
+                           rows: pd.DataFrame, top_n: int = 5,
+                           prior: RootPrior | Mapping[int, RootPrior | None] | None = None) -> list[Explanation]:
+    """Explanations of the ``top_n`` highest-scoring rows (``site, t, node, score``) of ``dataset``; ``prior`` is one
+    root prior or one per site (by ``dataset``'s site index: the published mix laid on each site's topology)."""
     out = []
     top = alert_rows(rows, top_n)
     t_index = {(si, int(dataset.sites[si].timestamps[ti])): ti for si, ti in dataset.index}
@@ -602,21 +604,23 @@ def explain_dataset_alerts(model: torch.nn.Module, dataset: SnapshotDataset, fea
         item = build_snapshot(site, ti, dataset.window, si, pool=dataset.pool)
         raw, names = raw_window(site.run, ti, dataset.window) if site.run is not None else (None, None)
         logits = snapshot_node_logits(rows, si, int(r.t), len(site.graph.node_global))
+        p = prior.get(si) if isinstance(prior, Mapping) else prior
         out.append(explain_node(model, item, site.graph, feature_set, int(r.node), raw, names, site.cadence_s,
-                                prior=prior, node_logits=logits))
+                                prior=p, node_logits=logits))
     return out
 
 
 def rootcause_accuracy(model: torch.nn.Module, dataset: SnapshotDataset, feature_set: FeatureSet,
                        rows: pd.DataFrame, events: pd.DataFrame, max_events: int = 200,
                        seed: int = 0, alert_threshold: float | None = None,
-                       prior: RootPrior | None = None,
+                       prior: RootPrior | Mapping[int, RootPrior | None] | None = None,
                        compare_priors: Mapping[str, RootPrior | Mapping[int, RootPrior | None] | None] | None = None,
                        late_from: Mapping[int, float] | None = None, absolute: bool = False) -> dict[str, Any]:
     """Top-1/top-3 accuracy of the root-cause ranking (:func:`rank_root_causes`, with ``prior`` if given: the one
     ``predict`` reports) against the ground truth; with ``compare_priors`` also of the same drops ranked with each
-    of those priors (``report["compare"][name]``: overall, cascades, precursor and alerted cascades). A compare
-    prior may be one per site (a mapping from ``dataset``'s site index: a site's own labels). With
+    of those priors (``report["compare"][name]``: overall, cascades, precursor and alerted cascades). Any prior
+    may be one per site (a mapping from ``dataset``'s site index: a site's own labels, the published mix on its
+    topology). With
     ``late_from`` (site index -> time) the comparison is also reported over the failures at or after that time
     only (``report["compare_late"]``): a site's prior counted before it is then scored on what came after.
 

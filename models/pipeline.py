@@ -21,6 +21,7 @@ from infrabrain.logs import get_logger
 from infrabrain.models.calibration import PlattCalibrator, calibrated_ensemble, logit
 from infrabrain.models.device import DeviceName
 from infrabrain.models.gnn import FailurePredictor, ModelConfig
+from infrabrain.models.published_root_prior import CARD_PUBLISHED_KEY, DEFAULT_FAILURES, deployed_root_prior
 from infrabrain.models.root_prior import RootPrior, fit_root_prior
 from infrabrain.models.selection import DEFAULT_SELECTION, Selection
 from infrabrain.models.snapshots import Splits, make_splits
@@ -70,6 +71,10 @@ class PipelineConfig(BaseModel):
     seed: int = 0
     progress: bool = True
     device: DeviceName = Field("cpu", description="where to train: cpu, cuda, cuda:N or auto (see models.device)")
+    published_prior_failures: int = Field(DEFAULT_FAILURES, ge=0, description="pseudo-failures of the published "
+                                          "failure mix, laid on each scored site's topology, that the training "
+                                          "sites' root prior is merged with when root causes are ranked "
+                                          "(models.published_root_prior; 0: the labels alone; issue 3 follow-up 29)")
 
 
 def training_fractions(train_until: float) -> tuple[float, float]:
@@ -90,6 +95,21 @@ class Trained:
     calibration: PlattCalibrator | None = None  # Platt scaling fitted on the validation split
     val_threshold: float | None = None  # alert threshold chosen on the validation split (precision >= 0.5 there)
     root_prior: RootPrior | None = None  # where the training split's failures started (root-cause ranking)
+
+
+def root_prior_card(trained: Trained) -> dict[str, Any]:
+    """The model card's root-prior fields of ``trained``: the training sites' pooled labels and how many
+    pseudo-failures of the published mix a deployed site merges them with
+    (:func:`~infrabrain.models.published_root_prior.deployed_root_prior` reads both)."""
+    prior = trained.root_prior.model_dump() if trained.root_prior is not None else None
+    return {"root_prior": prior, CARD_PUBLISHED_KEY: trained.config.published_prior_failures}
+
+
+def deployed_site_priors(trained: Trained, dataset: Any) -> dict[int, RootPrior | None]:
+    """Per site of ``dataset`` (by index), the root prior ``predict`` and the daemon would rank its root causes with
+    under ``trained``'s card: what the evaluation scores, so that it scores what is deployed."""
+    card = root_prior_card(trained)
+    return {i: deployed_root_prior(card, site.graph)[0] for i, site in enumerate(dataset.sites)}
 
 
 def pipeline_splits(runs: Sequence[Any], cfg: PipelineConfig) -> Splits:
@@ -232,10 +252,11 @@ def evaluate_predictor(trained: Trained, out_dir: str | Path | None = None, root
     if trained.val_threshold is not None:  # the operating point a site would deploy: chosen without test data
         models["gnn"]["at_val_threshold"] = operating_point(gnn, events, trained.val_threshold)
     oracles, oracle_tables = oracle_reports(test, truth, events) if oracle else ({}, {})
+    deployed = deployed_site_priors(trained, test)
     rc = rootcause_accuracy(trained.model, test, sp.feature_set, gnn, events, max_events=rootcause_events,
-                            alert_threshold=trained.val_threshold, prior=trained.root_prior,
+                            alert_threshold=trained.val_threshold, prior=deployed,
                             compare_priors=compare_priors, late_from=late_from, absolute=rootcause_absolute)
-    explained = explain_dataset_alerts(trained.model, test, sp.feature_set, gnn, top_n=5, prior=trained.root_prior)
+    explained = explain_dataset_alerts(trained.model, test, sp.feature_set, gnn, top_n=5, prior=deployed)
     expl = _quote_risks(explained, alert_rows(gnn, 5)["score"].to_numpy())  # gnn's score is calibrated if possible
     nongraph = [n for n in NONGRAPH_MODELS if n in models]
     best = max(nongraph, key=lambda n: _nz(models[n]["pr_auc"]))
@@ -395,7 +416,7 @@ def demo_train_and_explain(runs: Sequence[Any], top_n: int = 5, epochs: int = 3,
     test = trained.splits.test_sites if trained.splits.test_sites is not None else trained.splits.test_time
     rows = predict_scores(trained.model, test)
     explained = explain_dataset_alerts(trained.model, test, trained.splits.feature_set, rows, top_n,
-                                       prior=trained.root_prior)
+                                       prior=deployed_site_priors(trained, test))
     if trained.calibration is None:
         return [e.sentence for e in explained]
     return _quote_risks(explained, trained.calibration.apply(alert_rows(rows, top_n)["logit"].to_numpy()))

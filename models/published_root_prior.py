@@ -28,7 +28,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from infrabrain.models.root_prior import MAX_HOPS, RootPrior, relation
+from infrabrain.models.root_prior import MAX_HOPS, RootPrior, merge_root_priors, relation
 from infrabrain.models.snapshots import SiteGraph
 
 #: Pseudo-failures a published prior weighs as by default: a new site's ranking follows its shares, and a site
@@ -167,12 +167,49 @@ def published_root_prior(graph: SiteGraph, failures: int = DEFAULT_FAILURES,
     return shares_as_prior(relation_shares(graph, cause_shares), failures)
 
 
+#: The model card key that says how many pseudo-failures of the published mix, laid on the deployed site's own
+#: topology, the card's labelled root prior is merged with (:func:`deployed_root_prior`; 0: none). ``infrabrain
+#: train`` writes it (``PipelineConfig.published_prior_failures``, issue 3 follow-up 29). A card without it (one
+#: written before, or a site checkpoint, whose prior has the mix merged in already) ranks with its own prior.
+CARD_PUBLISHED_KEY = "root_prior_published_failures"
+
+
+def card_published_failures(card: Mapping[str, object]) -> int | None:
+    """The card's :data:`CARD_PUBLISHED_KEY`, None when absent (or null); anything but an integer >= 0 is refused
+    by name, so a hand-edited card cannot rank with a prior it does not say."""
+    raw = card.get(CARD_PUBLISHED_KEY)
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, (int, np.integer)) or raw < 0:
+        raise ValueError(f"model card {CARD_PUBLISHED_KEY} must be an integer >= 0 (pseudo-failures of the published "
+                         f"mix; 0 leaves it out), got {raw!r}")
+    return int(raw)
+
+
+def deployed_published_failures(card: Mapping[str, object]) -> int:
+    """How many pseudo-failures of the published mix a site deploying ``card`` ranks with: the card's
+    :data:`CARD_PUBLISHED_KEY`; without it 0 beside the card's own prior and :data:`DEFAULT_FAILURES` without one."""
+    failures = card_published_failures(card)
+    if failures is not None:
+        return failures
+    return 0 if RootPrior.from_card(card) is not None else DEFAULT_FAILURES
+
+
 def deployed_root_prior(card: Mapping[str, object], graph: SiteGraph) -> tuple[RootPrior | None, str]:
-    """The prior a deployed model ranks a site's root causes with, and where it came from: the model card's
-    (``"card"``: labelled roots, a fleet release) or, for a card without one, the published mix laid on the
-    site's own topology (``"published"``); ``"none"`` when neither applies (a site without GPUs)."""
+    """The prior a deployed model ranks a site's root causes with, and where it came from.
+
+    A card that says how much of the published mix to add (:data:`CARD_PUBLISHED_KEY`, what ``infrabrain train``
+    writes) gets its prior merged with the mix laid on the site's own topology as that many pseudo-failures
+    (``"card+published"``): labelled counts from a few training sites leave the roots they never saw at add-one
+    smoothing, 3-4 logits under the seen ones, however loud the window. A card without the key ranks with its own
+    prior (``"card"``: labelled roots, a fleet release) or, without one, with the mix at :data:`DEFAULT_FAILURES`
+    (``"published"``). ``"none"``: no prior at all (the key at 0 and no labels, or a site without GPUs)."""
     prior = RootPrior.from_card(card)
-    if prior is not None:
-        return prior, "card"
-    published = published_root_prior(graph)
-    return published, "published" if published is not None else "none"
+    failures = deployed_published_failures(card)
+    published = published_root_prior(graph, failures) if failures else None
+    merged = merge_root_priors(prior, published)
+    if merged is None:
+        return None, "none"
+    if prior is None:
+        return merged, "published"
+    return merged, "card+published" if published is not None else "card"

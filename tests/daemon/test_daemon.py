@@ -316,7 +316,7 @@ def test_a_card_without_a_root_prior_ranks_with_the_published_mix_on_the_sites_t
         tmp_path: Path, small_dataset: Path, small_checkpoint: Path) -> None:
     """A site whose model card holds no root prior (no labelled roots, no fleet release) ranks root causes with
     the published failure mix laid on its own topology (issue 3, follow-up 26), not by occlusion drop alone; a
-    card's own prior is kept."""
+    card's own prior is kept, and merged with that mix where the card says so (follow-up 29)."""
     import shutil
 
     from infrabrain.client.topology_file import load_topology
@@ -336,3 +336,13 @@ def test_a_card_without_a_root_prior_ranks_with_the_published_mix_on_the_sites_t
     assert scorer.root_prior_source == "published"
     assert scorer.root_prior == published_root_prior(graph_from_topology(topology))
     assert scorer.root_prior.counts["gpu@1"] > scorer.root_prior.counts["node@0"] > 0
+    # a card that `infrabrain train` wrote (follow-up 29): its labels plus the published mix on this topology
+    from infrabrain.models.published_root_prior import CARD_PUBLISHED_KEY
+    from infrabrain.models.root_prior import merge_root_priors
+
+    card = json.loads((small_checkpoint / "model_card.json").read_text())
+    card[CARD_PUBLISHED_KEY] = 50
+    (bare / "model_card.json").write_text(json.dumps(card))
+    merged = PredictorScorer(bare, topology)
+    assert merged.root_prior_source == "card+published"
+    assert merged.root_prior == merge_root_priors(kept.root_prior, published_root_prior(graph_from_topology(topology)))

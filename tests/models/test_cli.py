@@ -35,6 +35,10 @@ def test_train_evaluate_predict(dataset, tmp_path, capsys):
     assert "calibration" in card and "alert_threshold" in card
     # where the training sites' failures started: the root-cause ranking's prior travels with the model
     assert card["root_prior"]["failures"] == sum(card["root_prior"]["counts"].values()) > 0
+    # and how much of the published failure mix a deployed site merges it with (follow-up 29)
+    from infrabrain.models.published_root_prior import CARD_PUBLISHED_KEY, DEFAULT_FAILURES
+
+    assert card[CARD_PUBLISHED_KEY] == DEFAULT_FAILURES
     capsys.readouterr()
     # refusing to overwrite loses nothing
     assert main(["train", "--data", str(dataset), "--out", str(ck)]) == 2

@@ -99,3 +99,66 @@ def test_bad_arguments_are_named(kwargs: dict, needle: str) -> None:
     with pytest.raises(ValueError) as err:
         published_root_prior(graph, **kwargs)
     assert needle in str(err.value)
+
+
+def test_a_trained_card_ranks_with_its_labels_plus_the_published_mix_on_the_sites_topology() -> None:
+    """Follow-up 29: ``infrabrain train`` writes how many pseudo-failures of the published mix a deployed site
+    merges the training labels with. A root the training sites never saw (here the cooling unit) is then no
+    longer ranked at add-one smoothing; a card without the key (written before) ranks with its labels alone."""
+    from infrabrain.models.published_root_prior import (CARD_PUBLISHED_KEY, deployed_published_failures,
+                                                        deployed_root_prior)
+
+    _, graph = _site()
+    labels = RootPrior(counts={"node@0": 40, "gpu@1": 30, "leaf@1": 5}, failures=75)
+    card = {"root_prior": labels.model_dump(), CARD_PUBLISHED_KEY: 50}
+    prior, source = deployed_root_prior(card, graph)
+    assert source == "card+published"
+    assert prior == merge_root_priors(labels, published_root_prior(graph, 50))
+    assert prior.counts["cooling@2"] > 0 and "cooling@2" not in labels.counts
+    relations = ["gpu@1"] * 8 + ["node@0", "cooling@2"]
+    before, after = labels.log_prior(relations), prior.log_prior(relations)
+    assert after[-1] - after[0] > before[-1] - before[0]  # the cooling unit gains on a GPU
+    for old in ({"root_prior": labels.model_dump()}, {"root_prior": labels.model_dump(), CARD_PUBLISHED_KEY: 0},
+                {"root_prior": labels.model_dump(), CARD_PUBLISHED_KEY: None}):
+        assert deployed_root_prior(old, graph) == (labels, "card")
+    # a card without a prior ranks with the published mix alone: at the card's weight, or without the key (a card
+    # trained without labelled roots before follow-up 29) at the default; at 0 with nothing at all
+    for card, weight in (({"root_prior": None, CARD_PUBLISHED_KEY: 20}, 20), ({"root_prior": None}, 50)):
+        assert deployed_published_failures(card) == weight
+        assert deployed_root_prior(card, graph) == (published_root_prior(graph, weight), "published")
+    assert deployed_root_prior({"root_prior": None, CARD_PUBLISHED_KEY: 0}, graph) == (None, "none")
+
+
+@pytest.mark.parametrize("value", [-1, 2.5, True, "50"])
+def test_a_card_with_a_bad_published_weight_is_refused_by_name(value: object) -> None:
+    from infrabrain.models.published_root_prior import CARD_PUBLISHED_KEY, deployed_root_prior
+
+    _, graph = _site()
+    card = {"root_prior": {"counts": {"node@0": 3}, "failures": 3}, CARD_PUBLISHED_KEY: value}
+    with pytest.raises(ValueError) as err:
+        deployed_root_prior(card, graph)
+    assert CARD_PUBLISHED_KEY in str(err.value) and repr(value) in str(err.value)
+
+
+def test_the_evaluation_scores_the_prior_a_deployed_site_ranks_with() -> None:
+    """``evaluate_predictor`` ranks each held-out site's root causes with ``deployed_site_priors``: the card's
+    labels plus the published mix on that site's own topology (0: the labels alone), as ``predict`` does."""
+    from types import SimpleNamespace
+
+    from infrabrain.models.pipeline import PipelineConfig, Trained, deployed_site_priors, root_prior_card
+    from infrabrain.models.published_root_prior import deployed_root_prior
+
+    _, small = _site(racks_per_cooling=2, racks=4)
+    _, large = _site()
+    labels = RootPrior(counts={"node@0": 12, "gpu@1": 9}, failures=21)
+    data = SimpleNamespace(sites=[SimpleNamespace(graph=small), SimpleNamespace(graph=large)])
+    for weight in (50, 0):
+        trained = Trained(model=None, splits=None, result=None, config=PipelineConfig(published_prior_failures=weight),
+                          train_s=0.0, root_prior=labels)
+        card = root_prior_card(trained)
+        got = deployed_site_priors(trained, data)
+        assert got == {0: deployed_root_prior(card, small)[0], 1: deployed_root_prior(card, large)[0]}
+        if weight:
+            assert got[0] != got[1] and got[0].counts["node@0"] > labels.counts["node@0"]
+        else:
+            assert got == {0: labels, 1: labels}
