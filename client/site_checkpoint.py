@@ -61,6 +61,7 @@ def write_site_checkpoint(settings: SiteSettings, weights: Sequence[np.ndarray],
     from infrabrain.client import predictor_task as pt
     from infrabrain.models.checkpoint import save_checkpoint
     from infrabrain.models.pipeline import fit_calibration
+    from infrabrain.models.published_root_prior import CARD_PUBLISHED_KEY
     from infrabrain.models.root_prior import fit_root_prior, merge_root_priors
     from infrabrain.models.training import set_weights
 
@@ -90,6 +91,9 @@ def write_site_checkpoint(settings: SiteSettings, weights: Sequence[np.ndarray],
         "alert_threshold": threshold,
         "root_prior": prior.model_dump() if prior is not None else None,
         "root_prior_note": prior_note,
+        # the published mix is merged in above (or left out by the site): a deployed site adds none of it again,
+        # and a site without a prior ranks without one, as its note says (models.published_root_prior)
+        CARD_PUBLISHED_KEY: 0,
     }
     out = save_checkpoint(settings.state_path / SITE_CHECKPOINT_DIR, model, pt.feature_set(), reference.normalizer,
                           dict(metrics or {}), extra, overwrite=True)

@@ -196,6 +196,16 @@ def test_the_site_keeps_a_predictor_checkpoint_of_the_global_model_calibrated_on
     bare = s.model_copy(update={"published_prior_failures": 0})
     kept, note = _root_prior(bare, own, data.train.sites[0].graph)
     assert kept == own and "published" not in note and "never sent" in note
+    # the daemon ranks with the card's prior as written, adding no mix (follow-up 29); a site that left the mix
+    # out and has no labelled root ranks without a prior, as its note says, not with the mix after all
+    from infrabrain.models.published_root_prior import CARD_PUBLISHED_KEY, deployed_root_prior
+
+    assert ckpt.card[CARD_PUBLISHED_KEY] == 0
+    assert deployed_root_prior(ckpt.card, data.train.sites[0].graph) == (prior, "card")
+    none, note = _root_prior(bare, None, data.train.sites[0].graph)
+    assert none is None and "without a prior" in note
+    card = {**ckpt.card, "root_prior": None, "root_prior_note": note}
+    assert deployed_root_prior(card, data.train.sites[0].graph) == (None, "none")
 
     # The checkpoint is the evaluated model: same logits on the site's held-out rows (weights, input scaling).
     ref = pt.build_predictor(cfg, data.input_scaling)
