@@ -581,7 +581,9 @@ def _mean_over_draws(draws: list[dict], samples: list[dict[str, np.ndarray]] | N
     per cause group the means over the draws it occurs in; with each draw's bootstrap ``samples``, the intervals
     of those means (draws are independent: their b-th resamples are combined)."""
     # the root-cause keys of every prior variant the run compared (its flags name more than the defaults)
-    variants = sorted({k for d in draws for k in d if k.startswith(("rootcause_top3_", "rootcause_top1_all_"))
+    # (``--rootcause-absolute`` adds an ``_absolute`` twin of each, the late and full ones included)
+    variants = sorted({k for d in draws for k in d
+                       if k.startswith(("rootcause_top3_", "rootcause_top1_all_", "rootcause_late_", "rootcause_full_"))
                        and k not in PER_DRAW_KEYS and not k.endswith(("_n", "_per_seed"))})
     out = {"data_seeds": [d["seeds"][0] for d in draws],
            **_combine(draws, (*PER_DRAW_KEYS, *variants), "per_draw", geometric_ratios=True, keep_other=False,

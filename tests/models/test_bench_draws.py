@@ -44,6 +44,12 @@ def test_every_root_cause_prior_variant_a_run_compared_is_reported_per_draw(benc
     assert out["rootcause_top3_fleet_dp_eps1_c4_h1_per_draw"] == [1.0, None]
     assert out["rootcause_top3_fleet_dp_eps1_c4_h1"] == pytest.approx(1.0)  # the mean over draws that have it
     assert out["rootcause_top1_all_none_per_draw"] == [0.5, 0.7]
+    # --rootcause-absolute's twins of the late and full keys (a site's own labels) get theirs as well
+    a |= {"rootcause_late_top3_local_absolute": 0.9, "rootcause_full_top1_all_none_absolute": 0.4}
+    b |= {"rootcause_late_top3_local_absolute": 0.5, "rootcause_full_top1_all_none_absolute": 0.6}
+    out = bench._mean_over_draws([a, b])
+    assert out["rootcause_late_top3_local_absolute_per_draw"] == [0.9, 0.5]
+    assert out["rootcause_full_top1_all_none_absolute_per_draw"] == [0.4, 0.6]
 
 
 def test_the_interval_over_draws_combines_each_draws_resamples(bench):
