@@ -100,6 +100,7 @@ def _one_seed(bp: ModuleType, runs: list, args: argparse.Namespace, seed: int) -
     sp, model = trained.splits, trained.model
     test = sp.test_sites
     events = failure_events(test)
+    priors = deployed_site_priors(trained, test)  # the deployed ranking's prior, the same for every epoch
     hist = trained.result.history
     ensembled = replay([CANDIDATES[args.selection](rec) for rec in hist], args.patience)
     kept_rows: dict[str, Any] = {}
@@ -111,7 +112,7 @@ def _one_seed(bp: ModuleType, runs: list, args: argparse.Namespace, seed: int) -
             kept_rows["rows"] = rows
         m = evaluate_scores(rows, events)
         rc = (rootcause_accuracy(model, test, sp.feature_set, rows, events, max_events=args.rootcause_events,
-                                 prior=deployed_site_priors(trained, test))
+                                 prior=priors)
               if args.rootcause_events > 0 else {})
         return {"pr_auc": _finite(m["pr_auc"]), "pr_auc_cascade": _finite(m["pr_auc_cascade"]),
                 "median_lead_min": _finite(m["median_lead_min"]), "rootcause_top3": _finite(rc.get("cascade_top3"))}
