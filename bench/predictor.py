@@ -375,7 +375,8 @@ def _pipeline_config(args: argparse.Namespace, seed: int) -> PipelineConfig:
                           fractions=training_fractions(args.train_until), pos_weight=args.pos_weight,
                           stride_min=args.stride, pool_min=args.pool, window_min=args.window,
                           input_scaling=args.scale_inputs,
-                          input_scale_floor=args.scale_floor, progress=not args.no_progress, device=args.device)
+                          input_scale_floor=args.scale_floor, progress=not args.no_progress, device=args.device,
+                          train_on_unpredictable=args.train_on_unpredictable)
 
 
 def headroom_part(args: argparse.Namespace) -> dict:
@@ -871,6 +872,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale-inputs", action=argparse.BooleanOptionalAction, default=True,
                    help="GNN: standardise encoder inputs per kind on the training split (default on since follow-up 5)")
     p.add_argument("--scale-floor", type=float, default=0.1, help="smallest scale of --scale-inputs")
+    p.add_argument("--train-on-unpredictable", action="store_true",
+                   help="train the GNN and the tabular baselines on software-like failures (software, GSP) as "
+                        "positives too, as before follow-up 30 (default: left out of the loss and the fit; the "
+                        "evaluation counts them either way)")
     p.add_argument("--pos-weight", type=float, default=None,
                    help="BCE weight of positive labels (default: negatives / positives of the training set, "
                         "capped at 50)")
@@ -978,6 +983,7 @@ def main(argv: list[str] | None = None) -> int:
                      "weight_decay": args.weight_decay, "lr": args.lr, "levels": not args.no_levels,
                      "summary_features": not args.no_summary, "bin_features": args.bins, "dropout": args.dropout,
                      "train_until": args.train_until, "pos_weight": args.pos_weight,
+                     "train_on_unpredictable": args.train_on_unpredictable,
                      "stride_min": args.stride, "window_min": args.window, "pool_min": args.pool,
                      "scale_inputs": args.scale_inputs,
                      "scale_floor": args.scale_floor,

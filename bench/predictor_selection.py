@@ -138,7 +138,7 @@ def _one_draw(bp: ModuleType, args: argparse.Namespace, data_seed: int) -> dict:
     """Every seed of one draw, the seed ensemble and the best non-graph baseline on the same held-out rows."""
     from infrabrain.models.calibration import risk_of
     from infrabrain.models.evaluation import evaluate_scores
-    from infrabrain.models.pipeline import baseline_tables
+    from infrabrain.models.pipeline import baseline_tables, ignored_causes
 
     runs = bp._draw_runs(args, data_seed)
     seeds, kept = [], []
@@ -167,7 +167,8 @@ def _one_draw(bp: ModuleType, args: argparse.Namespace, data_seed: int) -> dict:
                             "median_lead_min": _finite(m["median_lead_min"]), "rootcause_top3": None, "epoch": None}
     truth = first[["site", "t", "node", "label", "cause", "root"]]
     sp = kept[0]["splits"]
-    tables = baseline_tables(sp, sp.test_sites, truth, data_seed)
+    tables = baseline_tables(sp, sp.test_sites, truth, data_seed,
+                             ignore_causes=ignored_causes(bp._pipeline_config(args, data_seed)))
     base = {name: _finite(evaluate_scores(df, kept[0]["events"])["pr_auc"]) for name, df in tables.items()}
     best = max(base, key=lambda n: base[n] or -1.0)
     for row in rules.values():

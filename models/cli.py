@@ -84,6 +84,7 @@ def _train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, lr=args.lr, patience=args.patience, selection=args.selection, seed=args.seed,
         progress=not args.no_progress, bin_features=args.bins, val_sites=args.val_sites,
         input_scaling=not args.no_scale_inputs, device=args.device,
+        train_on_unpredictable=args.train_on_unpredictable,
         **({"published_prior_failures": args.published_prior_failures}
            if args.published_prior_failures is not None else {}),
         # validating on whole sites leaves the training sites' later time unused: train on all of it
@@ -129,6 +130,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         held = card_held if card_held and len(card_held) < len(runs) else 0
     # rank root causes with the prior the card deploys (an older card: its own prior, or the mix without one)
     pipe.update(heldout=held, progress=False, published_prior_failures=deployed_published_failures(ckpt.card))
+    # a card from before follow-up 30 was trained on every failure: fit its baselines the same way
+    pipe.setdefault("train_on_unpredictable", True)
     cfg = PipelineConfig(**pipe)
     splits = make_splits(runs, heldout=cfg.heldout, window_min=cfg.window_min, stride_min=cfg.stride_min,
                          eval_stride_min=cfg.eval_stride_min, fractions=cfg.fractions, pool_min=cfg.pool_min,
@@ -217,6 +220,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "laid on each scored site's topology, as N pseudo-failures (default 50, "
                         "models.published_root_prior.DEFAULT_FAILURES; 0: the training labels alone; "
                         "docs/predictor.md, follow-up 29)")
+    p.add_argument("--train-on-unpredictable", action="store_true",
+                   help="train on software-like failures (software, GSP firmware: no telemetry foretells them) as "
+                        "positives too; by default they are left out of the loss, as of the baselines' fit, and "
+                        "the evaluation still counts them (docs/predictor.md, follow-up 30)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(handler=_train)
 

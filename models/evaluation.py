@@ -57,6 +57,14 @@ def cause_names() -> tuple[tuple[str, ...], dict[str, str]]:
     return tuple(CAUSES), dict(CAUSE_GROUP)
 
 
+def unpredictable_causes() -> tuple[int, ...]:
+    """Indices into the contract's ``CAUSES`` of the causes whose group is in :data:`UNPREDICTABLE_GROUPS`
+    (software, GSP firmware): failures no telemetry foretells, which training leaves out of the loss unless
+    ``PipelineConfig.train_on_unpredictable`` (issue 3 follow-up 30)."""
+    causes, group = cause_names()
+    return tuple(i for i, c in enumerate(causes) if group.get(c) in UNPREDICTABLE_GROUPS)
+
+
 def _cause_group(cause: np.ndarray) -> np.ndarray:
     causes, group = cause_names()
     names = np.array([group.get(c, "other") for c in causes] + ["none"], dtype=object)

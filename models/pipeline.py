@@ -75,6 +75,11 @@ class PipelineConfig(BaseModel):
                                           "failure mix, laid on each scored site's topology, that the training "
                                           "sites' root prior is merged with when root causes are ranked "
                                           "(models.published_root_prior; 0: the labels alone; issue 3 follow-up 29)")
+    train_on_unpredictable: bool = Field(False, description="train the GNN and the tabular baselines on the "
+                                         "failures of the causes no telemetry foretells (software, GSP firmware: "
+                                         "evaluation.UNPREDICTABLE_GROUPS) as positives; False, the default since "
+                                         "issue 3 follow-up 30, leaves those rows out of the GNN's loss and of the "
+                                         "baselines' fit. Evaluation counts them either way")
 
 
 def training_fractions(train_until: float) -> tuple[float, float]:
@@ -112,6 +117,15 @@ def deployed_site_priors(trained: Trained, dataset: Any) -> dict[int, RootPrior 
     return {i: deployed_root_prior(card, site.graph)[0] for i, site in enumerate(dataset.sites)}
 
 
+def ignored_causes(cfg: PipelineConfig) -> tuple[int, ...]:
+    """Cause indices whose positive rows training leaves out (the GNN's loss, the baselines' fit): the
+    unpredictable ones (:func:`~infrabrain.models.evaluation.unpredictable_causes`) unless
+    ``cfg.train_on_unpredictable``."""
+    from infrabrain.models.evaluation import unpredictable_causes
+
+    return () if cfg.train_on_unpredictable else unpredictable_causes()
+
+
 def pipeline_splits(runs: Sequence[Any], cfg: PipelineConfig) -> Splits:
     """The site and time splits ``cfg`` asks for (what :func:`train_predictor` trains and evaluates on)."""
     return make_splits(runs, heldout=cfg.heldout, window_min=cfg.window_min, stride_min=cfg.stride_min,
@@ -144,7 +158,7 @@ def train_predictor(runs: Sequence[Any], config: PipelineConfig | None = None,
                        selection=cfg.selection,
                        weight_decay=cfg.weight_decay,
                        max_batches_per_epoch=cfg.max_batches_per_epoch, seed=cfg.seed, progress=cfg.progress,
-                       device=cfg.device)
+                       device=cfg.device, ignore_causes=ignored_causes(cfg))
     t0 = time.perf_counter()
     hook = (lambda epoch, rec: on_epoch(epoch, rec, model)) if on_epoch is not None else None
     result = train_model(model, splits.train, splits.val if len(splits.val) else None, tcfg, on_epoch=hook)
@@ -179,10 +193,12 @@ def fit_calibration(model: FailurePredictor, val: Any,
 
 def baseline_tables(splits: Splits, test: Any, truth: pd.DataFrame, seed: int = 0,
                     fitted: dict[str, Any] | None = None,
-                    test_features: tuple[np.ndarray, pd.DataFrame] | None = None) -> dict[str, pd.DataFrame]:
+                    test_features: tuple[np.ndarray, pd.DataFrame] | None = None,
+                    ignore_causes: Sequence[int] = ()) -> dict[str, pd.DataFrame]:
     """Fit the tabular baselines and Isolation Forest on ``splits.train``; score ``test`` (plus the rules).
     ``fitted`` (a dict), if given, receives the fitted tabular models by name; ``test_features`` is
-    ``feature_table(test)`` if the caller already has it."""
+    ``feature_table(test)`` if the caller already has it. The tabular baselines are fitted without the positive
+    rows of ``ignore_causes`` (:func:`ignored_causes`), as the GNN is trained."""
     from infrabrain.models.baselines import IsolationForestBaseline, TabularBaseline, feature_table, rule_table
     from infrabrain.models.evaluation import attach_truth
 
@@ -190,9 +206,10 @@ def baseline_tables(splits: Splits, test: Any, truth: pd.DataFrame, seed: int = 
     xte, mte = test_features if test_features is not None else feature_table(test)
     out: dict[str, pd.DataFrame] = {}
     y = mtr["label"].to_numpy(bool)
+    fit_rows = ~(y & np.isin(mtr["cause"].to_numpy(), list(ignore_causes)))
     for kind in ("gbm", "logistic"):
         try:
-            base = TabularBaseline(kind, seed=seed).fit(xtr, y)
+            base = TabularBaseline(kind, seed=seed).fit(xtr[fit_rows], y[fit_rows])
             if fitted is not None:
                 fitted[kind] = base
             out[kind] = attach_truth(mte.assign(score=base.score(xte)), truth)
@@ -238,7 +255,8 @@ def evaluate_predictor(trained: Trained, out_dir: str | Path | None = None, root
         raw_ece = calibration(gnn["label"].to_numpy(), gnn["score"].to_numpy())["ece"]
         gnn = gnn.assign(raw_score=gnn["score"], score=trained.calibration.apply(gnn["logit"].to_numpy()))
     fitted: dict[str, Any] = {}
-    tables = {"gnn": gnn, **baseline_tables(sp, test, truth, trained.config.seed, fitted)}
+    tables = {"gnn": gnn, **baseline_tables(sp, test, truth, trained.config.seed, fitted,
+                                            ignore_causes=ignored_causes(trained.config))}
     ens = ensemble_table(trained, gnn, tables.get("logistic"), fitted.get("logistic"))
     if ens is not None:
         tables["ensemble"] = ens
@@ -343,7 +361,8 @@ def headroom(runs: Sequence[Any], cfg: PipelineConfig) -> dict[str, Any]:
     truth = features[1][["site", "t", "node", "label", "cause", "root"]]
     events = failure_events(test)
     models = {name: evaluate_scores(df, events, probabilistic=name in ("gbm", "logistic"))
-              for name, df in baseline_tables(sp, test, truth, cfg.seed, test_features=features).items()}
+              for name, df in baseline_tables(sp, test, truth, cfg.seed, test_features=features,
+                                              ignore_causes=ignored_causes(cfg)).items()}
     oracles, _ = oracle_reports(test, truth, events)
     best = max(models, key=lambda n: _nz(models[n]["pr_auc"]))
     best_c = max(models, key=lambda n: _nz(models[n]["pr_auc_cascade"]))

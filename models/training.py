@@ -6,7 +6,7 @@ These functions are deliberately generic so that the privacy area (Opacus DP-SGD
 - :func:`loss_fn` ``(model, batch) -> scalar``: the mean over *snapshots* of each snapshot's masked, class
   weighted BCE over its alive nodes. Each sample's loss depends on that sample only, so Opacus' per-sample
   gradients (``loss_reduction="mean"``) are exact; an empty batch (Poisson sampling) gives a zero loss that
-  still has a graph.
+  still has a graph. ``ignore_causes`` leaves the positives of those causes out (:class:`TrainConfig`).
 - :func:`get_weights` / :func:`set_weights`: trainable parameters as a list of numpy arrays, in
   ``named_parameters`` order (what Flower sends).
 - :func:`train_model`: Adam, early stopping on a validation score (``TrainConfig.selection``), tqdm bar.
@@ -40,11 +40,13 @@ from infrabrain.models.snapshots import collate_snapshots
 log = get_logger("models.training")
 
 
-def loss_fn(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def loss_fn(model: nn.Module, batch: dict[str, torch.Tensor], ignore_causes: Sequence[int] = ()) -> torch.Tensor:
     """Mean over snapshots of the masked, class-weighted BCE of each snapshot's alive nodes.
 
     ``model.pos_weight`` (from :class:`~infrabrain.models.gnn.ModelConfig`) weights positive labels. Works on a
-    model wrapped by Opacus (``GradSampleModule``) too: the weight is read from the wrapped module.
+    model wrapped by Opacus (``GradSampleModule``) too: the weight is read from the wrapped module. A positive
+    row whose cause (``batch["cause"]``, an index into the contract's ``CAUSES``) is in ``ignore_causes`` counts
+    neither as a positive nor as a negative: it is left out of the loss.
     """
     core = model._module if hasattr(model, "_module") else model
     batch = batch_to(batch, model_device(core))
@@ -52,6 +54,9 @@ def loss_fn(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     y, m = batch["y"], batch["label_mask"]
     if logits.shape[0] == 0:
         return logits.sum() * 0.0
+    if len(ignore_causes):
+        ignored = torch.isin(batch["cause"], torch.as_tensor(list(ignore_causes), device=y.device)) & (y > 0)
+        m = m * (~ignored).to(m.dtype)
     pw = torch.tensor(float(getattr(core, "pos_weight", 1.0)), dtype=logits.dtype, device=logits.device)
     per = F.binary_cross_entropy_with_logits(logits, y, pos_weight=pw, reduction="none") * m
     per_sample = per.sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
@@ -96,6 +101,8 @@ class TrainConfig(BaseModel):
     seed: int = 0
     progress: bool = True
     device: DeviceName = Field("cpu", description="where to train: cpu, cuda, cuda:N or auto (a GPU if torch sees one)")
+    ignore_causes: tuple[int, ...] = Field((), description="cause indices (the contract's CAUSES) whose positive "
+                                           "rows are left out of the loss (see loss_fn)")
 
 
 @dataclass
@@ -121,6 +128,7 @@ def train_epoch(
     max_batches: int | None = None,
     progress: bool = False,
     desc: str = "train",
+    ignore_causes: Sequence[int] = (),
 ) -> float:
     """One pass of ``loss_fn`` + ``optimizer.step`` over ``loader``; returns the mean batch loss."""
     from tqdm.auto import tqdm
@@ -133,7 +141,7 @@ def train_epoch(
         if max_batches is not None and i >= max_batches:
             break
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model, batch)
+        loss = loss_fn(model, batch, ignore_causes)
         loss.backward()
         optimizer.step()
         total += float(loss.detach())
@@ -170,7 +178,8 @@ def train_model(
     bar = tqdm(range(cfg.epochs), desc="epochs", disable=not cfg.progress)
     for epoch in bar:
         t0 = time.perf_counter()
-        loss = train_epoch(model, loader, opt, cfg.max_batches_per_epoch, progress=cfg.progress, desc=f"epoch {epoch}")
+        loss = train_epoch(model, loader, opt, cfg.max_batches_per_epoch, progress=cfg.progress, desc=f"epoch {epoch}",
+                           ignore_causes=cfg.ignore_causes)
         rec: dict[str, float] = {"epoch": epoch, "loss": loss, "epoch_s": time.perf_counter() - t0}
         if val_ds is not None and len(val_ds):
             val = evaluate_model(model, val_ds, batch_size=cfg.batch_size)

@@ -92,9 +92,11 @@ def test_train_on_a_validation_site_and_the_encoder_choice(dataset, tmp_path, ca
     ``evaluate`` rebuilds the same split from it."""
     ck = tmp_path / "ckpt-val"
     assert main(["train", "--data", str(dataset), "--heldout", "1", "--val-sites", "1", "--bins", "--out", str(ck),
-                 "--epochs", "1", "--hidden", "8", "--layers", "1", "--no-progress", "--no-scale-inputs"]) == 0
+                 "--epochs", "1", "--hidden", "8", "--layers", "1", "--no-progress", "--no-scale-inputs",
+                 "--train-on-unpredictable"]) == 0
     card = json.loads((ck / "model_card.json").read_text())
     assert card["pipeline"]["val_sites"] == 1 and card["pipeline"]["fractions"] == [1.0, 1.0]
+    assert card["pipeline"]["train_on_unpredictable"] is True
     assert card["config"]["bin_features"] is True and card["pipeline"]["bin_features"] is True
     assert card["config"]["input_scaling"] is False
     assert card["train_sites"] == ["site-0"] and card["heldout_sites"] == ["site-2"]
@@ -108,6 +110,7 @@ def test_train_on_a_validation_site_and_the_encoder_choice(dataset, tmp_path, ca
                  "--hidden", "8", "--layers", "1", "--no-progress"]) == 0
     card2 = json.loads((ck2 / "model_card.json").read_text())
     assert card2["config"]["bin_features"] is False and card2["pipeline"]["fractions"] == [0.6, 0.8]
+    assert card2["pipeline"]["train_on_unpredictable"] is False  # software-like positives left out (follow-up 30)
     assert card2["config"]["input_scaling"] is True  # the fitted centre / scale are buffers of the weights file
     from safetensors.numpy import load_file
 
