@@ -94,8 +94,11 @@ def test_pipeline_calibrates_on_the_validation_site_and_predict_uses_it(small_ru
     # Trained on this fixture's one training site, a small model barely ranks the validation site: with hidden 8
     # it puts that site's failures below its healthy rows (ROC-AUC 0.19-0.46 over seeds and epochs), and the
     # calibration is rightly refused (test_platt_refuses_a_slope_that_would_reverse_the_ranking). Hidden 16 and
-    # three epochs rank them above (ROC-AUC 0.57); training is deterministic on the CPU.
-    cfg = PipelineConfig(heldout=1, val_sites=1, epochs=3, hidden=16, layers=2, progress=False, eval_stride_min=10)
+    # three epochs rank them above (ROC-AUC 0.57); training is deterministic on the CPU. Every failure is a training
+    # positive (as before issue 3 follow-up 30), so that the logistic baseline below ranks the validation site's
+    # failures below its healthy rows.
+    cfg = PipelineConfig(heldout=1, val_sites=1, epochs=3, hidden=16, layers=2, progress=False, eval_stride_min=10,
+                         train_on_unpredictable=True)
     trained = train_predictor(small_runs, cfg)
     cal = trained.calibration
     assert cal is not None and cal.n > 0 and cal.positives > 0 and cal.a > 0
