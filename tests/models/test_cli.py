@@ -123,6 +123,35 @@ def test_train_on_a_validation_site_and_the_encoder_choice(dataset, tmp_path, ca
     assert "heldout_sites" not in json.loads((ck3 / "model_card.json").read_text())["metrics"]
 
 
+def test_evaluate_fits_the_baselines_as_the_card_was_trained(dataset, tmp_path, capsys, monkeypatch):
+    """A card written since follow-up 30 fits the baselines without the software-like positives, as its model was
+    trained; a card without the setting (written before) fits them on every failure."""
+    from infrabrain.models import pipeline
+    from infrabrain.models.evaluation import unpredictable_causes
+
+    ck = tmp_path / "ckpt"
+    assert main(["train", "--data", str(dataset), "--heldout", "1", "--out", str(ck), "--epochs", "1",
+                 "--hidden", "8", "--layers", "1", "--no-progress"]) == 0
+    seen = []
+    original = pipeline.baseline_tables
+
+    def record(*args, **kwargs):
+        seen.append(tuple(kwargs["ignore_causes"]))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "baseline_tables", record)
+    evaluate = ["evaluate", "--checkpoint", str(ck), "--data", str(dataset), "--rootcause-events", "0",
+                "--bootstrap", "0"]
+    assert main([*evaluate, "--out", str(tmp_path / "new")]) == 0
+    card_path = ck / "model_card.json"
+    card = json.loads(card_path.read_text())
+    del card["pipeline"]["train_on_unpredictable"]
+    card_path.write_text(json.dumps(card))
+    assert main([*evaluate, "--out", str(tmp_path / "old")]) == 0
+    assert seen == [unpredictable_causes(), ()]
+    capsys.readouterr()
+
+
 def test_cli_errors(dataset, tmp_path, capsys):
     assert main(["predict", "--checkpoint", str(tmp_path / "none"), "--data", str(dataset), "--site", "site-0"]) == 2
     assert "not a predictor checkpoint" in capsys.readouterr().err
