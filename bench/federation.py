@@ -46,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-grad-norm", type=float, default=3.0, help="per-sample clipping norm at each site")
     p.add_argument("--public-sites", type=int, default=4,
                    help="public simulated sites the coordinator pretrains the starting model on (0: random start)")
+    p.add_argument("--data-seed", type=int, default=0, help="which simulated federation (the sites' data draw)")
+    p.add_argument("--train-on-unpredictable", action=argparse.BooleanOptionalAction, default=True,
+                   help="every party trains on every failure (default); --no-train-on-unpredictable leaves the "
+                        "positives of software and GSP faults out of the loss (issue 3 follow-up 31)")
     p.add_argument("--quick", action="store_true", help="4 sites x 32 GPUs, 2 held out, 3 rounds")
     p.add_argument("--scale-sites", type=int, default=0, help="also run N tiny sites with 10 sampled per round")
     p.add_argument("--out", default=None)
@@ -74,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
                             site_hours=args.site_hours, eps_budget=args.eps_budget, lr=args.lr,
                             optimizer=args.optimizer, local_epochs=args.local_epochs, batch_size=args.batch_size,
                             noise_multiplier=args.noise_multiplier, strategy=args.strategy,
-                            max_grad_norm=args.max_grad_norm, public_sites=args.public_sites)
+                            max_grad_norm=args.max_grad_norm, public_sites=args.public_sites,
+                            train_on_unpredictable=args.train_on_unpredictable, data_seed=args.data_seed)
     print(f"federating {args.sites} sites x {args.site_gpus} GPUs x {args.site_hours:g} h for {args.rounds} rounds "
           f"(held out: {args.heldout}); work dir {work}", flush=True)
 
@@ -126,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         "pr_auc_federated_dp": round(fed["pr_auc"], 4), "pr_auc_centralized": round(central["pr_auc"], 4),
         "pr_auc_local_mean": round(local_mean, 4), "pr_auc_local_mean_random_start": round(local_mean_scratch, 4),
         "pr_auc_start": round(start_scores["pr_auc"], 4), "public_sites": cfg.public_sites,
+        "train_on_unpredictable": cfg.train_on_unpredictable, "data_seed": cfg.data_seed,
         "pr_auc_centralized_by_recipe": {k: round(v["pr_auc"], 4) for k, v in central_all.items()},
         "eps_max": round(max(eps), 4) if eps else None,
         "eps_budget": args.eps_budget, "round_s": round(round_s, 2), "federation_wall_s": round(fed_wall, 1),

@@ -68,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale-inputs", action=argparse.BooleanOptionalAction, default=True,
                         help="standardise encoder inputs per component kind, fitted on the PUBLIC sites only, as "
                              "the federated sites do (default on; docs/predictor.md)")
+    parser.add_argument("--train-on-unpredictable", action=argparse.BooleanOptionalAction, default=True,
+                        help="train on every failure, as the federated task does by default; "
+                             "--no-train-on-unpredictable leaves the positives of software and GSP faults out of "
+                             "the loss (issue 3 follow-up 31)")
     parser.add_argument("--repeats", type=int, default=5,
                         help="independent fine-tuning runs averaged per setting (DP noise makes one run noisy)")
     parser.add_argument("--timing-steps", type=int, default=30, help="steps timed for dp_step_ratio")
@@ -86,11 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from infrabrain.client.predictor_task import INPUT_SCALE_FLOOR, SCALING_KEYS
+    from infrabrain.client.predictor_task import INPUT_SCALE_FLOOR, SCALING_KEYS, task_loss
     from infrabrain.models.features import FeatureSet
     from infrabrain.models.gnn import FailurePredictor, ModelConfig, fit_input_scaling
     from infrabrain.models.snapshots import collate_snapshots, make_splits
-    from infrabrain.models.training import estimate_pos_weight, loss_fn, make_loader
+    from infrabrain.models.training import estimate_pos_weight, make_loader
     from infrabrain.privacy.audit import one_run_audit
     from infrabrain.privacy.audit_task import classification_loss, make_canary_task, negative_loss_scores
     from infrabrain.privacy.budget import BudgetConfig
@@ -115,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
           f"windows; {len(public.train)} public windows ({time.perf_counter() - t0:.0f} s to simulate and split)",
           file=sys.stderr)
     pos_weight = estimate_pos_weight(public.train)
+    train_loss = task_loss({"train-on-unpredictable": args.train_on_unpredictable})
     scaling: dict[str, torch.Tensor] = {}
 
     def new_model(state: dict[str, torch.Tensor] | None = None) -> FailurePredictor:
@@ -140,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                    max_grad_norm=args.clip)
     pre_cfg = DPConfig(optimizer="adam", lr=3e-3, expected_batch_size=min(args.batch, len(public.train)),
                        epochs=args.pretrain_epochs)
-    pretrained = train_nonprivate(new_model(), public.train, loss_fn, collate_snapshots, config=pre_cfg,
+    pretrained = train_nonprivate(new_model(), public.train, train_loss, collate_snapshots, config=pre_cfg,
                                   seed=args.seed).model
     public_state = {k: v.detach().clone() for k, v in pretrained.state_dict().items()}
     results: dict[str, Any] = {"pr_auc_public_only": _pr_auc(pretrained, test)}
@@ -154,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         for init, suffix, epsilons, repeats in ((public_state, "", (1, 4, 8), args.repeats),
                                                 (None, "_scratch", (4,), 1)):
             for rep in range(repeats):
-                nonprivate = train_nonprivate(new_model(init), train, loss_fn, collate_snapshots, config=cfg,
+                nonprivate = train_nonprivate(new_model(init), train, train_loss, collate_snapshots, config=cfg,
                                               seed=args.seed + rep)
                 runs_by_key.setdefault(f"pr_auc_nonprivate{suffix}", []).append(_pr_auc(nonprivate.model, test))
                 print(f"non-private{suffix} #{rep}: {nonprivate.steps} steps, PR-AUC "
@@ -162,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                 for eps in epsilons:
                     ledger = PrivacyLedger.open(Path(tmp) / f"eps{eps}{suffix}-{rep}",
                                                 BudgetConfig(epsilon_total=float(eps)))
-                    res = train_dp(new_model(init), train, loss_fn, collate_snapshots, config=cfg, ledger=ledger)
+                    res = train_dp(new_model(init), train, train_loss, collate_snapshots, config=cfg, ledger=ledger)
                     key = f"pr_auc_eps{eps}{suffix}"
                     runs_by_key.setdefault(key, []).append(_pr_auc(res.model, test))
                     if not suffix:
@@ -178,10 +183,10 @@ def main(argv: list[str] | None = None) -> int:
         timing = cfg.model_copy(update={"steps": args.timing_steps, "noise_multiplier": sigma_by_eps["4"]})
         stamps_dp: list[float] = []
         ledger = PrivacyLedger.open(Path(tmp) / "timing", BudgetConfig(epsilon_total=1e6))
-        train_dp(new_model(), train, loss_fn, collate_snapshots, config=timing, ledger=ledger,
+        train_dp(new_model(), train, train_loss, collate_snapshots, config=timing, ledger=ledger,
                  on_step=lambda opt, s: stamps_dp.append(time.perf_counter()))
         stamps_np2: list[float] = []
-        train_nonprivate(new_model(), train, loss_fn, collate_snapshots, config=timing, seed=args.seed,
+        train_nonprivate(new_model(), train, train_loss, collate_snapshots, config=timing, seed=args.seed,
                          on_step=lambda s: stamps_np2.append(time.perf_counter()))
         step_dp, step_np = _step_time(stamps_dp), _step_time(stamps_np2)
         results["dp_step_s"], results["nonprivate_step_s"] = step_dp, step_np
@@ -241,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         "nonprivate_step_s": results["nonprivate_step_s"], "train_windows": n, "test_windows": len(test),
         "sites": args.sites, "public_sites": args.public_sites, "hours": args.hours, "epochs": args.epochs, "batch": batch,
         "optimizer": args.optimizer, "lr": args.lr, "momentum": args.momentum, "clip": args.clip,
-        "repeats": args.repeats, "pr_auc_runs": {k: [round(v, 4) for v in vs] for k, vs in runs_by_key.items()},
+        "repeats": args.repeats, "train_on_unpredictable": args.train_on_unpredictable,
+        "pr_auc_runs": {k: [round(v, 4) for v in vs] for k, vs in runs_by_key.items()},
         "seconds": time.perf_counter() - t0,
     }
     print(json.dumps({k: (round(v, 5) if isinstance(v, float) and math.isfinite(v) else v)

@@ -343,13 +343,33 @@ def site_ledger(settings: SiteSettings, cfg: Mapping[str, Any]) -> Any:
                               site=f"partition-{settings.partition_id}")
 
 
+def task_loss(cfg: Mapping[str, Any] | None) -> Any:
+    """The training loss of the federated predictor: :func:`~infrabrain.models.training.loss_fn` on every
+    failure, or, where ``train-on-unpredictable`` is false, without the positives of the failures no telemetry
+    foretells (software, GSP firmware: :func:`~infrabrain.models.evaluation.unpredictable_causes`), as the
+    centralised pipeline trains since issue 3 follow-up 30.
+
+    Every failure by default: leaving them out did not help this model (follow-up 31: level on the federation
+    bench, its public pretraining lower on five draws of five of the privacy bench). Whether a row counts depends
+    only on that snapshot's own label and cause, which the site holds, so DP-SGD's per-sample bound is the same
+    either way. Every party training this model (sites, the coordinator's public pretraining, the comparisons)
+    uses this one."""
+    from functools import partial
+
+    from infrabrain.models.evaluation import unpredictable_causes
+    from infrabrain.models.training import loss_fn
+
+    keep_all = bool((cfg or {}).get("train-on-unpredictable", True))
+    return partial(loss_fn, ignore_causes=() if keep_all else unpredictable_causes())
+
+
 def predictor_train(settings: SiteSettings, weights: list[np.ndarray], cfg: Mapping[str, Any]) -> TrainResult:
     """One DP-SGD run on the site's training split, starting from the global ``weights``."""
     import torch
 
     from infrabrain.models.device import resolve_device
     from infrabrain.models.snapshots import collate_snapshots
-    from infrabrain.models.training import get_weights, loss_fn, set_weights
+    from infrabrain.models.training import get_weights, set_weights
 
     torch.set_num_threads(1)
     device = resolve_device(settings.device)  # a GPU that is not there fails before any budget is reserved
@@ -387,7 +407,7 @@ def predictor_train(settings: SiteSettings, weights: list[np.ndarray], cfg: Mapp
     if dp_cfg.noise_multiplier is None:
         dp_cfg = dp_cfg.model_copy(update={"noise_multiplier": _calibrated_noise(settings, dp_cfg, ledger, n,
                                                                                  rounds_left)})
-    res = train_dp(model, data.train, loss_fn, collate_snapshots, config=dp_cfg, ledger=ledger,
+    res = train_dp(model, data.train, task_loss(cfg), collate_snapshots, config=dp_cfg, ledger=ledger,
                    round=server_round, rounds_left=rounds_left, on_step=proximal)
     metrics = {"train-loss": res.mean_loss if math.isfinite(res.mean_loss) else 0.0, "epsilon": res.epsilon_total,
                "delta": res.delta, "dp-steps": float(res.steps), "noise-multiplier": res.noise_multiplier}

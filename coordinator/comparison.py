@@ -85,9 +85,9 @@ def train_local_only(cfg: FederationConfig, partition_id: int, total: int, work:
     """
     import torch
 
-    from infrabrain.client.predictor_task import _calibrated_noise, build_predictor, site_data
+    from infrabrain.client.predictor_task import _calibrated_noise, build_predictor, site_data, task_loss
     from infrabrain.models.snapshots import collate_snapshots
-    from infrabrain.models.training import get_weights, loss_fn, set_weights
+    from infrabrain.models.training import get_weights, set_weights
     from infrabrain.privacy.budget import BudgetConfig
     from infrabrain.privacy.dp_training import DPConfig, train_dp
     from infrabrain.privacy.ledger import PrivacyLedger
@@ -110,7 +110,7 @@ def train_local_only(cfg: FederationConfig, partition_id: int, total: int, work:
         dp_cfg = dp_cfg.model_copy(update={"noise_multiplier": _calibrated_noise(settings, dp_cfg, ledger, n,
                                                                                  cfg.num_server_rounds)})
     for r in range(1, cfg.num_server_rounds + 1):
-        train_dp(model, data.train, loss_fn, collate_snapshots, config=dp_cfg, ledger=ledger, round=r,
+        train_dp(model, data.train, task_loss(site_cfg), collate_snapshots, config=dp_cfg, ledger=ledger, round=r,
                  rounds_left=cfg.num_server_rounds - r + 1)
     return get_weights(model)
 
@@ -127,9 +127,9 @@ def train_centralized(cfg: FederationConfig, partition_ids: Sequence[int], total
     import torch
     from torch.utils.data import ConcatDataset
 
-    from infrabrain.client.predictor_task import build_predictor, site_data
+    from infrabrain.client.predictor_task import build_predictor, site_data, task_loss
     from infrabrain.models.snapshots import collate_snapshots
-    from infrabrain.models.training import get_weights, loss_fn, set_weights
+    from infrabrain.models.training import get_weights, set_weights
     from infrabrain.privacy.dp_training import DPConfig
     from infrabrain.privacy.nonprivate import train_nonprivate
 
@@ -146,7 +146,7 @@ def train_centralized(cfg: FederationConfig, partition_ids: Sequence[int], total
     dp_cfg = DPConfig(expected_batch_size=min(cfg.batch_size, len(pooled)), epochs=float(ep),
                       lr=lr if lr is not None else cfg.lr, optimizer=opt,
                       momentum=cfg.momentum if opt == "sgd" else 0.0)
-    train_nonprivate(model, pooled, loss_fn, collate_snapshots, config=dp_cfg, seed=cfg.seed)
+    train_nonprivate(model, pooled, task_loss(site_cfg), collate_snapshots, config=dp_cfg, seed=cfg.seed)
     return get_weights(model)
 
 

@@ -48,6 +48,7 @@ class PublicModel:
 
 def _cache_key(cfg: FederationConfig, shapes: list[list[int]]) -> dict[str, Any]:
     return {"version": CACHE_VERSION, "task": cfg.task, "public-sites": cfg.public_sites,
+            "train-on-unpredictable": cfg.train_on_unpredictable,
             "public-epochs": cfg.public_epochs, "site-gpus": cfg.site_gpus, "site-hours": cfg.site_hours,
             "acceleration": cfg.acceleration, "data-seed": cfg.data_seed, "seed": cfg.seed,
             "data": data_identity(), "shapes": shapes}
@@ -62,9 +63,9 @@ def pretrain_public_model(cfg: FederationConfig, work_dir: str | Path) -> Public
     import torch
     from torch.utils.data import ConcatDataset
 
-    from infrabrain.client.predictor_task import build_predictor, public_site_settings, site_data
+    from infrabrain.client.predictor_task import build_predictor, public_site_settings, site_data, task_loss
     from infrabrain.models.snapshots import collate_snapshots
-    from infrabrain.models.training import get_weights, loss_fn
+    from infrabrain.models.training import get_weights
     from infrabrain.privacy.dp_training import DPConfig
     from infrabrain.privacy.nonprivate import train_nonprivate
 
@@ -81,7 +82,7 @@ def pretrain_public_model(cfg: FederationConfig, work_dir: str | Path) -> Public
     model = build_predictor(site_cfg, data[0].input_scaling)
     train_cfg = DPConfig(optimizer="adam", lr=3e-3, expected_batch_size=min(32, len(pooled)),
                          epochs=float(cfg.public_epochs))
-    res = train_nonprivate(model, pooled, loss_fn, collate_snapshots, config=train_cfg, seed=cfg.seed)
+    res = train_nonprivate(model, pooled, task_loss(site_cfg), collate_snapshots, config=train_cfg, seed=cfg.seed)
     meta = {"public_sites": cfg.public_sites, "windows": len(pooled), "epochs": cfg.public_epochs,
             "steps": res.steps, "seconds": round(time.monotonic() - t0, 1)}
     log.info("pretrained the public model", extra=meta)
