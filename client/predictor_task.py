@@ -26,7 +26,7 @@ global model is applied to the already clipped and noised gradient (post-process
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -343,7 +343,7 @@ def site_ledger(settings: SiteSettings, cfg: Mapping[str, Any]) -> Any:
                               site=f"partition-{settings.partition_id}")
 
 
-def task_loss(cfg: Mapping[str, Any] | None) -> Any:
+def task_loss(cfg: Mapping[str, Any] | None) -> Callable[[Any, dict[str, Any]], Any]:
     """The training loss of the federated predictor: :func:`~infrabrain.models.training.loss_fn` on every
     failure, or, where ``train-on-unpredictable`` is false, without the positives of the failures no telemetry
     foretells (software, GSP firmware: :func:`~infrabrain.models.evaluation.unpredictable_causes`), as the
