@@ -8,6 +8,9 @@ does and, on the held-out sites, compares it with the incumbent rules on memory 
 - how many negatives the GNN scores above each of those rows, and whether the row is its incident's first one
   (the XID raised within the window's last time bin);
 - the negatives scored above the lowest tenth of those rows, by the time to their node's next failure;
+- for the memory rows the XID alert does not fire on (the ramp before the XID), the negatives the GNN scores
+  above each, split into those the ECC-rate rule fires on (a single-bit ECC ramp, what the rule may confuse with
+  memory) and the rest (which the rule ranks with the quiet rows);
 - offline blends on memory PR-AUC, the GNN's score plus the rules' score / 9, plus 1 where the XID alert fires,
   and plus 1/9 where the single-bit ECC rate rule fires: how much of the gap to the rules each part makes (not
   models: the goal compares the GNN with the rules).
@@ -59,6 +62,13 @@ for d in draws:
         to_fail.append((f.min() - t) / 60.0 if len(f) else np.inf)
     to_fail = np.asarray(to_fail, float)
 
+    ramp = memory[memory["rule"] < XID_RULE]["score"].to_numpy()
+    neg_ecc = np.sort(neg.loc[neg["rule"] % 2 == 1, "score"].to_numpy())
+    neg_rest = np.sort(neg.loc[neg["rule"] % 2 == 0, "score"].to_numpy())
+
+    def above_each(sorted_neg: np.ndarray) -> np.ndarray:
+        return len(sorted_neg) - np.searchsorted(sorted_neg, ramp, side="right")
+
     def memory_pr_auc(score: np.ndarray) -> float:
         return evaluate_scores(g.assign(score=score), ev, probabilistic=False)["by_cause_group"]["memory"]["pr_auc"]
 
@@ -71,6 +81,11 @@ for d in draws:
         "negatives_above_lowest_tenth": {"n": len(top), "fail_in_1_2h": int(((to_fail > 60) & (to_fail <= 120)).sum()),
                                          "fail_in_2_6h": int(((to_fail > 120) & (to_fail <= 360)).sum()),
                                          "no_failure_in_6h": int((to_fail > 360).sum())},
+        "ramp_rows": len(ramp), "negatives_ecc_rule": len(neg_ecc), "negatives_other": len(neg_rest),
+        "ramp_rows_negatives_above_median": {"ecc_rule": float(np.median(above_each(neg_ecc))),
+                                             "other": float(np.median(above_each(neg_rest)))},
+        "ramp_rows_negatives_above_sum": {"ecc_rule": int(above_each(neg_ecc).sum()),
+                                          "other": int(above_each(neg_rest).sum())},
         "memory_pr_auc": {"gnn": memory_pr_auc(g["score"].to_numpy()), "rules": memory_pr_auc(g["rule"].to_numpy()),
                           "gnn_plus_rules_over_9": memory_pr_auc((g["score"] + g["rule"] / 9.0).to_numpy()),
                           "gnn_plus_xid_alert": memory_pr_auc((g["score"] + (g["rule"] >= XID_RULE)).to_numpy()),
