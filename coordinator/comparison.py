@@ -109,8 +109,9 @@ def train_local_only(cfg: FederationConfig, partition_id: int, total: int, work:
     if dp_cfg.noise_multiplier is None:
         dp_cfg = dp_cfg.model_copy(update={"noise_multiplier": _calibrated_noise(settings, dp_cfg, ledger, n,
                                                                                  cfg.num_server_rounds)})
+    loss = task_loss(site_cfg)
     for r in range(1, cfg.num_server_rounds + 1):
-        train_dp(model, data.train, task_loss(site_cfg), collate_snapshots, config=dp_cfg, ledger=ledger, round=r,
+        train_dp(model, data.train, loss, collate_snapshots, config=dp_cfg, ledger=ledger, round=r,
                  rounds_left=cfg.num_server_rounds - r + 1)
     return get_weights(model)
 
