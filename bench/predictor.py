@@ -666,12 +666,12 @@ def _one_seed(runs: list, args: argparse.Namespace, seed: int, report_dir: str |
         r = ru.get(grp, {})
         per_cause[grp] = {"events": v["events"], "gnn_recall": v["recall_at_p50_threshold"],
                           "rules_recall": r.get("recall_at_p50_threshold"), "gnn_pr_auc": v["pr_auc"],
-                          "rules_pr_auc": r.get("pr_auc")}
-    print(f"{'cause':10s} {'events':>6s} {'rec GNN':>7s} {'rec rules':>9s} {'PR-AUC GNN':>10s} {'PR-AUC rules':>12s}",
-          file=sys.stderr)
+                          "gnn_typed_pr_auc": v.get("pr_auc_typed"), "rules_pr_auc": r.get("pr_auc")}
+    print(f"{'cause':10s} {'events':>6s} {'rec GNN':>7s} {'rec rules':>9s} {'PR-AUC GNN':>10s} {'typed':>6s} "
+          f"{'PR-AUC rules':>12s}", file=sys.stderr)
     for grp, v in per_cause.items():
         print(f"{grp:10s} {v['events']:6d} {v['gnn_recall']:7.2f} {_f(v['rules_recall']):>9s} {v['gnn_pr_auc']:10.3f} "
-              f"{_f(v['rules_pr_auc'], 3):>12s}", file=sys.stderr)
+              f"{_f(v['gnn_typed_pr_auc'], 3):>6s} {_f(v['rules_pr_auc'], 3):>12s}", file=sys.stderr)
     oracle = rep.get("oracle", {})
     for kind, m in oracle.items():
         print(f"oracle ({kind}): PR-AUC {m['pr_auc']:.3f}, recall@p50 on precursor failures "
@@ -737,6 +737,7 @@ def _one_seed(runs: list, args: argparse.Namespace, seed: int, report_dir: str |
         **{f"val_threshold_{k}": v for k, v in g.get("at_val_threshold", {}).items()},
         "pr_auc_logistic": rep["models"].get("logistic", {}).get("pr_auc"),
         "by_cause_vs_rules": per_cause,
+        "cause_head_accuracy": g.get("cause_head", {}).get("accuracy"),
         "precursor_caught": caught,
         **{f"oracle_{kind}_{key}": m[src] for kind, m in oracle.items()
            for key, src in (("pr_auc", "pr_auc"), ("recall_at_p50", "event_recall_at_p50_precursor"),

@@ -73,7 +73,9 @@ def print_table(rows: list[dict[str, Any]]) -> None:
               f"{_f(r['median_lead_min'], 1):>5s}  "
               + ", ".join(short.get(v[g], "-") for g in ("pr_auc_ratio", "pr_auc_ratio_cascade",
                                                         "event_recall_at_p50", "median_lead_min"))
-              + ("; -" if r["behind_rules"] is None else "; " + (", ".join(r["behind_rules"]) or "none")),
+              + ("; -" if r["behind_rules"] is None else "; " + (", ".join(r["behind_rules"]) or "none"))
+              + ("" if r.get("behind_rules_typed") is None
+                 else " (typed: " + (", ".join(r["behind_rules_typed"]) or "none") + ")"),
               file=sys.stderr)
 
 
@@ -99,6 +101,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out = {**summarise_goals(rows), "goals": GOALS, "per_draw": rows}
     for goal, counts in out["verdict_counts"].items():
         print(f"{goal:22s} " + ", ".join(f"{k} {n}" for k, n in counts.items()), file=sys.stderr)
+    if out["ahead_of_rules_typed"] is not None:  # beside the verdict: the cause-typed comparison (follow-up 33)
+        print(f"{'  cause-typed':22s} ahead of the rules on every cause but software on {out['ahead_of_rules_typed']} "
+              f"of the draws with a cause head", file=sys.stderr)
     if args.report_dir:
         png = plot_goal_status(rows, args.report_dir / "goal_status.png", GOALS, title=args.title)
         print(f"wrote {png}", file=sys.stderr)

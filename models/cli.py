@@ -84,7 +84,7 @@ def _train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, lr=args.lr, patience=args.patience, selection=args.selection, seed=args.seed,
         progress=not args.no_progress, bin_features=args.bins, val_sites=args.val_sites,
         input_scaling=not args.no_scale_inputs, device=args.device,
-        train_on_unpredictable=args.train_on_unpredictable,
+        train_on_unpredictable=args.train_on_unpredictable, cause_head=not args.no_cause_head,
         **({"published_prior_failures": args.published_prior_failures}
            if args.published_prior_failures is not None else {}),
         # validating on whole sites leaves the training sites' later time unused: train on all of it
@@ -224,6 +224,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="train on software-like failures (software, GSP firmware: no telemetry foretells them) as "
                         "positives too; by default they are left out of the loss, as of the baselines' fit, and "
                         "the evaluation still counts them (docs/predictor.md, follow-up 30)")
+    p.add_argument("--no-cause-head", action="store_true",
+                   help="no cause head: alerts do not name the likeliest cause group (by default a detached head "
+                        "names it and the risk trains exactly as without it; docs/predictor.md, follow-up 33)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(handler=_train)
 

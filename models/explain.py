@@ -83,6 +83,10 @@ class Explanation:
     contributors: list[Contribution] = field(default_factory=list)  # by logit drop: what the sentence quotes
     sentence: str = ""
     roots: list[int] = field(default_factory=list)  # the root-cause ranking (rank_root_causes), global indices
+    #: the cause head's probability of each cause group given a failure (a model with ``cause_groups``), and
+    #: the likeliest group, which the sentence names
+    causes: dict[str, float] = field(default_factory=dict)
+    cause: str | None = None
 
     def ranked_components(self) -> list[int]:
         """Candidates as root causes, likeliest first (what :func:`rootcause_accuracy` scores)."""
@@ -224,6 +228,17 @@ def occlusion_scores(model: torch.nn.Module, item: Mapping[str, torch.Tensor], g
         batch["x"][j + 1, c] = 0.0
     logits = model(batch)[:, 0].double().numpy()
     return float(logits[0]), cand, logits[0] - logits[1:]
+
+
+def cause_probabilities(model: torch.nn.Module, item: Mapping[str, torch.Tensor]) -> np.ndarray | None:
+    """The cause head's probabilities ``[n_node, G]`` (``ModelConfig.cause_groups`` order) of every node of one
+    snapshot, or None for a model without a cause head."""
+    if not getattr(getattr(model, "config", None), "cause_groups", ()):
+        return None
+    model.eval()
+    with torch.no_grad():
+        _, cause_logits = model(collate_snapshots([item]), with_causes=True)
+    return torch.softmax(cause_logits[0].double(), dim=-1).numpy()
 
 
 def _explained_node(graph: SiteGraph, cand: np.ndarray) -> tuple[int, dict[int, int]]:
@@ -546,8 +561,12 @@ def explain_node(
             z = item["x"][c, -1, slot].item()
             change = f"{_pretty(metric)[0]} {z:+.1f} sd"
         contribs.append(Contribution(c, str(graph.component_ids[c]), kind, float(drops[j]), metric, change))
-    return Explanation(node_id=node_id, risk=risk, contributors=contribs,
-                       sentence=explanation_sentence(node_id, risk, contribs, top_k),
+    probs = cause_probabilities(model, item)
+    causes = {} if probs is None else {g: float(p) for g, p in zip(model.config.cause_groups, probs[node_pos])}
+    cause = max(causes, key=causes.__getitem__) if causes else None
+    return Explanation(node_id=node_id, risk=risk, contributors=contribs, causes=causes, cause=cause,
+                       sentence=explanation_sentence(node_id, risk, contribs, top_k, cause,
+                                                     causes.get(cause) if cause else None),
                        roots=rank_root_causes(graph, cand, drops, prior, node_logits,
                                               silent=silent_nodes(item, graph) if node_logits is not None else None))
 
@@ -559,12 +578,15 @@ def explain_node(
 MATERIAL_SHARE = 0.1
 
 
-def explanation_sentence(node_id: str, risk: float, contribs: Sequence[Contribution], top_k: int = 3) -> str:
-    """'node X at risk R: <top contributor>; <others within MATERIAL_SHARE of it>' (``contribs`` ranked)."""
+def explanation_sentence(node_id: str, risk: float, contribs: Sequence[Contribution], top_k: int = 3,
+                         cause: str | None = None, cause_p: float | None = None) -> str:
+    """'node X at risk R[, likely <cause group> (P)]: <top contributor>; <others within MATERIAL_SHARE of it>'
+    (``contribs`` ranked; ``cause`` and ``cause_p``: the cause head's likeliest group and its probability)."""
     top = max((c.score for c in contribs), default=0.0)
     parts = [f"{KIND_LABEL[c.kind]} {c.component_id} {c.change}".strip() for c in contribs[:top_k]
              if c.score > 0 and c.score >= MATERIAL_SHARE * top]
-    return f"node {node_id} at risk {risk:.2f}" + (": " + "; ".join(parts) if parts else "")
+    why = f", likely {cause} ({cause_p:.2f})" if cause is not None and cause_p is not None else ""
+    return f"node {node_id} at risk {risk:.2f}{why}" + (": " + "; ".join(parts) if parts else "")
 
 
 def raw_window(run: Any, t_idx: int, window: int) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:

@@ -23,6 +23,11 @@ trainable layer):
    (pooling), which keeps a 10,000-GPU site cheap.
 4. **Head**: per node, ``Linear(4 H -> H) -> ReLU -> Linear(H -> 1)`` on the node's final and initial states and
    its GPU pool: one failure logit per node.
+5. **Cause head** (``cause_groups``, issue 3 follow-up 33): ``Linear(4 H -> H) -> ReLU -> Linear(H -> G)`` on the
+   same node representation, *detached*: which of the G cause groups a failure of the node would belong to. It
+   types the risk (``p(fail, group) = p(fail) x softmax(cause logits)``) without changing it: no gradient of
+   its loss reaches the shared layers, and it is built with the random state forked, so the failure logits train
+   exactly as without it.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
 from infrabrain.models.features import KINDS
@@ -63,6 +68,28 @@ class ModelConfig(BaseModel):
     input_scaling: bool = Field(False, description="standardise each encoder input per component kind with a centre "
                                 "and scale fitted on training snapshots (fit_input_scaling), as the tabular "
                                 "baseline's StandardScaler does: rare decisive readings (an XID) stand out")
+    cause_groups: tuple[str, ...] = Field((), description="cause groups (the simulator contract's CAUSE_GROUP "
+                                          "values) the detached cause head names; empty: no cause head")
+
+    @field_validator("cause_groups")
+    @classmethod
+    def _validate_cause_groups(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        known = set(cause_group_of().values())
+        unknown = [g for g in v if g not in known]
+        if unknown:
+            raise ValueError(f"unknown cause group(s) {unknown}; the contract's groups are {sorted(known)}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"cause_groups lists a group twice: {list(v)}")
+        if len(v) == 1:
+            raise ValueError(f"cause_groups needs at least two groups to choose between, got {list(v)}")
+        return v
+
+
+def cause_group_of() -> dict[str, str]:
+    """The simulator contract's ``CAUSE_GROUP`` (cause name -> group), in ``CAUSES`` order."""
+    from infrabrain.simulation.faults import CAUSE_GROUP, CAUSES
+
+    return {c: CAUSE_GROUP.get(c, "other") for c in CAUSES}
 
 
 class FailurePredictor(nn.Module):
@@ -90,6 +117,13 @@ class FailurePredictor(nn.Module):
         self.head2 = nn.Linear(c.hidden, 1)
         self.act = nn.ReLU()
         self.drop = nn.Dropout(c.dropout)
+        if c.cause_groups:
+            with torch.random.fork_rng(devices=[]):  # the failure head's training draws the same numbers
+                self.cause_head = nn.Sequential(nn.Linear(4 * c.hidden, c.hidden), nn.ReLU(),
+                                                nn.Linear(c.hidden, len(c.cause_groups)))
+            # index into the contract's CAUSES (-1: no failure, the table's last entry) -> group position or -1
+            table = [c.cause_groups.index(g) if g in c.cause_groups else -1 for g in cause_group_of().values()]
+            self.register_buffer("cause_to_group", torch.tensor(table + [-1], dtype=torch.int64), persistent=False)
 
     @property
     def bins(self) -> int:
@@ -205,8 +239,25 @@ class FailurePredictor(nn.Module):
                                                        include_self=True)
         return torch.cat([s / cnt[:, None], mx], dim=1).view(b, m, 2 * hid)
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Batch from :func:`~infrabrain.models.snapshots.collate_snapshots` -> logits ``[B, n_node_max]``."""
+    def cause_targets(self, cause: torch.Tensor) -> torch.Tensor:
+        """Causes (indices into the contract's ``CAUSES``, -1 for none) -> positions in ``cause_groups``; -1 for
+        no failure and for a cause whose group the head does not name."""
+        if not self.config.cause_groups:
+            raise ValueError("model was built without a cause head (ModelConfig.cause_groups is empty)")
+        return self.cause_to_group[cause.clamp(min=-1)]
+
+    def forward(self, batch: dict[str, torch.Tensor],
+                with_causes: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Batch from :func:`~infrabrain.models.snapshots.collate_snapshots` -> logits ``[B, n_node_max]``; with
+        ``with_causes`` also the cause head's logits ``[B, n_node_max, G]``."""
+        if with_causes and not self.config.cause_groups:
+            raise ValueError("with_causes=True but the model has no cause head (ModelConfig.cause_groups is empty)")
+        hn = self.node_representation(batch)
+        logits = self.head2(self.drop(self.act(self.head1(self.drop(hn))))).squeeze(-1)
+        return (logits, self.cause_head(hn.detach())) if with_causes else logits
+
+    def node_representation(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """What the heads read, per node: its final and initial states and its GPU pool ``[B, n_node_max, 4H]``."""
         x, mask, kind, alive = batch["x"], batch["mask"], batch["kind"], batch["alive"]
         hid = self.config.hidden
         h0 = self.encode_components(x, mask, kind, batch.get("peer_mean")) * alive[..., None]
@@ -219,9 +270,8 @@ class FailurePredictor(nn.Module):
             msgs = self.propagate(h, ia, batch["edge_index"], batch["edge_type"])
             h = (h + self.act(layer(torch.cat([h, gpu, *msgs], dim=2)))) * ia[..., None]
         idx = batch["node_slot"][..., None]
-        hn = torch.cat([h.gather(1, idx.expand(-1, -1, hid)), hi.gather(1, idx.expand(-1, -1, hid)),
-                        gpu.gather(1, idx.expand(-1, -1, 2 * hid))], dim=2)
-        return self.head2(self.drop(self.act(self.head1(self.drop(hn))))).squeeze(-1)
+        return torch.cat([h.gather(1, idx.expand(-1, -1, hid)), hi.gather(1, idx.expand(-1, -1, hid)),
+                          gpu.gather(1, idx.expand(-1, -1, 2 * hid))], dim=2)
 
 
 @torch.no_grad()

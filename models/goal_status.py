@@ -27,6 +27,12 @@ GNN's held-out PR-AUC is above the rules' on every cause group the draw holds, s
 the comparison knows no base rate, so a GNN a hair above the rules where both sit at the prevalence (no model
 predicts the group) counts as better. Accuracy runs made before the bench reported
 ``by_cause_vs_rules_per_draw`` have no such verdict.
+
+``behind_rules_typed`` makes the same comparison with the GNN's cause-typed PR-AUC (the risk times the cause
+head's probability of the group, issue 3 follow-up 33): how well it ranks "this node fails of a memory fault",
+which is what a cause-specific rule (an XID 63 alert, a single-bit ECC rate) says. The rules keep their whole
+score. It is reported beside the verdict, which stays the untyped comparison that the goal was first measured
+with; runs made before the model named causes have none.
 """
 
 from __future__ import annotations
@@ -48,6 +54,8 @@ WINDOW_KIND = "window_aware"
 #: The accuracy keys of ``bench/predictor.py`` that each draw must have (``<key>_per_draw``).
 ACCURACY_KEYS: tuple[str, ...] = ("pr_auc_best_baseline", "pr_auc_ratio", "pr_auc_ratio_cascade",
                                   "event_recall_at_p50", "median_lead_min")
+#: ``by_cause_vs_rules`` column of the GNN's cause-typed PR-AUC (risk x the cause head's probability of the group).
+TYPED_KEY = "gnn_typed_pr_auc"
 #: Relative difference above which the accuracy and headroom runs' best non-graph PR-AUC of a draw disagree.
 SAME_ROWS_RTOL = 1e-6
 
@@ -176,6 +184,7 @@ def _row(d: Mapping[str, Any], h: Mapping[str, Any], goals: Mapping[str, float])
         "median_lead_min": _num(d["median_lead_min"]), "median_lead_min_low": l_lo, "median_lead_min_high": l_hi,
         "rootcause_top3": _num(d.get("rootcause_top3")),
         "behind_rules": behind_rules(d.get("by_cause_vs_rules")),
+        "behind_rules_typed": behind_rules(d.get("by_cause_vs_rules"), TYPED_KEY),
     }
     row["verdicts"] = {
         "pr_auc_ratio": verdict(row["ratio"], goals["pr_auc_ratio"], row["ratio_window"], row["ratio_ceiling"]),
@@ -190,16 +199,19 @@ def _row(d: Mapping[str, Any], h: Mapping[str, Any], goals: Mapping[str, float])
     return row
 
 
-def behind_rules(by_cause: Any) -> list[str] | None:
-    """Cause groups (software excepted) where the GNN's PR-AUC is not above the rules' in a draw's
-    ``by_cause_vs_rules`` (``{group: {"gnn_pr_auc", "rules_pr_auc", ...}}``); None without that table."""
+def behind_rules(by_cause: Any, gnn_key: str = "gnn_pr_auc") -> list[str] | None:
+    """Cause groups (software excepted) where the GNN's PR-AUC (``gnn_key``: :data:`TYPED_KEY` for the
+    cause-typed one) is not above the rules' in a draw's ``by_cause_vs_rules`` (``{group: {"gnn_pr_auc",
+    "rules_pr_auc", ...}}``); None without that table or, for the typed key, without a cause-typed PR-AUC."""
     if not isinstance(by_cause, Mapping) or not by_cause:
         return None
+    if gnn_key != "gnn_pr_auc" and not any(isinstance(v, Mapping) and gnn_key in v for v in by_cause.values()):
+        return None  # a run made before the model named causes
     out = []
     for group, v in by_cause.items():
         if group in UNPREDICTABLE_GROUPS or not isinstance(v, Mapping):
             continue
-        gnn, rules = _num(v.get("gnn_pr_auc")), _num(v.get("rules_pr_auc"))
+        gnn, rules = _num(v.get(gnn_key)), _num(v.get("rules_pr_auc"))
         if gnn is None or rules is None or gnn <= rules:
             out.append(group)
     return out
@@ -222,11 +234,17 @@ def summarise_goals(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         v = [r[key] for r in rows if r[key] is not None]
         return float(np.mean(v)) if v else None
 
-    behind: dict[str, int] = {}
-    for r in rows:
-        for group in r.get("behind_rules") or ():
-            behind[group] = behind.get(group, 0) + 1
-    return {"draws": [r["data_seed"] for r in rows], "verdict_counts": counts, "behind_rules_draws": behind,
+    def behind(key: str) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in rows:
+            for group in r.get(key) or ():
+                out[group] = out.get(group, 0) + 1
+        return out
+
+    typed = [r for r in rows if r.get("behind_rules_typed") is not None]
+    return {"draws": [r["data_seed"] for r in rows], "verdict_counts": counts, "behind_rules_draws":
+            behind("behind_rules"), "behind_rules_typed_draws": behind("behind_rules_typed"),
+            "ahead_of_rules_typed": sum(not r["behind_rules_typed"] for r in typed) if typed else None,
             "pr_auc_ratio_geomean": geo("ratio"), "pr_auc_ratio_cascade_geomean": geo("cascade_ratio"),
             "event_recall_at_p50_mean": mean("recall"), "median_lead_min_mean": mean("median_lead_min")}
 

@@ -80,6 +80,9 @@ class PipelineConfig(BaseModel):
                                          "evaluation.UNPREDICTABLE_GROUPS) as positives; False, the default since "
                                          "issue 3 follow-up 30, leaves those rows out of the GNN's loss and of the "
                                          "baselines' fit. Evaluation counts them either way")
+    cause_head: bool = Field(True, description="give the GNN a detached cause head naming the failure's cause "
+                             "group (evaluation.TYPED_CAUSE_GROUPS; ModelConfig.cause_groups): the alerts say "
+                             "why, and the risk trains exactly as without it (issue 3 follow-up 33)")
 
 
 def training_fractions(train_until: float) -> tuple[float, float]:
@@ -126,6 +129,13 @@ def ignored_causes(cfg: PipelineConfig) -> tuple[int, ...]:
     return () if cfg.train_on_unpredictable else unpredictable_causes()
 
 
+def typed_cause_groups(cfg: PipelineConfig) -> tuple[str, ...]:
+    """The cause groups the GNN's cause head names under ``cfg`` (none without ``cause_head``)."""
+    from infrabrain.models.evaluation import TYPED_CAUSE_GROUPS
+
+    return TYPED_CAUSE_GROUPS if cfg.cause_head else ()
+
+
 def pipeline_splits(runs: Sequence[Any], cfg: PipelineConfig) -> Splits:
     """The site and time splits ``cfg`` asks for (what :func:`train_predictor` trains and evaluates on)."""
     return make_splits(runs, heldout=cfg.heldout, window_min=cfg.window_min, stride_min=cfg.stride_min,
@@ -148,7 +158,8 @@ def train_predictor(runs: Sequence[Any], config: PipelineConfig | None = None,
     model = FailurePredictor(ModelConfig(window=splits.window, pool=splits.pool, n_features=splits.feature_set.f_max,
                                          hidden=cfg.hidden, layers=cfg.layers, level_features=cfg.level_features,
                                          dropout=cfg.dropout, summary_features=cfg.summary_features, pos_weight=pw,
-                                         bin_features=cfg.bin_features, input_scaling=cfg.input_scaling))
+                                         bin_features=cfg.bin_features, input_scaling=cfg.input_scaling,
+                                         cause_groups=typed_cause_groups(cfg)))
     if cfg.input_scaling:
         from infrabrain.models.gnn import fit_input_scaling
         from infrabrain.models.training import make_loader

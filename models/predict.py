@@ -30,10 +30,11 @@ def predict_window(
     """Score every node from a raw telemetry window (``[T, n_kind, F_kind]`` per kind, ``T >= window``).
 
     Returns one dict per node sorted by risk (highest first): ``node_id``, ``risk`` (None when no data),
-    ``status``, and for the ``explain_top`` riskiest nodes ``explanation`` (a sentence), ``contributors`` (by logit
-    drop) and ``root_causes`` (the three likeliest root components: the drops, the card's root prior, or for a
-    card without one the published failure mix on this topology, and how much the other nodes under each
-    upstream component are at risk too).
+    ``status``, for a model with a cause head ``cause`` (the likeliest cause group of a failure) and
+    ``cause_probabilities`` (every group's), and for the ``explain_top`` riskiest nodes ``explanation`` (a
+    sentence), ``contributors`` (by logit drop) and ``root_causes`` (the three likeliest root components: the
+    drops, the card's root prior, or for a card without one the published failure mix on this topology, and how
+    much the other nodes under each upstream component are at risk too).
     Raises ``ValueError`` for an unknown component type, a missing metric column or a too-short window.
     """
     from infrabrain.models.calibration import PlattCalibrator, risk_of
@@ -60,8 +61,12 @@ def predict_window(
     item = snapshot_from_window(topology, win, metric_names, ckpt.feature_set, ckpt.normalizer, w, alive,
                                 pool=ckpt.model.config.pool)
     model = ckpt.model.eval()
+    groups = tuple(model.config.cause_groups)
     with torch.no_grad():
-        logits = model(collate_snapshots([item]))[0].double().numpy()
+        batch = collate_snapshots([item])
+        heads = model(batch, with_causes=True) if groups else (model(batch),)
+    logits = heads[0][0].double().numpy()
+    causes = torch.softmax(heads[1][0].double(), dim=-1).numpy() if groups else None
     graph = graph_from_topology(topology)
     scored = item["label_mask"].numpy() > 0
     cal = PlattCalibrator.from_card(ckpt.card)  # Platt scaling from training, if the checkpoint has one
@@ -70,8 +75,12 @@ def predict_window(
     out = []
     for pos, g in enumerate(graph.node_global):
         ok = bool(scored[pos])
-        out.append({"node_id": str(graph.component_ids[g]), "node": pos,
-                    "risk": float(risk[pos]) if ok else None, "status": "ok" if ok else "no data"})
+        rec = {"node_id": str(graph.component_ids[g]), "node": pos,
+               "risk": float(risk[pos]) if ok else None, "status": "ok" if ok else "no data"}
+        if ok and causes is not None:
+            rec["cause"] = groups[int(np.argmax(causes[pos]))]
+            rec["cause_probabilities"] = {grp: float(p) for grp, p in zip(groups, causes[pos])}
+        out.append(rec)
     out.sort(key=lambda r: (r["risk"] is None, -(r["risk"] or 0.0)))  # highest risk first, "no data" last
     raw = {k: v[-w:] for k, v in win.items()}
     node_logits = np.where(scored, logits, np.nan)  # every scored node's logit, for the sibling evidence

@@ -46,11 +46,15 @@ def loss_fn(model: nn.Module, batch: dict[str, torch.Tensor], ignore_causes: Seq
     ``model.pos_weight`` (from :class:`~infrabrain.models.gnn.ModelConfig`) weights positive labels. Works on a
     model wrapped by Opacus (``GradSampleModule``) too: the weight is read from the wrapped module. A positive
     row whose cause (``batch["cause"]``, an index into the contract's ``CAUSES``) is in ``ignore_causes`` counts
-    neither as a positive nor as a negative: it is left out of the loss.
+    neither as a positive nor as a negative: it is left out of the loss. A model with a cause head
+    (``ModelConfig.cause_groups``) adds, per snapshot, the cross-entropy of the cause logits on its positive rows
+    whose group the head names, weighted like a positive row of the BCE (``pos_weight``, per alive node). The
+    head is detached, so this term trains the head alone (:mod:`~infrabrain.models.gnn`).
     """
     core = model._module if hasattr(model, "_module") else model
     batch = batch_to(batch, model_device(core))
-    logits = model(batch)
+    typed = bool(getattr(getattr(core, "config", None), "cause_groups", ()))
+    logits, cause_logits = model(batch, with_causes=True) if typed else (model(batch), None)
     y, m = batch["y"], batch["label_mask"]
     if logits.shape[0] == 0:
         return logits.sum() * 0.0
@@ -60,6 +64,11 @@ def loss_fn(model: nn.Module, batch: dict[str, torch.Tensor], ignore_causes: Seq
     pw = torch.tensor(float(getattr(core, "pos_weight", 1.0)), dtype=logits.dtype, device=logits.device)
     per = F.binary_cross_entropy_with_logits(logits, y, pos_weight=pw, reduction="none") * m
     per_sample = per.sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+    if cause_logits is not None:
+        target = core.cause_targets(batch["cause"])
+        pos = ((y > 0) & (m > 0) & (target >= 0)).to(logits.dtype)
+        ce = F.cross_entropy(cause_logits.flatten(0, 1), target.clamp(min=0).flatten(), reduction="none")
+        per_sample = per_sample + (ce.view_as(pos) * pos * pw).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
     return per_sample.mean()
 
 
@@ -209,26 +218,44 @@ def train_model(
 @torch.no_grad()
 def predict_scores(model: nn.Module, dataset: Dataset, batch_size: int = 16, progress: bool = False) -> pd.DataFrame:
     """Per (snapshot, alive node) predictions: columns ``site``, ``t``, ``node``, ``score``, ``label``, ``cause``,
-    ``root``, ``logit``. ``node`` is the position in the site's node order (``kind_index['node']``). Runs on the
-    model's device; the table is built on the CPU."""
+    ``root``, ``logit``, and for a model with a cause head one ``cause_p_<group>`` column per
+    ``ModelConfig.cause_groups`` (the head's probability of that group, given a failure). ``node`` is the
+    position in the site's node order (``kind_index['node']``). Runs on the model's device; the table is built on
+    the CPU."""
     from tqdm.auto import tqdm
 
     model.eval()
     device = model_device(model)
+    groups = tuple(getattr(getattr(model, "config", None), "cause_groups", ()))
+    p_cols = [cause_column(g) for g in groups]
     rows: list[pd.DataFrame] = []
     for batch in tqdm(make_loader(dataset, batch_size), desc="predict", disable=not progress, leave=False):
-        logits = model(batch_to(batch, device)).cpu()
+        out = model(batch_to(batch, device), with_causes=True) if groups else (model(batch_to(batch, device)), None)
+        logits = out[0].cpu()
         m = batch["label_mask"] > 0
         b_idx, n_idx = torch.nonzero(m, as_tuple=True)
         lg = logits[m].double().numpy()
-        rows.append(pd.DataFrame({
+        cols = {
             "site": batch["site"][b_idx].numpy(), "t": batch["t"][b_idx].numpy(), "node": n_idx.numpy(),
             "logit": lg, "score": 1.0 / (1.0 + np.exp(-lg)), "label": batch["y"][m].numpy().astype(bool),
             "cause": batch["cause"][m].numpy(), "root": batch["root"][m].numpy(),
-        }))
+        }
+        if out[1] is not None:
+            p = torch.softmax(out[1].cpu()[m].double(), dim=-1).numpy()
+            cols.update({c: p[:, i] for i, c in enumerate(p_cols)})
+        rows.append(pd.DataFrame(cols))
     if not rows:
-        return pd.DataFrame(columns=["site", "t", "node", "logit", "score", "label", "cause", "root"])
+        return pd.DataFrame(columns=["site", "t", "node", "logit", "score", "label", "cause", "root", *p_cols])
     return pd.concat(rows, ignore_index=True)
+
+
+#: Prefix of the score table's cause-probability columns (:func:`predict_scores`).
+CAUSE_COLUMN_PREFIX = "cause_p_"
+
+
+def cause_column(group: str) -> str:
+    """The score table's column of the cause head's probability of ``group`` (:func:`predict_scores`)."""
+    return CAUSE_COLUMN_PREFIX + group
 
 
 def summary_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from infrabrain.cli import main
+from infrabrain.models.evaluation import TYPED_CAUSE_GROUPS
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +76,11 @@ def test_train_evaluate_predict(dataset, tmp_path, capsys):
     rows = json.loads(capsys.readouterr().out)
     top = rows[0]  # the sentence quotes the calibrated risk that the JSON gives
     assert top["explanation"].startswith(f"node {top['node_id']} at risk {top['risk']:.2f}")
+    # the model names the likeliest cause group of a failure, and the sentence says it (issue 3 follow-up 33)
+    probs = top["cause_probabilities"]
+    assert set(probs) == set(TYPED_CAUSE_GROUPS) and sum(probs.values()) == pytest.approx(1.0)
+    assert top["cause"] == max(probs, key=probs.get)
+    assert f", likely {top['cause']} ({probs[top['cause']]:.2f})" in top["explanation"]
     # the three likeliest roots among the node's candidates (itself, its GPUs, its rack's infrastructure)
     roots = top["root_causes"]
     assert len(set(roots)) == 3 and all(c.startswith(top["node_id"]) for c in roots if "-n" in c), roots
@@ -88,14 +94,15 @@ def test_train_evaluate_predict(dataset, tmp_path, capsys):
 
 def test_train_on_a_validation_site_and_the_encoder_choice(dataset, tmp_path, capsys):
     """``--val-sites 1`` early-stops on a whole site and trains on the other sites' whole run; ``--bins`` keeps
-    the per-bin encoder, ``--no-scale-inputs`` the unscaled inputs; all are recorded in the card, and
-    ``evaluate`` rebuilds the same split from it."""
+    the per-bin encoder, ``--no-scale-inputs`` the unscaled inputs, ``--no-cause-head`` a model that names no
+    cause; all are recorded in the card, and ``evaluate`` rebuilds the same split from it."""
     ck = tmp_path / "ckpt-val"
     assert main(["train", "--data", str(dataset), "--heldout", "1", "--val-sites", "1", "--bins", "--out", str(ck),
                  "--epochs", "1", "--hidden", "8", "--layers", "1", "--no-progress", "--no-scale-inputs",
-                 "--train-on-unpredictable"]) == 0
+                 "--train-on-unpredictable", "--no-cause-head"]) == 0
     card = json.loads((ck / "model_card.json").read_text())
     assert card["pipeline"]["val_sites"] == 1 and card["pipeline"]["fractions"] == [1.0, 1.0]
+    assert card["config"]["cause_groups"] == [] and card["pipeline"]["cause_head"] is False
     assert card["pipeline"]["train_on_unpredictable"] is True
     assert card["config"]["bin_features"] is True and card["pipeline"]["bin_features"] is True
     assert card["config"]["input_scaling"] is False
@@ -112,6 +119,7 @@ def test_train_on_a_validation_site_and_the_encoder_choice(dataset, tmp_path, ca
     assert card2["config"]["bin_features"] is False and card2["pipeline"]["fractions"] == [0.6, 0.8]
     assert card2["pipeline"]["train_on_unpredictable"] is False  # software-like positives left out (follow-up 30)
     assert card2["config"]["input_scaling"] is True  # the fitted centre / scale are buffers of the weights file
+    assert card2["config"]["cause_groups"] == list(TYPED_CAUSE_GROUPS)  # the cause head (follow-up 33)
     from safetensors.numpy import load_file
 
     scale = load_file(str(ck2 / "weights.safetensors"))["in_scale"]

@@ -7,6 +7,7 @@ import warnings
 import pytest
 import torch
 
+from infrabrain.models.evaluation import TYPED_CAUSE_GROUPS
 from infrabrain.models.gnn import build_model
 from infrabrain.models.snapshots import collate_snapshots
 from infrabrain.models.training import loss_fn
@@ -16,15 +17,16 @@ def _double(batch):
     return {k: (v.double() if v.is_floating_point() else v) for k, v in batch.items()}
 
 
-@pytest.mark.parametrize(("bin_features", "scaled"), [(True, False), (False, False), (False, True)],
-                         ids=["per-bin", "summaries", "summaries+input-scaling"])
-def test_per_sample_gradients_equal_microbatches(small_splits, bin_features, scaled):
+@pytest.mark.parametrize(("bin_features", "scaled", "causes"),
+                         [(True, False, ()), (False, False, ()), (False, True, ()), (False, True, TYPED_CAUSE_GROUPS)],
+                         ids=["per-bin", "summaries", "summaries+input-scaling", "summaries+input-scaling+cause-head"])
+def test_per_sample_gradients_equal_microbatches(small_splits, bin_features, scaled, causes):
     from opacus import GradSampleModule
 
     sp = small_splits
     torch.manual_seed(0)
     model = build_model(sp.feature_set.f_max, sp.window, pool=sp.pool, pos_weight=4.0, hidden=8,
-                        bin_features=bin_features, input_scaling=scaled).double()
+                        bin_features=bin_features, input_scaling=scaled, cause_groups=causes).double()
     if scaled:
         from infrabrain.models.gnn import fit_input_scaling
         from infrabrain.models.training import make_loader

@@ -9,7 +9,8 @@ import pytest
 
 from infrabrain.models.evaluation import GOALS
 from infrabrain.models.goal_status import (
-    BEYOND_ORACLES, BEYOND_WINDOW, MET, MISSED, accuracy_draws, behind_rules, goal_rows, summarise_goals, verdict,
+    BEYOND_ORACLES, BEYOND_WINDOW, MET, MISSED, TYPED_KEY, accuracy_draws, behind_rules, goal_rows, summarise_goals,
+    verdict,
 )
 
 
@@ -158,4 +159,24 @@ def test_better_than_the_rules_on_every_cause_but_software():
     assert out["behind_rules_draws"] == {"thermal": 1, "power": 1}
     (old,) = goal_rows([_accuracy([0], [1.1], [0.7])], _headroom([0], [1.5], [2.0]))
     assert old["verdicts"]["beats_rules_by_cause"] is None  # a run from before the per-draw table
+    assert out["ahead_of_rules_typed"] is None and rows[1]["behind_rules_typed"] is None  # no cause head yet
+
+
+def test_the_cause_typed_comparison_is_reported_beside_the_verdict():
+    """With a cause head the draw also says where the cause-typed PR-AUC is not above the rules' (follow-up 33);
+    the goal's verdict stays the untyped comparison."""
+    def cell(gnn, typed, rules):
+        return {"events": 3, "gnn_pr_auc": gnn, "gnn_typed_pr_auc": typed, "rules_pr_auc": rules}
+
+    table = {"memory": cell(0.3, 0.5, 0.4), "thermal": cell(0.5, 0.3, 0.4), "software": cell(0.0, None, 0.1)}
+    assert behind_rules(table) == ["memory"]
+    assert behind_rules(table, TYPED_KEY) == ["thermal"]
+    assert behind_rules({"memory": cell(0.3, None, 0.4)}, TYPED_KEY) == ["memory"]  # a group the head misses
+    acc = _accuracy([0, 1], ratio=[1.3, 1.0], recall=[0.9, 0.6])
+    acc["by_cause_vs_rules_per_draw"] = [table, {"memory": cell(0.3, 0.5, 0.4)}]
+    rows = goal_rows([acc], _headroom([0, 1], [1.5, 1.5], [2.0, 2.0]))
+    assert [r["verdicts"]["beats_rules_by_cause"] for r in rows] == [MISSED, MISSED]
+    assert [r["behind_rules_typed"] for r in rows] == [["thermal"], []]
+    out = summarise_goals(rows)
+    assert out["behind_rules_typed_draws"] == {"thermal": 1} and out["ahead_of_rules_typed"] == 1
 

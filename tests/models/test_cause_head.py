@@ -1,0 +1,130 @@
+"""The GNN's cause head (issue 3 follow-up 33): it names a failure's cause group and leaves the risk as it was."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from infrabrain.models.checkpoint import load_checkpoint, save_checkpoint
+from infrabrain.models.evaluation import (TYPED_CAUSE_GROUPS, cause_head_accuracy, evaluate_scores, failure_events,
+                                          typed_pr_auc)
+from infrabrain.models.explain import Contribution, explanation_sentence
+from infrabrain.models.gnn import ModelConfig, build_model, cause_group_of
+from infrabrain.models.snapshots import collate_snapshots
+from infrabrain.models.training import TrainConfig, cause_column, loss_fn, predict_scores, train_model
+
+
+def _trained(sp, groups: tuple[str, ...]):
+    """A small model trained two epochs (dropout on, so the random stream matters), and the next random draw."""
+    torch.manual_seed(0)
+    model = build_model(sp.feature_set.f_max, sp.window, pool=sp.pool, hidden=8, dropout=0.2, pos_weight=4.0,
+                        cause_groups=groups)
+    after_init = torch.rand(1)
+    train_model(model, sp.train, None, TrainConfig(epochs=2, batch_size=8, progress=False))
+    return model.eval(), after_init
+
+
+@pytest.fixture(scope="module")
+def pair(small_splits):
+    return _trained(small_splits, ()), _trained(small_splits, TYPED_CAUSE_GROUPS)
+
+
+def test_the_cause_head_leaves_the_risk_exactly_as_without_it(pair, small_splits):
+    (plain, plain_rand), (typed, typed_rand) = pair
+    assert torch.equal(plain_rand, typed_rand)  # building the head draws nothing from the global stream
+    batch = collate_snapshots([small_splits.test_sites[i] for i in range(4)])
+    with torch.no_grad():
+        logits, cause_logits = typed(batch, with_causes=True)
+        assert torch.equal(plain(batch), logits)  # no gradient of the cause loss reached a shared layer
+        assert torch.equal(typed(batch), logits)
+    assert cause_logits.shape == (*logits.shape, len(TYPED_CAUSE_GROUPS))
+    fresh = build_model(small_splits.feature_set.f_max, small_splits.window, pool=small_splits.pool, hidden=8,
+                        cause_groups=TYPED_CAUSE_GROUPS)
+    assert not torch.equal(fresh.cause_head[0].weight, typed.cause_head[0].weight)  # the head trained
+
+
+def test_the_cause_loss_counts_only_failing_rows_of_a_named_group(small_splits):
+    sp = small_splits
+    torch.manual_seed(0)
+    model = build_model(sp.feature_set.f_max, sp.window, pool=sp.pool, hidden=8, cause_groups=TYPED_CAUSE_GROUPS)
+    quiet = next(i for i in range(len(sp.train)) if sp.train[i]["y"].sum() == 0)
+    failing = next(i for i in range(len(sp.train)) if sp.train[i]["y"].sum() > 0)
+    for idx, moves in ((quiet, False), (failing, True)):
+        model.zero_grad()
+        loss_fn(model, collate_snapshots([sp.train[idx]])).backward()
+        g = model.cause_head[2].weight.grad
+        assert (g is not None and float(g.abs().sum()) > 0) == moves
+    # the failing snapshot's causes map to the head's groups; no failure maps to -1
+    item = sp.train[failing]
+    target = model.cause_targets(item["cause"])
+    assert (target[item["y"] == 0] == -1).all()
+    names = list(cause_group_of().values())
+    for c, t in zip(item["cause"][item["y"] > 0].tolist(), target[item["y"] > 0].tolist()):
+        assert t == TYPED_CAUSE_GROUPS.index(names[c])
+
+
+def test_scores_carry_the_cause_probabilities_and_the_typed_pr_auc(pair, small_splits):
+    typed = pair[1][0]
+    rows = predict_scores(typed, small_splits.test_sites)
+    cols = [cause_column(g) for g in TYPED_CAUSE_GROUPS]
+    np.testing.assert_allclose(rows[cols].sum(axis=1), 1.0, rtol=1e-9)
+    rep = evaluate_scores(rows, failure_events(small_splits.test_sites))
+    for g, v in rep["by_cause_group"].items():
+        assert ("pr_auc_typed" in v) == (g in TYPED_CAUSE_GROUPS), g
+    assert rep["cause_head"]["groups"] == list(TYPED_CAUSE_GROUPS)
+    assert sum(map(sum, rep["cause_head"]["confusion"])) == rep["cause_head"]["rows"] > 0
+    plain_rows = predict_scores(pair[0][0], small_splits.test_sites)
+    assert not any(c.startswith("cause_p_") for c in plain_rows.columns)
+    assert "cause_head" not in evaluate_scores(plain_rows, failure_events(small_splits.test_sites))
+
+
+def test_typing_ranks_a_group_above_negatives_that_look_like_another():
+    # two memory failures at risk 0.5 the head calls memory, four negatives at 0.9 it calls network
+    rows = pd.DataFrame({"score": [0.5, 0.5, 0.9, 0.9, 0.9, 0.9], "label": [True, True, False, False, False, False],
+                         "cause": [list(cause_group_of()).index("hbm")] * 2 + [-1] * 4})
+    rows[cause_column("memory")] = [0.9, 0.8, 0.1, 0.1, 0.2, 0.1]
+    rows[cause_column("network")] = 1.0 - rows[cause_column("memory")]
+    assert typed_pr_auc(rows, "memory") == pytest.approx(1.0)
+    assert typed_pr_auc(rows, "thermal") is None  # no column: a group the head does not name
+    assert typed_pr_auc(rows.drop(columns=[cause_column("memory")]), "memory") is None
+    acc = cause_head_accuracy(rows)
+    assert acc["rows"] == 2 and acc["accuracy"] == 1.0 and acc["confusion"] == [[2, 0], [0, 0]]
+    assert cause_head_accuracy(rows[["score", "label", "cause"]]) is None
+
+
+def test_the_checkpoint_keeps_the_head_and_an_older_card_loads_without_one(pair, small_splits, tmp_path):
+    sp = small_splits
+    typed, plain = pair[1][0], pair[0][0]
+    path = save_checkpoint(tmp_path / "typed", typed, sp.feature_set, sp.normalizer)
+    assert json.loads((path / "model_card.json").read_text())["config"]["cause_groups"] == list(TYPED_CAUSE_GROUPS)
+    ck = load_checkpoint(path, expected=sp.feature_set)
+    batch = collate_snapshots([sp.test_sites[0]])
+    with torch.no_grad():
+        for a, b in zip(typed(batch, with_causes=True), ck.model.eval()(batch, with_causes=True)):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    old = save_checkpoint(tmp_path / "old", plain, sp.feature_set, sp.normalizer)
+    card = json.loads((old / "model_card.json").read_text())
+    del card["config"]["cause_groups"]  # a card written before the model named causes
+    (old / "model_card.json").write_text(json.dumps(card))
+    ck = load_checkpoint(old, expected=sp.feature_set)
+    assert ck.model.config.cause_groups == ()
+    with pytest.raises(ValueError, match="no cause head"):
+        ck.model(batch, with_causes=True)
+
+
+@pytest.mark.parametrize(("groups", "match"), [(("memory", "cosmic"), r"unknown cause group\(s\) \['cosmic'\]"),
+                                               (("memory", "memory"), "twice"), (("memory",), "at least two")])
+def test_bad_cause_groups_are_named(groups, match):
+    with pytest.raises(ValueError, match=match):
+        ModelConfig(n_features=3, cause_groups=groups)
+
+
+def test_the_sentence_names_the_likely_cause():
+    ranked = [Contribution(0, "g0", "gpu", 2.0, "m", "c0")]
+    assert explanation_sentence("n", 0.5, ranked, cause="memory", cause_p=0.91) == \
+        "node n at risk 0.50, likely memory (0.91): GPU g0 c0"
+    assert explanation_sentence("n", 0.5, ranked) == "node n at risk 0.50: GPU g0 c0"
