@@ -12,7 +12,7 @@ import torch
 from infrabrain.models.checkpoint import load_checkpoint, save_checkpoint
 from infrabrain.models.evaluation import (TYPED_CAUSE_GROUPS, cause_head_accuracy, evaluate_scores, failure_events,
                                           typed_pr_auc)
-from infrabrain.models.explain import Contribution, explanation_sentence
+from infrabrain.models.explain import MIN_CAUSE_P, Contribution, explanation_sentence
 from infrabrain.models.gnn import ModelConfig, build_model, cause_group_of
 from infrabrain.models.snapshots import collate_snapshots
 from infrabrain.models.training import TrainConfig, cause_column, loss_fn, predict_scores, train_model
@@ -123,8 +123,11 @@ def test_bad_cause_groups_are_named(groups, match):
         ModelConfig(n_features=3, cause_groups=groups)
 
 
-def test_the_sentence_names_the_likely_cause():
+def test_the_sentence_names_the_likely_cause_only_when_the_head_is_sure_enough():
     ranked = [Contribution(0, "g0", "gpu", 2.0, "m", "c0")]
     assert explanation_sentence("n", 0.5, ranked, cause="memory", cause_p=0.91) == \
         "node n at risk 0.50, likely memory (0.91): GPU g0 c0"
+    assert explanation_sentence("n", 0.5, ranked, cause="memory", cause_p=MIN_CAUSE_P).startswith(
+        "node n at risk 0.50, likely memory")
+    assert explanation_sentence("n", 0.5, ranked, cause="thermal", cause_p=0.44) == "node n at risk 0.50: GPU g0 c0"
     assert explanation_sentence("n", 0.5, ranked) == "node n at risk 0.50: GPU g0 c0"

@@ -9,6 +9,7 @@ import torch
 
 from infrabrain.cli import main
 from infrabrain.models.evaluation import TYPED_CAUSE_GROUPS
+from infrabrain.models.explain import MIN_CAUSE_P
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +81,8 @@ def test_train_evaluate_predict(dataset, tmp_path, capsys):
     probs = top["cause_probabilities"]
     assert set(probs) == set(TYPED_CAUSE_GROUPS) and sum(probs.values()) == pytest.approx(1.0)
     assert top["cause"] == max(probs, key=probs.get)
-    assert f", likely {top['cause']} ({probs[top['cause']]:.2f})" in top["explanation"]
+    named = f", likely {top['cause']} ({probs[top['cause']]:.2f})" in top["explanation"]
+    assert named == (probs[top["cause"]] >= MIN_CAUSE_P) and (", likely " in top["explanation"]) == named
     # the three likeliest roots among the node's candidates (itself, its GPUs, its rack's infrastructure)
     roots = top["root_causes"]
     assert len(set(roots)) == 3 and all(c.startswith(top["node_id"]) for c in roots if "-n" in c), roots
