@@ -56,8 +56,8 @@ def loss_fn(model: nn.Module, batch: dict[str, torch.Tensor], ignore_causes: Seq
     typed = bool(getattr(getattr(core, "config", None), "cause_groups", ()))
     logits, cause_logits = model(batch, with_causes=True) if typed else (model(batch), None)
     y, m = batch["y"], batch["label_mask"]
-    if logits.shape[0] == 0:
-        return logits.sum() * 0.0
+    if logits.shape[0] == 0:  # every parameter stays in the graph (Opacus expects a per-sample gradient of each)
+        return (logits.sum() + (cause_logits.sum() if cause_logits is not None else 0.0)) * 0.0
     if len(ignore_causes):
         ignored = torch.isin(batch["cause"], torch.as_tensor(list(ignore_causes), device=y.device)) & (y > 0)
         m = m * (~ignored).to(m.dtype)

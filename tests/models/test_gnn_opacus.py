@@ -53,14 +53,16 @@ def test_per_sample_gradients_equal_microbatches(small_splits, bin_features, sca
         assert any(float(p.grad.abs().sum()) > 0 for p in model.parameters())
 
 
-def test_empty_batch_gives_zero_loss_with_graph(small_splits):
+@pytest.mark.parametrize("causes", [(), TYPED_CAUSE_GROUPS], ids=["risk", "risk+cause-head"])
+def test_empty_batch_gives_zero_loss_with_graph(small_splits, causes):
     sp = small_splits
-    model = build_model(sp.feature_set.f_max, sp.window, pool=sp.pool, hidden=8)
+    model = build_model(sp.feature_set.f_max, sp.window, pool=sp.pool, hidden=8, cause_groups=causes)
     batch = collate_snapshots([sp.train[0]])
     empty = {k: v[:0] if k not in ("edge_index", "edge_type", "gpu_edge") else v[:0] for k, v in batch.items()}
     loss = loss_fn(model, empty)
-    assert float(loss) == 0.0
-    loss.backward()
+    loss.backward()  # every parameter, the cause head's too, gets a (zero) gradient
+    assert float(loss.detach()) == 0.0
+    assert all(p.grad is not None and float(p.grad.abs().sum()) == 0.0 for p in model.parameters())
 
 
 def test_wrong_feature_width_is_an_error(small_splits):
