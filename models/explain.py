@@ -32,6 +32,7 @@ import torch
 
 from infrabrain.models.derived_metrics import with_derived_metrics
 from infrabrain.models.features import KINDS, STATIC_METRICS, FeatureSet, is_counter
+from infrabrain.models.gnn import cause_groups_of, risk_and_cause_logits
 from infrabrain.models.root_prior import MAX_HOPS, RootPrior, relation
 from infrabrain.models.snapshots import HORIZON_S, SiteGraph, SnapshotDataset, _get, build_snapshot, collate_snapshots
 
@@ -216,6 +217,15 @@ def occlusion_scores(model: torch.nn.Module, item: Mapping[str, torch.Tensor], g
 
     Returns ``(logit, candidates, drops)``.
     """
+    logit, cand, drops, _ = _occlusion(model, item, graph, node_pos, cand)
+    return logit, cand, drops
+
+
+@torch.no_grad()
+def _occlusion(model: torch.nn.Module, item: Mapping[str, torch.Tensor], graph: SiteGraph, node_pos: int,
+               cand: np.ndarray | None = None) -> tuple[float, np.ndarray, np.ndarray, np.ndarray | None]:
+    """:func:`occlusion_scores` and, from the same pass over the unoccluded subgraph, the node's cause
+    probabilities (``ModelConfig.cause_groups`` order; None for a model without a cause head)."""
     model.eval()
     hops = int(model.config.layers) if hasattr(model, "config") else 3
     node_g = int(graph.node_global[node_pos])
@@ -226,19 +236,10 @@ def occlusion_scores(model: torch.nn.Module, item: Mapping[str, torch.Tensor], g
     batch = collate_snapshots([sub] * (len(cand) + 1))
     for j, c in enumerate(local):
         batch["x"][j + 1, c] = 0.0
-    logits = model(batch)[:, 0].double().numpy()
-    return float(logits[0]), cand, logits[0] - logits[1:]
-
-
-def cause_probabilities(model: torch.nn.Module, item: Mapping[str, torch.Tensor]) -> np.ndarray | None:
-    """The cause head's probabilities ``[n_node, G]`` (``ModelConfig.cause_groups`` order) of every node of one
-    snapshot, or None for a model without a cause head."""
-    if not getattr(getattr(model, "config", None), "cause_groups", ()):
-        return None
-    model.eval()
-    with torch.no_grad():
-        _, cause_logits = model(collate_snapshots([item]), with_causes=True)
-    return torch.softmax(cause_logits[0].double(), dim=-1).numpy()
+    risk_logits, cause_logits = risk_and_cause_logits(model, batch)
+    logits = risk_logits[:, 0].double().numpy()
+    causes = None if cause_logits is None else torch.softmax(cause_logits[0, 0].double(), dim=-1).numpy()
+    return float(logits[0]), cand, logits[0] - logits[1:], causes
 
 
 def _explained_node(graph: SiteGraph, cand: np.ndarray) -> tuple[int, dict[int, int]]:
@@ -532,7 +533,7 @@ def explain_node(
     down within the window, :func:`silent_nodes`) join the drops in the root-cause ranking
     (``Explanation.roots``); the sentence quotes the drops only.
     """
-    logit, cand, drops = occlusion_scores(model, item, graph, node_pos)
+    logit, cand, drops, probs = _occlusion(model, item, graph, node_pos)
     order = np.argsort(-drops, kind="stable")
     node_id = str(graph.component_ids[graph.node_global[node_pos]])
     risk = float(1.0 / (1.0 + np.exp(-logit)))
@@ -561,8 +562,7 @@ def explain_node(
             z = item["x"][c, -1, slot].item()
             change = f"{_pretty(metric)[0]} {z:+.1f} sd"
         contribs.append(Contribution(c, str(graph.component_ids[c]), kind, float(drops[j]), metric, change))
-    probs = cause_probabilities(model, item)
-    causes = {} if probs is None else {g: float(p) for g, p in zip(model.config.cause_groups, probs[node_pos])}
+    causes = {} if probs is None else {g: float(p) for g, p in zip(cause_groups_of(model), probs)}
     cause = max(causes, key=causes.__getitem__) if causes else None
     return Explanation(node_id=node_id, risk=risk, contributors=contribs, causes=causes, cause=cause,
                        sentence=explanation_sentence(node_id, risk, contribs, top_k, cause,

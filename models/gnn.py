@@ -274,6 +274,18 @@ class FailurePredictor(nn.Module):
                           gpu.gather(1, idx.expand(-1, -1, 2 * hid))], dim=2)
 
 
+def cause_groups_of(model: nn.Module) -> tuple[str, ...]:
+    """The cause groups ``model``'s cause head names (an Opacus wrapper is looked through); () without a head."""
+    core = model._module if hasattr(model, "_module") else model
+    return tuple(getattr(getattr(core, "config", None), "cause_groups", ()))
+
+
+def risk_and_cause_logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``model(batch)``'s failure logits and, from the same pass, its cause logits (None for a model without a
+    cause head). ``model`` may be wrapped by Opacus."""
+    return model(batch, with_causes=True) if cause_groups_of(model) else (model(batch), None)
+
+
 @torch.no_grad()
 def fit_input_scaling(model: FailurePredictor, batches: Iterable[dict[str, torch.Tensor]],
                       floor: float = 0.1) -> None:

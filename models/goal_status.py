@@ -203,10 +203,9 @@ def behind_rules(by_cause: Any, gnn_key: str = "gnn_pr_auc") -> list[str] | None
     """Cause groups (software excepted) where the GNN's PR-AUC (``gnn_key``: :data:`TYPED_KEY` for the
     cause-typed one) is not above the rules' in a draw's ``by_cause_vs_rules`` (``{group: {"gnn_pr_auc",
     "rules_pr_auc", ...}}``); None without that table or, for the typed key, without a cause-typed PR-AUC."""
-    if not isinstance(by_cause, Mapping) or not by_cause:
-        return None
-    if gnn_key != "gnn_pr_auc" and not any(isinstance(v, Mapping) and gnn_key in v for v in by_cause.values()):
-        return None  # a run made before the model named causes
+    if not isinstance(by_cause, Mapping) or not any(isinstance(v, Mapping) and gnn_key in v
+                                                    for v in by_cause.values()):
+        return None  # no table, or (the typed key) a run made before the model named causes
     out = []
     for group, v in by_cause.items():
         if group in UNPREDICTABLE_GROUPS or not isinstance(v, Mapping):

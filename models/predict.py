@@ -15,6 +15,7 @@ import torch
 
 from infrabrain.models.checkpoint import Checkpoint, describe_difference
 from infrabrain.models.features import FeatureSet, history_steps
+from infrabrain.models.gnn import cause_groups_of, risk_and_cause_logits
 from infrabrain.models.snapshots import _get, collate_snapshots, graph_from_topology, snapshot_from_window
 
 
@@ -61,12 +62,11 @@ def predict_window(
     item = snapshot_from_window(topology, win, metric_names, ckpt.feature_set, ckpt.normalizer, w, alive,
                                 pool=ckpt.model.config.pool)
     model = ckpt.model.eval()
-    groups = tuple(model.config.cause_groups)
+    groups = cause_groups_of(model)
     with torch.no_grad():
-        batch = collate_snapshots([item])
-        heads = model(batch, with_causes=True) if groups else (model(batch),)
-    logits = heads[0][0].double().numpy()
-    causes = torch.softmax(heads[1][0].double(), dim=-1).numpy() if groups else None
+        risk_logits, cause_logits = risk_and_cause_logits(model, collate_snapshots([item]))
+    logits = risk_logits[0].double().numpy()
+    causes = None if cause_logits is None else torch.softmax(cause_logits[0].double(), dim=-1).numpy()
     graph = graph_from_topology(topology)
     scored = item["label_mask"].numpy() > 0
     cal = PlattCalibrator.from_card(ckpt.card)  # Platt scaling from training, if the checkpoint has one

@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from infrabrain.logs import get_logger
 from infrabrain.models.device import DeviceName, batch_to, model_device, resolve_device
+from infrabrain.models.gnn import cause_groups_of, risk_and_cause_logits
 from infrabrain.models.selection import DEFAULT_SELECTION, EarlyStopping, Selection, selection_score
 from infrabrain.models.snapshots import collate_snapshots
 
@@ -53,8 +54,7 @@ def loss_fn(model: nn.Module, batch: dict[str, torch.Tensor], ignore_causes: Seq
     """
     core = model._module if hasattr(model, "_module") else model
     batch = batch_to(batch, model_device(core))
-    typed = bool(getattr(getattr(core, "config", None), "cause_groups", ()))
-    logits, cause_logits = model(batch, with_causes=True) if typed else (model(batch), None)
+    logits, cause_logits = risk_and_cause_logits(model, batch)
     y, m = batch["y"], batch["label_mask"]
     if logits.shape[0] == 0:  # every parameter stays in the graph (Opacus expects a per-sample gradient of each)
         return (logits.sum() + (cause_logits.sum() if cause_logits is not None else 0.0)) * 0.0
@@ -226,12 +226,11 @@ def predict_scores(model: nn.Module, dataset: Dataset, batch_size: int = 16, pro
 
     model.eval()
     device = model_device(model)
-    groups = tuple(getattr(getattr(model, "config", None), "cause_groups", ()))
-    p_cols = [cause_column(g) for g in groups]
+    p_cols = [cause_column(g) for g in cause_groups_of(model)]
     rows: list[pd.DataFrame] = []
     for batch in tqdm(make_loader(dataset, batch_size), desc="predict", disable=not progress, leave=False):
-        out = model(batch_to(batch, device), with_causes=True) if groups else (model(batch_to(batch, device)), None)
-        logits = out[0].cpu()
+        logits, cause_logits = risk_and_cause_logits(model, batch_to(batch, device))
+        logits = logits.cpu()
         m = batch["label_mask"] > 0
         b_idx, n_idx = torch.nonzero(m, as_tuple=True)
         lg = logits[m].double().numpy()
@@ -240,8 +239,8 @@ def predict_scores(model: nn.Module, dataset: Dataset, batch_size: int = 16, pro
             "logit": lg, "score": 1.0 / (1.0 + np.exp(-lg)), "label": batch["y"][m].numpy().astype(bool),
             "cause": batch["cause"][m].numpy(), "root": batch["root"][m].numpy(),
         }
-        if out[1] is not None:
-            p = torch.softmax(out[1].cpu()[m].double(), dim=-1).numpy()
+        if cause_logits is not None:
+            p = torch.softmax(cause_logits.cpu()[m].double(), dim=-1).numpy()
             cols.update({c: p[:, i] for i, c in enumerate(p_cols)})
         rows.append(pd.DataFrame(cols))
     if not rows:

@@ -32,11 +32,12 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import predictor as bp  # noqa: E402
 
+from infrabrain.models.baselines import RULE_WEIGHTS  # noqa: E402
 from infrabrain.models.evaluation import (TYPED_CAUSE_GROUPS, _cause_group, cause_head_accuracy,  # noqa: E402
                                           group_pr_auc, typed_pr_auc)
 from infrabrain.models.pipeline import evaluate_predictor, train_predictor  # noqa: E402
 
-XID, SBE = 4.0, 1.0  # baselines.RULE_WEIGHTS of the XID alert and the single-bit ECC rate rule
+XID, SBE = RULE_WEIGHTS["xid"], RULE_WEIGHTS["sbe_rate"]  # the XID alert's and the single-bit ECC rate rule's
 # the rules' score is a sum of the weights 4 (XID), 2 (thermal violation), 2 (temperature) and 1 (ECC rate), so it
 # is >= 4 exactly where the XID alert fires and odd exactly where the ECC-rate rule fires; the rest is the two
 # thermal rules' part

@@ -31,10 +31,11 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import predictor as bp  # noqa: E402
 
+from infrabrain.models.baselines import RULE_WEIGHTS  # noqa: E402
 from infrabrain.models.evaluation import _cause_group, evaluate_scores  # noqa: E402
 from infrabrain.models.pipeline import evaluate_predictor, train_predictor  # noqa: E402
 
-XID_RULE = 4.0  # baselines.RULE_WEIGHTS["xid"]: a rules score of 4 or more means an XID alert in the window
+XID_RULE = RULE_WEIGHTS["xid"]  # a rules score of 4 or more means an XID alert in the window
 # the rules score is a sum of the weights 4 (XID), 2 (thermal violation), 2 (temperature) and 1 (single-bit ECC
 # rate), so it is odd exactly where the ECC-rate rule fires
 
