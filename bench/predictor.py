@@ -19,7 +19,9 @@ them), and 90 % intervals of the ratio, the event recall and the median lead ove
 ``--extra-train-cause-scale thermal=5,psu=5`` gives those K sites more failures of the named causes.
 The root-cause keys (``rootcause_top3`` ...) rank with the card's prior as a deployed site does: the training
 sites' pooled labels plus the published failure mix on the site's topology at 50 pseudo-failures (follow-up 29;
-``rootcause_top3_labels``: the labels alone, as before).
+``rootcause_top3_labels``: the labels alone, as before). A GNN with a cause head also ranks with the head's
+cause evidence, every variant below included (follow-up 34); ``rootcause_<metric>_without_cause_head`` is the
+card's ranking without it, on the same drops (``top1``, ``top1_cascade``, ``top3`` on cascades, ``top3_all``).
 The same root-cause drops are also ranked with other root priors (``rootcause_top3_<variant>``: none, and the
 training sites' fleet prior without noise and released under DP at ``--fleet-prior-epsilons`` and
 ``--fleet-prior-clip-norms``; with ``--fleet-prior-sites N`` also with N more sites' incident logs,
@@ -495,7 +497,8 @@ PER_DRAW_KEYS = ("pr_auc_gnn", "pr_auc_best_baseline", "pr_auc_ratio", "pr_auc_r
                    for v in LOCAL_PRIOR_VARIANTS),
                  *(f"rootcause_full_{m}_{v}" for m in ("top3", "top3_all", "top1_all")
                    for v in LOCAL_PRIOR_VARIANTS if "local" not in v),
-                 "rootcause_top3_all",
+                 "rootcause_top3_all", "rootcause_top1", "rootcause_top1_cascade",
+                 *(f"rootcause_{m}_without_cause_head" for m in ("top1", "top1_cascade", "top3", "top3_all")),
                  "pr_auc_ratio_ensemble", "pr_auc_ratio_interval", "event_recall_at_p50_interval",
                  "median_lead_min_interval", "by_cause_vs_rules")
 
@@ -714,6 +717,7 @@ def _one_seed(runs: list, args: argparse.Namespace, seed: int, report_dir: str |
         "event_recall_at_p80": g["event_recall_at_p80_precursor"],
         "median_lead_min": g["median_lead_min"],
         "rootcause_top1": rc.get("top1"),
+        "rootcause_top1_cascade": rc.get("cascade_top1"),
         "rootcause_top3": rc.get("cascade_top3"),
         "rootcause_top3_all": rc.get("top3"),
         "rootcause_cascades_n": rc.get("cascade_n"),
@@ -722,6 +726,9 @@ def _one_seed(runs: list, args: argparse.Namespace, seed: int, report_dir: str |
         "rootcause_top3_alerted": rc.get("cascade_alerted_top3"),
         "rootcause_cascades_alerted_n": rc.get("cascade_alerted_n"),
         **compared,
+        **{f"rootcause_{metric}_without_cause_head": rc.get("without_cause_head", {}).get(key)
+           for metric, key in (("top1", "top1"), ("top1_cascade", "cascade_top1"), ("top3", "cascade_top3"),
+                               ("top3_all", "top3"))},
         "heldout_events": g["events"],
         "epochs_run": rep["train"]["epochs_run"],
         "train_s": rep["train"]["train_s"],

@@ -22,7 +22,7 @@ cause raises them together). A GPU's drop counts there only by how far it stands
 from __future__ import annotations
 
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from infrabrain.models.cause_root_evidence import UNLOCALISED_GROUPS, cause_log_evidence, site_cause_root_table
 from infrabrain.models.derived_metrics import with_derived_metrics
 from infrabrain.models.features import KINDS, STATIC_METRICS, FeatureSet, is_counter
 from infrabrain.models.gnn import cause_groups_of, risk_and_cause_logits
@@ -372,7 +373,8 @@ def gpu_relative_drops(graph: SiteGraph, cand: np.ndarray, drops: np.ndarray) ->
 
 def rank_root_causes(graph: SiteGraph, cand: np.ndarray, drops: np.ndarray,
                      prior: RootPrior | None = None, node_logits: np.ndarray | None = None,
-                     relative_gpus: bool = True, silent: np.ndarray | None = None) -> list[int]:
+                     relative_gpus: bool = True, silent: np.ndarray | None = None,
+                     causes: Mapping[str, float] | None = None) -> list[int]:
     """Candidates ordered as root causes: by logit drop plus, with ``prior``, the log prior of each candidate
     (:mod:`infrabrain.models.root_prior`), with *passive* racks crediting their cooling unit.
 
@@ -383,6 +385,10 @@ def rank_root_causes(graph: SiteGraph, cand: np.ndarray, drops: np.ndarray,
     With ``relative_gpus`` a GPU's drop counts only by how far it stands out from its siblings'
     (:func:`gpu_relative_drops`); False ranks by the raw drops (the ranking before issue 3 follow-up 27).
     ``node_logits`` and ``silent`` (the nodes that went down within the window) feed :func:`sibling_evidence`.
+    ``causes`` (the cause head's probability of each group, ``Explanation.causes``) adds each candidate's cause
+    evidence where the head names a group that says where failures start (:func:`named_cause`, not one of
+    :data:`~infrabrain.models.cause_root_evidence.UNLOCALISED_GROUPS`): a thermal failure starts at a cooling unit
+    or a GPU, not at a switch (:mod:`~infrabrain.models.cause_root_evidence`).
     """
     if relative_gpus:
         drops = gpu_relative_drops(graph, cand, drops)
@@ -392,10 +398,16 @@ def rank_root_causes(graph: SiteGraph, cand: np.ndarray, drops: np.ndarray,
     for r, c in graph.edge_index[sel]:
         if int(r) in score and int(c) in score and score[int(r)] > 0:
             score[int(c)] += score[int(r)]
-    explained = _explained_node(graph, cand) if prior is not None or node_logits is not None else None
+    explained = _explained_node(graph, cand) if prior is not None or node_logits is not None or causes else None
+    relations = candidate_relations(graph, cand, explained) if prior is not None or causes else []
     if prior is not None:
-        for c, lp in zip(cand, prior.log_prior(candidate_relations(graph, cand, explained))):
+        for c, lp in zip(cand, prior.log_prior(relations)):
             score[int(c)] += float(lp)
+    named = named_cause(causes) if causes else None
+    table = site_cause_root_table(graph, tuple(causes)) if named and named not in UNLOCALISED_GROUPS else None
+    if table is not None:
+        for c, ev in zip(cand, cause_log_evidence(table, causes, relations)):
+            score[int(c)] += float(ev)
     if node_logits is not None:
         for c, ev in zip(cand, sibling_evidence(graph, cand, node_logits, explained, silent)):
             score[int(c)] += float(ev)
@@ -568,7 +580,8 @@ def explain_node(
                        sentence=explanation_sentence(node_id, risk, contribs, top_k, cause,
                                                      causes.get(cause) if cause else None),
                        roots=rank_root_causes(graph, cand, drops, prior, node_logits,
-                                              silent=silent_nodes(item, graph) if node_logits is not None else None))
+                                              silent=silent_nodes(item, graph) if node_logits is not None else None,
+                                              causes=causes))
 
 
 #: A contributor is named in the sentence only if occluding it lowers the logit by at least this share of what the
@@ -583,6 +596,14 @@ MATERIAL_SHARE = 0.1
 #: 0.79-0.85 of those in [0.5, 0.8) and 0.89-1.00 above (issue 3 follow-up 33). ``Explanation.causes`` keeps
 #: every probability either way.
 MIN_CAUSE_P = 0.5
+
+
+def named_cause(causes: Mapping[str, float]) -> str | None:
+    """The cause group the head names (its likeliest, at :data:`MIN_CAUSE_P` or more), None where it names none."""
+    if not causes:
+        return None
+    cause = max(causes, key=causes.__getitem__)
+    return cause if causes[cause] >= MIN_CAUSE_P else None
 
 
 def explanation_sentence(node_id: str, risk: float, contribs: Sequence[Contribution], top_k: int = 3,
@@ -641,6 +662,47 @@ def explain_dataset_alerts(model: torch.nn.Module, dataset: SnapshotDataset, fea
     return out
 
 
+@dataclass(frozen=True)
+class ExplainedFailure:
+    """One failure as :func:`rootcause_accuracy` explains it: at the node's highest-scoring snapshot in
+    ``[tf - 60 min, tf - 5 min]``, with what the root-cause ranking reads there."""
+
+    event: Any  # the row of :func:`~infrabrain.models.evaluation.failure_events` (site, node, tf, group, root, ...)
+    score: float  # the node's score in the explained snapshot (the scale of ``rows["score"]``)
+    graph: SiteGraph
+    cand: np.ndarray  # the root-cause candidates (:func:`candidates`)
+    drops: np.ndarray  # their occlusion drops
+    causes: dict[str, float]  # the cause head's probabilities (empty for a model without a head)
+    node_logits: np.ndarray | None  # every node's logit in the snapshot (:func:`snapshot_node_logits`)
+    silent: np.ndarray  # the nodes that went down within the window (:func:`silent_nodes`)
+
+
+def explained_failures(model: torch.nn.Module, dataset: SnapshotDataset, rows: pd.DataFrame, events: pd.DataFrame,
+                       max_events: int = 200, seed: int = 0) -> Iterator[ExplainedFailure]:
+    """Each failure of ``events`` (at most ``max_events``, sampled with ``seed``) that ``rows`` scores within the
+    hour before it, explained at its highest-scoring snapshot there (:class:`ExplainedFailure`)."""
+    from infrabrain.models.evaluation import MIN_LEAD_S
+
+    ev = events.sample(n=min(max_events, len(events)), random_state=seed) if len(events) > max_events else events
+    groups = cause_groups_of(model)
+    t_index = {(si, int(dataset.sites[si].timestamps[ti])): ti for si, ti in dataset.index}
+    for e in ev.itertuples():
+        sub = rows[(rows["site"] == e.site) & (rows["node"] == e.node) & (rows["t"] >= e.tf - HORIZON_S)
+                   & (rows["t"] <= e.tf - MIN_LEAD_S)]
+        if not len(sub):
+            continue
+        best = sub.loc[sub["score"].idxmax()]
+        site = dataset.sites[int(e.site)]
+        item = build_snapshot(site, t_index[(int(e.site), int(best["t"]))], dataset.window, int(e.site),
+                              pool=dataset.pool)
+        _, cand, drops, probs = _occlusion(model, item, site.graph, int(e.node))
+        yield ExplainedFailure(
+            event=e, score=float(best["score"]), graph=site.graph, cand=cand, drops=drops,
+            causes={} if probs is None else dict(zip(groups, probs.tolist())),
+            node_logits=snapshot_node_logits(rows, int(e.site), int(best["t"]), len(site.graph.node_global)),
+            silent=silent_nodes(item, site.graph))
+
+
 def rootcause_accuracy(model: torch.nn.Module, dataset: SnapshotDataset, feature_set: FeatureSet,
                        rows: pd.DataFrame, events: pd.DataFrame, max_events: int = 200,
                        seed: int = 0, alert_threshold: float | None = None,
@@ -662,39 +724,36 @@ def rootcause_accuracy(model: torch.nn.Module, dataset: SnapshotDataset, feature
     ``alert_threshold`` (the deployed alert threshold, on the scale of ``rows["score"]``) also for the cascades
     that raised an alert (``cascade_alerted_*``): the explanations an operator would read. With ``absolute``
     every prior's ranking is also scored on the raw GPU drops (``relative_gpus=False``, the ranking before issue 3
-    follow-up 27), under ``report["compare"]["absolute"]`` and ``report["compare"]["<name>_absolute"]``.
+    follow-up 27), under ``report["compare"]["absolute"]`` and ``report["compare"]["<name>_absolute"]``. A model
+    with a cause head ranks every prior's candidates with the head's cause evidence too, as ``predict`` does
+    (:mod:`~infrabrain.models.cause_root_evidence`); the deployed ranking without it is scored beside
+    (``report["without_cause_head"]``).
     """
-    from infrabrain.models.evaluation import MIN_LEAD_S
-
-    ev = events.sample(n=min(max_events, len(events)), random_state=seed) if len(events) > max_events else events
-    t_index = {(si, int(dataset.sites[si].timestamps[ti])): ti for si, ti in dataset.index}
     modes = (True, False) if absolute else (True,)  # relative GPU drops, and the raw ones beside
+    priors = {"": prior, **{f"compare.{k}": v for k, v in (compare_priors or {}).items()}}
     res = []
-    for e in ev.itertuples():
-        sub = rows[(rows["site"] == e.site) & (rows["node"] == e.node) & (rows["t"] >= e.tf - HORIZON_S)
-                   & (rows["t"] <= e.tf - MIN_LEAD_S)]
-        if not len(sub):
-            continue
-        best = sub.loc[sub["score"].idxmax()]
-        ti = t_index[(int(e.site), int(best["t"]))]
-        site = dataset.sites[int(e.site)]
-        item = build_snapshot(site, ti, dataset.window, int(e.site), pool=dataset.pool)
-        _, cand, drops = occlusion_scores(model, item, site.graph, int(e.node))
-        logits = snapshot_node_logits(rows, int(e.site), int(best["t"]), len(site.graph.node_global))
-        silent = silent_nodes(item, site.graph)
-        priors = {"": prior, **{f"compare.{k}": v for k, v in (compare_priors or {}).items()}}
-        alerted = alert_threshold is not None and float(best["score"]) >= alert_threshold
+    for f in explained_failures(model, dataset, rows, events, max_events, seed):
+        e, graph = f.event, f.graph
+        alerted = alert_threshold is not None and f.score >= alert_threshold
         late = late_from is not None and int(e.site) in late_from and int(e.tf) >= late_from[int(e.site)]
         for name, p in priors.items():
             p = p.get(int(e.site)) if isinstance(p, Mapping) else p
             for relative in modes:
-                ranked = rank_root_causes(site.graph, cand, drops, p, logits, relative_gpus=relative, silent=silent)
-                rank = ranked.index(int(e.root)) if int(e.root) in ranked else 10**6
+                ranked = rank_root_causes(graph, f.cand, f.drops, p, f.node_logits, relative_gpus=relative,
+                                          silent=f.silent, causes=f.causes)
                 key = name if relative else f"{name}_absolute" if name else "compare.absolute"
-                res.append((key, e.group, bool(e.precursor), alerted, rank, late))
+                res.append((key, e.group, bool(e.precursor), alerted, _rank_of(ranked, int(e.root)), late))
+        if f.causes:  # the deployed ranking without the cause head's evidence, beside it
+            p = prior.get(int(e.site)) if isinstance(prior, Mapping) else prior
+            ranked = rank_root_causes(graph, f.cand, f.drops, p, f.node_logits, silent=f.silent)
+            res.append(("without_cause_head", e.group, bool(e.precursor), alerted, _rank_of(ranked, int(e.root)),
+                        late))
     df = pd.DataFrame(res, columns=["prior", "group", "precursor", "alerted", "rank", "late"])
     out = _rootcause_summary(df[df["prior"] == ""], alert_threshold is not None)
     out["by_group"] = {g: _top_k(d) for g, d in df[df["prior"] == ""].groupby("group")}
+    if (df["prior"] == "without_cause_head").any():
+        out["without_cause_head"] = _rootcause_summary(df[df["prior"] == "without_cause_head"],
+                                                       alert_threshold is not None)
     names = [*(compare_priors or {})]
     if absolute:
         names += [*(f"{k}_absolute" for k in names), "absolute"]
@@ -705,6 +764,11 @@ def rootcause_accuracy(model: torch.nn.Module, dataset: SnapshotDataset, feature
             out["compare_late"] = {k: _rootcause_summary(df[(df["prior"] == f"compare.{k}") & df["late"]],
                                                          alert_threshold is not None) for k in names}
     return out
+
+
+def _rank_of(ranked: Sequence[int], root: int) -> int:
+    """Position of ``root`` in a root-cause ranking; past every candidate when it is not one."""
+    return ranked.index(root) if root in ranked else 10**6
 
 
 def _rootcause_summary(df: pd.DataFrame, with_alerted: bool) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
@@ -55,18 +55,26 @@ def _validate_cause_shares(cause_shares: Mapping[str, float]) -> dict[str, float
     return {c: float(v) for c, v in cause_shares.items()}
 
 
+def root_kind_mass(cause_shares: Mapping[str, float]) -> dict[str, float]:
+    """Unnormalised share of root incidents per root component kind: each cause's share split among its modes as
+    the fault model splits it (a network fault: a leaf switch or a node's cable)."""
+    from infrabrain.simulation.faults import MODES
+
+    out: dict[str, float] = defaultdict(float)
+    for m in MODES:
+        out[m.root] += cause_shares.get(m.cause, 0.0) * m.split
+    return dict(out)
+
+
 def root_kind_weights(cause_shares: Mapping[str, float] | None = None) -> dict[str, float]:
     """Share of root incidents that start at each component kind under ``cause_shares`` (default: the published
     mix), split among a cause's modes as the fault model splits it (a network fault: a leaf switch or a node's
     cable)."""
-    from infrabrain.simulation.faults import CAUSE_SHARES, MODES
+    from infrabrain.simulation.faults import CAUSE_SHARES
 
-    shares = _validate_cause_shares(CAUSE_SHARES if cause_shares is None else cause_shares)
-    out: dict[str, float] = defaultdict(float)
-    for m in MODES:
-        out[m.root] += shares.get(m.cause, 0.0) * m.split
-    total = sum(out.values())
-    return {k: v / total for k, v in out.items() if v > 0}
+    mass = root_kind_mass(_validate_cause_shares(CAUSE_SHARES if cause_shares is None else cause_shares))
+    total = sum(mass.values())
+    return {k: v / total for k, v in mass.items() if v > 0}
 
 
 class _Links:
@@ -114,21 +122,22 @@ class _Links:
         return sorted({n for r in racks for n in self.down[_NODE_IN_RACK][r]}), None, share
 
 
-def relation_shares(graph: SiteGraph, cause_shares: Mapping[str, float] | None = None) -> dict[str, float]:
-    """Expected share of the site's node failures rooted in each relation to the failed node, under the
-    published cause mix (or ``cause_shares``) and the site's topology. Relations beyond
+def kind_relation_counts(graph: SiteGraph, kinds: Iterable[str]) -> dict[str, dict[str, float]]:
+    """Per root kind of ``kinds``, the expected node failures in each relation to the failed node
+    (:func:`~infrabrain.models.root_prior.relation`) of one root incident of that kind on ``graph``, its root
+    drawn in proportion to the GPUs it serves as the fault model draws it. Relations beyond
     :data:`~infrabrain.models.root_prior.MAX_HOPS` are not counted; empty when the site has no GPU."""
     from infrabrain.models.explain import khop
 
-    weights = root_kind_weights(cause_shares)
     gpu_node = graph.gpu_node()
     gpus_of = np.bincount(gpu_node[gpu_node >= 0], minlength=len(graph.node_global))
     if gpus_of.sum() == 0:
         return {}
     links = _Links(graph)
     served = [(int(n), g / gpus_of.sum()) for n, g in zip(np.asarray(graph.node_global).tolist(), gpus_of) if g]
-    expected: dict[str, float] = defaultdict(float)
-    for kind, w in weights.items():
+    out: dict[str, dict[str, float]] = {}
+    for kind in kinds:
+        expected: dict[str, float] = defaultdict(float)
         drawn: dict[int, float] = defaultdict(float)  # root -> probability that a root incident starts there
         for node, p in served:
             roots = links.roots(node, kind)
@@ -137,13 +146,27 @@ def relation_shares(graph: SiteGraph, cause_shares: Mapping[str, float] | None =
         for root, p in drawn.items():
             nodes, hops, share = links.reach(root, kind)
             if hops is not None:
-                expected[relation(kind, hops)] += w * p * share * len(nodes)
+                expected[relation(kind, hops)] += p * share * len(nodes)
                 continue
             comps, dist = khop(graph, root, MAX_HOPS)
             at = dict(zip(comps.tolist(), dist.tolist()))
             for n in nodes:
                 if n in at:
-                    expected[relation(kind, at[n])] += w * p * share
+                    expected[relation(kind, at[n])] += p * share
+        out[kind] = dict(expected)
+    return out
+
+
+def relation_shares(graph: SiteGraph, cause_shares: Mapping[str, float] | None = None) -> dict[str, float]:
+    """Expected share of the site's node failures rooted in each relation to the failed node, under the
+    published cause mix (or ``cause_shares``) and the site's topology (:func:`kind_relation_counts` weighted by
+    :func:`root_kind_weights`). Relations beyond :data:`~infrabrain.models.root_prior.MAX_HOPS` are not counted;
+    empty when the site has no GPU."""
+    weights = root_kind_weights(cause_shares)
+    expected: dict[str, float] = defaultdict(float)
+    for kind, counts in kind_relation_counts(graph, weights).items():
+        for rel, v in counts.items():
+            expected[rel] += weights[kind] * v
     total = sum(expected.values())
     return {r: float(v / total) for r, v in sorted(expected.items())} if total else {}
 

@@ -131,3 +131,31 @@ def test_the_sentence_names_the_likely_cause_only_when_the_head_is_sure_enough()
         "node n at risk 0.50, likely memory")
     assert explanation_sentence("n", 0.5, ranked, cause="thermal", cause_p=0.44) == "node n at risk 0.50: GPU g0 c0"
     assert explanation_sentence("n", 0.5, ranked) == "node n at risk 0.50: GPU g0 c0"
+
+
+def test_the_root_cause_ranking_reads_the_head_and_scores_itself_without_it(pair, small_splits, monkeypatch):
+    """A model with a head ranks roots with its cause evidence and reports the ranking without it beside
+    (``without_cause_head``), which is what the same model scores with the evidence switched off; a model
+    without a head has nothing to compare."""
+    from infrabrain.models import explain
+    from infrabrain.models.root_prior import fit_root_prior
+
+    (plain, _), (typed, _) = pair
+    sp = small_splits
+    ev = failure_events(sp.test_sites)
+    prior = fit_root_prior(sp.train)
+    seen: list[dict] = []
+    rank = explain.rank_root_causes
+    monkeypatch.setattr(explain, "rank_root_causes", lambda *a, causes=None, **k: (
+        seen.append(dict(causes or {})), rank(*a, causes=causes, **k))[1])
+    rows = predict_scores(typed, sp.test_sites)
+    with_head = explain.rootcause_accuracy(typed, sp.test_sites, sp.feature_set, rows, ev, prior=prior)
+    assert with_head["n"] > 0 and "without_cause_head" in with_head
+    assert {tuple(sorted(c)) for c in seen if c} == {tuple(sorted(TYPED_CAUSE_GROUPS))}
+    monkeypatch.setattr(explain, "rank_root_causes", lambda *a, causes=None, **k: rank(*a, **k))
+    off = explain.rootcause_accuracy(typed, sp.test_sites, sp.feature_set, rows, ev, prior=prior)
+    for k in ("n", "top1", "top3", "cascade_n", "cascade_top3"):
+        np.testing.assert_equal(with_head["without_cause_head"][k], off[k])
+    plain_rc = explain.rootcause_accuracy(plain, sp.test_sites, sp.feature_set, predict_scores(plain, sp.test_sites),
+                                          ev, prior=prior)
+    assert "without_cause_head" not in plain_rc
