@@ -398,13 +398,14 @@ def rank_root_causes(graph: SiteGraph, cand: np.ndarray, drops: np.ndarray,
     for r, c in graph.edge_index[sel]:
         if int(r) in score and int(c) in score and score[int(r)] > 0:
             score[int(c)] += score[int(r)]
-    explained = _explained_node(graph, cand) if prior is not None or node_logits is not None or causes else None
-    relations = candidate_relations(graph, cand, explained) if prior is not None or causes else []
+    named = named_cause(causes) if causes else None
+    table = site_cause_root_table(graph, tuple(causes)) if named and named not in UNLOCALISED_GROUPS else None
+    by_relation = prior is not None or table is not None
+    explained = _explained_node(graph, cand) if by_relation or node_logits is not None else None
+    relations = candidate_relations(graph, cand, explained) if by_relation else []
     if prior is not None:
         for c, lp in zip(cand, prior.log_prior(relations)):
             score[int(c)] += float(lp)
-    named = named_cause(causes) if causes else None
-    table = site_cause_root_table(graph, tuple(causes)) if named and named not in UNLOCALISED_GROUPS else None
     if table is not None:
         for c, ev in zip(cand, cause_log_evidence(table, causes, relations)):
             score[int(c)] += float(ev)
