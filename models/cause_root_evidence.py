@@ -27,7 +27,6 @@ points at the node and its GPUs (issue 3 follow-up 34).
 from __future__ import annotations
 
 import math
-import weakref
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -102,31 +101,3 @@ def cause_log_evidence(table: CauseRootTable, causes: Mapping[str, float], relat
                          f"got {dict(causes)}")
     ratio = ((1.0 - floor) * p / p.sum() + floor * table.mix) / table.mix
     return np.array([math.log(float(table.given[r] @ ratio)) if r in table.given else 0.0 for r in relations])
-
-
-class _TableCache:
-    """One :class:`CauseRootTable` per (graph, groups), dropped when the graph is: the daemon ranks every cycle,
-    and on a 10,240-GPU site laying the mix on the topology walks every PDU's and cooling unit's reach. Keyed by
-    ``id(graph)`` with a finaliser, as :class:`~infrabrain.models.explain._GraphCache` is, so a new graph never
-    reads a dead one's table."""
-
-    def __init__(self) -> None:
-        self._tables: dict[int, dict[tuple[str, ...], CauseRootTable | None]] = {}
-
-    def get(self, graph: SiteGraph, groups: Sequence[str]) -> CauseRootTable | None:
-        key = id(graph)
-        if key not in self._tables:
-            self._tables[key] = {}
-            weakref.finalize(graph, self._tables.pop, key, None)
-        per = self._tables[key]
-        if tuple(groups) not in per:
-            per[tuple(groups)] = cause_root_table(graph, groups)
-        return per[tuple(groups)]
-
-
-_TABLES = _TableCache()
-
-
-def site_cause_root_table(graph: SiteGraph, groups: Sequence[str]) -> CauseRootTable | None:
-    """:func:`cause_root_table`, built once per graph and groups."""
-    return _TABLES.get(graph, groups)

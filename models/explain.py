@@ -30,7 +30,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from infrabrain.models.cause_root_evidence import UNLOCALISED_GROUPS, cause_log_evidence, site_cause_root_table
+from infrabrain.models.cause_root_evidence import (UNLOCALISED_GROUPS, CauseRootTable, cause_log_evidence,
+                                                   cause_root_table)
 from infrabrain.models.derived_metrics import with_derived_metrics
 from infrabrain.models.features import KINDS, STATIC_METRICS, FeatureSet, is_counter
 from infrabrain.models.gnn import cause_groups_of, risk_and_cause_logits
@@ -86,7 +87,7 @@ class Explanation:
     sentence: str = ""
     roots: list[int] = field(default_factory=list)  # the root-cause ranking (rank_root_causes), global indices
     #: the cause head's probability of each cause group given a failure (a model with ``cause_groups``), and
-    #: the likeliest group, which the sentence names
+    #: the likeliest group (the sentence names it from :data:`MIN_CAUSE_P` up: :func:`named_cause`)
     causes: dict[str, float] = field(default_factory=dict)
     cause: str | None = None
 
@@ -111,31 +112,34 @@ def _adjacency(graph: SiteGraph) -> list[np.ndarray]:
 
 
 class _GraphCache:
-    """Per-graph adjacency lists (built once per site, dropped when the graph is).
+    """Per-graph adjacency lists, dependent-node rings and cause-root tables (built once per site, dropped when the
+    graph is).
 
     Keyed by ``id(graph)``, and an entry is removed as soon as its graph is garbage-collected: Python reuses the
     id of a dead object, and a stale entry would hand a new site the neighbours of an old one (wrong
     explanations, or an IndexError when the new site is larger)."""
 
     def __init__(self) -> None:
-        self._adj: dict[int, list[np.ndarray]] = {}
-        self._ring: dict[int, dict[tuple[int, int], np.ndarray]] = {}
+        self._entries: dict[int, dict[str, Any]] = {}
+
+    def _entry(self, graph: SiteGraph) -> dict[str, Any]:
+        key = id(graph)
+        if key not in self._entries:
+            self._entries[key] = {"ring": {}, "tables": {}}
+            weakref.finalize(graph, self._entries.pop, key, None)
+        return self._entries[key]
 
     def adj(self, graph: SiteGraph) -> list[np.ndarray]:
-        key = id(graph)
-        if key not in self._adj:
-            self._adj[key] = _adjacency(graph)
-            self._ring[key] = {}
-            weakref.finalize(graph, self._adj.pop, key, None)
-            weakref.finalize(graph, self._ring.pop, key, None)
-        return self._adj[key]
+        entry = self._entry(graph)
+        if "adj" not in entry:
+            entry["adj"] = _adjacency(graph)
+        return entry["adj"]
 
     def nodes_at(self, graph: SiteGraph, start: int, hops: int) -> np.ndarray:
         """Node positions (``graph.node_global`` order) exactly ``hops`` from component ``start``: the nodes that
         depend on ``start`` as one at that distance does. Cached per graph: the daemon asks again every cycle,
         and on a 10,240-GPU site one search from another rack's leaf switch visits thousands of components."""
-        self.adj(graph)
-        ring = self._ring[id(graph)]
+        ring = self._entry(graph)["ring"]
         if (start, hops) not in ring:
             comps, dist = khop(graph, start, hops)
             pos = np.full(graph.n, -1, dtype=np.int64)
@@ -144,8 +148,16 @@ class _GraphCache:
             ring[(start, hops)] = pos[at][pos[at] >= 0]
         return ring[(start, hops)]
 
+    def cause_table(self, graph: SiteGraph, groups: Sequence[str]) -> CauseRootTable | None:
+        """:func:`~infrabrain.models.cause_root_evidence.cause_root_table` of ``groups`` on ``graph``, built once:
+        laying the published mix on a 10,240-GPU site walks every PDU's and cooling unit's reach."""
+        tables = self._entry(graph)["tables"]
+        if tuple(groups) not in tables:
+            tables[tuple(groups)] = cause_root_table(graph, groups)
+        return tables[tuple(groups)]
+
     def __len__(self) -> int:
-        return len(self._adj)
+        return len(self._entries)
 
 
 _CACHE = _GraphCache()
@@ -399,7 +411,7 @@ def rank_root_causes(graph: SiteGraph, cand: np.ndarray, drops: np.ndarray,
         if int(r) in score and int(c) in score and score[int(r)] > 0:
             score[int(c)] += score[int(r)]
     named = named_cause(causes) if causes else None
-    table = site_cause_root_table(graph, tuple(causes)) if named and named not in UNLOCALISED_GROUPS else None
+    table = _CACHE.cause_table(graph, tuple(causes)) if named and named not in UNLOCALISED_GROUPS else None
     by_relation = prior is not None or table is not None
     explained = _explained_node(graph, cand) if by_relation or node_logits is not None else None
     relations = candidate_relations(graph, cand, explained) if by_relation else []

@@ -33,9 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import predictor as bp  # noqa: E402
 
 from infrabrain.models.cause_root_evidence import (CAUSE_EVIDENCE_FLOOR, cause_log_evidence,  # noqa: E402
-                                                   site_cause_root_table)
+                                                   cause_root_table)
 from infrabrain.models.evaluation import TYPED_CAUSE_GROUPS, failure_events  # noqa: E402
-from infrabrain.models.explain import candidate_relations, explained_failures, rank_root_causes  # noqa: E402
+from infrabrain.models.explain import (_rank_of, candidate_relations, explained_failures,  # noqa: E402
+                                       rank_root_causes)
 from infrabrain.models.pipeline import deployed_site_priors, train_predictor  # noqa: E402
 from infrabrain.models.training import predict_scores  # noqa: E402
 
@@ -67,10 +68,6 @@ def _evidence(variant: str, table, causes: dict[str, float], relations: list[str
     return dict(zip(relations, ev.tolist()))
 
 
-def _rank(ranked: list[int], root: int) -> int:
-    return ranked.index(root) if root in ranked else 10**6
-
-
 args = bp.build_parser().parse_args(["--parts", "accuracy", "--no-progress", "--hours", "24"])
 draws = [int(x) for x in sys.argv[1].split(",")]
 out: dict[int, list] = {}
@@ -79,22 +76,23 @@ for d in draws:
     test = trained.splits.test_sites
     rows = predict_scores(trained.model, test)
     priors = deployed_site_priors(trained, test)
+    tables = {i: cause_root_table(site.graph, TYPED_CAUSE_GROUPS) for i, site in enumerate(test.sites)}
     recs = []
     for f in explained_failures(trained.model, test, rows, failure_events(test), max_events=args.rootcause_events):
         e, cand, causes = f.event, f.cand, f.causes
         prior, root = priors[int(e.site)], int(e.root)
         relations = candidate_relations(f.graph, cand)
-        table = site_cause_root_table(f.graph, TYPED_CAUSE_GROUPS)
+        table = tables[int(e.site)]
         ranking = (f.graph, cand, f.drops)
         rec = {"draw": d, "group": e.group, "precursor": bool(e.precursor),
                "root_relation": relations[list(cand).index(root)] if root in cand else None,
                "causes": {g: round(p, 4) for g, p in causes.items()},
-               "without": _rank(rank_root_causes(*ranking, prior, f.node_logits, silent=f.silent), root),
-               "adopted": _rank(rank_root_causes(*ranking, prior, f.node_logits, silent=f.silent, causes=causes),
+               "without": _rank_of(rank_root_causes(*ranking, prior, f.node_logits, silent=f.silent), root),
+               "adopted": _rank_of(rank_root_causes(*ranking, prior, f.node_logits, silent=f.silent, causes=causes),
                                 root)}
         for v in VARIANTS:
             with_ev = _WithEvidence(prior, _evidence(v, table, causes, relations))
-            rec[v] = _rank(rank_root_causes(*ranking, with_ev, f.node_logits, silent=f.silent), root)
+            rec[v] = _rank_of(rank_root_causes(*ranking, with_ev, f.node_logits, silent=f.silent), root)
         recs.append(rec)
     out[d] = recs
     casc = [r for r in recs if r["group"] in ("thermal", "network")]

@@ -9,8 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from infrabrain.models.cause_root_evidence import (CAUSE_EVIDENCE_FLOOR, cause_log_evidence, cause_root_table,
-                                                   site_cause_root_table)
+from infrabrain.models.cause_root_evidence import CAUSE_EVIDENCE_FLOOR, cause_log_evidence, cause_root_table
 from infrabrain.models.evaluation import TYPED_CAUSE_GROUPS
 from infrabrain.models.explain import candidate_relations, candidates, rank_root_causes
 from infrabrain.models.published_root_prior import relation_shares
@@ -125,15 +124,15 @@ def test_the_head_moves_the_ranking_where_the_window_does_not():
 
 
 def test_tables_are_built_once_per_graph_and_dropped_with_it():
-    from infrabrain.models.cause_root_evidence import _TABLES
+    from infrabrain.models.explain import _CACHE
 
     g = _graph()
-    first = site_cause_root_table(g, TYPED_CAUSE_GROUPS)
-    assert site_cause_root_table(g, TYPED_CAUSE_GROUPS) is first
+    first = _CACHE.cause_table(g, TYPED_CAUSE_GROUPS)
+    assert _CACHE.cause_table(g, TYPED_CAUSE_GROUPS) is first
     other = _graph(racks=6)
-    assert site_cause_root_table(other, TYPED_CAUSE_GROUPS) is not first
+    assert _CACHE.cause_table(other, TYPED_CAUSE_GROUPS) is not first
     key = id(g)
-    assert key in _TABLES._tables
+    assert key in _CACHE._entries
     del g, first
     gc.collect()
-    assert key not in _TABLES._tables and id(other) in _TABLES._tables
+    assert key not in _CACHE._entries and id(other) in _CACHE._entries
