@@ -22,6 +22,8 @@ sites' pooled labels plus the published failure mix on the site's topology at 50
 ``rootcause_top3_labels``: the labels alone, as before). A GNN with a cause head also ranks with the head's
 cause evidence, every variant below included (follow-up 34); ``rootcause_<metric>_without_cause_head`` is the
 card's ranking without it, on the same drops (``top1``, ``top1_cascade``, ``top3`` on cascades, ``top3_all``).
+The head itself: ``cause_head_accuracy``, ``cause_head_balanced_accuracy`` (the mean of its groups' recalls) and
+``cause_head_<recall|precision>_<group>``; ``--cause-balance B`` trains it with class weights (follow-up 35).
 The same root-cause drops are also ranked with other root priors (``rootcause_top3_<variant>``: none, and the
 training sites' fleet prior without noise and released under DP at ``--fleet-prior-epsilons`` and
 ``--fleet-prior-clip-norms``; with ``--fleet-prior-sites N`` also with N more sites' incident logs,
@@ -378,7 +380,7 @@ def _pipeline_config(args: argparse.Namespace, seed: int) -> PipelineConfig:
                           stride_min=args.stride, pool_min=args.pool, window_min=args.window,
                           input_scaling=args.scale_inputs,
                           input_scale_floor=args.scale_floor, progress=not args.no_progress, device=args.device,
-                          train_on_unpredictable=args.train_on_unpredictable)
+                          train_on_unpredictable=args.train_on_unpredictable, cause_balance=args.cause_balance)
 
 
 def headroom_part(args: argparse.Namespace) -> dict:
@@ -500,7 +502,8 @@ PER_DRAW_KEYS = ("pr_auc_gnn", "pr_auc_best_baseline", "pr_auc_ratio", "pr_auc_r
                  "rootcause_top3_all", "rootcause_top1", "rootcause_top1_cascade",
                  *(f"rootcause_{m}_without_cause_head" for m in ("top1", "top1_cascade", "top3", "top3_all")),
                  "pr_auc_ratio_ensemble", "pr_auc_ratio_interval", "event_recall_at_p50_interval",
-                 "median_lead_min_interval", "by_cause_vs_rules")
+                 "median_lead_min_interval", "by_cause_vs_rules", "cause_head_accuracy",
+                 "cause_head_balanced_accuracy")
 
 
 def _is_num(v: object) -> bool:
@@ -745,6 +748,9 @@ def _one_seed(runs: list, args: argparse.Namespace, seed: int, report_dir: str |
         "pr_auc_logistic": rep["models"].get("logistic", {}).get("pr_auc"),
         "by_cause_vs_rules": per_cause,
         "cause_head_accuracy": g.get("cause_head", {}).get("accuracy"),
+        "cause_head_balanced_accuracy": g.get("cause_head", {}).get("balanced_accuracy"),
+        **{f"cause_head_{m}_{grp}": v for m in ("recall", "precision")
+           for grp, v in g.get("cause_head", {}).get(m, {}).items()},
         "precursor_caught": caught,
         **{f"oracle_{kind}_{key}": m[src] for kind, m in oracle.items()
            for key, src in (("pr_auc", "pr_auc"), ("recall_at_p50", "event_recall_at_p50_precursor"),
@@ -839,6 +845,12 @@ def inference_part(args: argparse.Namespace) -> dict:
             "infer_device": str(device)}
 
 
+def _default_cause_balance() -> float:
+    from infrabrain.models.pipeline import PipelineConfig
+
+    return float(PipelineConfig.model_fields["cause_balance"].default)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The bench's flags (also read by ``bench/predictor_selection.py``, which trains exactly this GNN)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -884,6 +896,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train the GNN and the tabular baselines on software-like failures (software, GSP) as "
                         "positives too, as before follow-up 30 (default: left out of the loss and the fit; the "
                         "evaluation counts them either way)")
+    p.add_argument("--cause-balance", type=float, default=_default_cause_balance(),
+                   help="how far the cause head's loss evens out the training sites' cause groups: 0 every failing "
+                        "row alike, 1 every group alike (PipelineConfig.cause_balance; default %(default)s)")
     p.add_argument("--pos-weight", type=float, default=None,
                    help="BCE weight of positive labels (default: negatives / positives of the training set, "
                         "capped at 50)")
@@ -991,7 +1006,7 @@ def main(argv: list[str] | None = None) -> int:
                      "weight_decay": args.weight_decay, "lr": args.lr, "levels": not args.no_levels,
                      "summary_features": not args.no_summary, "bin_features": args.bins, "dropout": args.dropout,
                      "train_until": args.train_until, "pos_weight": args.pos_weight,
-                     "train_on_unpredictable": args.train_on_unpredictable,
+                     "train_on_unpredictable": args.train_on_unpredictable, "cause_balance": args.cause_balance,
                      "stride_min": args.stride, "window_min": args.window, "pool_min": args.pool,
                      "scale_inputs": args.scale_inputs,
                      "scale_floor": args.scale_floor,

@@ -85,6 +85,7 @@ def _train(args: argparse.Namespace) -> int:
         progress=not args.no_progress, bin_features=args.bins, val_sites=args.val_sites,
         input_scaling=not args.no_scale_inputs, device=args.device,
         train_on_unpredictable=args.train_on_unpredictable, cause_head=not args.no_cause_head,
+        **({"cause_balance": args.cause_balance} if args.cause_balance is not None else {}),
         **({"published_prior_failures": args.published_prior_failures}
            if args.published_prior_failures is not None else {}),
         # validating on whole sites leaves the training sites' later time unused: train on all of it
@@ -227,6 +228,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-cause-head", action="store_true",
                    help="no cause head: alerts do not name the likeliest cause group (by default a detached head "
                         "names it and the risk trains exactly as without it; docs/predictor.md, follow-up 33)")
+    p.add_argument("--cause-balance", type=float, default=None, metavar="B",
+                   help="how far the cause head's loss evens out the training sites' cause groups, from 0 (every "
+                        "failing row alike: the head leans to the commonest group) to 1 (every group alike); "
+                        "default: PipelineConfig.cause_balance, 0 (on the bench's draws evening the groups out "
+                        "named no more failures right; docs/predictor.md, follow-up 35)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(handler=_train)
 

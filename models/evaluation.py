@@ -206,8 +206,11 @@ def typed_pr_auc(rows: pd.DataFrame, group: str, row_groups: np.ndarray | None =
 
 def cause_head_accuracy(rows: pd.DataFrame, row_groups: np.ndarray | None = None) -> dict[str, Any] | None:
     """How often the cause head's likeliest group is the failure's, over the failing rows whose group it names:
-    ``rows``, ``accuracy``, ``groups`` and ``confusion`` (truth by predicted, in ``groups`` order). None
-    without cause columns."""
+    ``rows``, ``accuracy``, ``balanced_accuracy`` (the mean of the groups' recalls: a head that names the
+    commonest group everywhere scores one over the number of groups), per group ``recall`` (of its rows, the
+    share named right; groups with rows) and ``precision`` (of the rows it names that group, the share right;
+    groups it names), ``groups`` and ``confusion`` (truth by predicted, in ``groups`` order). None without cause
+    columns."""
     cols = [c for c in rows.columns if str(c).startswith(CAUSE_COLUMN_PREFIX)]
     if not cols:
         return None
@@ -218,7 +221,11 @@ def cause_head_accuracy(rows: pd.DataFrame, row_groups: np.ndarray | None = None
     pred = rows.loc[pos, cols].to_numpy().argmax(axis=1) if pos.any() else np.zeros(0, np.int64)
     confusion = np.zeros((len(names), len(names)), dtype=np.int64)
     np.add.at(confusion, (truth, pred), 1)
+    right, held, named = np.diag(confusion), confusion.sum(axis=1), confusion.sum(axis=0)
+    recall = {g: float(right[i] / held[i]) for i, g in enumerate(names) if held[i]}
     return {"rows": int(pos.sum()), "accuracy": float((pred == truth).mean()) if pos.any() else float("nan"),
+            "balanced_accuracy": float(np.mean(list(recall.values()))) if recall else float("nan"),
+            "recall": recall, "precision": {g: float(right[i] / named[i]) for i, g in enumerate(names) if named[i]},
             "groups": names, "confusion": confusion.tolist()}
 
 

@@ -27,15 +27,18 @@ trainable layer):
    same node representation, *detached*: which of the G cause groups a failure of the node would belong to. It
    types the risk (``p(fail, group) = p(fail) x softmax(cause logits)``) without changing it: no gradient of
    its loss reaches the shared layers, and it is built with the random state forked, so the failure logits train
-   exactly as without it.
+   exactly as without it. ``cause_weights`` weight each group's rows in its cross-entropy (follow-up 35: rare
+   groups can count more; by default every row counts alike: evening the groups out named no more failures
+   right).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
 from infrabrain.models.features import KINDS
@@ -70,6 +73,9 @@ class ModelConfig(BaseModel):
                                 "baseline's StandardScaler does: rare decisive readings (an XID) stand out")
     cause_groups: tuple[str, ...] = Field((), description="cause groups (the simulator contract's CAUSE_GROUP "
                                           "values) the detached cause head names; empty: no cause head")
+    cause_weights: tuple[float, ...] = Field((), description="per cause group (cause_groups order), the weight of "
+                                             "its rows in the cause head's cross-entropy "
+                                             "(training.estimate_cause_weights); empty: every group weighs 1")
 
     @field_validator("cause_groups")
     @classmethod
@@ -83,6 +89,21 @@ class ModelConfig(BaseModel):
         if len(v) == 1:
             raise ValueError(f"cause_groups needs at least two groups to choose between, got {list(v)}")
         return v
+
+    @field_validator("cause_weights")
+    @classmethod
+    def _validate_cause_weights(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        bad = [w for w in v if not (math.isfinite(w) and w > 0)]
+        if bad:
+            raise ValueError(f"cause_weights must be finite and positive, got {bad} in {list(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _check_cause_weights_match_groups(self) -> ModelConfig:
+        if self.cause_weights and len(self.cause_weights) != len(self.cause_groups):
+            raise ValueError(f"cause_weights has {len(self.cause_weights)} weights for {len(self.cause_groups)} "
+                             f"cause_groups {list(self.cause_groups)}: give one per group, or none")
+        return self
 
 
 def cause_group_of() -> dict[str, str]:
@@ -124,6 +145,8 @@ class FailurePredictor(nn.Module):
             # index into the contract's CAUSES (-1: no failure, the table's last entry) -> group position or -1
             table = [c.cause_groups.index(g) if g in c.cause_groups else -1 for g in cause_group_of().values()]
             self.register_buffer("cause_to_group", torch.tensor(table + [-1], dtype=torch.int64), persistent=False)
+            weights = c.cause_weights or (1.0,) * len(c.cause_groups)
+            self.register_buffer("cause_weight", torch.tensor(weights, dtype=torch.float32), persistent=False)
 
     @property
     def bins(self) -> int:

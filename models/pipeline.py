@@ -25,7 +25,8 @@ from infrabrain.models.published_root_prior import CARD_PUBLISHED_KEY, DEFAULT_F
 from infrabrain.models.root_prior import RootPrior, fit_root_prior
 from infrabrain.models.selection import DEFAULT_SELECTION, Selection
 from infrabrain.models.snapshots import Splits, make_splits
-from infrabrain.models.training import TrainConfig, TrainResult, estimate_pos_weight, predict_scores, train_model
+from infrabrain.models.training import (TrainConfig, TrainResult, estimate_cause_weights, estimate_pos_weight,
+                                       predict_scores, train_model)
 from infrabrain.models.uncertainty import DEFAULT_BOOTSTRAP
 
 #: The baselines the GNN's ratio is taken over (the best of them, by PR-AUC).
@@ -83,6 +84,9 @@ class PipelineConfig(BaseModel):
     cause_head: bool = Field(True, description="give the GNN a detached cause head naming the failure's cause "
                              "group (evaluation.TYPED_CAUSE_GROUPS; ModelConfig.cause_groups): the alerts say "
                              "why, and the risk trains exactly as without it (issue 3 follow-up 33)")
+    cause_balance: float = Field(0.0, ge=0.0, le=1.0, description="how far the cause head's loss evens out the "
+                                 "training sites' cause groups (training.estimate_cause_weights): 0 weighs every "
+                                 "failing row alike, 1 every group alike (issue 3 follow-up 35)")
 
 
 def training_fractions(train_until: float) -> tuple[float, float]:
@@ -155,11 +159,13 @@ def train_predictor(runs: Sequence[Any], config: PipelineConfig | None = None,
     if len(splits.train) == 0:
         raise ValueError("no training snapshots: runs are shorter than the window (use more hours)")
     pw = cfg.pos_weight or estimate_pos_weight(splits.train)
+    groups = typed_cause_groups(cfg)
+    cw = estimate_cause_weights(splits.train, groups, cfg.cause_balance, ignored_causes(cfg)) if groups else ()
     model = FailurePredictor(ModelConfig(window=splits.window, pool=splits.pool, n_features=splits.feature_set.f_max,
                                          hidden=cfg.hidden, layers=cfg.layers, level_features=cfg.level_features,
                                          dropout=cfg.dropout, summary_features=cfg.summary_features, pos_weight=pw,
                                          bin_features=cfg.bin_features, input_scaling=cfg.input_scaling,
-                                         cause_groups=typed_cause_groups(cfg)))
+                                         cause_groups=groups, cause_weights=cw))
     if cfg.input_scaling:
         from infrabrain.models.gnn import fit_input_scaling
         from infrabrain.models.training import make_loader

@@ -352,6 +352,12 @@ class SnapshotDataset(Dataset):
         out = [self.sites[si].y[ti][self.sites[si].node_alive[ti]] for si, ti in self.index]
         return np.concatenate(out) if out else np.zeros(0, bool)
 
+    def failing_causes(self) -> np.ndarray:
+        """The causes (indices into the contract's ``CAUSES``) of the dataset's alive failing node rows,
+        flattened (for the cause head's class weights)."""
+        out = [s.cause[ti][s.node_alive[ti] & s.y[ti]] for s, ti in ((self.sites[si], ti) for si, ti in self.index)]
+        return np.concatenate(out) if out else np.zeros(0, np.int64)
+
 
 GPU_KIND = KINDS.index("gpu")
 

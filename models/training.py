@@ -49,8 +49,9 @@ def loss_fn(model: nn.Module, batch: dict[str, torch.Tensor], ignore_causes: Seq
     row whose cause (``batch["cause"]``, an index into the contract's ``CAUSES``) is in ``ignore_causes`` counts
     neither as a positive nor as a negative: it is left out of the loss. A model with a cause head
     (``ModelConfig.cause_groups``) adds, per snapshot, the cross-entropy of the cause logits on its positive rows
-    whose group the head names, weighted like a positive row of the BCE (``pos_weight``, per alive node). The
-    head is detached, so this term trains the head alone (:mod:`~infrabrain.models.gnn`).
+    whose group the head names, weighted like a positive row of the BCE (``pos_weight``, per alive node) times its
+    group's ``ModelConfig.cause_weights``. The head is detached, so this term trains the head alone
+    (:mod:`~infrabrain.models.gnn`).
     """
     core = model._module if hasattr(model, "_module") else model
     batch = batch_to(batch, model_device(core))
@@ -67,7 +68,8 @@ def loss_fn(model: nn.Module, batch: dict[str, torch.Tensor], ignore_causes: Seq
     if cause_logits is not None:
         target = core.cause_targets(batch["cause"])
         pos = ((y > 0) & (m > 0) & (target >= 0)).to(logits.dtype)
-        ce = F.cross_entropy(cause_logits.flatten(0, 1), target.clamp(min=0).flatten(), reduction="none")
+        ce = F.cross_entropy(cause_logits.flatten(0, 1), target.clamp(min=0).flatten(), reduction="none",
+                             weight=core.cause_weight.to(cause_logits.dtype))
         per_sample = per_sample + (ce.view_as(pos) * pos * pw).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
     return per_sample.mean()
 
@@ -291,6 +293,43 @@ def evaluate_model(model: nn.Module, dataset: Dataset, batch_size: int = 16) -> 
     else:
         out["loss"] = float("nan")
     return out
+
+
+#: The largest ratio of a group's cause weight to the weight a group of average size gets
+#: (:func:`estimate_cause_weights`): a group with a handful of training rows (one thermal incident) does not
+#: outweigh the rest of the head's training.
+CAUSE_WEIGHT_CAP = 10.0
+
+
+def estimate_cause_weights(dataset: Any, groups: Sequence[str], balance: float,
+                           ignore_causes: Sequence[int] = (), cap: float = CAUSE_WEIGHT_CAP) -> tuple[float, ...]:
+    """Per group of ``groups``, the weight of its failing rows in the cause head's cross-entropy: ``(mean count /
+    count) ** balance`` over the dataset's alive failing rows of each group (those of ``ignore_causes`` left out,
+    as the loss leaves them), clipped to ``[1 / cap, cap]`` and scaled so the rows' mean weight is 1 (the
+    head's loss keeps its size). ``balance`` 0 weighs every row alike (the head learns the training mix); 1
+    weighs every group alike, so the head does not lean to the commonest group. A group without rows gets
+    the largest weight (it is never a target there). () where no row has a named group."""
+    if not 0.0 <= balance <= 1.0:
+        raise ValueError(f"balance must lie in [0, 1], got {balance}")
+    if cap < 1.0:
+        raise ValueError(f"cap must be at least 1, got {cap}")
+    from infrabrain.models.gnn import cause_group_of
+
+    group_of = list(cause_group_of().values())
+    counts = dict.fromkeys(groups, 0)
+    ignored = set(int(c) for c in ignore_causes)
+    for cause in dataset.failing_causes():
+        g = group_of[int(cause)] if int(cause) >= 0 and int(cause) not in ignored else None
+        if g in counts:
+            counts[g] += 1
+    n = np.array([counts[g] for g in groups], dtype=np.float64)
+    if n.sum() == 0:
+        return ()
+    present = n > 0
+    raw = np.where(present, np.clip((n[present].mean() / np.maximum(n, 1.0)) ** balance, 1.0 / cap, cap), 0.0)
+    raw /= float((raw * n).sum() / n.sum())
+    raw[~present] = raw[present].max()
+    return tuple(float(w) for w in raw)
 
 
 def estimate_pos_weight(dataset: Any, cap: float = 50.0) -> float:

@@ -129,8 +129,12 @@ def test_train_on_a_validation_site_and_the_encoder_choice(dataset, tmp_path, ca
     # no held-out site and no time-test split: nothing to score, the checkpoint is still written
     ck3 = tmp_path / "ckpt-no-test"
     assert main(["train", "--data", str(dataset), "--heldout", "0", "--val-sites", "1", "--out", str(ck3),
-                 "--epochs", "1", "--hidden", "8", "--layers", "1", "--no-progress"]) == 0
-    assert "heldout_sites" not in json.loads((ck3 / "model_card.json").read_text())["metrics"]
+                 "--epochs", "1", "--hidden", "8", "--layers", "1", "--no-progress", "--cause-balance", "1"]) == 0
+    card3 = json.loads((ck3 / "model_card.json").read_text())
+    assert "heldout_sites" not in card3["metrics"]
+    # the cause head's class weights (follow-up 35): off by default, recorded with the balance that made them
+    assert card2["pipeline"]["cause_balance"] == 0.0 and set(card2["config"]["cause_weights"]) <= {1.0}
+    assert card3["pipeline"]["cause_balance"] == 1.0 and len(set(card3["config"]["cause_weights"])) > 1
 
 
 def test_evaluate_fits_the_baselines_as_the_card_was_trained(dataset, tmp_path, capsys, monkeypatch):
