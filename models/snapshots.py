@@ -355,7 +355,10 @@ class SnapshotDataset(Dataset):
     def failing_causes(self) -> np.ndarray:
         """The causes (indices into the contract's ``CAUSES``) of the dataset's alive failing node rows,
         flattened (for the cause head's class weights)."""
-        out = [s.cause[ti][s.node_alive[ti] & s.y[ti]] for s, ti in ((self.sites[si], ti) for si, ti in self.index)]
+        out = []
+        for si, ti in self.index:
+            site = self.sites[si]
+            out.append(site.cause[ti][site.node_alive[ti] & site.y[ti]])
         return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 

@@ -98,7 +98,7 @@ def main(balances: list[str]) -> None:
               f"{_f(s['cause_head_balanced_accuracy']['mean'])}; recall / precision "
               + "; ".join(f"{g} {_f(s['cause_head_recall'][g])} / {_f(s['cause_head_precision'][g])}" for g in GROUPS),
               file=sys.stderr)
-        print(f"  typed PR-AUC " + ", ".join(f"{g} {_f(v)}" for g, v in s["typed_pr_auc_mean"].items())
+        print("  typed PR-AUC " + ", ".join(f"{g} {_f(v)}" for g, v in s["typed_pr_auc_mean"].items())
               + f"; ahead of the rules on every cause on {s['typed_ahead_on_every_cause']} draws", file=sys.stderr)
     print(json.dumps(result))
 
