@@ -1,0 +1,73 @@
+"""Issue 3, after follow-up 35: why a cooling cascade's root is ranked second (a probe; nothing adopted).
+
+For each held-out thermal failure of the given draws (one training run per draw, seed = draw, the bench's
+default flags, the deployed ranking), the root's rank and the three first candidates with the parts of their
+score that ``explain.rank_root_causes`` adds up: the occlusion drop (a GPU's relative to its sibling GPUs'),
+the root prior, the cause head's evidence and the sibling evidence. One JSON line per failure:
+
+    ../../.venv/bin/python thermal_cascade_ranks.py 2,4,10,12 > thermal-cascade-ranks.jsonl   # ~5 min
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from infrabrain.models.cause_root_evidence import UNLOCALISED_GROUPS, cause_log_evidence
+from infrabrain.models.evaluation import failure_events
+from infrabrain.models.explain import (_CACHE, _explained_node, _rank_of, candidate_relations, explained_failures,
+                                       gpu_relative_drops, named_cause, rank_root_causes, sibling_evidence)
+from infrabrain.models.features import KINDS
+from infrabrain.models.pipeline import deployed_site_priors, train_predictor
+from infrabrain.models.training import predict_scores
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+import predictor as bench  # noqa: E402
+
+
+def score_parts(f, prior) -> dict[int, dict[str, float]]:
+    """Per candidate of an explained failure, the parts of its ranking score (racks' credit to their cooling
+    unit left out: a rack's own drop is listed)."""
+    graph, cand = f.graph, f.cand
+    explained = _explained_node(graph, cand)
+    relations = candidate_relations(graph, cand, explained)
+    named = named_cause(f.causes) if f.causes else None
+    table = _CACHE.cause_table(graph, tuple(f.causes)) if named and named not in UNLOCALISED_GROUPS else None
+    parts = {"drop": gpu_relative_drops(graph, cand, f.drops),
+             "prior": prior.log_prior(relations) if prior is not None else np.zeros(len(cand)),
+             "cause_evidence": (cause_log_evidence(table, f.causes, relations) if table is not None
+                                else np.zeros(len(cand))),
+             "sibling_evidence": np.asarray(sibling_evidence(graph, cand, f.node_logits, explained, f.silent))}
+    total = sum(parts.values())
+    return {int(c): {"relation": relations[i], "kind": KINDS[int(graph.kind[c])],
+                     **{k: round(float(v[i]), 3) for k, v in parts.items()}, "total": round(float(total[i]), 3)}
+            for i, c in enumerate(cand)}
+
+
+def main(draws: list[int]) -> None:
+    args = bench.build_parser().parse_args(["--parts", "accuracy", "--no-progress", "--hours", "24"])
+    for d in draws:
+        trained = train_predictor(bench._draw_runs(args, d), bench._pipeline_config(args, d))
+        test = trained.splits.test_sites
+        rows = predict_scores(trained.model, test)
+        priors = deployed_site_priors(trained, test)
+        events = failure_events(test)
+        for f in explained_failures(trained.model, test, rows, events, max_events=args.rootcause_events):
+            if f.event.group != "thermal":
+                continue
+            prior = priors[int(f.event.site)]
+            ranked = rank_root_causes(f.graph, f.cand, f.drops, prior, f.node_logits, silent=f.silent,
+                                      causes=f.causes)
+            parts = score_parts(f, prior)
+            root = int(f.event.root)
+            print(json.dumps({"draw": d, "site": int(f.event.site), "node": int(f.event.node),
+                              "precursor": bool(f.event.precursor), "root_rank": _rank_of(ranked, root),
+                              "named_cause": named_cause(f.causes) if f.causes else None,
+                              "root": parts.get(root), "first": [parts[c] for c in ranked[:3]]}), flush=True)
+
+
+if __name__ == "__main__":
+    main([int(x) for x in sys.argv[1].split(",")])
