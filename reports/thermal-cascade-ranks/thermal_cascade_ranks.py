@@ -1,11 +1,12 @@
-"""Issue 3, after follow-up 35: why a cooling cascade's root is ranked second (a probe; nothing adopted).
+"""Issue 3, after follow-up 35: why a cascade's root is ranked second (a probe; nothing adopted).
 
-For each held-out thermal failure of the given draws (one training run per draw, seed = draw, the bench's
+For each held-out failure of the given group (default thermal) of the given draws (one training run per draw, seed = draw, the bench's
 default flags, the deployed ranking), the root's rank and the three first candidates with the parts of their
 score that ``explain.rank_root_causes`` adds up: the occlusion drop (a GPU's relative to its sibling GPUs'),
 the root prior, the cause head's evidence and the sibling evidence. One JSON line per failure:
 
-    ../../.venv/bin/python thermal_cascade_ranks.py 2,4,10,12 > thermal-cascade-ranks.jsonl   # ~5 min
+    ../../.venv/bin/python thermal_cascade_ranks.py 2,4,10,12 > thermal-cascade-ranks.jsonl   # ~2 min
+    ../../.venv/bin/python thermal_cascade_ranks.py 0,1,14,15 network > network-cascade-ranks.jsonl
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def score_parts(f, prior) -> dict[int, dict[str, float]]:
             for i, c in enumerate(cand)}
 
 
-def main(draws: list[int]) -> None:
+def main(draws: list[int], group: str = "thermal") -> None:
     args = bench.build_parser().parse_args(["--parts", "accuracy", "--no-progress", "--hours", "24"])
     for d in draws:
         trained = train_predictor(bench._draw_runs(args, d), bench._pipeline_config(args, d))
@@ -56,7 +57,7 @@ def main(draws: list[int]) -> None:
         priors = deployed_site_priors(trained, test)
         events = failure_events(test)
         for f in explained_failures(trained.model, test, rows, events, max_events=args.rootcause_events):
-            if f.event.group != "thermal":
+            if f.event.group != group:
                 continue
             prior = priors[int(f.event.site)]
             ranked = rank_root_causes(f.graph, f.cand, f.drops, prior, f.node_logits, silent=f.silent,
@@ -70,4 +71,4 @@ def main(draws: list[int]) -> None:
 
 
 if __name__ == "__main__":
-    main([int(x) for x in sys.argv[1].split(",")])
+    main([int(x) for x in sys.argv[1].split(",")], *sys.argv[2:3])

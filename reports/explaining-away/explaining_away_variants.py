@@ -1,0 +1,102 @@
+"""Issue 3, after follow-up 35 (a probe; nothing adopted): does a node's own precursor stop counting against an
+upstream component whose other nodes are at risk too?
+
+In a leaf switch's cascade every node under it shows InfiniBand errors, so occluding the explained node's own
+window drops its logit by 2-8 and the node outranks its leaf, often by under 2 logits, although the leaf's
+sibling evidence says the nodes are at risk together (``reports/thermal-cascade-ranks``). The variants rank the
+same drops with the node's, or the node's and its GPUs', positive drop lowered by the largest sibling evidence
+of the candidates above them (explaining away), at most to 0:
+
+- ``deployed``: as ``predict`` ranks (checked to equal ``explain.rank_root_causes``);
+- ``node_away``: the node's own drop explained away;
+- ``own_away``: the node's and its GPUs' (relative) drops explained away.
+
+One training run per draw (seed = draw, the bench's default flags); every held-out failure the explanation
+covers. Writes ``explaining-away-d<first>-<last>.json`` (per failure: draw, group, precursor, the root's kind
+and each variant's rank of it):
+
+    ../../.venv/bin/python explaining_away_variants.py 0,1,2,3,4,5,6,7        # ~12 min; 8-15 beside it
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from infrabrain.models.cause_root_evidence import UNLOCALISED_GROUPS, cause_log_evidence
+from infrabrain.models.evaluation import failure_events
+from infrabrain.models.explain import (_CACHE, _explained_node, _rank_of, candidate_relations, explained_failures,
+                                       gpu_relative_drops, named_cause, rank_root_causes, sibling_evidence)
+from infrabrain.models.features import KINDS
+from infrabrain.models.pipeline import deployed_site_priors, train_predictor
+from infrabrain.models.training import predict_scores
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+import predictor as bench  # noqa: E402
+
+VARIANTS = ("deployed", "node_away", "own_away")
+RACK, NODE, GPU = KINDS.index("rack"), KINDS.index("node"), KINDS.index("gpu")
+
+
+def ranked(f, prior, variant: str) -> list[int]:
+    """``rank_root_causes``'s order of ``f``'s candidates, with the variant's explaining away."""
+    graph, cand = f.graph, f.cand
+    explained = _explained_node(graph, cand)
+    relations = candidate_relations(graph, cand, explained)
+    drops = gpu_relative_drops(graph, cand, f.drops)
+    score = {int(c): float(d) for c, d in zip(cand, drops)}
+    for r, c in graph.edge_index[graph.edge_type == 5]:  # rack_cooled_by: a rack's drop credits its cooling unit
+        if int(r) in score and int(c) in score and score[int(r)] > 0:
+            score[int(c)] += score[int(r)]
+    named = named_cause(f.causes) if f.causes else None
+    table = _CACHE.cause_table(graph, tuple(f.causes)) if named and named not in UNLOCALISED_GROUPS else None
+    extra = np.zeros(len(cand))
+    if prior is not None:
+        extra += prior.log_prior(relations)
+    if table is not None:
+        extra += cause_log_evidence(table, f.causes, relations)
+    sib = np.asarray(sibling_evidence(graph, cand, f.node_logits, explained, f.silent))
+    own = {NODE} if variant == "node_away" else {NODE, GPU} if variant == "own_away" else set()
+    away = float(sib.max()) if len(sib) else 0.0
+    for i, c in enumerate(cand):
+        c = int(c)
+        if int(graph.kind[c]) in own and score[c] > 0:
+            score[c] -= min(score[c], away)
+        score[c] += float(extra[i]) + float(sib[i])
+    active = [c for c in score if graph.kind[c] != RACK]
+    passive = [c for c in score if graph.kind[c] == RACK]
+    return sorted(active, key=lambda c: -score[c]) + sorted(passive, key=lambda c: -score[c])
+
+
+def main(draws: list[int]) -> None:
+    args = bench.build_parser().parse_args(["--parts", "accuracy", "--no-progress", "--hours", "24"])
+    out: dict[int, list] = {}
+    for d in draws:
+        trained = train_predictor(bench._draw_runs(args, d), bench._pipeline_config(args, d))
+        test = trained.splits.test_sites
+        rows = predict_scores(trained.model, test)
+        priors = deployed_site_priors(trained, test)
+        recs = []
+        for f in explained_failures(trained.model, test, rows, failure_events(test), max_events=args.rootcause_events):
+            prior, root = priors[int(f.event.site)], int(f.event.root)
+            orders = {v: ranked(f, prior, v) for v in VARIANTS}
+            deployed = rank_root_causes(f.graph, f.cand, f.drops, prior, f.node_logits, silent=f.silent,
+                                        causes=f.causes)
+            if orders["deployed"] != deployed:
+                raise AssertionError(f"draw {d}: the probe's ranking differs from rank_root_causes")
+            recs.append({"draw": d, "group": f.event.group, "precursor": bool(f.event.precursor),
+                         "root_kind": KINDS[int(f.graph.kind[root])] if root < f.graph.n else None,
+                         **{v: _rank_of(o, root) for v, o in orders.items()}})
+        out[d] = recs
+        casc = [r for r in recs if r["group"] in ("thermal", "network")]
+        print(d, {v: (round(float(np.mean([r[v] < 1 for r in casc])), 2), round(float(np.mean([r[v] < 3 for r in casc])), 2),
+                      round(float(np.mean([r[v] < 1 for r in recs])), 2), round(float(np.mean([r[v] < 3 for r in recs])), 2))
+                  for v in VARIANTS}, file=sys.stderr, flush=True)
+    Path(f"explaining-away-d{draws[0]}-{draws[-1]}.json").write_text(json.dumps(out, indent=0))
+
+
+if __name__ == "__main__":
+    main([int(x) for x in sys.argv[1].split(",")])
