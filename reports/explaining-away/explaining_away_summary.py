@@ -55,7 +55,6 @@ if __name__ == "__main__":
         print(f"{v:10s} all {x['all']['top1']:.3f}/{x['all']['top3']:.3f} cascades {x['cascades']['top1']:.3f}/"
               f"{x['cascades']['top3']:.3f} (draws >= 0.8: {x['draws_cascade_top3_at_0.8']}) better {x['better']} "
               f"worse {x['worse']} top-3 gained {x['top3_gained']} lost {x['top3_lost']}", file=sys.stderr)
-        print("   ", {g: f"{y['n']}: {y['top1']:.2f}/{y['top3']:.2f}" for g, y in x["by_group"].items()}, file=sys.stderr)
-        print("   ", {g: f"{y['n']}: {y['top1']:.2f}/{y['top3']:.2f}" for g, y in x["by_root_kind"].items()},
-              file=sys.stderr)
+        for by in ("by_group", "by_root_kind"):
+            print("   ", {g: f"{y['n']}: {y['top1']:.2f}/{y['top3']:.2f}" for g, y in x[by].items()}, file=sys.stderr)
     print(json.dumps(s))

@@ -1,9 +1,9 @@
 """Issue 3, after follow-up 35: why a cascade's root is ranked second (a probe; nothing adopted).
 
-For each held-out failure of the given group (default thermal) of the given draws (one training run per draw, seed = draw, the bench's
-default flags, the deployed ranking), the root's rank and the three first candidates with the parts of their
-score that ``explain.rank_root_causes`` adds up: the occlusion drop (a GPU's relative to its sibling GPUs'),
-the root prior, the cause head's evidence and the sibling evidence. One JSON line per failure:
+For each held-out failure of the given group (default thermal) of the given draws (one training run per draw,
+seed = draw, the bench's default flags, the deployed ranking), the root's rank and the three first candidates
+with the parts of their score that ``explain.rank_root_causes`` adds up: the occlusion drop (a GPU's relative
+to its sibling GPUs'), the root prior, the cause head's evidence and the sibling evidence. One JSON line per failure:
 
     ../../.venv/bin/python thermal_cascade_ranks.py 2,4,10,12 > thermal-cascade-ranks.jsonl   # ~2 min
     ../../.venv/bin/python thermal_cascade_ranks.py 0,1,14,15 network > network-cascade-ranks.jsonl
