@@ -49,7 +49,7 @@ def summary(recs: list[dict], variants: list[str]) -> dict:
 
 if __name__ == "__main__":
     recs = load(sys.argv[1:])
-    variants = [k for k in recs[0] if k not in ("draw", "group", "precursor", "root_kind")]
+    variants = [k for k in recs[0] if k not in ("draw", "seed", "group", "precursor", "root_kind")]
     s = summary(recs, variants)
     for v, x in s.items():
         print(f"{v:10s} all {x['all']['top1']:.3f}/{x['all']['top3']:.3f} cascades {x['cascades']['top1']:.3f}/"

@@ -11,11 +11,12 @@ of the candidates above them (explaining away), at most to 0:
 - ``node_away``: the node's own drop explained away;
 - ``own_away``: the node's and its GPUs' (relative) drops explained away.
 
-One training run per draw (seed = draw, the bench's default flags); every held-out failure the explanation
-covers. Writes ``explaining-away-d<first>-<last>.json`` (per failure: draw, group, precursor, the root's kind
-and each variant's rank of it):
+One training run per draw (seed = draw, or draw + the optional second argument; the bench's default flags);
+every held-out failure the explanation covers. Writes ``explaining-away-d<first>-<last>[-seed+K].json``
+(per failure: draw, seed, group, precursor, the root's kind and each variant's rank of it):
 
     ../../.venv/bin/python explaining_away_variants.py 0,1,2,3,4,5,6,7        # ~12 min; 8-15 beside it
+    ../../.venv/bin/python explaining_away_variants.py 0,1,2,3,4,5,6,7 1      # training seed draw + 1
 """
 
 from __future__ import annotations
@@ -71,11 +72,11 @@ def ranked(f, prior, variant: str) -> list[int]:
     return sorted(active, key=lambda c: -score[c]) + sorted(passive, key=lambda c: -score[c])
 
 
-def main(draws: list[int]) -> None:
+def main(draws: list[int], seed_offset: int = 0) -> None:
     args = bench.build_parser().parse_args(["--parts", "accuracy", "--no-progress", "--hours", "24"])
     out: dict[int, list] = {}
     for d in draws:
-        trained = train_predictor(bench._draw_runs(args, d), bench._pipeline_config(args, d))
+        trained = train_predictor(bench._draw_runs(args, d), bench._pipeline_config(args, d + seed_offset))
         test = trained.splits.test_sites
         rows = predict_scores(trained.model, test)
         priors = deployed_site_priors(trained, test)
@@ -87,15 +88,17 @@ def main(draws: list[int]) -> None:
                                         causes=f.causes)
             if orders["deployed"] != deployed:
                 raise AssertionError(f"draw {d}: the probe's ranking differs from rank_root_causes")
-            recs.append({"draw": d, "group": f.event.group, "precursor": bool(f.event.precursor),
+            recs.append({"draw": d, "seed": d + seed_offset, "group": f.event.group,
+                         "precursor": bool(f.event.precursor),
                          "root_kind": KINDS[int(f.graph.kind[root])] if root < f.graph.n else None,
                          **{v: _rank_of(o, root) for v, o in orders.items()}})
         out[d] = recs
         casc = [r for r in recs if r["group"] in ("thermal", "network")]
         print(d, {v: [round(float(np.mean([r[v] < k for r in rs])), 2) for rs in (casc, recs) for k in (1, 3)]
                   for v in VARIANTS}, file=sys.stderr, flush=True)  # cascades top-1, top-3; all top-1, top-3
-    Path(f"explaining-away-d{draws[0]}-{draws[-1]}.json").write_text(json.dumps(out, indent=0))
+    suffix = f"-seed+{seed_offset}" if seed_offset else ""
+    Path(f"explaining-away-d{draws[0]}-{draws[-1]}{suffix}.json").write_text(json.dumps(out, indent=0))
 
 
 if __name__ == "__main__":
-    main([int(x) for x in sys.argv[1].split(",")])
+    main([int(x) for x in sys.argv[1].split(",")], *(int(x) for x in sys.argv[2:3]))
