@@ -402,31 +402,54 @@ def rank_root_causes(graph: SiteGraph, cand: np.ndarray, drops: np.ndarray,
     :data:`~infrabrain.models.cause_root_evidence.UNLOCALISED_GROUPS`): a thermal failure starts at a cooling unit
     or a GPU, not at a switch (:mod:`~infrabrain.models.cause_root_evidence`).
     """
+    total = root_score_parts(graph, cand, drops, prior, node_logits, relative_gpus, silent, causes)["total"]
+    return rank_by_score(graph, cand, total)
+
+
+def rank_by_score(graph: SiteGraph, cand: np.ndarray, score: np.ndarray) -> list[int]:
+    """Candidates by decreasing ``score`` (one per candidate), every rack after every active component."""
+    rack_k = KINDS.index("rack")
+    by = {int(c): float(v) for c, v in zip(cand, score)}
+    active = [c for c in by if graph.kind[c] != rack_k]
+    passive = [c for c in by if graph.kind[c] == rack_k]
+    return sorted(active, key=lambda c: -by[c]) + sorted(passive, key=lambda c: -by[c])
+
+
+def root_score_parts(graph: SiteGraph, cand: np.ndarray, drops: np.ndarray,
+                     prior: RootPrior | None = None, node_logits: np.ndarray | None = None,
+                     relative_gpus: bool = True, silent: np.ndarray | None = None,
+                     causes: Mapping[str, float] | None = None) -> dict[str, np.ndarray]:
+    """The parts of each candidate's root-cause score that :func:`rank_root_causes` adds up (same arguments), as
+    arrays in ``cand`` order: ``drop`` (a GPU's relative to its siblings' with ``relative_gpus``),
+    ``rack_credit`` (the positive drops of the racks a cooling unit cools), ``prior``, ``cause_evidence``,
+    ``sibling_evidence`` (zeros where not read) and their sum, ``total``, added in that order."""
     if relative_gpus:
         drops = gpu_relative_drops(graph, cand, drops)
-    score = {int(c): float(d) for c, d in zip(cand, drops)}
-    rack_k = KINDS.index("rack")
-    sel = graph.edge_type == 5  # rack_cooled_by: rack -> cooling
-    for r, c in graph.edge_index[sel]:
-        if int(r) in score and int(c) in score and score[int(r)] > 0:
-            score[int(c)] += score[int(r)]
+    n = len(cand)
+    parts = {k: np.zeros(n) for k in ("rack_credit", "prior", "cause_evidence", "sibling_evidence")}
+    parts["drop"] = np.asarray(drops, dtype=np.float64).copy()
+    pos = {int(c): i for i, c in enumerate(cand)}
+    total = parts["drop"].copy()
+    for r, c in graph.edge_index[graph.edge_type == 5]:  # rack_cooled_by: rack -> cooling
+        if int(r) in pos and int(c) in pos and parts["drop"][pos[int(r)]] > 0:
+            parts["rack_credit"][pos[int(c)]] += parts["drop"][pos[int(r)]]
+            total[pos[int(c)]] += parts["drop"][pos[int(r)]]
     named = named_cause(causes) if causes else None
     table = _CACHE.cause_table(graph, tuple(causes)) if named and named not in UNLOCALISED_GROUPS else None
     by_relation = prior is not None or table is not None
     explained = _explained_node(graph, cand) if by_relation or node_logits is not None else None
     relations = candidate_relations(graph, cand, explained) if by_relation else []
     if prior is not None:
-        for c, lp in zip(cand, prior.log_prior(relations)):
-            score[int(c)] += float(lp)
+        parts["prior"] = np.asarray(prior.log_prior(relations), dtype=np.float64)
     if table is not None:
-        for c, ev in zip(cand, cause_log_evidence(table, causes, relations)):
-            score[int(c)] += float(ev)
+        parts["cause_evidence"] = np.asarray(cause_log_evidence(table, causes, relations), dtype=np.float64)
     if node_logits is not None:
-        for c, ev in zip(cand, sibling_evidence(graph, cand, node_logits, explained, silent)):
-            score[int(c)] += float(ev)
-    active = [c for c in score if graph.kind[c] != rack_k]
-    passive = [c for c in score if graph.kind[c] == rack_k]
-    return sorted(active, key=lambda c: -score[c]) + sorted(passive, key=lambda c: -score[c])
+        parts["sibling_evidence"] = np.asarray(sibling_evidence(graph, cand, node_logits, explained, silent),
+                                               dtype=np.float64)
+    for k in ("prior", "cause_evidence", "sibling_evidence"):  # one at a time, as the ranking always added them
+        total = total + parts[k]
+    parts["total"] = total
+    return parts
 
 
 def _pretty(metric: str) -> tuple[str, str]:

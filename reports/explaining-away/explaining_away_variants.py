@@ -27,10 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from infrabrain.models.cause_root_evidence import UNLOCALISED_GROUPS, cause_log_evidence
 from infrabrain.models.evaluation import failure_events
-from infrabrain.models.explain import (_CACHE, _explained_node, _rank_of, candidate_relations, explained_failures,
-                                       gpu_relative_drops, named_cause, rank_root_causes, sibling_evidence)
+from infrabrain.models.explain import (_rank_of, explained_failures, rank_by_score, rank_root_causes,
+                                       root_score_parts)
 from infrabrain.models.features import KINDS
 from infrabrain.models.pipeline import deployed_site_priors, train_predictor
 from infrabrain.models.training import predict_scores
@@ -39,37 +38,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import predictor as bench  # noqa: E402
 
 VARIANTS = ("deployed", "node_away", "own_away")
-RACK, NODE, GPU = KINDS.index("rack"), KINDS.index("node"), KINDS.index("gpu")
+NODE, GPU = KINDS.index("node"), KINDS.index("gpu")
 
 
 def ranked(f, prior, variant: str) -> list[int]:
-    """``rank_root_causes``'s order of ``f``'s candidates, with the variant's explaining away."""
-    graph, cand = f.graph, f.cand
-    explained = _explained_node(graph, cand)
-    relations = candidate_relations(graph, cand, explained)
-    drops = gpu_relative_drops(graph, cand, f.drops)
-    score = {int(c): float(d) for c, d in zip(cand, drops)}
-    for r, c in graph.edge_index[graph.edge_type == 5]:  # rack_cooled_by: a rack's drop credits its cooling unit
-        if int(r) in score and int(c) in score and score[int(r)] > 0:
-            score[int(c)] += score[int(r)]
-    named = named_cause(f.causes) if f.causes else None
-    table = _CACHE.cause_table(graph, tuple(f.causes)) if named and named not in UNLOCALISED_GROUPS else None
-    extra = np.zeros(len(cand))
-    if prior is not None:
-        extra += prior.log_prior(relations)
-    if table is not None:
-        extra += cause_log_evidence(table, f.causes, relations)
-    sib = np.asarray(sibling_evidence(graph, cand, f.node_logits, explained, f.silent))
+    """``rank_root_causes``'s order of ``f``'s candidates, with the variant's explaining away: the own
+    components' positive drop lowered by the largest sibling evidence, at most to 0."""
+    parts = root_score_parts(f.graph, f.cand, f.drops, prior, f.node_logits, silent=f.silent, causes=f.causes)
     own = {NODE} if variant == "node_away" else {NODE, GPU} if variant == "own_away" else set()
-    away = float(sib.max()) if len(sib) else 0.0
-    for i, c in enumerate(cand):
-        c = int(c)
-        if int(graph.kind[c]) in own and score[c] > 0:
-            score[c] -= min(score[c], away)
-        score[c] += float(extra[i]) + float(sib[i])
-    active = [c for c in score if graph.kind[c] != RACK]
-    passive = [c for c in score if graph.kind[c] == RACK]
-    return sorted(active, key=lambda c: -score[c]) + sorted(passive, key=lambda c: -score[c])
+    away = float(parts["sibling_evidence"].max()) if len(f.cand) else 0.0
+    kind = f.graph.kind[np.asarray(f.cand, dtype=np.int64)]
+    lowered = np.isin(kind, list(own)) & (parts["drop"] > 0)
+    score = parts["total"] - np.where(lowered, np.minimum(parts["drop"], away), 0.0)
+    return rank_by_score(f.graph, f.cand, score)
 
 
 def main(draws: list[int], seed_offset: int = 0) -> None:

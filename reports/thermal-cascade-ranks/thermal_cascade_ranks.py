@@ -15,12 +15,9 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from infrabrain.models.cause_root_evidence import UNLOCALISED_GROUPS, cause_log_evidence
 from infrabrain.models.evaluation import failure_events
-from infrabrain.models.explain import (_CACHE, _explained_node, _rank_of, candidate_relations, explained_failures,
-                                       gpu_relative_drops, named_cause, rank_root_causes, sibling_evidence)
+from infrabrain.models.explain import (_rank_of, candidate_relations, explained_failures, named_cause,
+                                       rank_root_causes, root_score_parts)
 from infrabrain.models.features import KINDS
 from infrabrain.models.pipeline import deployed_site_priors, train_predictor
 from infrabrain.models.training import predict_scores
@@ -29,23 +26,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import predictor as bench  # noqa: E402
 
 
-def score_parts(f, prior) -> dict[int, dict[str, float]]:
-    """Per candidate of an explained failure, the parts of its ranking score (racks' credit to their cooling
-    unit left out: a rack's own drop is listed)."""
+def score_parts(f, prior) -> dict[int, dict]:
+    """Per candidate of an explained failure, its relation, kind and the parts of its ranking score
+    (:func:`~infrabrain.models.explain.root_score_parts`)."""
     graph, cand = f.graph, f.cand
-    explained = _explained_node(graph, cand)
-    relations = candidate_relations(graph, cand, explained)
-    named = named_cause(f.causes) if f.causes else None
-    table = _CACHE.cause_table(graph, tuple(f.causes)) if named and named not in UNLOCALISED_GROUPS else None
-    parts = {"drop": gpu_relative_drops(graph, cand, f.drops),
-             "prior": prior.log_prior(relations) if prior is not None else np.zeros(len(cand)),
-             "cause_evidence": (cause_log_evidence(table, f.causes, relations) if table is not None
-                                else np.zeros(len(cand))),
-             "sibling_evidence": np.asarray(sibling_evidence(graph, cand, f.node_logits, explained, f.silent))}
-    total = sum(parts.values())
+    relations = candidate_relations(graph, cand)
+    parts = root_score_parts(graph, cand, f.drops, prior, f.node_logits, silent=f.silent, causes=f.causes)
     return {int(c): {"relation": relations[i], "kind": KINDS[int(graph.kind[c])],
-                     **{k: round(float(v[i]), 3) for k, v in parts.items()}, "total": round(float(total[i]), 3)}
-            for i, c in enumerate(cand)}
+                     **{k: round(float(v[i]), 3) for k, v in parts.items()}} for i, c in enumerate(cand)}
 
 
 def main(draws: list[int], group: str = "thermal") -> None:
