@@ -383,10 +383,34 @@ def gpu_relative_drops(graph: SiteGraph, cand: np.ndarray, drops: np.ndarray) ->
     return out
 
 
+def explained_away(graph: SiteGraph, cand: np.ndarray, drops: np.ndarray, sibling: np.ndarray) -> np.ndarray:
+    """Per candidate, what a common cause explains away of its score (0 or less, added to it): the explained
+    node's positive drop, lowered by the largest sibling evidence among the active candidates (racks left out: a
+    rack is never ranked first), at most to 0; 0 for every other candidate.
+
+    In a leaf switch's cascade every node under it shows InfiniBand errors, so occluding the explained node's own
+    window lowers its logit by 2-8 and the node outranks its leaf, although the leaf's sibling evidence says that
+    its nodes are at risk together. Risk that the node's siblings show as well is what a shared cause would raise
+    in each of them: it is no evidence that the node itself is the root (explaining away; issue 3 follow-up 36).
+    A node failing on its own, beside quiet siblings, has no sibling evidence against it and keeps its drop.
+    ``drops`` and ``sibling`` are per candidate (:func:`root_score_parts`' ``drop`` and ``sibling_evidence``)."""
+    drops, sibling = np.asarray(drops, dtype=np.float64), np.asarray(sibling, dtype=np.float64)
+    if drops.shape != (len(cand),) or sibling.shape != (len(cand),):
+        raise ValueError(f"drops {drops.shape} and sibling {sibling.shape} must hold one value per candidate "
+                         f"({len(cand)})")
+    kind = np.asarray(graph.kind)[np.asarray(cand, dtype=np.int64)]
+    active = kind != KINDS.index("rack")
+    common = float(sibling[active].max()) if active.any() else 0.0
+    out = np.zeros(len(cand), dtype=np.float64)
+    node = kind == KINDS.index("node")
+    out[node] = -np.minimum(np.maximum(drops[node], 0.0), max(common, 0.0))
+    return out
+
+
 def rank_root_causes(graph: SiteGraph, cand: np.ndarray, drops: np.ndarray,
                      prior: RootPrior | None = None, node_logits: np.ndarray | None = None,
                      relative_gpus: bool = True, silent: np.ndarray | None = None,
-                     causes: Mapping[str, float] | None = None) -> list[int]:
+                     causes: Mapping[str, float] | None = None, explain_away: bool = True) -> list[int]:
     """Candidates ordered as root causes: by logit drop plus, with ``prior``, the log prior of each candidate
     (:mod:`infrabrain.models.root_prior`), with *passive* racks crediting their cooling unit.
 
@@ -400,9 +424,12 @@ def rank_root_causes(graph: SiteGraph, cand: np.ndarray, drops: np.ndarray,
     ``causes`` (the cause head's probability of each group, ``Explanation.causes``) adds each candidate's cause
     evidence where the head names a group that says where failures start (:func:`named_cause`, not one of
     :data:`~infrabrain.models.cause_root_evidence.UNLOCALISED_GROUPS`): a thermal failure starts at a cooling unit
-    or a GPU, not at a switch (:mod:`~infrabrain.models.cause_root_evidence`).
+    or a GPU, not at a switch (:mod:`~infrabrain.models.cause_root_evidence`). With ``node_logits`` and
+    ``explain_away`` the explained node's drop counts only beyond what its siblings show as well
+    (:func:`explained_away`); False ranks as before issue 3 follow-up 36.
     """
-    total = root_score_parts(graph, cand, drops, prior, node_logits, relative_gpus, silent, causes)["total"]
+    total = root_score_parts(graph, cand, drops, prior, node_logits, relative_gpus, silent, causes,
+                             explain_away)["total"]
     return rank_by_score(graph, cand, total)
 
 
@@ -418,15 +445,17 @@ def rank_by_score(graph: SiteGraph, cand: np.ndarray, score: np.ndarray) -> list
 def root_score_parts(graph: SiteGraph, cand: np.ndarray, drops: np.ndarray,
                      prior: RootPrior | None = None, node_logits: np.ndarray | None = None,
                      relative_gpus: bool = True, silent: np.ndarray | None = None,
-                     causes: Mapping[str, float] | None = None) -> dict[str, np.ndarray]:
+                     causes: Mapping[str, float] | None = None,
+                     explain_away: bool = True) -> dict[str, np.ndarray]:
     """The parts of each candidate's root-cause score that :func:`rank_root_causes` adds up (same arguments), as
     arrays in ``cand`` order: ``drop`` (a GPU's relative to its siblings' with ``relative_gpus``),
     ``rack_credit`` (the positive drops of the racks a cooling unit cools), ``prior``, ``cause_evidence``,
-    ``sibling_evidence`` (zeros where not read) and their sum, ``total``, added in that order."""
+    ``sibling_evidence``, ``explained_away`` (:func:`explained_away`; zeros where not read) and their sum,
+    ``total``, added in that order."""
     if relative_gpus:
         drops = gpu_relative_drops(graph, cand, drops)
     n = len(cand)
-    parts = {k: np.zeros(n) for k in ("rack_credit", "prior", "cause_evidence", "sibling_evidence")}
+    parts = {k: np.zeros(n) for k in ("rack_credit", "prior", "cause_evidence", "sibling_evidence", "explained_away")}
     parts["drop"] = np.asarray(drops, dtype=np.float64).copy()
     pos = {int(c): i for i, c in enumerate(cand)}
     total = parts["drop"].copy()
@@ -446,7 +475,9 @@ def root_score_parts(graph: SiteGraph, cand: np.ndarray, drops: np.ndarray,
     if node_logits is not None:
         parts["sibling_evidence"] = np.asarray(sibling_evidence(graph, cand, node_logits, explained, silent),
                                                dtype=np.float64)
-    for k in ("prior", "cause_evidence", "sibling_evidence"):  # one at a time, as the ranking always added them
+        if explain_away:
+            parts["explained_away"] = explained_away(graph, cand, parts["drop"], parts["sibling_evidence"])
+    for k in ("prior", "cause_evidence", "sibling_evidence", "explained_away"):  # one at a time, as always
         total = total + parts[k]
     parts["total"] = total
     return parts
@@ -763,7 +794,8 @@ def rootcause_accuracy(model: torch.nn.Module, dataset: SnapshotDataset, feature
     follow-up 27), under ``report["compare"]["absolute"]`` and ``report["compare"]["<name>_absolute"]``. A model
     with a cause head ranks every prior's candidates with the head's cause evidence too, as ``predict`` does
     (:mod:`~infrabrain.models.cause_root_evidence`); the deployed ranking without it is scored beside
-    (``report["without_cause_head"]``).
+    (``report["without_cause_head"]``), and so is the deployed ranking without explaining the node's drop away
+    (``report["without_explaining_away"]``, :func:`explained_away`; with a score table that has logits).
     """
     modes = (True, False) if absolute else (True,)  # relative GPU drops, and the raw ones beside
     priors = {"": prior, **{f"compare.{k}": v for k, v in (compare_priors or {}).items()}}
@@ -779,17 +811,21 @@ def rootcause_accuracy(model: torch.nn.Module, dataset: SnapshotDataset, feature
                                           silent=f.silent, causes=f.causes)
                 key = name if relative else f"{name}_absolute" if name else "compare.absolute"
                 res.append((key, e.group, bool(e.precursor), alerted, _rank_of(ranked, int(e.root)), late))
-        if f.causes:  # the deployed ranking without the cause head's evidence, beside it
-            p = prior.get(int(e.site)) if isinstance(prior, Mapping) else prior
-            ranked = rank_root_causes(graph, f.cand, f.drops, p, f.node_logits, silent=f.silent)
-            res.append(("without_cause_head", e.group, bool(e.precursor), alerted, _rank_of(ranked, int(e.root)),
-                        late))
+        p = prior.get(int(e.site)) if isinstance(prior, Mapping) else prior
+        beside = {}  # the deployed ranking without one of its parts, on the same drops
+        if f.causes:
+            beside["without_cause_head"] = {}
+        if f.node_logits is not None:
+            beside["without_explaining_away"] = {"causes": f.causes, "explain_away": False}
+        for name, kw in beside.items():
+            ranked = rank_root_causes(graph, f.cand, f.drops, p, f.node_logits, silent=f.silent, **kw)
+            res.append((name, e.group, bool(e.precursor), alerted, _rank_of(ranked, int(e.root)), late))
     df = pd.DataFrame(res, columns=["prior", "group", "precursor", "alerted", "rank", "late"])
     out = _rootcause_summary(df[df["prior"] == ""], alert_threshold is not None)
     out["by_group"] = {g: _top_k(d) for g, d in df[df["prior"] == ""].groupby("group")}
-    if (df["prior"] == "without_cause_head").any():
-        out["without_cause_head"] = _rootcause_summary(df[df["prior"] == "without_cause_head"],
-                                                       alert_threshold is not None)
+    for name in ("without_cause_head", "without_explaining_away"):
+        if (df["prior"] == name).any():
+            out[name] = _rootcause_summary(df[df["prior"] == name], alert_threshold is not None)
     names = [*(compare_priors or {})]
     if absolute:
         names += [*(f"{k}_absolute" for k in names), "absolute"]

@@ -47,14 +47,17 @@ def summary(recs: list[dict], variants: list[str]) -> dict:
     return out
 
 
-if __name__ == "__main__":
-    recs = load(sys.argv[1:])
-    variants = [k for k in recs[0] if k not in ("draw", "seed", "group", "precursor", "root_kind")]
-    s = summary(recs, variants)
+def report(s: dict) -> None:
+    """Each variant's line and its groups and root kinds to stderr, then ``s`` as one JSON line."""
     for v, x in s.items():
-        print(f"{v:10s} all {x['all']['top1']:.3f}/{x['all']['top3']:.3f} cascades {x['cascades']['top1']:.3f}/"
+        print(f"{v:16s} all {x['all']['top1']:.3f}/{x['all']['top3']:.3f} cascades {x['cascades']['top1']:.3f}/"
               f"{x['cascades']['top3']:.3f} (draws >= 0.8: {x['draws_cascade_top3_at_0.8']}) better {x['better']} "
               f"worse {x['worse']} top-3 gained {x['top3_gained']} lost {x['top3_lost']}", file=sys.stderr)
         for by in ("by_group", "by_root_kind"):
             print("   ", {g: f"{y['n']}: {y['top1']:.2f}/{y['top3']:.2f}" for g, y in x[by].items()}, file=sys.stderr)
     print(json.dumps(s))
+
+
+if __name__ == "__main__":
+    recs = load(sys.argv[1:])
+    report(summary(recs, [k for k in recs[0] if k not in ("draw", "seed", "group", "precursor", "root_kind")]))

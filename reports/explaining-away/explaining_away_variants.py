@@ -7,7 +7,8 @@ sibling evidence says the nodes are at risk together (``reports/thermal-cascade-
 same drops with the node's, or the node's and its GPUs', positive drop lowered by the largest sibling evidence
 of the candidates above them (explaining away), at most to 0:
 
-- ``deployed``: as ``predict`` ranks (checked to equal ``explain.rank_root_causes``);
+- ``deployed``: as ``predict`` ranked before follow-up 36 (checked to equal ``explain.rank_root_causes`` with
+  ``explain_away=False``);
 - ``node_away``: the node's own drop explained away;
 - ``own_away``: the node's and its GPUs' (relative) drops explained away.
 
@@ -44,7 +45,8 @@ NODE, GPU = KINDS.index("node"), KINDS.index("gpu")
 def ranked(f, prior, variant: str) -> list[int]:
     """``rank_root_causes``'s order of ``f``'s candidates, with the variant's explaining away: the own
     components' positive drop lowered by the largest sibling evidence, at most to 0."""
-    parts = root_score_parts(f.graph, f.cand, f.drops, prior, f.node_logits, silent=f.silent, causes=f.causes)
+    parts = root_score_parts(f.graph, f.cand, f.drops, prior, f.node_logits, silent=f.silent, causes=f.causes,
+                             explain_away=False)
     own = {NODE} if variant == "node_away" else {NODE, GPU} if variant == "own_away" else set()
     away = float(parts["sibling_evidence"].max()) if len(f.cand) else 0.0
     kind = f.graph.kind[np.asarray(f.cand, dtype=np.int64)]
@@ -66,7 +68,7 @@ def main(draws: list[int], seed_offset: int = 0) -> None:
             prior, root = priors[int(f.event.site)], int(f.event.root)
             orders = {v: ranked(f, prior, v) for v in VARIANTS}
             deployed = rank_root_causes(f.graph, f.cand, f.drops, prior, f.node_logits, silent=f.silent,
-                                        causes=f.causes)
+                                        causes=f.causes, explain_away=False)
             if orders["deployed"] != deployed:
                 raise AssertionError(f"draw {d}: the probe's ranking differs from rank_root_causes")
             recs.append({"draw": d, "seed": d + seed_offset, "group": f.event.group,

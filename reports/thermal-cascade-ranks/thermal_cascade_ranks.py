@@ -1,9 +1,10 @@
 """Issue 3, after follow-up 35: why a cascade's root is ranked second (a probe; nothing adopted).
 
 For each held-out failure of the given group (default thermal) of the given draws (one training run per draw,
-seed = draw, the bench's default flags, the deployed ranking), the root's rank and the three first candidates
-with the parts of their score that ``explain.rank_root_causes`` adds up: the occlusion drop (a GPU's relative
-to its sibling GPUs'), the root prior, the cause head's evidence and the sibling evidence. One JSON line per failure:
+seed = draw, the bench's default flags, the ranking deployed then: before follow-up 36's explaining away), the
+root's rank and the three first candidates with the parts of their score that ``explain.rank_root_causes`` adds
+up: the occlusion drop (a GPU's relative to its sibling GPUs'), the root prior, the cause head's evidence and the
+sibling evidence. One JSON line per failure:
 
     ../../.venv/bin/python thermal_cascade_ranks.py 2,4,10,12 > thermal-cascade-ranks.jsonl   # ~2 min
     ../../.venv/bin/python thermal_cascade_ranks.py 0,1,14,15 network > network-cascade-ranks.jsonl
@@ -31,7 +32,8 @@ def score_parts(f, prior) -> dict[int, dict]:
     (:func:`~infrabrain.models.explain.root_score_parts`)."""
     graph, cand = f.graph, f.cand
     relations = candidate_relations(graph, cand)
-    parts = root_score_parts(graph, cand, f.drops, prior, f.node_logits, silent=f.silent, causes=f.causes)
+    parts = root_score_parts(graph, cand, f.drops, prior, f.node_logits, silent=f.silent, causes=f.causes,
+                             explain_away=False)
     return {int(c): {"relation": relations[i], "kind": KINDS[int(graph.kind[c])],
                      **{k: round(float(v[i]), 3) for k, v in parts.items()}} for i, c in enumerate(cand)}
 
@@ -49,7 +51,7 @@ def main(draws: list[int], group: str = "thermal") -> None:
                 continue
             prior = priors[int(f.event.site)]
             ranked = rank_root_causes(f.graph, f.cand, f.drops, prior, f.node_logits, silent=f.silent,
-                                      causes=f.causes)
+                                      causes=f.causes, explain_away=False)
             parts = score_parts(f, prior)
             root = int(f.event.root)
             print(json.dumps({"draw": d, "site": int(f.event.site), "node": int(f.event.node),

@@ -279,6 +279,30 @@ def test_rootcause_accuracy_scores_the_raw_gpu_drops_beside(small_splits, monkey
         np.testing.assert_equal(both["compare"]["none_absolute"][k], raw["compare"]["none"][k])
 
 
+def test_rootcause_accuracy_scores_the_ranking_without_explaining_away_beside(small_splits, monkeypatch):
+    """The deployed ranking explains the node's drop away by its siblings' evidence (issue 3 follow-up 36) and
+    reports the ranking without it beside (``without_explaining_away``): what the same drops score with it off."""
+    from infrabrain.models import explain
+    from infrabrain.models.root_prior import fit_root_prior
+    from infrabrain.models.training import predict_scores
+
+    sp = small_splits
+    model = build_model(sp.feature_set.f_max, sp.window, pool=sp.pool, hidden=8, layers=2)
+    rows = predict_scores(model, sp.test_sites)
+    args = (model, sp.test_sites, sp.feature_set, rows, failure_events(sp.test_sites))
+    prior = fit_root_prior(sp.train)
+    out = rootcause_accuracy(*args, prior=prior)
+    rank = explain.rank_root_causes
+    monkeypatch.setattr(explain, "rank_root_causes",
+                        lambda *a, explain_away=True, **k: rank(*a, explain_away=False, **k))
+    off = rootcause_accuracy(*args, prior=prior)
+    assert out["n"] > 0
+    for k in ("n", "top1", "top3", "cascade_n", "cascade_top3"):
+        np.testing.assert_equal(out["without_explaining_away"][k], off[k])
+    assert "without_explaining_away" not in rootcause_accuracy(*args[:3], rows.drop(columns="logit"), args[4],
+                                                               prior=prior)
+
+
 def test_rootcause_accuracy_takes_a_prior_per_site_and_scores_late_failures(small_splits):
     """A compare prior may be one per site (the site's own labels): a mapping that gives every site the same prior
     scores as that prior; ``late_from`` reports each site's failures from its time on, and from time 0 that is

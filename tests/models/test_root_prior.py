@@ -270,3 +270,58 @@ def test_a_drop_every_gpu_shares_points_at_none_of_them(small_splits):
     assert np.array_equal(rel[other], one[other])  # the node and the infrastructure keep their drops
     alone = np.array([j for j in range(len(cand)) if j not in gpus[1:]])  # a node with one GPU: nothing to compare
     assert gpu_relative_drops(g, cand[alone], one[alone]).tolist() == one[alone].tolist()
+
+
+def test_a_node_drop_its_siblings_share_is_explained_away(small_splits):
+    """A leaf switch's cascade shows InfiniBand errors on each of its nodes, so occluding the explained node's own
+    window lowers its logit most, and without explaining away the node outranks its leaf. Risk its rack sibling
+    shows as well counts for the leaf, not the node (issue 3 follow-up 36); a node failing beside quiet siblings
+    keeps its whole drop."""
+    from infrabrain.models.explain import root_score_parts
+
+    g, node, cand, ids = _first_site(small_splits)
+    leaf = int(cand[ids.index("leaf-r00")])
+    prior = RootPrior(counts={"node@0": 40, "gpu@1": 40, "leaf@1": 8}, failures=88)
+    drops = np.zeros(len(cand))
+    drops[ids.index("r00-n00")] = 6.0  # the node's own precursor: 1.6 logits of prior behind it, the leaf's 5 ahead
+    together = np.array([0.0, 2.0, -3.0, -3.0, -3.0, -3.0])  # r00-n01, under the same leaf, 5 above the median
+    assert rank_root_causes(g, cand, drops, prior, together, explain_away=False)[0] == node  # as before
+    assert rank_root_causes(g, cand, drops, prior, together)[0] == leaf
+    parts = root_score_parts(g, cand, drops, prior, together)
+    away = dict(zip(ids, parts["explained_away"]))
+    assert away["r00-n00"] == pytest.approx(-5.0)  # the leaf's sibling evidence, at most the node's drop
+    assert all(v == 0.0 for k, v in away.items() if k != "r00-n00")
+    summed = sum(parts[k] for k in ("drop", "rack_credit", "prior", "cause_evidence", "sibling_evidence",
+                                    "explained_away"))
+    np.testing.assert_allclose(parts["total"], summed)
+    off = root_score_parts(g, cand, drops, prior, together, explain_away=False)
+    assert not off["explained_away"].any()
+    np.testing.assert_allclose(off["total"] - parts["total"], -parts["explained_away"])
+    alone = np.array([0.0, -3.0, -3.0, -3.0, -3.0, -3.0])  # a node's own fault: nothing shared to explain it away
+    assert not root_score_parts(g, cand, drops, prior, alone)["explained_away"].any()
+    assert rank_root_causes(g, cand, drops, prior, alone)[0] == node
+    small = drops.copy()
+    small[ids.index("r00-n00")] = 2.0
+    assert dict(zip(ids, root_score_parts(g, cand, small, prior, together)["explained_away"]))["r00-n00"] == -2.0
+    assert not root_score_parts(g, cand, drops, prior)["explained_away"].any()  # no logits: no sibling evidence
+
+
+def test_explaining_away_reads_the_active_candidates_only(small_splits):
+    """A rack is never ranked first, so its sibling evidence explains nothing away; a GPU's drop is its own, and
+    bad input is refused by name."""
+    from infrabrain.models.explain import explained_away
+
+    g, node, cand, ids = _first_site(small_splits)
+    kinds = [KINDS[int(g.kind[c])] for c in cand]
+    assert "rack" in kinds and "gpu" in kinds
+    drops = np.full(len(cand), 4.0)
+    sibling = np.zeros(len(cand))
+    sibling[kinds.index("rack")] = 3.0
+    assert not explained_away(g, cand, drops, sibling).any()
+    sibling[ids.index("leaf-r00")] = 1.5
+    out = explained_away(g, cand, drops, sibling)
+    assert out[ids.index("r00-n00")] == -1.5 and np.count_nonzero(out) == 1
+    drops[ids.index("r00-n00")] = -0.5  # occluding the node raised its logit: nothing to explain away
+    assert not explained_away(g, cand, drops, sibling).any()
+    with pytest.raises(ValueError, match="one value per candidate"):
+        explained_away(g, cand, drops[:-1], sibling)
