@@ -15,8 +15,10 @@ sites' failures started, relative to the failed node), so that where the window 
 roots come first instead of noise, and its *sibling evidence* (:func:`sibling_evidence`: how much the other
 nodes under the same switch, PDU or cooling unit are at risk, or went down, in the same snapshot; a common
 cause raises them together). A GPU's drop counts there only by how far it stands out from its sibling GPUs' drops
-(:func:`gpu_relative_drops`): a drop every GPU of the node shares points at none of them.
-:func:`rootcause_accuracy` scores that ranking against the simulator's ground-truth root component.
+(:func:`gpu_relative_drops`): a drop every GPU of the node shares points at none of them. The failed node's own
+drop counts only beyond that sibling evidence (:func:`explained_away`): risk its siblings show as well is what a
+common cause raises in each of them. :func:`rootcause_accuracy` scores that ranking against the simulator's
+ground-truth root component.
 """
 
 from __future__ import annotations
@@ -384,9 +386,9 @@ def gpu_relative_drops(graph: SiteGraph, cand: np.ndarray, drops: np.ndarray) ->
 
 
 def explained_away(graph: SiteGraph, cand: np.ndarray, drops: np.ndarray, sibling: np.ndarray) -> np.ndarray:
-    """Per candidate, what a common cause explains away of its score (0 or less, added to it): the explained
-    node's positive drop, lowered by the largest sibling evidence among the active candidates (racks left out: a
-    rack is never ranked first), at most to 0; 0 for every other candidate.
+    """Per candidate, what a common cause explains away of its score (0 or less, added to it): for the explained
+    node, minus as much of its positive drop as the largest sibling evidence among the active candidates covers,
+    ``-min(drop, S)`` (racks left out of ``S``: a rack is never ranked first); 0 for every other candidate.
 
     In a leaf switch's cascade every node under it shows InfiniBand errors, so occluding the explained node's own
     window lowers its logit by 2-8 and the node outranks its leaf, although the leaf's sibling evidence says that
