@@ -25,8 +25,13 @@ import json
 import sys
 from collections.abc import Callable
 
+from types import SimpleNamespace
+
 import numpy as np
 from explaining_away_summary import report, summary
+
+from infrabrain.models.explain import _rank_of, rank_by_score
+from infrabrain.models.features import KINDS
 
 PARTS = ("drop", "rack_credit", "prior", "cause_evidence", "sibling_evidence")
 
@@ -36,13 +41,10 @@ def load(paths: list[str]) -> list[dict]:
 
 
 def rank(r: dict, score: np.ndarray) -> int:
-    """The root's position as ``explain.rank_by_score`` orders the candidates (every rack after the rest)."""
-    if r["root_at"] < 0:
-        return 10**6
-    racks = np.asarray([k == "rack" for k in r["kinds"]])
-    idx = np.arange(len(score))
-    order = [*sorted(idx[~racks], key=lambda i: -score[i]), *sorted(idx[racks], key=lambda i: -score[i])]
-    return order.index(r["root_at"])
+    """The root's position as :func:`~infrabrain.models.explain.rank_by_score` orders the candidates (every rack
+    after the rest), on the recorded kinds: the candidates are numbered 0, 1, ... in their recorded order."""
+    kinds = SimpleNamespace(kind=np.asarray([KINDS.index(k) for k in r["kinds"]]))
+    return _rank_of(rank_by_score(kinds, np.arange(len(score)), score), r["root_at"])
 
 
 def lowered(r: dict, amount: Callable[[float, float, float], float], racks: bool = True) -> np.ndarray:
@@ -54,7 +56,7 @@ def lowered(r: dict, amount: Callable[[float, float, float], float], racks: bool
     sib = [v for v, k in zip(r["sibling_evidence"], r["kinds"]) if racks or k != "rack"]
     s = float(np.max(sib)) if sib else 0.0
     e = float(r["node_excess"])
-    total[node] -= amount(d, s, e) if d > 0 else 0.0
+    total[node] -= amount(d, s, e)
     return total
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from infrabrain.models.evaluation import failure_events
-from infrabrain.models.explain import _rank_of, explained_failures, rank_root_causes, root_score_parts
+from infrabrain.models.explain import _rank_of, explained_failures, rank_by_score, root_score_parts
 from infrabrain.models.features import KINDS
 from infrabrain.models.pipeline import deployed_site_priors, train_predictor
 from infrabrain.models.training import predict_scores
@@ -45,8 +45,7 @@ def record(d: int, seed: int, f, prior) -> dict:
     root = int(f.event.root)
     parts = root_score_parts(f.graph, f.cand, f.drops, prior, f.node_logits, silent=f.silent, causes=f.causes,
                              explain_away=False)
-    deployed = rank_root_causes(f.graph, f.cand, f.drops, prior, f.node_logits, silent=f.silent, causes=f.causes,
-                                explain_away=False)
+    deployed = rank_by_score(f.graph, f.cand, parts["total"])  # rank_root_causes(..., explain_away=False)
     at = np.flatnonzero(np.asarray(f.cand) == root)
     return {"draw": d, "seed": seed, "group": f.event.group, "precursor": bool(f.event.precursor),
             "root_kind": KINDS[int(f.graph.kind[root])] if root < f.graph.n else None,

@@ -291,12 +291,16 @@ def test_rootcause_accuracy_scores_the_ranking_without_explaining_away_beside(sm
     rows = predict_scores(model, sp.test_sites)
     args = (model, sp.test_sites, sp.feature_set, rows, failure_events(sp.test_sites))
     prior = fit_root_prior(sp.train)
-    out = rootcause_accuracy(*args, prior=prior)
     rank = explain.rank_root_causes
+    seen: list[bool] = []  # each ranking's explain_away: the summaries alone may not tell the two apart
+    monkeypatch.setattr(explain, "rank_root_causes",
+                        lambda *a, explain_away=True, **k: (seen.append(explain_away),
+                                                            rank(*a, explain_away=explain_away, **k))[1])
+    out = rootcause_accuracy(*args, prior=prior)
+    assert out["n"] > 0 and seen.count(False) == out["n"] and seen.count(True) >= out["n"]  # once per failure
     monkeypatch.setattr(explain, "rank_root_causes",
                         lambda *a, explain_away=True, **k: rank(*a, explain_away=False, **k))
     off = rootcause_accuracy(*args, prior=prior)
-    assert out["n"] > 0
     for k in ("n", "top1", "top3", "cascade_n", "cascade_top3"):
         np.testing.assert_equal(out["without_explaining_away"][k], off[k])
     assert "without_explaining_away" not in rootcause_accuracy(*args[:3], rows.drop(columns="logit"), args[4],
