@@ -22,7 +22,8 @@ sites' pooled labels plus the published failure mix on the site's topology at 50
 ``rootcause_top3_labels``: the labels alone, as before). A GNN with a cause head also ranks with the head's
 cause evidence, every variant below included (follow-up 34); ``rootcause_<metric>_without_cause_head`` is the
 card's ranking without it, on the same drops (``top1``, ``top1_cascade``, ``top3`` on cascades, ``top3_all``);
-``rootcause_<metric>_without_explaining_away`` the card's ranking with the node's whole drop (follow-up 36).
+``rootcause_<metric>_without_explaining_away`` the card's ranking with the node's whole drop (follow-up 36);
+``rootcause_<metric>_without_own_change`` without how far each cooling unit's own telemetry moved (follow-up 37).
 The head itself: ``cause_head_accuracy``, ``cause_head_balanced_accuracy`` (the mean of its groups' recalls) and
 ``cause_head_<recall|precision>_<group>``; ``--cause-balance B`` trains it with class weights (follow-up 35).
 The same root-cause drops are also ranked with other root priors (``rootcause_top3_<variant>``: none, and the
@@ -501,7 +502,7 @@ PER_DRAW_KEYS = ("pr_auc_gnn", "pr_auc_best_baseline", "pr_auc_ratio", "pr_auc_r
                  *(f"rootcause_full_{m}_{v}" for m in ("top3", "top3_all", "top1_all")
                    for v in LOCAL_PRIOR_VARIANTS if "local" not in v),
                  "rootcause_top3_all", "rootcause_top1", "rootcause_top1_cascade",
-                 *(f"rootcause_{m}_without_{w}" for w in ("cause_head", "explaining_away")
+                 *(f"rootcause_{m}_without_{w}" for w in ("cause_head", "explaining_away", "own_change")
                    for m in ("top1", "top1_cascade", "top3", "top3_all")),
                  "pr_auc_ratio_ensemble", "pr_auc_ratio_interval", "event_recall_at_p50_interval",
                  "median_lead_min_interval", "by_cause_vs_rules", "cause_head_accuracy",
@@ -732,7 +733,7 @@ def _one_seed(runs: list, args: argparse.Namespace, seed: int, report_dir: str |
         "rootcause_cascades_alerted_n": rc.get("cascade_alerted_n"),
         **compared,
         **{f"rootcause_{metric}_{without}": rc.get(without, {}).get(key)
-           for without in ("without_cause_head", "without_explaining_away")
+           for without in ("without_cause_head", "without_explaining_away", "without_own_change")
            for metric, key in (("top1", "top1"), ("top1_cascade", "cascade_top1"), ("top3", "cascade_top3"),
                                ("top3_all", "top3"))},
         "heldout_events": g["events"],

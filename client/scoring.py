@@ -114,6 +114,11 @@ class PredictorScorer:
         #: Where failures usually start (ranks an alert's root causes): the card's prior (the training sites' or
         #: this site's labels, a fleet release) or, for a card without one, the published mix on this topology.
         self.root_prior, self.root_prior_source = deployed_root_prior(self._ckpt.card, graph)
+        from infrabrain.models.own_change_evidence import OwnChangeTails
+
+        #: How far the training sites' components moved over a window (a cooling unit that moved further is a
+        #: likelier root); None for a card without them (a federated site's checkpoint).
+        self.own_tails = OwnChangeTails.from_card(self._ckpt.card)
         self._node_ids = topology.ids("node")
         self._rack_of = topology.rack_of()
         self._neigh = self._node_neighbourhoods()
@@ -209,7 +214,7 @@ class PredictorScorer:
             try:
                 exp = explain_node(self._ckpt.model, snap, self._graph, self.feature_set, pos[r.node_id],
                                    raw=metrics, raw_names=self.metric_names, prior=self.root_prior,
-                                   node_logits=node_logits)
+                                   node_logits=node_logits, own_tails=self.own_tails)
             except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as exc:
                 log.warning("model explanation failed; keeping the signal heuristic",
                             extra={"node": r.node_id, "error": str(exc)})

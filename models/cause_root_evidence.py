@@ -47,6 +47,10 @@ CAUSE_EVIDENCE_FLOOR = 0.2
 #: unexplained failures (a node or any of its GPUs), and it is the head's answer where the window shows nothing.
 UNLOCALISED_GROUPS: frozenset[str] = frozenset({"other"})
 
+#: The cause group that says a failure came of heat: where the head names it, a cooling unit's sibling evidence
+#: explains its GPUs' drops away (:func:`~infrabrain.models.explain.explained_away`, issue 3 follow-up 37).
+HEAT_GROUP = "thermal"
+
 
 @dataclass(frozen=True)
 class CauseRootTable:

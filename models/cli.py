@@ -114,6 +114,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from infrabrain.models.checkpoint import _jsonable, load_checkpoint
     from infrabrain.models.features import FeatureSet
     from infrabrain.models.pipeline import PipelineConfig, Trained, evaluate_predictor
+    from infrabrain.models.own_change_evidence import OwnChangeTails
     from infrabrain.models.published_root_prior import deployed_published_failures
     from infrabrain.models.root_prior import RootPrior
     from infrabrain.models.snapshots import make_splits
@@ -142,7 +143,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     trained = Trained(model=ckpt.model, splits=splits, result=TrainResult(history=ckpt.card.get("history", []),
                       best_epoch=int(ckpt.card.get("best_epoch", -1))), config=cfg, train_s=0.0,
                       calibration=PlattCalibrator.from_card(ckpt.card), val_threshold=ckpt.card.get("alert_threshold"),
-                      root_prior=RootPrior.from_card(ckpt.card))
+                      root_prior=RootPrior.from_card(ckpt.card), own_tails=OwnChangeTails.from_card(ckpt.card))
     report = evaluate_predictor(trained, args.out, rootcause_events=args.rootcause_events, oracle=args.oracle,
                                 bootstrap=args.bootstrap)
     keys = ("split", "pr_auc_gnn", "best_baseline", "pr_auc_best_baseline", "pr_auc_ratio", "pr_auc_ratio_interval",

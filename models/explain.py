@@ -32,9 +32,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from infrabrain.models.cause_root_evidence import (UNLOCALISED_GROUPS, CauseRootTable, cause_log_evidence,
-                                                   cause_root_table)
+from infrabrain.models.cause_root_evidence import (HEAT_GROUP, UNLOCALISED_GROUPS, CauseRootTable,
+                                                   cause_log_evidence, cause_root_table)
 from infrabrain.models.derived_metrics import with_derived_metrics
+from infrabrain.models.own_change_evidence import OwnChangeTails, own_change, own_change_evidence
 from infrabrain.models.features import KINDS, STATIC_METRICS, FeatureSet, is_counter
 from infrabrain.models.gnn import cause_groups_of, risk_and_cause_logits
 from infrabrain.models.root_prior import MAX_HOPS, RootPrior, relation
@@ -385,17 +386,26 @@ def gpu_relative_drops(graph: SiteGraph, cand: np.ndarray, drops: np.ndarray) ->
     return out
 
 
-def explained_away(graph: SiteGraph, cand: np.ndarray, drops: np.ndarray, sibling: np.ndarray) -> np.ndarray:
-    """Per candidate, what a common cause explains away of its score (0 or less, added to it): for the explained
-    node, minus as much of its positive drop as the largest sibling evidence among the active candidates covers,
-    ``-min(drop, S)`` (racks left out of ``S``: a rack is never ranked first); 0 for every other candidate.
+def explained_away(graph: SiteGraph, cand: np.ndarray, drops: np.ndarray, sibling: np.ndarray,
+                   heat: bool = False) -> np.ndarray:
+    """Per candidate, what a common cause explains away of its score (0 or less, added to it):
+
+    - the explained node loses as much of its positive drop as the largest sibling evidence among the active
+      candidates covers, ``-min(drop, S)`` (racks left out of ``S``: a rack is never ranked first);
+    - with ``heat`` (the cause head names :data:`~infrabrain.models.cause_root_evidence.HEAT_GROUP`), each GPU
+      loses as much of its positive drop as the cooling units' sibling evidence covers, ``-min(drop, C)``;
+    - every other candidate gets 0.
 
     In a leaf switch's cascade every node under it shows InfiniBand errors, so occluding the explained node's own
     window lowers its logit by 2-8 and the node outranks its leaf, although the leaf's sibling evidence says that
     its nodes are at risk together. Risk that the node's siblings show as well is what a shared cause would raise
     in each of them: it is no evidence that the node itself is the root (explaining away; issue 3 follow-up 36).
-    A node failing on its own, beside quiet siblings, has no sibling evidence against it and keeps its drop.
-    ``drops`` and ``sibling`` are per candidate (:func:`root_score_parts`' ``drop`` and ``sibling_evidence``)."""
+    A node failing on its own, beside quiet siblings, has no sibling evidence against it and keeps its drop. In a
+    cooling unit's cascade each doomed node's hottest GPU runs hot before it fails, and its drop (10-16 logits)
+    beat the unit. Only heat is what a cooling unit shares with a GPU: a leaf's or a PDU's siblings say nothing
+    about a GPU's memory errors, and explaining every GPU away by them cost the top three on memory faults (issue
+    3 follow-up 37). ``drops`` and ``sibling`` are per candidate (:func:`root_score_parts`' ``drop`` and
+    ``sibling_evidence``)."""
     drops, sibling = np.asarray(drops, dtype=np.float64), np.asarray(sibling, dtype=np.float64)
     if drops.shape != (len(cand),) or sibling.shape != (len(cand),):
         raise ValueError(f"drops {drops.shape} and sibling {sibling.shape} must hold one value per candidate "
@@ -406,13 +416,18 @@ def explained_away(graph: SiteGraph, cand: np.ndarray, drops: np.ndarray, siblin
     out = np.zeros(len(cand), dtype=np.float64)
     node = kind == KINDS.index("node")
     out[node] = -np.minimum(np.maximum(drops[node], 0.0), max(common, 0.0))
+    cooling = kind == KINDS.index("cooling")
+    if heat and cooling.any():
+        gpu = kind == KINDS.index("gpu")
+        out[gpu] = -np.minimum(np.maximum(drops[gpu], 0.0), max(float(sibling[cooling].max()), 0.0))
     return out
 
 
 def rank_root_causes(graph: SiteGraph, cand: np.ndarray, drops: np.ndarray,
                      prior: RootPrior | None = None, node_logits: np.ndarray | None = None,
                      relative_gpus: bool = True, silent: np.ndarray | None = None,
-                     causes: Mapping[str, float] | None = None, explain_away: bool = True) -> list[int]:
+                     causes: Mapping[str, float] | None = None, explain_away: bool = True,
+                     own_change: np.ndarray | None = None) -> list[int]:
     """Candidates ordered as root causes: by logit drop plus, with ``prior``, the log prior of each candidate
     (:mod:`infrabrain.models.root_prior`), with *passive* racks crediting their cooling unit.
 
@@ -428,10 +443,12 @@ def rank_root_causes(graph: SiteGraph, cand: np.ndarray, drops: np.ndarray,
     :data:`~infrabrain.models.cause_root_evidence.UNLOCALISED_GROUPS`): a thermal failure starts at a cooling unit
     or a GPU, not at a switch (:mod:`~infrabrain.models.cause_root_evidence`). With ``node_logits`` and
     ``explain_away`` the explained node's drop counts only beyond what its siblings show as well
-    (:func:`explained_away`); False ranks as before issue 3 follow-up 36.
+    (:func:`explained_away`); False ranks as before issue 3 follow-up 36. ``own_change`` (per candidate,
+    :func:`~infrabrain.models.own_change_evidence.own_change_evidence`) adds how far a cooling unit's own
+    telemetry moved, against the training sites' (issue 3 follow-up 37); None ranks as before.
     """
     total = root_score_parts(graph, cand, drops, prior, node_logits, relative_gpus, silent, causes,
-                             explain_away)["total"]
+                             explain_away, own_change)["total"]
     return rank_by_score(graph, cand, total)
 
 
@@ -448,16 +465,17 @@ def root_score_parts(graph: SiteGraph, cand: np.ndarray, drops: np.ndarray,
                      prior: RootPrior | None = None, node_logits: np.ndarray | None = None,
                      relative_gpus: bool = True, silent: np.ndarray | None = None,
                      causes: Mapping[str, float] | None = None,
-                     explain_away: bool = True) -> dict[str, np.ndarray]:
+                     explain_away: bool = True, own_change: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The parts of each candidate's root-cause score that :func:`rank_root_causes` adds up (same arguments), as
     arrays in ``cand`` order: ``drop`` (a GPU's relative to its siblings' with ``relative_gpus``),
     ``rack_credit`` (the positive drops of the racks a cooling unit cools), ``prior``, ``cause_evidence``,
-    ``sibling_evidence``, ``explained_away`` (:func:`explained_away`; zeros where not read) and their sum,
-    ``total``, added in that order."""
+    ``sibling_evidence``, ``explained_away`` (:func:`explained_away`; zeros where not read), ``own_change``
+    (the argument; zeros without it) and their sum, ``total``, added in that order."""
     if relative_gpus:
         drops = gpu_relative_drops(graph, cand, drops)
     n = len(cand)
-    parts = {k: np.zeros(n) for k in ("rack_credit", "prior", "cause_evidence", "sibling_evidence", "explained_away")}
+    parts = {k: np.zeros(n) for k in ("rack_credit", "prior", "cause_evidence", "sibling_evidence", "explained_away",
+                                      "own_change")}
     parts["drop"] = np.asarray(drops, dtype=np.float64).copy()
     pos = {int(c): i for i, c in enumerate(cand)}
     total = parts["drop"].copy()
@@ -478,8 +496,14 @@ def root_score_parts(graph: SiteGraph, cand: np.ndarray, drops: np.ndarray,
         parts["sibling_evidence"] = np.asarray(sibling_evidence(graph, cand, node_logits, explained, silent),
                                                dtype=np.float64)
         if explain_away:
-            parts["explained_away"] = explained_away(graph, cand, parts["drop"], parts["sibling_evidence"])
-    for k in ("prior", "cause_evidence", "sibling_evidence", "explained_away"):  # one at a time, as always
+            parts["explained_away"] = explained_away(graph, cand, parts["drop"], parts["sibling_evidence"],
+                                                     heat=named == HEAT_GROUP)
+    if own_change is not None:
+        own = np.asarray(own_change, dtype=np.float64)
+        if own.shape != (n,) or not np.all(np.isfinite(own)):
+            raise ValueError(f"own_change must hold one finite value per candidate ({n}), got shape {own.shape}")
+        parts["own_change"] = own.copy()
+    for k in ("prior", "cause_evidence", "sibling_evidence", "explained_away", "own_change"):  # one at a time
         total = total + parts[k]
     parts["total"] = total
     return parts
@@ -605,6 +629,7 @@ def explain_node(
     top_k: int = 3,
     prior: RootPrior | None = None,
     node_logits: np.ndarray | None = None,
+    own_tails: OwnChangeTails | None = None,
 ) -> Explanation:
     """Explain the risk of node ``node_pos`` (position in node order) in snapshot ``item``.
 
@@ -612,7 +637,8 @@ def explain_node(
     without it the change is given in standard deviations. ``prior`` (the model card's root prior) and
     ``node_logits`` (every node's logit in this snapshot: :func:`sibling_evidence`, with the nodes that went
     down within the window, :func:`silent_nodes`) join the drops in the root-cause ranking
-    (``Explanation.roots``); the sentence quotes the drops only.
+    (``Explanation.roots``), and so does ``own_tails`` (the model card's training own changes:
+    :func:`own_change_part`); the sentence quotes the drops only.
     """
     logit, cand, drops, probs = _occlusion(model, item, graph, node_pos)
     order = np.argsort(-drops, kind="stable")
@@ -650,7 +676,9 @@ def explain_node(
                                                      causes.get(cause) if cause else None),
                        roots=rank_root_causes(graph, cand, drops, prior, node_logits,
                                               silent=silent_nodes(item, graph) if node_logits is not None else None,
-                                              causes=causes))
+                                              causes=causes,
+                                              own_change=None if own_tails is None else
+                                              own_change_part(item, graph, cand, feature_set, own_tails)))
 
 
 #: A contributor is named in the sentence only if occluding it lowers the logit by at least this share of what the
@@ -713,9 +741,11 @@ def snapshot_node_logits(rows: pd.DataFrame, site: int, t: int, n_nodes: int) ->
 
 def explain_dataset_alerts(model: torch.nn.Module, dataset: SnapshotDataset, feature_set: FeatureSet,
                            rows: pd.DataFrame, top_n: int = 5,
-                           prior: RootPrior | Mapping[int, RootPrior | None] | None = None) -> list[Explanation]:
+                           prior: RootPrior | Mapping[int, RootPrior | None] | None = None,
+                           own_tails: OwnChangeTails | None = None) -> list[Explanation]:
     """Explanations of the ``top_n`` highest-scoring rows (``site, t, node, score``) of ``dataset``; ``prior`` is one
-    root prior or one per site (by ``dataset``'s site index: the published mix laid on each site's topology)."""
+    root prior or one per site (by ``dataset``'s site index: the published mix laid on each site's topology);
+    ``own_tails`` as :func:`explain_node`'s."""
     out = []
     top = alert_rows(rows, top_n)
     t_index = {(si, int(dataset.sites[si].timestamps[ti])): ti for si, ti in dataset.index}
@@ -727,7 +757,7 @@ def explain_dataset_alerts(model: torch.nn.Module, dataset: SnapshotDataset, fea
         logits = snapshot_node_logits(rows, si, int(r.t), len(site.graph.node_global))
         p = prior.get(si) if isinstance(prior, Mapping) else prior
         out.append(explain_node(model, item, site.graph, feature_set, int(r.node), raw, names, site.cadence_s,
-                                prior=p, node_logits=logits))
+                                prior=p, node_logits=logits, own_tails=own_tails))
     return out
 
 
@@ -744,12 +774,17 @@ class ExplainedFailure:
     causes: dict[str, float]  # the cause head's probabilities (empty for a model without a head)
     node_logits: np.ndarray | None  # every node's logit in the snapshot (:func:`snapshot_node_logits`)
     silent: np.ndarray  # the nodes that went down within the window (:func:`silent_nodes`)
+    own_change: np.ndarray | None = None  # per candidate, :func:`own_change_part` (None without training tails)
 
 
 def explained_failures(model: torch.nn.Module, dataset: SnapshotDataset, rows: pd.DataFrame, events: pd.DataFrame,
-                       max_events: int = 200, seed: int = 0) -> Iterator[ExplainedFailure]:
+                       max_events: int = 200, seed: int = 0, own_tails: OwnChangeTails | None = None,
+                       feature_set: FeatureSet | None = None) -> Iterator[ExplainedFailure]:
     """Each failure of ``events`` (at most ``max_events``, sampled with ``seed``) that ``rows`` scores within the
-    hour before it, explained at its highest-scoring snapshot there (:class:`ExplainedFailure`)."""
+    hour before it, explained at its highest-scoring snapshot there (:class:`ExplainedFailure`). With
+    ``own_tails`` and ``feature_set`` also each candidate's :func:`own_change_part`."""
+    if own_tails is not None and feature_set is None:
+        raise ValueError("own_tails needs the feature_set the snapshots were encoded with")
     from infrabrain.models.evaluation import MIN_LEAD_S
 
     ev = events.sample(n=min(max_events, len(events)), random_state=seed) if len(events) > max_events else events
@@ -769,7 +804,17 @@ def explained_failures(model: torch.nn.Module, dataset: SnapshotDataset, rows: p
             event=e, score=float(best["score"]), graph=site.graph, cand=cand, drops=drops,
             causes={} if probs is None else dict(zip(groups, probs.tolist())),
             node_logits=snapshot_node_logits(rows, int(e.site), int(best["t"]), len(site.graph.node_global)),
-            silent=silent_nodes(item, site.graph))
+            silent=silent_nodes(item, site.graph),
+            own_change=None if own_tails is None else own_change_part(item, site.graph, cand, feature_set, own_tails))
+
+
+def own_change_part(item: Mapping[str, torch.Tensor], graph: SiteGraph, cand: np.ndarray, feature_set: FeatureSet,
+                    tails: OwnChangeTails) -> np.ndarray:
+    """Per candidate, the root-cause ranking's ``own_change`` part in snapshot ``item``: how far its own telemetry
+    moved, against the training sites' ``tails`` (:mod:`~infrabrain.models.own_change_evidence`)."""
+    cand = np.asarray(cand, dtype=np.int64)
+    moved = own_change(item, feature_set, tails.end_bins)[cand]
+    return own_change_evidence(np.asarray(graph.kind)[cand], moved, tails)
 
 
 def rootcause_accuracy(model: torch.nn.Module, dataset: SnapshotDataset, feature_set: FeatureSet,
@@ -777,7 +822,8 @@ def rootcause_accuracy(model: torch.nn.Module, dataset: SnapshotDataset, feature
                        seed: int = 0, alert_threshold: float | None = None,
                        prior: RootPrior | Mapping[int, RootPrior | None] | None = None,
                        compare_priors: Mapping[str, RootPrior | Mapping[int, RootPrior | None] | None] | None = None,
-                       late_from: Mapping[int, float] | None = None, absolute: bool = False) -> dict[str, Any]:
+                       late_from: Mapping[int, float] | None = None, absolute: bool = False,
+                       own_tails: OwnChangeTails | None = None) -> dict[str, Any]:
     """Top-1/top-3 accuracy of the root-cause ranking (:func:`rank_root_causes`, with ``prior`` if given: the one
     ``predict`` reports) against the ground truth; with ``compare_priors`` also of the same drops ranked with each
     of those priors (``report["compare"][name]``: overall, cascades, precursor and alerted cascades). Any prior
@@ -797,12 +843,15 @@ def rootcause_accuracy(model: torch.nn.Module, dataset: SnapshotDataset, feature
     with a cause head ranks every prior's candidates with the head's cause evidence too, as ``predict`` does
     (:mod:`~infrabrain.models.cause_root_evidence`); the deployed ranking without it is scored beside
     (``report["without_cause_head"]``), and so is the deployed ranking without explaining the node's drop away
-    (``report["without_explaining_away"]``, :func:`explained_away`; with a score table that has logits).
+    (``report["without_explaining_away"]``, :func:`explained_away`; with a score table that has logits). With
+    ``own_tails`` (the training sites' own changes, :mod:`~infrabrain.models.own_change_evidence`) every ranking
+    also reads how far each cooling unit's own telemetry moved, and the deployed one without it is scored beside
+    (``report["without_own_change"]``).
     """
     modes = (True, False) if absolute else (True,)  # relative GPU drops, and the raw ones beside
     priors = {"": prior, **{f"compare.{k}": v for k, v in (compare_priors or {}).items()}}
     res = []
-    for f in explained_failures(model, dataset, rows, events, max_events, seed):
+    for f in explained_failures(model, dataset, rows, events, max_events, seed, own_tails, feature_set):
         e, graph = f.event, f.graph
         alerted = alert_threshold is not None and f.score >= alert_threshold
         late = late_from is not None and int(e.site) in late_from and int(e.tf) >= late_from[int(e.site)]
@@ -810,22 +859,25 @@ def rootcause_accuracy(model: torch.nn.Module, dataset: SnapshotDataset, feature
             p = p.get(int(e.site)) if isinstance(p, Mapping) else p
             for relative in modes:
                 ranked = rank_root_causes(graph, f.cand, f.drops, p, f.node_logits, relative_gpus=relative,
-                                          silent=f.silent, causes=f.causes)
+                                          silent=f.silent, causes=f.causes, own_change=f.own_change)
                 key = name if relative else f"{name}_absolute" if name else "compare.absolute"
                 res.append((key, e.group, bool(e.precursor), alerted, _rank_of(ranked, int(e.root)), late))
         p = prior.get(int(e.site)) if isinstance(prior, Mapping) else prior
         beside = {}  # the deployed ranking without one of its parts, on the same drops
         if f.causes:
-            beside["without_cause_head"] = {}
+            beside["without_cause_head"] = {"own_change": f.own_change}
         if f.node_logits is not None:
-            beside["without_explaining_away"] = {"causes": f.causes, "explain_away": False}
+            beside["without_explaining_away"] = {"causes": f.causes, "explain_away": False,
+                                                 "own_change": f.own_change}
+        if f.own_change is not None:
+            beside["without_own_change"] = {"causes": f.causes}
         for name, kw in beside.items():
             ranked = rank_root_causes(graph, f.cand, f.drops, p, f.node_logits, silent=f.silent, **kw)
             res.append((name, e.group, bool(e.precursor), alerted, _rank_of(ranked, int(e.root)), late))
     df = pd.DataFrame(res, columns=["prior", "group", "precursor", "alerted", "rank", "late"])
     out = _rootcause_summary(df[df["prior"] == ""], alert_threshold is not None)
     out["by_group"] = {g: _top_k(d) for g, d in df[df["prior"] == ""].groupby("group")}
-    for name in ("without_cause_head", "without_explaining_away"):
+    for name in ("without_cause_head", "without_explaining_away", "without_own_change"):
         if (df["prior"] == name).any():
             out[name] = _rootcause_summary(df[df["prior"] == name], alert_threshold is not None)
     names = [*(compare_priors or {})]

@@ -22,6 +22,8 @@ from infrabrain.models.calibration import PlattCalibrator, calibrated_ensemble, 
 from infrabrain.models.device import DeviceName
 from infrabrain.models.gnn import FailurePredictor, ModelConfig
 from infrabrain.models.published_root_prior import CARD_PUBLISHED_KEY, DEFAULT_FAILURES, deployed_root_prior
+from infrabrain.models.own_change_evidence import CARD_KEY as OWN_CHANGE_CARD_KEY
+from infrabrain.models.own_change_evidence import OwnChangeTails, fit_own_change_tails
 from infrabrain.models.root_prior import RootPrior, fit_root_prior
 from infrabrain.models.selection import DEFAULT_SELECTION, Selection
 from infrabrain.models.snapshots import Splits, make_splits
@@ -107,14 +109,18 @@ class Trained:
     calibration: PlattCalibrator | None = None  # Platt scaling fitted on the validation split
     val_threshold: float | None = None  # alert threshold chosen on the validation split (precision >= 0.5 there)
     root_prior: RootPrior | None = None  # where the training split's failures started (root-cause ranking)
+    own_tails: OwnChangeTails | None = None  # how far the training split's components moved (root-cause ranking)
 
 
 def root_prior_card(trained: Trained) -> dict[str, Any]:
-    """The model card's root-prior fields of ``trained``: the training sites' pooled labels and how many
+    """The model card's root-cause fields of ``trained``: the training sites' pooled labels and how many
     pseudo-failures of the published mix a deployed site merges them with
-    (:func:`~infrabrain.models.published_root_prior.deployed_root_prior` reads both)."""
+    (:func:`~infrabrain.models.published_root_prior.deployed_root_prior` reads both), and how far the training
+    sites' components moved over a window (:class:`~infrabrain.models.own_change_evidence.OwnChangeTails`)."""
     prior = trained.root_prior.model_dump() if trained.root_prior is not None else None
-    return {"root_prior": prior, CARD_PUBLISHED_KEY: trained.config.published_prior_failures}
+    tails = trained.own_tails.model_dump() if trained.own_tails is not None else None
+    return {"root_prior": prior, CARD_PUBLISHED_KEY: trained.config.published_prior_failures,
+            OWN_CHANGE_CARD_KEY: tails}
 
 
 def deployed_site_priors(trained: Trained, dataset: Any) -> dict[int, RootPrior | None]:
@@ -182,7 +188,8 @@ def train_predictor(runs: Sequence[Any], config: PipelineConfig | None = None,
     train_s = time.perf_counter() - t0
     cal, thr = fit_calibration(model, splits.val)
     return Trained(model=model, splits=splits, result=result, config=cfg, train_s=train_s, calibration=cal,
-                   val_threshold=thr, root_prior=fit_root_prior(splits.train))
+                   val_threshold=thr, root_prior=fit_root_prior(splits.train),
+                   own_tails=fit_own_change_tails(splits.train, splits.feature_set))
 
 
 def fit_calibration(model: FailurePredictor, val: Any,
@@ -290,8 +297,10 @@ def evaluate_predictor(trained: Trained, out_dir: str | Path | None = None, root
     deployed = deployed_site_priors(trained, test)
     rc = rootcause_accuracy(trained.model, test, sp.feature_set, gnn, events, max_events=rootcause_events,
                             alert_threshold=trained.val_threshold, prior=deployed,
-                            compare_priors=compare_priors, late_from=late_from, absolute=rootcause_absolute)
-    explained = explain_dataset_alerts(trained.model, test, sp.feature_set, gnn, top_n=5, prior=deployed)
+                            compare_priors=compare_priors, late_from=late_from, absolute=rootcause_absolute,
+                            own_tails=trained.own_tails)
+    explained = explain_dataset_alerts(trained.model, test, sp.feature_set, gnn, top_n=5, prior=deployed,
+                                       own_tails=trained.own_tails)
     expl = _quote_risks(explained, alert_rows(gnn, 5)["score"].to_numpy())  # gnn's score is calibrated if possible
     nongraph = [n for n in NONGRAPH_MODELS if n in models]
     best = max(nongraph, key=lambda n: _nz(models[n]["pr_auc"]))
@@ -452,7 +461,7 @@ def demo_train_and_explain(runs: Sequence[Any], top_n: int = 5, epochs: int = 3,
     test = trained.splits.test_sites if trained.splits.test_sites is not None else trained.splits.test_time
     rows = predict_scores(trained.model, test)
     explained = explain_dataset_alerts(trained.model, test, trained.splits.feature_set, rows, top_n,
-                                       prior=deployed_site_priors(trained, test))
+                                       prior=deployed_site_priors(trained, test), own_tails=trained.own_tails)
     if trained.calibration is None:
         return [e.sentence for e in explained]
     return _quote_risks(explained, trained.calibration.apply(alert_rows(rows, top_n)["logit"].to_numpy()))

@@ -41,6 +41,11 @@ def test_train_evaluate_predict(dataset, tmp_path, capsys):
     from infrabrain.models.published_root_prior import CARD_PUBLISHED_KEY, DEFAULT_FAILURES
 
     assert card[CARD_PUBLISHED_KEY] == DEFAULT_FAILURES
+    # and how far the training sites' components moved over a window (follow-up 37)
+    from infrabrain.models.own_change_evidence import OwnChangeTails
+
+    tails = OwnChangeTails.from_card(card)
+    assert tails is not None and tails.kinds["cooling"].n > 0 and tails.kinds["gpu"].n > tails.kinds["node"].n
     capsys.readouterr()
     # refusing to overwrite loses nothing
     assert main(["train", "--data", str(dataset), "--out", str(ck)]) == 2

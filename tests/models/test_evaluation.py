@@ -307,6 +307,38 @@ def test_rootcause_accuracy_scores_the_ranking_without_explaining_away_beside(sm
                                                                prior=prior)
 
 
+def test_rootcause_accuracy_reads_own_changes_and_scores_the_ranking_without_them_beside(small_splits,
+                                                                                          monkeypatch):
+    """With the training sites' own-change tails every ranking reads how far each cooling unit moved (issue 3
+    follow-up 37), and the ranking without it is scored beside (``without_own_change``); without tails there is
+    neither."""
+    from infrabrain.models import explain
+    from infrabrain.models.own_change_evidence import KindTail, OwnChangeTails
+    from infrabrain.models.root_prior import fit_root_prior
+    from infrabrain.models.training import predict_scores
+
+    sp = small_splits
+    model = build_model(sp.feature_set.f_max, sp.window, pool=sp.pool, hidden=8, layers=2)
+    rows = predict_scores(model, sp.test_sites)
+    args = (model, sp.test_sites, sp.feature_set, rows, failure_events(sp.test_sites))
+    prior = fit_root_prior(sp.train)
+    # every cooling unit moved "further than any of 10^6 training units": 9.8 nats of evidence each
+    tails = OwnChangeTails(kinds={"cooling": KindTail(n=10**6, ranks=(1, 10**6), values=(-1.0, -2.0))})
+    rank = explain.rank_root_causes
+    seen: list[bool] = []
+    monkeypatch.setattr(explain, "rank_root_causes",
+                        lambda *a, own_change=None, **k: (seen.append(own_change is not None and own_change.any()),
+                                                          rank(*a, own_change=own_change, **k))[1])
+    out = rootcause_accuracy(*args, prior=prior, own_tails=tails)
+    assert out["n"] > 0 and seen.count(False) == out["n"] and seen.count(True) >= out["n"]  # one without per failure
+    plain = rootcause_accuracy(*args, prior=prior)
+    assert "without_own_change" not in plain
+    for k in ("n", "top1", "top3", "cascade_n", "cascade_top3"):
+        np.testing.assert_equal(out["without_own_change"][k], plain[k])
+    with pytest.raises(ValueError, match="feature_set"):
+        next(explain.explained_failures(model, sp.test_sites, rows, args[4], own_tails=tails))
+
+
 def test_rootcause_accuracy_takes_a_prior_per_site_and_scores_late_failures(small_splits):
     """A compare prior may be one per site (the site's own labels): a mapping that gives every site the same prior
     scores as that prior; ``late_from`` reports each site's failures from its time on, and from time 0 that is

@@ -325,3 +325,56 @@ def test_explaining_away_reads_the_active_candidates_only(small_splits):
     assert not explained_away(g, cand, drops, sibling).any()
     with pytest.raises(ValueError, match="one value per candidate"):
         explained_away(g, cand, drops[:-1], sibling)
+
+
+def test_a_gpu_drop_its_cooling_unit_shares_is_explained_away_where_the_head_names_heat(small_splits):
+    """In a cooling unit's cascade the failed node's hottest GPU had the largest drop and beat the unit. Where the
+    cause head names thermal, the unit's sibling evidence explains each GPU's drop away, at most all of it; a
+    leaf's or a PDU's siblings never do, nor does the unit's where the head names no heat (issue 3 follow-up
+    37)."""
+    from infrabrain.models.explain import explained_away
+
+    g, node, cand, ids = _first_site(small_splits)
+    kinds = [KINDS[int(g.kind[c])] for c in cand]
+    gpus = [j for j, k in enumerate(kinds) if k == "gpu"]
+    assert len(gpus) >= 2
+    drops = np.zeros(len(cand))
+    drops[gpus[0]], drops[gpus[1]], drops[gpus[2]] = 9.0, 1.0, -2.0
+    sibling = np.zeros(len(cand))
+    sibling[kinds.index("cooling")] = 4.0
+    out = explained_away(g, cand, drops, sibling, heat=True)
+    assert out[gpus[0]] == -4.0 and out[gpus[1]] == -1.0  # at most the GPU's own positive drop
+    assert np.count_nonzero(out) == 2
+    assert not explained_away(g, cand, drops, sibling).any()  # no heat named: as follow-up 36
+    leaf = np.zeros(len(cand))
+    leaf[ids.index("leaf-r00")] = 4.0
+    assert not explained_away(g, cand, drops, leaf, heat=True)[gpus].any()  # a leaf's siblings explain no GPU
+    no_cooling = np.array([j for j, k in enumerate(kinds) if k != "cooling"])
+    assert not explained_away(g, cand[no_cooling], drops[no_cooling], sibling[no_cooling], heat=True).any()
+
+
+def test_the_cooling_unit_outranks_a_hot_gpu_its_siblings_explain(small_splits):
+    """The whole ranking: a GPU 9 logits up outranks its cooling unit until the unit's siblings (the head leaning
+    thermal) explain its heat away; the parts still add up to the total."""
+    from infrabrain.models.explain import root_score_parts
+
+    g, node, cand, ids = _first_site(small_splits)
+    kinds = [KINDS[int(g.kind[c])] for c in cand]
+    gpu, cool = kinds.index("gpu"), kinds.index("cooling")
+    drops = np.zeros(len(cand))
+    drops[gpu] = 9.0
+    logits = np.array([0.0, 5.0, 5.0, -3.0, -3.0, -3.0])  # two more nodes under the fixture's one cooling unit
+    causes = {"memory": 0.05, "network": 0.02, "thermal": 0.9, "power": 0.01, "other": 0.02}
+    without = root_score_parts(g, cand, drops, None, logits, causes=causes, explain_away=False)
+    parts = root_score_parts(g, cand, drops, None, logits, causes=causes)
+    c = parts["sibling_evidence"][cool]
+    assert parts["cause_evidence"][cool] > 0 and 0 < c < 9.0
+    assert without["total"][gpu] > without["total"][cool]
+    assert parts["explained_away"][gpu] == pytest.approx(-c)
+    assert parts["total"][cool] > parts["total"][gpu]
+    assert list(cand[np.argsort(-parts["total"])]).index(int(cand[cool])) < 2  # behind the leaf at most
+    summed = sum(parts[k] for k in ("drop", "rack_credit", "prior", "cause_evidence", "sibling_evidence",
+                                    "explained_away"))
+    np.testing.assert_allclose(parts["total"], summed)
+    memory = {"memory": 0.9, "network": 0.02, "thermal": 0.05, "power": 0.01, "other": 0.02}
+    assert root_score_parts(g, cand, drops, None, logits, causes=memory)["explained_away"][gpu] == 0.0
