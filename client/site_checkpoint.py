@@ -21,6 +21,9 @@ The card also holds the site's root prior (``models.root_prior``: where its labe
 over both splits), so the daemon and ``models predict`` rank root causes as the centralised pipeline does. It is
 local like the calibration: counted at the site and never sent. Where the federation released the fleet's root
 prior (``client.fleet_prior_site``), the card's prior adds the fleet's expected counts less the site's own.
+It also holds how far the site's own components moved over a window in its training split
+(``models.own_change_evidence``: a cooling unit that moves further than they did is a likelier root), fitted and
+kept at the site like the prior.
 """
 
 from __future__ import annotations
@@ -60,6 +63,8 @@ def write_site_checkpoint(settings: SiteSettings, weights: Sequence[np.ndarray],
     split (atomically replaced, so the daemon never reads half a checkpoint)."""
     from infrabrain.client import predictor_task as pt
     from infrabrain.models.checkpoint import save_checkpoint
+    from infrabrain.models.own_change_evidence import CARD_KEY as OWN_CHANGE_CARD_KEY
+    from infrabrain.models.own_change_evidence import fit_own_change_tails
     from infrabrain.models.pipeline import fit_calibration
     from infrabrain.models.published_root_prior import CARD_PUBLISHED_KEY
     from infrabrain.models.root_prior import fit_root_prior, merge_root_priors
@@ -94,12 +99,18 @@ def write_site_checkpoint(settings: SiteSettings, weights: Sequence[np.ndarray],
         # the published mix is merged in above (or left out by the site): a deployed site adds none of it again,
         # and a site without a prior ranks without one, as its note says (models.published_root_prior)
         CARD_PUBLISHED_KEY: 0,
+        # how far the site's own components moved over its training windows: local, never sent
+        OWN_CHANGE_CARD_KEY: _dump(fit_own_change_tails(data.train, pt.feature_set())),
     }
     out = save_checkpoint(settings.state_path / SITE_CHECKPOINT_DIR, model, pt.feature_set(), reference.normalizer,
                           dict(metrics or {}), extra, overwrite=True)
     log.info("site checkpoint written", extra={"path": str(out), "round": round_,
                                                "calibrated": calibration is not None, "alert_threshold": threshold})
     return out
+
+
+def _dump(tails: Any) -> dict[str, Any] | None:
+    return tails.model_dump() if tails is not None else None
 
 
 def _root_prior(settings: SiteSettings, local: Any, graph: Any) -> tuple[Any, str]:

@@ -346,3 +346,11 @@ def test_a_card_without_a_root_prior_ranks_with_the_published_mix_on_the_sites_t
     merged = PredictorScorer(bare, topology)
     assert merged.root_prior_source == "card+published"
     assert merged.root_prior == merge_root_priors(kept.root_prior, published_root_prior(graph_from_topology(topology)))
+    # and the card's own-change tails (follow-up 37): a card without them ranks without that part
+    from infrabrain.models.own_change_evidence import CARD_KEY, KindTail, OwnChangeTails
+
+    assert kept.own_tails is None
+    tails = OwnChangeTails(kinds={"cooling": KindTail(n=99, ranks=(1, 99), values=(3.0, 0.0))})
+    card[CARD_KEY] = tails.model_dump()
+    (bare / "model_card.json").write_text(json.dumps(card))
+    assert PredictorScorer(bare, topology).own_tails == tails

@@ -190,6 +190,10 @@ def test_the_site_keeps_a_predictor_checkpoint_of_the_global_model_calibrated_on
     whole = SnapshotDataset(data.train.sites, data.train.window, stride=1, pool=data.train.pool)
     assert 0 < own.failures <= fit_root_prior(whole).failures  # each failure once: the splits are an hour apart
     assert "never sent" in ckpt.card["root_prior_note"]
+    # and how far its own components moved over its training windows (follow-up 37), fitted there as well
+    from infrabrain.models.own_change_evidence import OwnChangeTails, fit_own_change_tails
+
+    assert OwnChangeTails.from_card(ckpt.card) == fit_own_change_tails(data.train, pt.feature_set())
     assert f"published failure mix (Llama 3) laid on the site's topology as {published.failures}" in (
         ckpt.card["root_prior_note"])
     # a site that leaves the published mix out (published-prior-failures = 0) keeps its own counts alone
