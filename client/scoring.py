@@ -117,7 +117,7 @@ class PredictorScorer:
         from infrabrain.models.own_change_evidence import OwnChangeTails
 
         #: How far the training sites' components moved over a window (a cooling unit that moved further is a
-        #: likelier root); None for a card without them (a federated site's checkpoint).
+        #: likelier root); None for a card written before issue 3 follow-up 37, which ranks without them.
         self.own_tails = OwnChangeTails.from_card(self._ckpt.card)
         self._node_ids = topology.ids("node")
         self._rack_of = topology.rack_of()

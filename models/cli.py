@@ -113,8 +113,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from infrabrain.models.calibration import PlattCalibrator
     from infrabrain.models.checkpoint import _jsonable, load_checkpoint
     from infrabrain.models.features import FeatureSet
-    from infrabrain.models.pipeline import PipelineConfig, Trained, evaluate_predictor
     from infrabrain.models.own_change_evidence import OwnChangeTails
+    from infrabrain.models.pipeline import PipelineConfig, Trained, evaluate_predictor
     from infrabrain.models.published_root_prior import deployed_published_failures
     from infrabrain.models.root_prior import RootPrior
     from infrabrain.models.snapshots import make_splits

@@ -35,9 +35,9 @@ import torch
 from infrabrain.models.cause_root_evidence import (HEAT_GROUP, UNLOCALISED_GROUPS, CauseRootTable,
                                                    cause_log_evidence, cause_root_table)
 from infrabrain.models.derived_metrics import with_derived_metrics
-from infrabrain.models.own_change_evidence import OwnChangeTails, own_change, own_change_evidence
 from infrabrain.models.features import KINDS, STATIC_METRICS, FeatureSet, is_counter
 from infrabrain.models.gnn import cause_groups_of, risk_and_cause_logits
+from infrabrain.models.own_change_evidence import OwnChangeTails, own_change, own_change_evidence
 from infrabrain.models.root_prior import MAX_HOPS, RootPrior, relation
 from infrabrain.models.snapshots import HORIZON_S, SiteGraph, SnapshotDataset, _get, build_snapshot, collate_snapshots
 

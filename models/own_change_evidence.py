@@ -24,13 +24,17 @@ as when the leaf does, and a PDU's load as much when one node's supply does (the
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from infrabrain.models.features import KINDS, FeatureSet
+
+if TYPE_CHECKING:
+    from infrabrain.models.snapshots import SnapshotDataset
 
 #: Kinds whose own change counts as evidence (see the module docstring for why only cooling units).
 EVIDENCE_KINDS: tuple[str, ...] = ("cooling",)
@@ -135,7 +139,8 @@ def own_change(item: Mapping[str, torch.Tensor], feature_set: FeatureSet, end_bi
     return np.where(np.isfinite(moved), moved, np.nan)
 
 
-def fit_own_change_tails(dataset, feature_set: FeatureSet, every: int = 5,
+def fit_own_change_tails(dataset: SnapshotDataset | Sequence[Mapping[str, torch.Tensor]], feature_set: FeatureSet,
+                         every: int = 5,
                          end_bins: int = END_BINS) -> OwnChangeTails | None:
     """:class:`OwnChangeTails` of the alive components in every ``every``-th snapshot of ``dataset`` (a
     :class:`~infrabrain.models.snapshots.SnapshotDataset`, the training split); None when it has no snapshot."""

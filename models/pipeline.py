@@ -21,9 +21,9 @@ from infrabrain.logs import get_logger
 from infrabrain.models.calibration import PlattCalibrator, calibrated_ensemble, logit
 from infrabrain.models.device import DeviceName
 from infrabrain.models.gnn import FailurePredictor, ModelConfig
-from infrabrain.models.published_root_prior import CARD_PUBLISHED_KEY, DEFAULT_FAILURES, deployed_root_prior
 from infrabrain.models.own_change_evidence import CARD_KEY as OWN_CHANGE_CARD_KEY
 from infrabrain.models.own_change_evidence import OwnChangeTails, fit_own_change_tails
+from infrabrain.models.published_root_prior import CARD_PUBLISHED_KEY, DEFAULT_FAILURES, deployed_root_prior
 from infrabrain.models.root_prior import RootPrior, fit_root_prior
 from infrabrain.models.selection import DEFAULT_SELECTION, Selection
 from infrabrain.models.snapshots import Splits, make_splits

@@ -34,8 +34,9 @@ def predict_window(
     ``status``, for a model with a cause head ``cause`` (the likeliest cause group of a failure) and
     ``cause_probabilities`` (every group's), and for the ``explain_top`` riskiest nodes ``explanation`` (a
     sentence), ``contributors`` (by logit drop) and ``root_causes`` (the three likeliest root components: the
-    drops, the card's root prior, or for a card without one the published failure mix on this topology, and how
-    much the other nodes under each upstream component are at risk too).
+    drops, the card's root prior, or for a card without one the published failure mix on this topology, how
+    much the other nodes under each upstream component are at risk too, and, from a card with
+    ``own_change_tails``, how far each cooling unit's own telemetry moved).
     Raises ``ValueError`` for an unknown component type, a missing metric column or a too-short window.
     """
     from infrabrain.models.calibration import PlattCalibrator, risk_of
