@@ -89,6 +89,9 @@ class Explanation:
     contributors: list[Contribution] = field(default_factory=list)  # by logit drop: what the sentence quotes
     sentence: str = ""
     roots: list[int] = field(default_factory=list)  # the root-cause ranking (rank_root_causes), global indices
+    #: each candidate's root-cause score parts (:func:`root_score_parts`, ``total`` included), by global index:
+    #: why a root is ranked where it is
+    root_parts: dict[int, dict[str, float]] = field(default_factory=dict)
     #: the cause head's probability of each cause group given a failure (a model with ``cause_groups``), and
     #: the likeliest group (the sentence names it from :data:`MIN_CAUSE_P` up: :func:`named_cause`)
     causes: dict[str, float] = field(default_factory=dict)
@@ -461,6 +464,11 @@ def rank_by_score(graph: SiteGraph, cand: np.ndarray, score: np.ndarray) -> list
     return sorted(active, key=lambda c: -by[c]) + sorted(passive, key=lambda c: -by[c])
 
 
+#: The parts of a root-cause score, in the order :func:`root_score_parts` adds them up.
+ROOT_SCORE_PARTS = ("drop", "rack_credit", "prior", "cause_evidence", "sibling_evidence", "explained_away",
+                    "own_change")
+
+
 def root_score_parts(graph: SiteGraph, cand: np.ndarray, drops: np.ndarray,
                      prior: RootPrior | None = None, node_logits: np.ndarray | None = None,
                      relative_gpus: bool = True, silent: np.ndarray | None = None,
@@ -474,8 +482,7 @@ def root_score_parts(graph: SiteGraph, cand: np.ndarray, drops: np.ndarray,
     if relative_gpus:
         drops = gpu_relative_drops(graph, cand, drops)
     n = len(cand)
-    parts = {k: np.zeros(n) for k in ("rack_credit", "prior", "cause_evidence", "sibling_evidence", "explained_away",
-                                      "own_change")}
+    parts = {k: np.zeros(n) for k in ROOT_SCORE_PARTS[1:]}
     parts["drop"] = np.asarray(drops, dtype=np.float64).copy()
     pos = {int(c): i for i, c in enumerate(cand)}
     total = parts["drop"].copy()
@@ -503,7 +510,7 @@ def root_score_parts(graph: SiteGraph, cand: np.ndarray, drops: np.ndarray,
         if own.shape != (n,) or not np.all(np.isfinite(own)):
             raise ValueError(f"own_change must hold one finite value per candidate ({n}), got shape {own.shape}")
         parts["own_change"] = own.copy()
-    for k in ("prior", "cause_evidence", "sibling_evidence", "explained_away", "own_change"):  # one at a time
+    for k in ROOT_SCORE_PARTS[2:]:  # one at a time, after the drops and the racks' credit
         total = total + parts[k]
     parts["total"] = total
     return parts
@@ -671,14 +678,15 @@ def explain_node(
         contribs.append(Contribution(c, str(graph.component_ids[c]), kind, float(drops[j]), metric, change))
     causes = {} if probs is None else {g: float(p) for g, p in zip(cause_groups_of(model), probs)}
     cause = max(causes, key=causes.__getitem__) if causes else None
+    parts = root_score_parts(graph, cand, drops, prior, node_logits,
+                             silent=silent_nodes(item, graph) if node_logits is not None else None, causes=causes,
+                             own_change=None if own_tails is None else
+                             own_change_part(item, graph, cand, feature_set, own_tails))
     return Explanation(node_id=node_id, risk=risk, contributors=contribs, causes=causes, cause=cause,
                        sentence=explanation_sentence(node_id, risk, contribs, top_k, cause,
                                                      causes.get(cause) if cause else None),
-                       roots=rank_root_causes(graph, cand, drops, prior, node_logits,
-                                              silent=silent_nodes(item, graph) if node_logits is not None else None,
-                                              causes=causes,
-                                              own_change=None if own_tails is None else
-                                              own_change_part(item, graph, cand, feature_set, own_tails)))
+                       roots=rank_by_score(graph, cand, parts["total"]),  # rank_root_causes, parts kept
+                       root_parts={int(c): {k: float(v[j]) for k, v in parts.items()} for j, c in enumerate(cand)})
 
 
 #: A contributor is named in the sentence only if occluding it lowers the logit by at least this share of what the

@@ -8,15 +8,18 @@ missing) get no score (``risk`` None, ``status`` "no data") instead of a made-up
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from infrabrain.models.checkpoint import Checkpoint, describe_difference
-from infrabrain.models.features import FeatureSet, history_steps
+from infrabrain.models.features import KINDS, FeatureSet, history_steps
 from infrabrain.models.gnn import cause_groups_of, risk_and_cause_logits
-from infrabrain.models.snapshots import _get, collate_snapshots, graph_from_topology, snapshot_from_window
+from infrabrain.models.snapshots import SiteGraph, _get, collate_snapshots, graph_from_topology, snapshot_from_window
+
+if TYPE_CHECKING:
+    from infrabrain.models.explain import Explanation
 
 
 def predict_window(
@@ -36,7 +39,8 @@ def predict_window(
     sentence), ``contributors`` (by logit drop) and ``root_causes`` (the three likeliest root components: the
     drops, the card's root prior, or for a card without one the published failure mix on this topology, how
     much the other nodes under each upstream component are at risk too, and, from a card with
-    ``own_change_tails``, how far each cooling unit's own telemetry moved).
+    ``own_change_tails``, how far each cooling unit's own telemetry moved) with ``root_cause_evidence`` (why:
+    :func:`root_cause_evidence`).
     Raises ``ValueError`` for an unknown component type, a missing metric column or a too-short window.
     """
     from infrabrain.models.calibration import PlattCalibrator, risk_of
@@ -94,8 +98,27 @@ def predict_window(
                          node_logits=node_logits, own_tails=own_tails)
         r["explanation"] = e.quoting(r["risk"])
         r["root_causes"] = [str(graph.component_ids[c]) for c in e.ranked_components()[:3]]
+        r["root_cause_evidence"] = root_cause_evidence(e, graph)
         r["contributors"] = [{"component_id": c.component_id, "kind": c.kind, "score": c.score, "metric": c.metric,
                               "change": c.change} for c in e.contributors[:5]]
+    return out
+
+
+def root_cause_evidence(e: Explanation, graph: SiteGraph, top: int = 3) -> list[dict[str, Any]]:
+    """Why each of an explanation's ``top`` likeliest roots is ranked where it is: its ``score`` (the ranking's
+    total), the ``parts`` that add up to it (:func:`~infrabrain.models.explain.root_score_parts`) and what its
+    own telemetry did (``metric``, ``change``: the metric it stands out on, as the sentence quotes one)."""
+    from infrabrain.models.explain import ROOT_SCORE_PARTS
+
+    said = {c.component: c for c in e.contributors}
+    out = []
+    for c in e.ranked_components()[:top]:
+        parts = e.root_parts.get(c, {})
+        con = said.get(c)
+        out.append({"component_id": str(graph.component_ids[c]), "kind": KINDS[int(graph.kind[c])],
+                    "score": parts.get("total"),
+                    "parts": {k: parts[k] + 0.0 for k in ROOT_SCORE_PARTS if k in parts},  # + 0.0: no "-0.0"
+                    "metric": con.metric if con is not None else "", "change": con.change if con is not None else ""})
     return out
 
 

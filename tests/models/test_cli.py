@@ -91,6 +91,13 @@ def test_train_evaluate_predict(dataset, tmp_path, capsys):
     # the three likeliest roots among the node's candidates (itself, its GPUs, its rack's infrastructure)
     roots = top["root_causes"]
     assert len(set(roots)) == 3 and all(c.startswith(top["node_id"]) for c in roots if "-n" in c), roots
+    # and why: each root's score, the parts that add up to it, and what its own telemetry did (follow-up 37)
+    why = top["root_cause_evidence"]
+    assert [w["component_id"] for w in why] == roots
+    assert all(w["score"] == pytest.approx(sum(w["parts"].values())) for w in why)
+    assert {"drop", "prior", "sibling_evidence", "own_change"} <= set(why[0]["parts"])
+    active = [w["score"] for w in why if w["kind"] != "rack"]  # racks are ranked after every active component
+    assert active == sorted(active, reverse=True) and all(w["metric"] and w["change"] for w in why)
     risks = [r["risk"] for r in rows]
     scored = [x for x in risks if x is not None]
     assert scored and all(0.0 <= x <= 1.0 for x in scored)
