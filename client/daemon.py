@@ -364,7 +364,8 @@ class Daemon:
             self.metrics.alerts.labels(self.cfg.site, r.top_cause).inc()
             log.warning("node at risk of failing within the hour",
                         extra={"node": r.node_id, "rack": r.rack, "risk": round(r.risk, 4), "cause": r.top_cause,
-                               "explanation": r.explanation, "root_causes": ", ".join(r.root_causes)})
+                               "explanation": r.explanation, "root_causes": ", ".join(r.root_causes),
+                               "root_reason": r.root_reason})
 
     def _update_privacy(self) -> None:
         path = self.cfg.privacy_ledger

@@ -66,6 +66,7 @@ class NodeRisk:
     deviation: float
     detail: str = ""  # the model's own explanation sentence, for alerted nodes
     root_causes: tuple[str, ...] = ()  # the model's three likeliest root components, for alerted nodes
+    root_reason: str = ""  # why the likeliest is first (models.predict.root_reason), for alerted nodes
 
     @property
     def explanation(self) -> str:
@@ -203,6 +204,7 @@ class PredictorScorer:
             return list(risks)
         try:
             from infrabrain.models.explain import explain_node
+            from infrabrain.models.predict import root_cause_evidence, root_reason
         except ImportError:
             return list(risks)
         snap, metrics, node_logits = self._last
@@ -220,5 +222,7 @@ class PredictorScorer:
                             extra={"node": r.node_id, "error": str(exc)})
                 continue
             roots = tuple(str(self._graph.component_ids[c]) for c in exp.ranked_components()[:3])
-            out[i] = replace(r, detail=exp.quoting(r.risk), root_causes=roots)
+            why = root_cause_evidence(exp, self._graph, top=1)
+            out[i] = replace(r, detail=exp.quoting(r.risk), root_causes=roots,
+                             root_reason=root_reason(why[0]) if why else "")
         return out

@@ -122,6 +122,20 @@ def root_cause_evidence(e: Explanation, graph: SiteGraph, top: int = 3) -> list[
     return out
 
 
+#: How :func:`root_reason` names each part of a root-cause score.
+_PART_LABELS = {"drop": "drop", "rack_credit": "racks", "prior": "prior", "cause_evidence": "cause",
+                "sibling_evidence": "siblings", "explained_away": "explained away", "own_change": "own change"}
+
+
+def root_reason(entry: Mapping[str, Any]) -> str:
+    """One line for an alert saying why a root is ranked where it is, from a :func:`root_cause_evidence` entry:
+    ``"crac-1 (cooling) 4.37: supply temperature +6.5 C over 46 min; drop 1.11 + racks 0.42 + prior 0.69 +
+    siblings 0.20 + own change 1.96"`` (parts that are 0 left out)."""
+    parts = " + ".join(f"{_PART_LABELS[k]} {v:.2f}" for k, v in entry["parts"].items() if round(v, 2) != 0)
+    change = f": {entry['change']}" if entry.get("change") else ""
+    return f"{entry['component_id']} ({entry['kind']}) {entry['score']:.2f}{change}; {parts or 'no evidence'}"
+
+
 def predict_run(ckpt: Checkpoint, run: Any, at_s: int | None = None, explain_top: int = 5) -> list[dict[str, Any]]:
     """:func:`predict_window` on a ``SiteRun`` for the window ending at ``at_s`` seconds (default: the end)."""
     ts = np.asarray(_get(run, "timestamps"))

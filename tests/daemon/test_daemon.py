@@ -116,6 +116,8 @@ def test_daemon_process_scores_serves_metrics_and_stops_on_sigterm(tmp_path: Pat
     for a in alerts:
         roots = a["root_causes"].split(", ")
         assert len(set(roots)) == 3 and all(c.startswith(a["node"]) for c in roots if "-n" in c), a
+        # and why the first is first: its score's parts (issue 3 follow-up 37)
+        assert a["root_reason"].startswith(f"{roots[0]} (") and "prior" in a["root_reason"], a
     assert any(r.get("msg") == "NVML collector unavailable; continuing with the others" for r in lines)
     with TelemetryStore(tmp_path / "store.db", read_only=True) as store:
         info = store.info()
