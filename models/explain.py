@@ -390,13 +390,15 @@ def gpu_relative_drops(graph: SiteGraph, cand: np.ndarray, drops: np.ndarray) ->
 
 
 def explained_away(graph: SiteGraph, cand: np.ndarray, drops: np.ndarray, sibling: np.ndarray,
-                   heat: bool = False) -> np.ndarray:
+                   heat: bool = False, unit_moved: bool = False) -> np.ndarray:
     """Per candidate, what a common cause explains away of its score (0 or less, added to it):
 
     - the explained node loses as much of its positive drop as the largest sibling evidence among the active
       candidates covers, ``-min(drop, S)`` (racks left out of ``S``: a rack is never ranked first);
     - with ``heat`` (the cause head names :data:`~infrabrain.models.cause_root_evidence.HEAT_GROUP`), each GPU
-      loses as much of its positive drop as the cooling units' sibling evidence covers, ``-min(drop, C)``;
+      loses as much of its positive drop as the cooling units' sibling evidence covers, ``-min(drop, C)``, and
+      all of it where a cooling unit's own telemetry moved as no training unit's did (``unit_moved``: its
+      ``own_change`` part is positive);
     - every other candidate gets 0.
 
     In a leaf switch's cascade every node under it shows InfiniBand errors, so occluding the explained node's own
@@ -407,8 +409,10 @@ def explained_away(graph: SiteGraph, cand: np.ndarray, drops: np.ndarray, siblin
     cooling unit's cascade each doomed node's hottest GPU runs hot before it fails, and its drop (10-16 logits)
     beat the unit. Only heat is what a cooling unit shares with a GPU: a leaf's or a PDU's siblings say nothing
     about a GPU's memory errors, and explaining every GPU away by them cost the top three on memory faults (issue
-    3 follow-up 37). ``drops`` and ``sibling`` are per candidate (:func:`root_score_parts`' ``drop`` and
-    ``sibling_evidence``)."""
+    3 follow-up 37). Early in a cascade the unit's other nodes are not yet at risk, but its supply temperature
+    has already climbed: a GPU running hot beside a unit that demonstrably failed to cool it is that unit's
+    symptom. A GPU failing of its own heat has a unit that did not move. ``drops`` and ``sibling`` are per
+    candidate (:func:`root_score_parts`' ``drop`` and ``sibling_evidence``)."""
     drops, sibling = np.asarray(drops, dtype=np.float64), np.asarray(sibling, dtype=np.float64)
     if drops.shape != (len(cand),) or sibling.shape != (len(cand),):
         raise ValueError(f"drops {drops.shape} and sibling {sibling.shape} must hold one value per candidate "
@@ -422,7 +426,8 @@ def explained_away(graph: SiteGraph, cand: np.ndarray, drops: np.ndarray, siblin
     cooling = kind == KINDS.index("cooling")
     if heat and cooling.any():
         gpu = kind == KINDS.index("gpu")
-        out[gpu] = -np.minimum(np.maximum(drops[gpu], 0.0), max(float(sibling[cooling].max()), 0.0))
+        covered = np.inf if unit_moved else max(float(sibling[cooling].max()), 0.0)
+        out[gpu] = -np.minimum(np.maximum(drops[gpu], 0.0), covered)
     return out
 
 
@@ -499,17 +504,19 @@ def root_score_parts(graph: SiteGraph, cand: np.ndarray, drops: np.ndarray,
         parts["prior"] = np.asarray(prior.log_prior(relations), dtype=np.float64)
     if table is not None:
         parts["cause_evidence"] = np.asarray(cause_log_evidence(table, causes, relations), dtype=np.float64)
-    if node_logits is not None:
-        parts["sibling_evidence"] = np.asarray(sibling_evidence(graph, cand, node_logits, explained, silent),
-                                               dtype=np.float64)
-        if explain_away:
-            parts["explained_away"] = explained_away(graph, cand, parts["drop"], parts["sibling_evidence"],
-                                                     heat=named == HEAT_GROUP)
     if own_change is not None:
         own = np.asarray(own_change, dtype=np.float64)
         if own.shape != (n,) or not np.all(np.isfinite(own)):
             raise ValueError(f"own_change must hold one finite value per candidate ({n}), got shape {own.shape}")
         parts["own_change"] = own.copy()
+    if node_logits is not None:
+        parts["sibling_evidence"] = np.asarray(sibling_evidence(graph, cand, node_logits, explained, silent),
+                                               dtype=np.float64)
+        if explain_away:
+            cooling = np.asarray(graph.kind)[np.asarray(cand, dtype=np.int64)] == KINDS.index("cooling")
+            parts["explained_away"] = explained_away(graph, cand, parts["drop"], parts["sibling_evidence"],
+                                                     heat=named == HEAT_GROUP,
+                                                     unit_moved=bool((parts["own_change"][cooling] > 0).any()))
     for k in ROOT_SCORE_PARTS[2:]:  # one at a time, after the drops and the racks' credit
         total = total + parts[k]
     parts["total"] = total

@@ -351,6 +351,11 @@ def test_a_gpu_drop_its_cooling_unit_shares_is_explained_away_where_the_head_nam
     assert not explained_away(g, cand, drops, leaf, heat=True)[gpus].any()  # a leaf's siblings explain no GPU
     no_cooling = np.array([j for j, k in enumerate(kinds) if k != "cooling"])
     assert not explained_away(g, cand[no_cooling], drops[no_cooling], sibling[no_cooling], heat=True).any()
+    # a unit whose own telemetry moved as no training unit's did explains its GPUs' heat away whole, even before
+    # its other nodes are at risk; it takes heat named to do so
+    moved = explained_away(g, cand, drops, np.zeros(len(cand)), heat=True, unit_moved=True)
+    assert moved[gpus[0]] == -9.0 and moved[gpus[1]] == -1.0 and moved[gpus[2]] == 0.0
+    assert not explained_away(g, cand, drops, np.zeros(len(cand)), unit_moved=True).any()
 
 
 def test_the_cooling_unit_outranks_a_hot_gpu_its_siblings_explain(small_splits):
@@ -378,3 +383,10 @@ def test_the_cooling_unit_outranks_a_hot_gpu_its_siblings_explain(small_splits):
     np.testing.assert_allclose(parts["total"], summed)
     memory = {"memory": 0.9, "network": 0.02, "thermal": 0.05, "power": 0.01, "other": 0.02}
     assert root_score_parts(g, cand, drops, None, logits, causes=memory)["explained_away"][gpu] == 0.0
+    # the unit's own move (its own_change part) explains the GPU's whole drop away, quiet siblings or not
+    own = np.zeros(len(cand))
+    own[cool] = 1.5
+    quiet = np.array([0.0, -3.0, -3.0, -3.0, -3.0, -3.0])
+    early = root_score_parts(g, cand, drops, None, quiet, causes=causes, own_change=own)
+    assert early["explained_away"][gpu] == -9.0 and early["total"][cool] > early["total"][gpu]
+    assert root_score_parts(g, cand, drops, None, quiet, causes=causes)["explained_away"][gpu] == 0.0
