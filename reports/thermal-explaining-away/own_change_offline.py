@@ -3,8 +3,10 @@
 
 A candidate of the listed kinds gains ``max(0, surprise - tau)``: ``cool_chg_<tau>`` reads the cooling units'
 ``chg``, ``cool_both_<tau>`` the larger of their ``chg`` and ``lvl``, ``up_chg_<tau>`` every switch's, PDU's and
-cooling unit's ``chg``; ``gpu_cool_thermal`` is ``gpu_away_offline.py``'s, and ``cool_chg_4+gct`` both. Prints
-one line per variant to stderr and the summary (``explaining_away_summary.summary``) as one JSON object:
+cooling unit's ``chg``; ``gpu_cool_thermal`` is ``gpu_away_offline.py``'s, and ``cool_chg_4+gct`` both;
+``cool_chg_4+gct+moved`` also explains the GPUs' whole drops away where the head leans thermal and a cooling
+unit's ``chg`` surprise passes 4 (the adopted ranking). Prints one line per variant to stderr and the summary
+(``explaining_away_summary.summary``) as one JSON object:
 
     ../../.venv/bin/python own_change_offline.py own-anomaly-d0-7.json.gz own-anomaly-d8-15.json.gz > own-change-offline.json 2> own-change-offline.txt
 """
@@ -40,6 +42,20 @@ for t in (3.0, 4.0, 5.0):
     VARIANTS[f"up_chg_{t:g}"] = lambda r, t=t: with_own(r, UPSTREAM, t, ("chg",))
 VARIANTS["gpu_cool_thermal"] = lambda r: base_score(r, "gpu_cool_thermal")
 VARIANTS["cool_chg_4+gct"] = lambda r: with_own(r, {"cooling"}, 4.0, ("chg",), "gpu_cool_thermal")
+
+
+def unit_moved(r: dict) -> np.ndarray:
+    """``cool_chg_4+gct``, with every GPU's positive drop taken away where the head leans thermal (the cooling
+    unit's cause evidence is positive) and a cooling unit's move passes the threshold."""
+    cool = [i for i, k in enumerate(r["kinds"]) if k == "cooling"]
+    if not cool or max(r["cause_evidence"][i] for i in cool) <= 0 or max(r["chg"][i] for i in cool) <= 4.0:
+        return VARIANTS["cool_chg_4+gct"](r)
+    total = with_own(r, {"cooling"}, 4.0, ("chg",))
+    gpu = np.array([k == "gpu" for k in r["kinds"]])
+    return total - np.where(gpu, np.maximum(np.asarray(r["drop"], dtype=np.float64), 0.0), 0.0)
+
+
+VARIANTS["cool_chg_4+gct+moved"] = unit_moved
 
 if __name__ == "__main__":
     recs = [x for p in sys.argv[1:] for x in json.load(gzip.open(p, "rt"))]
