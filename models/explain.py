@@ -783,6 +783,7 @@ class ExplainedFailure:
 
     event: Any  # the row of :func:`~infrabrain.models.evaluation.failure_events` (site, node, tf, group, root, ...)
     score: float  # the node's score in the explained snapshot (the scale of ``rows["score"]``)
+    t: int  # the explained snapshot's end time (``rows["t"]``)
     graph: SiteGraph
     cand: np.ndarray  # the root-cause candidates (:func:`candidates`)
     drops: np.ndarray  # their occlusion drops
@@ -816,7 +817,7 @@ def explained_failures(model: torch.nn.Module, dataset: SnapshotDataset, rows: p
                               pool=dataset.pool)
         _, cand, drops, probs = _occlusion(model, item, site.graph, int(e.node))
         yield ExplainedFailure(
-            event=e, score=float(best["score"]), graph=site.graph, cand=cand, drops=drops,
+            event=e, score=float(best["score"]), t=int(best["t"]), graph=site.graph, cand=cand, drops=drops,
             causes={} if probs is None else dict(zip(groups, probs.tolist())),
             node_logits=snapshot_node_logits(rows, int(e.site), int(best["t"]), len(site.graph.node_global)),
             silent=silent_nodes(item, site.graph),

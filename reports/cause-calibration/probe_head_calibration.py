@@ -5,7 +5,7 @@ rows whose group the head covers: NLL and top-label ECE of the raw softmax, and 
 fitted on the validation site's failing rows; how many rows the sentence would name (p >= 0.5) and how many of
 those are right. One JSON object per draw on stdout.
 
-    ../../.venv/bin/python probe_head_calibration.py 0,1,2,3 > probe-d0-3.jsonl
+    ../../.venv/bin/python probe_head_calibration.py 0,1,2,3,4,5,6,7 > probe-d0-7.jsonl   # ~10 min; 8-15 beside it
 """
 from __future__ import annotations
 

@@ -17,7 +17,9 @@ from __future__ import annotations
 import gzip
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -55,16 +57,22 @@ def record(d: int, seed: int, f, prior) -> dict:
             "node_excess": round(node_excess(f), 5), "deployed": _rank_of(deployed, root)}
 
 
-def main(draws: list[int], seed_offset: int = 0) -> None:
+def draw_failures(d: int, seed: int) -> Iterator[tuple[Any, Any, Any]]:
+    """Train on draw ``d`` with training seed ``seed`` (the bench's default flags) and yield each explained
+    held-out failure with its site's deployed prior and the trained predictor."""
     args = bench.build_parser().parse_args(["--parts", "accuracy", "--no-progress", "--hours", "24"])
+    trained = train_predictor(bench._draw_runs(args, d), bench._pipeline_config(args, seed))
+    test = trained.splits.test_sites
+    rows = predict_scores(trained.model, test)
+    priors = deployed_site_priors(trained, test)
+    for f in explained_failures(trained.model, test, rows, failure_events(test), max_events=args.rootcause_events):
+        yield f, priors[int(f.event.site)], trained
+
+
+def main(draws: list[int], seed_offset: int = 0) -> None:
     recs = []
     for d in draws:
-        trained = train_predictor(bench._draw_runs(args, d), bench._pipeline_config(args, d + seed_offset))
-        test = trained.splits.test_sites
-        rows = predict_scores(trained.model, test)
-        priors = deployed_site_priors(trained, test)
-        fails = explained_failures(trained.model, test, rows, failure_events(test), max_events=args.rootcause_events)
-        recs += [record(d, d + seed_offset, f, priors[int(f.event.site)]) for f in fails]
+        recs += [record(d, d + seed_offset, f, prior) for f, prior, _ in draw_failures(d, d + seed_offset)]
         print(d, len(recs), file=sys.stderr, flush=True)
     suffix = f"-seed+{seed_offset}" if seed_offset else ""
     with gzip.open(f"parts-d{draws[0]}-{draws[-1]}{suffix}.json.gz", "wt") as fh:

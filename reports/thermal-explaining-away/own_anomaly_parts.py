@@ -26,45 +26,35 @@ from pathlib import Path
 
 import numpy as np
 
-from infrabrain.models.evaluation import failure_events
-from infrabrain.models.explain import explained_failures
-from infrabrain.models.features import KINDS
-from infrabrain.models.pipeline import deployed_site_priors, train_predictor
+from infrabrain.models.features import KINDS, FeatureSet
+from infrabrain.models.own_change_evidence import END_BINS, own_change
 from infrabrain.models.snapshots import build_snapshot
-from infrabrain.models.training import predict_scores
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "explaining-away"))
-import predictor as bench  # noqa: E402
-from explaining_away_parts import record  # noqa: E402
+from explaining_away_parts import draw_failures, record  # noqa: E402
 
 STATS = ("chg", "lvl")
 
 
-def own_stats(item: dict, n_metrics: np.ndarray) -> dict[str, np.ndarray]:
-    """``chg`` and ``lvl`` of every component of a snapshot (NaN where a component has no observed bin)."""
+def own_stats(item: dict, fs: FeatureSet) -> dict[str, np.ndarray]:
+    """``chg`` (:func:`~infrabrain.models.own_change_evidence.own_change`) and ``lvl`` of every component of a
+    snapshot (NaN where a component has no observed bin)."""
     x, m = item["x"].numpy().astype(np.float64), item["mask"].numpy() > 0
-    f = x.shape[2]
-    used = np.arange(f)[None, :] < n_metrics[item["kind"].numpy()][:, None]  # [N, F] the kind's own slots
-    def mean2(sl):
-        v, ok = x[:, sl, :], m[:, sl, :]
-        return np.where(ok.any(1), (v * ok).sum(1) / np.maximum(ok.sum(1), 1), np.nan)
-    last, first = mean2(slice(-2, None)), mean2(slice(0, 2))
-    out = {}
-    for name, v in (("chg", np.abs(last - first)), ("lvl", np.abs(last))):
-        v = np.where(used & np.isfinite(v), v, -np.inf).max(axis=1)
-        out[name] = np.where(np.isfinite(v), v, np.nan)
-    return out
+    n_metrics = np.array([len(fs.metrics_of(k)) if k in fs.kinds else 0 for k in KINDS])
+    used = np.arange(x.shape[2])[None, :] < n_metrics[item["kind"].numpy()][:, None]  # [N, F] the kind's own slots
+    v, ok = x[:, -END_BINS:, :], m[:, -END_BINS:, :]
+    last = np.where(ok.any(1), (v * ok).sum(1) / np.maximum(ok.sum(1), 1), np.nan)
+    lvl = np.where(used & np.isfinite(last), np.abs(last), -np.inf).max(axis=1)
+    return {"chg": own_change(item, fs), "lvl": np.where(np.isfinite(lvl), lvl, np.nan)}
 
 
-def fit_tails(train, n_metrics: np.ndarray, every: int = 5) -> dict[tuple[int, str], np.ndarray]:
+def fit_tails(train, fs: FeatureSet, every: int = 5) -> dict[tuple[int, str], np.ndarray]:
     """Sorted training values of each statistic per kind."""
     vals: dict[tuple[int, str], list] = {}
     for i in range(0, len(train), every):
         si, ti = train.index[i]
-        site = train.sites[si]
-        item = build_snapshot(site, ti, train.window, si, pool=train.pool)
-        st = own_stats(item, n_metrics)
+        item = build_snapshot(train.sites[si], ti, train.window, si, pool=train.pool)
+        st = own_stats(item, fs)
         alive = item["alive"].numpy() > 0
         kind = item["kind"].numpy()
         for s in STATS:
@@ -75,6 +65,7 @@ def fit_tails(train, n_metrics: np.ndarray, every: int = 5) -> dict[tuple[int, s
 
 
 def surprise(tail: np.ndarray, v: float) -> float:
+    """``-log((1 + m) / (1 + n))``, counting the ``m`` of the ``n`` training values at least ``v`` exactly."""
     if not np.isfinite(v) or len(tail) == 0:
         return 0.0
     at_least = len(tail) - np.searchsorted(tail, v, side="left")
@@ -82,30 +73,22 @@ def surprise(tail: np.ndarray, v: float) -> float:
 
 
 def main(draws: list[int], seed_offset: int = 0) -> None:
-    args = bench.build_parser().parse_args(["--parts", "accuracy", "--no-progress", "--hours", "24"])
     recs = []
     for d in draws:
-        trained = train_predictor(bench._draw_runs(args, d), bench._pipeline_config(args, d + seed_offset))
-        fs = trained.splits.feature_set
-        n_metrics = np.array([len(fs.metrics_of(k)) if k in fs.kinds else 0 for k in KINDS])
-        tails = fit_tails(trained.splits.train, n_metrics)
-        test = trained.splits.test_sites
-        rows = predict_scores(trained.model, test)
-        priors = deployed_site_priors(trained, test)
-        t_index = {(si, int(test.sites[si].timestamps[ti])): ti for si, ti in test.index}
-        for f in explained_failures(trained.model, test, rows, failure_events(test), max_events=args.rootcause_events):
-            rec = record(d, d + seed_offset, f, priors[int(f.event.site)])
+        tails = None
+        for f, prior, trained in draw_failures(d, d + seed_offset):
+            test, fs = trained.splits.test_sites, trained.splits.feature_set
+            if tails is None:
+                tails = fit_tails(trained.splits.train, fs)
+                t_index = {(si, int(test.sites[si].timestamps[ti])): ti for si, ti in test.index}
             si = int(f.event.site)
-            best = rows[(rows["site"] == si) & (rows["node"] == f.event.node) & (rows["t"] >= f.event.tf - 3600)
-                        & (rows["t"] <= f.event.tf - 300)]
-            t = int(best.loc[best["score"].idxmax(), "t"])
-            item = build_snapshot(test.sites[si], t_index[(si, t)], test.window, si, pool=test.pool)
-            st = own_stats(item, n_metrics)
+            item = build_snapshot(test.sites[si], t_index[(si, f.t)], test.window, si, pool=test.pool)
+            st = own_stats(item, fs)
+            rec = record(d, d + seed_offset, f, prior)
             cand = np.asarray(f.cand, dtype=np.int64)
-            kinds = f.graph.kind[cand]
             for s in STATS:
                 rec[s] = [round(surprise(tails.get((int(k), s), np.zeros(0)), float(st[s][c])), 4)
-                          for c, k in zip(cand, kinds)]
+                          for c, k in zip(cand, f.graph.kind[cand])]
             recs.append(rec)
         print(d, len(recs), file=sys.stderr, flush=True)
     suffix = f"-seed+{seed_offset}" if seed_offset else ""

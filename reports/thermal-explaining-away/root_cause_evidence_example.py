@@ -10,11 +10,11 @@ import json
 import sys
 from pathlib import Path
 
-from infrabrain.models.evaluation import MIN_LEAD_S, failure_events
-from infrabrain.models.explain import explain_node, raw_window, snapshot_node_logits
+from infrabrain.models.evaluation import failure_events
+from infrabrain.models.explain import explain_node, explained_failures, raw_window
 from infrabrain.models.pipeline import deployed_site_priors, train_predictor
 from infrabrain.models.predict import root_cause_evidence
-from infrabrain.models.snapshots import HORIZON_S, build_snapshot
+from infrabrain.models.snapshots import build_snapshot
 from infrabrain.models.training import predict_scores
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
@@ -29,19 +29,15 @@ def main(draw: int = 2, failures: int = 2) -> None:
     events = failure_events(test)
     priors = deployed_site_priors(trained, test)
     t_index = {(si, int(test.sites[si].timestamps[ti])): ti for si, ti in test.index}
-    for e in list(events[events["group"] == "thermal"].itertuples())[:failures]:
-        # the node's highest-scoring snapshot in the hour before, as rootcause_accuracy explains it
-        sub = rows[(rows["site"] == e.site) & (rows["node"] == e.node) & (rows["t"] >= e.tf - HORIZON_S)
-                   & (rows["t"] <= e.tf - MIN_LEAD_S)]
-        best = sub.loc[sub["score"].idxmax()]
-        si = int(e.site)
+    thermal = events[events["group"] == "thermal"].head(failures)
+    for f in explained_failures(trained.model, test, rows, thermal):  # as rootcause_accuracy explains them
+        si = int(f.event.site)
         site = test.sites[si]
-        ti = t_index[(si, int(best["t"]))]
+        ti = t_index[(si, f.t)]
         item = build_snapshot(site, ti, test.window, si, pool=test.pool)
         raw, names = raw_window(site.run, ti, test.window)
-        logits = snapshot_node_logits(rows, si, int(best["t"]), len(site.graph.node_global))
-        ex = explain_node(trained.model, item, site.graph, trained.splits.feature_set, int(e.node), raw, names,
-                          site.cadence_s, prior=priors[si], node_logits=logits, own_tails=trained.own_tails)
+        ex = explain_node(trained.model, item, site.graph, trained.splits.feature_set, int(f.event.node), raw, names,
+                          site.cadence_s, prior=priors[si], node_logits=f.node_logits, own_tails=trained.own_tails)
         print(ex.sentence)
         print(json.dumps(root_cause_evidence(ex, site.graph), indent=1))
 
