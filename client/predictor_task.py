@@ -6,7 +6,10 @@ differ in size, ambient temperature, fault rates and firmware quality (non-IID).
 not overlap (one hour each, the privacy unit); evaluation windows are cut every 10 minutes.
 
 Model: the centralised predictor's encoder (window summaries only, inputs standardised per component kind;
-docs/predictor.md, issue 3 follow-ups 4 and 5), without dropout (DP-SGD's noise regularises already).
+docs/predictor.md, issue 3 follow-ups 4 and 5), without dropout (DP-SGD's noise regularises already). Unless the
+round's ``cause-head`` is false it also has the centralised predictor's detached cause head (issue 3 follow-up 33),
+trained in the same DP-SGD step on the same snapshots: the site's checkpoint then names the likely cause of each
+alert, and its root-cause ranking reads that cause as the centralised one does (follow-ups 34 and 37).
 
 Normalisation uses :func:`public_reference`: the feature normaliser and the encoder's per-kind input centre and
 scale, all fitted on *public* simulated sites (the coordinator's simulator, partition ids from
@@ -74,6 +77,18 @@ def feature_set() -> Any:
     return FeatureSet(metrics={k: tuple(METRIC_NAMES[k]) for k in KINDS if k in METRIC_NAMES})
 
 
+def cause_groups(cfg: Mapping[str, Any] | None) -> tuple[str, ...]:
+    """The cause groups the federated predictor's cause head names under the round's settings ``cfg``: the
+    centralised head's (:data:`~infrabrain.models.evaluation.TYPED_CAUSE_GROUPS`), or none where ``cause-head`` is
+    false. Every party reads the same key, so every party builds the same arrays."""
+    from infrabrain.models.evaluation import TYPED_CAUSE_GROUPS
+
+    on = (cfg or {}).get("cause-head", True)
+    if not isinstance(on, bool):
+        raise ValueError(f"cause-head must be true or false, got {on!r}")
+    return TYPED_CAUSE_GROUPS if on else ()
+
+
 def _window() -> int:
     from infrabrain.models.snapshots import window_steps
 
@@ -81,7 +96,8 @@ def _window() -> int:
 
 
 def build_predictor(cfg: Mapping[str, Any] | None, input_scaling: Mapping[str, np.ndarray] | None) -> Any:
-    """A fresh FailurePredictor for the shared feature set (seeded, so every party builds the same one).
+    """A fresh FailurePredictor for the shared feature set (seeded, so every party builds the same one), with a
+    cause head unless ``cfg``'s ``cause-head`` is false (:func:`cause_groups`).
 
     ``input_scaling`` is the public reference's centre and scale (:attr:`SiteData.input_scaling` or
     :func:`public_reference`). None leaves the identity scaling: right only where the parameters alone matter
@@ -92,7 +108,8 @@ def build_predictor(cfg: Mapping[str, Any] | None, input_scaling: Mapping[str, n
 
     seed = int((cfg or {}).get("seed", 0))
     torch.manual_seed(seed)
-    model = build_model(feature_set().f_max, _window(), pool=POOL_MIN, **MODEL_OVERRIDES)
+    model = build_model(feature_set().f_max, _window(), pool=POOL_MIN, cause_groups=cause_groups(cfg),
+                        **MODEL_OVERRIDES)
     if input_scaling is not None:
         missing = [k for k in SCALING_KEYS if k not in input_scaling]
         if missing:

@@ -48,6 +48,7 @@ def _federate(args: argparse.Namespace) -> int:
     cfg = simulation_config(
         args.sites, args.rounds, args.sample, work, strategy=args.strategy, secagg=args.secagg or None,
         fleet_prior=args.fleet_prior or None, train_on_unpredictable=args.train_on_unpredictable,
+        cause_head=args.cause_head,
         site_gpus=args.site_gpus, site_hours=args.site_hours, eps_budget=args.eps_budget,
         noise_multiplier=args.noise_multiplier, local_epochs=args.local_epochs, lr=args.lr, seed=args.seed,
         data_seed=args.seed, public_sites=args.public_sites, **extra)
@@ -164,6 +165,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="train on every failure (the default); --no-train-on-unpredictable leaves the positives "
                           "of software and GSP faults, which no telemetry foretells, out of every party's loss, as "
                           "the centralised predictor does (measured not to help here: docs/federation.md)")
+    fed.add_argument("--cause-head", action=argparse.BooleanOptionalAction, default=None,
+                     help="train the predictor's cause head too (the default): each site's checkpoint names an "
+                          "alert's likely cause (memory, network, thermal, power, other) and ranks its root with "
+                          "it; --no-cause-head builds the model without it")
     fed.add_argument("--site-gpus", type=int, default=None, help="GPUs per simulated site (default 16)")
     fed.add_argument("--site-hours", type=float, default=None, help="hours simulated per site (default 24)")
     fed.add_argument("--eps-budget", type=float, default=None, help="per-site total epsilon (default 8)")

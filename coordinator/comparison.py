@@ -59,6 +59,63 @@ def pooled_scores(weights: Sequence[np.ndarray], sites: Sequence[Any], cfg: dict
     return summary_metrics(df["label"].to_numpy(), df["score"].to_numpy())
 
 
+#: The root-cause ranking's summary keys :func:`heldout_explanations` pools over sites (each with its ``n``).
+ROOT_CAUSE_SCOPES = ("", "cascade_")
+
+
+def heldout_explanations(weights: Sequence[np.ndarray], sites: Sequence[Any], cfg: dict[str, Any],
+                         max_events: int = 200, seed: int = 0) -> dict[str, Any]:
+    """How right ``weights``' explanations are on held-out sites (``SiteData``, e.g. from :func:`heldout_sets`).
+
+    ``cause_head``: how often the cause head names a failing row's cause group, pooled over the sites' held-out
+    rows (:func:`~infrabrain.models.evaluation.cause_head_accuracy`; None for a model without a head).
+    ``root_cause``: top-1 / top-3 of the root-cause ranking over all failures and the cascades, pooled over sites
+    (each site's ``n`` failures, at most ``max_events`` sampled per site), ranked as that site's checkpoint
+    would rank (:mod:`infrabrain.client.site_checkpoint`): with its training split's labelled roots plus the
+    published failure mix on its topology, and how far its own components moved over its training split;
+    ``root_cause_without_cause_head``: the same drops ranked without the head's cause (a model with a head)."""
+    import pandas as pd
+
+    from infrabrain.client.predictor_task import build_predictor, feature_set
+    from infrabrain.models.evaluation import cause_head_accuracy, failure_events
+    from infrabrain.models.explain import rootcause_accuracy
+    from infrabrain.models.own_change_evidence import fit_own_change_tails
+    from infrabrain.models.published_root_prior import published_root_prior
+    from infrabrain.models.root_prior import fit_root_prior, merge_root_priors
+    from infrabrain.models.training import predict_scores, set_weights
+
+    if not sites:
+        raise ValueError("heldout_explanations needs at least one site")
+    fs = feature_set()
+    frames, reports = [], []
+    for s in sites:
+        model = build_predictor(cfg, s.input_scaling)
+        set_weights(model, list(weights))
+        model.eval()
+        rows = predict_scores(model, s.test)
+        frames.append(rows)
+        prior = merge_root_priors(fit_root_prior(s.train), published_root_prior(s.train.sites[0].graph))
+        reports.append(rootcause_accuracy(model, s.test, fs, rows, failure_events(s.test), max_events=max_events,
+                                          seed=seed, prior=prior, own_tails=fit_own_change_tails(s.train, fs)))
+    out: dict[str, Any] = {"cause_head": cause_head_accuracy(pd.concat(frames, ignore_index=True)),
+                           "root_cause": _pool_top_k(reports)}
+    if all("without_cause_head" in r for r in reports):
+        out["root_cause_without_cause_head"] = _pool_top_k([r["without_cause_head"] for r in reports])
+    return out
+
+
+def _pool_top_k(reports: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Per-site top-1 / top-3 summaries (``<scope>n``, ``<scope>top1``, ``<scope>top3``) pooled, weighted by n."""
+    out: dict[str, float] = {}
+    for scope in ROOT_CAUSE_SCOPES:
+        n = sum(int(r[f"{scope}n"]) for r in reports)
+        out[f"{scope}n"] = n
+        for k in ("top1", "top3"):
+            out[f"{scope}{k}"] = (sum(r[f"{scope}{k}"] * r[f"{scope}n"] for r in reports if r[f"{scope}n"]) / n
+                                  if n else float("nan"))
+    return out
+
+
 def heldout_sets(cfg: FederationConfig, first_id: int, count: int, total: int) -> list[Any]:
     """``SiteData`` of sites ``first_id .. first_id+count-1`` (never in the federation), for :func:`pooled_scores`."""
     from infrabrain.client.predictor_task import site_data
@@ -188,7 +245,35 @@ def federated_demo(sites: int = 3, rounds: int = 3, site_gpus: int = 16, site_ho
             "local_only": local,
             "local_only_mean_pr_auc": float(np.mean(finite)) if finite else float("nan"),
             "eps_max": max(eps) if eps else None, "registry_dir": cfg.registry_dir, "work_dir": str(work),
-            "site_checkpoint": str(_site_checkpoint(cfg, 0, sites))}
+            "site_checkpoint": str(_site_checkpoint(cfg, 0, sites)),
+            "site_top_alert": site_top_alert(cfg, 0, sites)}
+
+
+def site_top_alert(cfg: FederationConfig, partition_id: int, total: int) -> dict[str, Any]:
+    """What site ``partition_id``'s daemon would say of its riskiest held-out window with its checkpoint of the
+    global model (``models.predict.predict_run`` on its own simulated telemetry): the top node's ``explanation``
+    (naming the cause the federated model's head gives), ``cause``, ``root_causes``, ``t`` (seconds) and, from
+    the simulator's truth, whether the node ``failed`` within the hour. For the demo: one site reads its own."""
+    from infrabrain.client.predictor_task import site_data, site_spec
+    from infrabrain.models.checkpoint import load_checkpoint
+    from infrabrain.models.predict import predict_run
+    from infrabrain.models.training import predict_scores
+    from infrabrain.simulation.engine import simulate_site
+
+    site_cfg = cfg.site_config()
+    settings = settings_for(cfg, partition_id, total, cfg.state_root)
+    ckpt = load_checkpoint(_site_checkpoint(cfg, partition_id, total))
+    rows = predict_scores(ckpt.model, site_data(settings, site_cfg).test)
+    if rows.empty:
+        raise ValueError(f"site {partition_id} has no held-out window to score")
+    t = int(rows.loc[rows["score"].idxmax(), "t"])
+    run = simulate_site(site_spec(settings), settings.site_hours, seed=settings.data_seed * 1000 + partition_id,
+                        acceleration=cfg.acceleration)
+    top = predict_run(ckpt, run, at_s=t, explain_top=1)[0]
+    at = rows[(rows["t"] == t) & (rows["node"] == top["node"])]
+    return {"t": t, "node_id": top["node_id"], "risk": top["risk"], "cause": top.get("cause"),
+            "explanation": top.get("explanation", ""), "root_causes": top.get("root_causes", []),
+            "failed": bool(at["label"].any())}
 
 
 def _site_checkpoint(cfg: FederationConfig, partition_id: int, total: int) -> Path:

@@ -58,6 +58,11 @@ class FederationConfig(BaseModel):
                                                      "positives of software and GSP faults out of every party's "
                                                      "loss, as the centralised predictor does (issue 3 follow-up "
                                                      "31 measured it not to help the federated model)")
+    cause_head: bool = Field(True, alias="cause-head",
+                             description="give the predictor the centralised one's detached cause head, trained in "
+                                         "the same DP-SGD step: each site's checkpoint then names an alert's likely "
+                                         "cause and ranks its root with it (issue 3 follow-up 38); false builds the "
+                                         "model without it (fewer arrays)")
     # The starting point: the predictor pretrained on public simulated sites (coordinator/public_model.py).
     public_sites: int = Field(4, alias="public-sites", ge=0, le=64,
                               description="public simulated sites to pretrain the initial model on; 0 = random init")
@@ -124,7 +129,7 @@ class FederationConfig(BaseModel):
     def site_config(self) -> dict[str, int | float | str | bool]:
         """The settings each site receives in the round's ConfigRecord (no secrets, no identifiers)."""
         keys = ("task", "local-epochs", "lr", "optimizer", "momentum", "batch-size", "dp", "noise-multiplier",
-                "max-grad-norm", "eps-budget", "train-on-unpredictable", "site-gpus", "site-hours", "acceleration",
+                "max-grad-norm", "eps-budget", "train-on-unpredictable", "cause-head", "site-gpus", "site-hours", "acceleration",
                 "data-seed", "state-root", "seed")
         dumped = self.model_dump(by_alias=True)
         out: dict[str, int | float | str | bool] = {k: dumped[k] for k in keys}

@@ -48,7 +48,7 @@ class PublicModel:
 
 def _cache_key(cfg: FederationConfig, shapes: list[list[int]]) -> dict[str, Any]:
     return {"version": CACHE_VERSION, "task": cfg.task, "public-sites": cfg.public_sites,
-            "train-on-unpredictable": cfg.train_on_unpredictable,
+            "train-on-unpredictable": cfg.train_on_unpredictable, "cause-head": cfg.cause_head,
             "public-epochs": cfg.public_epochs, "site-gpus": cfg.site_gpus, "site-hours": cfg.site_hours,
             "acceleration": cfg.acceleration, "data-seed": cfg.data_seed, "seed": cfg.seed,
             "data": data_identity(), "shapes": shapes}

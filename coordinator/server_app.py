@@ -55,8 +55,11 @@ def _initial(cfg: FederationConfig, registry: ModelRegistry) -> tuple[ArrayRecor
     fresh = initial_weights(cfg.task, cfg.model_dump(by_alias=True))
     shapes = [list(a.shape) for a in fresh]
     if latest.meta.get("shapes") != shapes or latest.meta.get("task") != cfg.task:
+        other = {**cfg.model_dump(by_alias=True), "cause-head": not cfg.cause_head}
+        hint = (f"; its shapes are the model's with cause-head = {str(not cfg.cause_head).lower()}"
+                if latest.meta.get("shapes") == [list(a.shape) for a in initial_weights(cfg.task, other)] else "")
         raise ValueError(f"registry {str(registry.root)!r} holds a model for task={latest.meta.get('task')!r} with "
-                         f"other array shapes; use another registry-dir or resume=false")
+                         f"other array shapes{hint}; use another registry-dir or resume=false")
     log.info("resuming federation", extra={"from_round": latest.round, "registry": str(registry.root)})
     return ArrayRecord({k: Array(a) for k, a in zip(latest.keys, latest.arrays, strict=True)}), latest.round + 1
 

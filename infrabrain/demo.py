@@ -69,6 +69,14 @@ def _site_checkpoint_line(path: str) -> str:
     return f"site 0's daemon checkpoint of the round-{card['source']['round']} global model: {path}: {how}"
 
 
+def _site_alert_line(alert: dict[str, Any]) -> str:
+    """Site 0's daemon on its riskiest held-out window, with the federated model's cause and root ranking."""
+    truth = "it failed within the hour" if alert["failed"] else "it did not fail within the hour"
+    roots = ", ".join(alert["root_causes"]) or "none"
+    return (f"site 0's daemon on its riskiest held-out window ({alert['t'] / 3600:.1f} h): {alert['explanation']}; "
+            f"likeliest roots {roots} ({truth})")
+
+
 def _fleet_prior_line(prior: dict[str, Any] | None, sites: int) -> str:
     """The fleet root prior released before the rounds (or why there is none)."""
     if prior is None:
@@ -134,9 +142,10 @@ def run_demo(args: argparse.Namespace) -> int:
               f"{fed['local_only_mean_pr_auc']:.3f}, both from the public pretrained start ({start_pr:.3f}); "
               f"largest epsilon spent by a site: {eps_text}")
         print("  " + _site_checkpoint_line(fed["site_checkpoint"]))
+        print("  " + _site_alert_line(fed["site_top_alert"]))
         results["federation"] = {k: fed[k] for k in ("federated", "start", "local_only", "local_only_mean_pr_auc",
                                                      "eps_max", "registry_dir", "site_checkpoint",
-                                                     "fleet_prior")}
+                                                     "site_top_alert", "fleet_prior")}
 
     if "query" not in args.skip:
         from infrabrain.coordinator.query_demo import run_demo as run_query_demo

@@ -37,3 +37,36 @@ def tls_superlink_config(tmp_path):
     return tls, SuperlinkConfig(port=free_port(), ca_cert=tls.ca_cert, server_cert=tls.server_cert,
                                 server_key=tls.server_key, flwr_home=tmp_path / "coord-flwr",
                                 database=tmp_path / "superlink.db", log_file=tmp_path / "superlink.log")
+
+
+@pytest.fixture
+def dp_round_inputs(tmp_path, monkeypatch):
+    """``inputs(*cfgs)``: per round config, what an 8-GPU site's DP round hands DP-SGD (``(model, dataset,
+    loss_fn)``), caught before any step, so nothing is trained or charged."""
+    import infrabrain.privacy.dp_training as dpt
+    from infrabrain.client import predictor_task as pt
+    from infrabrain.client.local_training import site_settings
+
+    class Stop(Exception):
+        pass
+
+    seen = []
+
+    def capture(model, dataset, loss_fn, collate, **kw):
+        seen.append((model, dataset, loss_fn))
+        raise Stop
+
+    monkeypatch.setattr(dpt, "train_dp", capture)
+    s = site_settings({"partition-id": 0, "num-partitions": 1},
+                      {"site-gpus": 8, "site-hours": 48.0, "state-root": str(tmp_path)})
+    base = {"acceleration": 500.0, "noise-multiplier": 1.0, "batch-size": 4, "server-round": 1}
+
+    def inputs(*overrides: dict) -> list[tuple]:
+        seen.clear()
+        for extra in overrides:
+            cfg = {**base, **extra}
+            with pytest.raises(Stop):
+                pt.predictor_train(s, pt.predictor_initial_weights(cfg), cfg)
+        return list(seen)
+
+    return inputs

@@ -217,6 +217,14 @@ def test_the_site_keeps_a_predictor_checkpoint_of_the_global_model_calibrated_on
     want = predict_scores(ref.eval(), data.test)
     got = predict_scores(ckpt.model, data.test)
     np.testing.assert_allclose(got["logit"].to_numpy(), want["logit"].to_numpy(), rtol=1e-5, atol=1e-5)
+    # and it names the cause as the evaluated model does (its cause head, issue 3 follow-up 38)
+    from infrabrain.models.evaluation import TYPED_CAUSE_GROUPS
+    from infrabrain.models.gnn import cause_groups_of
+    from infrabrain.models.training import cause_column
+
+    assert cause_groups_of(ckpt.model) == TYPED_CAUSE_GROUPS
+    cols = [cause_column(g) for g in TYPED_CAUSE_GROUPS]
+    np.testing.assert_allclose(got[cols].to_numpy(), want[cols].to_numpy(), rtol=1e-5, atol=1e-6)
 
     # `models predict` on the site's raw telemetry reads the public normaliser from the card and reports the
     # calibrated risk of the same window (no train/serve skew: until encoding 3 a GPU back from repair read as a
@@ -235,7 +243,11 @@ def test_a_global_model_that_ranks_the_sites_failures_low_is_kept_uncalibrated(t
     from infrabrain.models.checkpoint import load_checkpoint
 
     s, cfg, _, weights = _trained_site(tmp_path)
-    mirrored = [*weights[:-2], -weights[-2], -weights[-1]]  # the output layer negated: every logit flips sign
+    from infrabrain.client import predictor_task as pt
+
+    names = [n for n, _ in pt.build_predictor(cfg, None).named_parameters()]
+    out_layer = {names.index("head2.weight"), names.index("head2.bias")}  # before the cause head's arrays
+    mirrored = [-w if i in out_layer else w for i, w in enumerate(weights)]  # every failure logit flips sign
     out = keep_global_model(s, [str(i) for i in range(len(weights))], mirrored, cfg)
     card = load_checkpoint(out).card
     assert card["calibration"] is None and card["alert_threshold"] is None

@@ -8,7 +8,6 @@ import pytest
 import torch
 from torch import nn
 
-from infrabrain.client.local_training import site_settings
 from infrabrain.coordinator.fed_config import FederationConfig
 from infrabrain.models.evaluation import cause_names, unpredictable_causes
 
@@ -53,27 +52,9 @@ def test_the_task_loss_leaves_out_software_positives_only_when_told() -> None:
     assert sorted(cause_names()[0][i] for i in unpredictable_causes()) == ["gsp", "software"]
 
 
-def test_a_sites_dp_round_trains_with_the_task_loss(tmp_path, monkeypatch) -> None:
+def test_a_sites_dp_round_trains_with_the_task_loss(dp_round_inputs) -> None:
     """What a site's round hands DP-SGD: the loss follows the round's setting (caught before any step)."""
-    import infrabrain.privacy.dp_training as dpt
-    from infrabrain.client import predictor_task as pt
-
-    class Stop(Exception):
-        pass
-
-    seen = []
-
-    def capture(model, dataset, loss_fn, collate, **kw):
-        seen.append(_row_grads(loss_fn))
-        raise Stop
-
-    monkeypatch.setattr(dpt, "train_dp", capture)
-    s = site_settings({"partition-id": 0, "num-partitions": 1},
-                      {"site-gpus": 8, "site-hours": 48.0, "state-root": str(tmp_path)})
-    base = {"acceleration": 500.0, "noise-multiplier": 1.0, "batch-size": 4, "server-round": 1}
-    for cfg in (base, {**base, "train-on-unpredictable": False}):
-        with pytest.raises(Stop):
-            pt.predictor_train(s, pt.predictor_initial_weights(cfg), cfg)
+    seen = [_row_grads(loss_fn) for _, _, loss_fn in dp_round_inputs({}, {"train-on-unpredictable": False})]
     assert (seen[0] != 0).all()
     assert seen[1][0] == 0 and (seen[1][1:] != 0).all()
 
