@@ -12,6 +12,9 @@ model trained alone with the same DP budget from the same starting point (the co
 on public simulated sites; also from a random start, for context). Prints ratios, then as its LAST line one JSON object with ``sites``, ``rounds``,
 ``pr_auc_federated_dp``, ``pr_auc_centralized``, ``pr_auc_local_mean``, ``eps_max``, ``round_s`` (median).
 Goals (issue 5): federated DP >= 0.9 x centralised and >= 1.2 x local mean; round_s <= 60 (10 x 512 GPUs, 2 cores).
+Also how right each model's explanations are on the held-out sites (``coordinator.comparison.heldout_explanations``;
+issue 3 follow-up 38): ``cause_head_accuracy_<model>`` and ``rootcause_<top1|top3>[_cascade]_<model>[_without_cause_head]``
+for the federated, start and centralised models, and the whole reports under ``explanations``.
 """
 
 from __future__ import annotations
@@ -50,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-on-unpredictable", action=argparse.BooleanOptionalAction, default=True,
                    help="every party trains on every failure (default); --no-train-on-unpredictable leaves the "
                         "positives of software and GSP faults out of the loss (issue 3 follow-up 31)")
+    p.add_argument("--cause-head", action=argparse.BooleanOptionalAction, default=True,
+                   help="every party's predictor has the cause head (default); --no-cause-head builds it without "
+                        "(issue 3 follow-up 38)")
+    p.add_argument("--rootcause-events", type=int, default=200,
+                   help="failures explained per held-out site to score the root-cause ranking (0: skip)")
     p.add_argument("--quick", action="store_true", help="4 sites x 32 GPUs, 2 held out, 3 rounds")
     p.add_argument("--scale-sites", type=int, default=0, help="also run N tiny sites with 10 sampled per round")
     p.add_argument("--out", default=None)
@@ -62,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     from infrabrain.coordinator.comparison import (
         federation_start,
+        heldout_explanations,
         heldout_sets,
         pooled_scores,
         train_centralized,
@@ -79,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
                             optimizer=args.optimizer, local_epochs=args.local_epochs, batch_size=args.batch_size,
                             noise_multiplier=args.noise_multiplier, strategy=args.strategy,
                             max_grad_norm=args.max_grad_norm, public_sites=args.public_sites,
-                            train_on_unpredictable=args.train_on_unpredictable, data_seed=args.data_seed)
+                            train_on_unpredictable=args.train_on_unpredictable, data_seed=args.data_seed,
+                            cause_head=args.cause_head)
     print(f"federating {args.sites} sites x {args.site_gpus} GPUs x {args.site_hours:g} h for {args.rounds} rounds "
           f"(held out: {args.heldout}); work dir {work}", flush=True)
 
@@ -105,11 +115,19 @@ def main(argv: list[str] | None = None) -> int:
         "adam_8ep_scratch": dict(epochs=8, optimizer="adam", lr=3e-3),
         "adam_3ep_from_start": dict(epochs=3, optimizer="adam", lr=1e-3, init=start),
     }
-    central_all = {}
+    central_all, central_weights = {}, {}
     for name, kw in central_recipes.items():
-        central_all[name] = pooled_scores(train_centralized(cfg, range(args.sites), total, **kw), held, site_cfg)
+        central_weights[name] = train_centralized(cfg, range(args.sites), total, **kw)
+        central_all[name] = pooled_scores(central_weights[name], held, site_cfg)
         print(f"centralised non-private ({name}): {central_all[name]}", flush=True)
-    central = max(central_all.values(), key=lambda r: r["pr_auc"] if math.isfinite(r["pr_auc"]) else -1.0)
+    central_name = max(central_all, key=lambda k: central_all[k]["pr_auc"] if math.isfinite(central_all[k]["pr_auc"])
+                       else -1.0)
+    central = central_all[central_name]
+    explained = {}
+    if args.rootcause_events > 0:  # how right each model's explanations are on the held-out sites
+        for tag, w in (("federated", final.arrays), ("start", start), ("centralized", central_weights[central_name])):
+            explained[tag] = heldout_explanations(w, held, site_cfg, max_events=args.rootcause_events)
+            print(f"explanations ({tag}): {_explanation_line(explained[tag])}", flush=True)
 
     def local_mean_from(init, tag: str) -> float:
         vals = []
@@ -139,7 +157,9 @@ def main(argv: list[str] | None = None) -> int:
         "ratio_vs_local_mean": round(fed["pr_auc"] / local_mean, 3) if local_mean else None,
         "ratio_vs_local_mean_random_start": round(fed["pr_auc"] / local_mean_scratch, 3) if local_mean_scratch else None,
         "ratio_centralized_vs_local_mean": round(central["pr_auc"] / local_mean, 3) if local_mean else None,
-        "cpus": os.cpu_count(),
+        "cpus": os.cpu_count(), "cause_head": args.cause_head,
+        **{k: v for tag, e in explained.items() for k, v in _explanation_keys(e, tag).items()},
+        "explanations": explained,
     }
     print(f"federated/centralised = {result['ratio_vs_centralized']} (goal >= 0.9); "
           f"federated/local mean = {result['ratio_vs_local_mean']} (goal >= 1.2; sites alone from a random start: "
@@ -162,6 +182,34 @@ def main(argv: list[str] | None = None) -> int:
 
     print(json.dumps(result))
     return 0
+
+
+def _explanation_keys(e: dict, tag: str) -> dict:
+    """The JSON summary's flat keys of one model's :func:`heldout_explanations`."""
+    out = {}
+    head = e.get("cause_head")
+    if head is not None:
+        out[f"cause_head_accuracy_{tag}"] = round(head["accuracy"], 4)
+        out[f"cause_head_balanced_accuracy_{tag}"] = round(head["balanced_accuracy"], 4)
+    for src, suffix in (("root_cause", ""), ("root_cause_without_cause_head", "_without_cause_head")):
+        for scope, name in (("", ""), ("cascade_", "_cascade")):
+            for k in ("top1", "top3"):
+                if src in e:
+                    out[f"rootcause_{k}{name}_{tag}{suffix}"] = round(e[src][f"{scope}{k}"], 4)
+    return out
+
+
+def _explanation_line(e: dict) -> str:
+    """One line of :func:`heldout_explanations`: the head's accuracy and the ranking's top-1 / top-3."""
+    head = e.get("cause_head")
+    rc = e["root_cause"]
+    line = (f"root cause top-1 {rc['top1']:.3f} top-3 {rc['top3']:.3f} over {rc['n']} failures; cascades "
+            f"{rc['cascade_top1']:.3f} / {rc['cascade_top3']:.3f} over {rc['cascade_n']}")
+    if head is not None:
+        no = e["root_cause_without_cause_head"]
+        line += (f" (without the head {no['top1']:.3f} / {no['top3']:.3f}, cascades {no['cascade_top1']:.3f} / "
+                 f"{no['cascade_top3']:.3f}); cause head right on {head['accuracy']:.3f} of {head['rows']} failing rows")
+    return line
 
 
 if __name__ == "__main__":
