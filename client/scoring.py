@@ -120,6 +120,12 @@ class PredictorScorer:
         #: How far the training sites' components moved over a window (a cooling unit that moved further is a
         #: likelier root); None for a card written before issue 3 follow-up 37, which ranks without them.
         self.own_tails = OwnChangeTails.from_card(self._ckpt.card)
+        from infrabrain.models.cause_naming import CauseNamingCheck
+
+        #: Whether the head's naming of each cause held up on checked rows (the validation split, or the site's
+        #: held-out split): an alert names an unchecked cause as unsure. None for a card without it (before
+        #: issue 3 follow-up 38), which names causes as before.
+        self.cause_naming = CauseNamingCheck.from_card(self._ckpt.card)
         self._node_ids = topology.ids("node")
         self._rack_of = topology.rack_of()
         self._neigh = self._node_neighbourhoods()
@@ -216,7 +222,8 @@ class PredictorScorer:
             try:
                 exp = explain_node(self._ckpt.model, snap, self._graph, self.feature_set, pos[r.node_id],
                                    raw=metrics, raw_names=self.metric_names, prior=self.root_prior,
-                                   node_logits=node_logits, own_tails=self.own_tails)
+                                   node_logits=node_logits, own_tails=self.own_tails,
+                                   naming=self.cause_naming)
             except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as exc:
                 log.warning("model explanation failed; keeping the signal heuristic",
                             extra={"node": r.node_id, "error": str(exc)})

@@ -23,7 +23,9 @@ local like the calibration: counted at the site and never sent. Where the federa
 prior (``client.fleet_prior_site``), the card's prior adds the fleet's expected counts less the site's own.
 It also holds how far the site's own components moved over a window in its training split
 (``models.own_change_evidence``: a cooling unit that moves further than they did is a likelier root), fitted and
-kept at the site like the prior.
+kept at the site like the prior, and how often the cause head named each group right on the site's held-out split
+(``models.cause_naming``: an alert names a cause the check did not hold up for as unsure), local like the
+calibration.
 """
 
 from __future__ import annotations
@@ -62,19 +64,22 @@ def write_site_checkpoint(settings: SiteSettings, weights: Sequence[np.ndarray],
     """The predictor checkpoint of ``weights`` in ``<state_dir>/predictor``, calibrated on the site's held-out
     split (atomically replaced, so the daemon never reads half a checkpoint)."""
     from infrabrain.client import predictor_task as pt
+    from infrabrain.models.cause_naming import CARD_KEY as CAUSE_NAMING_KEY
+    from infrabrain.models.cause_naming import fit_cause_naming
     from infrabrain.models.checkpoint import save_checkpoint
     from infrabrain.models.own_change_evidence import CARD_KEY as OWN_CHANGE_CARD_KEY
     from infrabrain.models.own_change_evidence import fit_own_change_tails
     from infrabrain.models.pipeline import fit_calibration
     from infrabrain.models.published_root_prior import CARD_PUBLISHED_KEY
     from infrabrain.models.root_prior import fit_root_prior, merge_root_priors
-    from infrabrain.models.training import set_weights
+    from infrabrain.models.training import predict_scores, set_weights
 
     data = pt.site_data(settings, cfg)
     model = pt.build_predictor(cfg, data.input_scaling)
     set_weights(model, list(weights))
     model.eval()
-    calibration, threshold = fit_calibration(model, data.test)
+    held_rows = predict_scores(model, data.test)
+    calibration, threshold = fit_calibration(model, data.test, rows=held_rows)
     if calibration is not None:
         note = (f"Platt scaling fitted at the site on its held-out split ({calibration.n} rows, "
                 f"{calibration.positives} failing); never sent")
@@ -101,6 +106,8 @@ def write_site_checkpoint(settings: SiteSettings, weights: Sequence[np.ndarray],
         CARD_PUBLISHED_KEY: 0,
         # how far the site's own components moved over its training windows: local, never sent
         OWN_CHANGE_CARD_KEY: _dump(fit_own_change_tails(data.train, pt.feature_set())),
+        # whether the head's naming of each cause held up on the site's held-out split: local, never sent
+        CAUSE_NAMING_KEY: _dump(fit_cause_naming(held_rows, "site held-out")),
     }
     out = save_checkpoint(settings.state_path / SITE_CHECKPOINT_DIR, model, pt.feature_set(), reference.normalizer,
                           dict(metrics or {}), extra, overwrite=True)
@@ -109,8 +116,8 @@ def write_site_checkpoint(settings: SiteSettings, weights: Sequence[np.ndarray],
     return out
 
 
-def _dump(tails: Any) -> dict[str, Any] | None:
-    return tails.model_dump() if tails is not None else None
+def _dump(obj: Any) -> dict[str, Any] | None:
+    return obj.model_dump() if obj is not None else None
 
 
 def _root_prior(settings: SiteSettings, local: Any, graph: Any) -> tuple[Any, str]:

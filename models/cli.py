@@ -69,6 +69,7 @@ def _heldout(value: str | None) -> int | list[str] | None:
 def _train(args: argparse.Namespace) -> int:
     from infrabrain.models.checkpoint import save_checkpoint
     from infrabrain.models.device import resolve_device
+    from infrabrain.models.cause_naming import CARD_KEY as CAUSE_NAMING_KEY
     from infrabrain.models.pipeline import PipelineConfig, root_prior_card, train_predictor, training_fractions
     from infrabrain.models.training import evaluate_model
 
@@ -101,7 +102,8 @@ def _train(args: argparse.Namespace) -> int:
              "heldout_sites": [s.name for s in sp.heldout_sites], "history": trained.result.history,
              "best_epoch": trained.result.best_epoch, "stopped_early": trained.result.stopped_early,
              "calibration": trained.calibration.model_dump() if trained.calibration is not None else None,
-             "alert_threshold": trained.val_threshold, **root_prior_card(trained)}
+             "alert_threshold": trained.val_threshold, **root_prior_card(trained),
+             CAUSE_NAMING_KEY: trained.cause_naming.model_dump() if trained.cause_naming is not None else None}
     save_checkpoint(out, trained.model, sp.feature_set, sp.normalizer, metrics, extra, overwrite=args.overwrite)
     summary = {"checkpoint": str(out), "epochs_run": len(trained.result.history), "best_epoch": trained.result.best_epoch,
                **{f"{k}_pr_auc": v.get("pr_auc") for k, v in metrics.items()}}

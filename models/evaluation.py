@@ -72,7 +72,9 @@ def unpredictable_causes() -> tuple[int, ...]:
     return tuple(i for i, c in enumerate(causes) if group.get(c) in UNPREDICTABLE_GROUPS)
 
 
-def _cause_group(cause: np.ndarray) -> np.ndarray:
+def cause_group_array(cause: np.ndarray) -> np.ndarray:
+    """Causes (indices into the contract's ``CAUSES``; -1 or out of range: no failure) -> their groups, ``"none"``
+    for no failure."""
     causes, group = cause_names()
     names = np.array([group.get(c, "other") for c in causes] + ["none"], dtype=object)
     c = np.asarray(cause, dtype=np.int64)
@@ -106,7 +108,7 @@ def failure_events(dataset: SnapshotDataset) -> pd.DataFrame:
             pre = any(t < tf for t in degr.get(rid, []))
             rows.append((si, int(node), tf, cause, root, pre))
     df = pd.DataFrame(rows, columns=["site", "node", "tf", "cause", "root", "precursor"])
-    df["group"] = _cause_group(df["cause"].to_numpy()) if len(df) else pd.Series(dtype=object)
+    df["group"] = cause_group_array(df["cause"].to_numpy()) if len(df) else pd.Series(dtype=object)
     return df
 
 
@@ -190,7 +192,7 @@ def calibration(labels: np.ndarray, scores: np.ndarray, bins: int = 10) -> dict[
 def group_pr_auc(rows: pd.DataFrame, groups: Sequence[str], row_groups: np.ndarray | None = None) -> float:
     """PR-AUC of the failures whose cause group is in ``groups`` against every negative row; NaN when ``rows``
     hold no such positive. ``row_groups`` (``_cause_group`` of the rows' causes) saves recomputing it."""
-    rg = _cause_group(rows["cause"].to_numpy()) if row_groups is None else row_groups
+    rg = cause_group_array(rows["cause"].to_numpy()) if row_groups is None else row_groups
     return subset_pr_auc(rows, np.isin(rg, list(groups)))
 
 
@@ -215,7 +217,7 @@ def cause_head_accuracy(rows: pd.DataFrame, row_groups: np.ndarray | None = None
     if not cols:
         return None
     names = [c[len(CAUSE_COLUMN_PREFIX):] for c in cols]
-    rg = _cause_group(rows["cause"].to_numpy()) if row_groups is None else row_groups
+    rg = cause_group_array(rows["cause"].to_numpy()) if row_groups is None else row_groups
     pos = rows["label"].to_numpy(bool) & np.isin(rg, names)
     truth = np.array([names.index(g) for g in rg[pos]], dtype=np.int64)
     pred = rows.loc[pos, cols].to_numpy().argmax(axis=1) if pos.any() else np.zeros(0, np.int64)
@@ -275,7 +277,7 @@ def node_racks(dataset: SnapshotDataset) -> pd.DataFrame:
 def scope_pr_aucs(rows: pd.DataFrame, scope: np.ndarray) -> dict[str, float]:
     """PR-AUC of node-rooted failures (software-like causes left out: nothing to read) and of upstream-rooted
     ones, each against every negative row (``pr_auc_node_rooted``, ``pr_auc_upstream``; NaN where none)."""
-    predictable = ~np.isin(_cause_group(rows["cause"].to_numpy()), list(UNPREDICTABLE_GROUPS))
+    predictable = ~np.isin(cause_group_array(rows["cause"].to_numpy()), list(UNPREDICTABLE_GROUPS))
     return {"pr_auc_node_rooted": subset_pr_auc(rows, (scope == "node") & predictable),
             "pr_auc_upstream": subset_pr_auc(rows, scope == "upstream")}
 
@@ -289,7 +291,7 @@ def cause_macro_pr_auc(rows: pd.DataFrame, row_groups: np.ndarray | None = None)
     """Mean over the cause groups with a positive row, software-like ones (``UNPREDICTABLE_GROUPS``) excepted, of
     each group's PR-AUC against every negative row: every failure mechanism counts alike, however rare; NaN when no
     such group has a positive row. ``row_groups`` as in :func:`group_pr_auc`."""
-    rg = _cause_group(rows["cause"].to_numpy()) if row_groups is None else row_groups
+    rg = cause_group_array(rows["cause"].to_numpy()) if row_groups is None else row_groups
     present = sorted(set(rg[rows["label"].to_numpy(bool)]) - set(UNPREDICTABLE_GROUPS))
     vals = [group_pr_auc(rows, (g,), rg) for g in present]
     vals = [v for v in vals if np.isfinite(v)]
@@ -301,7 +303,7 @@ def evaluate_scores(rows: pd.DataFrame, events: pd.DataFrame, probabilistic: boo
     out: dict[str, Any] = dict(summary_metrics(rows["label"].to_numpy(), rows["score"].to_numpy()))
     if not probabilistic:
         out.pop("brier", None)
-    groups = _cause_group(rows["cause"].to_numpy())
+    groups = cause_group_array(rows["cause"].to_numpy())
     out["pr_auc_cascade"] = group_pr_auc(rows, CASCADE_GROUPS, groups)
     out["pr_auc_causes"] = cause_macro_pr_auc(rows, groups)
     ev = event_scores(rows, events)

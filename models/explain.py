@@ -34,6 +34,7 @@ import torch
 
 from infrabrain.models.cause_root_evidence import (HEAT_GROUP, UNLOCALISED_GROUPS, CauseRootTable,
                                                    cause_log_evidence, cause_root_table)
+from infrabrain.models.cause_naming import FAILED, TOO_FEW, CauseNamingCheck
 from infrabrain.models.derived_metrics import with_derived_metrics
 from infrabrain.models.features import KINDS, STATIC_METRICS, FeatureSet, is_counter
 from infrabrain.models.gnn import cause_groups_of, risk_and_cause_logits
@@ -644,6 +645,7 @@ def explain_node(
     prior: RootPrior | None = None,
     node_logits: np.ndarray | None = None,
     own_tails: OwnChangeTails | None = None,
+    naming: CauseNamingCheck | None = None,
 ) -> Explanation:
     """Explain the risk of node ``node_pos`` (position in node order) in snapshot ``item``.
 
@@ -652,7 +654,9 @@ def explain_node(
     ``node_logits`` (every node's logit in this snapshot: :func:`sibling_evidence`, with the nodes that went
     down within the window, :func:`silent_nodes`) join the drops in the root-cause ranking
     (``Explanation.roots``), and so does ``own_tails`` (the model card's training own changes:
-    :func:`own_change_part`); the sentence quotes the drops only.
+    :func:`own_change_part`); the sentence quotes the drops only. With ``naming`` (the model card's
+    :class:`~infrabrain.models.cause_naming.CauseNamingCheck`) the sentence names the head's cause only where
+    that group's naming held up on the checked rows, and otherwise says the cause is unsure and why.
     """
     logit, cand, drops, probs = _occlusion(model, item, graph, node_pos)
     order = np.argsort(-drops, kind="stable")
@@ -691,7 +695,8 @@ def explain_node(
                              own_change_part(item, graph, cand, feature_set, own_tails))
     return Explanation(node_id=node_id, risk=risk, contributors=contribs, causes=causes, cause=cause,
                        sentence=explanation_sentence(node_id, risk, contribs, top_k, cause,
-                                                     causes.get(cause) if cause else None),
+                                                     causes.get(cause) if cause else None,
+                                                     *_naming_verdict(naming, cause)),
                        roots=rank_by_score(graph, cand, parts["total"]),  # rank_root_causes, parts kept
                        root_parts={int(c): {k: float(v[j]) for k, v in parts.items()} for j, c in enumerate(cand)})
 
@@ -718,16 +723,33 @@ def named_cause(causes: Mapping[str, float]) -> str | None:
     return cause if causes[cause] >= MIN_CAUSE_P else None
 
 
+def _naming_verdict(naming: CauseNamingCheck | None, cause: str | None) -> tuple[str | None, str]:
+    """The card's check of the head's naming of ``cause``: its status and note, for :func:`explanation_sentence`
+    (``(None, "")`` without a check or a cause)."""
+    if naming is None or cause is None:
+        return None, ""
+    return naming.status(cause), naming.note(cause)
+
+
 def explanation_sentence(node_id: str, risk: float, contribs: Sequence[Contribution], top_k: int = 3,
-                         cause: str | None = None, cause_p: float | None = None) -> str:
+                         cause: str | None = None, cause_p: float | None = None, naming_status: str | None = None,
+                         naming_note: str = "") -> str:
     """'node X at risk R[, likely <cause group> (P)]: <top contributor>; <others within MATERIAL_SHARE of it>'
     (``contribs`` ranked; ``cause`` and ``cause_p``: the cause head's likeliest group and its probability, named
-    only if ``cause_p >= MIN_CAUSE_P``)."""
+    only if ``cause_p >= MIN_CAUSE_P``). With the card's check of that naming
+    (:meth:`~infrabrain.models.cause_naming.CauseNamingCheck.status` and ``note``): where it failed, "cause unsure
+    (the head says <group> P, but <note>)"; where it was too rarely made to tell, "likely <group> (P; unchecked:
+    <note>)"."""
     top = max((c.score for c in contribs), default=0.0)
     parts = [f"{KIND_LABEL[c.kind]} {c.component_id} {c.change}".strip() for c in contribs[:top_k]
              if c.score > 0 and c.score >= MATERIAL_SHARE * top]
     named = cause is not None and cause_p is not None and cause_p >= MIN_CAUSE_P
-    why = f", likely {cause} ({cause_p:.2f})" if named else ""
+    why = ""
+    if named and naming_status == FAILED:
+        why = f", cause unsure (the head says {cause} {cause_p:.2f}, but {naming_note})"
+    elif named:
+        why = f", likely {cause} ({cause_p:.2f}" + (f"; unchecked: {naming_note})" if naming_status == TOO_FEW
+                                                     else ")")
     return f"node {node_id} at risk {risk:.2f}{why}" + (": " + "; ".join(parts) if parts else "")
 
 
@@ -757,10 +779,11 @@ def snapshot_node_logits(rows: pd.DataFrame, site: int, t: int, n_nodes: int) ->
 def explain_dataset_alerts(model: torch.nn.Module, dataset: SnapshotDataset, feature_set: FeatureSet,
                            rows: pd.DataFrame, top_n: int = 5,
                            prior: RootPrior | Mapping[int, RootPrior | None] | None = None,
-                           own_tails: OwnChangeTails | None = None) -> list[Explanation]:
+                           own_tails: OwnChangeTails | None = None,
+                           naming: CauseNamingCheck | None = None) -> list[Explanation]:
     """Explanations of the ``top_n`` highest-scoring rows (``site, t, node, score``) of ``dataset``; ``prior`` is one
     root prior or one per site (by ``dataset``'s site index: the published mix laid on each site's topology);
-    ``own_tails`` as :func:`explain_node`'s."""
+    ``own_tails`` and ``naming`` as :func:`explain_node`'s."""
     out = []
     top = alert_rows(rows, top_n)
     t_index = {(si, int(dataset.sites[si].timestamps[ti])): ti for si, ti in dataset.index}
@@ -772,7 +795,7 @@ def explain_dataset_alerts(model: torch.nn.Module, dataset: SnapshotDataset, fea
         logits = snapshot_node_logits(rows, si, int(r.t), len(site.graph.node_global))
         p = prior.get(si) if isinstance(prior, Mapping) else prior
         out.append(explain_node(model, item, site.graph, feature_set, int(r.node), raw, names, site.cadence_s,
-                                prior=p, node_logits=logits, own_tails=own_tails))
+                                prior=p, node_logits=logits, own_tails=own_tails, naming=naming))
     return out
 
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from infrabrain.logs import get_logger
 from infrabrain.models.calibration import PlattCalibrator, calibrated_ensemble, logit
+from infrabrain.models.cause_naming import CauseNamingCheck, fit_cause_naming
 from infrabrain.models.device import DeviceName
 from infrabrain.models.gnn import FailurePredictor, ModelConfig
 from infrabrain.models.own_change_evidence import CARD_KEY as OWN_CHANGE_CARD_KEY
@@ -110,6 +111,7 @@ class Trained:
     val_threshold: float | None = None  # alert threshold chosen on the validation split (precision >= 0.5 there)
     root_prior: RootPrior | None = None  # where the training split's failures started (root-cause ranking)
     own_tails: OwnChangeTails | None = None  # how far the training split's components moved (root-cause ranking)
+    cause_naming: CauseNamingCheck | None = None  # the head's naming of each group on the validation split
 
 
 def root_prior_card(trained: Trained) -> dict[str, Any]:
@@ -186,16 +188,19 @@ def train_predictor(runs: Sequence[Any], config: PipelineConfig | None = None,
     hook = (lambda epoch, rec: on_epoch(epoch, rec, model)) if on_epoch is not None else None
     result = train_model(model, splits.train, splits.val if len(splits.val) else None, tcfg, on_epoch=hook)
     train_s = time.perf_counter() - t0
-    cal, thr = fit_calibration(model, splits.val)
+    val_rows = predict_scores(model, splits.val) if len(splits.val) else None
+    cal, thr = fit_calibration(model, splits.val, rows=val_rows)
     return Trained(model=model, splits=splits, result=result, config=cfg, train_s=train_s, calibration=cal,
                    val_threshold=thr, root_prior=fit_root_prior(splits.train),
-                   own_tails=fit_own_change_tails(splits.train, splits.feature_set))
+                   own_tails=fit_own_change_tails(splits.train, splits.feature_set),
+                   cause_naming=fit_cause_naming(val_rows, "validation") if val_rows is not None else None)
 
 
-def fit_calibration(model: FailurePredictor, val: Any,
-                    min_precision: float = 0.5) -> tuple[PlattCalibrator | None, float | None]:
+def fit_calibration(model: FailurePredictor, val: Any, min_precision: float = 0.5,
+                    rows: pd.DataFrame | None = None) -> tuple[PlattCalibrator | None, float | None]:
     """Platt scaling of ``model``'s logits on the validation split, and the alert threshold (a calibrated
-    probability) with the best event recall at alert precision >= ``min_precision`` there.
+    probability) with the best event recall at alert precision >= ``min_precision`` there. ``rows``:
+    ``predict_scores(model, val)``, where the caller has it already.
 
     (None, None) if the split has no rows or one class only; the threshold is None if no threshold reaches the
     precision on the validation split."""
@@ -203,7 +208,7 @@ def fit_calibration(model: FailurePredictor, val: Any,
 
     if val is None or len(val) == 0:
         return None, None
-    rows = predict_scores(model, val)
+    rows = predict_scores(model, val) if rows is None else rows
     try:
         cal = PlattCalibrator.fit(rows["logit"].to_numpy(), rows["label"].to_numpy(bool))
     except ValueError as exc:
@@ -300,7 +305,7 @@ def evaluate_predictor(trained: Trained, out_dir: str | Path | None = None, root
                             compare_priors=compare_priors, late_from=late_from, absolute=rootcause_absolute,
                             own_tails=trained.own_tails)
     explained = explain_dataset_alerts(trained.model, test, sp.feature_set, gnn, top_n=5, prior=deployed,
-                                       own_tails=trained.own_tails)
+                                       own_tails=trained.own_tails, naming=trained.cause_naming)
     expl = _quote_risks(explained, alert_rows(gnn, 5)["score"].to_numpy())  # gnn's score is calibrated if possible
     nongraph = [n for n in NONGRAPH_MODELS if n in models]
     best = max(nongraph, key=lambda n: _nz(models[n]["pr_auc"]))
@@ -461,7 +466,8 @@ def demo_train_and_explain(runs: Sequence[Any], top_n: int = 5, epochs: int = 3,
     test = trained.splits.test_sites if trained.splits.test_sites is not None else trained.splits.test_time
     rows = predict_scores(trained.model, test)
     explained = explain_dataset_alerts(trained.model, test, trained.splits.feature_set, rows, top_n,
-                                       prior=deployed_site_priors(trained, test), own_tails=trained.own_tails)
+                                       prior=deployed_site_priors(trained, test), own_tails=trained.own_tails,
+                                       naming=trained.cause_naming)
     if trained.calibration is None:
         return [e.sentence for e in explained]
     return _quote_risks(explained, trained.calibration.apply(alert_rows(rows, top_n)["logit"].to_numpy()))

@@ -45,6 +45,7 @@ def predict_window(
     """
     from infrabrain.models.calibration import PlattCalibrator, risk_of
     from infrabrain.models.explain import explain_node
+    from infrabrain.models.cause_naming import CauseNamingCheck
     from infrabrain.models.own_change_evidence import OwnChangeTails
     from infrabrain.models.published_root_prior import deployed_root_prior
 
@@ -78,6 +79,7 @@ def predict_window(
     cal = PlattCalibrator.from_card(ckpt.card)  # Platt scaling from training, if the checkpoint has one
     prior, _ = deployed_root_prior(ckpt.card, graph)  # the card's, or the published mix on this topology
     own_tails = OwnChangeTails.from_card(ckpt.card)  # how far the training sites' components moved, if recorded
+    naming = CauseNamingCheck.from_card(ckpt.card)  # whether the head's naming held up on checked rows, if recorded
     risk = risk_of(logits, cal)
     out = []
     for pos, g in enumerate(graph.node_global):
@@ -95,7 +97,7 @@ def predict_window(
         if r["risk"] is None:
             continue
         e = explain_node(model, item, graph, ckpt.feature_set, r["node"], raw, metric_names, cadence_s, prior=prior,
-                         node_logits=node_logits, own_tails=own_tails)
+                         node_logits=node_logits, own_tails=own_tails, naming=naming)
         r["explanation"] = e.quoting(r["risk"])
         r["root_causes"] = [str(graph.component_ids[c]) for c in e.ranked_components()[:3]]
         r["root_cause_evidence"] = root_cause_evidence(e, graph)

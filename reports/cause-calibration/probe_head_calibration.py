@@ -17,14 +17,14 @@ import numpy as np
 sys.path.insert(0, "../../bench")
 import predictor as bench  # noqa: E402
 
-from infrabrain.models.evaluation import _cause_group  # noqa: E402
+from infrabrain.models.evaluation import cause_group_array  # noqa: E402
 from infrabrain.models.pipeline import train_predictor  # noqa: E402
 from infrabrain.models.training import CAUSE_COLUMN_PREFIX, predict_scores  # noqa: E402
 
 
 def failing(rows, names):
     cols = [CAUSE_COLUMN_PREFIX + g for g in names]
-    rg = _cause_group(rows["cause"].to_numpy())
+    rg = cause_group_array(rows["cause"].to_numpy())
     pos = rows["label"].to_numpy(bool) & np.isin(rg, names)
     y = np.array([names.index(g) for g in rg[pos]], dtype=np.int64)
     return np.log(np.clip(rows.loc[pos, cols].to_numpy(float), 1e-300, None)), y

@@ -315,7 +315,7 @@ def test_daemon_risk_is_the_calibrated_risk_predict_reports_and_alerts_at_the_ca
 
 
 def test_a_card_without_a_root_prior_ranks_with_the_published_mix_on_the_sites_topology(
-        tmp_path: Path, small_dataset: Path, small_checkpoint: Path) -> None:
+        tmp_path: Path, small_dataset: Path, small_checkpoint: Path, small_run: Any, monkeypatch) -> None:
     """A site whose model card holds no root prior (no labelled roots, no fleet release) ranks root causes with
     the published failure mix laid on its own topology (issue 3, follow-up 26), not by occlusion drop alone; a
     card's own prior is kept, and merged with that mix where the card says so (follow-up 29)."""
@@ -356,3 +356,19 @@ def test_a_card_without_a_root_prior_ranks_with_the_published_mix_on_the_sites_t
     card[CARD_KEY] = tails.model_dump()
     (bare / "model_card.json").write_text(json.dumps(card))
     assert PredictorScorer(bare, topology).own_tails == tails
+    # and the card's check of how the head's naming held up (follow-up 38), which each alert's explanation reads
+    from infrabrain.models import explain
+    from infrabrain.models.cause_naming import CARD_KEY as NAMING_KEY
+    from infrabrain.models.cause_naming import CauseNamingCheck, GroupNaming
+
+    assert kept.cause_naming is None
+    check = CauseNamingCheck(source="validation", groups={"memory": GroupNaming(named=6, right=1)})
+    card[NAMING_KEY] = check.model_dump()
+    (bare / "model_card.json").write_text(json.dumps(card))
+    named = PredictorScorer(bare, topology)
+    assert named.cause_naming == check
+    seen = []
+    real = explain.explain_node
+    monkeypatch.setattr(explain, "explain_node", lambda *a, **k: (seen.append(k.get("naming")), real(*a, **k))[1])
+    window = {k: np.asarray(v)[-named.window_steps:] for k, v in small_run.metrics.items()}
+    assert len(named.explain(named.score(window))) == 2 and seen and all(n == check for n in seen)

@@ -225,6 +225,10 @@ def test_the_site_keeps_a_predictor_checkpoint_of_the_global_model_calibrated_on
     assert cause_groups_of(ckpt.model) == TYPED_CAUSE_GROUPS
     cols = [cause_column(g) for g in TYPED_CAUSE_GROUPS]
     np.testing.assert_allclose(got[cols].to_numpy(), want[cols].to_numpy(), rtol=1e-5, atol=1e-6)
+    # and whether that naming held up on the site's held-out split, counted there and never sent
+    from infrabrain.models.cause_naming import CauseNamingCheck, fit_cause_naming
+
+    assert CauseNamingCheck.from_card(ckpt.card) == fit_cause_naming(want, "site held-out")
 
     # `models predict` on the site's raw telemetry reads the public normaliser from the card and reports the
     # calibrated risk of the same window (no train/serve skew: until encoding 3 a GPU back from repair read as a
