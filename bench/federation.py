@@ -12,9 +12,10 @@ model trained alone with the same DP budget from the same starting point (the co
 on public simulated sites; also from a random start, for context). Prints ratios, then as its LAST line one JSON object with ``sites``, ``rounds``,
 ``pr_auc_federated_dp``, ``pr_auc_centralized``, ``pr_auc_local_mean``, ``eps_max``, ``round_s`` (median).
 Goals (issue 5): federated DP >= 0.9 x centralised and >= 1.2 x local mean; round_s <= 60 (10 x 512 GPUs, 2 cores).
-Also how right each model's explanations are on the held-out sites (``coordinator.comparison.heldout_explanations``;
-issue 3 follow-up 38): ``cause_head_accuracy_<model>`` and ``rootcause_<top1|top3>[_cascade]_<model>[_without_cause_head]``
-for the federated, start and centralised models, and the whole reports under ``explanations``.
+Also how right each model's explanations are on the held-out sites
+(``coordinator.comparison.heldout_explanations``; issue 3 follow-up 38): ``cause_head_accuracy_<model>`` and
+``rootcause_<top1|top3>[_cascade]_<model>[_without_cause_head]`` for the federated, start and centralised models,
+and the whole reports under ``explanations``.
 """
 
 from __future__ import annotations
@@ -208,7 +209,8 @@ def _explanation_line(e: dict) -> str:
     if head is not None:
         no = e["root_cause_without_cause_head"]
         line += (f" (without the head {no['top1']:.3f} / {no['top3']:.3f}, cascades {no['cascade_top1']:.3f} / "
-                 f"{no['cascade_top3']:.3f}); cause head right on {head['accuracy']:.3f} of {head['rows']} failing rows")
+                 f"{no['cascade_top3']:.3f}); cause head right on {head['accuracy']:.3f} of {head['rows']} "
+                 "failing rows")
     return line
 
 

@@ -122,9 +122,9 @@ class PredictorScorer:
         self.own_tails = OwnChangeTails.from_card(self._ckpt.card)
         from infrabrain.models.cause_naming import CauseNamingCheck
 
-        #: Whether the head's naming of each cause held up on checked rows (the validation split, or the site's
-        #: held-out split): an alert names an unchecked cause as unsure. None for a card without it (before
-        #: issue 3 follow-up 38), which names causes as before.
+        #: How the head's naming of each cause fared on checked rows (the validation split, or the site's held-out
+        #: split): an alert says a cause is unsure where its naming failed there, and flags one made too rarely to
+        #: tell. None for a card without it (before issue 3 follow-up 38), which names causes as before.
         self.cause_naming = CauseNamingCheck.from_card(self._ckpt.card)
         self._node_ids = topology.ids("node")
         self._rack_of = topology.rack_of()

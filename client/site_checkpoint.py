@@ -24,8 +24,8 @@ prior (``client.fleet_prior_site``), the card's prior adds the fleet's expected 
 It also holds how far the site's own components moved over a window in its training split
 (``models.own_change_evidence``: a cooling unit that moves further than they did is a likelier root), fitted and
 kept at the site like the prior, and how often the cause head named each group right on the site's held-out split
-(``models.cause_naming``: an alert names a cause the check did not hold up for as unsure), local like the
-calibration.
+(``models.cause_naming``: an alert flags a cause whose naming failed there, or was made too rarely to tell),
+local like the calibration.
 """
 
 from __future__ import annotations

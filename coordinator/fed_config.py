@@ -129,8 +129,8 @@ class FederationConfig(BaseModel):
     def site_config(self) -> dict[str, int | float | str | bool]:
         """The settings each site receives in the round's ConfigRecord (no secrets, no identifiers)."""
         keys = ("task", "local-epochs", "lr", "optimizer", "momentum", "batch-size", "dp", "noise-multiplier",
-                "max-grad-norm", "eps-budget", "train-on-unpredictable", "cause-head", "site-gpus", "site-hours", "acceleration",
-                "data-seed", "state-root", "seed")
+                "max-grad-norm", "eps-budget", "train-on-unpredictable", "cause-head", "site-gpus", "site-hours",
+                "acceleration", "data-seed", "state-root", "seed")
         dumped = self.model_dump(by_alias=True)
         out: dict[str, int | float | str | bool] = {k: dumped[k] for k in keys}
         if self.strategy == "fedprox":

@@ -1,5 +1,5 @@
 """Whether the cause head's naming of each group held up on labelled rows it was not trained on (issue 3 follow-up
-38), so that an alert names a cause only where the naming was checked.
+38), so that an alert says where that naming failed or was never checked.
 
 The head's probabilities are not calibrated, and a temperature fitted on the validation site did not transfer to
 the held-out sites (follow-up 37's probe). A briefly trained head can be sure and wrong: ``make demo`` printed
@@ -84,9 +84,10 @@ class CauseNamingCheck(BaseModel):
         return f"it named {group} right on {g.right} of {g.named} {self.source} rows"
 
 
-def fit_cause_naming(rows: pd.DataFrame, source: str, min_p: float | None = None) -> CauseNamingCheck | None:
+def fit_cause_naming(rows: pd.DataFrame, source: str) -> CauseNamingCheck | None:
     """Count, over ``rows``' failing rows of a group the head names, where the head named a group (its likeliest
-    at ``min_p`` or more; default :data:`~infrabrain.models.explain.MIN_CAUSE_P`) and how often it was the row's.
+    at :data:`~infrabrain.models.explain.MIN_CAUSE_P` or more, as the sentence does) and how often it was the
+    row's.
 
     ``rows``: a score table with the head's ``cause_p_<group>`` columns (:func:`~infrabrain.models.training.
     predict_scores`) and ``label`` / ``cause``. None for a table without those columns (a model without a head)."""
@@ -105,7 +106,7 @@ def fit_cause_naming(rows: pd.DataFrame, source: str, min_p: float | None = None
     truth = cause_group_array(rows["cause"].to_numpy())
     keep = rows["label"].to_numpy(bool) & np.isin(truth, names)
     top = p.argmax(axis=1)
-    named = keep & (p[np.arange(len(p)), top] >= (MIN_CAUSE_P if min_p is None else min_p))
+    named = keep & (p[np.arange(len(p)), top] >= MIN_CAUSE_P)
     groups = {}
     for i, g in enumerate(names):
         mine = named & (top == i)
