@@ -43,20 +43,29 @@ def pooled_scores(weights: Sequence[np.ndarray], sites: Sequence[Any], cfg: dict
     splits (``SiteData``, e.g. from :func:`heldout_sets`)."""
     import pandas as pd
 
+    from infrabrain.models.training import predict_scores, summary_metrics
+
+    model = _scoring_model(weights, sites, cfg, "pooled_scores")
+    frames = [predict_scores(model, s.test) for s in sites]
+    df = pd.concat(frames, ignore_index=True)
+    return summary_metrics(df["label"].to_numpy(), df["score"].to_numpy())
+
+
+def _scoring_model(weights: Sequence[np.ndarray], sites: Sequence[Any], cfg: dict[str, Any], caller: str) -> Any:
+    """The predictor of ``weights`` with the public input scaling every one of ``sites`` was prepared with (in
+    eval mode); refused, naming ``caller``, for no site or for sites prepared with different scalings."""
     from infrabrain.client.predictor_task import SCALING_KEYS, build_predictor
-    from infrabrain.models.training import predict_scores, set_weights, summary_metrics
+    from infrabrain.models.training import set_weights
 
     if not sites:
-        raise ValueError("pooled_scores needs at least one site")
+        raise ValueError(f"{caller} needs at least one site")
     scaling = sites[0].input_scaling
     if any(not np.array_equal(s.input_scaling[k], scaling[k]) for s in sites[1:] for k in SCALING_KEYS):
         raise ValueError("the sites were prepared with different public input scalings (other site-gpus, "
                          "site-hours, data-seed or acceleration); score them separately")
     model = build_predictor(cfg, scaling)
     set_weights(model, list(weights))
-    frames = [predict_scores(model, s.test) for s in sites]
-    df = pd.concat(frames, ignore_index=True)
-    return summary_metrics(df["label"].to_numpy(), df["score"].to_numpy())
+    return model.eval()
 
 
 #: The root-cause ranking's summary keys :func:`heldout_explanations` pools over sites (each with its ``n``).
@@ -76,22 +85,18 @@ def heldout_explanations(weights: Sequence[np.ndarray], sites: Sequence[Any], cf
     ``root_cause_without_cause_head``: the same drops ranked without the head's cause (a model with a head)."""
     import pandas as pd
 
-    from infrabrain.client.predictor_task import build_predictor, feature_set
+    from infrabrain.client.predictor_task import feature_set
     from infrabrain.models.evaluation import cause_head_accuracy, failure_events
     from infrabrain.models.explain import rootcause_accuracy
     from infrabrain.models.own_change_evidence import fit_own_change_tails
     from infrabrain.models.published_root_prior import published_root_prior
     from infrabrain.models.root_prior import fit_root_prior, merge_root_priors
-    from infrabrain.models.training import predict_scores, set_weights
+    from infrabrain.models.training import predict_scores
 
-    if not sites:
-        raise ValueError("heldout_explanations needs at least one site")
+    model = _scoring_model(weights, sites, cfg, "heldout_explanations")
     fs = feature_set()
     frames, reports = [], []
     for s in sites:
-        model = build_predictor(cfg, s.input_scaling)
-        set_weights(model, list(weights))
-        model.eval()
         rows = predict_scores(model, s.test)
         frames.append(rows)
         prior = merge_root_priors(fit_root_prior(s.train), published_root_prior(s.train.sites[0].graph))

@@ -91,24 +91,16 @@ def fit_cause_naming(rows: pd.DataFrame, source: str) -> CauseNamingCheck | None
 
     ``rows``: a score table with the head's ``cause_p_<group>`` columns (:func:`~infrabrain.models.training.
     predict_scores`) and ``label`` / ``cause``. None for a table without those columns (a model without a head)."""
-    from infrabrain.models.evaluation import cause_group_array
+    from infrabrain.models.evaluation import cause_head_accuracy
     from infrabrain.models.explain import MIN_CAUSE_P
-    from infrabrain.models.training import CAUSE_COLUMN_PREFIX
 
-    cols = [c for c in rows.columns if str(c).startswith(CAUSE_COLUMN_PREFIX)]
-    if not cols:
-        return None
     missing = [c for c in ("label", "cause") if c not in rows.columns]
     if missing:
         raise ValueError(f"fit_cause_naming needs the score table's {missing} columns")
-    names = [c[len(CAUSE_COLUMN_PREFIX):] for c in cols]
-    p = rows[cols].to_numpy(dtype=float)
-    truth = cause_group_array(rows["cause"].to_numpy())
-    keep = rows["label"].to_numpy(bool) & np.isin(truth, names)
-    top = p.argmax(axis=1)
-    named = keep & (p[np.arange(len(p)), top] >= MIN_CAUSE_P)
-    groups = {}
-    for i, g in enumerate(names):
-        mine = named & (top == i)
-        groups[g] = GroupNaming(named=int(mine.sum()), right=int((mine & (truth == g)).sum()))
-    return CauseNamingCheck(source=source, groups=groups)
+    head = cause_head_accuracy(rows, min_p=MIN_CAUSE_P)
+    if head is None:
+        return None
+    confusion = np.asarray(head["confusion"], dtype=np.int64)  # truth by named, over the rows it names
+    return CauseNamingCheck(source=source, groups={
+        g: GroupNaming(named=int(confusion[:, i].sum()), right=int(confusion[i, i]))
+        for i, g in enumerate(head["groups"])})

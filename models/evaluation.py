@@ -206,21 +206,24 @@ def typed_pr_auc(rows: pd.DataFrame, group: str, row_groups: np.ndarray | None =
     return group_pr_auc(rows.assign(score=rows["score"].to_numpy() * rows[col].to_numpy()), (group,), row_groups)
 
 
-def cause_head_accuracy(rows: pd.DataFrame, row_groups: np.ndarray | None = None) -> dict[str, Any] | None:
+def cause_head_accuracy(rows: pd.DataFrame, row_groups: np.ndarray | None = None,
+                        min_p: float = 0.0) -> dict[str, Any] | None:
     """How often the cause head's likeliest group is the failure's, over the failing rows whose group it names:
     ``rows``, ``accuracy``, ``balanced_accuracy`` (the mean of the groups' recalls: a head that names the
     commonest group everywhere scores one over the number of groups), per group ``recall`` (of its rows, the
     share named right; groups with rows) and ``precision`` (of the rows it names that group, the share right;
-    groups it names), ``groups`` and ``confusion`` (truth by predicted, in ``groups`` order). None without cause
-    columns."""
+    groups it names), ``groups`` and ``confusion`` (truth by predicted, in ``groups`` order). With ``min_p`` only
+    the rows where the head's likeliest group has that probability or more (the rows a sentence names a cause
+    on, :mod:`~infrabrain.models.cause_naming`). None without cause columns."""
     cols = [c for c in rows.columns if str(c).startswith(CAUSE_COLUMN_PREFIX)]
     if not cols:
         return None
     names = [c[len(CAUSE_COLUMN_PREFIX):] for c in cols]
     rg = cause_group_array(rows["cause"].to_numpy()) if row_groups is None else row_groups
-    pos = rows["label"].to_numpy(bool) & np.isin(rg, names)
+    p = rows[cols].to_numpy(dtype=float)
+    pos = rows["label"].to_numpy(bool) & np.isin(rg, names) & (p.max(axis=1, initial=0.0) >= min_p)
     truth = np.array([names.index(g) for g in rg[pos]], dtype=np.int64)
-    pred = rows.loc[pos, cols].to_numpy().argmax(axis=1) if pos.any() else np.zeros(0, np.int64)
+    pred = p[pos].argmax(axis=1) if pos.any() else np.zeros(0, np.int64)
     confusion = np.zeros((len(names), len(names)), dtype=np.int64)
     np.add.at(confusion, (truth, pred), 1)
     right, held, named = np.diag(confusion), confusion.sum(axis=1), confusion.sum(axis=0)

@@ -74,8 +74,13 @@ def main(draws: list[int], seed_offset: int = 0) -> None:
     for d in draws:
         recs += [record(d, d + seed_offset, f, prior) for f, prior, _ in draw_failures(d, d + seed_offset)]
         print(d, len(recs), file=sys.stderr, flush=True)
+    write_records("parts", draws, seed_offset, recs)
+
+
+def write_records(name: str, draws: list[int], seed_offset: int, recs: list[dict]) -> None:
+    """``recs`` to ``<name>-d<first>-<last>[-seed+<offset>].json.gz`` in the working directory."""
     suffix = f"-seed+{seed_offset}" if seed_offset else ""
-    with gzip.open(f"parts-d{draws[0]}-{draws[-1]}{suffix}.json.gz", "wt") as fh:
+    with gzip.open(f"{name}-d{draws[0]}-{draws[-1]}{suffix}.json.gz", "wt") as fh:
         json.dump(recs, fh)
 
 

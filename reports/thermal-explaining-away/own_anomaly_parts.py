@@ -19,8 +19,6 @@ draw, or draw + the optional second argument). Writes ``own-anomaly-d<first>-<la
 
 from __future__ import annotations
 
-import gzip
-import json
 import sys
 from pathlib import Path
 
@@ -31,7 +29,7 @@ from infrabrain.models.own_change_evidence import END_BINS, own_change
 from infrabrain.models.snapshots import build_snapshot
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "explaining-away"))
-from explaining_away_parts import draw_failures, record  # noqa: E402
+from explaining_away_parts import draw_failures, record, write_records  # noqa: E402
 
 STATS = ("chg", "lvl")
 
@@ -91,9 +89,7 @@ def main(draws: list[int], seed_offset: int = 0) -> None:
                           for c, k in zip(cand, f.graph.kind[cand])]
             recs.append(rec)
         print(d, len(recs), file=sys.stderr, flush=True)
-    suffix = f"-seed+{seed_offset}" if seed_offset else ""
-    with gzip.open(f"own-anomaly-d{draws[0]}-{draws[-1]}{suffix}.json.gz", "wt") as fh:
-        json.dump(recs, fh)
+    write_records("own-anomaly", draws, seed_offset, recs)
 
 
 if __name__ == "__main__":
