@@ -382,7 +382,8 @@ def _pipeline_config(args: argparse.Namespace, seed: int) -> PipelineConfig:
                           stride_min=args.stride, pool_min=args.pool, window_min=args.window,
                           input_scaling=args.scale_inputs,
                           input_scale_floor=args.scale_floor, progress=not args.no_progress, device=args.device,
-                          train_on_unpredictable=args.train_on_unpredictable, cause_balance=args.cause_balance)
+                          train_on_unpredictable=args.train_on_unpredictable, cause_balance=args.cause_balance,
+                          cause_head=not args.no_cause_head)
 
 
 def headroom_part(args: argparse.Namespace) -> dict:
@@ -777,6 +778,28 @@ def _f(x: float | None, nd: int = 2) -> str:
     return "-" if x is None else f"{x:.{nd}f}"
 
 
+def _timed_model(args: argparse.Namespace, n_features: int) -> torch.nn.Module:
+    """The GNN the timing parts time: the one the pipeline trains under these flags, the cause head included
+    (its loss term in the epoch, its probabilities in the forward pass, as ``predict`` reads them)."""
+    from infrabrain.models.gnn import build_model
+    from infrabrain.models.pipeline import typed_cause_groups
+
+    return build_model(n_features, 60, pool=5, hidden=args.hidden, layers=args.layers, bin_features=args.bins,
+                       input_scaling=args.scale_inputs, dropout=args.dropout, summary_features=not args.no_summary,
+                       cause_groups=typed_cause_groups(_pipeline_config(args, args.seed)))
+
+
+def _scores(model: torch.nn.Module, batch: dict) -> None:
+    """One forward pass as ``predict`` makes it: the failure logits and, with a head, the cause probabilities,
+    both copied back to the CPU."""
+    from infrabrain.models.gnn import risk_and_cause_logits
+
+    risk, causes = risk_and_cause_logits(model, batch)
+    risk.cpu()
+    if causes is not None:
+        torch.softmax(causes, dim=-1).cpu()
+
+
 def epoch_part(args: argparse.Namespace) -> dict:
     from infrabrain.models.device import resolve_device, synchronize
     from infrabrain.models.gnn import build_model
@@ -794,8 +817,7 @@ def epoch_part(args: argparse.Namespace) -> dict:
     site = site_tensors(run, fs, fit_normalizer([run], fs))
     ds = SnapshotDataset([site], window=60, stride=1, pool=5)
     ds.index = ds.index[: args.epoch_snapshots]
-    model = build_model(fs.f_max, 60, pool=5, hidden=args.hidden, layers=args.layers, bin_features=args.bins,
-                        input_scaling=args.scale_inputs).to(device)
+    model = _timed_model(args, fs.f_max).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     loader = make_loader(ds, 16, shuffle=True)
     from itertools import islice
@@ -829,18 +851,17 @@ def inference_part(args: argparse.Namespace) -> dict:
     run = simulate_site(spec, hours=62 / 60, seed=args.seed, acceleration=1.0)
     fs = FeatureSet.from_run(run)
     norm = fit_normalizer([run], fs)
-    model = build_model(fs.f_max, 60, pool=5, hidden=args.hidden, layers=args.layers, bin_features=args.bins,
-                        input_scaling=args.scale_inputs).eval().to(device)
+    model = _timed_model(args, fs.f_max).eval().to(device)
     t0 = time.perf_counter()
     item = snapshot_from_window(run.topology, run.metrics, run.metric_names, fs, norm, 60, pool=5)
     batch = collate_snapshots([item])
     prep_ms = (time.perf_counter() - t0) * 1000
     times = []
     with torch.no_grad():
-        model(batch_to(batch, device)).cpu()  # warm-up
+        _scores(model, batch_to(batch, device))  # warm-up
         for _ in range(args.infer_repeats):
             t0 = time.perf_counter()  # the host-to-device copy and the scores' way back are timed too
-            model(batch_to(batch, device)).cpu()
+            _scores(model, batch_to(batch, device))
             times.append((time.perf_counter() - t0) * 1000)
     ms = float(np.median(times))
     print(f"inference on a {spec.n_gpus}-GPU snapshot ({len(item['kind'])} components) on {device}: model "
@@ -903,6 +924,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cause-balance", type=float, default=_default_cause_balance(),
                    help="how far the cause head's loss evens out the training sites' cause groups: 0 every failing "
                         "row alike, 1 every group alike (PipelineConfig.cause_balance; default %(default)s)")
+    p.add_argument("--no-cause-head", action="store_true",
+                   help="a GNN without the cause head (follow-up 33), in training, evaluation and the timings")
     p.add_argument("--pos-weight", type=float, default=None,
                    help="BCE weight of positive labels (default: negatives / positives of the training set, "
                         "capped at 50)")
@@ -1011,7 +1034,8 @@ def main(argv: list[str] | None = None) -> int:
                      "summary_features": not args.no_summary, "bin_features": args.bins, "dropout": args.dropout,
                      "train_until": args.train_until, "pos_weight": args.pos_weight,
                      "train_on_unpredictable": args.train_on_unpredictable, "cause_balance": args.cause_balance,
-                     "stride_min": args.stride, "window_min": args.window, "pool_min": args.pool,
+                     "cause_head": not args.no_cause_head, "stride_min": args.stride, "window_min": args.window,
+                     "pool_min": args.pool,
                      "scale_inputs": args.scale_inputs,
                      "scale_floor": args.scale_floor,
                      "device": args.device, "bootstrap": args.bootstrap}
