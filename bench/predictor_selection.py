@@ -89,7 +89,7 @@ def _one_seed(bp: ModuleType, runs: list, args: argparse.Namespace, seed: int) -
     """Train one seed for every epoch; each rule's kept epoch and its held-out metrics, and the held-out rows
     of the model ``--selection`` keeps (for the seed ensemble)."""
     from infrabrain.models.evaluation import evaluate_scores, failure_events
-    from infrabrain.models.explain import rootcause_accuracy
+    from infrabrain.models.root_cause_accuracy import rootcause_accuracy
     from infrabrain.models.pipeline import deployed_site_priors, train_predictor
     from infrabrain.models.training import predict_scores
 

@@ -87,7 +87,7 @@ def heldout_explanations(weights: Sequence[np.ndarray], sites: Sequence[Any], cf
 
     from infrabrain.client.predictor_task import feature_set
     from infrabrain.models.evaluation import cause_head_accuracy, failure_events
-    from infrabrain.models.explain import rootcause_accuracy
+    from infrabrain.models.root_cause_accuracy import rootcause_accuracy
     from infrabrain.models.own_change_evidence import fit_own_change_tails
     from infrabrain.models.published_root_prior import published_root_prior
     from infrabrain.models.root_prior import fit_root_prior, merge_root_priors

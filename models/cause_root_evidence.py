@@ -1,11 +1,11 @@
 """The cause head's belief as evidence about where a failure started (issue 3 follow-up 34).
 
-The root-cause ranking (:func:`~infrabrain.models.explain.rank_root_causes`) adds each candidate's occlusion drop,
-its log root prior (where failures start, by relation to the failed node: :mod:`~infrabrain.models.root_prior`)
-and its sibling evidence. A model with a cause head (``ModelConfig.cause_groups``) also says which cause group
-the node's failure is likely to be, and a cause group says much about where it starts: a thermal failure starts
-at the node's cooling unit or at one of its GPUs, a network one at its leaf switch or at the node (its cable or
-NIC), a memory one at a GPU or at the node, never at a switch.
+The root-cause ranking (:func:`~infrabrain.models.root_cause_ranking.rank_root_causes`) adds each candidate's
+occlusion drop, its log root prior (where failures start, by relation to the failed node:
+:mod:`~infrabrain.models.root_prior`) and its sibling evidence. A model with a cause head
+(``ModelConfig.cause_groups``) also says which cause group the node's failure is likely to be, and a cause group says
+much about where it starts: a thermal failure starts at the node's cooling unit or at one of its GPUs, a network one
+at its leaf switch or at the node (its cable or NIC), a memory one at a GPU or at the node, never at a switch.
 
 Read as a naive-Bayes likelihood (the head's posterior over its training mix), the head adds to a candidate
 whose relation to the node is ``rel``
@@ -18,7 +18,7 @@ of all failures that are of group ``g``, both under the published failure mix la
 mixed with ``w`` at :data:`CAUSE_EVIDENCE_FLOOR`. A head that says no more than the mix adds 0 to every
 candidate. A relation the mix never starts a failure in (a rack; another rack's leaf) gets 0.
 
-The ranking reads the head only where its sentence names the group (``explain.MIN_CAUSE_P``) and the group is
+The ranking reads the head only where its sentence names the group (``cause_naming.MIN_CAUSE_P``) and the group is
 not one of :data:`UNLOCALISED_GROUPS`. Read everywhere, it pushed the leaf switch of abrupt leaf failures out of
 the top three: nothing in such a window foretells the failure, the head then leans to "other", and "other"
 points at the node and its GPUs (issue 3 follow-up 34).
@@ -48,7 +48,7 @@ CAUSE_EVIDENCE_FLOOR = 0.2
 UNLOCALISED_GROUPS: frozenset[str] = frozenset({"other"})
 
 #: The cause group that says a failure came of heat: where the head names it, a cooling unit's sibling evidence
-#: explains its GPUs' drops away (:func:`~infrabrain.models.explain.explained_away`, issue 3 follow-up 37).
+#: explains its GPUs' drops away (:func:`~infrabrain.models.root_cause_ranking.explained_away`, issue 3 follow-up 37).
 HEAT_GROUP = "thermal"
 
 

@@ -1,7 +1,7 @@
 """How far a candidate's own telemetry moved over the window, as evidence of where a failure started (issue 3
 follow-up 37).
 
-Every other part of the root-cause ranking (:func:`~infrabrain.models.explain.root_score_parts`) reads the
+Every other part of the root-cause ranking (:func:`~infrabrain.models.root_cause_ranking.root_score_parts`) reads the
 model: how far occluding a candidate lowers the failed node's logit, how much its other nodes are at risk, which
 cause the head names. A cooling unit's fault reaches its nodes only as heat, and the model reads heat at the GPU
 that fails first: the unit's own occlusion drop is about 0. Where the training sites never saw a cooling failure

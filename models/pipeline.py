@@ -267,11 +267,12 @@ def evaluate_predictor(trained: Trained, out_dir: str | Path | None = None, root
     adds every model's score table (``score_tables``), the racks (``resample_clusters``) and the failures
     (``events``), none written to the JSON. ``compare_priors`` ranks the same root-cause drops with other priors
     too (``report["rootcause"]["compare"]``; with ``late_from`` also over each site's later failures only:
-    :func:`~infrabrain.models.explain.rootcause_accuracy`; ``rootcause_absolute`` also ranks them on the raw GPU
-    drops, its ``absolute``)."""
+    :func:`~infrabrain.models.root_cause_accuracy.rootcause_accuracy`; ``rootcause_absolute`` also ranks them on the
+    raw GPU drops, its ``absolute``)."""
     from infrabrain.models.evaluation import (calibration, evaluate_scores, failure_events, node_racks, plot_pr_curves,
                                               root_scope, scope_pr_aucs)
-    from infrabrain.models.explain import alert_rows, explain_dataset_alerts, rootcause_accuracy
+    from infrabrain.models.explain import alert_rows, explain_dataset_alerts
+    from infrabrain.models.root_cause_accuracy import rootcause_accuracy
 
     sp = trained.splits
     test = getattr(sp, split) if getattr(sp, split, None) is not None else sp.test_time

@@ -108,9 +108,9 @@ def predict_window(
 
 def root_cause_evidence(e: Explanation, graph: SiteGraph, top: int = 3) -> list[dict[str, Any]]:
     """Why each of an explanation's ``top`` likeliest roots is ranked where it is: its ``score`` (the ranking's
-    total), the ``parts`` that add up to it (:func:`~infrabrain.models.explain.root_score_parts`) and what its
-    own telemetry did (``metric``, ``change``: the metric it stands out on, as the sentence quotes one)."""
-    from infrabrain.models.explain import ROOT_SCORE_PARTS
+    total), the ``parts`` that add up to it (:func:`~infrabrain.models.root_cause_ranking.root_score_parts`) and what
+    its own telemetry did (``metric``, ``change``: the metric it stands out on, as the sentence quotes one)."""
+    from infrabrain.models.root_cause_ranking import ROOT_SCORE_PARTS
 
     said = {c.component: c for c in e.contributors}
     out = []

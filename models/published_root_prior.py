@@ -127,7 +127,7 @@ def kind_relation_counts(graph: SiteGraph, kinds: Iterable[str]) -> dict[str, di
     (:func:`~infrabrain.models.root_prior.relation`) of one root incident of that kind on ``graph``, its root
     drawn in proportion to the GPUs it serves as the fault model draws it. Relations beyond
     :data:`~infrabrain.models.root_prior.MAX_HOPS` are not counted; empty when the site has no GPU."""
-    from infrabrain.models.explain import khop
+    from infrabrain.models.occlusion import khop
 
     gpu_node = graph.gpu_node()
     gpus_of = np.bincount(gpu_node[gpu_node >= 0], minlength=len(graph.node_global))

@@ -1,7 +1,7 @@
 """Where failures start, before looking at the window: how many training failures had their root in each
 relation to the failed node (the node itself, one of its GPUs, its leaf switch, its cooling unit, ...).
 
-Occlusion (:mod:`infrabrain.models.explain`) can only point at a component whose window moved the node's risk.
+Occlusion (:mod:`infrabrain.models.occlusion`) can only point at a component whose window moved the node's risk.
 An abrupt failure (a leaf switch that dies without a precursor), or one whose precursor the model does not read,
 leaves every candidate's logit drop near zero, and a ranking by drop alone then follows noise. The root-cause
 ranking adds each candidate's log prior to its drop (a naive-Bayes reading: the drop as the log-likelihood ratio
@@ -87,7 +87,7 @@ RELATIONS: tuple[str, ...] = tuple(relation(k, h) for k in KINDS for h in range(
 def _relation_to(graph: SiteGraph, node: int, root: int) -> str | None:
     """The relation of component ``root`` to component ``node`` (global indices), or None beyond
     :data:`MAX_HOPS` or for an unknown root."""
-    from infrabrain.models.explain import khop
+    from infrabrain.models.occlusion import khop
 
     if not 0 <= root < graph.n:
         return None

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import predictor as bp  # noqa: E402
 
 from infrabrain.models.baselines import RULE_WEIGHTS  # noqa: E402
-from infrabrain.models.evaluation import (TYPED_CAUSE_GROUPS, _cause_group, cause_head_accuracy,  # noqa: E402
+from infrabrain.models.evaluation import (TYPED_CAUSE_GROUPS, cause_group_array, cause_head_accuracy,  # noqa: E402
                                           group_pr_auc, typed_pr_auc)
 from infrabrain.models.pipeline import evaluate_predictor, train_predictor  # noqa: E402
 
@@ -54,7 +54,7 @@ for d in draws:
     xid = (rule >= XID) * XID
     sbe = (np.round(rule) % 2) * SBE
     typed_rules = {"memory": xid + sbe, "thermal": rule - xid - sbe}
-    groups = _cause_group(g["cause"].to_numpy())
+    groups = cause_group_array(g["cause"].to_numpy())
     by = {}
     for grp in TYPED_CAUSE_GROUPS:
         positives = int((g["label"].to_numpy() & (groups == grp)).sum())

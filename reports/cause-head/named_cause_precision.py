@@ -1,5 +1,5 @@
 """How often the cause head names the right group, by how sure it is (issue 3 follow-up 33): what the sentence's
-floor ``explain.MIN_CAUSE_P`` rests on.
+floor ``cause_naming.MIN_CAUSE_P`` rests on.
 
 For each 24 h draw (training seed = the draw) trains the GNN as the predictor bench does and, on the held-out
 sites' failing rows of the groups the head names, counts the rows and the share named right with the head's
@@ -21,7 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import predictor as bp  # noqa: E402
 
-from infrabrain.models.evaluation import TYPED_CAUSE_GROUPS, _cause_group  # noqa: E402
+from infrabrain.models.evaluation import TYPED_CAUSE_GROUPS, cause_group_array  # noqa: E402
 from infrabrain.models.pipeline import train_predictor  # noqa: E402
 from infrabrain.models.training import cause_column, predict_scores  # noqa: E402
 
@@ -34,7 +34,7 @@ for d in draws:
     rows = predict_scores(trained.model, trained.splits.test_sites)
     p = rows[[cause_column(g) for g in TYPED_CAUSE_GROUPS]].to_numpy()
     named, top_p = p.argmax(axis=1), p.max(axis=1)
-    groups = _cause_group(rows["cause"].to_numpy())
+    groups = cause_group_array(rows["cause"].to_numpy())
     truth = np.array([TYPED_CAUSE_GROUPS.index(g) if g in TYPED_CAUSE_GROUPS else -1 for g in groups])
     failing = rows["label"].to_numpy() & (truth >= 0)
     rec: dict = {"bands": {}}

@@ -1,12 +1,12 @@
 """The cause head's evidence in the root-cause ranking, and the variants not adopted (issue 3 follow-up 34).
 
 For each 24 h draw (training seed = the draw) trains the GNN as the predictor bench does and explains each
-held-out failure as ``explain.rootcause_accuracy`` does (at most 100 events, the bench's default, sampled alike;
-the deployed root prior). Each failure's root is ranked on the same drops:
+held-out failure as ``root_cause_accuracy.rootcause_accuracy`` does (at most 100 events, the bench's default,
+sampled alike; the deployed root prior). Each failure's root is ranked on the same drops:
 
 - ``without``: with no cause evidence (the ranking before follow-up 34);
-- ``adopted``: as ``predict`` ranks now (``explain.rank_root_causes(causes=...)``: the evidence only where the
-  head names a group at 0.5 or more and that group is not "other");
+- ``adopted``: as ``predict`` ranks now (``root_cause_ranking.rank_root_causes(causes=...)``: the evidence only
+  where the head names a group at 0.5 or more and that group is not "other");
 - ``everywhere``: the evidence wherever the model has a head (``cause_root_evidence.cause_log_evidence``);
 - ``other_as_mix``: everywhere, with the head's "other" mass spread over the groups as the mix spreads it;
 - ``raise_only``: everywhere, each candidate's evidence cut at 0 from below;
@@ -35,8 +35,8 @@ import predictor as bp  # noqa: E402
 from infrabrain.models.cause_root_evidence import (CAUSE_EVIDENCE_FLOOR, cause_log_evidence,  # noqa: E402
                                                    cause_root_table)
 from infrabrain.models.evaluation import TYPED_CAUSE_GROUPS, failure_events  # noqa: E402
-from infrabrain.models.explain import (_rank_of, candidate_relations, explained_failures,  # noqa: E402
-                                       rank_root_causes)
+from infrabrain.models.root_cause_accuracy import explained_failures, rank_of
+from infrabrain.models.root_cause_ranking import candidate_relations, rank_root_causes
 from infrabrain.models.pipeline import deployed_site_priors, train_predictor  # noqa: E402
 from infrabrain.models.training import predict_scores  # noqa: E402
 
@@ -87,12 +87,12 @@ for d in draws:
         rec = {"draw": d, "group": e.group, "precursor": bool(e.precursor),
                "root_relation": relations[list(cand).index(root)] if root in cand else None,
                "causes": {g: round(p, 4) for g, p in causes.items()},
-               "without": _rank_of(rank_root_causes(*ranking, prior, f.node_logits, silent=f.silent), root),
-               "adopted": _rank_of(rank_root_causes(*ranking, prior, f.node_logits, silent=f.silent, causes=causes),
+               "without": rank_of(rank_root_causes(*ranking, prior, f.node_logits, silent=f.silent), root),
+               "adopted": rank_of(rank_root_causes(*ranking, prior, f.node_logits, silent=f.silent, causes=causes),
                                 root)}
         for v in VARIANTS:
             with_ev = _WithEvidence(prior, _evidence(v, table, causes, relations))
-            rec[v] = _rank_of(rank_root_causes(*ranking, with_ev, f.node_logits, silent=f.silent), root)
+            rec[v] = rank_of(rank_root_causes(*ranking, with_ev, f.node_logits, silent=f.silent), root)
         recs.append(rec)
     out[d] = recs
     casc = [r for r in recs if r["group"] in ("thermal", "network")]

@@ -30,7 +30,8 @@ from types import SimpleNamespace
 import numpy as np
 from explaining_away_summary import report, summary
 
-from infrabrain.models.explain import _rank_of, rank_by_score
+from infrabrain.models.root_cause_accuracy import rank_of
+from infrabrain.models.root_cause_ranking import rank_by_score
 from infrabrain.models.features import KINDS
 
 PARTS = ("drop", "rack_credit", "prior", "cause_evidence", "sibling_evidence")
@@ -41,10 +42,10 @@ def load(paths: list[str]) -> list[dict]:
 
 
 def rank(r: dict, score: np.ndarray) -> int:
-    """The root's position as :func:`~infrabrain.models.explain.rank_by_score` orders the candidates (every rack
-    after the rest), on the recorded kinds: the candidates are numbered 0, 1, ... in their recorded order."""
+    """The root's position as :func:`~infrabrain.models.root_cause_ranking.rank_by_score` orders the candidates (every
+    rack after the rest), on the recorded kinds: the candidates are numbered 0, 1, ... in their recorded order."""
     kinds = SimpleNamespace(kind=np.asarray([KINDS.index(k) for k in r["kinds"]]))
-    return _rank_of(rank_by_score(kinds, np.arange(len(score)), score), r["root_at"])
+    return rank_of(rank_by_score(kinds, np.arange(len(score)), score), r["root_at"])
 
 
 def lowered(r: dict, amount: Callable[[float, float, float], float], racks: bool = True) -> np.ndarray:

@@ -4,7 +4,7 @@ the explained node's drop away can be compared offline (``explaining_away_offlin
 One training run per draw (seed = draw, or draw + the optional second argument; the bench's default flags, as
 ``explaining_away_variants.py``). Per failure the record holds the draw, seed, group, precursor, the root's kind,
 the root's position among the candidates (-1 when it is none), each candidate's kind and
-:func:`~infrabrain.models.explain.root_score_parts` (rounded to 1e-5), the explained node's excess logit (its
+:func:`~infrabrain.models.root_cause_ranking.root_score_parts` (rounded to 1e-5), the explained node's excess logit (its
 logit above the snapshot's median node logit, as sibling evidence counts excess) and its rank as deployed.
 Writes ``parts-d<first>-<last>[-seed+K].json.gz``:
 
@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from infrabrain.models.evaluation import failure_events
-from infrabrain.models.explain import _rank_of, explained_failures, rank_by_score, root_score_parts
+from infrabrain.models.root_cause_accuracy import explained_failures, rank_of
+from infrabrain.models.root_cause_ranking import rank_by_score, root_score_parts
 from infrabrain.models.features import KINDS
 from infrabrain.models.pipeline import deployed_site_priors, train_predictor
 from infrabrain.models.training import predict_scores
@@ -54,7 +55,7 @@ def record(d: int, seed: int, f, prior) -> dict:
             "root_at": int(at[0]) if len(at) else -1,
             "kinds": [KINDS[int(k)] for k in f.graph.kind[np.asarray(f.cand, dtype=np.int64)]],
             **{p: np.round(parts[p], 5).tolist() for p in PARTS},
-            "node_excess": round(node_excess(f), 5), "deployed": _rank_of(deployed, root)}
+            "node_excess": round(node_excess(f), 5), "deployed": rank_of(deployed, root)}
 
 
 def draw_failures(d: int, seed: int) -> Iterator[tuple[Any, Any, Any]]:

@@ -7,7 +7,7 @@ sibling evidence says the nodes are at risk together (``reports/thermal-cascade-
 same drops with the node's, or the node's and its GPUs', positive drop lowered by the largest sibling evidence
 of the candidates above them (explaining away), at most to 0:
 
-- ``deployed``: as ``predict`` ranked before follow-up 36 (checked to equal ``explain.rank_root_causes`` with
+- ``deployed``: as ``predict`` ranked before follow-up 36 (checked to equal ``root_cause_ranking.rank_root_causes`` with
   ``explain_away=False``);
 - ``node_away``: the node's own drop explained away;
 - ``own_away``: the node's and its GPUs' (relative) drops explained away.
@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from infrabrain.models.evaluation import failure_events
-from infrabrain.models.explain import (_rank_of, explained_failures, rank_by_score, rank_root_causes,
-                                       root_score_parts)
+from infrabrain.models.root_cause_accuracy import explained_failures, rank_of
+from infrabrain.models.root_cause_ranking import rank_by_score, rank_root_causes, root_score_parts
 from infrabrain.models.features import KINDS
 from infrabrain.models.pipeline import deployed_site_priors, train_predictor
 from infrabrain.models.training import predict_scores
@@ -74,7 +74,7 @@ def main(draws: list[int], seed_offset: int = 0) -> None:
             recs.append({"draw": d, "seed": d + seed_offset, "group": f.event.group,
                          "precursor": bool(f.event.precursor),
                          "root_kind": KINDS[int(f.graph.kind[root])] if root < f.graph.n else None,
-                         **{v: _rank_of(o, root) for v, o in orders.items()}})
+                         **{v: rank_of(o, root) for v, o in orders.items()}})
         out[d] = recs
         casc = [r for r in recs if r["group"] in ("thermal", "network")]
         print(d, {v: [round(float(np.mean([r[v] < k for r in rs])), 2) for rs in (casc, recs) for k in (1, 3)]

@@ -22,7 +22,8 @@ def main(work: str, data_seed: int, sites: int = 10, heldout: int = 2) -> None:
     from infrabrain.coordinator.registry import ModelRegistry
     from infrabrain.coordinator.simulation_run import simulation_config
     from infrabrain.models.evaluation import CASCADE_GROUPS, failure_events
-    from infrabrain.models.explain import explained_failures, rank_root_causes, root_score_parts
+    from infrabrain.models.root_cause_accuracy import explained_failures
+    from infrabrain.models.root_cause_ranking import rank_root_causes, root_score_parts
     from infrabrain.models.features import KINDS
     from infrabrain.models.own_change_evidence import fit_own_change_tails
     from infrabrain.models.published_root_prior import published_root_prior

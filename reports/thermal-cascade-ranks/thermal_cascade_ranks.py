@@ -1,10 +1,10 @@
 """Issue 3, after follow-up 35: why a cascade's root is ranked second (a probe; nothing adopted).
 
-For each held-out failure of the given group (default thermal) of the given draws (one training run per draw,
-seed = draw, the bench's default flags, the ranking deployed then: before follow-up 36's explaining away), the
-root's rank and the three first candidates with the parts of their score that ``explain.rank_root_causes`` adds
-up: the occlusion drop (a GPU's relative to its sibling GPUs'), the root prior, the cause head's evidence and the
-sibling evidence. One JSON line per failure:
+For each held-out failure of the given group (default thermal) of the given draws (one training run per draw, seed =
+draw, the bench's default flags, the ranking deployed then: before follow-up 36's explaining away), the root's rank
+and the three first candidates with the parts of their score that ``root_cause_ranking.rank_root_causes`` adds up: the
+occlusion drop (a GPU's relative to its sibling GPUs'), the root prior, the cause head's evidence and the sibling
+evidence. One JSON line per failure:
 
     ../../.venv/bin/python thermal_cascade_ranks.py 2,4,10,12 > thermal-cascade-ranks.jsonl   # ~2 min
     ../../.venv/bin/python thermal_cascade_ranks.py 0,1,14,15 network > network-cascade-ranks.jsonl
@@ -17,8 +17,9 @@ import sys
 from pathlib import Path
 
 from infrabrain.models.evaluation import failure_events
-from infrabrain.models.explain import (_rank_of, candidate_relations, explained_failures, named_cause,
-                                       rank_root_causes, root_score_parts)
+from infrabrain.models.cause_naming import named_cause
+from infrabrain.models.root_cause_accuracy import explained_failures, rank_of
+from infrabrain.models.root_cause_ranking import candidate_relations, rank_root_causes, root_score_parts
 from infrabrain.models.features import KINDS
 from infrabrain.models.pipeline import deployed_site_priors, train_predictor
 from infrabrain.models.training import predict_scores
@@ -29,7 +30,7 @@ import predictor as bench  # noqa: E402
 
 def score_parts(f, prior) -> dict[int, dict]:
     """Per candidate of an explained failure, its relation, kind and the parts of its ranking score
-    (:func:`~infrabrain.models.explain.root_score_parts`)."""
+    (:func:`~infrabrain.models.root_cause_ranking.root_score_parts`)."""
     graph, cand = f.graph, f.cand
     relations = candidate_relations(graph, cand)
     parts = root_score_parts(graph, cand, f.drops, prior, f.node_logits, silent=f.silent, causes=f.causes,
@@ -55,7 +56,7 @@ def main(draws: list[int], group: str = "thermal") -> None:
             parts = score_parts(f, prior)
             root = int(f.event.root)
             print(json.dumps({"draw": d, "site": int(f.event.site), "node": int(f.event.node),
-                              "precursor": bool(f.event.precursor), "root_rank": _rank_of(ranked, root),
+                              "precursor": bool(f.event.precursor), "root_rank": rank_of(ranked, root),
                               "named_cause": named_cause(f.causes) if f.causes else None,
                               "root": parts.get(root), "first": [parts[c] for c in ranked[:3]]}), flush=True)
 

@@ -11,7 +11,7 @@ GPU's drop away (heat is what a cooling unit shares with a GPU), and ``d`` is th
 - ``gpu_cool``: also every GPU's score lowered by ``min(d, C)``;
 - ``gpu_cool_thermal``: the same, only where the cooling unit's cause evidence is positive (the head's thermal
   probability above the mix's share: ``cause_root_evidence``; the records do not hold the group the head names,
-  which the deployed rule, ``explain.explained_away(heat=...)``, reads instead);
+  which the deployed rule, ``root_cause_ranking.explained_away(heat=...)``, reads instead);
 - ``gpu_any``: every GPU lowered by ``min(d, S)`` (stop 43's ``own_away`` on top of follow-up 36).
 
     ../../.venv/bin/python gpu_away_offline.py ../explaining-away/parts-d0-7.json.gz ../explaining-away/parts-d8-15.json.gz > gpu-away-offline.json 2> gpu-away-offline.txt

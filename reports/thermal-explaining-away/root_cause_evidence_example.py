@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 from infrabrain.models.evaluation import failure_events
-from infrabrain.models.explain import explain_node, explained_failures, raw_window
+from infrabrain.models.explain import explain_node, raw_window
+from infrabrain.models.root_cause_accuracy import explained_failures
 from infrabrain.models.pipeline import deployed_site_priors, train_predictor
 from infrabrain.models.predict import root_cause_evidence
 from infrabrain.models.snapshots import build_snapshot

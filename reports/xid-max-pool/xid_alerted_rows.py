@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import predictor as bp  # noqa: E402
 
 from infrabrain.models.baselines import RULE_WEIGHTS  # noqa: E402
-from infrabrain.models.evaluation import _cause_group, evaluate_scores  # noqa: E402
+from infrabrain.models.evaluation import cause_group_array, evaluate_scores  # noqa: E402
 from infrabrain.models.pipeline import evaluate_predictor, train_predictor  # noqa: E402
 
 XID_RULE = RULE_WEIGHTS["xid"]  # a rules score of 4 or more means an XID alert in the window
@@ -48,7 +48,7 @@ for d in draws:
     g, ev = rep["score_tables"]["gnn"], rep["events"]
     rules = rep["score_tables"]["rules"].set_index(["site", "t", "node"])["score"]
     g = g.assign(rule=rules.reindex(pd.MultiIndex.from_frame(g[["site", "t", "node"]])).fillna(0.0).to_numpy())
-    group = _cause_group(g["cause"].to_numpy())
+    group = cause_group_array(g["cause"].to_numpy())
     memory = g[g["label"].to_numpy() & (group == "memory")]
     alerted = memory[memory["rule"] >= XID_RULE].sort_values(["site", "node", "t"])
     neg = g[~g["label"]]

@@ -12,7 +12,8 @@ import torch
 from infrabrain.models.checkpoint import load_checkpoint, save_checkpoint
 from infrabrain.models.evaluation import (TYPED_CAUSE_GROUPS, cause_head_accuracy, evaluate_scores, failure_events,
                                           typed_pr_auc)
-from infrabrain.models.explain import MIN_CAUSE_P, Contribution, explanation_sentence
+from infrabrain.models.cause_naming import MIN_CAUSE_P
+from infrabrain.models.explain import Contribution, explanation_sentence
 from infrabrain.models.gnn import ModelConfig, build_model, cause_group_of
 from infrabrain.models.snapshots import collate_snapshots
 from infrabrain.models.training import TrainConfig, cause_column, loss_fn, predict_scores, train_model
@@ -137,7 +138,7 @@ def test_the_root_cause_ranking_reads_the_head_and_scores_itself_without_it(pair
     """A model with a head ranks roots with its cause evidence and reports the ranking without it beside
     (``without_cause_head``), which is what the same model scores with the evidence switched off; a model
     without a head has nothing to compare."""
-    from infrabrain.models import explain
+    from infrabrain.models import root_cause_accuracy as rca
     from infrabrain.models.root_prior import fit_root_prior
 
     (plain, _), (typed, _) = pair
@@ -145,19 +146,19 @@ def test_the_root_cause_ranking_reads_the_head_and_scores_itself_without_it(pair
     ev = failure_events(sp.test_sites)
     prior = fit_root_prior(sp.train)
     seen: list[dict] = []
-    rank = explain.rank_root_causes
-    monkeypatch.setattr(explain, "rank_root_causes", lambda *a, causes=None, **k: (
+    rank = rca.rank_root_causes
+    monkeypatch.setattr(rca, "rank_root_causes", lambda *a, causes=None, **k: (
         seen.append(dict(causes or {})), rank(*a, causes=causes, **k))[1])
     rows = predict_scores(typed, sp.test_sites)
-    with_head = explain.rootcause_accuracy(typed, sp.test_sites, sp.feature_set, rows, ev, prior=prior)
+    with_head = rca.rootcause_accuracy(typed, sp.test_sites, sp.feature_set, rows, ev, prior=prior)
     assert with_head["n"] > 0 and "without_cause_head" in with_head
     assert {tuple(sorted(c)) for c in seen if c} == {tuple(sorted(TYPED_CAUSE_GROUPS))}
-    monkeypatch.setattr(explain, "rank_root_causes", lambda *a, causes=None, **k: rank(*a, **k))
-    off = explain.rootcause_accuracy(typed, sp.test_sites, sp.feature_set, rows, ev, prior=prior)
+    monkeypatch.setattr(rca, "rank_root_causes", lambda *a, causes=None, **k: rank(*a, **k))
+    off = rca.rootcause_accuracy(typed, sp.test_sites, sp.feature_set, rows, ev, prior=prior)
     for k in ("n", "top1", "top3", "cascade_n", "cascade_top3"):
         np.testing.assert_equal(with_head["without_cause_head"][k], off[k])
-    plain_rc = explain.rootcause_accuracy(plain, sp.test_sites, sp.feature_set, predict_scores(plain, sp.test_sites),
-                                          ev, prior=prior)
+    plain_rc = rca.rootcause_accuracy(plain, sp.test_sites, sp.feature_set, predict_scores(plain, sp.test_sites),
+                                      ev, prior=prior)
     assert "without_cause_head" not in plain_rc
 
 

@@ -13,7 +13,8 @@ from pydantic import ValidationError
 from infrabrain.models.cause_naming import (CARD_KEY, FAILED, HELD_UP, MIN_NAMED, MIN_PRECISION, TOO_FEW,
                                             CauseNamingCheck, GroupNaming, fit_cause_naming)
 from infrabrain.models.evaluation import TYPED_CAUSE_GROUPS, cause_names
-from infrabrain.models.explain import MIN_CAUSE_P, Contribution, explanation_sentence
+from infrabrain.models.cause_naming import MIN_CAUSE_P
+from infrabrain.models.explain import Contribution, explanation_sentence
 from infrabrain.models.training import cause_column
 
 

@@ -11,7 +11,8 @@ import pytest
 
 from infrabrain.models.cause_root_evidence import CAUSE_EVIDENCE_FLOOR, cause_log_evidence, cause_root_table
 from infrabrain.models.evaluation import TYPED_CAUSE_GROUPS
-from infrabrain.models.explain import candidate_relations, candidates, rank_root_causes
+from infrabrain.models.occlusion import candidates
+from infrabrain.models.root_cause_ranking import candidate_relations, rank_root_causes
 from infrabrain.models.published_root_prior import relation_shares
 from infrabrain.models.snapshots import graph_from_topology
 from infrabrain.simulation.federation import federation_specs
@@ -124,15 +125,15 @@ def test_the_head_moves_the_ranking_where_the_window_does_not():
 
 
 def test_tables_are_built_once_per_graph_and_dropped_with_it():
-    from infrabrain.models.explain import _CACHE
+    from infrabrain.models.occlusion import GRAPH_CACHE
 
     g = _graph()
-    first = _CACHE.cause_table(g, TYPED_CAUSE_GROUPS)
-    assert _CACHE.cause_table(g, TYPED_CAUSE_GROUPS) is first
+    first = GRAPH_CACHE.cause_table(g, TYPED_CAUSE_GROUPS)
+    assert GRAPH_CACHE.cause_table(g, TYPED_CAUSE_GROUPS) is first
     other = _graph(racks=6)
-    assert _CACHE.cause_table(other, TYPED_CAUSE_GROUPS) is not first
+    assert GRAPH_CACHE.cause_table(other, TYPED_CAUSE_GROUPS) is not first
     key = id(g)
-    assert key in _CACHE._entries
+    assert key in GRAPH_CACHE._entries
     del g, first
     gc.collect()
-    assert key not in _CACHE._entries and id(other) in _CACHE._entries
+    assert key not in GRAPH_CACHE._entries and id(other) in GRAPH_CACHE._entries

@@ -20,7 +20,9 @@ from infrabrain.models.evaluation import (
     root_scope,
     scope_pr_aucs,
 )
-from infrabrain.models.explain import describe_change, explain_node, occlusion_scores, rootcause_accuracy
+from infrabrain.models.explain import describe_change, explain_node
+from infrabrain.models.occlusion import occlusion_scores
+from infrabrain.models.root_cause_accuracy import rootcause_accuracy
 from infrabrain.models.gnn import build_model
 from infrabrain.models.snapshots import build_snapshot, collate_snapshots
 
@@ -255,7 +257,7 @@ def test_rootcause_accuracy_compares_priors_on_the_same_drops(small_splits):
 def test_rootcause_accuracy_scores_the_raw_gpu_drops_beside(small_splits, monkeypatch):
     """``absolute=True`` also scores every prior's ranking on the raw GPU drops (the ranking before issue 3
     follow-up 27): it reproduces a run ranked that way, and leaves the ranking in use as it was."""
-    from infrabrain.models import explain
+    from infrabrain.models import root_cause_accuracy as rca
     from infrabrain.models.root_prior import fit_root_prior
     from infrabrain.models.training import predict_scores
 
@@ -267,8 +269,8 @@ def test_rootcause_accuracy_scores_the_raw_gpu_drops_beside(small_splits, monkey
     args = (model, sp.test_sites, sp.feature_set, rows, ev)
     both = rootcause_accuracy(*args, prior=prior, compare_priors={"none": None}, absolute=True)
     relative = rootcause_accuracy(*args, prior=prior, compare_priors={"none": None})
-    rank = explain.rank_root_causes
-    monkeypatch.setattr(explain, "rank_root_causes",
+    rank = rca.rank_root_causes
+    monkeypatch.setattr(rca, "rank_root_causes",
                         lambda *a, relative_gpus=True, **k: rank(*a, relative_gpus=False, **k))
     raw = rootcause_accuracy(*args, prior=prior, compare_priors={"none": None})
     assert set(both["compare"]) == {"none", "none_absolute", "absolute"}
@@ -282,7 +284,7 @@ def test_rootcause_accuracy_scores_the_raw_gpu_drops_beside(small_splits, monkey
 def test_rootcause_accuracy_scores_the_ranking_without_explaining_away_beside(small_splits, monkeypatch):
     """The deployed ranking explains the node's drop away by its siblings' evidence (issue 3 follow-up 36) and
     reports the ranking without it beside (``without_explaining_away``): what the same drops score with it off."""
-    from infrabrain.models import explain
+    from infrabrain.models import root_cause_accuracy as rca
     from infrabrain.models.root_prior import fit_root_prior
     from infrabrain.models.training import predict_scores
 
@@ -291,14 +293,14 @@ def test_rootcause_accuracy_scores_the_ranking_without_explaining_away_beside(sm
     rows = predict_scores(model, sp.test_sites)
     args = (model, sp.test_sites, sp.feature_set, rows, failure_events(sp.test_sites))
     prior = fit_root_prior(sp.train)
-    rank = explain.rank_root_causes
+    rank = rca.rank_root_causes
     seen: list[bool] = []  # each ranking's explain_away: the summaries alone may not tell the two apart
-    monkeypatch.setattr(explain, "rank_root_causes",
+    monkeypatch.setattr(rca, "rank_root_causes",
                         lambda *a, explain_away=True, **k: (seen.append(explain_away),
                                                             rank(*a, explain_away=explain_away, **k))[1])
     out = rootcause_accuracy(*args, prior=prior)
     assert out["n"] > 0 and seen.count(False) == out["n"] and seen.count(True) >= out["n"]  # once per failure
-    monkeypatch.setattr(explain, "rank_root_causes",
+    monkeypatch.setattr(rca, "rank_root_causes",
                         lambda *a, explain_away=True, **k: rank(*a, explain_away=False, **k))
     off = rootcause_accuracy(*args, prior=prior)
     for k in ("n", "top1", "top3", "cascade_n", "cascade_top3"):
@@ -312,7 +314,7 @@ def test_rootcause_accuracy_reads_own_changes_and_scores_the_ranking_without_the
     """With the training sites' own-change tails every ranking reads how far each cooling unit moved (issue 3
     follow-up 37), and the ranking without it is scored beside (``without_own_change``); without tails there is
     neither."""
-    from infrabrain.models import explain
+    from infrabrain.models import root_cause_accuracy as rca
     from infrabrain.models.own_change_evidence import KindTail, OwnChangeTails
     from infrabrain.models.root_prior import fit_root_prior
     from infrabrain.models.training import predict_scores
@@ -324,9 +326,9 @@ def test_rootcause_accuracy_reads_own_changes_and_scores_the_ranking_without_the
     prior = fit_root_prior(sp.train)
     # every cooling unit moved "further than any of 10^6 training units": 9.8 nats of evidence each
     tails = OwnChangeTails(kinds={"cooling": KindTail(n=10**6, ranks=(1, 10**6), values=(-1.0, -2.0))})
-    rank = explain.rank_root_causes
+    rank = rca.rank_root_causes
     seen: list[bool] = []
-    monkeypatch.setattr(explain, "rank_root_causes",
+    monkeypatch.setattr(rca, "rank_root_causes",
                         lambda *a, own_change=None, **k: (seen.append(own_change is not None and own_change.any()),
                                                           rank(*a, own_change=own_change, **k))[1])
     out = rootcause_accuracy(*args, prior=prior, own_tails=tails)
@@ -336,7 +338,7 @@ def test_rootcause_accuracy_reads_own_changes_and_scores_the_ranking_without_the
     for k in ("n", "top1", "top3", "cascade_n", "cascade_top3"):
         np.testing.assert_equal(out["without_own_change"][k], plain[k])
     with pytest.raises(ValueError, match="feature_set"):
-        next(explain.explained_failures(model, sp.test_sites, rows, args[4], own_tails=tails))
+        next(rca.explained_failures(model, sp.test_sites, rows, args[4], own_tails=tails))
 
 
 def test_rootcause_accuracy_takes_a_prior_per_site_and_scores_late_failures(small_splits):
@@ -365,7 +367,8 @@ def test_rootcause_accuracy_takes_a_prior_per_site_and_scores_late_failures(smal
 
 
 def test_rank_root_causes_credits_cooling_for_rack(small_splits):
-    from infrabrain.models.explain import candidates, rank_root_causes
+    from infrabrain.models.occlusion import candidates
+    from infrabrain.models.root_cause_ranking import rank_root_causes
 
     site = small_splits.test_sites.sites[0]
     g = site.graph
@@ -426,13 +429,13 @@ def test_khop_never_reads_the_adjacency_of_a_dead_graph():
     """The adjacency cache is keyed by ``id(graph)``; CPython hands a new object the id of a dead one, and a
     stale entry once gave a larger site a smaller site's neighbours (an IndexError in a bench of several
     draws). Entries must go with their graph."""
-    from infrabrain.models.explain import _CACHE, khop
+    from infrabrain.models.occlusion import GRAPH_CACHE, khop
 
-    before = len(_CACHE)
+    before = len(GRAPH_CACHE)
     for i in range(200):
         n = 3 if i % 2 else 40
         g = _path_graph(n)
         comps, dist = khop(g, n - 1, 2)
         assert comps.tolist() == [n - 3, n - 2, n - 1] and dist.tolist() == [2, 1, 0]
         del g
-    assert len(_CACHE) == before
+    assert len(GRAPH_CACHE) == before

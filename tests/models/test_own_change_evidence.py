@@ -98,7 +98,8 @@ def test_only_a_cooling_units_rare_move_is_evidence():
 def test_a_cooling_unit_that_moved_outranks_the_failed_node(small_splits):
     """In the ranking: a unit whose supply moved further than any training unit's gains the part, the parts
     still add up, and a bad part is refused by name."""
-    from infrabrain.models.explain import candidates, own_change_part, rank_root_causes, root_score_parts
+    from infrabrain.models.occlusion import candidates
+    from infrabrain.models.root_cause_ranking import own_change_part, rank_root_causes, root_score_parts
     from infrabrain.models.snapshots import build_snapshot
 
     test = small_splits.test_sites
