@@ -35,18 +35,20 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sites", type=int, default=10)
+    p.add_argument("--sites", type=int, default=10,
+                   help="simulated sites, held-out ones included (default %(default)s)")
     p.add_argument("--heldout", type=int, default=3, help="sites used only for scoring")
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--site-gpus", type=int, default=512)
-    p.add_argument("--site-hours", type=float, default=168.0)
-    p.add_argument("--eps-budget", type=float, default=8.0)
-    p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--optimizer", default="sgd", choices=["adam", "sgd"])
-    p.add_argument("--local-epochs", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--rounds", type=int, default=3, help="federated rounds (default %(default)s)")
+    p.add_argument("--site-gpus", type=int, default=512, help="GPUs per simulated site (default %(default)s)")
+    p.add_argument("--site-hours", type=float, default=168.0, help="hours simulated per site (default %(default)s)")
+    p.add_argument("--eps-budget", type=float, default=8.0, help="each site's total epsilon (default %(default)s)")
+    p.add_argument("--lr", type=float, default=0.1, help="sites' DP-SGD learning rate (default %(default)s)")
+    p.add_argument("--optimizer", default="sgd", choices=["adam", "sgd"], help="sites' optimizer (default %(default)s)")
+    p.add_argument("--local-epochs", type=int, default=1, help="epochs per site per round (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=32, help="expected Poisson batch size (default %(default)s)")
     p.add_argument("--noise-multiplier", type=float, default=0.0, help="0: calibrate to the budget")
-    p.add_argument("--strategy", default="fedavg")
+    p.add_argument("--strategy", default="fedavg",
+                   help="aggregation: fedavg, fedprox, trimmed-mean, krum or bulyan (default %(default)s)")
     p.add_argument("--max-grad-norm", type=float, default=3.0, help="per-sample clipping norm at each site")
     p.add_argument("--public-sites", type=int, default=4,
                    help="public simulated sites the coordinator pretrains the starting model on (0: random start)")
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="failures explained per held-out site to score the root-cause ranking (0: skip)")
     p.add_argument("--quick", action="store_true", help="4 sites x 32 GPUs, 2 held out, 3 rounds")
     p.add_argument("--scale-sites", type=int, default=0, help="also run N tiny sites with 10 sampled per round")
-    p.add_argument("--out", default=None)
+    p.add_argument("--out", default=None, help="work directory (site data, registry, reports); default: a temp dir")
     args = p.parse_args(argv)
     if args.quick:
         args.sites, args.heldout, args.rounds, args.site_gpus = 4, 2, 3, 32

@@ -879,8 +879,9 @@ def _default_cause_balance() -> float:
 def build_parser() -> argparse.ArgumentParser:
     """The bench's flags (also read by ``bench/predictor_selection.py``, which trains exactly this GNN)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sites", type=int, default=10)
-    p.add_argument("--heldout", type=int, default=3)
+    p.add_argument("--sites", type=int, default=10, help="simulated sites of the federation (default %(default)s)")
+    p.add_argument("--heldout", type=int, default=3,
+                   help="sites held out for scoring, never trained on (default %(default)s)")
     p.add_argument("--extra-train-sites", type=int, default=0,
                    help="simulate this many more sites and train on them too; the validation and held-out sites "
                         "stay those of the --sites federation (a learning curve over training sites)")
@@ -888,12 +889,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fault-rate multipliers per simulator cause for the --extra-train-sites only, e.g. "
                         "thermal=5,psu=5,nic=5,gpu_sram=5,ssd=5: a rare-cause-rich prior of simulated sites")
     p.add_argument("--val-sites", type=int, default=1, help="whole sites used for early stopping (not trained on)")
-    p.add_argument("--weight-decay", type=float, default=1e-3)
-    p.add_argument("--hours", type=float, default=24.0)
+    p.add_argument("--weight-decay", type=float, default=1e-3, help="GNN Adam weight decay (default %(default)s)")
+    p.add_argument("--hours", type=float, default=24.0, help="hours simulated per site (default %(default)s)")
     p.add_argument("--acceleration", type=float, default=200.0,
                    help="fault-rate multiplier (1 = realistic: ~1 failure in 10 sites x 48 h, nothing to learn)")
-    p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--patience", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=8, help="most GNN epochs (default %(default)s)")
+    p.add_argument("--patience", type=int, default=3,
+                   help="early stopping: epochs without a selection-score gain (default %(default)s)")
     p.add_argument("--selection", choices=sorted(SELECTIONS), default=DEFAULT_SELECTION,
                    help="validation score that picks the kept epoch (models/selection.py; default %(default)s)")
     p.add_argument("--no-levels", action="store_true", help="GNN input without the normalised levels")
@@ -904,10 +906,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training sites train on snapshots ending before this fraction of their run (default 1: "
                         "the whole run, as validation uses whole sites; 0.6 was the default before follow-up 4)")
     p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
-    p.add_argument("--hidden", type=int, default=32)
+    p.add_argument("--hidden", type=int, default=32, help="GNN hidden width (default %(default)s)")
     p.add_argument("--dropout", type=float, default=0.2,
                    help="GNN dropout on the encoder input and the states (default %(default)s; 0 before follow-up 4)")
-    p.add_argument("--layers", type=int, default=3)
+    p.add_argument("--layers", type=int, default=3, help="message-passing layers (default %(default)s; 0: none)")
     p.add_argument("--stride", type=int, default=10, help="minutes between training snapshots (default %(default)s)")
     p.add_argument("--window", type=int, default=60,
                    help="minutes of telemetry per snapshot, for every model (accuracy and headroom parts; default "
@@ -937,7 +939,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "choice looked at (docs/predictor.md, follow-up 12)")
     p.add_argument("--seeds", type=int, default=3,
                    help="GNNs trained with seeds seed..seed+N-1 on the same data; the JSON gives their mean")
-    p.add_argument("--rootcause-events", type=int, default=100)
+    p.add_argument("--rootcause-events", type=int, default=100,
+                   help="held-out failures explained to score the root-cause ranking (default %(default)s; 0: skip)")
     p.add_argument("--rootcause-absolute", action="store_true",
                    help="also rank every root-cause prior's candidates on the raw GPU occlusion drops, the ranking "
                         "before follow-up 27 (rootcause_<metric>_absolute, rootcause_<metric>_<variant>_absolute)")
@@ -968,10 +971,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--published-prior-misspec", type=parse_positive_floats, default=[],
                    help="with --published-prior-failures, also with each published cause share multiplied by a "
                         "factor drawn log-uniformly in [1/F, F] per training seed (published_f<S>_mis<F>)")
-    p.add_argument("--epoch-gpus", type=int, default=512)
-    p.add_argument("--epoch-snapshots", type=int, default=1000)
-    p.add_argument("--infer-gpus", type=int, default=10000)
-    p.add_argument("--infer-repeats", type=int, default=5)
+    p.add_argument("--epoch-gpus", type=int, default=512,
+                   help="GPUs of the site the epoch timing trains on (default %(default)s)")
+    p.add_argument("--epoch-snapshots", type=int, default=1000,
+                   help="snapshots in the timed epoch (default %(default)s)")
+    p.add_argument("--infer-gpus", type=int, default=10000,
+                   help="GPUs of the snapshot the inference timing scores (default %(default)s)")
+    p.add_argument("--infer-repeats", type=int, default=5,
+                   help="timed forward passes, of which the median is reported (default %(default)s)")
     p.add_argument("--no-oracle", action="store_true", help="skip the simulator-truth oracle bounds")
     p.add_argument("--bootstrap", type=int, default=1000,
                    help="resamples of the held-out racks for the 90%% intervals of the ratio, the event recall "
@@ -988,7 +995,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu",
                    help="where the GNN trains and infers: cpu (default; the goals are for 2 CPU cores), cuda, "
                         "cuda:N or auto")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
 

@@ -47,7 +47,8 @@ def _pr_auc(model: torch.nn.Module, dataset: Any) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sites", type=int, default=6, help="simulated sites pooled for training (default 6)")
-    parser.add_argument("--public-sites", type=int, default=4, help="public simulated sites for pretraining (default 4)")
+    parser.add_argument("--public-sites", type=int, default=4,
+                        help="public simulated sites for pretraining (default 4)")
     parser.add_argument("--hours", type=float, default=240.0, help="simulated hours per site (default 240)")
     parser.add_argument("--acceleration", type=float, default=50.0, help="fault-rate multiplier (default 50)")
     parser.add_argument("--epochs", type=float, default=8.0, help="epochs of every fine-tuning run (default 8)")
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="independent fine-tuning runs averaged per setting (DP noise makes one run noisy)")
     parser.add_argument("--timing-steps", type=int, default=30, help="steps timed for dp_step_ratio")
     parser.add_argument("--out", default="runs/bench-privacy", help="folder for the plot (default runs/bench-privacy)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="simulation and training seed (default %(default)s)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
     args = parser.parse_args(argv)
     if args.quick:

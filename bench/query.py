@@ -27,13 +27,16 @@ GOALS = {"server_ms_p50": 10.0, "e2e_ms_p50": 40.0, "qps": 100.0, "query_kib": 4
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--clients", type=int, default=8)
-    ap.add_argument("--queries-per-client", type=int, default=25)
+    ap.add_argument("--clients", type=int, default=8,
+                    help="concurrent site clients in the throughput phase (default %(default)s)")
+    ap.add_argument("--queries-per-client", type=int, default=25,
+                    help="queries each of them sends (default %(default)s)")
     ap.add_argument("--sequential", type=int, default=40, help="queries for the latency phase")
-    ap.add_argument("--sites", type=int, default=48)
-    ap.add_argument("--hours", type=float, default=720.0)
+    ap.add_argument("--sites", type=int, default=48,
+                    help="simulated sites in the fleet reference (default %(default)s)")
+    ap.add_argument("--hours", type=float, default=720.0, help="hours simulated per fleet site (default %(default)s)")
     ap.add_argument("--grid", type=int, default=41, help="inputs per metric for max_abs_err")
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=2, help="server worker processes (default %(default)s)")
     ap.add_argument("--plot", default=None, help="save a PNG: each metric's reference CDF, fit and HE answers")
     ap.add_argument("--params", default=None, help="allow-listed CKKS parameter set (default: the default set)")
     ap.add_argument("--fidelity", action="store_true", help="print the reference-vs-true-percentile table instead")

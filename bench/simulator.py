@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cadence", type=int, default=60, help="seconds per step (default 60)")
     ap.add_argument("--acceleration", type=float, default=10.0, help="fault-rate multiplier (default 10)")
     ap.add_argument("--chunk-steps", type=int, default=None, help="steps per streamed chunk (default: ~64 MB)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="simulation seed (default %(default)s)")
     ap.add_argument("--fleet-gpu-hours", type=float, default=1e8,
                     help="GPU-hours for the events-only fast-path measurement (0 to skip)")
     args = ap.parse_args(argv)

@@ -155,7 +155,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fed.add_argument("--sites", type=int, default=10, help="number of simulated sites (default 10)")
     fed.add_argument("--rounds", type=int, default=3, help="federated rounds (default 3)")
     fed.add_argument("--sample", type=int, default=None, help="sites trained per round (default: all)")
-    fed.add_argument("--strategy", default=None, choices=["fedavg", "fedprox", "trimmed-mean", "krum", "bulyan"])
+    fed.add_argument("--strategy", default=None, choices=["fedavg", "fedprox", "trimmed-mean", "krum", "bulyan"],
+                     help="how the coordinator aggregates the sites' updates (default: the run config's, fedavg; "
+                          "the robust ones need enough sites: docs/federation.md)")
     fed.add_argument("--secagg", action="store_true", help="SecAgg+ (the coordinator sees only the sum)")
     fed.add_argument("--fleet-prior", action="store_true",
                      help="before the rounds, release the fleet's root prior under DP (a secure sum over Flower "
@@ -174,12 +176,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fed.add_argument("--eps-budget", type=float, default=None, help="per-site total epsilon (default 8)")
     fed.add_argument("--noise-multiplier", type=float, default=None,
                      help="fixed DP noise; 0 (default) calibrates it to the budget")
-    fed.add_argument("--local-epochs", type=int, default=None)
-    fed.add_argument("--lr", type=float, default=None)
+    fed.add_argument("--local-epochs", type=int, default=None,
+                     help="DP-SGD epochs per site per round (default: the run config's, 1)")
+    fed.add_argument("--lr", type=float, default=None, help="sites' SGD learning rate (default: the run config's, "
+                     "0.03)")
     fed.add_argument("--public-sites", type=int, default=None,
                      help="public simulated sites the coordinator pretrains the starting model on (default 4; 0 = "
                           "random start)")
-    fed.add_argument("--seed", type=int, default=0)
+    fed.add_argument("--seed", type=int, default=0, help="simulation and training seed (default 0)")
     fed.add_argument("--run-config", action="append", help="extra 'key=value ...' federation settings")
     fed.add_argument("--out", default=None, help="work directory (registry, site state); default: a temp dir")
     fed.add_argument("--json", action="store_true", help="print the report as one JSON object")
@@ -192,7 +196,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "default) under --out, and one OpenSSH EC key pair per --site under --out/supernode-keys.")
     certs.add_argument("--out", required=True, help="output directory")
     certs.add_argument("--san", action="append", help="server name or IP (repeatable)")
-    certs.add_argument("--days", type=int, default=365)
+    certs.add_argument("--days", type=int, default=365, help="certificate validity in days (default 365)")
     certs.add_argument("--site", action="append", help="make a SuperNode key pair with this name (repeatable)")
     certs.add_argument("--keys-only", action="store_true", help="only make SuperNode keys")
     certs.add_argument("--overwrite", action="store_true", help="replace existing files")
@@ -207,10 +211,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "finishes. Checkpoints go to DIR/registry; a restart resumes after the last completed round.")
     serve.add_argument("--dir", required=True, help="coordinator directory (tls/, registry/, flwr/, logs)")
     serve.add_argument("--tls-dir", default=None, help="where ca.crt, server.pem, server.key are (default DIR/tls)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=9200)
+    serve.add_argument("--host", default="127.0.0.1", help="address the SuperLink's Fleet API listens on "
+                       "(default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=9200, help="Fleet API port the SuperNodes dial (default 9200)")
     serve.add_argument("--register", action="append", help="a site's public key (.pub) to allow (repeatable)")
-    serve.add_argument("--rounds", type=int, default=None)
+    serve.add_argument("--rounds", type=int, default=None,
+                       help="federated rounds (default: the run config's num-server-rounds, 3)")
     serve.add_argument("--run-config", action="append", help="'key=value ...' federation settings")
     serve.add_argument("--app-dir", default=None, help="the Flower app directory (default: this project)")
     serve.add_argument("--no-run", action="store_true", help="only serve the SuperLink until SIGTERM")

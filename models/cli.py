@@ -197,15 +197,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, help="checkpoint directory to write")
     p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
     p.add_argument("--heldout", default=None, help="held-out sites: a count (last N) or comma-separated names")
-    p.add_argument("--epochs", type=int, default=15)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--epochs", type=int, default=15, help="most epochs to train (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=16, help="snapshots per batch (default %(default)s)")
+    p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default %(default)s)")
     p.add_argument("--patience", type=int, default=3, help="early stopping: epochs without a selection-score gain")
     p.add_argument("--selection", choices=sorted(SELECTIONS), default=DEFAULT_SELECTION,
                    help="validation score that picks the kept epoch: "
                         + "; ".join(f"{k}: {v}" for k, v in SELECTIONS.items()) + " (default %(default)s)")
-    p.add_argument("--hidden", type=int, default=32)
-    p.add_argument("--layers", type=int, default=3)
+    p.add_argument("--hidden", type=int, default=32, help="width of every hidden layer (default %(default)s)")
+    p.add_argument("--layers", type=int, default=3,
+                   help="message-passing layers, so also how many hops an explanation looks upstream (default "
+                        "%(default)s; 0: no message passing)")
     p.add_argument("--window-min", type=int, default=60, help="snapshot window in minutes (default 60)")
     p.add_argument("--stride-min", type=int, default=10, help="minutes between training snapshots")
     p.add_argument("--val-sites", type=int, default=0,
@@ -244,7 +246,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               "per-cause breakdown, calibration and root-cause accuracy; JSON report + PR-curve PNG.",
                               epilog=EXAMPLES, formatter_class=fmt)
     _add_data_args(p)
-    p.add_argument("--checkpoint", required=True, type=Path)
+    p.add_argument("--checkpoint", required=True, type=Path,
+                   help="checkpoint directory written by `infrabrain train` (or a site's daemon checkpoint)")
     p.add_argument("--out", required=True, type=Path, help="directory for report.json and pr_curves.png")
     p.add_argument("--heldout", default=None, help="held-out sites (default: the checkpoint's, else time split)")
     p.add_argument("--rootcause-events", type=int, default=150, help="failures explained for root-cause accuracy")
@@ -261,7 +264,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description="Per-node next-hour failure risk from the window ending at --at, with "
                               "explanations (occlusion over graph neighbours).", epilog=EXAMPLES, formatter_class=fmt)
     _add_data_args(p)
-    p.add_argument("--checkpoint", required=True, type=Path)
+    p.add_argument("--checkpoint", required=True, type=Path,
+                   help="checkpoint directory written by `infrabrain train` (or a site's daemon checkpoint)")
     p.add_argument("--site", default=None, help="site name when the data holds several")
     p.add_argument("--at", type=int, default=None, help="end of the window in seconds since run start (default: end)")
     p.add_argument("--top", type=int, default=10, help="nodes to print (default 10)")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 
@@ -25,6 +27,28 @@ def test_help_of_every_command_exits_zero(command: str, capsys: pytest.CaptureFi
         main([command, "--help"])
     assert exc.value.code == 0
     assert "usage: infrabrain " + command in capsys.readouterr().out
+
+
+def _options(parser: argparse.ArgumentParser, path: tuple[str, ...]) -> Iterator[tuple[str, argparse.Action]]:
+    """Every option and positional of ``parser`` and of its subcommands, with the command path it belongs to."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _options(sub, (*path, name))
+        elif not isinstance(action, argparse._HelpAction):
+            yield " ".join(path), action
+
+
+def test_every_option_of_every_command_says_what_it_does() -> None:
+    """``--help`` that helps: no option is listed bare, and each help text formats (a stray ``%`` would make
+    ``--help`` itself fail)."""
+    bare = []
+    for command, action in _options(build_parser(), ("infrabrain",)):
+        if not action.help:
+            bare.append(f"{command} {'/'.join(action.option_strings) or action.dest}")
+        else:
+            action.help % {"default": action.default, "prog": command, "choices": action.choices}
+    assert not bare, f"options without help: {bare}"
 
 
 def test_demo_refuses_a_single_site(capsys: pytest.CaptureFixture[str]) -> None:
