@@ -18,7 +18,7 @@ EXAMPLES = """examples:
   infrabrain simulate --sites 6 --hours 48 --acceleration 100 --out data/fed
   infrabrain train --data data/fed --heldout 2 --out ckpt/gnn
   infrabrain evaluate --checkpoint ckpt/gnn --data data/fed --out reports/gnn
-  infrabrain predict --checkpoint ckpt/gnn --data data/fed/site=site-5 --at 86400 --top 5
+  infrabrain predict --checkpoint ckpt/gnn --data data/fed/site=site-5 --at 86400 --top 5 --plot alerts/
 """
 
 
@@ -176,7 +176,7 @@ def _predict(args: argparse.Namespace) -> int:
     else:
         raise ValueError(f"data has {len(runs)} sites; choose one with --site")
     ckpt = load_checkpoint(args.checkpoint, expected=FeatureSet.from_run(run))
-    rows = predict_run(ckpt, run, at_s=args.at, explain_top=args.top)
+    rows = predict_run(ckpt, run, at_s=args.at, explain_top=args.top, plot_dir=args.plot)
     if args.json:
         print(json.dumps(rows[: args.top] if args.top else rows))
         return 0
@@ -184,6 +184,9 @@ def _predict(args: argparse.Namespace) -> int:
         line = r.get("explanation") or (f"node {r['node_id']}: no data in the window" if r["risk"] is None
                                         else f"node {r['node_id']} at risk {r['risk']:.2f}")
         print(line)
+    plots = [r["plot"] for r in rows[: args.top] if r.get("plot")]
+    if plots:
+        print(f"{len(plots)} explanation picture(s) in {args.plot}: {', '.join(Path(p).name for p in plots)}")
     return 0
 
 
@@ -270,6 +273,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--at", type=int, default=None, help="end of the window in seconds since run start (default: end)")
     p.add_argument("--top", type=int, default=10, help="nodes to print (default 10)")
     p.add_argument("--json", action="store_true", help="print JSON instead of sentences")
+    p.add_argument("--plot", type=Path, default=None, metavar="DIR",
+                   help="also draw each explained node's explanation as a PNG in DIR: the metrics its sentence "
+                        "quotes over the window, in the sentence's units, and why its likeliest roots rank where "
+                        "they do (JSON: each row's 'plot')")
     p.set_defaults(handler=_predict)
 
 

@@ -381,7 +381,7 @@ def plot_pr_curves(tables: Mapping[str, pd.DataFrame], path: str | Path, title: 
     ax.set_title(f"Next-hour node failure, PR curves ({title})")
     ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
-    return _save_png(fig, path)
+    return save_png(fig, path)
 
 
 def plot_headroom(draws: Sequence[Mapping[str, Any]], path: str | Path, goal: float,
@@ -414,7 +414,7 @@ def plot_headroom(draws: Sequence[Mapping[str, Any]], path: str | Path, goal: fl
     ax.set_title(f"Room above the best non-graph model ({title})")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never over them
     fig.tight_layout()
-    return _save_png(fig, path)
+    return save_png(fig, path)
 
 
 def plot_ratio_intervals(labels: Sequence[str], ratios: Sequence[float | None],
@@ -450,10 +450,10 @@ def plot_ratio_intervals(labels: Sequence[str], ratios: Sequence[float | None],
     ax.set_title(f"How sure each ratio is ({title})", fontsize=10)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the rows, never over them
     fig.tight_layout()
-    return _save_png(fig, path)
+    return save_png(fig, path)
 
 
-def _save_png(fig: Any, path: str | Path) -> Path:
+def save_png(fig: Any, path: str | Path) -> Path:
     """Save ``fig`` as a PNG atomically (no half-written file on a crash) and close it."""
     import io
 

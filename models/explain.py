@@ -67,6 +67,10 @@ class Contribution:
     score: float  # drop of the node's logit when this component's window is made typical
     metric: str = ""
     change: str = ""
+    #: the quoted metric's raw values over the window (one per step, NaN where missing), as ``change`` describes
+    #: them; None where the change is quoted in standard deviations (no raw telemetry). Not in ``predict``'s JSON:
+    #: what :mod:`~infrabrain.models.explanation_plot` draws
+    series: np.ndarray | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -98,7 +102,9 @@ class Explanation:
         return self.sentence.replace(f"at risk {self.risk:.2f}", f"at risk {risk:.2f}", 1)
 
 
-def _pretty(metric: str) -> tuple[str, str]:
+def metric_rendering(metric: str) -> tuple[str, str]:
+    """How a sentence names and renders ``metric``: its short label and its rendering (:data:`_PRETTY`'s codes;
+    ``"rate"`` for any other counter, ``""`` for a plain level)."""
     for needle, label, unit in _PRETTY:
         if needle.lower() in metric.lower():
             return label, unit
@@ -129,7 +135,7 @@ def describe_change(series: np.ndarray, metric: str, cadence_s: int) -> str:
     """
     v = np.asarray(series, float)
     ok = np.isfinite(v)
-    label, unit = _pretty(metric)
+    label, unit = metric_rendering(metric)
     if ok.sum() < 2:
         return f"{label} missing"
     vals = v[ok]
@@ -260,8 +266,9 @@ def explain_node(
             change = describe_change(series[slot], metric, cadence_s)
         if metric and not change:
             z = item["x"][c, -1, slot].item()
-            change = f"{_pretty(metric)[0]} {z:+.1f} sd"
-        contribs.append(Contribution(c, str(graph.component_ids[c]), kind, float(drops[j]), metric, change))
+            change = f"{metric_rendering(metric)[0]} {z:+.1f} sd"
+        contribs.append(Contribution(c, str(graph.component_ids[c]), kind, float(drops[j]), metric, change,
+                                     series[slot] if metric and slot in series else None))
     causes = {} if probs is None else {g: float(p) for g, p in zip(cause_groups_of(model), probs)}
     cause = max(causes, key=causes.__getitem__) if causes else None
     parts = root_score_parts(graph, cand, drops, prior, node_logits,
@@ -291,6 +298,13 @@ def _naming_verdict(naming: CauseNamingCheck | None, cause: str | None) -> tuple
     return naming.status(cause), naming.note(cause)
 
 
+def quoted_contributors(contribs: Sequence[Contribution], top_k: int = 3) -> list[Contribution]:
+    """The contributors a sentence quotes: of the first ``top_k`` (``contribs`` ranked by drop), those that lower
+    the logit at all and by at least :data:`MATERIAL_SHARE` of the top one's drop."""
+    top = max((c.score for c in contribs), default=0.0)
+    return [c for c in contribs[:top_k] if c.score > 0 and c.score >= MATERIAL_SHARE * top]
+
+
 def explanation_sentence(node_id: str, risk: float, contribs: Sequence[Contribution], top_k: int = 3,
                          cause: str | None = None, cause_p: float | None = None, naming_status: str | None = None,
                          naming_note: str = "") -> str:
@@ -300,9 +314,7 @@ def explanation_sentence(node_id: str, risk: float, contribs: Sequence[Contribut
     (:meth:`~infrabrain.models.cause_naming.CauseNamingCheck.status` and ``note``): where it failed, "cause unsure
     (the head says <group> P, but <note>)"; where it was too rarely made to tell, "likely <group> (P; unchecked:
     <note>)"."""
-    top = max((c.score for c in contribs), default=0.0)
-    parts = [f"{KIND_LABEL[c.kind]} {c.component_id} {c.change}".strip() for c in contribs[:top_k]
-             if c.score > 0 and c.score >= MATERIAL_SHARE * top]
+    parts = [f"{KIND_LABEL[c.kind]} {c.component_id} {c.change}".strip() for c in quoted_contributors(contribs, top_k)]
     named = cause is not None and cause_p is not None and cause_p >= MIN_CAUSE_P
     why = ""
     if named and naming_status == FAILED:

@@ -260,7 +260,7 @@ def plot_goal_status(rows: Sequence[Mapping[str, Any]], path: str | Path, goals:
     import matplotlib.pyplot as plt
     from matplotlib import ticker
 
-    from infrabrain.models.evaluation import _save_png
+    from infrabrain.models.evaluation import save_png
 
     if not rows:
         raise ValueError("plot_goal_status needs at least one draw")
@@ -312,7 +312,7 @@ def plot_goal_status(rows: Sequence[Mapping[str, Any]], path: str | Path, goals:
     axes[-1].set_xlabel("draw (simulated federation)")
     fig.suptitle(f"Where the goals stand, per draw ({title})", fontsize=10)
     fig.tight_layout()
-    return _save_png(fig, path)
+    return save_png(fig, path)
 
 
 __all__ = ["ACCURACY_KEYS", "BEYOND_ORACLES", "BEYOND_WINDOW", "MET", "MISSED", "VERDICTS", "accuracy_draws",

@@ -7,7 +7,9 @@ missing) get no score (``risk`` None, ``status`` "no data") instead of a made-up
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,6 +32,7 @@ def predict_window(
     node_alive: np.ndarray | None = None,
     explain_top: int = 5,
     cadence_s: int = 60,
+    plot_dir: str | Path | None = None,
 ) -> list[dict[str, Any]]:
     """Score every node from a raw telemetry window (``[T, n_kind, F_kind]`` per kind, ``T >= window``).
 
@@ -40,7 +43,8 @@ def predict_window(
     drops, the card's root prior, or for a card without one the published failure mix on this topology, how
     much the other nodes under each upstream component are at risk too, and, from a card with
     ``own_change_tails``, how far each cooling unit's own telemetry moved) with ``root_cause_evidence`` (why:
-    :func:`root_cause_evidence`).
+    :func:`root_cause_evidence`). With ``plot_dir`` each explained node also gets a picture of its explanation
+    there (``plot``: the PNG's path; :mod:`~infrabrain.models.explanation_plot`).
     Raises ``ValueError`` for an unknown component type, a missing metric column or a too-short window.
     """
     from infrabrain.models.calibration import PlattCalibrator, risk_of
@@ -93,7 +97,7 @@ def predict_window(
     out.sort(key=lambda r: (r["risk"] is None, -(r["risk"] or 0.0)))  # highest risk first, "no data" last
     raw = {k: v[-w:] for k, v in win.items()}
     node_logits = np.where(scored, logits, np.nan)  # every scored node's logit, for the sibling evidence
-    for r in out[:explain_top]:
+    for rank, r in enumerate(out[:explain_top], start=1):
         if r["risk"] is None:
             continue
         e = explain_node(model, item, graph, ckpt.feature_set, r["node"], raw, metric_names, cadence_s, prior=prior,
@@ -103,6 +107,14 @@ def predict_window(
         r["root_cause_evidence"] = root_cause_evidence(e, graph)
         r["contributors"] = [{"component_id": c.component_id, "kind": c.kind, "score": c.score, "metric": c.metric,
                               "change": c.change} for c in e.contributors[:5]]
+        if plot_dir is not None:
+            from infrabrain.models.explain import quoted_contributors
+            from infrabrain.models.explanation_plot import plot_explanation
+
+            name = re.sub(r"[^A-Za-z0-9._-]", "_", r["node_id"])  # an id never escapes the folder
+            r["plot"] = str(plot_explanation(r["explanation"], quoted_contributors(e.contributors),
+                                             r["root_cause_evidence"], cadence_s,
+                                             Path(plot_dir) / f"alert-{rank:02d}-{name}.png"))
     return out
 
 
@@ -124,8 +136,8 @@ def root_cause_evidence(e: Explanation, graph: SiteGraph, top: int = 3) -> list[
     return out
 
 
-#: How :func:`root_reason` names each part of a root-cause score.
-_PART_LABELS = {"drop": "drop", "rack_credit": "racks", "prior": "prior", "cause_evidence": "cause",
+#: How :func:`root_reason` (and :mod:`~infrabrain.models.explanation_plot`) names each part of a root-cause score.
+PART_LABELS = {"drop": "drop", "rack_credit": "racks", "prior": "prior", "cause_evidence": "cause",
                 "sibling_evidence": "siblings", "explained_away": "explained away", "own_change": "own change"}
 
 
@@ -133,12 +145,13 @@ def root_reason(entry: Mapping[str, Any]) -> str:
     """One line for an alert saying why a root is ranked where it is, from a :func:`root_cause_evidence` entry:
     ``"crac-1 (cooling) 4.37: supply temperature +6.5 C over 46 min; drop 1.11 + racks 0.42 + prior 0.69 +
     siblings 0.20 + own change 1.96"`` (parts that are 0 left out)."""
-    parts = " + ".join(f"{_PART_LABELS[k]} {v:.2f}" for k, v in entry["parts"].items() if round(v, 2) != 0)
+    parts = " + ".join(f"{PART_LABELS[k]} {v:.2f}" for k, v in entry["parts"].items() if round(v, 2) != 0)
     change = f": {entry['change']}" if entry.get("change") else ""
     return f"{entry['component_id']} ({entry['kind']}) {entry['score']:.2f}{change}; {parts or 'no evidence'}"
 
 
-def predict_run(ckpt: Checkpoint, run: Any, at_s: int | None = None, explain_top: int = 5) -> list[dict[str, Any]]:
+def predict_run(ckpt: Checkpoint, run: Any, at_s: int | None = None, explain_top: int = 5,
+                plot_dir: str | Path | None = None) -> list[dict[str, Any]]:
     """:func:`predict_window` on a ``SiteRun`` for the window ending at ``at_s`` seconds (default: the end)."""
     ts = np.asarray(_get(run, "timestamps"))
     if len(ts) == 0:
@@ -153,4 +166,5 @@ def predict_run(ckpt: Checkpoint, run: Any, at_s: int | None = None, explain_top
     # Liveness comes from the telemetry itself (no scrape = dead); ground-truth labels are never read here.
     alive = None
     cad = int(np.median(np.diff(ts))) if len(ts) > 1 else 60
-    return predict_window(ckpt, _get(run, "topology"), metrics, _get(run, "metric_names"), alive, explain_top, cad)
+    return predict_window(ckpt, _get(run, "topology"), metrics, _get(run, "metric_names"), alive, explain_top, cad,
+                          plot_dir)

@@ -80,10 +80,15 @@ def test_train_evaluate_predict(dataset, tmp_path, capsys, monkeypatch):
     assert summary["oracle_amplitude_aware_pr_auc"] == report["oracle"]["amplitude_aware"]["pr_auc"]
     assert {"pr_auc_node_rooted", "pr_auc_upstream"} <= set(report["models"]["gnn"])
 
+    pics = tmp_path / "alerts"
     assert main(["predict", "--checkpoint", str(ck), "--data", str(dataset / "site=site-2"), "--top", "3",
-                 "--at", "20000"]) == 0
+                 "--at", "20000", "--plot", str(pics)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 3 and all(line.startswith("node ") for line in lines)
+    assert len(lines) == 4 and all(line.startswith("node ") for line in lines[:3])
+    # one picture of each explained node's explanation, named by its rank and node (--plot)
+    drawn = sorted(pics.glob("alert-*.png"))
+    assert len(drawn) == 3 and all(f.read_bytes()[:4] == b"\x89PNG" for f in drawn)
+    assert lines[3].startswith(f"3 explanation picture(s) in {pics}: alert-01-")
     from infrabrain.models import explain
 
     monkeypatch.setattr(explain, "MIN_CAUSE_P", 0.0)  # the one-epoch head is never sure: let it name every cause
