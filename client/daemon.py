@@ -219,7 +219,7 @@ class Daemon:
             from infrabrain.client.scoring import PredictorScorer
 
             torch.set_num_threads(self.cfg.torch_threads)
-            scorer = PredictorScorer(ckpt, self.topology)
+            scorer = PredictorScorer(ckpt, self.topology, cadence_s=self.cfg.cadence_s)
         except (FileNotFoundError, ValueError) as exc:
             log.error("cannot load the predictor checkpoint; no risk scores until it loads",
                       extra={"checkpoint": str(ckpt), "error": str(exc)})

@@ -81,7 +81,8 @@ class NodeRisk:
 class PredictorScorer:
     """Scores a window with a predictor checkpoint directory (``infrabrain models train`` output)."""
 
-    def __init__(self, checkpoint: str | os.PathLike[str], topology: SiteTopology, max_explained: int = 5) -> None:
+    def __init__(self, checkpoint: str | os.PathLike[str], topology: SiteTopology, max_explained: int = 5,
+                 cadence_s: int = 60) -> None:
         import torch
 
         from infrabrain.models.checkpoint import load_checkpoint
@@ -91,6 +92,9 @@ class PredictorScorer:
         self.checkpoint_path = str(checkpoint)
         self.max_explained = int(max_explained)
         self._ckpt = load_checkpoint(checkpoint)
+        # the site's collection step (site.yaml cadence_s) must be the model's: its window is counted in steps
+        self._ckpt.check_cadence(cadence_s, "site.yaml's cadence_s")
+        self.cadence_s = int(cadence_s)
         from infrabrain.models.calibration import PlattCalibrator
 
         self.calibration = PlattCalibrator.from_card(self._ckpt.card)
@@ -221,7 +225,8 @@ class PredictorScorer:
             r = risks[i]
             try:
                 exp = explain_node(self._ckpt.model, snap, self._graph, self.feature_set, pos[r.node_id],
-                                   raw=metrics, raw_names=self.metric_names, prior=self.root_prior,
+                                   raw=metrics, raw_names=self.metric_names, cadence_s=self.cadence_s,
+                                   prior=self.root_prior,
                                    node_logits=node_logits, own_tails=self.own_tails,
                                    naming=self.cause_naming)
             except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as exc:

@@ -110,7 +110,7 @@ def write_site_checkpoint(settings: SiteSettings, weights: Sequence[np.ndarray],
         CAUSE_NAMING_KEY: _dump(fit_cause_naming(held_rows, "site held-out")),
     }
     out = save_checkpoint(settings.state_path / SITE_CHECKPOINT_DIR, model, pt.feature_set(), reference.normalizer,
-                          dict(metrics or {}), extra, overwrite=True)
+                          dict(metrics or {}), extra, overwrite=True, cadence_s=int(data.train.sites[0].cadence_s))
     log.info("site checkpoint written", extra={"path": str(out), "round": round_,
                                                "calibrated": calibration is not None, "alert_threshold": threshold})
     return out

@@ -23,6 +23,8 @@ from infrabrain.models.features import FeatureSet, Normalizer
 from infrabrain.models.gnn import FailurePredictor, ModelConfig
 
 FORMAT = "infrabrain-predictor/1"
+#: The telemetry step a card written before ``cadence_s`` was recorded is read at (the simulator's default).
+DEFAULT_CADENCE_S = 60
 WEIGHTS = "weights.safetensors"
 CARD = "model_card.json"
 
@@ -40,6 +42,22 @@ class Checkpoint:
     def window(self) -> int:
         return self.model.config.window
 
+    @property
+    def cadence_s(self) -> int:
+        """Seconds between the telemetry steps the model was trained on (its window and pool are counted in
+        them). A card written before it was recorded reads as 60 s: the simulator's default step, and the only
+        one the federated task trains at."""
+        return int(self.card.get("cadence_s", DEFAULT_CADENCE_S))
+
+    def check_cadence(self, cadence_s: int, source: str = "telemetry") -> None:
+        """Refuse telemetry whose step differs from the model's: its window of ``window`` steps would span
+        another stretch of time, and every rate and lead it learned would be read at the wrong scale."""
+        if int(cadence_s) != self.cadence_s:
+            raise ValueError(f"{source} has a {int(cadence_s)} s cadence, but the model was trained on "
+                             f"{self.cadence_s} s telemetry (its {self.window}-step window is "
+                             f"{self.window * self.cadence_s // 60} min); collect at {self.cadence_s} s or train a "
+                             "model on this cadence")
+
 
 def save_checkpoint(
     path: str | Path,
@@ -49,12 +67,17 @@ def save_checkpoint(
     metrics: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
     overwrite: bool = False,
+    cadence_s: int = 60,
 ) -> Path:
-    """Write ``model`` and its model card to directory ``path`` atomically; returns the path."""
+    """Write ``model`` and its model card to directory ``path`` atomically; returns the path. ``cadence_s``: the
+    step of the telemetry it was trained on, which every reader checks its own against
+    (:meth:`Checkpoint.check_cadence`)."""
     from safetensors.torch import save_file
 
     if model.config.n_features != feature_set.f_max:
         raise ValueError(f"model has {model.config.n_features} features but feature set has f_max {feature_set.f_max}")
+    if isinstance(cadence_s, bool) or not isinstance(cadence_s, int) or cadence_s <= 0:
+        raise ValueError(f"cadence_s must be a positive whole number of seconds, got {cadence_s!r}")
     card = {
         "format": FORMAT,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -63,6 +86,7 @@ def save_checkpoint(
         "feature_set": feature_set.to_dict(),
         "feature_fingerprint": feature_set.fingerprint(),
         "normalizer": normalizer.to_dict(),
+        "cadence_s": cadence_s,
         "metrics": _jsonable(metrics or {}),
         **_jsonable(extra or {}),
     }

@@ -104,7 +104,8 @@ def _train(args: argparse.Namespace) -> int:
              "calibration": trained.calibration.model_dump() if trained.calibration is not None else None,
              "alert_threshold": trained.val_threshold, **root_prior_card(trained),
              CAUSE_NAMING_KEY: trained.cause_naming.model_dump() if trained.cause_naming is not None else None}
-    save_checkpoint(out, trained.model, sp.feature_set, sp.normalizer, metrics, extra, overwrite=args.overwrite)
+    save_checkpoint(out, trained.model, sp.feature_set, sp.normalizer, metrics, extra, overwrite=args.overwrite,
+                    cadence_s=int(sp.train_sites[0].cadence_s))
     summary = {"checkpoint": str(out), "epochs_run": len(trained.result.history), "best_epoch": trained.result.best_epoch,
                **{f"{k}_pr_auc": v.get("pr_auc") for k, v in metrics.items()}}
     print(json.dumps(summary))
@@ -140,6 +141,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     splits = make_splits(runs, heldout=cfg.heldout, window_min=cfg.window_min, stride_min=cfg.stride_min,
                          eval_stride_min=cfg.eval_stride_min, fractions=cfg.fractions, pool_min=cfg.pool_min,
                          feature_set=ckpt.feature_set, normalizer=ckpt.normalizer, val_sites=cfg.val_sites)
+    ckpt.check_cadence(int((splits.train_sites or splits.heldout_sites)[0].cadence_s), "the data")
     if splits.window != ckpt.window:
         raise ValueError(f"data cadence gives a {splits.window}-step window, the checkpoint expects {ckpt.window}")
     trained = Trained(model=ckpt.model, splits=splits, result=TrainResult(history=ckpt.card.get("history", []),

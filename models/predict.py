@@ -45,7 +45,8 @@ def predict_window(
     ``own_change_tails``, how far each cooling unit's own telemetry moved) with ``root_cause_evidence`` (why:
     :func:`root_cause_evidence`). With ``plot_dir`` each explained node also gets a picture of its explanation
     there (``plot``: the PNG's path; :mod:`~infrabrain.models.explanation_plot`).
-    Raises ``ValueError`` for an unknown component type, a missing metric column or a too-short window.
+    Raises ``ValueError`` for an unknown component type, a missing metric column, a too-short window or telemetry
+    at another cadence than the model's (``cadence_s``, seconds per step: :meth:`Checkpoint.check_cadence`).
     """
     from infrabrain.models.calibration import PlattCalibrator, risk_of
     from infrabrain.models.explain import explain_node
@@ -63,6 +64,7 @@ def predict_window(
         if missing:
             raise ValueError(f"missing metric column(s) for kind {kind!r}: {missing} "
                              f"({describe_difference(ckpt.feature_set, have)})")
+    ckpt.check_cadence(cadence_s)
     w = ckpt.window
     t = int(np.asarray(next(iter(metrics.values()))).shape[0])
     if t < w:

@@ -189,6 +189,27 @@ def test_no_model_means_no_scores_and_privacy_budget_from_the_ledger(tmp_path: P
         daemon.close()
 
 
+def test_a_site_collecting_at_another_cadence_than_the_models_gets_a_named_error_and_keeps_collecting(
+        tmp_path: Path, small_dataset: Path, small_checkpoint: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The model's window is counted in steps: at 30 s it would read half an hour as its hour. The scorer refuses
+    it naming both cadences; the daemon logs that, scores nothing, and still stores what it collects."""
+    from infrabrain.client.topology_file import load_topology
+
+    with pytest.raises(ValueError, match="site.yaml's cadence_s has a 30 s cadence, but the model was trained on "
+                                         "60 s telemetry"):
+        PredictorScorer(small_checkpoint, load_topology(_site_yaml(tmp_path, small_dataset, None).parent
+                                                        / "topology.yaml"), cadence_s=30)
+    cfg = load_site_config(_site_yaml(tmp_path, small_dataset, small_checkpoint, cadence_s=30))
+    with caplog.at_level("ERROR"):
+        daemon = Daemon(cfg, now=1_800_000_000.0)
+    try:
+        assert daemon.scorer is None
+        assert any("30 s cadence" in str(getattr(r, "error", "")) for r in caplog.records)
+        assert daemon.collect_once(1_800_000_005) > 0 and daemon.score_once() == []
+    finally:
+        daemon.close()
+
+
 def test_cause_groups() -> None:
     assert cause_of_metric("DCGM_FI_DEV_GPU_TEMP") == "thermal"
     assert cause_of_metric("DCGM_FI_DEV_ECC_DBE_VOL_TOTAL") == "memory"

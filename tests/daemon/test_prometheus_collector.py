@@ -6,6 +6,8 @@ telemetry. Bad input: unknown metric, NaN, a counter reset, a gap, a rejected qu
 
 from __future__ import annotations
 
+import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -216,9 +218,15 @@ def test_daemon_scores_from_the_real_prometheus(site, small_dataset: Path, small
     assert cli_main(["client", "topology-from-sim", str(small_dataset), "--out", str(tmp_path / "topology.yaml")]) == 0
     mapping = default_mapping({prom.node_instance: "r00-n00"}, step_s=1)
     (tmp_path / "mapping.yaml").write_text(yaml.safe_dump(mapping.model_dump()))
+    # this site scrapes every second, to fill the model's window in seconds: its model is one trained on 1 s steps
+    # (the daemon refuses a model whose card names another cadence)
+    ckpt = tmp_path / "ckpt-1s"
+    shutil.copytree(small_checkpoint, ckpt)
+    card = json.loads((ckpt / "model_card.json").read_text())
+    (ckpt / "model_card.json").write_text(json.dumps({**card, "cadence_s": 1}))
     (tmp_path / "site.yaml").write_text(yaml.safe_dump({
         "site": "lab", "topology": "topology.yaml", "cadence_s": 1, "alert_threshold": 1.0,
-        "store": {"path": "store.db"}, "metrics": {"port": 0}, "model": {"checkpoint": str(small_checkpoint)},
+        "store": {"path": "store.db"}, "metrics": {"port": 0}, "model": {"checkpoint": str(ckpt)},
         "collectors": {"prometheus": {"url": prom.url, "mapping": "mapping.yaml", "timeout_s": 5,
                                       "initial_lookback_s": 30}},
     }))

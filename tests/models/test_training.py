@@ -98,6 +98,34 @@ def test_checkpoint_roundtrip_and_feature_set_guard(trained, small_splits, tmp_p
         load_checkpoint(tmp_path / "nope")
 
 
+def test_a_checkpoint_records_its_telemetry_cadence_and_refuses_another(trained, small_splits, small_runs, tmp_path):
+    """The window and pool are counted in telemetry steps, so a model read at another cadence would see another
+    stretch of time: the card records the step it was trained on and ``predict`` refuses telemetry at another,
+    naming both. A card from before the field was recorded reads as 60 s, the step every such model had."""
+    from infrabrain.models.predict import predict_run, predict_window
+
+    sp, small_run = small_splits, small_runs[-1]
+    path = save_checkpoint(tmp_path / "c60", trained[0], sp.feature_set, sp.normalizer)
+    ck = load_checkpoint(path)
+    assert ck.card["cadence_s"] == 60 == ck.cadence_s
+    assert predict_run(ck, small_run, explain_top=0)  # the simulator's 60 s telemetry is read
+    args = (small_run.topology, {k: np.asarray(v) for k, v in small_run.metrics.items()}, small_run.metric_names)
+    with pytest.raises(ValueError, match="30 s cadence, but the model was trained on 60 s telemetry"):
+        predict_window(ck, *args, explain_top=0, cadence_s=30)
+    half = load_checkpoint(save_checkpoint(tmp_path / "c30", trained[0], sp.feature_set, sp.normalizer,
+                                           cadence_s=30))
+    with pytest.raises(ValueError, match=r"60 s cadence, but the model was trained on 30 s telemetry \(its "
+                                         rf"{half.window}-step window is {half.window // 2} min\)"):
+        predict_run(half, small_run, explain_top=0)
+    card = json.loads((path / "model_card.json").read_text())
+    del card["cadence_s"]
+    (path / "model_card.json").write_text(json.dumps(card))
+    assert load_checkpoint(path).cadence_s == 60
+    for bad in (0, -60, 1.5, True):
+        with pytest.raises(ValueError, match="cadence_s must be a positive whole number"):
+            save_checkpoint(tmp_path / f"bad{bad}", trained[0], sp.feature_set, sp.normalizer, cadence_s=bad)
+
+
 def test_input_scaling_standardises_per_kind_and_travels_with_the_checkpoint(small_splits, tmp_path):
     from infrabrain.models.gnn import fit_input_scaling
     from infrabrain.models.training import make_loader
