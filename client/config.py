@@ -11,6 +11,7 @@ Example (every section but ``site``, ``topology`` and one collector is optional)
     store: {path: /var/lib/infrabrain/store.db, retention_days: 14, synchronous: normal}
     metrics: {host: 0.0.0.0, port: 9464}
     model: {checkpoint: /var/lib/infrabrain/model}
+    alert_pictures: {dir: alerts, keep: 200}   # optional: a PNG of each alert's explanation, the newest kept
     privacy_ledger: /var/lib/infrabrain/federation/ledger   # for the "privacy budget left" gauge
     collectors:
       nvml: {node_id: r00-n00}
@@ -55,6 +56,15 @@ class ModelConfigSection(_Strict):
     """The predictor checkpoint used for scoring (reloaded when the directory changes)."""
 
     checkpoint: Path | None = None
+
+
+class AlertPicturesSection(_Strict):
+    """Draw each alert's explanation as a PNG in ``dir`` (:mod:`~infrabrain.models.explanation_plot`), keeping
+    the newest ``keep``: the metrics the alert's sentence quotes over the window, and why its likeliest roots rank
+    where they do. The pictures stay on the site like the telemetry they show."""
+
+    dir: Path
+    keep: int = Field(200, ge=1, le=100_000, description="pictures kept; the oldest are deleted first")
 
 
 class NvmlSection(_Strict):
@@ -133,6 +143,7 @@ class SiteConfig(_Strict):
     store: StoreConfig = Field(default_factory=StoreConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     model: ModelConfigSection = Field(default_factory=ModelConfigSection)
+    alert_pictures: AlertPicturesSection | None = None
     privacy_ledger: Path | None = None
     collectors: CollectorsConfig
     federation: dict[str, Any] | None = None
@@ -153,7 +164,8 @@ def load_site_config(path: str | os.PathLike[str]) -> SiteConfig:
         doc["topology"] = _resolve(base, doc["topology"])
     if "privacy_ledger" in doc:
         doc["privacy_ledger"] = _resolve(base, doc["privacy_ledger"])
-    for section, key in (("store", "path"), ("model", "checkpoint"), ("anomaly", "model_path")):
+    for section, key in (("store", "path"), ("model", "checkpoint"), ("anomaly", "model_path"),
+                         ("alert_pictures", "dir")):
         if isinstance(doc.get(section), dict) and key in doc[section]:
             doc[section] = {**doc[section], key: _resolve(base, doc[section][key])}
     cols = doc.get("collectors")

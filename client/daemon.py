@@ -189,6 +189,11 @@ class Daemon:
         self.buffer = self._new_buffer()
         self._warm_buffer()
         self._alerted: dict[str, float] = {}
+        self.pictures: Any = None  # AlertPictures where site.yaml asks for alert_pictures
+        if cfg.alert_pictures is not None:
+            from infrabrain.client.alert_pictures import AlertPictures
+
+            self.pictures = AlertPictures(cfg.alert_pictures.dir, cfg.alert_pictures.keep)
         self._server: Any = None
         self.metrics_port: int | None = None
         self._supernode: Any = None  # SupernodeSupervisor when federation is configured
@@ -358,14 +363,14 @@ class Daemon:
             due.append(r)
         explain = getattr(self.scorer, "explain", None)
         if due and callable(explain):
-            due = explain(due)
+            due = explain(due, pictures=self.pictures, now=now) if self.pictures is not None else explain(due)
         for r in due:
             self._alerted[r.node_id] = now
             self.metrics.alerts.labels(self.cfg.site, r.top_cause).inc()
             log.warning("node at risk of failing within the hour",
                         extra={"node": r.node_id, "rack": r.rack, "risk": round(r.risk, 4), "cause": r.top_cause,
                                "explanation": r.explanation, "root_causes": ", ".join(r.root_causes),
-                               "root_reason": r.root_reason})
+                               "root_reason": r.root_reason, **({"picture": r.picture} if r.picture else {})})
 
     def _update_privacy(self) -> None:
         path = self.cfg.privacy_ledger

@@ -25,11 +25,15 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from infrabrain.client.topology_file import SiteTopology
 from infrabrain.logs import get_logger
+
+if TYPE_CHECKING:
+    from infrabrain.client.alert_pictures import AlertPictures
 
 log = get_logger("client.scoring")
 
@@ -67,6 +71,7 @@ class NodeRisk:
     detail: str = ""  # the model's own explanation sentence, for alerted nodes
     root_causes: tuple[str, ...] = ()  # the model's three likeliest root components, for alerted nodes
     root_reason: str = ""  # why the likeliest is first (models.predict.root_reason), for alerted nodes
+    picture: str = ""  # the PNG of its explanation (client.alert_pictures), where the site draws them
 
     @property
     def explanation(self) -> str:
@@ -204,8 +209,10 @@ class PredictorScorer:
         self._last = (snap, metrics, np.where(scored, logits, np.nan))  # unscored nodes: no sibling evidence
         return out
 
-    def explain(self, risks: Sequence[NodeRisk]) -> list[NodeRisk]:
-        """The predictor's occlusion explanation for ``risks`` (nodes of the last scored window).
+    def explain(self, risks: Sequence[NodeRisk], pictures: AlertPictures | None = None,
+                now: float | None = None) -> list[NodeRisk]:
+        """The predictor's occlusion explanation for ``risks`` (nodes of the last scored window); with
+        ``pictures`` each explanation is also drawn (``NodeRisk.picture``), stamped ``now``.
 
         Costs a few forward passes per node, so the daemon asks only for nodes it is about to alert on, at most
         ``max_explained`` per cycle (highest risk first); the others keep the signal heuristic.
@@ -234,7 +241,14 @@ class PredictorScorer:
                             extra={"node": r.node_id, "error": str(exc)})
                 continue
             roots = tuple(str(self._graph.component_ids[c]) for c in exp.ranked_components()[:3])
-            why = root_cause_evidence(exp, self._graph, top=1)
+            why = root_cause_evidence(exp, self._graph, top=3)
+            picture = None
+            if pictures is not None:
+                from infrabrain.models.explain import quoted_contributors
+
+                picture = pictures.draw(r.node_id, exp.quoting(r.risk), quoted_contributors(exp.contributors), why,
+                                        self.cadence_s, time.time() if now is None else now)
             out[i] = replace(r, detail=exp.quoting(r.risk), root_causes=roots,
-                             root_reason=root_reason(why[0]) if why else "")
+                             root_reason=root_reason(why[0]) if why else "",
+                             picture=str(picture) if picture is not None else "")
         return out

@@ -210,6 +210,40 @@ def test_a_site_collecting_at_another_cadence_than_the_models_gets_a_named_error
         daemon.close()
 
 
+def test_alerts_are_drawn_beside_the_log_and_only_the_newest_pictures_are_kept(
+        tmp_path: Path, small_dataset: Path, small_checkpoint: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """``alert_pictures`` in site.yaml: each alert's explanation is drawn as a PNG named by its time and node,
+    the alert log line names it, and only the newest ``keep`` stay. A picture that cannot be written is logged and
+    the alert still goes out."""
+    from infrabrain.client.alert_pictures import AlertPictures
+
+    cfg = load_site_config(_site_yaml(tmp_path, small_dataset, small_checkpoint,
+                                      alert_pictures={"dir": "alerts", "keep": 1}))
+    assert cfg.alert_pictures is not None and cfg.alert_pictures.dir == tmp_path / "alerts"  # relative to site.yaml
+    t0 = 1_800_000_000.0
+    daemon = Daemon(cfg, now=t0)
+    try:
+        daemon.collect_once(t0 + 5)
+        with caplog.at_level("WARNING"):
+            assert len(daemon.score_once(t0 + 5)) == 2  # threshold 0: both nodes alert, both are drawn
+        alerts = [r for r in caplog.records if r.getMessage() == "node at risk of failing within the hour"]
+        drawn = sorted((tmp_path / "alerts").glob("*.png"))
+        assert len(alerts) == 2 and len(drawn) == 1  # keep: 1
+        assert drawn[0].name in {"20270115T080005Z-r00-n00.png", "20270115T080005Z-r00-n01.png"}
+        assert drawn[0].read_bytes()[:4] == b"\x89PNG" and str(drawn[0]) in {r.picture for r in alerts}
+    finally:
+        daemon.close()
+    blocked = AlertPictures(tmp_path / "alerts" / drawn[0].name, keep=5)  # a file where the folder should be
+    with caplog.at_level("WARNING"):
+        assert blocked.draw("r00-n00", "s", [], [{"component_id": "r00-n00", "kind": "node", "score": 1.0,
+                                                  "parts": {"drop": 1.0}}], 60, t0) is None
+    assert any(r.getMessage().startswith("alert picture not written") for r in caplog.records)
+    with pytest.raises(ValueError, match="alert_pictures.keep"):
+        AlertPictures(tmp_path, keep=0)
+    with pytest.raises(ValueError, match="keep"):
+        load_site_config(_site_yaml(tmp_path, small_dataset, None, alert_pictures={"dir": "a", "keep": 0}))
+
+
 def test_cause_groups() -> None:
     assert cause_of_metric("DCGM_FI_DEV_GPU_TEMP") == "thermal"
     assert cause_of_metric("DCGM_FI_DEV_ECC_DBE_VOL_TOTAL") == "memory"
