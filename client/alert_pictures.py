@@ -10,7 +10,6 @@ out: a picture is a convenience, the alert is not.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -32,10 +31,9 @@ class AlertPictures:
              cadence_s: int, now: float) -> Path | None:
         """Draw one alert (:func:`~infrabrain.models.explanation_plot.plot_explanation`) as
         ``<UTC time>-<node>.png``; None, with a warning, where it cannot be written."""
-        from infrabrain.models.explanation_plot import plot_explanation
+        from infrabrain.models.explanation_plot import file_stem, plot_explanation
 
-        name = re.sub(r"[^A-Za-z0-9._-]", "_", node_id)  # an id never escapes the folder
-        path = self.folder / f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(now))}-{name}.png"
+        path = self.folder / f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(now))}-{file_stem(node_id)}.png"
         try:
             out = plot_explanation(sentence, contributors, roots, cadence_s, path)
         except (OSError, ValueError) as exc:

@@ -11,6 +11,7 @@ lists), so that an operator sees why the first root outranks the next.
 
 from __future__ import annotations
 
+import re
 import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -24,6 +25,12 @@ from infrabrain.models.features import is_counter
 #: One colour per root-score part (``predict.PART_LABELS`` order), so that a part reads alike in every picture.
 _PART_COLOURS = {"drop": "tab:blue", "rack_credit": "tab:cyan", "prior": "tab:gray", "cause_evidence": "tab:purple",
                  "sibling_evidence": "tab:orange", "explained_away": "tab:red", "own_change": "tab:green"}
+
+
+def file_stem(component_id: str) -> str:
+    """``component_id`` as a file name part: anything but letters, digits, ``.``, ``_`` and ``-`` becomes ``_``, so
+    an id from a site's topology never names a path outside the pictures' folder."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", component_id)
 
 
 def quoted_values(series: np.ndarray, metric: str, cadence_s: int) -> tuple[np.ndarray, np.ndarray, str]:

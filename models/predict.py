@@ -7,7 +7,6 @@ missing) get no score (``risk`` None, ``status`` "no data") instead of a made-up
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -111,12 +110,11 @@ def predict_window(
                               "change": c.change} for c in e.contributors[:5]]
         if plot_dir is not None:
             from infrabrain.models.explain import quoted_contributors
-            from infrabrain.models.explanation_plot import plot_explanation
+            from infrabrain.models.explanation_plot import file_stem, plot_explanation
 
-            name = re.sub(r"[^A-Za-z0-9._-]", "_", r["node_id"])  # an id never escapes the folder
             r["plot"] = str(plot_explanation(r["explanation"], quoted_contributors(e.contributors),
                                              r["root_cause_evidence"], cadence_s,
-                                             Path(plot_dir) / f"alert-{rank:02d}-{name}.png"))
+                                             Path(plot_dir) / f"alert-{rank:02d}-{file_stem(r['node_id'])}.png"))
     return out
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from infrabrain.models.explain import Contribution, describe_change
-from infrabrain.models.explanation_plot import explanation_figure, plot_explanation, quoted_values
+from infrabrain.models.explanation_plot import explanation_figure, file_stem, plot_explanation, quoted_values
 
 
 def test_a_counter_is_drawn_as_its_increase_per_minute_and_a_level_as_it_is() -> None:
@@ -67,3 +67,8 @@ def test_the_figure_draws_each_quoted_series_and_the_roots_parts(tmp_path) -> No
     assert out.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match="nothing to draw"):
         explanation_figure("s", contribs[2:], [], 60)
+
+
+def test_a_component_id_never_names_a_path_outside_the_pictures_folder() -> None:
+    assert file_stem("r03-n07") == "r03-n07"
+    assert file_stem("../../etc/passwd") == ".._.._etc_passwd" and "/" not in file_stem("a/b\\c d")
