@@ -251,14 +251,16 @@ def federated_demo(sites: int = 3, rounds: int = 3, site_gpus: int = 16, site_ho
             "local_only_mean_pr_auc": float(np.mean(finite)) if finite else float("nan"),
             "eps_max": max(eps) if eps else None, "registry_dir": cfg.registry_dir, "work_dir": str(work),
             "site_checkpoint": str(_site_checkpoint(cfg, 0, sites)),
-            "site_top_alert": site_top_alert(cfg, 0, sites)}
+            "site_top_alert": site_top_alert(cfg, 0, sites, plot_dir=work / "site-0-alert")}
 
 
-def site_top_alert(cfg: FederationConfig, partition_id: int, total: int) -> dict[str, Any]:
+def site_top_alert(cfg: FederationConfig, partition_id: int, total: int,
+                   plot_dir: Path | None = None) -> dict[str, Any]:
     """What site ``partition_id``'s daemon would say of its riskiest held-out window with its checkpoint of the
     global model (``models.predict.predict_run`` on its own simulated telemetry): the top node's ``explanation``
     (naming the cause the federated model's head gives), ``cause``, ``root_causes``, ``t`` (seconds) and, from
-    the simulator's truth, whether the node ``failed`` within the hour. For the demo: one site reads its own."""
+    the simulator's truth, whether the node ``failed`` within the hour; with ``plot_dir`` also ``plot``, the
+    picture of that explanation (``models.explanation_plot``). For the demo: one site reads its own."""
     from infrabrain.client.predictor_task import site_data, site_spec
     from infrabrain.models.checkpoint import load_checkpoint
     from infrabrain.models.predict import predict_run
@@ -274,11 +276,11 @@ def site_top_alert(cfg: FederationConfig, partition_id: int, total: int) -> dict
     t = int(rows.loc[rows["score"].idxmax(), "t"])
     run = simulate_site(site_spec(settings), settings.site_hours, seed=settings.data_seed * 1000 + partition_id,
                         acceleration=cfg.acceleration)
-    top = predict_run(ckpt, run, at_s=t, explain_top=1)[0]
+    top = predict_run(ckpt, run, at_s=t, explain_top=1, plot_dir=plot_dir)[0]
     at = rows[(rows["t"] == t) & (rows["node"] == top["node"])]
     return {"t": t, "node_id": top["node_id"], "risk": top["risk"], "cause": top.get("cause"),
             "explanation": top.get("explanation", ""), "root_causes": top.get("root_causes", []),
-            "failed": bool(at["label"].any())}
+            "failed": bool(at["label"].any()), "plot": top.get("plot")}
 
 
 def _site_checkpoint(cfg: FederationConfig, partition_id: int, total: int) -> Path:

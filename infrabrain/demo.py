@@ -73,8 +73,9 @@ def _site_alert_line(alert: dict[str, Any]) -> str:
     """Site 0's daemon on its riskiest held-out window, with the federated model's cause and root ranking."""
     truth = "it failed within the hour" if alert["failed"] else "it did not fail within the hour"
     roots = ", ".join(alert["root_causes"]) or "none"
+    drawn = f"; drawn in {alert['plot']}" if alert.get("plot") else ""
     return (f"site 0's daemon on its riskiest held-out window ({alert['t'] / 3600:.1f} h): {alert['explanation']}; "
-            f"likeliest roots {roots} ({truth})")
+            f"likeliest roots {roots} ({truth}){drawn}")
 
 
 def _fleet_prior_line(prior: dict[str, Any] | None, sites: int) -> str:

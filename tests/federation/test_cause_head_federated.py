@@ -4,6 +4,8 @@ site's own labels, and the site's checkpoint names an alert's likely cause from 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -102,13 +104,16 @@ def test_the_demo_shows_a_sites_riskiest_window_with_the_cause_its_checkpoint_na
                 None, TrainConfig(epochs=2, progress=False))
     weights = get_weights(model)
     out = keep_global_model(s, [str(i) for i in range(len(weights))], weights, site_cfg)
-    alert = site_top_alert(cfg, 0, 1)
+    alert = site_top_alert(cfg, 0, 1, plot_dir=tmp_path / "pics")
     rows = predict_scores(load_checkpoint(out).model, data.test)
     best = rows.loc[rows["score"].idxmax()]
     assert alert["t"] == int(best["t"]) and alert["cause"] in TYPED_CAUSE_GROUPS
     top = rows[rows["t"] == alert["t"]].sort_values("score").iloc[-1]
     assert alert["failed"] == bool(top["label"]) and alert["node_id"] in alert["explanation"]
     assert len(alert["root_causes"]) == 3 and alert["risk"] > 0
+    # ... and its picture, the metrics the sentence quotes and why the roots rank where they do (follow-up 39)
+    assert alert["plot"] == str(tmp_path / "pics" / f"alert-01-{alert['node_id']}.png")
+    assert Path(alert["plot"]).read_bytes()[:4] == b"\x89PNG"
 
 
 def test_a_registry_from_before_the_head_resumes_only_without_it_and_says_so(tmp_path) -> None:
