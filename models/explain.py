@@ -140,9 +140,8 @@ def describe_change(series: np.ndarray, metric: str, cadence_s: int) -> str:
         return f"{label} missing"
     vals = v[ok]
     steps = np.flatnonzero(ok)
-    k = max(1, len(vals) // 6)
     counter = is_counter(metric) or unit in ("rate", "busy", "throttle")
-    first = float(vals[0]) if counter else float(np.mean(vals[:k]))
+    first = float(vals[0]) if counter else float(np.median(vals[:3]))  # as the end: a step early on shows
     last = float(vals[-1]) if counter else float(np.median(vals[-3:]))
     delta = last - first
     if counter:  # from the first increment on

@@ -186,6 +186,10 @@ def test_describe_change_units():
     assert describe_change(steady, "cooling_airflow_cfm", 60) == "airflow steady at 23945 cfm"
     assert describe_change(np.full(60, 41.23), "node_hwmon_temp_celsius", 60) == "temperature steady at 41.2 C"
     assert describe_change(np.full(60, 0.004), "switch_port_util", 60) == "port utilisation steady at 0 %"
+    # a step in the window's first minutes is quoted from the level before it, as its picture shows it (issue 3
+    # follow-up 39: averaging the first sixth of the window had quoted 350 -> 1980 MHz as 1571 -> 1980, +26 %)
+    jump = np.r_[np.full(2, 350.0), np.full(51, 1980.0)]
+    assert describe_change(jump, "DCGM_FI_DEV_SM_CLOCK", 60) == "SM clock +466 % over 50 min (350 -> 1980 MHz)"
 
 
 def test_rootcause_accuracy_runs(small_splits):
