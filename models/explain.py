@@ -154,7 +154,9 @@ def describe_change(series: np.ndarray, metric: str, cadence_s: int) -> str:
     span_min = int(round(span_steps * cadence_s / 60)) or 1
     if unit.startswith("above:"):  # a difference, whose level is the news: "temperature 8.2 C above ..."
         u, _, what = unit[6:].partition(" ")
-        level = f"{label} {_num(last)} {u} {what}"
+        if last < 0 and what.startswith("above "):  # "4.7 C below its node's other GPUs", not "-4.7 C above"
+            what = "below " + what[len("above "):]
+        level = f"{label} {_num(abs(last))} {u} {what}"
         return level if round(delta, 1) == 0 else f"{level} ({delta:+.1f} {u} over {span_min} min)"
     if "XID" in metric.upper():
         return f"XID {int(last)} raised {span_min} min ago" if last > 0 and delta != 0 else f"last XID {int(last)}"
@@ -288,6 +290,12 @@ def explain_node(
 #: quoted as "cooling unit crac-1 airflow -0 % over 59 min": noise that reads like a cause.
 MATERIAL_SHARE = 0.1
 
+#: ... and by at least this much in absolute terms (logits: a tenth changes the odds by about 10 %). Below it a
+#: node's window holds nothing that moves its risk, and the sentence quotes nothing: follow-up 39's pictures of
+#: low-risk nodes showed a cooling unit's supply temperature quoted at "-0.1 C over 58 min" for a drop of 0.03,
+#: beside a spine switch's noise for 0.00.
+MIN_QUOTED_DROP = 0.1
+
 
 def _naming_verdict(naming: CauseNamingCheck | None, cause: str | None) -> tuple[str | None, str]:
     """The card's check of the head's naming of ``cause``: its status and note, for :func:`explanation_sentence`
@@ -299,9 +307,9 @@ def _naming_verdict(naming: CauseNamingCheck | None, cause: str | None) -> tuple
 
 def quoted_contributors(contribs: Sequence[Contribution], top_k: int = 3) -> list[Contribution]:
     """The contributors a sentence quotes: of the first ``top_k`` (``contribs`` ranked by drop), those that lower
-    the logit at all and by at least :data:`MATERIAL_SHARE` of the top one's drop."""
+    the logit by at least :data:`MIN_QUOTED_DROP` and by at least :data:`MATERIAL_SHARE` of the top one's drop."""
     top = max((c.score for c in contribs), default=0.0)
-    return [c for c in contribs[:top_k] if c.score > 0 and c.score >= MATERIAL_SHARE * top]
+    return [c for c in contribs[:top_k] if c.score >= MIN_QUOTED_DROP and c.score >= MATERIAL_SHARE * top]
 
 
 def explanation_sentence(node_id: str, risk: float, contribs: Sequence[Contribution], top_k: int = 3,

@@ -45,6 +45,8 @@ def quoted_values(series: np.ndarray, metric: str, cadence_s: int) -> tuple[np.n
         raise ValueError(f"series must be one value per step, got shape {v.shape}")
     minutes = (np.arange(len(v)) - (len(v) - 1)) * cadence_s / 60.0
     label, unit = metric_rendering(metric)
+    if "XID" in metric.upper():  # a code, not a count: the sentence says which was raised and when
+        return minutes, v, "last XID code"
     if is_counter(metric) or unit in ("rate", "busy", "throttle"):
         step = np.maximum(np.diff(v), 0.0)  # NaN where either end is missing
         if unit == "throttle":  # microseconds of violation per second of wall time

@@ -171,6 +171,12 @@ def test_sentence_names_only_material_contributors():
     even = [Contribution(i, f"g{i}", "gpu", 1.0, "m", f"c{i}") for i in range(5)]
     assert explanation_sentence("n", 0.5, even, top_k=2) == "node n at risk 0.50: GPU g0 c0; GPU g1 c1"
     assert explanation_sentence("n", 0.1, ranked[3:]) == "node n at risk 0.10"
+    # nor a drop too small to move the odds (follow-up 39: noise had been quoted as the cause of a low risk)
+    from infrabrain.models.explain import MIN_QUOTED_DROP
+
+    faint = [Contribution(2, "crac-2", "cooling", 0.03, "supply", "supply temperature -0.1 C over 58 min"),
+             Contribution(3, "spine-2", "spine", 0.004, "util", "port utilisation 34 % -> 38 % over 59 min")]
+    assert explanation_sentence("r04-n00", 0.04, faint) == "node r04-n00 at risk 0.04" and MIN_QUOTED_DROP > 0.03
 
 
 def test_describe_change_units():
