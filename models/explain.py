@@ -35,7 +35,7 @@ KIND_LABEL = {"gpu": "GPU", "node": "node", "leaf": "leaf switch", "spine": "spi
 
 # (substring of the metric name, short label, how to render). Renders: "C" temperature difference in C;
 # "above:U WHAT" a level that is already a difference ("temperature 8.2 C above its node's other GPUs"); "rel:U"
-# relative change with the levels in unit U (scaled by _SCALE); "pct:S" a utilisation, levels shown in % (x S);
+# relative change with the levels in unit U (scaled by UNIT_SCALE); "pct:S" a utilisation, levels shown in % (x S);
 # "level:U" the two levels in unit U; "busy" / "throttle" a time counter (s / us) as the share of the time it moved;
 # "rate" any other counter as +N and N per minute.
 _PRETTY: tuple[tuple[str, str, str], ...] = (
@@ -54,7 +54,8 @@ _PRETTY: tuple[tuple[str, str, str], ...] = (
     ("network_receive_errs", "network receive errors", "rate"),
     ("infiniband_port_errors", "InfiniBand port errors", "rate"), ("switch_port_errors", "port errors", "rate"),
 )
-_SCALE = {"GiB": 1.0 / 2**30}
+#: Factor from a raw level to the unit a sentence quotes it in (bytes to GiB).
+UNIT_SCALE = {"GiB": 1.0 / 2**30}
 
 
 @dataclass
@@ -177,7 +178,7 @@ def describe_change(series: np.ndarray, metric: str, cadence_s: int) -> str:
         return f"{label} {first * f:.0f} % -> {last * f:.0f} % over {span_min} min"
     if unit.startswith("level:"):
         u = unit[6:]
-        sc = _SCALE.get(u, 1.0)
+        sc = UNIT_SCALE.get(u, 1.0)
         if _num(first * sc) == _num(last * sc):
             return f"{label} steady at {_num(last * sc)} {u}".rstrip()
         return f"{label} {_num(first * sc)} -> {_num(last * sc)} {u} over {span_min} min".replace("  ", " ")

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from infrabrain.models.explain import KIND_LABEL, Contribution, metric_rendering
+from infrabrain.models.explain import KIND_LABEL, UNIT_SCALE, Contribution, metric_rendering
 from infrabrain.models.features import is_counter
 
 #: One colour per root-score part (``predict.PART_LABELS`` order), so that a part reads alike in every picture.
@@ -58,7 +58,7 @@ def quoted_values(series: np.ndarray, metric: str, cadence_s: int) -> tuple[np.n
         return minutes, v * float(unit[4:]), f"{label} (%)"
     if unit.startswith("level:"):
         u = unit[6:]
-        return minutes, v * (1.0 / 2**30 if u == "GiB" else 1.0), f"{label} ({u})" if u else label
+        return minutes, v * UNIT_SCALE.get(u, 1.0), f"{label} ({u})" if u else label
     if unit.startswith("above:"):
         u, _, what = unit[6:].partition(" ")
         return minutes, v, f"{label} ({u} {what})"

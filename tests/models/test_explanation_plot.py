@@ -28,6 +28,9 @@ def test_a_counter_is_drawn_as_its_increase_per_minute_and_a_level_as_it_is() ->
     _, y, label = quoted_values(np.array([0.5, 0.92]), "switch_port_util", 60)  # a share drawn in %
     np.testing.assert_allclose(y, [50.0, 92.0])
     assert label == "port utilisation (%)"
+    _, y, label = quoted_values(np.array([64.0, 2.0]) * 2**30, "node_memory_MemAvailable_bytes", 60)
+    np.testing.assert_allclose(y, [64.0, 2.0])  # bytes drawn in GiB, as the sentence quotes them
+    assert label == "free memory (GiB)"
     _, y, label = quoted_values(np.r_[np.zeros(3), np.full(3, 63.0)], "DCGM_FI_DEV_XID_ERRORS", 60)
     np.testing.assert_allclose(y, [0, 0, 0, 63, 63, 63])  # a code, drawn as it is, never differenced
     assert label == "last XID code"
