@@ -257,7 +257,9 @@ def evaluate_predictor(trained: Trained, out_dir: str | Path | None = None, root
                        late_from: Mapping[int, float] | None = None,
                        rootcause_absolute: bool = False) -> dict[str, Any]:
     """Evaluate the GNN and every baseline on ``split`` (``test_sites`` if there are held-out sites, else
-    ``test_time``); optionally write ``report.json`` and ``pr_curves.png`` to ``out_dir``.
+    ``test_time``); optionally write ``report.json``, ``pr_curves.png`` and a picture of each of the top five
+    alerts' explanations (``report["explanation_pictures"]``; :mod:`~infrabrain.models.explanation_plot`) to
+    ``out_dir``.
 
     ``oracle=True`` also scores the same rows with the simulator-truth oracles of :mod:`infrabrain.models.oracle`
     (``report["oracle"][kind]``: what any model could reach; needs simulated runs). ``bootstrap`` resamples of
@@ -354,8 +356,9 @@ def evaluate_predictor(trained: Trained, out_dir: str | Path | None = None, root
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         plot_pr_curves({**tables, **oracle_tables}, out / "pr_curves.png", title=f"{report['split']}: {', '.join(report['sites'][:4])}")
+        report["explanation_pictures"] = _draw_explanations(explained, expl, alert_rows(gnn, 5), test, out)
         atomic_write_text(out / "report.json", json.dumps(_jsonable(report), indent=2))
-        report["files"] = [str(out / "report.json"), str(out / "pr_curves.png")]
+        report["files"] = [str(out / "report.json"), str(out / "pr_curves.png"), *report["explanation_pictures"]]
     if keep_tables:
         report["score_tables"] = tables
         report["resample_clusters"] = racks
@@ -472,6 +475,23 @@ def demo_train_and_explain(runs: Sequence[Any], top_n: int = 5, epochs: int = 3,
     if trained.calibration is None:
         return [e.sentence for e in explained]
     return _quote_risks(explained, trained.calibration.apply(alert_rows(rows, top_n)["logit"].to_numpy()))
+
+
+def _draw_explanations(explained: Sequence[Any], sentences: Sequence[str], rows: pd.DataFrame, test: Any,
+                       out: Path) -> list[str]:
+    """Each explained alert (``rows``: the alerts ``explained`` explains, in order) drawn beside the report as
+    ``alert-<rank>-<site>-<node>.png`` (:mod:`~infrabrain.models.explanation_plot`), with its ``sentences``."""
+    from infrabrain.models.explain import quoted_contributors
+    from infrabrain.models.explanation_plot import file_stem, plot_explanation
+    from infrabrain.models.predict import root_cause_evidence
+
+    paths = []
+    for rank, (e, said, r) in enumerate(zip(explained, sentences, rows.itertuples(), strict=True), start=1):
+        site = test.sites[int(r.site)]
+        name = f"alert-{rank:02d}-{file_stem(site.name)}-{file_stem(e.node_id)}.png"
+        paths.append(str(plot_explanation(said, quoted_contributors(e.contributors),
+                                          root_cause_evidence(e, site.graph), site.cadence_s, out / name)))
+    return paths
 
 
 def _quote_risks(explained: Sequence[Any], risks: np.ndarray) -> list[str]:

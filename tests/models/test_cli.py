@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -68,6 +69,11 @@ def test_train_evaluate_predict(dataset, tmp_path, capsys, monkeypatch):
     assert {"gnn", "gbm", "logistic", "iforest", "rules"} <= set(report["models"])
     assert report["calibration"] == card["calibration"]
     assert (rep / "pr_curves.png").read_bytes()[:4] == b"\x89PNG"
+    # the top alerts' explanations drawn beside it, one per explained alert, in the report's order (follow-up 39)
+    pics = report["explanation_pictures"]
+    assert len(pics) == len(report["explanations"]) > 0
+    assert all(Path(p).parent == rep and Path(p).read_bytes()[:4] == b"\x89PNG" for p in pics)
+    assert Path(pics[0]).name.startswith("alert-01-site-2-")
     # the printed summary is strict JSON (a ratio without failures of its kind is null, not NaN)
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1], parse_constant=_no_nan)
     assert {"pr_auc_ratio_node_rooted", "pr_auc_ratio_upstream"} <= set(summary)
