@@ -18,11 +18,17 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
-class AlertPictures:
-    """Writes one PNG per alert into ``folder`` (created if missing) and deletes the oldest beyond ``keep``."""
+#: The names this class writes (``<UTC time>-<node>.png``): the only files :meth:`AlertPictures.prune` deletes,
+#: so a folder shared with other pictures loses none of them.
+PICTURE_GLOB = "[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]Z-*.png"
 
-    def __init__(self, folder: str | Path, keep: int = 200) -> None:
-        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+
+class AlertPictures:
+    """Writes one PNG per alert into ``folder`` (created if missing) and deletes its oldest beyond ``keep``
+    (None: keeps every one)."""
+
+    def __init__(self, folder: str | Path, keep: int | None = 200) -> None:
+        if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
             raise ValueError(f"alert_pictures.keep must be a positive number of pictures, got {keep!r}")
         self.folder = Path(folder)
         self.keep = keep
@@ -44,8 +50,11 @@ class AlertPictures:
         return out
 
     def prune(self) -> int:
-        """Delete the oldest pictures beyond ``keep`` (names start with their UTC time); returns how many went."""
-        pictures = sorted(self.folder.glob("*.png"))
+        """Delete this class's oldest pictures beyond ``keep`` (names start with their UTC time; other files are
+        left alone); returns how many went."""
+        if self.keep is None:
+            return 0
+        pictures = sorted(self.folder.glob(PICTURE_GLOB))
         gone = 0
         for old in pictures[: max(len(pictures) - self.keep, 0)]:
             try:

@@ -1,7 +1,8 @@
 """``infrabrain client ...``: run the on-prem daemon and inspect what it collected.
 
 Subcommands: ``run`` (the daemon), ``collect-once`` (one pass of every collector into the store),
-``store-info`` (size, counts, integrity of a store), ``check-topology`` (validate a topology YAML),
+``explain`` (what the site's model says of a past hour, from the store), ``store-info`` (size, counts, integrity
+of a store), ``check-topology`` (validate a topology YAML),
 ``topology-from-sim`` (write the topology YAML of a simulated site, for replay and examples).
 """
 
@@ -41,6 +42,20 @@ def register(subparsers: Any) -> None:
     info.add_argument("--no-check", action="store_true", help="skip the (slow on big stores) integrity check")
     info.set_defaults(handler=_store_info)
 
+    expl = sub.add_parser(
+        "explain", help="what the site's model says of a past hour, read back from the site's store",
+        description="Score the stored window ending at --at with site.yaml's checkpoint and explain its riskiest "
+                    "nodes, as the daemon would have then (a post-mortem: why did a node fail at 03:14? ask at "
+                    "03:00). Reads the store without writing; runs beside the daemon; nothing leaves the site.")
+    expl.add_argument("--config", required=True, help="site.yaml (its store, topology, cadence and checkpoint)")
+    expl.add_argument("--at", type=int, default=None,
+                      help="end of the window, epoch seconds (default: the newest stored sample)")
+    expl.add_argument("--top", type=int, default=5, help="riskiest nodes explained (default %(default)s)")
+    expl.add_argument("--plot", default=None, metavar="DIR",
+                      help="also draw each explained node's explanation as a PNG in DIR")
+    expl.add_argument("--json", action="store_true", help="print one JSON object instead of sentences")
+    expl.set_defaults(handler=_explain)
+
     topo = sub.add_parser("check-topology", help="validate a topology YAML and print what it holds")
     topo.add_argument("path", help="topology.yaml")
     topo.set_defaults(handler=_check_topology)
@@ -66,6 +81,27 @@ def _run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     daemon.run(stop, max_cycles=args.max_cycles)
+    return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    import time
+
+    from infrabrain.client.config import load_site_config
+    from infrabrain.client.stored_window_explain import explain_stored_window
+
+    out = explain_stored_window(load_site_config(args.config), at=args.at, top=args.top, plot_dir=args.plot)
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(out["t"]))
+    print(f"site {out['site']}, window ending {when} ({out['t']}): {out['scored']} node(s) scored")
+    for n in out["nodes"]:
+        print(n["explanation"])
+        if n["root_causes"]:
+            print(f"  likeliest roots: {', '.join(n['root_causes'])}; first because {n['root_reason']}")
+        if n.get("picture"):
+            print(f"  picture: {n['picture']}")
     return 0
 
 

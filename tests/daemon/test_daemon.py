@@ -221,14 +221,17 @@ def test_alerts_are_drawn_beside_the_log_and_only_the_newest_pictures_are_kept(
                                       alert_pictures={"dir": "alerts", "keep": 1}))
     assert cfg.alert_pictures is not None and cfg.alert_pictures.dir == tmp_path / "alerts"  # relative to site.yaml
     t0 = 1_800_000_000.0
+    (tmp_path / "alerts").mkdir()
+    (tmp_path / "alerts" / "floor-plan.png").write_bytes(b"someone else's")  # not one of the daemon's pictures
     daemon = Daemon(cfg, now=t0)
     try:
         daemon.collect_once(t0 + 5)
         with caplog.at_level("WARNING"):
             assert len(daemon.score_once(t0 + 5)) == 2  # threshold 0: both nodes alert, both are drawn
         alerts = [r for r in caplog.records if r.getMessage() == "node at risk of failing within the hour"]
-        drawn = sorted((tmp_path / "alerts").glob("*.png"))
+        drawn = sorted((tmp_path / "alerts").glob("2*Z-*.png"))
         assert len(alerts) == 2 and len(drawn) == 1  # keep: 1
+        assert (tmp_path / "alerts" / "floor-plan.png").read_bytes() == b"someone else's"  # pruning spares it
         assert drawn[0].name in {"20270115T080005Z-r00-n00.png", "20270115T080005Z-r00-n01.png"}
         assert drawn[0].read_bytes()[:4] == b"\x89PNG" and str(drawn[0]) in {r.picture for r in alerts}
     finally:
@@ -242,6 +245,41 @@ def test_alerts_are_drawn_beside_the_log_and_only_the_newest_pictures_are_kept(
         AlertPictures(tmp_path, keep=0)
     with pytest.raises(ValueError, match="keep"):
         load_site_config(_site_yaml(tmp_path, small_dataset, None, alert_pictures={"dir": "a", "keep": 0}))
+
+
+def test_client_explain_reads_back_from_the_store_what_the_daemon_scored(
+        tmp_path: Path, small_dataset: Path, small_checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``infrabrain client explain``: the stored window ending at a time, scored with site.yaml's checkpoint, gives
+    the risks the daemon gave then, with each node's sentence, roots and picture; a time outside the store, a
+    window too empty to score and a site without a checkpoint are refused by name."""
+    from infrabrain.client.stored_window_explain import explain_stored_window
+
+    cfg = load_site_config(_site_yaml(tmp_path, small_dataset, small_checkpoint))
+    t0 = 1_800_000_000.0
+    daemon = Daemon(cfg, now=t0)
+    try:
+        daemon.collect_once(t0 + 0.2)  # two steps: too few to score
+        early = daemon.store.latest_t()
+        daemon.collect_once(t0 + 5)
+        live = {r.node_id: r.risk for r in daemon.score_once(t0 + 5)}
+    finally:
+        daemon.close()
+    out = explain_stored_window(cfg, top=2, plot_dir=tmp_path / "post-mortem")
+    assert out["scored"] == 2 and {n["node_id"]: n["risk"] for n in out["nodes"]} == pytest.approx(live, rel=1e-6)
+    assert [n["risk"] for n in out["nodes"]] == sorted(live.values(), reverse=True)
+    for n in out["nodes"]:
+        assert n["explanation"].startswith(f"node {n['node_id']} at risk {n['risk']:.2f}") and n["root_causes"]
+        assert Path(n["picture"]).read_bytes()[:4] == b"\x89PNG"
+    capsys.readouterr()
+    assert cli_main(["client", "explain", "--config", str(tmp_path / "site.yaml"), "--top", "1", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["t"] == out["t"] and [n["node_id"] for n in printed["nodes"]] == [out["nodes"][0]["node_id"]]
+    with pytest.raises(ValueError, match="outside the stored time"):
+        explain_stored_window(cfg, at=int(t0) - 10_000)
+    with pytest.raises(ValueError, match=r"has data in \d+ of the model's \d+ steps"):
+        explain_stored_window(cfg, at=early)
+    with pytest.raises(ValueError, match="no model.checkpoint"):
+        explain_stored_window(load_site_config(_site_yaml(tmp_path, small_dataset, None)))
 
 
 def test_cause_groups() -> None:

@@ -1,0 +1,78 @@
+"""What the site's model says of a past hour, read back from the site's own store (``infrabrain client explain``).
+
+A node failed at 03:14; the operator asks what the daemon's model saw at 03:00: the riskiest nodes of the window
+ending then, their sentences, likeliest roots and, with a folder, the pictures of their explanations. The window
+is cut from the store exactly as the daemon cuts it from its buffer (the same grid, counters corrected the same
+way) and scored with ``site.yaml``'s checkpoint, so the answer is the one the daemon would have given with that
+checkpoint. It reads the store without writing to it, beside a running daemon; nothing leaves the site.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from infrabrain.client.config import SiteConfig
+
+#: A window is scored once at least this share of the model's own steps hold data (the daemon's rule).
+MIN_FILLED_SHARE = 0.5
+
+
+def explain_stored_window(cfg: SiteConfig, at: int | None = None, top: int = 5,
+                          plot_dir: str | Path | None = None) -> dict[str, Any]:
+    """Score the window of the site's store ending at ``at`` (epoch seconds; default: the newest stored sample)
+    with ``cfg``'s checkpoint and explain its ``top`` riskiest nodes. Returns ``t`` (the window's end), ``site``,
+    ``scored`` (how many nodes had a score) and ``nodes``: per node, riskiest first, ``node_id``, ``risk``,
+    ``cause``, ``explanation``, ``root_causes``, ``root_reason`` and, with ``plot_dir``, ``picture``.
+
+    Raises ``ValueError`` naming what is wrong: no checkpoint in ``site.yaml``, an empty store, ``at`` outside the
+    stored time, a window with data in fewer than half of the model's steps, or a checkpoint at another cadence."""
+    from infrabrain.client.alert_pictures import AlertPictures
+    from infrabrain.client.records import SampleBatch
+    from infrabrain.client.scoring import PredictorScorer
+    from infrabrain.client.store import TelemetryStore
+    from infrabrain.client.topology_file import load_topology
+    from infrabrain.client.window_buffer import WindowBuffer
+    from infrabrain.models.features import KINDS
+
+    if cfg.model.checkpoint is None:
+        raise ValueError("site.yaml has no model.checkpoint: nothing to score the stored window with")
+    if top < 1:
+        raise ValueError(f"top must be at least 1, got {top}")
+    topology = load_topology(cfg.topology)
+    scorer = PredictorScorer(cfg.model.checkpoint, topology, max_explained=top, cadence_s=cfg.cadence_s)
+    store = TelemetryStore(cfg.store.path, read_only=True)
+    try:
+        info = store.info(check=False)
+        if info.t_max is None or info.t_min is None:
+            raise ValueError(f"the store {str(cfg.store.path)!r} holds no samples yet")
+        end = info.t_max if at is None else int(at)
+        if not info.t_min <= end <= info.t_max:
+            raise ValueError(f"--at {end} is outside the stored time ({info.t_min}..{info.t_max}, epoch seconds)")
+        steps = int(scorer.window_steps)
+        df = store.read_samples(end - steps * cfg.cadence_s + 1, end + 1)
+    finally:
+        store.close()
+    buffer = WindowBuffer({k: topology.ids(k) for k in KINDS},
+                          {k: list(scorer.metric_names.get(k, ())) for k in KINDS}, cfg.cadence_s, steps)
+    buffer.add(SampleBatch(t=df["t"].astype(int).tolist(), component_id=df["component_id"].tolist(),
+                           kind=df["kind"].tolist(), metric=df["metric"].tolist(),
+                           value=df["value"].astype(float).tolist()))
+    _, window = buffer.window(end_t=end, steps=steps)
+    own = int(scorer.model_steps)
+    seen = np.zeros(own, dtype=bool)  # the model's own steps (the window's last) that hold any sample
+    for values in window.values():
+        if values.size:
+            seen |= np.isfinite(values[-own:]).reshape(own, -1).any(axis=1)
+    if seen.sum() < MIN_FILLED_SHARE * own:
+        raise ValueError(f"the window ending at {end} has data in {int(seen.sum())} of the model's {own} steps; "
+                         f"the daemon scores a window from {int(np.ceil(MIN_FILLED_SHARE * own))}")
+    risks = sorted(scorer.score(window), key=lambda r: -r.risk)
+    pictures = AlertPictures(plot_dir, keep=None) if plot_dir is not None else None
+    explained = scorer.explain(risks[:top], pictures=pictures, now=end)
+    nodes = [{"node_id": r.node_id, "risk": r.risk, "cause": r.top_cause, "explanation": r.explanation,
+              "root_causes": list(r.root_causes), "root_reason": r.root_reason,
+              **({"picture": r.picture} if r.picture else {})} for r in explained]
+    return {"site": cfg.site, "t": end, "scored": len(risks), "nodes": nodes}
