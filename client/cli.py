@@ -48,8 +48,9 @@ def register(subparsers: Any) -> None:
                     "nodes, as the daemon would have then (a post-mortem: why did a node fail at 03:14? ask at "
                     "03:00). Reads the store without writing; runs beside the daemon; nothing leaves the site.")
     expl.add_argument("--config", required=True, help="site.yaml (its store, topology, cadence and checkpoint)")
-    expl.add_argument("--at", type=int, default=None,
-                      help="end of the window, epoch seconds (default: the newest stored sample)")
+    expl.add_argument("--at", type=_epoch_seconds, default=None, metavar="TIME",
+                      help="end of the window: epoch seconds or an ISO 8601 time, UTC unless it names its zone "
+                           "(2027-01-15T03:00Z, 2027-01-15 03:00+01:00); default: the newest stored sample")
     expl.add_argument("--top", type=int, default=5, help="riskiest nodes explained (default %(default)s)")
     expl.add_argument("--plot", default=None, metavar="DIR",
                       help="also draw each explained node's explanation as a PNG in DIR")
@@ -82,6 +83,24 @@ def _run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, _on_signal)
     daemon.run(stop, max_cycles=args.max_cycles)
     return 0
+
+
+def _epoch_seconds(text: str) -> int:
+    """``--at``: epoch seconds, or an ISO 8601 time (UTC where it names no zone)."""
+    from datetime import datetime, timezone
+
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither epoch seconds nor an ISO 8601 time "
+                                         "(e.g. 2027-01-15T03:00Z)") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return int(when.timestamp())
 
 
 def _explain(args: argparse.Namespace) -> int:

@@ -274,6 +274,16 @@ def test_client_explain_reads_back_from_the_store_what_the_daemon_scored(
     assert cli_main(["client", "explain", "--config", str(tmp_path / "site.yaml"), "--top", "1", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["t"] == out["t"] and [n["node_id"] for n in printed["nodes"]] == [out["nodes"][0]["node_id"]]
+    # --at as an operator writes it: an ISO time, UTC unless it names its zone, or epoch seconds
+    import time as _time
+
+    iso = _time.strftime("%Y-%m-%dT%H:%M:%SZ", _time.gmtime(out["t"]))
+    for at in (iso, iso[:-1], str(out["t"])):
+        assert cli_main(["client", "explain", "--config", str(tmp_path / "site.yaml"), "--at", at, "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["t"] == out["t"]
+    with pytest.raises(SystemExit):
+        cli_main(["client", "explain", "--config", str(tmp_path / "site.yaml"), "--at", "yesterday"])
+    assert "neither epoch seconds nor an ISO 8601 time" in capsys.readouterr().err
     with pytest.raises(ValueError, match="outside the stored time"):
         explain_stored_window(cfg, at=int(t0) - 10_000)
     with pytest.raises(ValueError, match=r"has data in \d+ of the model's \d+ steps"):
