@@ -119,6 +119,14 @@ def _explain(args: argparse.Namespace) -> int:
         print(n["explanation"])
         if n["root_causes"]:
             print(f"  likeliest roots: {', '.join(n['root_causes'])}; first because {n['root_reason']}")
+        for e in n["after"]:
+            what = f"XID {e['xid']}" if e["event"] == "xid" and e["xid"] >= 0 else e["event"]
+            print(f"  then, {(e['t'] - out['t']) / 60:.0f} min later: {what} on {e['component_id']}"
+                  + (f" ({e['detail']})" if e["detail"] else ""))
+        if not n["after"]:
+            waited = (out["after_until"] - out["t"]) / 60
+            print(f"  then: no event on this node in the next {waited:.0f} min" if waited >= 1 else
+                  "  then: the store holds nothing after this window yet")
         if n.get("picture"):
             print(f"  picture: {n['picture']}")
     return 0

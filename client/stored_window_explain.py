@@ -1,7 +1,9 @@
 """What the site's model says of a past hour, read back from the site's own store (``infrabrain client explain``).
 
 A node failed at 03:14; the operator asks what the daemon's model saw at 03:00: the riskiest nodes of the window
-ending then, their sentences, likeliest roots and, with a folder, the pictures of their explanations. The window
+ending then, their sentences, likeliest roots and, with a folder, the pictures of their explanations, beside what
+the store recorded on each of those nodes in the hour after (its XIDs and other events): the prediction and what
+came of it, side by side. The window
 is cut from the store exactly as the daemon cuts it from its buffer (the same grid, counters corrected the same
 way) and scored with ``site.yaml``'s checkpoint, so the answer is the one the daemon would have given with that
 checkpoint. It reads the store without writing to it, beside a running daemon; nothing leaves the site.
@@ -18,14 +20,30 @@ from infrabrain.client.config import SiteConfig
 
 #: A window is scored once at least this share of the model's own steps hold data (the daemon's rule).
 MIN_FILLED_SHARE = 0.5
+#: How far past the window the events beside each explained node reach: the model's horizon, the next hour.
+AFTER_S = 3600
+
+
+def _events_on(events: Any, node_id: str) -> list[dict[str, Any]]:
+    """The rows of ``events`` (the store's ``read_events`` frame) on node ``node_id`` or its GPUs
+    (``<node>-g<i>``, the topology's GPU names), oldest first."""
+    if not len(events):
+        return []
+    comp = events["component_id"].astype(str)
+    mine = events[(comp == node_id) | comp.str.startswith(f"{node_id}-g")]
+    return [{"t": int(e.t), "component_id": str(e.component_id), "event": str(e.event), "xid": int(e.xid),
+             "detail": str(e.detail)} for e in mine.itertuples()]
 
 
 def explain_stored_window(cfg: SiteConfig, at: int | None = None, top: int = 5,
                           plot_dir: str | Path | None = None) -> dict[str, Any]:
     """Score the window of the site's store ending at ``at`` (epoch seconds; default: the newest stored sample)
     with ``cfg``'s checkpoint and explain its ``top`` riskiest nodes. Returns ``t`` (the window's end), ``site``,
+    ``after_until`` (how far past ``t`` the store reaches, at most an hour: where ``after`` stops looking),
     ``scored`` (how many nodes had a score) and ``nodes``: per node, riskiest first, ``node_id``, ``risk``,
-    ``cause``, ``explanation``, ``root_causes``, ``root_reason`` and, with ``plot_dir``, ``picture``.
+    ``cause``, ``explanation``, ``root_causes``, ``root_reason``, ``after`` (the events the store holds on the node
+    or its GPUs in the hour after the window: ``t``, ``component_id``, ``event``, ``xid``, ``detail``) and, with
+    ``plot_dir``, ``picture``.
 
     Raises ``ValueError`` naming what is wrong: no checkpoint in ``site.yaml``, an empty store, ``at`` outside the
     stored time, a window with data in fewer than half of the model's steps, or a checkpoint at another cadence."""
@@ -53,6 +71,7 @@ def explain_stored_window(cfg: SiteConfig, at: int | None = None, top: int = 5,
             raise ValueError(f"--at {end} is outside the stored time ({info.t_min}..{info.t_max}, epoch seconds)")
         steps = int(scorer.window_steps)
         df = store.read_samples(end - steps * cfg.cadence_s + 1, end + 1)
+        later = store.read_events(end + 1, end + 1 + AFTER_S)
     finally:
         store.close()
     buffer = WindowBuffer({k: topology.ids(k) for k in KINDS},
@@ -74,5 +93,7 @@ def explain_stored_window(cfg: SiteConfig, at: int | None = None, top: int = 5,
     explained = scorer.explain(risks[:top], pictures=pictures, now=end)
     nodes = [{"node_id": r.node_id, "risk": r.risk, "cause": r.top_cause, "explanation": r.explanation,
               "root_causes": list(r.root_causes), "root_reason": r.root_reason,
-              **({"picture": r.picture} if r.picture else {})} for r in explained]
-    return {"site": cfg.site, "t": end, "scored": len(risks), "nodes": nodes}
+              "after": _events_on(later, r.node_id), **({"picture": r.picture} if r.picture else {})}
+             for r in explained]
+    return {"site": cfg.site, "t": end, "after_until": min(int(info.t_max), end + AFTER_S), "scored": len(risks),
+            "nodes": nodes}

@@ -266,6 +266,7 @@ def test_client_explain_reads_back_from_the_store_what_the_daemon_scored(
         daemon.close()
     out = explain_stored_window(cfg, top=2, plot_dir=tmp_path / "post-mortem")
     assert out["scored"] == 2 and {n["node_id"]: n["risk"] for n in out["nodes"]} == pytest.approx(live, rel=1e-6)
+    assert out["after_until"] == out["t"] and all(n["after"] == [] for n in out["nodes"])  # nothing stored past it
     assert [n["risk"] for n in out["nodes"]] == sorted(live.values(), reverse=True)
     for n in out["nodes"]:
         assert n["explanation"].startswith(f"node {n['node_id']} at risk {n['risk']:.2f}") and n["root_causes"]
@@ -288,8 +289,28 @@ def test_client_explain_reads_back_from_the_store_what_the_daemon_scored(
         explain_stored_window(cfg, at=int(t0) - 10_000)
     with pytest.raises(ValueError, match=r"has data in \d+ of the model's \d+ steps"):
         explain_stored_window(cfg, at=early)
+    (tmp_path / "bare").mkdir()
     with pytest.raises(ValueError, match="no model.checkpoint"):
-        explain_stored_window(load_site_config(_site_yaml(tmp_path, small_dataset, None)))
+        explain_stored_window(load_site_config(_site_yaml(tmp_path / "bare", small_dataset, None)))
+    # what came of it: the events the store holds on each explained node (or its GPUs) in the hour after
+    from infrabrain.client.records import EventRecord, SampleBatch
+    from infrabrain.client.store import TelemetryStore
+
+    store = TelemetryStore(cfg.store.path)
+    later = [EventRecord(out["t"] + 600, "r00-n01-g1", "gpu", "xid", 79, "fell off the bus"),
+             EventRecord(out["t"] + 900, "r00-n010", "node", "down"),  # another node whose id starts alike
+             EventRecord(out["t"] + 4000, "r00-n01", "node", "down")]  # past the hour
+    store.ingest(SampleBatch(t=[out["t"] + 3600], component_id=["r00-n00"], kind=["node"], metric=["node_load1"],
+                             value=[1.0]), later)
+    store.close()
+    then = {n["node_id"]: n["after"] for n in explain_stored_window(cfg, at=out["t"], top=2)["nodes"]}
+    assert then["r00-n00"] == [] and then["r00-n01"] == [
+        {"t": out["t"] + 600, "component_id": "r00-n01-g1", "event": "xid", "xid": 79, "detail": "fell off the bus"}]
+    capsys.readouterr()
+    assert cli_main(["client", "explain", "--config", str(tmp_path / "site.yaml"), "--at", str(out["t"])]) == 0
+    text = capsys.readouterr().out
+    assert "then, 10 min later: XID 79 on r00-n01-g1 (fell off the bus)" in text
+    assert "then: no event on this node in the next 60 min" in text
 
 
 def test_cause_groups() -> None:
