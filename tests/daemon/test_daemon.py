@@ -385,7 +385,8 @@ def test_federation_section_starts_and_stops_the_real_supernode(tmp_path: Path, 
 
 
 def test_daemon_risk_is_the_calibrated_risk_predict_reports_and_alerts_at_the_cards_threshold(
-        tmp_path: Path, small_dataset: Path, small_checkpoint: Path, small_run: Any) -> None:
+        tmp_path: Path, small_dataset: Path, small_checkpoint: Path, small_run: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """The daemon's risk gauge is the probability `infrabrain models predict` gives for the same window (the
     card's Platt scaling applied, not the class-weighted raw sigmoid), and without an ``alert_threshold`` in
     site.yaml it alerts at the threshold the card chose on the validation split."""
@@ -413,6 +414,14 @@ def test_daemon_risk_is_the_calibrated_risk_predict_reports_and_alerts_at_the_ca
     theirs = {r["node_id"]: r["risk"] for r in predict_run(load_checkpoint(ck), small_run, explain_top=0)}
     assert ours.keys() == theirs.keys() == {"r00-n00", "r00-n01"}
     np.testing.assert_allclose([ours[n] for n in sorted(ours)], [theirs[n] for n in sorted(ours)], rtol=1e-6)
+    # ... and the same sentences: both describe the hour the model read (the daemon's had described the whole
+    # raw window, the XID history included: "over 123 min" for a 60-minute model; issue 3 follow-up 39)
+    from infrabrain.models import explain as explain_module
+
+    monkeypatch.setattr(explain_module, "MIN_QUOTED_DROP", -np.inf)  # the tiny model's drops: quote them anyway
+    said = {r.node_id: r.explanation for r in scorer.explain(scorer.score(window))}
+    told = {r["node_id"]: r["explanation"] for r in predict_run(load_checkpoint(ck), small_run, explain_top=2)}
+    assert said == told and all(": " in s for s in said.values())
     raw = {r.node_id: r.risk for r in PredictorScorer(small_checkpoint, scorer.topology).score(window)}
     assert all(ours[n] != pytest.approx(raw[n], rel=1e-3) for n in ours)  # the uncalibrated sigmoid differs
     # a node without telemetry in its last 5 minutes gets no risk (not one from invented inputs); one seen only
