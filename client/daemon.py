@@ -21,11 +21,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_serv
 
 from infrabrain.client.collectors.base import Collector, CollectorHealth, run_collector
 from infrabrain.client.config import SiteConfig
-from infrabrain.client.records import SampleBatch, known_metrics
+from infrabrain.client.records import known_metrics
 from infrabrain.client.scoring import NodeRisk
 from infrabrain.client.store import TelemetryStore
 from infrabrain.client.topology_file import KINDS, SiteTopology, load_topology
-from infrabrain.client.window_buffer import WindowBuffer
+from infrabrain.client.window_buffer import WindowBuffer, min_filled_steps
 from infrabrain.logs import get_logger
 
 log = get_logger("client.daemon")
@@ -278,11 +278,7 @@ class Daemon:
         latest = self.store.latest_t()
         if latest is None:
             return
-        df = self.store.read_samples(latest - self.buffer.steps * self.cfg.cadence_s + 1, latest + 1)
-        batch = SampleBatch(t=df["t"].astype(int).tolist(), component_id=df["component_id"].tolist(),
-                            kind=df["kind"].tolist(), metric=df["metric"].tolist(),
-                            value=df["value"].astype(float).tolist())
-        n = self.buffer.add(batch)
+        n = self.buffer.add(self.store.read_batch(latest - self.buffer.steps * self.cfg.cadence_s + 1, latest + 1))
         log.info("window warmed from the store", extra={"samples": n, "latest_t": latest})
 
     # -- steps -----------------------------------------------------------------------------------------------
@@ -320,7 +316,7 @@ class Daemon:
         steps = int(self.scorer.window_steps)
         own = int(self.scorer.model_steps)
         filled = self.buffer.filled_steps(own)
-        if filled < (own + 1) // 2:  # a mostly empty window would give scores of nothing
+        if filled < min_filled_steps(own):  # a mostly empty window would give scores of nothing
             log.info("window still filling; not scoring yet", extra={"filled_steps": filled, "model_steps": own})
             return []
         t0 = time.perf_counter()

@@ -206,10 +206,7 @@ class PredictorScorer:
                                 top_cause=cause_of_metric(metric) if metric else "none",
                                 component_id=str(comp_ids[j]) if metric else "", metric=metric,
                                 deviation=float(best_v[j])))
-        # the sentences describe the hour the model read, as predict's do, not the history before it that the
-        # window carries for the XID state (describing that quoted changes "over 123 min")
-        own = {k: np.asarray(v)[-int(self._ckpt.window):] for k, v in metrics.items()}
-        self._last = (snap, own, np.where(scored, logits, np.nan))  # unscored nodes: no sibling evidence
+        self._last = (snap, metrics, np.where(scored, logits, np.nan))  # unscored nodes: no sibling evidence
         return out
 
     def explain(self, risks: Sequence[NodeRisk], pictures: AlertPictures | None = None,

@@ -238,6 +238,13 @@ class TelemetryStore:
         df["value"] = df["value"].astype("float64")  # NULL -> NaN
         return df
 
+    def read_batch(self, start: int, end: int) -> SampleBatch:
+        """:meth:`read_samples` (``start <= t < end``) as a :class:`SampleBatch`, what a ``WindowBuffer`` takes."""
+        df = self.read_samples(start, end)
+        return SampleBatch(t=df["t"].astype(int).tolist(), component_id=df["component_id"].tolist(),
+                           kind=df["kind"].tolist(), metric=df["metric"].tolist(),
+                           value=df["value"].astype(float).tolist())
+
     def read_events(self, start: int, end: int) -> pd.DataFrame:
         """Events with ``start <= t < end``."""
         import pandas as pd

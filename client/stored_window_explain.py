@@ -14,12 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from infrabrain.client.config import SiteConfig
 
-#: A window is scored once at least this share of the model's own steps hold data (the daemon's rule).
-MIN_FILLED_SHARE = 0.5
 #: How far past the window the events beside each explained node reach: the model's horizon, the next hour.
 AFTER_S = 3600
 
@@ -48,11 +44,10 @@ def explain_stored_window(cfg: SiteConfig, at: int | None = None, top: int = 5,
     Raises ``ValueError`` naming what is wrong: no checkpoint in ``site.yaml``, an empty store, ``at`` outside the
     stored time, a window with data in fewer than half of the model's steps, or a checkpoint at another cadence."""
     from infrabrain.client.alert_pictures import AlertPictures
-    from infrabrain.client.records import SampleBatch
     from infrabrain.client.scoring import PredictorScorer
     from infrabrain.client.store import TelemetryStore
     from infrabrain.client.topology_file import load_topology
-    from infrabrain.client.window_buffer import WindowBuffer
+    from infrabrain.client.window_buffer import WindowBuffer, min_filled_steps
     from infrabrain.models.features import KINDS
 
     if cfg.model.checkpoint is None:
@@ -70,24 +65,19 @@ def explain_stored_window(cfg: SiteConfig, at: int | None = None, top: int = 5,
         if not info.t_min <= end <= info.t_max:
             raise ValueError(f"--at {end} is outside the stored time ({info.t_min}..{info.t_max}, epoch seconds)")
         steps = int(scorer.window_steps)
-        df = store.read_samples(end - steps * cfg.cadence_s + 1, end + 1)
+        batch = store.read_batch(end - steps * cfg.cadence_s + 1, end + 1)
         later = store.read_events(end + 1, end + 1 + AFTER_S)
     finally:
         store.close()
     buffer = WindowBuffer({k: topology.ids(k) for k in KINDS},
                           {k: list(scorer.metric_names.get(k, ())) for k in KINDS}, cfg.cadence_s, steps)
-    buffer.add(SampleBatch(t=df["t"].astype(int).tolist(), component_id=df["component_id"].tolist(),
-                           kind=df["kind"].tolist(), metric=df["metric"].tolist(),
-                           value=df["value"].astype(float).tolist()))
-    _, window = buffer.window(end_t=end, steps=steps)
+    buffer.add(batch)
     own = int(scorer.model_steps)
-    seen = np.zeros(own, dtype=bool)  # the model's own steps (the window's last) that hold any sample
-    for values in window.values():
-        if values.size:
-            seen |= np.isfinite(values[-own:]).reshape(own, -1).any(axis=1)
-    if seen.sum() < MIN_FILLED_SHARE * own:
-        raise ValueError(f"the window ending at {end} has data in {int(seen.sum())} of the model's {own} steps; "
-                         f"the daemon scores a window from {int(np.ceil(MIN_FILLED_SHARE * own))}")
+    filled = buffer.filled_steps(own, end_t=end)  # the daemon's rule, on the window ending at ``end``
+    if filled < min_filled_steps(own):
+        raise ValueError(f"the window ending at {end} has data in {filled} of the model's {own} steps; the daemon "
+                         f"scores a window from {min_filled_steps(own)}")
+    _, window = buffer.window(end_t=end, steps=steps)
     risks = sorted(scorer.score(window), key=lambda r: -r.risk)
     pictures = AlertPictures(plot_dir, keep=None) if plot_dir is not None else None
     explained = scorer.explain(risks[:top], pictures=pictures, now=end)

@@ -17,6 +17,12 @@ import numpy as np
 from infrabrain.client.records import SampleBatch, counter_monotone, is_counter
 
 
+def min_filled_steps(steps: int) -> int:
+    """The fewest of a model's ``steps`` that must hold data for a window to be scored: half, rounded up (a mostly
+    empty window would give scores of nothing)."""
+    return (int(steps) + 1) // 2
+
+
 class WindowBuffer:
     """Dense ring buffer of recent telemetry, indexed by cadence step."""
 
@@ -86,12 +92,13 @@ class WindowBuffer:
             landed += 1
         return landed
 
-    def filled_steps(self, steps: int | None = None) -> int:
-        """How many of the newest ``steps`` steps received any sample."""
+    def filled_steps(self, steps: int | None = None, end_t: int | None = None) -> int:
+        """How many of the ``steps`` steps ending at ``end_t`` (default: the newest) received any sample."""
         steps = self.steps if steps is None else int(steps)
         if self.latest_step < 0:
             return 0
-        wanted = np.arange(self.latest_step - steps + 1, self.latest_step + 1, dtype=np.int64)
+        end_step = self.latest_step if end_t is None else int(end_t) // self.cadence_s
+        wanted = np.arange(end_step - steps + 1, end_step + 1, dtype=np.int64)
         return int((self._slot_step[wanted % self.steps] == wanted).sum())
 
     def window(self, end_t: int | None = None, steps: int | None = None,

@@ -231,8 +231,8 @@ def explain_node(
 ) -> Explanation:
     """Explain the risk of node ``node_pos`` (position in node order) in snapshot ``item``.
 
-    ``raw`` (per kind ``[W, n_kind, F_kind]``, same window) with ``raw_names`` lets the sentence quote raw units;
-    without it the change is given in standard deviations. ``prior`` (the model card's root prior) and ``node_logits``
+    ``raw`` (per kind ``[T, n_kind, F_kind]``, ending with the snapshot's window; only its last ``window`` steps,
+    the hour the model read, are described) with ``raw_names`` lets the sentence quote raw units; without it the change is given in standard deviations. ``prior`` (the model card's root prior) and ``node_logits``
     (every node's logit in this snapshot: :func:`~infrabrain.models.root_cause_ranking.sibling_evidence`, with the
     nodes that went down within the window, :func:`~infrabrain.models.root_cause_ranking.silent_nodes`) join the drops
     in the root-cause ranking (``Explanation.roots``), and so does ``own_tails`` (the model card's training own
@@ -247,6 +247,8 @@ def explain_node(
     risk = float(1.0 / (1.0 + np.exp(-logit)))
     local_of = {k: {int(g): i for i, g in enumerate(graph.kind_index.get(k, []))} for k in KINDS}
     if raw is not None and raw_names is not None:  # derived metrics quoted in raw units too
+        window = getattr(getattr(model, "config", None), "window", None)  # a caller's raw may hold history too
+        raw = {k: np.asarray(v)[-int(window):] if window else np.asarray(v) for k, v in raw.items()}
         raw, raw_names = with_derived_metrics(raw, raw_names, feature_set.metrics, graph.gpu_node())
     contribs = []
     for j in order:

@@ -309,7 +309,8 @@ def evaluate_predictor(trained: Trained, out_dir: str | Path | None = None, root
                             own_tails=trained.own_tails)
     explained = explain_dataset_alerts(trained.model, test, sp.feature_set, gnn, top_n=5, prior=deployed,
                                        own_tails=trained.own_tails, naming=trained.cause_naming)
-    expl = _quote_risks(explained, alert_rows(gnn, 5)["score"].to_numpy())  # gnn's score is calibrated if possible
+    alerts = alert_rows(gnn, 5)  # the rows explained, in order
+    expl = _quote_risks(explained, alerts["score"].to_numpy())  # gnn's score is calibrated if possible
     nongraph = [n for n in NONGRAPH_MODELS if n in models]
     best = max(nongraph, key=lambda n: _nz(models[n]["pr_auc"]))
     best_c = max(nongraph, key=lambda n: _nz(models[n]["pr_auc_cascade"]))
@@ -356,7 +357,7 @@ def evaluate_predictor(trained: Trained, out_dir: str | Path | None = None, root
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         plot_pr_curves({**tables, **oracle_tables}, out / "pr_curves.png", title=f"{report['split']}: {', '.join(report['sites'][:4])}")
-        report["explanation_pictures"] = _draw_explanations(explained, expl, alert_rows(gnn, 5), test, out)
+        report["explanation_pictures"] = _draw_explanations(explained, expl, alerts, test, out)
         atomic_write_text(out / "report.json", json.dumps(_jsonable(report), indent=2))
         report["files"] = [str(out / "report.json"), str(out / "pr_curves.png"), *report["explanation_pictures"]]
     if keep_tables:

@@ -96,12 +96,11 @@ def predict_window(
             rec["cause_probabilities"] = {grp: float(p) for grp, p in zip(groups, causes[pos])}
         out.append(rec)
     out.sort(key=lambda r: (r["risk"] is None, -(r["risk"] or 0.0)))  # highest risk first, "no data" last
-    raw = {k: v[-w:] for k, v in win.items()}
     node_logits = np.where(scored, logits, np.nan)  # every scored node's logit, for the sibling evidence
     for rank, r in enumerate(out[:explain_top], start=1):
         if r["risk"] is None:
             continue
-        e = explain_node(model, item, graph, ckpt.feature_set, r["node"], raw, metric_names, cadence_s, prior=prior,
+        e = explain_node(model, item, graph, ckpt.feature_set, r["node"], win, metric_names, cadence_s, prior=prior,
                          node_logits=node_logits, own_tails=own_tails, naming=naming)
         r["explanation"] = e.quoting(r["risk"])
         r["root_causes"] = [str(graph.component_ids[c]) for c in e.ranked_components()[:3]]

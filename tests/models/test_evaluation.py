@@ -153,6 +153,13 @@ def test_occlusion_subgraph_is_exact_and_sentence(small_splits):
     e = explain_node(model, item, site.graph, sp.feature_set, 0, raw, names)
     assert e.sentence.startswith(f"node {e.node_id} at risk ")
     assert len(e.contributors) == len(cand) or len(e.contributors) > 0
+    # raw telemetry with history before the window (the daemon keeps an hour more for the XID state) is described
+    # over the hour the model read only (issue 3 follow-up 39: the daemon had quoted changes "over 123 min")
+    longer, _ = raw_window(site.run, ti, min(ti + 1, 2 * sp.window))
+    assert len(next(iter(longer.values()))) > sp.window
+    e_long = explain_node(model, item, site.graph, sp.feature_set, 0, longer, names)
+    assert [c.change for c in e_long.contributors] == [c.change for c in e.contributors]
+    assert {len(c.series) for c in e_long.contributors if c.series is not None} == {sp.window}
 
 
 def test_sentence_names_only_material_contributors():
