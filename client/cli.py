@@ -35,7 +35,8 @@ def register(subparsers: Any) -> None:
     once.add_argument("--config", required=True, help="site.yaml")
     once.set_defaults(handler=_collect_once)
 
-    info = sub.add_parser("store-info", help="size, sample counts, time range and integrity of a store")
+    info = sub.add_parser("store-info", help="size, sample counts, time range, integrity and collector positions "
+                                             "of a store")
     src = info.add_mutually_exclusive_group(required=True)
     src.add_argument("--config", help="site.yaml (uses its store.path)")
     src.add_argument("--store", help="path of a store file")

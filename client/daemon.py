@@ -159,8 +159,9 @@ def build_collectors(cfg: SiteConfig, topology: SiteTopology, start: float) -> t
     if c.replay is not None:
         from infrabrain.client.collectors.replay import ReplayCollector
 
-        collectors.append(ReplayCollector(c.replay.dataset, start if c.replay.start_epoch is None
-                                          else c.replay.start_epoch, site=c.replay.site, speed=c.replay.speed))
+        pinned = c.replay.start_epoch is not None
+        collectors.append(ReplayCollector(c.replay.dataset, c.replay.start_epoch if pinned else start,
+                                          site=c.replay.site, speed=c.replay.speed, start_pinned=pinned))
     return collectors, topology
 
 
@@ -184,6 +185,7 @@ class Daemon:
         self.metrics = DaemonMetrics(cfg.site)
         self.store = TelemetryStore(cfg.store.path, retention_s=int(cfg.store.retention_days * 86400),
                                     synchronous=cfg.store.synchronous)
+        self._resume_collectors()
         self._checkpoint_mtime: float | None = None
         self.scorer: RiskScorer | None = scorer if scorer is not None else self._load_model()
         self.buffer = self._new_buffer()
@@ -273,6 +275,21 @@ class Daemon:
             steps = DEFAULT_WINDOW_STEPS
         return WindowBuffer(ids, names, self.cfg.cadence_s, steps)
 
+    def _resume_collectors(self) -> None:
+        """Hand each collector the position the store kept with its last batch (a restart loses nothing)."""
+        for collector in self.collectors:
+            try:
+                position = self.store.read_position(collector.name)
+                if position is None:
+                    continue
+                collector.resume(position)
+            except ValueError as exc:
+                log.warning("collector starts anew: the store's position for it does not fit",
+                            extra={"collector": collector.name, "error": str(exc)})
+                continue
+            log.info("collector resumes where the store left off",
+                     extra={"collector": collector.name, "position": position})
+
     def _warm_buffer(self) -> None:
         """Refill the window from the store after a restart (so scoring resumes at once)."""
         latest = self.store.latest_t()
@@ -293,8 +310,10 @@ class Daemon:
             self.metrics.update_collector(health, len(result.samples), health.errors_total > errors_before)
             if len(result.samples) == 0 and not result.events:
                 continue
+            position = collector.position()
             try:
-                total += self.store.ingest(result.samples, result.events)
+                total += self.store.ingest(result.samples, result.events,
+                                           None if position is None else {collector.name: position})
             except Exception as exc:  # noqa: BLE001 - a refused batch must not stop collection
                 self.metrics.store_errors.labels(self.cfg.site).inc()
                 log.exception("store refused a batch", extra={"collector": collector.name, "error": str(exc)})

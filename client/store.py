@@ -7,16 +7,19 @@ exporters, the scorer after a restart) never block the writer. Samples live in a
 
 Durability: ``synchronous=normal`` (default) loses nothing on a process crash and at most the last few
 commits on a power cut; ``synchronous=full`` also survives power cuts at some ingestion speed.
-Missing values (NaN) are stored as SQL NULL and read back as NaN. Raw values are kept as collected: counter
+Each collector's position (where its next pass starts) is written in the ``meta`` table in the same transaction
+as the batch it follows, so after a crash the stored position never runs ahead of, nor lags behind, the stored
+data. Missing values (NaN) are stored as SQL NULL and read back as NaN. Raw values are kept as collected: counter
 resets are corrected when read (:func:`infrabrain.client.records.counter_monotone`), never by rewriting rows.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -30,6 +33,7 @@ if TYPE_CHECKING:  # pandas is imported where frames are built: a writer process
     import pandas as pd
 
 SCHEMA_VERSION = 1
+POSITION_KEY = "position:"  # meta key prefix of a collector's position
 log = get_logger("client.store")
 
 _SCHEMA = """
@@ -72,6 +76,7 @@ class StoreInfo:
     t_max: int | None
     retention_s: int
     integrity: str
+    positions: dict[str, Any]
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict (JSON-serialisable)."""
@@ -82,6 +87,14 @@ def _validate_synchronous(value: str) -> str:
     if value not in ("normal", "full"):
         raise ValueError(f"store synchronous={value!r} is not one of 'normal', 'full'")
     return value
+
+
+def _position_json(collector: str, position: Mapping[str, Any]) -> str:
+    """``position`` as JSON; ``ValueError`` naming the collector when it is not plain finite JSON."""
+    try:
+        return json.dumps(dict(position), sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"collector {collector!r} gave a position that is not finite JSON: {exc}") from exc
 
 
 class TelemetryStore:
@@ -129,16 +142,19 @@ class TelemetryStore:
         self._next_id = max(self._series.values(), default=0) + 1
 
     # -- writing -----------------------------------------------------------------------------------------------
-    def ingest(self, batch: SampleBatch, events: Sequence[EventRecord] = ()) -> int:
-        """Store ``batch`` and ``events`` in ONE transaction (all or nothing); returns the samples written.
+    def ingest(self, batch: SampleBatch, events: Sequence[EventRecord] = (),
+               positions: Mapping[str, Mapping[str, Any]] | None = None) -> int:
+        """Store ``batch``, ``events`` and the collectors' ``positions`` in ONE transaction; returns the samples
+        written.
 
-        A sample for an existing ``(t, component, metric)`` replaces the old value, so replaying the same data
-        twice is harmless.
+        A sample for an existing ``(t, component, metric)`` replaces the old value; an event is appended, so a
+        collector must not deliver one twice: the position stored with its batch is where it resumes.
         """
         if self.read_only:
             raise ValueError(f"store {str(self.path)!r} is open read-only")
-        if len(batch) == 0 and not events:
+        if len(batch) == 0 and not events and not positions:
             return 0
+        position_rows = [(POSITION_KEY + name, _position_json(name, pos)) for name, pos in (positions or {}).items()]
         series = self._series
         new_series: dict[tuple[str, str], tuple[int, str]] = {}
         next_id = self._next_id
@@ -168,6 +184,8 @@ class TelemetryStore:
                     "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)",
                     [(e.t, e.component_id, e.kind, e.event, e.xid, e.detail) for e in events],
                 )
+            if position_rows:
+                db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", position_rows)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -296,6 +314,33 @@ class TelemetryStore:
         row = self._db.execute("SELECT max(t) FROM samples").fetchone()
         return None if row is None or row[0] is None else int(row[0])
 
+    def positions(self) -> dict[str, Any]:
+        """Every collector's stored position by collector name; a malformed one reads as ``ValueError`` text."""
+        rows = self._db.execute("SELECT key FROM meta WHERE key LIKE ?", (POSITION_KEY + "%",)).fetchall()
+        out: dict[str, Any] = {}
+        for (key,) in rows:
+            name = key[len(POSITION_KEY):]
+            try:
+                out[name] = self.read_position(name)
+            except ValueError as exc:
+                out[name] = str(exc)
+        return out
+
+    def read_position(self, collector: str) -> dict[str, Any] | None:
+        """The position stored for ``collector`` (None when there is none); ``ValueError`` when it is corrupt."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (POSITION_KEY + collector,)).fetchone()
+        if row is None:
+            return None
+        try:
+            value = json.loads(row[0])
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"store {str(self.path)!r} holds a position for collector {collector!r} that is not "
+                             f"JSON: {row[0][:80]!r}") from exc
+        if not isinstance(value, dict):
+            raise ValueError(f"store {str(self.path)!r} holds a position for collector {collector!r} that is not "
+                             f"an object: {row[0][:80]!r}")
+        return value
+
     def count_samples(self) -> int:
         """Number of stored samples."""
         return int(self._db.execute("SELECT count(*) FROM samples").fetchone()[0])
@@ -321,4 +366,5 @@ class TelemetryStore:
             t_max=None if t_max is None else int(t_max),
             retention_s=self.retention_s,
             integrity=self.integrity_check() if check else "not checked",
+            positions=self.positions(),
         )

@@ -4,6 +4,10 @@ A collector's ``collect(now)`` returns what it could read; problems it can name 
 GPU does not support, an unknown series) go into ``CollectResult.warnings``; a problem that stops the pass
 (Prometheus down, NVML missing) raises :class:`CollectorError`. :func:`run_collector` turns both into
 :class:`CollectorHealth` so that one broken source never stops the daemon or the other collectors.
+
+A collector that reads a history (Prometheus, replay) says where its next pass starts with ``position()``; the
+daemon stores that position in the same transaction as the batch it follows, and hands it back with ``resume()``
+after a restart, so a restarted daemon neither loses the hours it was down nor stores any batch twice.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Any
 
 from infrabrain.client.records import CollectResult
 from infrabrain.logs import get_logger
@@ -48,6 +53,13 @@ class Collector(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (sockets, NVML handles)."""
+
+    def position(self) -> dict[str, Any] | None:
+        """Where the next pass starts, as JSON data; None for a collector that reads only the present (NVML)."""
+        return None
+
+    def resume(self, position: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Continue from a stored ``position()``; ``ValueError`` naming why when it belongs to another source."""
 
 
 def run_collector(collector: Collector, health: CollectorHealth, now: float | None = None) -> CollectResult:

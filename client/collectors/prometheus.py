@@ -16,6 +16,8 @@ Handling of bad input (documented, tested):
 - Prometheus down, refusing, or slower than ``timeout_s``: the pass raises :class:`CollectorError`; the cursor is
   not advanced, so the next pass asks for the same interval again and nothing is lost while Prometheus keeps it
   (a gap longer than ``max_backfill_s`` is skipped with a warning naming it).
+- The daemon restarted: the store kept the cursor with the last batch (``position()``), so the first pass
+  backfills the hours the daemon was down, within ``max_backfill_s``, instead of only ``initial_lookback_s``.
 - A query Prometheus rejects (HTTP 400): that entry is skipped with a warning quoting Prometheus's error.
 - A gap in a series: Prometheus returns no point there; nothing is stored, and the window reader shows NaN.
 - ``NaN``/``±Inf`` values: stored as missing (NaN), counted in a warning.
@@ -35,7 +37,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -168,6 +170,25 @@ class PrometheusCollector(Collector):
         if doc.get("status") != "success" or doc.get("data", {}).get("resultType") != "matrix":
             raise CollectorError(f"Prometheus at {self.url} answered {doc.get('status')!r}: {doc.get('error')}")
         return list(doc["data"]["result"])
+
+    # -- position --------------------------------------------------------------------------------------------
+    def position(self) -> dict[str, Any] | None:
+        """The last step fully ingested, with the server and step it belongs to (None before the first pass)."""
+        if self.cursor is None:
+            return None
+        return {"url": self.url, "step_s": self.mapping.step_s, "cursor": self.cursor}
+
+    def resume(self, position: dict[str, Any]) -> None:
+        """Continue after the stored cursor: the next pass backfills up to ``max_backfill_s`` from there."""
+        if position.get("url") != self.url:
+            raise ValueError(f"the stored Prometheus cursor is for {position.get('url')!r}, not {self.url!r}")
+        if position.get("step_s") != self.mapping.step_s:
+            raise ValueError(f"the stored Prometheus cursor is on a {position.get('step_s')!r} s grid, not the "
+                             f"mapping's {self.mapping.step_s} s")
+        cursor = position.get("cursor")
+        if not isinstance(cursor, int) or isinstance(cursor, bool):
+            raise ValueError(f"the stored Prometheus cursor {cursor!r} is not an epoch second")
+        self.cursor = cursor
 
     # -- collection --------------------------------------------------------------------------------------------
     def collect(self, now: float) -> CollectResult:

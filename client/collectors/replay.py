@@ -6,12 +6,18 @@ replay; with ``speed`` > 1 simulated time runs ``speed`` times faster than the w
 own cadence (stamps run ahead of the wall clock), so windows and scores look exactly as on the simulated site.
 Reads ``site=<name>/telemetry/kind=<kind>/*.parquet`` (wide: ``t, component_id, <metric columns>``) with pyarrow;
 no simulator code is needed on the site.
+
+The replay clock outlives the process: ``position()`` (kept in the store with each batch) holds ``start_epoch``
+and the last simulated second delivered, so a restarted daemon or a second ``client collect-once`` continues
+the same replay instead of storing the dataset again, shifted to a new start. A ``start_epoch`` pinned in
+``site.yaml`` wins over a stored one that differs (the replay then starts anew at the pinned time).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -39,17 +45,31 @@ def site_dir(dataset: str | os.PathLike[str], site: str | None = None) -> Path:
     return sites[0]
 
 
+def _finite(value: Any) -> float | None:
+    """``value`` as a float when it is a finite JSON number, else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        return None
+    return float(value)
+
+
+def _seconds(value: float) -> str:
+    """An epoch second or a speed in full, without a trailing ``.0`` (``:g`` would print 1.8e+09)."""
+    return f"{value:.3f}".rstrip("0").rstrip(".")
+
+
 class ReplayCollector(Collector):
     """Replays one simulated site's telemetry (and XID events) on the wall clock."""
 
     name = "replay"
 
     def __init__(self, dataset: str | os.PathLike[str], start_epoch: float, site: str | None = None,
-                 speed: float = 1.0) -> None:
+                 speed: float = 1.0, start_pinned: bool = True) -> None:
+        """``start_pinned`` False: ``start_epoch`` is only a default, and a stored position's start replaces it."""
         if speed <= 0:
             raise ValueError(f"replay speed={speed} must be positive")
         self.dir = site_dir(dataset, site)
         self.start_epoch = float(start_epoch)
+        self.start_pinned = bool(start_pinned)
         self.speed = float(speed)
         self.frames: dict[str, pd.DataFrame] = {}
         tel = self.dir / "telemetry"
@@ -68,6 +88,30 @@ class ReplayCollector(Collector):
         self.events = pd.read_parquet(events_path) if events_path.is_file() else pd.DataFrame()
         self.cursor_sim: float = -np.inf  # last simulated second delivered
         self.finished = False
+
+    def position(self) -> dict[str, Any] | None:
+        """The replay's clock and the last simulated second delivered (None before the first pass)."""
+        if not np.isfinite(self.cursor_sim):
+            return None
+        return {"dataset": str(self.dir.resolve()), "speed": self.speed, "start_epoch": self.start_epoch,
+                "cursor_sim": self.cursor_sim}
+
+    def resume(self, position: dict[str, Any]) -> None:
+        """Continue a stored replay of the same dataset on its own clock."""
+        if position.get("dataset") != str(self.dir.resolve()):
+            raise ValueError(f"the stored replay position is for {position.get('dataset')!r}, not "
+                             f"{str(self.dir.resolve())!r}")
+        if _finite(position.get("speed")) != self.speed:
+            raise ValueError(f"the stored replay ran at speed {position.get('speed')!r}, not "
+                             f"{_seconds(self.speed)}")
+        start, cursor = _finite(position.get("start_epoch")), _finite(position.get("cursor_sim"))
+        if start is None or cursor is None:
+            raise ValueError(f"the stored replay position has start_epoch={position.get('start_epoch')!r}, "
+                             f"cursor_sim={position.get('cursor_sim')!r}: not two finite numbers")
+        if self.start_pinned and start != self.start_epoch:
+            raise ValueError(f"site.yaml pins replay.start_epoch={_seconds(self.start_epoch)}, but the stored "
+                             f"replay started at {_seconds(start)}")
+        self.start_epoch, self.cursor_sim = start, cursor
 
     def sim_time(self, now: float) -> float:
         """Simulated second that corresponds to wall time ``now``."""

@@ -1,4 +1,5 @@
-"""Child process for the kill -9 test: ingests batches forever, acknowledging each commit on stdout."""
+"""Child process for the kill -9 test: ingests batches forever, each with a collector position naming it, and
+acknowledges each commit on stdout."""
 
 import sys
 
@@ -13,6 +14,6 @@ while True:
     t = 1_700_000_000 + 60 * i
     for j in range(per_batch):
         batch.add(t, f"c{j % 500}", "gpu", f"m{j // 500}", float(i))
-    store.ingest(batch)
+    store.ingest(batch, positions={"writer": {"batch": i}})
     print(i, flush=True)
     i += 1

@@ -159,6 +159,46 @@ def test_outage_is_backfilled_after_prometheus_returns(site) -> None:  # noqa: A
     assert ts == list(range(ts[0], ts[-1] + 1))
 
 
+def test_a_restarted_daemon_backfills_the_time_it_was_down(site, small_dataset: Path,  # noqa: ANN001
+                                                           tmp_path: Path) -> None:
+    import yaml
+
+    from infrabrain.cli import main as cli_main
+    from infrabrain.client.config import load_site_config
+    from infrabrain.client.daemon import Daemon
+
+    prom = site["prom"]
+    assert cli_main(["client", "topology-from-sim", str(small_dataset), "--out", str(tmp_path / "topology.yaml")]) == 0
+    mapping = PrometheusMapping(step_s=1, series=[SeriesMapping(query="node_load1", metric="node_load1",
+                                                                kind="node", component="{instance}")],
+                                label_values={"instance": {prom.node_instance: "r00-n00"}})
+    (tmp_path / "mapping.yaml").write_text(yaml.safe_dump(mapping.model_dump()))
+    (tmp_path / "site.yaml").write_text(yaml.safe_dump({
+        "site": "lab", "topology": "topology.yaml", "cadence_s": 1, "store": {"path": "store.db"},
+        "metrics": {"port": 0},
+        "collectors": {"prometheus": {"url": prom.url, "mapping": "mapping.yaml", "timeout_s": 5,
+                                      "initial_lookback_s": 2}},
+    }))
+    cfg = load_site_config(tmp_path / "site.yaml")
+    first = Daemon(cfg)
+    try:
+        assert first.collect_once() > 0
+        stopped_at = first.collectors[0].cursor
+    finally:
+        first.close()
+    time.sleep(5)  # the daemon is down for 5 s, longer than its 2 s initial look-back
+    again = Daemon(cfg)
+    try:
+        assert again.collectors[0].cursor == stopped_at
+        assert again.collect_once() > 0
+        stored = sorted(set(again.store.read_samples(0, 2**40)["t"]))
+    finally:
+        again.close()
+    # every step from the first pass's look-back to now, the 5 s the daemon was down included, and each once
+    assert stored == list(range(stored[0], stored[-1] + 1)) and stored[-1] >= stopped_at + 5
+    assert stopped_at - stored[0] <= 2
+
+
 def test_slow_and_down_prometheus_give_clear_errors() -> None:
     mapping = PrometheusMapping(step_s=1, series=[SeriesMapping(query="up", metric="node_load1", kind="node",
                                                                 component="{instance}")])

@@ -79,6 +79,20 @@ def test_bad_store_options(tmp_path: Path) -> None:
         TelemetryStore(tmp_path / "missing.db", read_only=True)
 
 
+def test_a_position_that_is_not_json_is_refused_with_its_batch(tmp_path: Path) -> None:
+    with TelemetryStore(tmp_path / "s.db") as store:
+        store.ingest(_batch(60), positions={"prometheus": {"cursor": 60}})
+        with pytest.raises(ValueError, match="collector 'prometheus' gave a position that is not finite JSON"):
+            store.ingest(_batch(120), positions={"prometheus": {"cursor": float("nan")}})
+        assert store.info().t_max == 60 and store.read_position("prometheus") == {"cursor": 60}  # nothing lost
+        assert store.read_position("replay") is None
+        store._db.execute("INSERT INTO meta VALUES ('position:replay', '{not json')")
+        with pytest.raises(ValueError, match="position for collector 'replay' that is not JSON"):
+            store.read_position("replay")
+        assert store.positions()["prometheus"] == {"cursor": 60}
+        assert "not JSON" in store.positions()["replay"]
+
+
 def test_kill_9_during_ingestion_loses_at_most_the_batch_in_flight(tmp_path: Path) -> None:
     path = tmp_path / "crash.db"
     per_batch = 20_000
@@ -100,6 +114,7 @@ def test_kill_9_during_ingestion_loses_at_most_the_batch_in_flight(tmp_path: Pat
     with TelemetryStore(path, retention_s=10**9, read_only=True) as store:
         assert store.integrity_check() == "ok"
         df = store.read_samples(0, 2**40)
+        positions = store.positions()
     per_t = df.groupby("t").size()
     batches = sorted((per_t.index - 1_700_000_000) // 60)
     # every acknowledged batch is there, complete; beyond it at most whole batches that committed before the
@@ -107,6 +122,8 @@ def test_kill_9_during_ingestion_loses_at_most_the_batch_in_flight(tmp_path: Pat
     assert batches[: acked + 1] == list(range(acked + 1))
     assert (per_t == per_batch).all()
     assert len(batches) <= acked + 3
+    # the collector's position committed with its batch: it names the last batch stored, never one more or less
+    assert positions == {"writer": {"batch": batches[-1]}}
     # the store opens for writing again and takes new data
     with TelemetryStore(path, retention_s=10**9) as store:
         store.ingest(_batch(5))
