@@ -2,7 +2,8 @@
 
 The sentence says "GPU r03-n07-g2 single-bit ECC errors +164 over 49 min (3.3/min)"; the picture shows that
 climb. One PNG per explained node: the sentence as its title; one panel per contributor the sentence quotes
-(:func:`~infrabrain.models.explain.quoted_contributors`), with the quoted metric over the window in the units
+(:func:`~infrabrain.models.explain.quoted_contributors`) and per further metric it is quoted by
+(``Contribution.also``), with the quoted metric over the window in the units
 the sentence uses (an event counter as its increase per minute, a violation or busy-time counter as the share
 of the time, never a cumulative level); and, at the bottom, the likeliest roots' score parts as stacked bars
 (:func:`~infrabrain.models.predict.root_cause_evidence`, what :func:`~infrabrain.models.predict.root_reason`
@@ -67,6 +68,14 @@ def quoted_values(series: np.ndarray, metric: str, cadence_s: int) -> tuple[np.n
     return minutes, v, f"{label} ({unit})" if unit else label
 
 
+def _drop_note(c: Contribution, further: bool) -> str:
+    """What occluding a panel's component, and its metric alone, does to the node's logit."""
+    if further:
+        return f"occluding this metric alone lowers the logit by {c.score:.2f}"
+    alone = f"; this metric alone by {c.metric_drop:.2f}" if c.metric_drop is not None else ""
+    return f"occluding it lowers the logit by {c.score:.2f}{alone}"
+
+
 def explanation_figure(sentence: str, contributors: Sequence[Contribution], roots: Sequence[Mapping[str, Any]],
                        cadence_s: int) -> Any:
     """The figure: a title with ``sentence``, one panel per quoted contributor that has a raw series
@@ -80,19 +89,23 @@ def explanation_figure(sentence: str, contributors: Sequence[Contribution], root
 
     from infrabrain.models.predict import PART_LABELS
 
-    drawn = [c for c in contributors if c.series is not None]
+    drawn = [(q, q is not c) for c in contributors for q in (c, *c.also) if q.series is not None]
     rows = len(drawn) + (1 if roots else 0)
     if rows == 0:
         raise ValueError("nothing to draw: no quoted contributor has a raw series and there are no roots")
     title = textwrap.fill(sentence, 110)
-    height = 0.3 + 0.15 * title.count("\n") + 2.0 * len(drawn) + (0.6 + 0.5 * len(roots) if roots else 0.0)
+    panel_titles = [textwrap.fill(f"{KIND_LABEL.get(c.kind, c.kind)} {c.component_id}: {c.change} "
+                                  f"({_drop_note(c, further)})", 115) for c, further in drawn]
+    height = (0.3 + 0.15 * (title.count("\n") + sum(t.count("\n") for t in panel_titles)) + 2.0 * len(drawn)
+              + (0.6 + 0.5 * len(roots) if roots else 0.0))
     fig, axes = plt.subplots(rows, 1, figsize=(8.0, height), squeeze=False)
     fig.suptitle(title, fontsize=8, ha="left", x=0.02)
-    for ax, c in zip(axes[: len(drawn), 0], drawn):
+    for ax, (c, further), panel_title in zip(axes[: len(drawn), 0], drawn, panel_titles):
         x, y, ylabel = quoted_values(c.series, c.metric, cadence_s)
         ax.plot(x, y, color="tab:red", lw=1.4)
-        ax.set_title(f"{KIND_LABEL.get(c.kind, c.kind)} {c.component_id}: {c.change} "
-                     f"(occluding it lowers the logit by {c.score:.2f})", fontsize=8, loc="left")
+        if ylabel.endswith(("(per min)", "(% of the time)")):  # a rate from 0: a steady 3/min is not a zigzag
+            ax.set_ylim(bottom=0.0)
+        ax.set_title(panel_title, fontsize=8, loc="left")
         ax.set_ylabel(textwrap.fill(ylabel, 24), fontsize=7)
         ax.tick_params(labelsize=7)
         ax.set_xlabel("minutes before the window's end", fontsize=7)

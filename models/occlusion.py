@@ -150,6 +150,11 @@ def _subgraph_item(item: Mapping[str, torch.Tensor], comps: np.ndarray, node_pos
     }
 
 
+def _hops(model: torch.nn.Module) -> int:
+    """How far the model's message passing reaches (its receptive field in hops)."""
+    return int(model.config.layers) if hasattr(model, "config") else 3
+
+
 @torch.no_grad()
 def occlusion_scores(model: torch.nn.Module, item: Mapping[str, torch.Tensor], graph: SiteGraph, node_pos: int,
                      cand: np.ndarray | None = None) -> tuple[float, np.ndarray, np.ndarray]:
@@ -167,7 +172,7 @@ def occlusion_with_causes(model: torch.nn.Module, item: Mapping[str, torch.Tenso
     """:func:`occlusion_scores` and, from the same pass over the unoccluded subgraph, the node's cause
     probabilities (``ModelConfig.cause_groups`` order; None for a model without a cause head)."""
     model.eval()
-    hops = int(model.config.layers) if hasattr(model, "config") else 3
+    hops = _hops(model)
     node_g = int(graph.node_global[node_pos])
     comps, _ = khop(graph, node_g, max(hops, 1))
     cand = candidates(graph, node_g, hops) if cand is None else cand
@@ -180,3 +185,30 @@ def occlusion_with_causes(model: torch.nn.Module, item: Mapping[str, torch.Tenso
     logits = risk_logits[:, 0].double().numpy()
     causes = None if cause_logits is None else torch.softmax(cause_logits[0, 0].double(), dim=-1).numpy()
     return float(logits[0]), cand, logits[0] - logits[1:], causes
+
+
+@torch.no_grad()
+def metric_occlusion(model: torch.nn.Module, item: Mapping[str, torch.Tensor], graph: SiteGraph, node_pos: int,
+                     components: Sequence[int], n_metrics: Sequence[int]) -> list[np.ndarray]:
+    """For each of ``components`` (global indices within the node's reach), the drop of node ``node_pos``'s logit
+    when the window of each of its first ``n_metrics`` feature slots alone is made typical.
+
+    What a sentence quotes of a contributor is then the metric the model's risk hangs on, not merely the one
+    that deviates most: a cable fault's node is quoted by its InfiniBand errors, not by a load average that also
+    moved. One batch over the node's subgraph, one copy per (component, metric)."""
+    model.eval()
+    node_g = int(graph.node_global[node_pos])
+    comps, _ = khop(graph, node_g, max(_hops(model), 1))
+    local = np.searchsorted(comps, np.asarray(components, dtype=np.int64))
+    if len(local) and (local.max() >= len(comps) or not np.array_equal(comps[local], components)):
+        raise ValueError(f"components {list(components)} are not all within node {node_pos}'s receptive field")
+    jobs = [(i, f) for i, n in enumerate(n_metrics) for f in range(int(n))]
+    if not jobs:
+        return [np.zeros(0) for _ in components]
+    batch = collate_snapshots([_subgraph_item(item, comps, node_pos)] * (len(jobs) + 1))
+    for j, (i, f) in enumerate(jobs):
+        batch["x"][j + 1, local[i], :, f] = 0.0
+    logits = risk_and_cause_logits(model, batch)[0][:, 0].double().numpy()
+    drops = logits[0] - logits[1:]
+    bounds = np.cumsum([0, *(int(n) for n in n_metrics)])
+    return [drops[a:b] for a, b in zip(bounds[:-1], bounds[1:])]

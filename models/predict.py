@@ -38,7 +38,8 @@ def predict_window(
     Returns one dict per node sorted by risk (highest first): ``node_id``, ``risk`` (None when no data),
     ``status``, for a model with a cause head ``cause`` (the likeliest cause group of a failure) and
     ``cause_probabilities`` (every group's), and for the ``explain_top`` riskiest nodes ``explanation`` (a
-    sentence), ``contributors`` (by logit drop) and ``root_causes`` (the three likeliest root components: the
+    sentence), ``contributors`` (by logit drop; a quoted one with its metric's own drop, ``metric_drop``, and the
+    further metrics it is quoted by, ``also``) and ``root_causes`` (the three likeliest root components: the
     drops, the card's root prior, or for a card without one the published failure mix on this topology, how
     much the other nodes under each upstream component are at risk too, and, from a card with
     ``own_change_tails``, how far each cooling unit's own telemetry moved) with ``root_cause_evidence`` (why:
@@ -106,7 +107,9 @@ def predict_window(
         r["root_causes"] = [str(graph.component_ids[c]) for c in e.ranked_components()[:3]]
         r["root_cause_evidence"] = root_cause_evidence(e, graph)
         r["contributors"] = [{"component_id": c.component_id, "kind": c.kind, "score": c.score, "metric": c.metric,
-                              "change": c.change} for c in e.contributors[:5]]
+                              "change": c.change, "metric_drop": c.metric_drop,
+                              "also": [{"metric": a.metric, "change": a.change, "metric_drop": a.metric_drop}
+                                       for a in c.also]} for c in e.contributors[:5]]
         if plot_dir is not None:
             from infrabrain.models.explain import quoted_contributors
             from infrabrain.models.explanation_plot import file_stem, plot_explanation

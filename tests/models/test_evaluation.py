@@ -162,6 +162,57 @@ def test_occlusion_subgraph_is_exact_and_sentence(small_splits):
     assert {len(c.series) for c in e_long.contributors if c.series is not None} == {sp.window}
 
 
+class _MetricsProbe(torch.nn.Module):
+    """A hand-made predictor: each node's risk logit is ``sum(weight * mean over the window of its own slot)``;
+    its risk hangs on those slots of the node and on nothing else."""
+
+    def __init__(self, weights: dict[int, float], window: int) -> None:
+        super().__init__()
+        from types import SimpleNamespace
+
+        self.weights = weights
+        self.config = SimpleNamespace(layers=1, window=window, cause_groups=())
+
+    def forward(self, batch):  # noqa: ANN001, ANN201
+        own = torch.gather(batch["x"], 1, batch["node_index"][:, :, None, None].expand(
+            -1, -1, *batch["x"].shape[2:]))  # [B, nodes, W, F]
+        return sum(w * own[..., slot].mean(-1) for slot, w in self.weights.items())
+
+
+def test_a_contributor_is_quoted_by_the_metric_its_risk_hangs_on(small_splits):
+    """Issue 3 follow-up 40: the sentence quoted a contributor's most deviating metric, whether or not the risk hung
+    on it; a cable fault's node was quoted by its load average beside the InfiniBand errors that moved its risk."""
+    from infrabrain.models.explain import MIN_ALSO_DROP
+
+    sp = small_splits
+    site = sp.test_sites.sites[0]
+    _, ti = sp.test_sites.index[-1]
+    item = build_snapshot(site, ti, sp.window, pool=sp.pool)
+    node_g = int(site.graph.node_global[0])
+    names = list(sp.feature_set.metrics_of("node"))
+    a, b, c = (names.index(m) for m in ("node_infiniband_port_errors_received_total", "node_load1",
+                                        "node_network_receive_errs_total"))
+    x = item["x"].clone()
+    x[:, :, :] = 0.0  # every component typical: nothing moves but what is set below
+    x[node_g, :, a] = 1.0  # what the model reads, one sd all along
+    x[node_g, :, b] = torch.linspace(0.0, 6.0, x.shape[1])  # deviates most, and the model ignores it
+    item = {**item, "x": x, "mask": torch.ones_like(item["mask"])}
+    e = explain_node(_MetricsProbe({a: 1.0}, sp.window), item, site.graph, sp.feature_set, 0)
+    top = e.contributors[0]
+    assert (top.component, top.metric) == (node_g, names[a]) and top.metric_drop == pytest.approx(1.0)
+    assert top.also == [] and e.sentence.endswith(f"node {e.node_id} {top.change}")
+    # a second metric the risk also hangs on is quoted after the first, with its own drop
+    x[node_g, :, c] = 1.0
+    e = explain_node(_MetricsProbe({a: 1.0, c: 0.6}, sp.window), {**item, "x": x}, site.graph, sp.feature_set, 0)
+    top = e.contributors[0]
+    assert top.metric == names[a] and [(m.metric, round(m.metric_drop, 6)) for m in top.also] == [(names[c], 0.6)]
+    assert e.sentence.endswith(f"node {e.node_id} {top.change}, {top.also[0].change}")
+    # ... but not one whose drop is under MIN_ALSO_DROP
+    e = explain_node(_MetricsProbe({a: 1.0, c: MIN_ALSO_DROP / 2}, sp.window), {**item, "x": x}, site.graph,
+                     sp.feature_set, 0)
+    assert e.contributors[0].also == []
+
+
 def test_sentence_names_only_material_contributors():
     from infrabrain.models.explain import MATERIAL_SHARE, Contribution, explanation_sentence
 

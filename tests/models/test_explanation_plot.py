@@ -52,20 +52,31 @@ def test_the_figure_draws_each_quoted_series_and_the_roots_parts(tmp_path) -> No
               "parts": {"drop": 4.1, "prior": -0.4, "explained_away": -0.2}},
              {"component_id": "crac-0", "kind": "cooling", "score": 1.0,
               "parts": {"drop": 0.0, "rack_credit": 0.9, "prior": 0.1}}]
+    replays = np.cumsum(np.full(60, 2.0))
+    contribs[0].metric_drop = 3.2  # the GPU is quoted by its ECC errors and, after them, by its PCIe replays
+    contribs[0].also = [Contribution(7, "r00-n01-g2", "gpu", 1.1, "DCGM_FI_DEV_PCIE_REPLAY_COUNTER",
+                                     describe_change(replays, "DCGM_FI_DEV_PCIE_REPLAY_COUNTER", 60), replays,
+                                     metric_drop=1.1)]
     fig = explanation_figure("node r00-n01 at risk 0.82: GPU r00-n01-g2 " + contribs[0].change, contribs, roots, 60)
     axes = fig.axes
-    assert len(axes) == 3  # two series (the node's change is quoted in sd: nothing raw to draw) and the roots
+    assert len(axes) == 4  # three series (the node's change is quoted in sd: nothing raw to draw) and the roots
     np.testing.assert_allclose(axes[0].lines[0].get_ydata(), np.maximum(np.diff(ecc), 0.0))
+    assert axes[0].get_ylim()[0] == 0.0  # a rate is drawn from 0
     title = axes[0].get_title(loc="left")
-    assert title.startswith("GPU r00-n01-g2: single-bit ECC errors +160 over 40 min") and "by 4.10" in title
-    np.testing.assert_allclose(axes[1].lines[0].get_ydata(), temp)
-    bars = axes[2].patches
+    assert title.startswith("GPU r00-n01-g2: single-bit ECC errors +160 over 40 min")
+    assert title.replace("\n", " ").endswith("(occluding it lowers the logit by 4.10; this metric alone by 3.20)")
+    np.testing.assert_allclose(axes[1].lines[0].get_ydata(), np.diff(replays))
+    further = axes[1].get_title(loc="left").replace("\n", " ")
+    assert further.startswith("GPU r00-n01-g2: PCIe replays +118 over 59 min")
+    assert further.endswith("(occluding this metric alone lowers the logit by 1.10)")
+    np.testing.assert_allclose(axes[2].lines[0].get_ydata(), temp)
+    bars = axes[3].patches
     widths = {round(b.get_y() + b.get_height() / 2): [] for b in bars}
     for b in bars:
         widths[round(b.get_y() + b.get_height() / 2)].append(b.get_width())
     assert sorted(widths[0]) == pytest.approx([-0.4, -0.2, 4.1]) and sum(widths[0]) == pytest.approx(3.5)
     assert sorted(widths[1]) == pytest.approx([0.1, 0.9])  # a part that is 0 draws no bar
-    assert [t.get_text() for t in axes[2].get_yticklabels()] == ["r00-n01-g2 (gpu)", "crac-0 (cooling)"]
+    assert [t.get_text() for t in axes[3].get_yticklabels()] == ["r00-n01-g2 (gpu)", "crac-0 (cooling)"]
     import matplotlib.pyplot as plt
 
     plt.close(fig)
