@@ -17,6 +17,11 @@ them), and 90 % intervals of the ratio, the event recall and the median lead ove
 ``--layers 0`` trains the same model without message passing, to see what the graph adds;
 ``--extra-train-sites K`` trains on K more simulated sites, scored on the same held-out sites (a learning curve);
 ``--extra-train-cause-scale thermal=5,psu=5`` gives those K sites more failures of the named causes.
+The explanation keys (``explanation_*``, :mod:`infrabrain.models.precursor_naming`): of the held-out failures with
+a precursor (``explanation_failures``), the share whose sentence quotes the root (``explanation_root_quoted``) and
+names its precursor (``explanation_precursor_named``), beside the sentence before issue 3 follow-up 40
+(``*_before_follow_up_40``), and how often it ends by naming an unquoted upstream root (``explanation_root_clause``)
+and how often that root is the true one (``explanation_root_clause_right``).
 The root-cause keys (``rootcause_top3`` ...) rank with the card's prior as a deployed site does: the training
 sites' pooled labels plus the published failure mix on the site's topology at 50 pseudo-failures (follow-up 29;
 ``rootcause_top3_labels``: the labels alone, as before). A GNN with a cause head also ranks with the head's
@@ -77,7 +82,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from infrabrain.models.evaluation import GOALS, LEAD_GOAL_MIN, RATIO_GOAL, RECALL_GOAL  # the issue's goals
+from infrabrain.models.evaluation import GOALS, RATIO_GOAL  # the issue's goals
 from infrabrain.models.selection import DEFAULT_SELECTION, SELECTIONS
 
 if TYPE_CHECKING:
@@ -507,7 +512,9 @@ PER_DRAW_KEYS = ("pr_auc_gnn", "pr_auc_best_baseline", "pr_auc_ratio", "pr_auc_r
                    for m in ("top1", "top1_cascade", "top3", "top3_all")),
                  "pr_auc_ratio_ensemble", "pr_auc_ratio_interval", "event_recall_at_p50_interval",
                  "median_lead_min_interval", "by_cause_vs_rules", "cause_head_accuracy",
-                 "cause_head_balanced_accuracy")
+                 "cause_head_balanced_accuracy", "explanation_root_quoted", "explanation_precursor_named",
+                 "explanation_root_quoted_before_follow_up_40", "explanation_precursor_named_before_follow_up_40",
+                 "explanation_failures", "explanation_root_clause", "explanation_root_clause_right")
 
 
 def _is_num(v: object) -> bool:
@@ -757,6 +764,11 @@ def _one_seed(runs: list, args: argparse.Namespace, seed: int, report_dir: str |
         **{f"cause_head_{m}_{grp}": v for m in ("recall", "precision")
            for grp, v in g.get("cause_head", {}).get(m, {}).items()},
         "precursor_caught": caught,
+        **{f"explanation_{key}{suffix}": rep.get("precursor_naming", {}).get(rule, {}).get(key)
+           for rule, suffix in (("deployed", ""), ("before_follow_up_40", "_before_follow_up_40"))
+           for key in ("root_quoted", "precursor_named")},
+        **{f"explanation_{key}": rep.get("precursor_naming", {}).get("deployed", {}).get(key)
+           for key in ("failures", "root_clause", "root_clause_right")},
         **{f"oracle_{kind}_{key}": m[src] for kind, m in oracle.items()
            for key, src in (("pr_auc", "pr_auc"), ("recall_at_p50", "event_recall_at_p50_precursor"),
                             ("recall_at_p50_all", "event_recall_at_p50"), ("median_lead_min", "median_lead_min"))},
@@ -802,7 +814,6 @@ def _scores(model: torch.nn.Module, batch: dict) -> None:
 
 def epoch_part(args: argparse.Namespace) -> dict:
     from infrabrain.models.device import resolve_device, synchronize
-    from infrabrain.models.gnn import build_model
     from infrabrain.models.snapshots import SnapshotDataset, fit_normalizer, site_tensors
     from infrabrain.models.features import FeatureSet
     from infrabrain.models.training import make_loader, train_epoch
@@ -840,7 +851,6 @@ def epoch_part(args: argparse.Namespace) -> dict:
 def inference_part(args: argparse.Namespace) -> dict:
     from infrabrain.models.device import batch_to, resolve_device
     from infrabrain.models.features import FeatureSet
-    from infrabrain.models.gnn import build_model
     from infrabrain.models.snapshots import collate_snapshots, fit_normalizer, snapshot_from_window
     from infrabrain.simulation import SiteSpec, simulate_site
 

@@ -244,9 +244,7 @@ class PredictorScorer:
             why = root_cause_evidence(exp, self._graph, top=3)
             picture = None
             if pictures is not None:
-                from infrabrain.models.explain import quoted_contributors
-
-                picture = pictures.draw(r.node_id, exp.quoting(r.risk), quoted_contributors(exp.contributors), why,
+                picture = pictures.draw(r.node_id, exp.quoting(r.risk), exp.quoted(), why,
                                         self.cadence_s, time.time() if now is None else now)
             out[i] = replace(r, detail=exp.quoting(r.risk), root_causes=roots,
                              root_reason=root_reason(why[0]) if why else "",

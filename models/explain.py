@@ -98,6 +98,14 @@ class Explanation:
     #: :func:`~infrabrain.models.cause_naming.named_cause`)
     causes: dict[str, float] = field(default_factory=dict)
     cause: str | None = None
+    #: the ranking's likeliest root where the sentence quotes it as none of its contributors (it ends the sentence:
+    #: "likeliest root leaf switch leaf-r05: ..."); None where it is one of them or nothing is quoted
+    root_quote: Contribution | None = None
+
+    def quoted(self, top_k: int = 3) -> list[Contribution]:
+        """What the sentence quotes: the material contributors (:func:`quoted_contributors`), then the likeliest
+        root where it is none of them (what :mod:`~infrabrain.models.explanation_plot` draws)."""
+        return [*quoted_contributors(self.contributors, top_k), *([self.root_quote] if self.root_quote else [])]
 
     def ranked_components(self) -> list[int]:
         """Candidates as root causes, likeliest first (what
@@ -273,6 +281,8 @@ def explain_node(
     node_logits: np.ndarray | None = None,
     own_tails: OwnChangeTails | None = None,
     naming: CauseNamingCheck | None = None,
+    metric_by_occlusion: bool = True,
+    name_root: bool = True,
 ) -> Explanation:
     """Explain the risk of node ``node_pos`` (position in node order) in snapshot ``item``.
 
@@ -284,7 +294,12 @@ def explain_node(
     changes: :func:`~infrabrain.models.root_cause_ranking.own_change_part`); the sentence quotes the drops only. With
     ``naming`` (the model card's :class:`~infrabrain.models.cause_naming.CauseNamingCheck`) the sentence names the
     head's cause only where that group's naming held up on the checked rows, and otherwise says the cause is unsure
-    and why.
+    and why. ``metric_by_occlusion`` False quotes every contributor by its most deviating metric (the rule before
+    issue 3 follow-up 40, kept for :mod:`~infrabrain.models.precursor_naming`'s comparison). Where the ranking's
+    likeliest root is upstream of the node (:data:`UPSTREAM_KINDS`), none of the contributors the sentence
+    quotes, and of a kind that starts the cause group the head names (its ``cause_evidence`` part is positive),
+    the sentence names it after them (``Explanation.root_quote``; ``name_root`` False leaves it out, the sentence
+    before follow-up 40).
     """
     logit, cand, drops, probs = occlusion_with_causes(model, item, graph, node_pos)
     order = np.argsort(-drops, kind="stable")
@@ -312,20 +327,27 @@ def explain_node(
         views[c] = (names, series, skip)
         metric, change, quoted = _quote(item, c, names, series, _top_metric(item, c, names, skip), cadence_s)
         contribs.append(Contribution(c, str(graph.component_ids[c]), kind, float(drops[j]), metric, change, quoted))
-    _quote_what_the_risk_hangs_on(model, item, graph, node_pos, quoted_contributors(contribs, top_k), views,
-                                  cadence_s)
+    if metric_by_occlusion:
+        _quote_what_the_risk_hangs_on(model, item, graph, node_pos, quoted_contributors(contribs, top_k), views,
+                                      cadence_s)
     causes = {} if probs is None else {g: float(p) for g, p in zip(cause_groups_of(model), probs)}
     cause = max(causes, key=causes.__getitem__) if causes else None
     parts = root_score_parts(graph, cand, drops, prior, node_logits,
                              silent=silent_nodes(item, graph) if node_logits is not None else None, causes=causes,
                              own_change=None if own_tails is None else
                              own_change_part(item, graph, cand, feature_set, own_tails))
+    roots = rank_by_score(graph, cand, parts["total"])  # rank_root_causes, parts kept
+    root_parts = {int(c): {k: float(v[j]) for k, v in parts.items()} for j, c in enumerate(cand)}
+    quoted = {c.component for c in quoted_contributors(contribs, top_k)}
+    root_quote = (next(c for c in contribs if c.component == roots[0])
+                  if name_root and quoted and roots and roots[0] not in quoted
+                  and KINDS[int(graph.kind[roots[0]])] in UPSTREAM_KINDS
+                  and root_parts[roots[0]].get("cause_evidence", 0.0) > 0.0 else None)
     return Explanation(node_id=node_id, risk=risk, contributors=contribs, causes=causes, cause=cause,
                        sentence=explanation_sentence(node_id, risk, contribs, top_k, cause,
                                                      causes.get(cause) if cause else None,
-                                                     *_naming_verdict(naming, cause)),
-                       roots=rank_by_score(graph, cand, parts["total"]),  # rank_root_causes, parts kept
-                       root_parts={int(c): {k: float(v[j]) for k, v in parts.items()} for j, c in enumerate(cand)})
+                                                     *_naming_verdict(naming, cause), root=root_quote),
+                       roots=roots, root_quote=root_quote, root_parts=root_parts)
 
 
 #: A contributor is named in the sentence only if occluding it lowers the logit by at least this share of what the
@@ -350,6 +372,16 @@ MIN_ALSO_DROP = 0.5
 #: At most this many further metrics per contributor: a sentence stays one line.
 MAX_ALSO = 1
 
+#: The kinds of likeliest root a sentence names when it does not quote them (:func:`explain_node`): the upstream
+#: components a cascade starts at. Nodes under a failing leaf switch are quoted by their own InfiniBand errors,
+#: the switch by nothing. The node itself, or one of its GPUs, ranked first but unquoted is left out: "node
+#: r06-n03 ...; likeliest root node r06-n03: temperature +0.1 C" says nothing an operator can use. And only where
+#: the cause head names a group that kind of component starts (a leaf switch network failures, a cooling unit
+#: thermal ones): on two draws of the sixteen, 7 of 8 wrongly named roots were a switch, PDU or cooling unit put
+#: first by its other nodes' risk alone, with "port utilisation steady at 73 %" to show for itself, where the
+#: head named "other"; all 17 rightly named ones came with the head naming network or thermal.
+UPSTREAM_KINDS = ("leaf", "spine", "pdu", "cooling")
+
 
 def _naming_verdict(naming: CauseNamingCheck | None, cause: str | None) -> tuple[str | None, str]:
     """The card's check of the head's naming of ``cause``: its status and note, for :func:`explanation_sentence`
@@ -368,15 +400,19 @@ def quoted_contributors(contribs: Sequence[Contribution], top_k: int = 3) -> lis
 
 def explanation_sentence(node_id: str, risk: float, contribs: Sequence[Contribution], top_k: int = 3,
                          cause: str | None = None, cause_p: float | None = None, naming_status: str | None = None,
-                         naming_note: str = "") -> str:
+                         naming_note: str = "", root: Contribution | None = None) -> str:
     """'node X at risk R[, likely <cause group> (P)]: <top contributor>; <others within MATERIAL_SHARE of it>'
     (``contribs`` ranked; ``cause`` and ``cause_p``: the cause head's likeliest group and its probability, named
     only if ``cause_p >= MIN_CAUSE_P``). With the card's check of that naming
     (:meth:`~infrabrain.models.cause_naming.CauseNamingCheck.status` and ``note``): where it failed, "cause unsure
     (the head says <group> P, but <note>)"; where it was too rarely made to tell, "likely <group> (P; unchecked:
-    <note>)"."""
+    <note>)". ``root`` (the ranking's likeliest root where it is not quoted) ends it: "likeliest root leaf switch
+    leaf-r05: port errors +1935 over 59 min (32.8/min)"."""
     parts = [f"{KIND_LABEL[c.kind]} {c.component_id} {', '.join([c.change, *(a.change for a in c.also)])}".strip()
              for c in quoted_contributors(contribs, top_k)]
+    if root is not None and parts:
+        parts.append(f"likeliest root {KIND_LABEL[root.kind]} {root.component_id}"
+                     + (f": {root.change}" if root.change else ""))
     named = cause is not None and cause_p is not None and cause_p >= MIN_CAUSE_P
     why = ""
     if named and naming_status == FAILED:

@@ -270,10 +270,12 @@ def evaluate_predictor(trained: Trained, out_dir: str | Path | None = None, root
     (``events``), none written to the JSON. ``compare_priors`` ranks the same root-cause drops with other priors
     too (``report["rootcause"]["compare"]``; with ``late_from`` also over each site's later failures only:
     :func:`~infrabrain.models.root_cause_accuracy.rootcause_accuracy`; ``rootcause_absolute`` also ranks them on the
-    raw GPU drops, its ``absolute``)."""
+    raw GPU drops, its ``absolute``). ``report["precursor_naming"]``: how often the sentences of the failures with
+    a precursor name it (:func:`~infrabrain.models.precursor_naming.precursor_naming`)."""
     from infrabrain.models.evaluation import (calibration, evaluate_scores, failure_events, node_racks, plot_pr_curves,
                                               root_scope, scope_pr_aucs)
     from infrabrain.models.explain import alert_rows, explain_dataset_alerts
+    from infrabrain.models.precursor_naming import precursor_naming
     from infrabrain.models.root_cause_accuracy import rootcause_accuracy
 
     sp = trained.splits
@@ -307,6 +309,8 @@ def evaluate_predictor(trained: Trained, out_dir: str | Path | None = None, root
                             alert_threshold=trained.val_threshold, prior=deployed,
                             compare_priors=compare_priors, late_from=late_from, absolute=rootcause_absolute,
                             own_tails=trained.own_tails)
+    naming_of_precursors = precursor_naming(trained.model, test, sp.feature_set, gnn, events,
+                                            max_events=rootcause_events, prior=deployed, own_tails=trained.own_tails)
     explained = explain_dataset_alerts(trained.model, test, sp.feature_set, gnn, top_n=5, prior=deployed,
                                        own_tails=trained.own_tails, naming=trained.cause_naming)
     alerts = alert_rows(gnn, 5)  # the rows explained, in order
@@ -343,6 +347,7 @@ def evaluate_predictor(trained: Trained, out_dir: str | Path | None = None, root
                                   if "ensemble" in models else float("nan")),
         "calibration": trained.calibration.model_dump() if trained.calibration is not None else None,
         "rootcause": rc,
+        "precursor_naming": naming_of_precursors,
         "explanations": expl,
         "oracle": oracles,
         "train": {"epochs_run": len(trained.result.history), "best_epoch": trained.result.best_epoch,
@@ -482,7 +487,6 @@ def _draw_explanations(explained: Sequence[Any], sentences: Sequence[str], rows:
                        out: Path) -> list[str]:
     """Each explained alert (``rows``: the alerts ``explained`` explains, in order) drawn beside the report as
     ``alert-<rank>-<site>-<node>.png`` (:mod:`~infrabrain.models.explanation_plot`), with its ``sentences``."""
-    from infrabrain.models.explain import quoted_contributors
     from infrabrain.models.explanation_plot import file_stem, plot_explanation
     from infrabrain.models.predict import root_cause_evidence
 
@@ -490,7 +494,7 @@ def _draw_explanations(explained: Sequence[Any], sentences: Sequence[str], rows:
     for rank, (e, said, r) in enumerate(zip(explained, sentences, rows.itertuples(), strict=True), start=1):
         site = test.sites[int(r.site)]
         name = f"alert-{rank:02d}-{file_stem(site.name)}-{file_stem(e.node_id)}.png"
-        paths.append(str(plot_explanation(said, quoted_contributors(e.contributors),
+        paths.append(str(plot_explanation(said, e.quoted(),
                                           root_cause_evidence(e, site.graph), site.cadence_s, out / name)))
     return paths
 

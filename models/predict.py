@@ -111,10 +111,9 @@ def predict_window(
                               "also": [{"metric": a.metric, "change": a.change, "metric_drop": a.metric_drop}
                                        for a in c.also]} for c in e.contributors[:5]]
         if plot_dir is not None:
-            from infrabrain.models.explain import quoted_contributors
             from infrabrain.models.explanation_plot import file_stem, plot_explanation
 
-            r["plot"] = str(plot_explanation(r["explanation"], quoted_contributors(e.contributors),
+            r["plot"] = str(plot_explanation(r["explanation"], e.quoted(),
                                              r["root_cause_evidence"], cadence_s,
                                              Path(plot_dir) / f"alert-{rank:02d}-{file_stem(r['node_id'])}.png"))
     return out

@@ -43,6 +43,16 @@ class ExplainedFailure:
     own_change: np.ndarray | None = None  # per candidate, root_cause_ranking.own_change_part (None: no training tails)
 
 
+def explained_snapshot(rows: pd.DataFrame, event: Any) -> pd.Series | None:
+    """The row of ``rows`` at which failure ``event`` (``site, node, tf``) is explained: its node's highest-scoring
+    one in ``[tf - 60 min, tf - 5 min]``, where an operator would have read the alert; None where there is none."""
+    from infrabrain.models.evaluation import MIN_LEAD_S
+
+    sub = rows[(rows["site"] == event.site) & (rows["node"] == event.node) & (rows["t"] >= event.tf - HORIZON_S)
+               & (rows["t"] <= event.tf - MIN_LEAD_S)]
+    return sub.loc[sub["score"].idxmax()] if len(sub) else None
+
+
 def explained_failures(model: torch.nn.Module, dataset: SnapshotDataset, rows: pd.DataFrame, events: pd.DataFrame,
                        max_events: int = 200, seed: int = 0, own_tails: OwnChangeTails | None = None,
                        feature_set: FeatureSet | None = None) -> Iterator[ExplainedFailure]:
@@ -51,17 +61,13 @@ def explained_failures(model: torch.nn.Module, dataset: SnapshotDataset, rows: p
     and ``feature_set`` also each candidate's :func:`~infrabrain.models.root_cause_ranking.own_change_part`."""
     if own_tails is not None and feature_set is None:
         raise ValueError("own_tails needs the feature_set the snapshots were encoded with")
-    from infrabrain.models.evaluation import MIN_LEAD_S
-
     ev = events.sample(n=min(max_events, len(events)), random_state=seed) if len(events) > max_events else events
     groups = cause_groups_of(model)
     t_index = {(si, int(dataset.sites[si].timestamps[ti])): ti for si, ti in dataset.index}
     for e in ev.itertuples():
-        sub = rows[(rows["site"] == e.site) & (rows["node"] == e.node) & (rows["t"] >= e.tf - HORIZON_S)
-                   & (rows["t"] <= e.tf - MIN_LEAD_S)]
-        if not len(sub):
+        best = explained_snapshot(rows, e)
+        if best is None:
             continue
-        best = sub.loc[sub["score"].idxmax()]
         site = dataset.sites[int(e.site)]
         item = build_snapshot(site, t_index[(int(e.site), int(best["t"]))], dataset.window, int(e.site),
                               pool=dataset.pool)

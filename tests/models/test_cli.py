@@ -74,6 +74,10 @@ def test_train_evaluate_predict(dataset, tmp_path, capsys, monkeypatch):
     assert len(pics) == len(report["explanations"]) > 0
     assert all(Path(p).parent == rep and Path(p).read_bytes()[:4] == b"\x89PNG" for p in pics)
     assert Path(pics[0]).name.startswith("alert-01-site-2-")
+    # whether the sentences name the precursors (follow-up 40): the deployed rule beside the one before it
+    naming = report["precursor_naming"]
+    assert set(naming) == {"deployed", "before_follow_up_40"} and naming["deployed"]["failures"] == \
+        naming["before_follow_up_40"]["failures"] <= 3
     # the printed summary is strict JSON (a ratio without failures of its kind is null, not NaN)
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1], parse_constant=_no_nan)
     assert {"pr_auc_ratio_node_rooted", "pr_auc_ratio_upstream"} <= set(summary)

@@ -166,17 +166,26 @@ class _MetricsProbe(torch.nn.Module):
     """A hand-made predictor: each node's risk logit is ``sum(weight * mean over the window of its own slot)``;
     its risk hangs on those slots of the node and on nothing else."""
 
-    def __init__(self, weights: dict[int, float], window: int) -> None:
+    def __init__(self, weights: dict[int, float], window: int, names_cause: str | None = None) -> None:
         super().__init__()
         from types import SimpleNamespace
 
-        self.weights = weights
-        self.config = SimpleNamespace(layers=1, window=window, cause_groups=())
+        from infrabrain.models.evaluation import TYPED_CAUSE_GROUPS
 
-    def forward(self, batch):  # noqa: ANN001, ANN201
+        self.weights = weights
+        self.names_cause = names_cause  # with a cause head that names this group for every node
+        self.config = SimpleNamespace(layers=1, window=window,
+                                      cause_groups=TYPED_CAUSE_GROUPS if names_cause else ())
+
+    def forward(self, batch, with_causes: bool = False):  # noqa: ANN001, ANN201
         own = torch.gather(batch["x"], 1, batch["node_index"][:, :, None, None].expand(
             -1, -1, *batch["x"].shape[2:]))  # [B, nodes, W, F]
-        return sum(w * own[..., slot].mean(-1) for slot, w in self.weights.items())
+        risk = sum(w * own[..., slot].mean(-1) for slot, w in self.weights.items())
+        if not with_causes:
+            return risk
+        causes = torch.zeros(*risk.shape, len(self.config.cause_groups))
+        causes[..., self.config.cause_groups.index(self.names_cause)] = 10.0
+        return risk, causes
 
 
 def test_a_contributor_is_quoted_by_the_metric_its_risk_hangs_on(small_splits):
@@ -211,6 +220,42 @@ def test_a_contributor_is_quoted_by_the_metric_its_risk_hangs_on(small_splits):
     e = explain_node(_MetricsProbe({a: 1.0, c: MIN_ALSO_DROP / 2}, sp.window), {**item, "x": x}, site.graph,
                      sp.feature_set, 0)
     assert e.contributors[0].also == []
+
+
+def test_an_upstream_likeliest_root_the_sentence_does_not_quote_ends_it(small_splits):
+    """Issue 3 follow-up 40: nodes under a failing leaf switch were quoted by their own InfiniBand errors and the
+    switch the ranking put first by nothing; the sentence now names it. A node or GPU ranked first is not named."""
+    from infrabrain.models.features import KINDS
+    from infrabrain.models.root_prior import RootPrior
+
+    sp = small_splits
+    site = sp.test_sites.sites[0]
+    _, ti = sp.test_sites.index[-1]
+    item = build_snapshot(site, ti, sp.window, pool=sp.pool)
+    node_g = int(site.graph.node_global[0])
+    a = list(sp.feature_set.metrics_of("node")).index("node_infiniband_port_errors_received_total")
+    x = torch.zeros_like(item["x"])
+    x[node_g, :, a] = 1.0
+    item = {**item, "x": x, "mask": torch.ones_like(item["mask"])}
+    model = _MetricsProbe({a: 1.0}, sp.window, names_cause="network")  # a leaf switch starts network failures
+    leaf_first = RootPrior(counts={"leaf@1": 10**6}, failures=10**6)  # the ranking's first root: the leaf switch
+    e = explain_node(model, item, site.graph, sp.feature_set, 0, prior=leaf_first)
+    leaf = e.roots[0]
+    assert KINDS[int(site.graph.kind[leaf])] == "leaf" and e.root_quote is not None
+    assert e.root_quote.component == leaf and [c.component for c in e.quoted()] == [node_g, leaf]
+    assert e.sentence.endswith(f"; likeliest root leaf switch {site.graph.component_ids[leaf]}: "
+                               f"{e.root_quote.change}")
+    assert explain_node(model, item, site.graph, sp.feature_set, 0, prior=leaf_first,
+                        name_root=False).root_quote is None
+    # ... but not where the head names a group a leaf switch does not start: then its other nodes' risk alone
+    # put it first (7 of 8 wrongly named roots on two draws)
+    for probe in (_MetricsProbe({a: 1.0}, sp.window, names_cause="memory"), _MetricsProbe({a: 1.0}, sp.window)):
+        e = explain_node(probe, item, site.graph, sp.feature_set, 0, prior=leaf_first)
+        assert e.roots[0] == leaf and e.root_quote is None and "likeliest root" not in e.sentence
+    gpu_first = RootPrior(counts={"gpu@1": 10**6}, failures=10**6)  # one of the node's GPUs first: not named
+    e = explain_node(model, item, site.graph, sp.feature_set, 0, prior=gpu_first)
+    assert KINDS[int(site.graph.kind[e.roots[0]])] == "gpu" and e.root_quote is None
+    assert "likeliest root" not in e.sentence
 
 
 def test_sentence_names_only_material_contributors():
