@@ -248,7 +248,7 @@ def test_an_upstream_likeliest_root_the_sentence_does_not_quote_ends_it(small_sp
     assert explain_node(model, item, site.graph, sp.feature_set, 0, prior=leaf_first,
                         name_root=False).root_quote is None
     # ... but not where the head names a group a leaf switch does not start: then its other nodes' risk alone
-    # put it first (7 of 8 wrongly named roots on two draws)
+    # put it first (6 of 7 wrongly named roots on two draws)
     for probe in (_MetricsProbe({a: 1.0}, sp.window, names_cause="memory"), _MetricsProbe({a: 1.0}, sp.window)):
         e = explain_node(probe, item, site.graph, sp.feature_set, 0, prior=leaf_first)
         assert e.roots[0] == leaf and e.root_quote is None and "likeliest root" not in e.sentence
