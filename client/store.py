@@ -316,12 +316,11 @@ class TelemetryStore:
 
     def positions(self) -> dict[str, Any]:
         """Every collector's stored position by collector name; a malformed one reads as ``ValueError`` text."""
-        rows = self._db.execute("SELECT key FROM meta WHERE key LIKE ?", (POSITION_KEY + "%",)).fetchall()
         out: dict[str, Any] = {}
-        for (key,) in rows:
+        for key, text in self._db.execute("SELECT key, value FROM meta WHERE key LIKE ?", (POSITION_KEY + "%",)):
             name = key[len(POSITION_KEY):]
             try:
-                out[name] = self.read_position(name)
+                out[name] = self._parse_position(name, text)
             except ValueError as exc:
                 out[name] = str(exc)
         return out
@@ -329,16 +328,18 @@ class TelemetryStore:
     def read_position(self, collector: str) -> dict[str, Any] | None:
         """The position stored for ``collector`` (None when there is none); ``ValueError`` when it is corrupt."""
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (POSITION_KEY + collector,)).fetchone()
-        if row is None:
-            return None
+        return None if row is None else self._parse_position(collector, row[0])
+
+    def _parse_position(self, collector: str, text: str) -> dict[str, Any]:
+        """A stored position's JSON object; ``ValueError`` naming the store, the collector and the bytes."""
         try:
-            value = json.loads(row[0])
+            value = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ValueError(f"store {str(self.path)!r} holds a position for collector {collector!r} that is not "
-                             f"JSON: {row[0][:80]!r}") from exc
+                             f"JSON: {text[:80]!r}") from exc
         if not isinstance(value, dict):
             raise ValueError(f"store {str(self.path)!r} holds a position for collector {collector!r} that is not "
-                             f"an object: {row[0][:80]!r}")
+                             f"an object: {text[:80]!r}")
         return value
 
     def count_samples(self) -> int:

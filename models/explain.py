@@ -29,7 +29,7 @@ from infrabrain.models.occlusion import metric_occlusion, occlusion_with_causes
 from infrabrain.models.own_change_evidence import OwnChangeTails
 from infrabrain.models.root_cause_ranking import own_change_part, rank_by_score, root_score_parts, silent_nodes
 from infrabrain.models.root_prior import RootPrior
-from infrabrain.models.snapshots import SiteGraph, SnapshotDataset, _get, build_snapshot
+from infrabrain.models.snapshots import SiteGraph, SnapshotDataset, _get, build_snapshot, snapshot_steps
 
 KIND_LABEL = {"gpu": "GPU", "node": "node", "leaf": "leaf switch", "spine": "spine switch", "pdu": "PDU",
               "cooling": "cooling unit", "rack": "rack"}
@@ -454,16 +454,25 @@ def explain_dataset_alerts(model: torch.nn.Module, dataset: SnapshotDataset, fea
     """Explanations of the ``top_n`` highest-scoring rows (``site, t, node, score``) of ``dataset``; ``prior`` is one
     root prior or one per site (by ``dataset``'s site index: the published mix laid on each site's topology);
     ``own_tails`` and ``naming`` as :func:`explain_node`'s."""
-    out = []
-    top = alert_rows(rows, top_n)
-    t_index = {(si, int(dataset.sites[si].timestamps[ti])): ti for si, ti in dataset.index}
-    for r in top.itertuples():
-        si, ti = int(r.site), t_index[(int(r.site), int(r.t))]
-        site = dataset.sites[si]
-        item = build_snapshot(site, ti, dataset.window, si, pool=dataset.pool)
-        raw, names = raw_window(site.run, ti, dataset.window) if site.run is not None else (None, None)
-        logits = snapshot_node_logits(rows, si, int(r.t), len(site.graph.node_global))
-        p = prior.get(si) if isinstance(prior, Mapping) else prior
-        out.append(explain_node(model, item, site.graph, feature_set, int(r.node), raw, names, site.cadence_s,
-                                prior=p, node_logits=logits, own_tails=own_tails, naming=naming))
-    return out
+    steps = snapshot_steps(dataset)
+    return [explain_dataset_row(model, dataset, feature_set, rows, int(r.site), steps[(int(r.site), int(r.t))],
+                                int(r.node), prior=prior, own_tails=own_tails, naming=naming)
+            for r in alert_rows(rows, top_n).itertuples()]
+
+
+def explain_dataset_row(model: torch.nn.Module, dataset: SnapshotDataset, feature_set: FeatureSet,
+                        rows: pd.DataFrame, site_index: int, step: int, node: int,
+                        prior: RootPrior | Mapping[int, RootPrior | None] | None = None,
+                        own_tails: OwnChangeTails | None = None, naming: CauseNamingCheck | None = None,
+                        **rules: bool) -> Explanation:
+    """:func:`explain_node` of node ``node`` in snapshot ``step`` of site ``site_index`` of ``dataset``, as
+    ``predict`` explains it: in raw units where the site keeps its run, with every node's logit at that time from
+    ``rows`` (``site, t, node, logit``) and the site's ``prior``. ``rules``: :func:`explain_node`'s
+    ``metric_by_occlusion`` and ``name_root``."""
+    site = dataset.sites[site_index]
+    item = build_snapshot(site, step, dataset.window, site_index, pool=dataset.pool)
+    raw, names = raw_window(site.run, step, dataset.window) if site.run is not None else (None, None)
+    logits = snapshot_node_logits(rows, site_index, int(site.timestamps[step]), len(site.graph.node_global))
+    p = prior.get(site_index) if isinstance(prior, Mapping) else prior
+    return explain_node(model, item, site.graph, feature_set, node, raw, names, site.cadence_s, prior=p,
+                        node_logits=logits, own_tails=own_tails, naming=naming, **rules)

@@ -24,9 +24,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from infrabrain.models.explain import Explanation, explain_node, raw_window, snapshot_node_logits
+from infrabrain.models.explain import Explanation, explain_dataset_row
+from infrabrain.models.own_change_evidence import OwnChangeTails
+from infrabrain.models.root_prior import RootPrior
 from infrabrain.models.features import FeatureSet
-from infrabrain.models.snapshots import SnapshotDataset, build_snapshot
+from infrabrain.models.snapshots import SnapshotDataset, snapshot_steps
 
 _ECC = ("DCGM_FI_DEV_ECC_SBE_VOL_TOTAL", "DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS", "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL",
         "DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS", "DCGM_FI_DEV_XID_ERRORS")
@@ -87,7 +89,8 @@ def names_precursor(explanation: Explanation, root: int, signal: str, top_k: int
 
 def precursor_naming(model: torch.nn.Module, dataset: SnapshotDataset, feature_set: FeatureSet, rows: pd.DataFrame,
                      events: pd.DataFrame, max_events: int = 200, seed: int = 0,
-                     prior: Any = None, own_tails: Any = None) -> dict[str, Any]:
+                     prior: RootPrior | Mapping[int, RootPrior | None] | None = None,
+                     own_tails: OwnChangeTails | None = None) -> dict[str, Any]:
     """How often the sentences of the failures with a precursor (``events["precursor"]``, at most ``max_events``,
     sampled with ``seed``) quote the root and name its precursor, overall and per signal, for each of
     :data:`RULES`; with how often the sentence ends by naming the likeliest root (``root_clause``) and how often
@@ -98,7 +101,7 @@ def precursor_naming(model: torch.nn.Module, dataset: SnapshotDataset, feature_s
 
     ev = events[events["precursor"]]
     ev = ev.sample(n=max_events, random_state=seed) if len(ev) > max_events else ev
-    t_index = {(si, int(dataset.sites[si].timestamps[ti])): ti for si, ti in dataset.index}
+    steps = snapshot_steps(dataset)
     out = []
     for e in ev.itertuples():
         best = explained_snapshot(rows, e)
@@ -109,14 +112,10 @@ def precursor_naming(model: torch.nn.Module, dataset: SnapshotDataset, feature_s
         signal = precursor_signal(site.run.events, str(site.graph.component_ids[root]), int(e.tf))
         if signal is None:
             continue
-        ti = t_index[(int(e.site), int(best["t"]))]
-        item = build_snapshot(site, ti, dataset.window, int(e.site), pool=dataset.pool)
-        raw, names = raw_window(site.run, ti, dataset.window)
-        p = prior.get(int(e.site)) if isinstance(prior, Mapping) else prior
-        logits = snapshot_node_logits(rows, int(e.site), int(best["t"]), len(site.graph.node_global))
+        step = steps[(int(e.site), int(best["t"]))]
         for rule, now in RULES.items():
-            x = explain_node(model, item, site.graph, feature_set, int(e.node), raw, names, site.cadence_s, prior=p,
-                             node_logits=logits, own_tails=own_tails, metric_by_occlusion=now, name_root=now)
+            x = explain_dataset_row(model, dataset, feature_set, rows, int(e.site), step, int(e.node), prior=prior,
+                                    own_tails=own_tails, metric_by_occlusion=now, name_root=now)
             clause = x.root_quote is not None
             out.append((rule, signal, *names_precursor(x, root, signal), clause,
                         clause and x.root_quote.component == root))

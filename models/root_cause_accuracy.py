@@ -23,7 +23,7 @@ from infrabrain.models.occlusion import occlusion_with_causes
 from infrabrain.models.own_change_evidence import OwnChangeTails
 from infrabrain.models.root_cause_ranking import own_change_part, rank_root_causes, silent_nodes
 from infrabrain.models.root_prior import RootPrior
-from infrabrain.models.snapshots import HORIZON_S, SiteGraph, SnapshotDataset, build_snapshot
+from infrabrain.models.snapshots import HORIZON_S, SiteGraph, SnapshotDataset, build_snapshot, snapshot_steps
 
 
 @dataclass(frozen=True)
@@ -63,13 +63,13 @@ def explained_failures(model: torch.nn.Module, dataset: SnapshotDataset, rows: p
         raise ValueError("own_tails needs the feature_set the snapshots were encoded with")
     ev = events.sample(n=min(max_events, len(events)), random_state=seed) if len(events) > max_events else events
     groups = cause_groups_of(model)
-    t_index = {(si, int(dataset.sites[si].timestamps[ti])): ti for si, ti in dataset.index}
+    steps = snapshot_steps(dataset)
     for e in ev.itertuples():
         best = explained_snapshot(rows, e)
         if best is None:
             continue
         site = dataset.sites[int(e.site)]
-        item = build_snapshot(site, t_index[(int(e.site), int(best["t"]))], dataset.window, int(e.site),
+        item = build_snapshot(site, steps[(int(e.site), int(best["t"]))], dataset.window, int(e.site),
                               pool=dataset.pool)
         _, cand, drops, probs = occlusion_with_causes(model, item, site.graph, int(e.node))
         yield ExplainedFailure(

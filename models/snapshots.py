@@ -302,6 +302,12 @@ def snapshot_from_window(
     return build_snapshot(site, t - 1, window, pool=pool)
 
 
+def snapshot_steps(dataset: SnapshotDataset) -> dict[tuple[int, int], int]:
+    """Each snapshot's step by ``(site index, end time in s)``: how a score table's row (``site, t``) finds the
+    snapshot it scored."""
+    return {(si, int(dataset.sites[si].timestamps[ti])): ti for si, ti in dataset.index}
+
+
 class SnapshotDataset(Dataset):
     """Snapshots of several sites; item ``i`` is one snapshot (the unit of privacy for DP-SGD).
 

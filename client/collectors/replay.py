@@ -68,6 +68,7 @@ class ReplayCollector(Collector):
         if speed <= 0:
             raise ValueError(f"replay speed={speed} must be positive")
         self.dir = site_dir(dataset, site)
+        self.source = str(self.dir.resolve())  # what a stored position names, to be resumed only by this dataset
         self.start_epoch = float(start_epoch)
         self.start_pinned = bool(start_pinned)
         self.speed = float(speed)
@@ -93,14 +94,13 @@ class ReplayCollector(Collector):
         """The replay's clock and the last simulated second delivered (None before the first pass)."""
         if not np.isfinite(self.cursor_sim):
             return None
-        return {"dataset": str(self.dir.resolve()), "speed": self.speed, "start_epoch": self.start_epoch,
+        return {"dataset": self.source, "speed": self.speed, "start_epoch": self.start_epoch,
                 "cursor_sim": self.cursor_sim}
 
     def resume(self, position: dict[str, Any]) -> None:
         """Continue a stored replay of the same dataset on its own clock."""
-        if position.get("dataset") != str(self.dir.resolve()):
-            raise ValueError(f"the stored replay position is for {position.get('dataset')!r}, not "
-                             f"{str(self.dir.resolve())!r}")
+        if position.get("dataset") != self.source:
+            raise ValueError(f"the stored replay position is for {position.get('dataset')!r}, not {self.source!r}")
         if _finite(position.get("speed")) != self.speed:
             raise ValueError(f"the stored replay ran at speed {position.get('speed')!r}, not "
                              f"{_seconds(self.speed)}")
