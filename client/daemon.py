@@ -58,11 +58,14 @@ class DaemonMetrics:
         r = self.registry = CollectorRegistry()
         self.risk = Gauge("infrabrain_node_failure_risk", "Probability that the node fails within the next hour",
                           ["site", "node", "rack"], registry=r)
-        self.cause = Gauge("infrabrain_node_top_cause", "1 for the node's most likely cause and its strongest signal",
-                           ["site", "node", "rack", "cause", "component", "metric"], registry=r)
+        self.cause = Gauge("infrabrain_node_top_cause",
+                           "1 for the node's most likely cause and its signal: what its alert sentence says "
+                           "(source model) for a node at or above the alert threshold, else its strongest "
+                           "abnormal signal (source signal)",
+                           ["site", "node", "rack", "cause", "component", "metric", "source"], registry=r)
         self.deviation = Gauge("infrabrain_node_top_signal_deviation",
-                               "Normalised deviation of the node's strongest abnormal signal", ["site", "node"],
-                               registry=r)
+                               "Normalised deviation of the metric infrabrain_node_top_cause names",
+                               ["site", "node"], registry=r)
         self.collector_up = Gauge("infrabrain_collector_up", "1 when the collector's last pass succeeded",
                                   ["site", "collector"], registry=r)
         self.collector_last = Gauge("infrabrain_collector_last_success_timestamp_seconds",
@@ -126,7 +129,8 @@ class DaemonMetrics:
         self.deviation.clear()
         for r in risks:
             self.risk.labels(self.site, r.node_id, r.rack).set(r.risk)
-            self.cause.labels(self.site, r.node_id, r.rack, r.top_cause, r.component_id, r.metric).set(1.0)
+            self.cause.labels(self.site, r.node_id, r.rack, r.top_cause, r.component_id, r.metric,
+                              r.cause_source).set(1.0)
             self.deviation.labels(self.site, r.node_id).set(r.deviation)
 
 
@@ -345,10 +349,10 @@ class Daemon:
         except ValueError as exc:
             log.error("scoring failed", extra={"error": str(exc)})
             return []
-        self.metrics.update_risks(risks)
         self.metrics.score_duration.labels(site).set(time.perf_counter() - t0)
         self.metrics.score_time.labels(site).set(now)
-        self._alert(risks, now)
+        risks = self._alert(risks, now)
+        self.metrics.update_risks(risks)  # after the explanations: an at-risk node's labels are its sentence's
         self.last_risks = risks
         return risks
 
@@ -363,22 +367,29 @@ class Daemon:
             self.last_anomalies = []
         self.metrics.update_anomaly(self.last_anomalies)
 
-    def _alert(self, risks: Sequence[NodeRisk], now: float) -> None:
-        """Log nodes that crossed the threshold (again at most every REALERT_S), with the model's explanation."""
+    def _alert(self, risks: Sequence[NodeRisk], now: float) -> list[NodeRisk]:
+        """Explain the nodes at or above the threshold (every cycle, so that their labels on ``/metrics`` are
+        their sentence's, not the signal heuristic's, between alerts too); log those that crossed it (again at most
+        every REALERT_S) with that explanation, drawn where the site draws them. Returns ``risks`` with the
+        at-risk nodes explained."""
         threshold = self.alert_threshold
         self.metrics.alert_threshold.labels(self.cfg.site).set(threshold)
-        due = []
+        at_risk, due_ids = [], set()
         for r in risks:
             if r.risk < threshold:
                 self._alerted.pop(r.node_id, None)
                 continue
+            at_risk.append(r)
             last = self._alerted.get(r.node_id)
-            if last is not None and now - last < REALERT_S:
-                continue
-            due.append(r)
+            if last is None or now - last >= REALERT_S:
+                due_ids.add(r.node_id)
         explain = getattr(self.scorer, "explain", None)
-        if due and callable(explain):
-            due = explain(due, pictures=self.pictures, now=now) if self.pictures is not None else explain(due)
+        explained = {r.node_id: r for r in at_risk}
+        if at_risk and callable(explain):
+            done = (explain(at_risk, pictures=self.pictures, now=now, draw=due_ids) if self.pictures is not None
+                    else explain(at_risk))
+            explained = {r.node_id: r for r in done}
+        due = [explained[r.node_id] for r in at_risk if r.node_id in due_ids]
         for r in due:
             self._alerted[r.node_id] = now
             self.metrics.alerts.labels(self.cfg.site, r.top_cause).inc()
@@ -386,6 +397,7 @@ class Daemon:
                         extra={"node": r.node_id, "rack": r.rack, "risk": round(r.risk, 4), "cause": r.top_cause,
                                "explanation": r.explanation, "root_causes": ", ".join(r.root_causes),
                                "root_reason": r.root_reason, **({"picture": r.picture} if r.picture else {})})
+        return [explained.get(r.node_id, r) for r in risks]
 
     def _update_privacy(self) -> None:
         path = self.cfg.privacy_ledger

@@ -14,16 +14,19 @@ Two levels of explanation:
   own normalisation, training statistics) deviates most in the last time bins. Its metric gives the cause
   group (thermal, memory, network, power, gpu, other) exported as ``top_cause``. This is an attribution
   heuristic on the model's inputs, not a second model;
-- for nodes the daemon alerts on (at most ``max_explained`` per cycle, highest risk first): the predictor's own
-  occlusion explanation (``infrabrain.models.explain.explain_node``), a sentence in raw units for the alert log,
-  and its three likeliest root components (as ``predict`` reports them).
+- for nodes at or above the alert threshold (at most ``max_explained`` per cycle, highest risk first): the
+  predictor's own occlusion explanation (``infrabrain.models.explain.explain_node``), a sentence in raw units for
+  the alert log, and its three likeliest root components (as ``predict`` reports them). Such a node's
+  ``top_cause``, component and metric are then the sentence's (``cause_source`` "model"): the group it names
+  ("likely network"), else the group of the metric it quotes first, and that first quoted component and metric.
+  An operator reading the alert and the dashboard sees one cause, not the sentence's and the heuristic's.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -34,6 +37,7 @@ from infrabrain.logs import get_logger
 
 if TYPE_CHECKING:
     from infrabrain.client.alert_pictures import AlertPictures
+    from infrabrain.models.explain import Explanation
 
 log = get_logger("client.scoring")
 
@@ -42,7 +46,7 @@ EXPLAIN_STEPS = 5
 
 _CAUSE_PATTERNS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("memory", ("ECC", "REMAP", "ROW_", "edac", "MemAvailable")),
-    ("network", ("NVLINK", "PCIE", "switch_", "network", "NIC")),
+    ("network", ("NVLINK", "PCIE", "switch_", "network", "infiniband", "NIC")),
     ("thermal", ("TEMP", "THERMAL", "temp", "cooling_", "airflow")),
     ("power", ("POWER", "pdu_", "power_supply")),
     ("gpu", ("XID", "CLOCK", "UTIL", "FB_")),
@@ -72,6 +76,9 @@ class NodeRisk:
     root_causes: tuple[str, ...] = ()  # the model's three likeliest root components, for alerted nodes
     root_reason: str = ""  # why the likeliest is first (models.predict.root_reason), for alerted nodes
     picture: str = ""  # the PNG of its explanation (client.alert_pictures), where the site draws them
+    #: where ``top_cause``, ``component_id`` and ``metric`` come from: "signal" (the strongest deviating signal,
+    #: every node) or "model" (the predictor's explanation of an at-risk node: what its sentence says)
+    cause_source: str = "signal"
 
     @property
     def explanation(self) -> str:
@@ -139,7 +146,26 @@ class PredictorScorer:
         self._rack_of = topology.rack_of()
         self._neigh = self._node_neighbourhoods()
         self._own = self._node_components()
-        self._last: tuple[dict, Mapping[str, np.ndarray], np.ndarray] | None = None
+        #: the last scored window: its snapshot, raw metrics, node logits and normalised deviations ``[N, F]``
+        self._last: tuple[dict, Mapping[str, np.ndarray], np.ndarray, np.ndarray] | None = None
+
+    def _sentence_cause(self, exp: Explanation, r: NodeRisk, dev: np.ndarray) -> dict[str, object]:
+        """``top_cause``, ``component_id``, ``metric``, ``deviation`` and ``cause_source`` as ``exp``'s sentence
+        gives them: the group it names, else the group of its first quoted metric; that component and metric, and
+        the metric's normalised deviation in the window's last bins. ``r``'s own (the signal heuristic) where the
+        sentence quotes nothing and names no group."""
+        quoted = exp.quoted()
+        if not quoted and exp.cause_named is None:
+            return {}
+        first = quoted[0] if quoted else None
+        metric = first.metric if first is not None else ""
+        cause = exp.cause_named or (cause_of_metric(metric) if metric else r.top_cause)
+        if first is None:  # a named group and nothing material to quote: no component to point at
+            return {"top_cause": cause, "component_id": "", "metric": "", "deviation": 0.0, "cause_source": "model"}
+        names = list(self.feature_set.metrics_of(first.kind))
+        deviation = float(dev[first.component, names.index(metric)]) if metric in names else 0.0
+        return {"top_cause": cause, "component_id": first.component_id, "metric": metric, "deviation": deviation,
+                "cause_source": "model"}
 
     def _node_components(self) -> list[np.ndarray]:
         """Per node: global indices of itself and its GPUs (whose telemetry says the node is there)."""
@@ -206,16 +232,18 @@ class PredictorScorer:
                                 top_cause=cause_of_metric(metric) if metric else "none",
                                 component_id=str(comp_ids[j]) if metric else "", metric=metric,
                                 deviation=float(best_v[j])))
-        self._last = (snap, metrics, np.where(scored, logits, np.nan))  # unscored nodes: no sibling evidence
+        self._last = (snap, metrics, np.where(scored, logits, np.nan), dev)  # unscored nodes: no sibling evidence
         return out
 
     def explain(self, risks: Sequence[NodeRisk], pictures: AlertPictures | None = None,
-                now: float | None = None) -> list[NodeRisk]:
-        """The predictor's occlusion explanation for ``risks`` (nodes of the last scored window); with
-        ``pictures`` each explanation is also drawn (``NodeRisk.picture``), stamped ``now``.
+                now: float | None = None, draw: Collection[str] | None = None) -> list[NodeRisk]:
+        """The predictor's occlusion explanation for ``risks`` (nodes of the last scored window): the sentence,
+        the likeliest roots, and the cause, component and metric the sentence gives (``cause_source`` "model").
+        With ``pictures`` each explanation is also drawn (``NodeRisk.picture``), stamped ``now``; ``draw`` limits
+        that to those node ids (the alerts due now, not those re-explained only to keep their labels).
 
-        Costs a few forward passes per node, so the daemon asks only for nodes it is about to alert on, at most
-        ``max_explained`` per cycle (highest risk first); the others keep the signal heuristic.
+        Costs a few forward passes per node, so the daemon asks only for nodes at or above its alert threshold,
+        at most ``max_explained`` per cycle (highest risk first); the others keep the signal heuristic.
         """
         if self._last is None or not risks:
             return list(risks)
@@ -224,7 +252,7 @@ class PredictorScorer:
             from infrabrain.models.predict import root_cause_evidence, root_reason
         except ImportError:
             return list(risks)
-        snap, metrics, node_logits = self._last
+        snap, metrics, node_logits, dev = self._last
         pos = {n: i for i, n in enumerate(self._node_ids)}
         ranked = sorted(range(len(risks)), key=lambda i: -risks[i].risk)[: self.max_explained]
         out = list(risks)
@@ -243,10 +271,11 @@ class PredictorScorer:
             roots = tuple(str(self._graph.component_ids[c]) for c in exp.ranked_components()[:3])
             why = root_cause_evidence(exp, self._graph, top=3)
             picture = None
-            if pictures is not None:
+            if pictures is not None and (draw is None or r.node_id in draw):
                 picture = pictures.draw(r.node_id, exp.quoting(r.risk), exp.quoted(), why,
                                         self.cadence_s, time.time() if now is None else now)
             out[i] = replace(r, detail=exp.quoting(r.risk), root_causes=roots,
                              root_reason=root_reason(why[0]) if why else "",
-                             picture=str(picture) if picture is not None else "")
+                             picture=str(picture) if picture is not None else "",
+                             **self._sentence_cause(exp, r, dev))
         return out

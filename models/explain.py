@@ -98,6 +98,9 @@ class Explanation:
     #: :func:`~infrabrain.models.cause_naming.named_cause`)
     causes: dict[str, float] = field(default_factory=dict)
     cause: str | None = None
+    #: the group the sentence names ("likely thermal (0.91)"): the head's, where it reaches MIN_CAUSE_P and the
+    #: card's check of its naming did not fail; None where the sentence names none or says the cause is unsure
+    cause_named: str | None = None
     #: the ranking's likeliest root where the sentence quotes it as none of its contributors (it ends the sentence:
     #: "likeliest root leaf switch leaf-r05: ..."); None where it is one of them or nothing is quoted
     root_quote: Contribution | None = None
@@ -343,10 +346,13 @@ def explain_node(
                   if name_root and quoted and roots and roots[0] not in quoted
                   and KINDS[int(graph.kind[roots[0]])] in UPSTREAM_KINDS
                   and root_parts[roots[0]].get("cause_evidence", 0.0) > 0.0 else None)
+    status, note = _naming_verdict(naming, cause)
     return Explanation(node_id=node_id, risk=risk, contributors=contribs, causes=causes, cause=cause,
+                       cause_named=cause if cause is not None and causes[cause] >= MIN_CAUSE_P and status != FAILED
+                       else None,
                        sentence=explanation_sentence(node_id, risk, contribs, top_k, cause,
-                                                     causes.get(cause) if cause else None,
-                                                     *_naming_verdict(naming, cause), root=root_quote),
+                                                     causes.get(cause) if cause else None, status, note,
+                                                     root=root_quote),
                        roots=roots, root_quote=root_quote, root_parts=root_parts)
 
 

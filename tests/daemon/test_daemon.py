@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -150,6 +151,87 @@ def test_in_process_cycle_restart_warms_from_store(tmp_path: Path, small_dataset
         np.testing.assert_allclose(list(again_risks.values()), list(first.values()), rtol=1e-5)
     finally:
         again.close()
+
+
+def _cause_labels(daemon: Daemon) -> dict[str, dict[str, str]]:
+    """Each node's ``infrabrain_node_top_cause`` labels, as the daemon serves them."""
+    return {s.labels["node"]: s.labels for m in daemon.metrics.registry.collect()
+            if m.name == "infrabrain_node_top_cause" for s in m.samples if s.value == 1.0}
+
+
+def test_an_at_risk_nodes_cause_on_metrics_is_its_alert_sentences_between_alerts_too(
+        tmp_path: Path, small_dataset: Path, small_checkpoint: Path, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node at or above the threshold: ``infrabrain_node_top_cause`` (and the alert log's and counter's cause)
+    carry what its sentence says (the group it names, else its first quoted metric's; that component and metric;
+    ``source="model"``), in the cycles between its alerts too. Before, the gauge kept the deviation heuristic's
+    cause and signal, so the dashboard and the alert could name two causes for one node. Below the threshold the
+    heuristic stays, ``source="signal"``."""
+    from infrabrain.models import explain as explain_module
+
+    monkeypatch.setattr(explain_module, "MIN_QUOTED_DROP", -np.inf)  # the tiny model's drops: quote them anyway
+    cfg = load_site_config(_site_yaml(tmp_path, small_dataset, small_checkpoint))
+    t0 = 1_800_000_000.0
+    daemon = Daemon(cfg, now=t0)
+    try:
+        assert daemon.collect_once(t0 + 5) > 0
+        with caplog.at_level("WARNING"):
+            risks = daemon.score_once(t0 + 5)
+        alerts = {r.node: r for r in caplog.records if r.getMessage() == "node at risk of failing within the hour"}
+        assert alerts.keys() == {"r00-n00", "r00-n01"}  # threshold 0: both alert
+        labels = _cause_labels(daemon)
+        for r in risks:
+            said = r.explanation
+            assert r.cause_source == "model" and said == alerts[r.node_id].explanation
+            named = re.search(r", likely (\w+) \(", said)
+            assert r.top_cause == (named[1] if named else cause_of_metric(r.metric)), said
+            assert said.split(": ", 1)[1].split(" ", 2)[1] == r.component_id  # the first component quoted
+            assert labels[r.node_id] == {"site": "lab", "node": r.node_id, "rack": "r00", "cause": r.top_cause,
+                                         "component": r.component_id, "metric": r.metric, "source": "model"}
+            assert alerts[r.node_id].cause == r.top_cause
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            assert daemon.collect_once(t0 + 6) > 0
+            daemon.score_once(t0 + 6)  # within REALERT_S: no second alert, the labels stay the sentence's
+        assert not [r for r in caplog.records if r.getMessage() == "node at risk of failing within the hour"]
+        assert {n: lab["source"] for n, lab in _cause_labels(daemon).items()} == {"r00-n00": "model",
+                                                                                 "r00-n01": "model"}
+    finally:
+        daemon.close()
+    quiet = Daemon(cfg.model_copy(update={"alert_threshold": 1.0}), now=t0)  # nobody at risk: the heuristic
+    try:
+        risks = quiet.score_once(t0 + 6)
+        assert risks and all(r.cause_source == "signal" for r in risks)
+        assert {lab["source"] for lab in _cause_labels(quiet).values()} == {"signal"}
+    finally:
+        quiet.close()
+
+
+def test_the_cause_an_explained_node_carries_is_its_sentences(tmp_path: Path, small_dataset: Path,
+                                                              small_checkpoint: Path) -> None:
+    """The group the sentence names, else its first quoted metric's; that component and metric; a named group
+    with nothing quoted points at no component; a sentence that quotes and names nothing keeps the heuristic."""
+    from infrabrain.client.scoring import NodeRisk
+    from infrabrain.client.topology_file import load_topology
+    from infrabrain.models.explain import Contribution, Explanation
+
+    _site_yaml(tmp_path, small_dataset, None)
+    scorer = PredictorScorer(small_checkpoint, load_topology(tmp_path / "topology.yaml"))
+    gpu = scorer.feature_set.metrics_of("gpu")
+    dev = np.zeros((scorer._graph.n, max(len(scorer.feature_set.metrics_of(k)) for k in scorer.feature_set.kinds)))
+    g1 = int(list(scorer._graph.component_ids).index("r00-n00-g1"))
+    dev[g1, gpu.index("DCGM_FI_DEV_PCIE_REPLAY_COUNTER")] = 4.5
+    heuristic = NodeRisk("r00-n00", "r00", 0.9, "thermal", "r00-n00-g0", "DCGM_FI_DEV_GPU_TEMP", 2.0)
+    pcie = Contribution(g1, "r00-n00-g1", "gpu", 1.5, "DCGM_FI_DEV_PCIE_REPLAY_COUNTER", "PCIe replays +600")
+    said = scorer._sentence_cause(Explanation("r00-n00", 0.9, [pcie], cause="other", cause_named="memory"),
+                                  heuristic, dev)
+    assert said == {"top_cause": "memory", "component_id": "r00-n00-g1", "metric": pcie.metric, "deviation": 4.5,
+                    "cause_source": "model"}
+    unnamed = scorer._sentence_cause(Explanation("r00-n00", 0.9, [pcie]), heuristic, dev)
+    assert unnamed["top_cause"] == "network" and unnamed["component_id"] == "r00-n00-g1"
+    assert scorer._sentence_cause(Explanation("r00-n00", 0.9, [], cause_named="thermal"), heuristic, dev) == {
+        "top_cause": "thermal", "component_id": "", "metric": "", "deviation": 0.0, "cause_source": "model"}
+    assert scorer._sentence_cause(Explanation("r00-n00", 0.9, []), heuristic, dev) == {}
 
 
 def test_cli_collect_once_and_store_info(tmp_path: Path, small_dataset: Path,
@@ -319,6 +401,8 @@ def test_cause_groups() -> None:
     assert cause_of_metric("DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL") == "network"
     assert cause_of_metric("pdu_load_kw") == "power"
     assert cause_of_metric("node_load1") == "other"
+    # a node's InfiniBand port errors are a network signal (they had fallen through to "other")
+    assert cause_of_metric("node_infiniband_port_errors_received_total") == "network"
 
 
 def test_site_config_errors_name_the_field(tmp_path: Path) -> None:

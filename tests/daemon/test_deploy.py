@@ -35,6 +35,13 @@ def test_dashboard_uses_only_exported_metrics() -> None:
     assert used and used <= exported, used - exported
     for panel_title in ("Failure risk by rack", "Top at-risk nodes", "Collector health"):
         assert panel_title in (DEPLOY / "grafana-dashboard.json").read_text()
+    # the top-nodes table places every label of the cause gauge (source: the alert's sentence or the heuristic)
+    dash = json.loads((DEPLOY / "grafana-dashboard.json").read_text())
+    table = next(p for p in dash["panels"] if p["title"].startswith("Top at-risk nodes"))
+    placed = next(t["options"]["indexByName"] for t in table["transformations"] if t["id"] == "organize")
+    labels = {k for f in m.registry.collect() if f.name == "infrabrain_node_top_cause" for s in f.samples
+              for k in s.labels}
+    assert labels - {"site"} <= placed.keys(), labels - {"site"} - placed.keys()
 
 
 def test_systemd_unit_runs_the_real_cli() -> None:

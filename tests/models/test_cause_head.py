@@ -187,6 +187,8 @@ def test_an_alert_flags_a_cause_whose_naming_failed_or_was_not_checked(pair, sma
     for e, h, f, w in zip(plain, held, failed, few, strict=True):
         said = f", likely {e.cause} ({e.causes[e.cause]:.2f})"
         assert said in e.sentence and h.sentence == e.sentence and f.roots == e.roots and f.causes == e.causes
+        # the group the sentence names, as the daemon's /metrics carries it: none where it says "cause unsure"
+        assert e.cause_named == h.cause_named == w.cause_named == e.cause and f.cause_named is None
         assert f.sentence == e.sentence.replace(said, f", cause unsure (the head says {e.cause} "
                                                       f"{e.causes[e.cause]:.2f}, but it named {e.cause} right on 1 "
                                                       f"of 9 validation rows)")
