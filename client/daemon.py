@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from infrabrain.client.collectors.base import Collector, CollectorHealth, run_collector
 from infrabrain.client.config import SiteConfig
@@ -134,6 +134,11 @@ class DaemonMetrics:
             self.deviation.labels(self.site, r.node_id).set(r.deviation)
 
 
+def _finite(value: float) -> float | None:
+    """``value`` for JSON (None where it is not finite: JSON has no NaN)."""
+    return float(value) if np.isfinite(value) else None
+
+
 def build_collectors(cfg: SiteConfig, topology: SiteTopology, start: float) -> tuple[list[Collector], SiteTopology]:
     """The configured collectors; NVML also refines the local node's GPU layout when it can."""
     collectors: list[Collector] = []
@@ -195,6 +200,10 @@ class Daemon:
         self.buffer = self._new_buffer()
         self._warm_buffer()
         self._alerted: dict[str, float] = {}
+        self._pictures: dict[str, str] = {}  # node -> the picture of its last alert, while it stays at risk
+        #: what ``/alerts`` serves: the last scoring cycle's nodes at risk (replaced whole, never mutated)
+        self._alert_view: dict[str, Any] = {"site": cfg.site, "scored_at": None, "threshold": None, "scored": 0,
+                                             "nodes": []}
         self.pictures: Any = None  # AlertPictures where site.yaml asks for alert_pictures
         if cfg.alert_pictures is not None:
             from infrabrain.client.alert_pictures import AlertPictures
@@ -353,8 +362,31 @@ class Daemon:
         self.metrics.score_time.labels(site).set(now)
         risks = self._alert(risks, now)
         self.metrics.update_risks(risks)  # after the explanations: an at-risk node's labels are its sentence's
+        self._publish_alerts(risks, now)
         self.last_risks = risks
         return risks
+
+    def _publish_alerts(self, risks: Sequence[NodeRisk], now: float) -> None:
+        """Replace what ``/alerts`` serves with this cycle's nodes at or above the threshold, riskiest first."""
+        from infrabrain.client.daemon_http import picture_url
+
+        threshold = self.alert_threshold
+        nodes = [{"node": r.node_id, "rack": r.rack, "risk": _finite(r.risk), "cause": r.top_cause,
+                  "cause_source": r.cause_source, "component": r.component_id, "metric": r.metric,
+                  "explanation": r.explanation, "root_causes": list(r.root_causes), "root_reason": r.root_reason,
+                  "alerted_at": self._alerted.get(r.node_id),
+                  "picture": picture_url(self._pictures[r.node_id]) if r.node_id in self._pictures else None}
+                 for r in sorted(risks, key=lambda r: -r.risk) if r.risk >= threshold]
+        self._alert_view = {"site": self.cfg.site, "scored_at": now, "threshold": threshold, "scored": len(risks),
+                            "nodes": nodes}
+
+    def alert_view(self) -> dict[str, Any]:
+        """What ``/alerts`` serves: ``site``, ``scored_at`` (the last scoring cycle, epoch seconds; None before
+        the first), ``threshold``, ``scored`` (nodes with a risk), ``model_loaded`` and ``nodes``: per node at or
+        above the threshold, riskiest first, ``node``, ``rack``, ``risk``, ``cause``, ``cause_source``,
+        ``component``, ``metric``, ``explanation``, ``root_causes``, ``root_reason``, ``alerted_at`` (its last alert)
+        and ``picture`` (the address of its last alert's picture, or None)."""
+        return {**self._alert_view, "model_loaded": self.scorer is not None}
 
     def _score_anomaly(self, now: float) -> None:
         """The label-free anomaly score (``anomaly:`` in site.yaml); independent of the predictor."""
@@ -378,6 +410,7 @@ class Daemon:
         for r in risks:
             if r.risk < threshold:
                 self._alerted.pop(r.node_id, None)
+                self._pictures.pop(r.node_id, None)
                 continue
             at_risk.append(r)
             last = self._alerted.get(r.node_id)
@@ -392,9 +425,12 @@ class Daemon:
         due = [explained[r.node_id] for r in at_risk if r.node_id in due_ids]
         for r in due:
             self._alerted[r.node_id] = now
+            if r.picture:
+                self._pictures[r.node_id] = r.picture
             self.metrics.alerts.labels(self.cfg.site, r.top_cause).inc()
             log.warning("node at risk of failing within the hour",
                         extra={"node": r.node_id, "rack": r.rack, "risk": round(r.risk, 4), "cause": r.top_cause,
+                               "cause_source": r.cause_source,
                                "explanation": r.explanation, "root_causes": ", ".join(r.root_causes),
                                "root_reason": r.root_reason, **({"picture": r.picture} if r.picture else {})})
         return [explained.get(r.node_id, r) for r in risks]
@@ -421,16 +457,21 @@ class Daemon:
 
     # -- services --------------------------------------------------------------------------------------------
     def start_metrics_server(self) -> int:
-        """Serve ``/metrics``; returns the bound port."""
+        """Serve ``/metrics``, ``/alerts`` and the alert pictures (:mod:`~infrabrain.client.daemon_http`);
+        returns the bound port."""
+        from infrabrain.client.daemon_http import daemon_http_app, serve_daemon_http
+
+        app = daemon_http_app(self.metrics.registry, self.alert_view,
+                              self.pictures.folder if self.pictures is not None else None)
         try:
-            server, _thread = start_http_server(self.cfg.metrics.port, addr=self.cfg.metrics.host,
-                                                registry=self.metrics.registry)
+            server = serve_daemon_http(self.cfg.metrics.host, self.cfg.metrics.port, app)
         except OSError as exc:
             raise ValueError(f"metrics: cannot serve on {self.cfg.metrics.host}:{self.cfg.metrics.port} ({exc}); "
                              "pick another metrics.port") from exc
         self._server = server
         self.metrics_port = int(server.server_port)
-        log.info("serving /metrics", extra={"host": self.cfg.metrics.host, "port": self.metrics_port})
+        log.info("serving /metrics", extra={"host": self.cfg.metrics.host, "port": self.metrics_port,
+                                             "also": "/alerts"})
         return self.metrics_port
 
     def start_federation(self) -> None:

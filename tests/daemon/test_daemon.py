@@ -89,7 +89,8 @@ def test_daemon_process_scores_serves_metrics_and_stops_on_sigterm(tmp_path: Pat
                 pytest.fail(f"daemon exited early with {proc.returncode}: {lines[-5:]}")
             if port_box:
                 metrics = _scrape(port_box[0])
-                if sum(k.startswith("infrabrain_node_failure_risk{") for k in metrics) == 2:
+                view = json.loads(_get(port_box[0], "/alerts")[2])
+                if sum(k.startswith("infrabrain_node_failure_risk{") for k in metrics) == 2 and view["nodes"]:
                     break
             time.sleep(0.3)
         risks = {k: v for k, v in metrics.items() if k.startswith("infrabrain_node_failure_risk{")}
@@ -100,6 +101,9 @@ def test_daemon_process_scores_serves_metrics_and_stops_on_sigterm(tmp_path: Pat
         assert metrics['infrabrain_collector_up{collector="nvml",site="lab"}'] == 0.0  # no NVML here: runs on
         assert metrics['infrabrain_model_loaded{site="lab"}'] == 1.0
         assert sum(k.startswith("infrabrain_node_top_cause{") for k in metrics) == 2
+        # /alerts beside /metrics: threshold 0, so both nodes, each with its sentence (issue 3 follow-up 41)
+        assert {n["node"] for n in view["nodes"]} == {"r00-n00", "r00-n01"}
+        assert all(n["explanation"].startswith(f"node {n['node']} at risk") for n in view["nodes"]), view
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:
@@ -188,7 +192,7 @@ def test_an_at_risk_nodes_cause_on_metrics_is_its_alert_sentences_between_alerts
             assert said.split(": ", 1)[1].split(" ", 2)[1] == r.component_id  # the first component quoted
             assert labels[r.node_id] == {"site": "lab", "node": r.node_id, "rack": "r00", "cause": r.top_cause,
                                          "component": r.component_id, "metric": r.metric, "source": "model"}
-            assert alerts[r.node_id].cause == r.top_cause
+            assert alerts[r.node_id].cause == r.top_cause and alerts[r.node_id].cause_source == "model"
         caplog.clear()
         with caplog.at_level("WARNING"):
             assert daemon.collect_once(t0 + 6) > 0
@@ -327,6 +331,80 @@ def test_alerts_are_drawn_beside_the_log_and_only_the_newest_pictures_are_kept(
         AlertPictures(tmp_path, keep=0)
     with pytest.raises(ValueError, match="keep"):
         load_site_config(_site_yaml(tmp_path, small_dataset, None, alert_pictures={"dir": "a", "keep": 0}))
+
+
+def _get(port: int, path: str, method: str = "GET") -> tuple[int, str, bytes]:
+    """``(status, content type, body)`` of one request to the daemon's HTTP server."""
+    import urllib.error
+
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, r.headers.get("Content-Type", ""), r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get("Content-Type", ""), exc.read()
+
+
+def test_alerts_endpoint_serves_what_the_alerts_say_and_only_the_daemons_pictures(
+        tmp_path: Path, small_dataset: Path, small_checkpoint: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """``/alerts`` on the metrics address: the last cycle's nodes at risk, riskiest first, with the alert log's
+    words, cause and roots, and the address of each alert's picture, which ``/alerts/pictures/`` serves. It
+    serves the daemon's own pictures only: not another file in the folder, not a path out of it, not a symlink
+    planted under a picture's name; GET and HEAD only; ``/metrics`` as before."""
+    cfg = load_site_config(_site_yaml(tmp_path, small_dataset, small_checkpoint,
+                                      alert_pictures={"dir": "alerts", "keep": 5}))
+    t0 = 1_800_000_000.0
+    (tmp_path / "alerts").mkdir()
+    (tmp_path / "alerts" / "floor-plan.png").write_bytes(b"someone else's")
+    daemon = Daemon(cfg, now=t0)
+    try:
+        port = daemon.start_metrics_server()
+        status, kind, body = _get(port, "/alerts")
+        before = json.loads(body)
+        assert status == 200 and kind == "application/json"
+        assert before["scored_at"] is None and before["nodes"] == [] and before["model_loaded"] is True
+        daemon.collect_once(t0 + 5)
+        with caplog.at_level("WARNING"):
+            risks = daemon.score_once(t0 + 5)  # threshold 0: both nodes alert, both are drawn
+        logged = {r.node: r for r in caplog.records if r.getMessage() == "node at risk of failing within the hour"}
+        view = json.loads(_get(port, "/alerts")[2])
+        assert view["site"] == "lab" and view["scored_at"] == t0 + 5 and view["threshold"] == 0.0
+        assert [n["node"] for n in view["nodes"]] == [r.node_id for r in sorted(risks, key=lambda r: -r.risk)]
+        for n in view["nodes"]:
+            a = logged[n["node"]]
+            assert (n["explanation"], n["cause"], n["root_reason"]) == (a.explanation, a.cause, a.root_reason)
+            assert ", ".join(n["root_causes"]) == a.root_causes and n["alerted_at"] == t0 + 5
+            assert n["cause_source"] == a.cause_source and n["picture"] == f"/alerts/pictures/{Path(a.picture).name}"
+            status, kind, png = _get(port, n["picture"])
+            assert (status, kind) == (200, "image/png") and png == Path(a.picture).read_bytes()
+            assert png[:4] == b"\x89PNG"
+            assert _get(port, n["picture"], method="HEAD")[:2] == (200, "image/png")
+        # only the daemon's own pictures, never a path out of the folder or a planted link
+        (tmp_path / "alerts" / "20270115T080005Z-planted.png").symlink_to(tmp_path / "site.yaml")
+        for bad in ("/alerts/pictures/floor-plan.png", "/alerts/pictures/..%2Fsite.yaml",
+                    "/alerts/pictures/20270115T080005Z-planted.png", "/alerts/pictures/20270115T080005Z-gone.png",
+                    "/alerts/pictures/", "/elsewhere"):
+            status, kind, body = _get(port, bad)
+            assert status == 404 and kind == "application/json" and "error" in json.loads(body), bad
+        assert _get(port, "/alerts", method="POST")[0] == 405
+        assert b"infrabrain_node_failure_risk{" in _get(port, "/metrics")[2]
+        # a second cycle within REALERT_S: still at risk, still its last alert's picture, no new alert
+        daemon.collect_once(t0 + 6)
+        daemon.score_once(t0 + 6)
+        again = json.loads(_get(port, "/alerts")[2])
+        assert again["scored_at"] == t0 + 6
+        assert {n["node"]: (n["alerted_at"], n["picture"]) for n in again["nodes"]} == {
+            n["node"]: (n["alerted_at"], n["picture"]) for n in view["nodes"]}
+    finally:
+        daemon.close()
+    quiet = Daemon(cfg.model_copy(update={"alert_threshold": 1.0}), now=t0)  # nobody at risk
+    try:
+        port = quiet.start_metrics_server()
+        quiet.score_once(t0 + 6)
+        view = json.loads(_get(port, "/alerts")[2])
+        assert view["scored"] == 2 and view["nodes"] == []
+    finally:
+        quiet.close()
 
 
 def test_client_explain_reads_back_from_the_store_what_the_daemon_scored(
