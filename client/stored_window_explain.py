@@ -37,9 +37,9 @@ def explain_stored_window(cfg: SiteConfig, at: int | None = None, top: int = 5,
     with ``cfg``'s checkpoint and explain its ``top`` riskiest nodes. Returns ``t`` (the window's end), ``site``,
     ``after_until`` (how far past ``t`` the store reaches, at most an hour: where ``after`` stops looking),
     ``scored`` (how many nodes had a score) and ``nodes``: per node, riskiest first, ``node_id``, ``risk``,
-    ``cause``, ``explanation``, ``root_causes``, ``root_reason``, ``after`` (the events the store holds on the node
-    or its GPUs in the hour after the window: ``t``, ``component_id``, ``event``, ``xid``, ``detail``) and, with
-    ``plot_dir``, ``picture``.
+    ``cause`` and ``cause_source`` (as the daemon gives them), ``explanation``, ``root_causes``, ``root_reason``,
+    ``after`` (the events the store holds on the node or its GPUs in the hour after the window: ``t``,
+    ``component_id``, ``event``, ``xid``, ``detail``) and, with ``plot_dir``, ``picture``.
 
     Raises ``ValueError`` naming what is wrong: no checkpoint in ``site.yaml``, an empty store, ``at`` outside the
     stored time, a window with data in fewer than half of the model's steps, or a checkpoint at another cadence."""
@@ -81,8 +81,8 @@ def explain_stored_window(cfg: SiteConfig, at: int | None = None, top: int = 5,
     risks = sorted(scorer.score(window), key=lambda r: -r.risk)
     pictures = AlertPictures(plot_dir, keep=None) if plot_dir is not None else None
     explained = scorer.explain(risks[:top], pictures=pictures, now=end)
-    nodes = [{"node_id": r.node_id, "risk": r.risk, "cause": r.top_cause, "explanation": r.explanation,
-              "root_causes": list(r.root_causes), "root_reason": r.root_reason,
+    nodes = [{"node_id": r.node_id, "risk": r.risk, "cause": r.top_cause, "cause_source": r.cause_source,
+              "explanation": r.explanation, "root_causes": list(r.root_causes), "root_reason": r.root_reason,
               "after": _events_on(later, r.node_id), **({"picture": r.picture} if r.picture else {})}
              for r in explained]
     return {"site": cfg.site, "t": end, "after_until": min(int(info.t_max), end + AFTER_S), "scored": len(risks),

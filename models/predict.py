@@ -104,6 +104,7 @@ def predict_window(
         e = explain_node(model, item, graph, ckpt.feature_set, r["node"], win, metric_names, cadence_s, prior=prior,
                          node_logits=node_logits, own_tails=own_tails, naming=naming)
         r["explanation"] = e.quoting(r["risk"])
+        r["cause_named"] = e.cause_named  # the group the sentence names (the daemon's cause); None: it names none
         r["root_causes"] = [str(graph.component_ids[c]) for c in e.ranked_components()[:3]]
         r["root_cause_evidence"] = root_cause_evidence(e, graph)
         r["contributors"] = [{"component_id": c.component_id, "kind": c.kind, "score": c.score, "metric": c.metric,

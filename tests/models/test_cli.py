@@ -113,6 +113,7 @@ def test_train_evaluate_predict(dataset, tmp_path, capsys, monkeypatch):
     # ... flagged as unchecked where the card's check has no verdict on that group (follow-up 38)
     assert (f", likely {top['cause']} ({probs[top['cause']]:.2f}; unchecked: it named {top['cause']} on no "
             "validation row)") in top["explanation"]
+    assert top["cause_named"] == top["cause"]  # what the sentence names, the cause the daemon's /alerts gives
     # the three likeliest roots among the node's candidates (itself, its GPUs, its rack's infrastructure)
     roots = top["root_causes"]
     assert len(set(roots)) == 3 and all(c.startswith(top["node_id"]) for c in roots if "-n" in c), roots
