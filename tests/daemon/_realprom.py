@@ -85,34 +85,24 @@ class DcgmExporter:
         self.server.server_close()
 
 
-class RealPrometheus:
-    """Prometheus and node_exporter subprocesses scraping the DCGM exporter and node_exporter every second."""
+class _PrometheusProcesses:
+    """A Prometheus subprocess (and any exporters beside it) on loopback: start, wait until ready, stop."""
 
-    def __init__(self, workdir: Path, dcgm: DcgmExporter) -> None:
+    def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.node_port = free_port()
         self.port = free_port()
         self.procs: list[subprocess.Popen] = []
-        self.procs.append(subprocess.Popen(
-            ["prometheus-node-exporter", f"--web.listen-address=127.0.0.1:{self.node_port}",
-             "--collector.disable-defaults", "--collector.loadavg", "--collector.meminfo", "--collector.hwmon",
-             "--collector.netdev", "--collector.filesystem"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        ))
-        config = workdir / "prometheus.yml"
-        config.write_text(
-            "global: {scrape_interval: 1s, evaluation_interval: 1s, scrape_timeout: 900ms}\n"
-            "scrape_configs:\n"
-            f"  - job_name: dcgm\n    static_configs: [{{targets: ['127.0.0.1:{dcgm.port}']}}]\n"
-            f"  - job_name: node\n    static_configs: [{{targets: ['127.0.0.1:{self.node_port}']}}]\n"
-        )
-        self.procs.append(subprocess.Popen(
-            ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={workdir / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-            stdout=subprocess.DEVNULL, stderr=(workdir / "prometheus.log").open("w"),
-        ))
         self.url = f"http://127.0.0.1:{self.port}"
-        self.node_instance = f"127.0.0.1:{self.node_port}"
+
+    def _start_prometheus(self, config: str) -> None:
+        """Write ``config`` as prometheus.yml and start Prometheus on it."""
+        path = self.workdir / "prometheus.yml"
+        path.write_text(config)
+        self.procs.append(subprocess.Popen(
+            ["prometheus", f"--config.file={path}", f"--storage.tsdb.path={self.workdir / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
+            stdout=subprocess.DEVNULL, stderr=(self.workdir / "prometheus.log").open("w"),
+        ))
 
     def wait_ready(self, timeout_s: float = 30.0) -> None:
         deadline = time.time() + timeout_s
@@ -130,6 +120,56 @@ class RealPrometheus:
             time.sleep(0.2)
         raise RuntimeError("Prometheus did not become ready")
 
+    def close(self) -> None:
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+class RulesPrometheus(_PrometheusProcesses):
+    """Prometheus scraping ``targets`` (job -> host:port) every second and evaluating ``rule_files`` every second:
+    the operator's alerting rules run by the real engine."""
+
+    def __init__(self, workdir: Path, targets: dict[str, str], rule_files: list[Path]) -> None:
+        super().__init__(workdir)
+        jobs = "".join(f"  - job_name: {job}\n    static_configs: [{{targets: ['{addr}']}}]\n"
+                       for job, addr in targets.items())
+        self._start_prometheus(
+            "global: {scrape_interval: 1s, evaluation_interval: 1s, scrape_timeout: 900ms}\n"
+            f"rule_files: [{', '.join(repr(str(f)) for f in rule_files)}]\n"
+            f"scrape_configs:\n{jobs}")
+
+    def alerts(self) -> list[dict]:
+        """The alerts Prometheus holds now (pending and firing), from its HTTP API."""
+        with urllib.request.urlopen(f"{self.url}/api/v1/alerts", timeout=2) as r:
+            return json.loads(r.read())["data"]["alerts"]
+
+
+class RealPrometheus(_PrometheusProcesses):
+    """Prometheus and node_exporter subprocesses scraping the DCGM exporter and node_exporter every second."""
+
+    def __init__(self, workdir: Path, dcgm: DcgmExporter) -> None:
+        super().__init__(workdir)
+        self.node_port = free_port()
+        self.procs.append(subprocess.Popen(
+            ["prometheus-node-exporter", f"--web.listen-address=127.0.0.1:{self.node_port}",
+             "--collector.disable-defaults", "--collector.loadavg", "--collector.meminfo", "--collector.hwmon",
+             "--collector.netdev", "--collector.filesystem"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ))
+        self._start_prometheus(
+            "global: {scrape_interval: 1s, evaluation_interval: 1s, scrape_timeout: 900ms}\n"
+            "scrape_configs:\n"
+            f"  - job_name: dcgm\n    static_configs: [{{targets: ['127.0.0.1:{dcgm.port}']}}]\n"
+            f"  - job_name: node\n    static_configs: [{{targets: ['127.0.0.1:{self.node_port}']}}]\n"
+        )
+        self.node_instance = f"127.0.0.1:{self.node_port}"
+
     def wait_samples(self, query: str, n: int, timeout_s: float = 30.0) -> None:
         """Until ``query`` has at least ``n`` samples over the last minute (all targets scraped)."""
         deadline = time.time() + timeout_s
@@ -141,16 +181,6 @@ class RealPrometheus:
                 return
             time.sleep(0.25)
         raise RuntimeError(f"Prometheus never had {n} samples of {query}")
-
-    def close(self) -> None:
-        for p in self.procs:
-            p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
 
 
 class SlowServer:

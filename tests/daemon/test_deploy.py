@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
+import time
 from pathlib import Path
+
+import pytest
+import yaml
 
 from prometheus_client import generate_latest
 
@@ -42,6 +48,87 @@ def test_dashboard_uses_only_exported_metrics() -> None:
     labels = {k for f in m.registry.collect() if f.name == "infrabrain_node_top_cause" for s in f.samples
               for k in s.labels}
     assert labels - {"site"} <= placed.keys(), labels - {"site"} - placed.keys()
+
+
+def _exported_names(m: DaemonMetrics) -> set[str]:
+    """Every series name the daemon's registry can export (a counter's with its ``_total``)."""
+    fams = list(m.registry.collect())
+    return {f.name for f in fams} | {f"{f.name}_total" for f in fams if f.type == "counter"}
+
+
+def test_alerting_rules_are_valid_and_read_only_exported_metrics() -> None:
+    """deploy/prometheus-alerts.yml: promtool accepts it, and every series it reads is one the daemon exports."""
+    rules = yaml.safe_load((DEPLOY / "prometheus-alerts.yml").read_text())
+    exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    used = {name for e in exprs for name in re.findall(r"infrabrain_[a-z_]+", e)}
+    assert used and used <= _exported_names(DaemonMetrics("lab")), used - _exported_names(DaemonMetrics("lab"))
+    if shutil.which("promtool") is None:
+        pytest.skip("promtool (the prometheus package) is not installed")
+    out = subprocess.run(["promtool", "check", "rules", str(DEPLOY / "prometheus-alerts.yml")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and f"SUCCESS: {len(exprs)} rules found" in out.stdout, out.stdout + out.stderr
+
+
+@pytest.mark.skipif(shutil.which("prometheus") is None, reason="needs the prometheus binary (Debian package)")
+def test_a_real_prometheus_fires_the_node_at_risk_alert_with_the_daemons_cause(
+        tmp_path: Path, small_dataset: Path, small_checkpoint: Path) -> None:
+    """A real Prometheus scraping a real daemon's /metrics with deploy/prometheus-alerts.yml: each node at or above
+    the threshold fires InfrabrainNodeAtRisk carrying the cause, component, metric and source that the daemon's
+    /alerts gives it, its risk as the value, and the address of /alerts; the NVML collector (no driver here) is
+    down and its alert pending, not firing, within its 5 minutes."""
+    from _realprom import RulesPrometheus
+
+    from infrabrain.client.config import load_site_config
+    from infrabrain.client.daemon import Daemon
+
+    topo = tmp_path / "topology.yaml"
+    from infrabrain.cli import main as cli_main
+
+    assert cli_main(["client", "topology-from-sim", str(small_dataset), "--out", str(topo)]) == 0
+    (tmp_path / "site.yaml").write_text(yaml.safe_dump({
+        "site": "lab", "topology": "topology.yaml", "cadence_s": 60, "alert_threshold": 0.0,
+        "store": {"path": "store.db"}, "metrics": {"host": "127.0.0.1", "port": 0},
+        "model": {"checkpoint": str(small_checkpoint)},
+        "collectors": {"nvml": {"node_id": "r00-n00"}, "replay": {"dataset": str(small_dataset), "speed": 300}}}))
+    t0 = 1_800_000_000.0
+    daemon = Daemon(load_site_config(tmp_path / "site.yaml"), now=t0)
+    prom = None
+    try:
+        port = daemon.start_metrics_server()
+        daemon.collect_once(t0 + 5)
+        assert len(daemon.score_once(t0 + 5)) == 2  # threshold 0: both nodes at risk
+        view = {n["node"]: n for n in daemon.alert_view()["nodes"]}
+        (tmp_path / "prom").mkdir()
+        prom = RulesPrometheus(tmp_path / "prom", {"infrabrain": f"127.0.0.1:{port}"},
+                               [DEPLOY / "prometheus-alerts.yml"])
+        prom.wait_ready()
+        deadline = time.time() + 30
+        alerts: list[dict] = []
+        while time.time() < deadline:
+            alerts = prom.alerts()
+            firing = [a for a in alerts if a["labels"]["alertname"] == "InfrabrainNodeAtRisk"]
+            if len(firing) == 2 and any(a["labels"]["alertname"] == "InfrabrainCollectorDown" for a in alerts):
+                break
+            time.sleep(0.5)
+        at_risk = {a["labels"]["node"]: a for a in alerts if a["labels"]["alertname"] == "InfrabrainNodeAtRisk"}
+        assert at_risk.keys() == view.keys() == {"r00-n00", "r00-n01"}, alerts
+        for node, a in at_risk.items():
+            n = view[node]
+            assert a["state"] == "firing"
+            assert {k: a["labels"][k] for k in ("cause", "component", "metric", "source", "rack", "site")} == {
+                "cause": n["cause"], "component": n["component"], "metric": n["metric"],
+                "source": n["cause_source"], "rack": n["rack"], "site": "lab"}
+            assert float(a["value"]) == pytest.approx(n["risk"], rel=1e-6)
+            assert a["annotations"]["description"].endswith(f"http://127.0.0.1:{port}/alerts")
+            assert a["annotations"]["summary"].startswith(f"{node} (rack r00, site lab) at risk {n['risk']:.2f}")
+        down = [a for a in alerts if a["labels"]["alertname"] == "InfrabrainCollectorDown"]
+        assert [(a["labels"]["collector"], a["state"]) for a in down] == [("nvml", "pending")]
+        assert not [a for a in alerts if a["labels"]["alertname"] in ("InfrabrainScoringStale", "InfrabrainNoModel",
+                                                                       "InfrabrainStoreErrors")]
+    finally:
+        if prom is not None:
+            prom.close()
+        daemon.close()
 
 
 def test_systemd_unit_runs_the_real_cli() -> None:
