@@ -12,12 +12,13 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import GaugeMetricFamily
 
 from infrabrain.client.collectors.base import Collector, CollectorHealth, run_collector
 from infrabrain.client.config import SiteConfig
@@ -50,22 +51,50 @@ class RiskScorer(Protocol):
         """Per-node risks from ``{kind: [window_steps, n_kind, F]}`` (columns in ``metric_names`` order)."""
 
 
+class NodeSeries:
+    """The per-node series of one scoring cycle (risk, cause, deviation), replaced whole.
+
+    A gauge cleared and then set node by node can be scraped half-way: a node missing from one scrape resolves
+    its Prometheus alert and fires it again a scrape later (a second notification), and a node seen with two
+    causes breaks the alerting rule's join. Here a scrape reads one cycle's tuple, never a mix."""
+
+    def __init__(self, site: str) -> None:
+        self.site = site
+        self._risks: tuple[NodeRisk, ...] = ()
+
+    def replace(self, risks: Sequence[NodeRisk]) -> None:
+        """This cycle's risks in place of the last cycle's (one reference swap)."""
+        self._risks = tuple(risks)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        """The three families, from one cycle's risks (prometheus_client's custom-collector protocol)."""
+        risks = self._risks
+        risk = GaugeMetricFamily("infrabrain_node_failure_risk", "Probability that the node fails within the next hour",
+                                 labels=["site", "node", "rack"])
+        cause = GaugeMetricFamily("infrabrain_node_top_cause",
+                                  "1 for the node's most likely cause and its signal: what its alert sentence says "
+                                  "(source model) for a node at or above the alert threshold, else its strongest "
+                                  "abnormal signal (source signal)",
+                                  labels=["site", "node", "rack", "cause", "component", "metric", "source"])
+        deviation = GaugeMetricFamily("infrabrain_node_top_signal_deviation",
+                                      "Normalised deviation of the metric infrabrain_node_top_cause names",
+                                      labels=["site", "node"])
+        for r in risks:
+            risk.add_metric([self.site, r.node_id, r.rack], r.risk)
+            cause.add_metric([self.site, r.node_id, r.rack, r.top_cause, r.component_id, r.metric, r.cause_source],
+                             1.0)
+            deviation.add_metric([self.site, r.node_id], r.deviation)
+        yield from (risk, cause, deviation)
+
+
 class DaemonMetrics:
     """The daemon's Prometheus metrics (own registry: nothing of the process leaks in by accident)."""
 
     def __init__(self, site: str) -> None:
         self.site = site
         r = self.registry = CollectorRegistry()
-        self.risk = Gauge("infrabrain_node_failure_risk", "Probability that the node fails within the next hour",
-                          ["site", "node", "rack"], registry=r)
-        self.cause = Gauge("infrabrain_node_top_cause",
-                           "1 for the node's most likely cause and its signal: what its alert sentence says "
-                           "(source model) for a node at or above the alert threshold, else its strongest "
-                           "abnormal signal (source signal)",
-                           ["site", "node", "rack", "cause", "component", "metric", "source"], registry=r)
-        self.deviation = Gauge("infrabrain_node_top_signal_deviation",
-                               "Normalised deviation of the metric infrabrain_node_top_cause names",
-                               ["site", "node"], registry=r)
+        self.nodes = NodeSeries(site)
+        r.register(self.nodes)
         self.collector_up = Gauge("infrabrain_collector_up", "1 when the collector's last pass succeeded",
                                   ["site", "collector"], registry=r)
         self.collector_last = Gauge("infrabrain_collector_last_success_timestamp_seconds",
@@ -123,15 +152,8 @@ class DaemonMetrics:
             self.anomaly.labels(self.site, a.node_id).set(a.score)
 
     def update_risks(self, risks: Sequence[NodeRisk]) -> None:
-        """Replace the per-node gauges with this cycle's scores."""
-        self.risk.clear()
-        self.cause.clear()
-        self.deviation.clear()
-        for r in risks:
-            self.risk.labels(self.site, r.node_id, r.rack).set(r.risk)
-            self.cause.labels(self.site, r.node_id, r.rack, r.top_cause, r.component_id, r.metric,
-                              r.cause_source).set(1.0)
-            self.deviation.labels(self.site, r.node_id).set(r.deviation)
+        """Replace the per-node series with this cycle's scores (at once: :class:`NodeSeries`)."""
+        self.nodes.replace(risks)
 
 
 def _finite(value: float) -> float | None:

@@ -238,6 +238,31 @@ def test_the_cause_an_explained_node_carries_is_its_sentences(tmp_path: Path, sm
     assert scorer._sentence_cause(Explanation("r00-n00", 0.9, []), heuristic, dev) == {}
 
 
+def test_a_scrape_reads_one_cycles_node_series_never_a_mix() -> None:
+    """The per-node series are replaced whole: a scrape that began before a cycle's update reads the old cycle
+    in every family, one that begins after reads the new one; a node is never missing from one family or seen
+    with two causes (which would resolve and re-fire its Prometheus alert, or break the rule's join)."""
+    from infrabrain.client.daemon import DaemonMetrics
+    from infrabrain.client.scoring import NodeRisk
+
+    m = DaemonMetrics("lab")
+    old = [NodeRisk(f"r00-n{i:02d}", "r00", 0.9, "thermal", f"r00-n{i:02d}", "node_hwmon_temp_celsius", 3.0)
+           for i in range(50)]
+    new = [NodeRisk(f"r00-n{i:02d}", "r00", 0.2, "network", f"r00-n{i:02d}", "node_network_receive_errs_total", 1.0,
+                    cause_source="model") for i in range(1, 51)]
+    m.update_risks(old)
+    scrape = m.nodes.collect()
+    first = next(scrape)  # the scrape has begun ...
+    m.update_risks(new)  # ... when the next cycle lands
+    families = {f.name: f for f in (first, *scrape)}
+    assert {s.labels["node"] for s in families["infrabrain_node_failure_risk"].samples} == {r.node_id for r in old}
+    assert {(s.labels["node"], s.labels["cause"]) for s in families["infrabrain_node_top_cause"].samples} == {
+        (r.node_id, "thermal") for r in old}
+    after = {f.name: f for f in m.nodes.collect()}
+    assert [s.value for s in after["infrabrain_node_failure_risk"].samples] == [0.2] * 50
+    assert {s.labels["source"] for s in after["infrabrain_node_top_cause"].samples} == {"model"}
+
+
 def test_cli_collect_once_and_store_info(tmp_path: Path, small_dataset: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     cfg = _site_yaml(tmp_path, small_dataset, None)
