@@ -441,9 +441,13 @@ class Daemon:
         explain = getattr(self.scorer, "explain", None)
         explained = {r.node_id: r for r in at_risk}
         if at_risk and callable(explain):
-            done = (explain(at_risk, pictures=self.pictures, now=now, draw=due_ids) if self.pictures is not None
-                    else explain(at_risk))
-            explained = {r.node_id: r for r in done}
+            # the scorer explains at most max_explained nodes: the alerts due first (their log lines quote the
+            # sentence), then the others at risk, riskiest first
+            ranked = sorted(at_risk, key=lambda r: (r.node_id not in due_ids, -r.risk))
+            ranked = ranked[: getattr(self.scorer, "max_explained", len(ranked))]
+            done = (explain(ranked, pictures=self.pictures, now=now, draw=due_ids) if self.pictures is not None
+                    else explain(ranked))
+            explained.update({r.node_id: r for r in done})
         due = [explained[r.node_id] for r in at_risk if r.node_id in due_ids]
         for r in due:
             self._alerted[r.node_id] = now

@@ -211,6 +211,36 @@ def test_an_at_risk_nodes_cause_on_metrics_is_its_alert_sentences_between_alerts
         quiet.close()
 
 
+def test_an_alert_due_is_explained_before_a_riskier_node_already_alerted(
+        tmp_path: Path, small_dataset: Path, small_checkpoint: Path, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scorer explains at most ``max_explained`` nodes a cycle. The alerts due come first, so a new alert's
+    log line quotes its sentence even where riskier nodes, alerted before, are still at risk."""
+    from infrabrain.models import explain as explain_module
+
+    monkeypatch.setattr(explain_module, "MIN_QUOTED_DROP", -np.inf)  # the tiny model's drops: quote them anyway
+    cfg = load_site_config(_site_yaml(tmp_path, small_dataset, small_checkpoint))
+    t0 = 1_800_000_000.0
+    daemon = Daemon(cfg, now=t0)
+    try:
+        daemon.collect_once(t0 + 5)
+        risks = sorted(daemon.scorer.score(daemon.buffer.window(steps=int(daemon.scorer.window_steps))[1]),
+                       key=lambda r: -r.risk)
+        riskier, lower = risks
+        assert riskier.risk > lower.risk
+        daemon.scorer.max_explained = 1
+        daemon.cfg = cfg.model_copy(update={"alert_threshold": (riskier.risk + lower.risk) / 2})
+        with caplog.at_level("WARNING"):
+            daemon.score_once(t0 + 5)  # only the riskier node is at risk: it alerts
+            daemon.cfg = cfg.model_copy(update={"alert_threshold": 0.0})
+            daemon.score_once(t0 + 6)  # now the lower one is due too; the riskier one alerted a second ago
+        alerts = [r for r in caplog.records if r.getMessage() == "node at risk of failing within the hour"]
+        assert [a.node for a in alerts] == [riskier.node_id, lower.node_id]
+        assert all(a.explanation.startswith(f"node {a.node} at risk") and a.cause_source == "model" for a in alerts)
+    finally:
+        daemon.close()
+
+
 def test_the_cause_an_explained_node_carries_is_its_sentences(tmp_path: Path, small_dataset: Path,
                                                               small_checkpoint: Path) -> None:
     """The group the sentence names, else its first quoted metric's; that component and metric; a named group
