@@ -431,8 +431,12 @@ class Daemon:
         at_risk, due_ids = [], set()
         for r in risks:
             if r.risk < threshold:
-                self._alerted.pop(r.node_id, None)
+                last = self._alerted.pop(r.node_id, None)
                 self._pictures.pop(r.node_id, None)
+                if last is not None:  # the alert's end, for a log pipeline that pairs it with its start
+                    log.info("node no longer at risk", extra={"node": r.node_id, "rack": r.rack,
+                                                              "risk": round(r.risk, 4), "threshold": threshold,
+                                                              "last_alert": last})
                 continue
             at_risk.append(r)
             last = self._alerted.get(r.node_id)

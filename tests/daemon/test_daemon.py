@@ -211,11 +211,12 @@ def test_an_at_risk_nodes_cause_on_metrics_is_its_alert_sentences_between_alerts
         quiet.close()
 
 
-def test_an_alert_due_is_explained_before_a_riskier_node_already_alerted(
+def test_an_alert_due_is_explained_before_a_riskier_node_already_alerted_and_its_end_is_logged(
         tmp_path: Path, small_dataset: Path, small_checkpoint: Path, caplog: pytest.LogCaptureFixture,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The scorer explains at most ``max_explained`` nodes a cycle. The alerts due come first, so a new alert's
-    log line quotes its sentence even where riskier nodes, alerted before, are still at risk."""
+    log line quotes its sentence even where riskier nodes, alerted before, are still at risk. A node that drops
+    below the threshold logs "node no longer at risk" once."""
     from infrabrain.models import explain as explain_module
 
     monkeypatch.setattr(explain_module, "MIN_QUOTED_DROP", -np.inf)  # the tiny model's drops: quote them anyway
@@ -237,6 +238,14 @@ def test_an_alert_due_is_explained_before_a_riskier_node_already_alerted(
         alerts = [r for r in caplog.records if r.getMessage() == "node at risk of failing within the hour"]
         assert [a.node for a in alerts] == [riskier.node_id, lower.node_id]
         assert all(a.explanation.startswith(f"node {a.node} at risk") and a.cause_source == "model" for a in alerts)
+        # below the threshold again (two cycles): each alert's end is logged once, with when it was last raised
+        daemon.cfg = cfg.model_copy(update={"alert_threshold": 1.0})
+        with caplog.at_level("INFO"):
+            daemon.score_once(t0 + 7)
+            daemon.score_once(t0 + 8)
+        ended = [r for r in caplog.records if r.getMessage() == "node no longer at risk"]
+        assert sorted((r.node, r.last_alert) for r in ended) == sorted([(riskier.node_id, t0 + 5),
+                                                                         (lower.node_id, t0 + 6)])
     finally:
         daemon.close()
 
