@@ -20,6 +20,7 @@ import json
 import re
 import socket
 import stat
+import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -28,6 +29,10 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
+
+from infrabrain.logs import get_logger
+
+log = get_logger("client.daemon_http")
 
 #: A picture's name as :class:`~infrabrain.client.alert_pictures.AlertPictures` writes it: its UTC time, then the
 #: node id made a safe file name part (:func:`~infrabrain.models.explanation_plot.file_stem`).
@@ -94,8 +99,16 @@ def _picture(folder: Path | None, name: str) -> bytes | None:
         return None
 
 
+#: Seconds a connection may stay silent before the server drops it: a client that connects and sends nothing
+#: (or sends slowly) holds a thread, and without a limit enough of them would hold the daemon's HTTP for good.
+REQUEST_TIMEOUT_S = 10.0
+
+
 class _QuietHandler(WSGIRequestHandler):
-    """No access log on stderr (the daemon logs JSON lines there)."""
+    """No access log on stderr (the daemon logs JSON lines there); silent connections dropped after
+    :data:`REQUEST_TIMEOUT_S`."""
+
+    timeout = REQUEST_TIMEOUT_S
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's signature
         pass
@@ -110,6 +123,13 @@ def serve_daemon_http(host: str, port: int, app: Callable[[dict[str, Any], Start
     class _Server(ThreadingMixIn, WSGIServer):
         daemon_threads = True
         address_family = family
+
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            """A dropped or timed-out connection is the client's business; anything else is logged as one JSON
+            line (socketserver would print a traceback among the daemon's log lines)."""
+            exc = sys.exc_info()[1]
+            if not isinstance(exc, (TimeoutError, ConnectionError)):
+                log.warning("daemon HTTP request failed", extra={"client": str(client_address[0]), "error": repr(exc)})
 
     server = make_server(host, port, app, server_class=_Server, handler_class=_QuietHandler)
     threading.Thread(target=server.serve_forever, name="daemon-http", daemon=True).start()

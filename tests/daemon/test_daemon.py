@@ -410,11 +410,12 @@ def _get(port: int, path: str, method: str = "GET") -> tuple[int, str, bytes]:
 
 
 def test_alerts_endpoint_serves_what_the_alerts_say_and_only_the_daemons_pictures(
-        tmp_path: Path, small_dataset: Path, small_checkpoint: Path, caplog: pytest.LogCaptureFixture) -> None:
+        tmp_path: Path, small_dataset: Path, small_checkpoint: Path, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
     """``/alerts`` on the metrics address: the last cycle's nodes at risk, riskiest first, with the alert log's
     words, cause and roots, and the address of each alert's picture, which ``/alerts/pictures/`` serves. It
     serves the daemon's own pictures only: not another file in the folder, not a path out of it, not a symlink
-    planted under a picture's name; GET and HEAD only; ``/metrics`` as before."""
+    planted under a picture's name; GET and HEAD only; a silent connection is dropped; ``/metrics`` as before."""
     cfg = load_site_config(_site_yaml(tmp_path, small_dataset, small_checkpoint,
                                       alert_pictures={"dir": "alerts", "keep": 5}))
     t0 = 1_800_000_000.0
@@ -451,6 +452,18 @@ def test_alerts_endpoint_serves_what_the_alerts_say_and_only_the_daemons_picture
             status, kind, body = _get(port, bad)
             assert status == 404 and kind == "application/json" and "error" in json.loads(body), bad
         assert _get(port, "/alerts", method="POST")[0] == 405
+        # a client that connects and says nothing is dropped, and the others are still served meanwhile
+        import socket
+
+        from infrabrain.client import daemon_http
+
+        monkeypatch.setattr(daemon_http._QuietHandler, "timeout", 0.5)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as idle:
+            assert _get(port, "/alerts")[0] == 200
+            started = time.time()
+            assert idle.recv(1) == b"" and time.time() - started < 4  # closed by the server, not by our timeout
+        time.sleep(0.2)
+        assert "Traceback" not in capfd.readouterr().err  # the timeout is no error worth a traceback
         assert b"infrabrain_node_failure_risk{" in _get(port, "/metrics")[2]
         # a second cycle within REALERT_S: still at risk, still its last alert's picture, no new alert
         daemon.collect_once(t0 + 6)
