@@ -1,6 +1,7 @@
 """``infrabrain client ...``: run the on-prem daemon and inspect what it collected.
 
 Subcommands: ``run`` (the daemon), ``collect-once`` (one pass of every collector into the store),
+``alerts`` (the running daemon's nodes at risk now, from its ``/alerts``),
 ``explain`` (what the site's model says of a past hour, from the store), ``store-info`` (size, counts, integrity
 of a store), ``check-topology`` (validate a topology YAML),
 ``topology-from-sim`` (write the topology YAML of a simulated site, for replay and examples).
@@ -42,6 +43,18 @@ def register(subparsers: Any) -> None:
     src.add_argument("--store", help="path of a store file")
     info.add_argument("--no-check", action="store_true", help="skip the (slow on big stores) integrity check")
     info.set_defaults(handler=_store_info)
+
+    alerts = sub.add_parser(
+        "alerts", help="the running daemon's nodes at risk now, with what each alert says",
+        description="Read the running daemon's /alerts (site.yaml's metrics address) and print each node at or "
+                    "above the alert threshold, riskiest first: its sentence, likeliest roots, when it was last "
+                    "alerted and the address of its picture.")
+    src = alerts.add_mutually_exclusive_group(required=True)
+    src.add_argument("--config", help="site.yaml (its metrics.host and metrics.port)")
+    src.add_argument("--url", help="the daemon's address instead, e.g. http://10.0.0.5:9464")
+    alerts.add_argument("--json", action="store_true", help="print /alerts' JSON as it came")
+    alerts.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the daemon (default 5)")
+    alerts.set_defaults(handler=_alerts)
 
     expl = sub.add_parser(
         "explain", help="what the site's model says of a past hour, read back from the site's store",
@@ -102,6 +115,54 @@ def _epoch_seconds(text: str) -> int:
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     return int(when.timestamp())
+
+
+def _daemon_url(args: argparse.Namespace) -> str:
+    """The running daemon's address: ``--url``, or site.yaml's metrics address (a wildcard host read locally)."""
+    if args.url:
+        return args.url.rstrip("/")
+    from infrabrain.client.config import load_site_config
+
+    m = load_site_config(args.config).metrics
+    if m.port == 0:
+        raise ValueError("site.yaml's metrics.port is 0 (a free port picked at start, logged as 'serving /metrics'): "
+                         "give that port with --url http://HOST:PORT")
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(m.host, m.host)
+    return f"http://[{host}]:{m.port}" if ":" in host else f"http://{host}:{m.port}"
+
+
+def _alerts(args: argparse.Namespace) -> int:
+    import time
+    import urllib.error
+    import urllib.request
+
+    url = _daemon_url(args)
+    try:
+        with urllib.request.urlopen(f"{url}/alerts", timeout=args.timeout) as r:
+            view = json.loads(r.read())
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise ValueError(f"no /alerts from the daemon at {url} ({exc}); is `infrabrain client run` running there?") \
+            from exc
+    if args.json:
+        print(json.dumps(view))
+        return 0
+    if view.get("scored_at") is None:
+        print(f"site {view.get('site')}: nothing scored yet"
+              + ("" if view.get("model_loaded") else " (no predictor checkpoint loaded)"))
+        return 0
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(view["scored_at"]))
+    nodes = view.get("nodes", [])
+    print(f"site {view['site']}, scored {when}: {len(nodes)} of {view['scored']} node(s) at or above the alert "
+          f"threshold {view['threshold']:.2f}")
+    for n in nodes:
+        print(n["explanation"])
+        if n["root_causes"]:
+            print(f"  likeliest roots: {', '.join(n['root_causes'])}; first because {n['root_reason']}")
+        if n.get("alerted_at") is not None:
+            print(f"  alerted {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(n['alerted_at']))}")
+        if n.get("picture"):
+            print(f"  picture: {url}{n['picture']}")
+    return 0
 
 
 def _explain(args: argparse.Namespace) -> int:

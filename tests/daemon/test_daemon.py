@@ -452,6 +452,17 @@ def test_alerts_endpoint_serves_what_the_alerts_say_and_only_the_daemons_picture
             status, kind, body = _get(port, bad)
             assert status == 404 and kind == "application/json" and "error" in json.loads(body), bad
         assert _get(port, "/alerts", method="POST")[0] == 405
+        # `infrabrain client alerts` prints them for a person, or passes the JSON on
+        capfd.readouterr()
+        assert cli_main(["client", "alerts", "--url", f"http://127.0.0.1:{port}/", "--json"]) == 0
+        assert json.loads(capfd.readouterr().out) == view | {"model_loaded": True}
+        assert cli_main(["client", "alerts", "--url", f"http://127.0.0.1:{port}"]) == 0
+        printed = capfd.readouterr().out
+        assert printed.startswith("site lab, scored 2027-01-15T08:00:05Z: 2 of 2 node(s) at or above the alert "
+                                  "threshold 0.00\n")
+        for n in view["nodes"]:
+            assert f"{n['explanation']}\n  likeliest roots: {', '.join(n['root_causes'])}" in printed
+            assert f"  picture: http://127.0.0.1:{port}{n['picture']}\n" in printed
         # a client that connects and says nothing is dropped, and the others are still served meanwhile
         import socket
 
@@ -474,6 +485,11 @@ def test_alerts_endpoint_serves_what_the_alerts_say_and_only_the_daemons_picture
             n["node"]: (n["alerted_at"], n["picture"]) for n in view["nodes"]}
     finally:
         daemon.close()
+    capfd.readouterr()
+    assert cli_main(["client", "alerts", "--url", f"http://127.0.0.1:{port}", "--timeout", "2"]) == 2  # stopped
+    assert f"no /alerts from the daemon at http://127.0.0.1:{port}" in capfd.readouterr().err
+    assert cli_main(["client", "alerts", "--config", str(tmp_path / "site.yaml")]) == 2  # port 0: say which
+    assert "metrics.port is 0" in capfd.readouterr().err
     quiet = Daemon(cfg.model_copy(update={"alert_threshold": 1.0}), now=t0)  # nobody at risk
     try:
         port = quiet.start_metrics_server()
