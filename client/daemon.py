@@ -77,7 +77,8 @@ class NodeSeries:
                                   "abnormal signal (source signal)",
                                   labels=["site", "node", "rack", "cause", "component", "metric", "source"])
         deviation = GaugeMetricFamily("infrabrain_node_top_signal_deviation",
-                                      "Normalised deviation of the metric infrabrain_node_top_cause names",
+                                      "Normalised deviation of the node's strongest signal (the metric "
+                                      "infrabrain_node_top_cause names, where it is abnormal)",
                                       labels=["site", "node"])
         for r in risks:
             risk.add_metric([self.site, r.node_id, r.rack], r.risk)

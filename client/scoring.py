@@ -12,8 +12,9 @@ Two levels of explanation:
 - for every node (cheap, every minute): the strongest abnormal signal around it: over the node, its GPUs and
   what it hangs on (leaf, PDU, rack, cooling), the (component, metric) whose normalised value (the predictor's
   own normalisation, training statistics) deviates most in the last time bins. Its metric gives the cause
-  group (thermal, memory, network, power, gpu, other) exported as ``top_cause``. This is an attribution
-  heuristic on the model's inputs, not a second model;
+  group (thermal, memory, network, power, gpu, other) exported as ``top_cause``; "none" where even that signal
+  is within :data:`ABNORMAL_DEVIATION` of typical. This is an attribution heuristic on the model's inputs, not a
+  second model;
 - for nodes at or above the alert threshold (at most ``max_explained`` per cycle, highest risk first): the
   predictor's own occlusion explanation (``infrabrain.models.explain.explain_node``), a sentence in raw units for
   the alert log, and its three likeliest root components (as ``predict`` reports them). Such a node's
@@ -43,6 +44,12 @@ log = get_logger("client.scoring")
 
 #: Steps at the end of the window that the explanation looks at.
 EXPLAIN_STEPS = 5
+#: How far (in the model's normalised units, training statistics) the strongest signal around a node must be
+#: from typical before it is named as the node's cause: below it the node's cause is "none". Around a quiet node
+#: the strongest of its ~150 values is about 2 by chance (median 1.8, 90th percentile 2.6 over the held-out node
+#: windows of ``bench/alert_cause.py``'s model), which had labelled most quiet nodes "thermal" by a GPU a degree
+#: above its siblings; every node window at or above the alert threshold there was at 3 or more.
+ABNORMAL_DEVIATION = 3.0
 
 _CAUSE_PATTERNS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("memory", ("ECC", "REMAP", "ROW_", "edac", "MemAvailable")),
@@ -227,7 +234,7 @@ class PredictorScorer:
             j = neigh[np.abs(best_v[neigh]).argmax()]
             names = self.feature_set.metrics_of(kinds[comp_kind[j]])
             f = int(best_f[j])
-            metric = names[f] if f < len(names) and abs(best_v[j]) > 0 else ""
+            metric = names[f] if f < len(names) and abs(best_v[j]) >= ABNORMAL_DEVIATION else ""
             out.append(NodeRisk(node_id=node_id, rack=self._rack_of.get(node_id, ""), risk=float(risk[i]),
                                 top_cause=cause_of_metric(metric) if metric else "none",
                                 component_id=str(comp_ids[j]) if metric else "", metric=metric,

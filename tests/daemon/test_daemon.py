@@ -566,6 +566,31 @@ def test_client_explain_reads_back_from_the_store_what_the_daemon_scored(
     assert "then: no event on this node in the next 60 min" in text
 
 
+def test_a_quiet_node_has_no_cause_and_an_abnormal_signal_names_one(tmp_path: Path, small_dataset: Path,
+                                                                      small_checkpoint: Path, small_run: Any) -> None:
+    """The signal heuristic names a node's strongest signal only from ABNORMAL_DEVIATION up; around a quiet node
+    the strongest of its values is about 2 by chance, which had labelled quiet nodes "thermal" by a GPU a degree
+    above its siblings. A GPU 40 C hotter than usual is named."""
+    from infrabrain.client.scoring import ABNORMAL_DEVIATION
+    from infrabrain.client.topology_file import load_topology
+
+    _site_yaml(tmp_path, small_dataset, None)
+    scorer = PredictorScorer(small_checkpoint, load_topology(tmp_path / "topology.yaml"))
+    window = {k: np.asarray(v)[-scorer.window_steps:].copy() for k, v in small_run.metrics.items()}
+    quiet = {r.node_id: r for r in scorer.score(window)}
+    assert any(r.top_cause == "none" for r in quiet.values()), quiet  # fails with no floor
+    for r in quiet.values():
+        assert (r.top_cause == "none") == (abs(r.deviation) < ABNORMAL_DEVIATION), r
+        assert (r.component_id == "" and r.metric == "") == (r.top_cause == "none"), r
+        assert r.explanation == "no abnormal signal" or r.top_cause != "none"
+    temp = list(scorer.metric_names["gpu"]).index("DCGM_FI_DEV_GPU_TEMP")
+    window["gpu"][-10:, 3, temp] += 40.0  # r00-n01's second GPU
+    hot = {r.node_id: r for r in scorer.score(window)}["r00-n01"]
+    # (its sibling may be the one named: 40 C below the GPU beside it is as far from typical)
+    assert hot.top_cause == "thermal" and hot.component_id in ("r00-n01-g0", "r00-n01-g1")
+    assert abs(hot.deviation) >= ABNORMAL_DEVIATION
+
+
 def test_cause_groups() -> None:
     assert cause_of_metric("DCGM_FI_DEV_GPU_TEMP") == "thermal"
     assert cause_of_metric("DCGM_FI_DEV_ECC_DBE_VOL_TOTAL") == "memory"
