@@ -8,7 +8,10 @@ every node) with what the alert sentence says (what ``/metrics`` now carries for
 - ``alerted``: node windows at or above the threshold;
 - ``cause_differs`` / ``component_differs`` / ``metric_differs``: how many of them the heuristic's cause group,
   component or metric differs from the sentence's;
-- ``pairs``: each (heuristic group -> sentence group) that differs, with its count.
+- ``pairs``: each (heuristic group -> sentence group) that differs, with its count;
+- ``quiet_windows``, ``quiet_deviation_median`` / ``_p90``, ``quiet_named_share``: the node windows below the
+  threshold, how far their strongest signal is from typical (normalised units), and the share the heuristic
+  still names a cause for (``scoring.ABNORMAL_DEVIATION`` and up).
 
 Run: ``.venv/bin/python bench/alert_cause.py`` (prints examples, then one JSON line). Without ``--checkpoint``
 and ``--data`` it first simulates and trains as the predictor's follow-up 40 commands do
@@ -77,6 +80,7 @@ def _measure(checkpoint: str, data: str, every: int, examples: int) -> int:
         raise SystemExit(f"{checkpoint}'s model card names no heldout_sites")
     counts: Counter[str] = Counter()
     pairs: Counter[str] = Counter()
+    quiet: list[tuple[float, bool]] = []
     shown = 0
     for site in sites:
         run = load_site(f"{data}/site={site}")
@@ -85,7 +89,9 @@ def _measure(checkpoint: str, data: str, every: int, examples: int) -> int:
         steps = np.asarray(run.metrics["gpu"]).shape[0]
         for t in range(scorer.window_steps - 1, steps, every):
             window = {k: np.asarray(v)[t - scorer.window_steps + 1: t + 1] for k, v in run.metrics.items()}
-            hot = [r for r in scorer.score(window) if r.risk >= threshold]
+            scored = scorer.score(window)
+            hot = [r for r in scored if r.risk >= threshold]
+            quiet.extend((abs(r.deviation), r.top_cause != "none") for r in scored if r.risk < threshold)
             said = {r.node_id: r for r in scorer.explain(hot)} if hot else {}
             for r in hot:
                 s = said[r.node_id]
@@ -102,10 +108,17 @@ def _measure(checkpoint: str, data: str, every: int, examples: int) -> int:
     n = counts["alerted"]
     print(f"{counts['cause_differs']} of {n} alerted node windows: the heuristic's cause group differs from "
           f"the alert sentence's; component {counts['component_differs']}, metric {counts['metric_differs']}")
+    dev = np.array([d for d, _ in quiet]) if quiet else np.zeros(0)
+    named = float(np.mean([k for _, k in quiet])) if quiet else None
+    print(f"{len(quiet)} quiet node windows: strongest signal median {np.median(dev) if quiet else float('nan'):.2f}, "
+          f"share still named {named if named is None else round(named, 4)}")
     print(json.dumps({"sites": sites, "alerted": n, "cause_differs": counts["cause_differs"],
                       "cause_differs_share": counts["cause_differs"] / n if n else None,
                       "component_differs": counts["component_differs"], "metric_differs": counts["metric_differs"],
-                      "pairs": dict(pairs.most_common())}))
+                      "pairs": dict(pairs.most_common()), "quiet_windows": len(quiet),
+                      "quiet_deviation_median": float(np.median(dev)) if quiet else None,
+                      "quiet_deviation_p90": float(np.quantile(dev, 0.9)) if quiet else None,
+                      "quiet_named_share": named}))
     return 0
 
 
