@@ -47,8 +47,9 @@ EXPLAIN_STEPS = 5
 #: How far (in the model's normalised units, training statistics) the strongest signal around a node must be
 #: from typical before it is named as the node's cause: below it the node's cause is "none". Around a quiet node
 #: the strongest of its ~150 values is about 2 by chance (median 1.8, 90th percentile 2.6 over the held-out node
-#: windows of ``bench/alert_cause.py``'s model), which had labelled most quiet nodes "thermal" by a GPU a degree
-#: above its siblings; every node window at or above the alert threshold there was at 3 or more.
+#: windows of ``bench/alert_cause.py``'s model), which had labelled quiet nodes "thermal" by a GPU's temperature
+#: above its siblings' (gpu_temp_above_siblings); every node window at or above the alert threshold there was at 3
+#: or more.
 ABNORMAL_DEVIATION = 3.0
 
 _CAUSE_PATTERNS: tuple[tuple[str, tuple[str, ...]], ...] = (

@@ -569,8 +569,8 @@ def test_client_explain_reads_back_from_the_store_what_the_daemon_scored(
 def test_a_quiet_node_has_no_cause_and_an_abnormal_signal_names_one(tmp_path: Path, small_dataset: Path,
                                                                       small_checkpoint: Path, small_run: Any) -> None:
     """The signal heuristic names a node's strongest signal only from ABNORMAL_DEVIATION up; around a quiet node
-    the strongest of its values is about 2 by chance, which had labelled quiet nodes "thermal" by a GPU a degree
-    above its siblings. A GPU 40 C hotter than usual is named."""
+    the strongest of its values is about 2 by chance, which had labelled quiet nodes "thermal" by a GPU's
+    temperature above its siblings'. A GPU 40 C hotter than usual is named."""
     from infrabrain.client.scoring import ABNORMAL_DEVIATION
     from infrabrain.client.topology_file import load_topology
 
