@@ -57,7 +57,8 @@ def daemon_http_app(registry: CollectorRegistry, alerts: Callable[[], Mapping[st
     def reply(start: StartResponse, status: str, body: bytes, content_type: str,
               head: bool) -> Iterable[bytes]:
         start(status, [("Content-Type", content_type), ("Content-Length", str(len(body))),
-                       ("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff")])
+                       ("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"),
+                       *([("Allow", "GET, HEAD")] if status.startswith("405") else [])])
         return [] if head else [body]
 
     def error(start: StartResponse, status: str, message: str, head: bool) -> Iterable[bytes]:

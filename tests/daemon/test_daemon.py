@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -399,8 +400,6 @@ def test_alerts_are_drawn_beside_the_log_and_only_the_newest_pictures_are_kept(
 
 def _get(port: int, path: str, method: str = "GET") -> tuple[int, str, bytes]:
     """``(status, content type, body)`` of one request to the daemon's HTTP server."""
-    import urllib.error
-
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
     try:
         with urllib.request.urlopen(req, timeout=5) as r:
@@ -452,6 +451,9 @@ def test_alerts_endpoint_serves_what_the_alerts_say_and_only_the_daemons_picture
             status, kind, body = _get(port, bad)
             assert status == 404 and kind == "application/json" and "error" in json.loads(body), bad
         assert _get(port, "/alerts", method="POST")[0] == 405
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/alerts", method="DELETE"))
+        assert refused.value.code == 405 and refused.value.headers["Allow"] == "GET, HEAD"
         # `infrabrain client alerts` prints them for a person, or passes the JSON on
         capfd.readouterr()
         assert cli_main(["client", "alerts", "--url", f"http://127.0.0.1:{port}/", "--json"]) == 0
