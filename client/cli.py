@@ -120,6 +120,8 @@ def _epoch_seconds(text: str) -> int:
 def _daemon_url(args: argparse.Namespace) -> str:
     """The running daemon's address: ``--url``, or site.yaml's metrics address (a wildcard host read locally)."""
     if args.url:
+        if not args.url.startswith(("http://", "https://")):
+            raise ValueError(f"--url must start with http:// or https://, got {args.url!r}")
         return args.url.rstrip("/")
     from infrabrain.client.config import load_site_config
 
@@ -136,6 +138,8 @@ def _alerts(args: argparse.Namespace) -> int:
     import urllib.error
     import urllib.request
 
+    if not args.timeout > 0:
+        raise ValueError(f"--timeout must be a positive number of seconds, got {args.timeout}")
     url = _daemon_url(args)
     try:
         with urllib.request.urlopen(f"{url}/alerts", timeout=args.timeout) as r:

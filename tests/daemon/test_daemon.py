@@ -492,6 +492,10 @@ def test_alerts_endpoint_serves_what_the_alerts_say_and_only_the_daemons_picture
     assert f"no /alerts from the daemon at http://127.0.0.1:{port}" in capfd.readouterr().err
     assert cli_main(["client", "alerts", "--config", str(tmp_path / "site.yaml")]) == 2  # port 0: say which
     assert "metrics.port is 0" in capfd.readouterr().err
+    assert cli_main(["client", "alerts", "--url", f"127.0.0.1:{port}"]) == 2
+    assert "--url must start with http:// or https://" in capfd.readouterr().err
+    assert cli_main(["client", "alerts", "--url", f"http://127.0.0.1:{port}", "--timeout", "0"]) == 2
+    assert "--timeout must be a positive number of seconds, got 0.0" in capfd.readouterr().err
     quiet = Daemon(cfg.model_copy(update={"alert_threshold": 1.0}), now=t0)  # nobody at risk
     try:
         port = quiet.start_metrics_server()
