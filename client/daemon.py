@@ -88,6 +88,28 @@ class NodeSeries:
         yield from (risk, cause, deviation)
 
 
+class NodeAnomalySeries:
+    """``infrabrain_node_anomaly_score`` of one cycle, replaced whole, as :class:`NodeSeries` is (the
+    ``InfrabrainNodeAnomalous`` rule reads it)."""
+
+    def __init__(self, site: str) -> None:
+        self.site = site
+        self._scores: tuple[tuple[str, float], ...] = ()
+
+    def replace(self, scores: Sequence[Any]) -> None:
+        """This cycle's ``NodeAnomaly`` scores in place of the last cycle's (none: the series disappear)."""
+        self._scores = tuple((str(a.node_id), float(a.score)) for a in scores)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        """The family, from one cycle's scores."""
+        fam = GaugeMetricFamily("infrabrain_node_anomaly_score",
+                                "Label-free anomaly score: distance from normal node behaviour, in units of normal "
+                                "spread (about 1 when normal)", labels=["site", "node"])
+        for node, score in self._scores:
+            fam.add_metric([self.site, node], score)
+        yield fam
+
+
 class DaemonMetrics:
     """The daemon's Prometheus metrics (own registry: nothing of the process leaks in by accident)."""
 
@@ -124,9 +146,11 @@ class DaemonMetrics:
         self.bench_pct = Gauge("infrabrain_benchmark_percentile",
                                "Where the site stands in the fleet (encrypted benchmark query), 0-100",
                                ["site", "metric"], registry=r)
-        self.anomaly = Gauge("infrabrain_node_anomaly_score",
-                             "Label-free anomaly score: distance from normal node behaviour, in units of normal "
-                             "spread (about 1 when normal)", ["site", "node"], registry=r)
+        self.anomaly = NodeAnomalySeries(site)
+        r.register(self.anomaly)
+        self.anomaly_threshold = Gauge("infrabrain_anomaly_threshold",
+                                       "Anomaly score above which a node is alerted (site.yaml's anomaly.threshold)",
+                                       ["site"], registry=r)
         self.bench_abnormal = Gauge("infrabrain_benchmark_abnormal", "1 when the metric is abnormal for the fleet",
                                     ["site", "metric"], registry=r)
 
@@ -147,10 +171,8 @@ class DaemonMetrics:
             self.bench_abnormal.labels(self.site, a.metric).set(1.0 if a.abnormal else 0.0)
 
     def update_anomaly(self, scores: Sequence[Any]) -> None:
-        """Replace the anomaly gauges with this cycle's scores (none: the series disappears)."""
-        self.anomaly.clear()
-        for a in scores:
-            self.anomaly.labels(self.site, a.node_id).set(a.score)
+        """Replace the anomaly series with this cycle's scores, at once (none: the series disappear)."""
+        self.anomaly.replace(scores)
 
     def update_risks(self, risks: Sequence[NodeRisk]) -> None:
         """Replace the per-node series with this cycle's scores (at once: :class:`NodeSeries`)."""
@@ -415,6 +437,7 @@ class Daemon:
         """The label-free anomaly score (``anomaly:`` in site.yaml); independent of the predictor."""
         if self.anomaly is None:
             return
+        self.metrics.anomaly_threshold.labels(self.cfg.site).set(self.anomaly.section.threshold)
         try:
             self.last_anomalies = self.anomaly.step(self.store, now)
         except ValueError as exc:

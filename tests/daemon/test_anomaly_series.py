@@ -102,6 +102,9 @@ def test_anomaly_gauge_on_metrics_flags_the_perturbed_node(tmp_path: Path, pertu
         assert set(late) == {"r00-n00", "r00-n01"} and all(math.isfinite(v) for v in late.values())
         assert late[BAD_NODE] > cfg.anomaly.threshold > late["r00-n00"], late
         assert late[BAD_NODE] > 3 * late["r00-n00"], late
+        # the threshold the InfrabrainNodeAnomalous rule compares it with (deploy/prometheus-alerts.yml)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            assert f'infrabrain_anomaly_threshold{{site="lab"}} {cfg.anomaly.threshold}' in r.read().decode()
     finally:
         daemon.close()
     alerts = [r for r in caplog.records if r.getMessage() == "node behaves unlike its normal self"]

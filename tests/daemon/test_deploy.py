@@ -35,7 +35,8 @@ def test_dashboard_uses_only_exported_metrics() -> None:
     m.epsilon_left.labels("lab").set(5.0)
     m.model_loaded.labels("lab").set(1)
     m.score_duration.labels("lab").set(0.1)
-    m.anomaly.labels("lab", "r00-n00").set(1.2)
+    m.update_anomaly([type("NodeAnomaly", (), {"node_id": "r00-n00", "score": 1.2})()])
+    m.anomaly_threshold.labels("lab").set(10.0)
     exported = set(re.findall(r"^(infrabrain_[a-z_]+)", generate_latest(m.registry).decode(), flags=re.M))
     used = {name for expr in dashboard_exprs() for name in re.findall(r"infrabrain_[a-z_]+", expr)}
     assert used and used <= exported, used - exported
@@ -57,7 +58,8 @@ def _exported_names(m: DaemonMetrics) -> set[str]:
 
 
 def test_alerting_rules_are_valid_and_read_only_exported_metrics() -> None:
-    """deploy/prometheus-alerts.yml: promtool accepts it, and every series it reads is one the daemon exports."""
+    """deploy/prometheus-alerts.yml: promtool accepts it, every series it reads is one the daemon exports, and
+    ``promtool test rules`` passes tests/daemon/prometheus-alerts.test.yml, which tests every rule."""
     rules = yaml.safe_load((DEPLOY / "prometheus-alerts.yml").read_text())
     exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]]
     used = {name for e in exprs for name in re.findall(r"infrabrain_[a-z_]+", e)}
@@ -67,6 +69,12 @@ def test_alerting_rules_are_valid_and_read_only_exported_metrics() -> None:
     out = subprocess.run(["promtool", "check", "rules", str(DEPLOY / "prometheus-alerts.yml")],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and f"SUCCESS: {len(exprs)} rules found" in out.stdout, out.stdout + out.stderr
+    # Prometheus's own rule engine on made-up series: when each alert fires and what it says
+    tests = Path(__file__).parent / "prometheus-alerts.test.yml"
+    tested = {t["alertname"] for case in yaml.safe_load(tests.read_text())["tests"] for t in case["alert_rule_test"]}
+    assert tested == {r["alert"] for g in rules["groups"] for r in g["rules"]}  # every rule has a unit test
+    out = subprocess.run(["promtool", "test", "rules", str(tests)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "SUCCESS" in out.stdout, out.stdout + out.stderr
 
 
 @pytest.mark.skipif(shutil.which("prometheus") is None, reason="needs the prometheus binary (Debian package)")
