@@ -28,17 +28,6 @@ import tempfile
 from collections import Counter
 
 import numpy as np
-import pandas as pd
-
-
-def _site_topology(run):  # noqa: ANN001, ANN202 - simulator Topology -> the daemon's SiteTopology
-    from infrabrain.client.topology_file import build_site_topology, topology_from_components
-    from infrabrain.simulation.topology import EDGE_TYPES
-
-    topo = run.topology
-    edges = pd.DataFrame({"src": topo.edges[:, 0], "dst": topo.edges[:, 1],
-                          "edge_type": [EDGE_TYPES[i] for i in topo.edge_type]})
-    return build_site_topology(topology_from_components(run.spec.name, topo.components, edges))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,6 +60,7 @@ def _measure(checkpoint: str, data: str, every: int, examples: int) -> int:
     import torch
 
     from infrabrain.client.scoring import PredictorScorer
+    from infrabrain.client.topology_file import site_topology_of_run
     from infrabrain.models.checkpoint import load_checkpoint
     from infrabrain.simulation.storage import load_site
 
@@ -84,7 +74,7 @@ def _measure(checkpoint: str, data: str, every: int, examples: int) -> int:
     shown = 0
     for site in sites:
         run = load_site(f"{data}/site={site}")
-        scorer = PredictorScorer(checkpoint, _site_topology(run), max_explained=10**6)
+        scorer = PredictorScorer(checkpoint, site_topology_of_run(run), max_explained=10**6)
         threshold = scorer.alert_threshold if scorer.alert_threshold is not None else 0.5
         steps = np.asarray(run.metrics["gpu"]).shape[0]
         for t in range(scorer.window_steps - 1, steps, every):

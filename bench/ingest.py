@@ -23,18 +23,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import pandas as pd
-
-
-def _site_topology(run):  # noqa: ANN001, ANN202 - simulator Topology -> the daemon's SiteTopology
-    from infrabrain.client.topology_file import build_site_topology, topology_from_components
-    from infrabrain.simulation.topology import EDGE_TYPES
-
-    topo = run.topology
-    edges = pd.DataFrame({"src": topo.edges[:, 0], "dst": topo.edges[:, 1],
-                          "edge_type": [EDGE_TYPES[i] for i in topo.edge_type]})
-    return build_site_topology(topology_from_components(run.spec.name, topo.components, edges))
-
 
 def _minute_batches(run, t0: int) -> list:  # noqa: ANN001
     from infrabrain.client.records import SampleBatch
@@ -62,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from infrabrain.client.scoring import PredictorScorer
     from infrabrain.client.store import TelemetryStore
+    from infrabrain.client.topology_file import site_topology_of_run
     from infrabrain.client.window_buffer import WindowBuffer
     from infrabrain.models.checkpoint import save_checkpoint
     from infrabrain.models.features import FeatureSet
@@ -94,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     bytes_per_gpu_day = size / gpu_days
 
     # scoring: real predictor checkpoint on the same site
-    topo = _site_topology(run)
+    topo = site_topology_of_run(run)
     fs = FeatureSet.from_run(run)
     torch.manual_seed(0)
     model = build_model(fs.f_max, window=60)

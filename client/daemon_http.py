@@ -17,6 +17,7 @@ unless that address is opened to another network.
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import stat
@@ -91,13 +92,12 @@ def _picture(folder: Path | None, name: str) -> bytes | None:
     or is not a plain file."""
     if folder is None or not PICTURE_NAME.fullmatch(name):
         return None
-    path = folder / name
-    try:
-        if not stat.S_ISREG(path.lstat().st_mode):  # lstat: a symlink is not followed out of the folder
-            return None
-        return path.read_bytes()
+    try:  # one open that follows no symlink, then its own fstat: nothing can be swapped in between
+        fd = os.open(folder / name, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
         return None
+    with os.fdopen(fd, "rb") as f:
+        return f.read() if stat.S_ISREG(os.fstat(fd).st_mode) else None
 
 
 #: Seconds a connection may stay silent before the server drops it: a client that connects and sends nothing

@@ -34,7 +34,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -319,6 +319,18 @@ def topology_from_components(site: str, components: pd.DataFrame, edges: pd.Data
         pdus=[PduSpec(id=c) for c in by_kind["pdu"]["component_id"]],
         cooling=[CoolingSpec(id=c) for c in by_kind["cooling"]["component_id"]],
     )
+
+
+def site_topology_of_run(run: Any, site: str | None = None) -> SiteTopology:
+    """The daemon's view of a simulated site held in memory (a ``SiteRun``: its ``topology`` and ``spec``), named
+    ``site`` (default: the run's): what ``topology-from-sim`` writes for a dataset on disk, for benchmarks and tests
+    that replay a run without writing it."""
+    from infrabrain.simulation.topology import EDGE_TYPES
+
+    topo = run.topology
+    edges = pd.DataFrame({"src": topo.edges[:, 0], "dst": topo.edges[:, 1],
+                          "edge_type": [EDGE_TYPES[i] for i in topo.edge_type]})
+    return build_site_topology(topology_from_components(site or run.spec.name, topo.components, edges))
 
 
 def dump_topology(spec: TopologyFile, path: str | os.PathLike[str]) -> None:

@@ -330,9 +330,9 @@ def explain_node(
         views[c] = (names, series, skip)
         metric, change, shown = _quote(item, c, names, series, _top_metric(item, c, names, skip), cadence_s)
         contribs.append(Contribution(c, str(graph.component_ids[c]), kind, float(drops[j]), metric, change, shown))
+    material = quoted_contributors(contribs, top_k)  # by drop alone: the metric quoted does not change it
     if metric_by_occlusion:
-        _quote_what_the_risk_hangs_on(model, item, graph, node_pos, quoted_contributors(contribs, top_k), views,
-                                      cadence_s)
+        _quote_what_the_risk_hangs_on(model, item, graph, node_pos, material, views, cadence_s)
     causes = {} if probs is None else {g: float(p) for g, p in zip(cause_groups_of(model), probs)}
     cause = max(causes, key=causes.__getitem__) if causes else None
     parts = root_score_parts(graph, cand, drops, prior, node_logits,
@@ -341,15 +341,14 @@ def explain_node(
                              own_change_part(item, graph, cand, feature_set, own_tails))
     roots = rank_by_score(graph, cand, parts["total"])  # rank_root_causes, parts kept
     root_parts = {int(c): {k: float(v[j]) for k, v in parts.items()} for j, c in enumerate(cand)}
-    quoted = {c.component for c in quoted_contributors(contribs, top_k)}
+    quoted = {c.component for c in material}
     root_quote = (next(c for c in contribs if c.component == roots[0])
                   if name_root and quoted and roots and roots[0] not in quoted
                   and KINDS[int(graph.kind[roots[0]])] in UPSTREAM_KINDS
                   and root_parts[roots[0]].get("cause_evidence", 0.0) > 0.0 else None)
     status, note = _naming_verdict(naming, cause)
     return Explanation(node_id=node_id, risk=risk, contributors=contribs, causes=causes, cause=cause,
-                       cause_named=cause if cause is not None and causes[cause] >= MIN_CAUSE_P and status != FAILED
-                       else None,
+                       cause_named=cause if _head_names(cause, causes.get(cause)) and status != FAILED else None,
                        sentence=explanation_sentence(node_id, risk, contribs, top_k, cause,
                                                      causes.get(cause) if cause else None, status, note,
                                                      root=root_quote),
@@ -404,6 +403,12 @@ def quoted_contributors(contribs: Sequence[Contribution], top_k: int = 3) -> lis
     return [c for c in contribs[:top_k] if c.score >= MIN_QUOTED_DROP and c.score >= MATERIAL_SHARE * top]
 
 
+def _head_names(cause: str | None, cause_p: float | None) -> bool:
+    """Whether the cause head's likeliest group is sure enough to be named (:data:`MIN_CAUSE_P`): "likely <group>",
+    or "cause unsure" where the card's check of that naming failed."""
+    return cause is not None and cause_p is not None and cause_p >= MIN_CAUSE_P
+
+
 def explanation_sentence(node_id: str, risk: float, contribs: Sequence[Contribution], top_k: int = 3,
                          cause: str | None = None, cause_p: float | None = None, naming_status: str | None = None,
                          naming_note: str = "", root: Contribution | None = None) -> str:
@@ -419,7 +424,7 @@ def explanation_sentence(node_id: str, risk: float, contribs: Sequence[Contribut
     if root is not None and parts:
         parts.append(f"likeliest root {KIND_LABEL[root.kind]} {root.component_id}"
                      + (f": {root.change}" if root.change else ""))
-    named = cause is not None and cause_p is not None and cause_p >= MIN_CAUSE_P
+    named = _head_names(cause, cause_p)
     why = ""
     if named and naming_status == FAILED:
         why = f", cause unsure (the head says {cause} {cause_p:.2f}, but {naming_note})"

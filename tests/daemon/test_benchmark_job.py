@@ -14,7 +14,7 @@ from infrabrain.client.benchmark_job import BenchmarkJob, BenchmarkSection, stor
 from infrabrain.client.daemon import DaemonMetrics
 from infrabrain.client.records import EventRecord, SampleBatch
 from infrabrain.client.store import TelemetryStore
-from infrabrain.client.topology_file import build_site_topology, topology_from_components
+from infrabrain.client.topology_file import site_topology_of_run
 
 T0 = 1_800_000_000
 
@@ -22,20 +22,16 @@ T0 = 1_800_000_000
 @pytest.fixture(scope="module")
 def busy_site(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A small site with many faults (so that XIDs and thermal violations exist), ingested into a store."""
-    import pandas as pd
     from _simdata import small_spec
 
     from infrabrain.simulation.engine import simulate_site
     from infrabrain.simulation.spec import FaultSpec
-    from infrabrain.simulation.topology import EDGE_TYPES
 
     spec = small_spec().model_copy(update={"faults": FaultSpec(firmware_quality=0.0, noise_scale=100.0,
                                                                 rate_scale=100.0)})
     run = simulate_site(spec, 6.0, seed=11, acceleration=100.0)
     topo = run.topology
-    edges = pd.DataFrame({"src": topo.edges[:, 0], "dst": topo.edges[:, 1],
-                          "edge_type": [EDGE_TYPES[i] for i in topo.edge_type]})
-    site_topo = build_site_topology(topology_from_components("lab", topo.components, edges))
+    site_topo = site_topology_of_run(run, site="lab")
     path = tmp_path_factory.mktemp("bench") / "store.db"
     with TelemetryStore(path) as store:
         for kind, arr in run.metrics.items():
