@@ -417,7 +417,8 @@ class Daemon:
 
         threshold = self.alert_threshold
         nodes = [{"node": r.node_id, "rack": r.rack, "risk": _finite(r.risk), "cause": r.top_cause,
-                  "cause_source": r.cause_source, "component": r.component_id, "metric": r.metric,
+                  "cause_source": r.cause_source, "cause_part": r.cause_part or None, "component": r.component_id,
+                  "metric": r.metric,
                   "explanation": r.explanation, "root_causes": list(r.root_causes), "root_reason": r.root_reason,
                   "alerted_at": self._alerted.get(r.node_id),
                   "picture": picture_url(self._pictures[r.node_id]) if r.node_id in self._pictures else None}
@@ -429,8 +430,9 @@ class Daemon:
         """What ``/alerts`` serves: ``site``, ``scored_at`` (the last scoring cycle, epoch seconds; None before
         the first), ``threshold``, ``scored`` (nodes with a risk), ``model_loaded`` and ``nodes``: per node at or
         above the threshold, riskiest first, ``node``, ``rack``, ``risk``, ``cause``, ``cause_source``,
-        ``component``, ``metric``, ``explanation``, ``root_causes``, ``root_reason``, ``alerted_at`` (its last alert)
-        and ``picture`` (the address of its last alert's picture, or None)."""
+        ``cause_part`` (the part of the machine an "other" cause lies in, or None), ``component``, ``metric``,
+        ``explanation``, ``root_causes``, ``root_reason``, ``alerted_at`` (its last alert) and ``picture`` (the
+        address of its last alert's picture, or None)."""
         return {**self._alert_view, "model_loaded": self.scorer is not None}
 
     def _score_anomaly(self, now: float) -> None:
@@ -484,7 +486,7 @@ class Daemon:
             self.metrics.alerts.labels(self.cfg.site, r.top_cause).inc()
             log.warning("node at risk of failing within the hour",
                         extra={"node": r.node_id, "rack": r.rack, "risk": round(r.risk, 4), "cause": r.top_cause,
-                               "cause_source": r.cause_source,
+                               "cause_source": r.cause_source, **({"cause_part": r.cause_part} if r.cause_part else {}),
                                "explanation": r.explanation, "root_causes": ", ".join(r.root_causes),
                                "root_reason": r.root_reason, **({"picture": r.picture} if r.picture else {})})
         return [explained.get(r.node_id, r) for r in risks]

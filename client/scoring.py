@@ -35,6 +35,7 @@ import numpy as np
 
 from infrabrain.client.topology_file import SiteTopology
 from infrabrain.logs import get_logger
+from infrabrain.models.cause_part import OTHER_PART_OF_METRIC, cause_part  # torch-free
 
 if TYPE_CHECKING:
     from infrabrain.client.alert_pictures import AlertPictures
@@ -52,9 +53,14 @@ EXPLAIN_STEPS = 5
 #: or more.
 ABNORMAL_DEVIATION = 3.0
 
+#: Metric-name substrings -> the cause group the signal heuristic names, in the cause head's groups where it has
+#: them (:data:`infrabrain.simulation.faults.CAUSE_GROUP`): a GPU's PCIe replays (its bus, not the network) and a
+#: host's EDAC errors (its DIMMs, not the GPUs' memory) are "other", with their part named
+#: (:mod:`~infrabrain.models.cause_part`), as an alert's sentence names them.
 _CAUSE_PATTERNS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("memory", ("ECC", "REMAP", "ROW_", "edac", "MemAvailable")),
-    ("network", ("NVLINK", "PCIE", "switch_", "network", "infiniband", "NIC")),
+    ("other", tuple(OTHER_PART_OF_METRIC)),
+    ("memory", ("ECC", "REMAP", "ROW_", "MemAvailable")),
+    ("network", ("NVLINK", "switch_", "network", "infiniband", "NIC")),
     ("thermal", ("TEMP", "THERMAL", "temp", "cooling_", "airflow")),
     ("power", ("POWER", "pdu_", "power_supply")),
     ("gpu", ("XID", "CLOCK", "UTIL", "FB_")),
@@ -87,6 +93,9 @@ class NodeRisk:
     #: where ``top_cause``, ``component_id`` and ``metric`` come from: "signal" (the strongest deviating signal,
     #: every node) or "model" (the predictor's explanation of an at-risk node: what its sentence says)
     cause_source: str = "signal"
+    #: where ``top_cause`` is "other", the part of the machine its metric lies in ("GPU bus", "host memory",
+    #: "disk": :mod:`~infrabrain.models.cause_part`); "" otherwise
+    cause_part: str = ""
 
     @property
     def explanation(self) -> str:
@@ -95,7 +104,8 @@ class NodeRisk:
             return self.detail
         if not self.metric:
             return "no abnormal signal"
-        return f"{self.component_id} {self.metric} {self.deviation:+.1f} (normalised) -> {self.top_cause}"
+        part = f" at the {self.cause_part}" if self.cause_part else ""
+        return f"{self.component_id} {self.metric} {self.deviation:+.1f} (normalised) -> {self.top_cause}{part}"
 
 
 class PredictorScorer:
@@ -158,22 +168,25 @@ class PredictorScorer:
         self._last: tuple[dict, Mapping[str, np.ndarray], np.ndarray, np.ndarray] | None = None
 
     def _sentence_cause(self, exp: Explanation, r: NodeRisk, dev: np.ndarray) -> dict[str, object]:
-        """``top_cause``, ``component_id``, ``metric``, ``deviation`` and ``cause_source`` as ``exp``'s sentence
-        gives them: the group it names, else the group of its first quoted metric; that component and metric, and
-        the metric's normalised deviation in the window's last bins. ``r``'s own (the signal heuristic) where the
-        sentence quotes nothing and names no group."""
+        """``top_cause``, ``component_id``, ``metric``, ``deviation``, ``cause_source`` and ``cause_part`` as
+        ``exp``'s sentence gives them: the group it names, else the group of its first quoted metric; that component
+        and metric, and the metric's normalised deviation in the window's last bins; the part it names, else the
+        part of that metric where the group is "other". ``r``'s own (the signal heuristic) where the sentence
+        quotes nothing and names no group."""
         quoted = exp.quoted()
         if not quoted and exp.cause_named is None:
             return {}
         first = quoted[0] if quoted else None
         metric = first.metric if first is not None else ""
         cause = exp.cause_named or (cause_of_metric(metric) if metric else r.top_cause)
+        part = exp.cause_part or cause_part(cause, metric) or ""
         if first is None:  # a named group and nothing material to quote: no component to point at
-            return {"top_cause": cause, "component_id": "", "metric": "", "deviation": 0.0, "cause_source": "model"}
+            return {"top_cause": cause, "component_id": "", "metric": "", "deviation": 0.0, "cause_source": "model",
+                    "cause_part": part}
         names = list(self.feature_set.metrics_of(first.kind))
         deviation = float(dev[first.component, names.index(metric)]) if metric in names else 0.0
         return {"top_cause": cause, "component_id": first.component_id, "metric": metric, "deviation": deviation,
-                "cause_source": "model"}
+                "cause_source": "model", "cause_part": part}
 
     def _node_components(self) -> list[np.ndarray]:
         """Per node: global indices of itself and its GPUs (whose telemetry says the node is there)."""
@@ -236,10 +249,10 @@ class PredictorScorer:
             names = self.feature_set.metrics_of(kinds[comp_kind[j]])
             f = int(best_f[j])
             metric = names[f] if f < len(names) and abs(best_v[j]) >= ABNORMAL_DEVIATION else ""
+            cause = cause_of_metric(metric) if metric else "none"
             out.append(NodeRisk(node_id=node_id, rack=self._rack_of.get(node_id, ""), risk=float(risk[i]),
-                                top_cause=cause_of_metric(metric) if metric else "none",
-                                component_id=str(comp_ids[j]) if metric else "", metric=metric,
-                                deviation=float(best_v[j])))
+                                top_cause=cause, component_id=str(comp_ids[j]) if metric else "", metric=metric,
+                                deviation=float(best_v[j]), cause_part=cause_part(cause, metric) or ""))
         self._last = (snap, metrics, np.where(scored, logits, np.nan), dev)  # unscored nodes: no sibling evidence
         return out
 

@@ -37,9 +37,9 @@ def explain_stored_window(cfg: SiteConfig, at: int | None = None, top: int = 5,
     with ``cfg``'s checkpoint and explain its ``top`` riskiest nodes. Returns ``t`` (the window's end), ``site``,
     ``after_until`` (how far past ``t`` the store reaches, at most an hour: where ``after`` stops looking),
     ``scored`` (how many nodes had a score) and ``nodes``: per node, riskiest first, ``node_id``, ``risk``,
-    ``cause`` and ``cause_source`` (as the daemon gives them), ``explanation``, ``root_causes``, ``root_reason``,
-    ``after`` (the events the store holds on the node or its GPUs in the hour after the window: ``t``,
-    ``component_id``, ``event``, ``xid``, ``detail``) and, with ``plot_dir``, ``picture``.
+    ``cause``, ``cause_source`` and ``cause_part`` (as the daemon gives them), ``explanation``, ``root_causes``,
+    ``root_reason``, ``after`` (the events the store holds on the node or its GPUs in the hour after the window:
+    ``t``, ``component_id``, ``event``, ``xid``, ``detail``) and, with ``plot_dir``, ``picture``.
 
     Raises ``ValueError`` naming what is wrong: no checkpoint in ``site.yaml``, an empty store, ``at`` outside the
     stored time, a window with data in fewer than half of the model's steps, or a checkpoint at another cadence."""
@@ -82,6 +82,7 @@ def explain_stored_window(cfg: SiteConfig, at: int | None = None, top: int = 5,
     pictures = AlertPictures(plot_dir, keep=None) if plot_dir is not None else None
     explained = scorer.explain(risks[:top], pictures=pictures, now=end)
     nodes = [{"node_id": r.node_id, "risk": r.risk, "cause": r.top_cause, "cause_source": r.cause_source,
+              "cause_part": r.cause_part or None,
               "explanation": r.explanation, "root_causes": list(r.root_causes), "root_reason": r.root_reason,
               "after": _events_on(later, r.node_id), **({"picture": r.picture} if r.picture else {})}
              for r in explained]

@@ -6,9 +6,10 @@ contributors are rendered with the metric whose window alone moves that logit mo
 most deviating metric where no single one moves it by :data:`MIN_QUOTED_DROP`), in raw units, e.g.
 ``node r03-n07 at risk 0.82: cooling unit crac-2 airflow -35 % over 40 min; rack r03 inlet +6.1 C over 40 min``,
 and with the cause group the model's cause head names (``likely thermal (0.91)``), as far as the model card's
-check of that naming allows (:mod:`~infrabrain.models.cause_naming`). Each explanation also carries the
-root-cause ranking (``Explanation.roots``, :mod:`~infrabrain.models.root_cause_ranking`) and why each root is
-where it is (``Explanation.root_parts``).
+check of that naming allows (:mod:`~infrabrain.models.cause_naming`), and for "other" the part of the machine its
+first quoted metric lies in (``likely other (0.71) at the GPU bus``, :mod:`~infrabrain.models.cause_part`). Each
+explanation also carries the root-cause ranking (``Explanation.roots``, :mod:`~infrabrain.models.root_cause_ranking`)
+and why each root is where it is (``Explanation.root_parts``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pandas as pd
 import torch
 
 from infrabrain.models.cause_naming import FAILED, MIN_CAUSE_P, TOO_FEW, CauseNamingCheck
+from infrabrain.models.cause_part import cause_part
 from infrabrain.models.derived_metrics import with_derived_metrics
 from infrabrain.models.features import KINDS, STATIC_METRICS, FeatureSet, is_counter
 from infrabrain.models.gnn import cause_groups_of
@@ -101,6 +103,9 @@ class Explanation:
     #: the group the sentence names ("likely thermal (0.91)"): the head's, where it reaches MIN_CAUSE_P and the
     #: card's check of its naming did not fail; None where the sentence names none or says the cause is unsure
     cause_named: str | None = None
+    #: where ``cause_named`` is "other", the part of the machine its first quoted metric lies in ("likely other
+    #: (0.71) at the GPU bus": :func:`~infrabrain.models.cause_part.cause_part`); None otherwise
+    cause_part: str | None = None
     #: the ranking's likeliest root where the sentence quotes it as none of its contributors (it ends the sentence:
     #: "likeliest root leaf switch leaf-r05: ..."); None where it is one of them or nothing is quoted
     root_quote: Contribution | None = None
@@ -347,11 +352,13 @@ def explain_node(
                   and KINDS[int(graph.kind[roots[0]])] in UPSTREAM_KINDS
                   and root_parts[roots[0]].get("cause_evidence", 0.0) > 0.0 else None)
     status, note = _naming_verdict(naming, cause)
+    named = cause if _head_names(cause, causes.get(cause)) and status != FAILED else None
+    part = cause_part(named, material[0].metric if material else None)
     return Explanation(node_id=node_id, risk=risk, contributors=contribs, causes=causes, cause=cause,
-                       cause_named=cause if _head_names(cause, causes.get(cause)) and status != FAILED else None,
+                       cause_named=named, cause_part=part,
                        sentence=explanation_sentence(node_id, risk, contribs, top_k, cause,
                                                      causes.get(cause) if cause else None, status, note,
-                                                     root=root_quote),
+                                                     root=root_quote, part=part),
                        roots=roots, root_quote=root_quote, root_parts=root_parts)
 
 
@@ -411,14 +418,16 @@ def _head_names(cause: str | None, cause_p: float | None) -> bool:
 
 def explanation_sentence(node_id: str, risk: float, contribs: Sequence[Contribution], top_k: int = 3,
                          cause: str | None = None, cause_p: float | None = None, naming_status: str | None = None,
-                         naming_note: str = "", root: Contribution | None = None) -> str:
-    """'node X at risk R[, likely <cause group> (P)]: <top contributor>; <others within MATERIAL_SHARE of it>'
+                         naming_note: str = "", root: Contribution | None = None, part: str | None = None) -> str:
+    """'node X at risk R[, likely <cause group> (P)[ at the <part>]]: <top contributor>; <others within MATERIAL_SHARE
+    of it>'
     (``contribs`` ranked; ``cause`` and ``cause_p``: the cause head's likeliest group and its probability, named
     only if ``cause_p >= MIN_CAUSE_P``). With the card's check of that naming
     (:meth:`~infrabrain.models.cause_naming.CauseNamingCheck.status` and ``note``): where it failed, "cause unsure
     (the head says <group> P, but <note>)"; where it was too rarely made to tell, "likely <group> (P; unchecked:
     <note>)". ``root`` (the ranking's likeliest root where it is not quoted) ends it: "likeliest root leaf switch
-    leaf-r05: port errors +1935 over 59 min (32.8/min)"."""
+    leaf-r05: port errors +1935 over 59 min (32.8/min)". ``part`` (:mod:`~infrabrain.models.cause_part`) follows a
+    named group: "likely other (0.71) at the GPU bus"."""
     parts = [f"{KIND_LABEL[c.kind]} {c.component_id} {', '.join([c.change, *(a.change for a in c.also)])}".strip()
              for c in quoted_contributors(contribs, top_k)]
     if root is not None and parts:
@@ -430,7 +439,7 @@ def explanation_sentence(node_id: str, risk: float, contribs: Sequence[Contribut
         why = f", cause unsure (the head says {cause} {cause_p:.2f}, but {naming_note})"
     elif named:
         why = f", likely {cause} ({cause_p:.2f}" + (f"; unchecked: {naming_note})" if naming_status == TOO_FEW
-                                                     else ")")
+                                                     else ")") + (f" at the {part}" if part else "")
     return f"node {node_id} at risk {risk:.2f}{why}" + (": " + "; ".join(parts) if parts else "")
 
 

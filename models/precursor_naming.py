@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from infrabrain.models.cause_part import PARTED_GROUP
 from infrabrain.models.explain import Explanation, explain_dataset_row
 from infrabrain.models.own_change_evidence import OwnChangeTails
 from infrabrain.models.root_prior import RootPrior
@@ -53,6 +54,10 @@ SIGNAL_METRICS: dict[str, tuple[str, ...]] = {
     "ssd": ("node_disk_io_time_seconds_total",),
     "pdu": ("pdu_load_kw",),
 }
+
+#: The part of the machine each of the "other" group's precursor signals lies in, as
+#: :data:`~infrabrain.models.cause_part.OTHER_PART_OF_METRIC` names it: what an alert's part is right against.
+SIGNAL_PART: dict[str, str] = {"pcie": "GPU bus", "edac": "host memory", "ssd": "disk"}
 
 #: The sentence rules compared: the deployed one, and the one before issue 3 follow-up 40 (each contributor quoted
 #: by its most deviating metric, and no clause naming the likeliest root where it is not quoted).
@@ -94,7 +99,9 @@ def precursor_naming(model: torch.nn.Module, dataset: SnapshotDataset, feature_s
     """How often the sentences of the failures with a precursor (``events["precursor"]``, at most ``max_events``,
     sampled with ``seed``) quote the root and name its precursor, overall and per signal, for each of
     :data:`RULES`; with how often the sentence ends by naming the likeliest root (``root_clause``) and how often
-    that root is the true one (``root_clause_right``). ``prior`` (one, or one
+    that root is the true one (``root_clause_right``), how often it names the group "other" (``other_named``), of
+    those how often it names a part of the machine too (``part_named``, :mod:`~infrabrain.models.cause_part`), and
+    how often that part is the precursor's (``part_right``, :data:`SIGNAL_PART`). ``prior`` (one, or one
     per site index) and ``own_tails`` as :func:`~infrabrain.models.explain.explain_node`'s: they change the
     roots, not the sentence."""
     from infrabrain.models.root_cause_accuracy import explained_snapshot
@@ -118,8 +125,10 @@ def precursor_naming(model: torch.nn.Module, dataset: SnapshotDataset, feature_s
                                     own_tails=own_tails, metric_by_occlusion=now, name_root=now)
             clause = x.root_quote is not None
             out.append((rule, signal, *names_precursor(x, root, signal), clause,
-                        clause and x.root_quote.component == root))
-    df = pd.DataFrame(out, columns=["rule", "signal", "root_quoted", "named", "root_clause", "root_clause_right"])
+                        clause and x.root_quote.component == root, x.cause_named == PARTED_GROUP,
+                        x.cause_part is not None, x.cause_part is not None and x.cause_part == SIGNAL_PART.get(signal)))
+    df = pd.DataFrame(out, columns=["rule", "signal", "root_quoted", "named", "root_clause", "root_clause_right",
+                                    "other_named", "part_named", "part_right"])
     return {rule: _summary(df[df["rule"] == rule]) for rule in RULES}
 
 
@@ -129,7 +138,9 @@ def _summary(df: pd.DataFrame) -> dict[str, Any]:
         return {"failures": len(d), "root_quoted": _share(d["root_quoted"]), "precursor_named": _share(d["named"]),
                 "named_when_root_quoted": _share(d.loc[d["root_quoted"], "named"]),
                 "root_clause": _share(d["root_clause"]),
-                "root_clause_right": _share(d.loc[d["root_clause"], "root_clause_right"])}
+                "root_clause_right": _share(d.loc[d["root_clause"], "root_clause_right"]),
+                "other_named": _share(d["other_named"]), "part_named": _share(d.loc[d["other_named"], "part_named"]),
+                "part_right": _share(d.loc[d["part_named"], "part_right"])}
 
     return {**shares(df), "by_signal": {s: shares(d) for s, d in df.groupby("signal")}}
 

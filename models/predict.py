@@ -105,6 +105,7 @@ def predict_window(
                          node_logits=node_logits, own_tails=own_tails, naming=naming)
         r["explanation"] = e.quoting(r["risk"])
         r["cause_named"] = e.cause_named  # the group the sentence names (the daemon's cause); None: it names none
+        r["cause_part"] = e.cause_part  # where that group is "other", the part of the machine it names (or None)
         r["root_causes"] = [str(graph.component_ids[c]) for c in e.ranked_components()[:3]]
         r["root_cause_evidence"] = root_cause_evidence(e, graph)
         r["contributors"] = [{"component_id": c.component_id, "kind": c.kind, "score": c.score, "metric": c.metric,

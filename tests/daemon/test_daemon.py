@@ -23,7 +23,7 @@ import yaml
 from infrabrain.cli import main as cli_main
 from infrabrain.client.config import load_site_config
 from infrabrain.client.daemon import Daemon, RiskScorer
-from infrabrain.client.scoring import PredictorScorer, cause_of_metric
+from infrabrain.client.scoring import NodeRisk, PredictorScorer, cause_of_metric
 from infrabrain.client.store import TelemetryStore
 
 
@@ -255,7 +255,6 @@ def test_the_cause_an_explained_node_carries_is_its_sentences(tmp_path: Path, sm
                                                               small_checkpoint: Path) -> None:
     """The group the sentence names, else its first quoted metric's; that component and metric; a named group
     with nothing quoted points at no component; a sentence that quotes and names nothing keeps the heuristic."""
-    from infrabrain.client.scoring import NodeRisk
     from infrabrain.client.topology_file import load_topology
     from infrabrain.models.explain import Contribution, Explanation
 
@@ -270,11 +269,19 @@ def test_the_cause_an_explained_node_carries_is_its_sentences(tmp_path: Path, sm
     said = scorer._sentence_cause(Explanation("r00-n00", 0.9, [pcie], cause="other", cause_named="memory"),
                                   heuristic, dev)
     assert said == {"top_cause": "memory", "component_id": "r00-n00-g1", "metric": pcie.metric, "deviation": 4.5,
-                    "cause_source": "model"}
+                    "cause_source": "model", "cause_part": ""}
+    # "likely other (0.71) at the GPU bus": the sentence's part (follow-up 42)
+    other = scorer._sentence_cause(Explanation("r00-n00", 0.9, [pcie], cause="other", cause_named="other",
+                                               cause_part="GPU bus"), heuristic, dev)
+    assert (other["top_cause"], other["cause_part"]) == ("other", "GPU bus")
+    # a sentence that names no group: its first quoted metric's group, and that metric's part (PCIe replays are
+    # the GPU's bus, not the network)
     unnamed = scorer._sentence_cause(Explanation("r00-n00", 0.9, [pcie]), heuristic, dev)
-    assert unnamed["top_cause"] == "network" and unnamed["component_id"] == "r00-n00-g1"
+    assert (unnamed["top_cause"], unnamed["cause_part"], unnamed["component_id"]) == ("other", "GPU bus",
+                                                                                      "r00-n00-g1")
     assert scorer._sentence_cause(Explanation("r00-n00", 0.9, [], cause_named="thermal"), heuristic, dev) == {
-        "top_cause": "thermal", "component_id": "", "metric": "", "deviation": 0.0, "cause_source": "model"}
+        "top_cause": "thermal", "component_id": "", "metric": "", "deviation": 0.0, "cause_source": "model",
+        "cause_part": ""}
     assert scorer._sentence_cause(Explanation("r00-n00", 0.9, []), heuristic, dev) == {}
 
 
@@ -283,7 +290,6 @@ def test_a_scrape_reads_one_cycles_node_series_never_a_mix() -> None:
     in every family, one that begins after reads the new one; a node is never missing from one family or seen
     with two causes (which would resolve and re-fire its Prometheus alert, or break the rule's join)."""
     from infrabrain.client.daemon import DaemonMetrics
-    from infrabrain.client.scoring import NodeRisk
 
     m = DaemonMetrics("lab")
     old = [NodeRisk(f"r00-n{i:02d}", "r00", 0.9, "thermal", f"r00-n{i:02d}", "node_hwmon_temp_celsius", 3.0)
@@ -439,6 +445,8 @@ def test_alerts_endpoint_serves_what_the_alerts_say_and_only_the_daemons_picture
             assert (n["explanation"], n["cause"], n["root_reason"]) == (a.explanation, a.cause, a.root_reason)
             assert ", ".join(n["root_causes"]) == a.root_causes and n["alerted_at"] == t0 + 5
             assert n["cause_source"] == a.cause_source and n["picture"] == f"/alerts/pictures/{Path(a.picture).name}"
+            assert n["cause_part"] == getattr(a, "cause_part", None)  # in the log line only where there is one
+            assert n["cause_part"] is None or n["cause"] == "other"
             status, kind, png = _get(port, n["picture"])
             assert (status, kind) == (200, "image/png") and png == Path(a.picture).read_bytes()
             assert png[:4] == b"\x89PNG"
@@ -605,6 +613,13 @@ def test_cause_groups() -> None:
     assert cause_of_metric("node_load1") == "other"
     # a node's InfiniBand port errors are a network signal (they had fallen through to "other")
     assert cause_of_metric("node_infiniband_port_errors_received_total") == "network"
+    # the cause head's groups (follow-up 42): a GPU's PCIe replays are its bus, a host's EDAC errors its DIMMs,
+    # both "other" with their part named, as an alert's sentence names them (they had read network and memory)
+    assert cause_of_metric("DCGM_FI_DEV_PCIE_REPLAY_COUNTER") == "other"
+    assert cause_of_metric("node_edac_correctable_errors_total") == "other"
+    r = NodeRisk("r00-n00", "r00", 0.2, "other", "r00-n00-g1", "DCGM_FI_DEV_PCIE_REPLAY_COUNTER", 4.2,
+                 cause_part="GPU bus")
+    assert r.explanation == "r00-n00-g1 DCGM_FI_DEV_PCIE_REPLAY_COUNTER +4.2 (normalised) -> other at the GPU bus"
 
 
 def test_site_config_errors_name_the_field(tmp_path: Path) -> None:

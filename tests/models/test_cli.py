@@ -78,6 +78,8 @@ def test_train_evaluate_predict(dataset, tmp_path, capsys, monkeypatch):
     naming = report["precursor_naming"]
     assert set(naming) == {"deployed", "before_follow_up_40"} and naming["deployed"]["failures"] == \
         naming["before_follow_up_40"]["failures"] <= 3
+    # how often it names "other", and of those a part of the machine, and the right one (follow-up 42)
+    assert {"other_named", "part_named", "part_right"} <= set(naming["deployed"])
     # the printed summary is strict JSON (a ratio without failures of its kind is null, not NaN)
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1], parse_constant=_no_nan)
     assert {"pr_auc_ratio_node_rooted", "pr_auc_ratio_upstream"} <= set(summary)
@@ -114,6 +116,9 @@ def test_train_evaluate_predict(dataset, tmp_path, capsys, monkeypatch):
     assert (f", likely {top['cause']} ({probs[top['cause']]:.2f}; unchecked: it named {top['cause']} on no "
             "validation row)") in top["explanation"]
     assert top["cause_named"] == top["cause"]  # what the sentence names, the cause the daemon's /alerts gives
+    # a part of the machine only beside "other", and in the sentence where given (follow-up 42)
+    assert top["cause_part"] is None or (top["cause_named"] == "other"
+                                         and f" at the {top['cause_part']}: " in top["explanation"])
     # the three likeliest roots among the node's candidates (itself, its GPUs, its rack's infrastructure)
     roots = top["root_causes"]
     assert len(set(roots)) == 3 and all(c.startswith(top["node_id"]) for c in roots if "-n" in c), roots
