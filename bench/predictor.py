@@ -391,6 +391,7 @@ def _pipeline_config(args: argparse.Namespace, seed: int) -> PipelineConfig:
                           input_scaling=args.scale_inputs,
                           input_scale_floor=args.scale_floor, progress=not args.no_progress, device=args.device,
                           train_on_unpredictable=args.train_on_unpredictable, cause_balance=args.cause_balance,
+                          cause_split=tuple(args.cause_split),
                           cause_head=not args.no_cause_head)
 
 
@@ -937,6 +938,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train the GNN and the tabular baselines on software-like failures (software, GSP) as "
                         "positives too, as before follow-up 30 (default: left out of the loss and the fit; the "
                         "evaluation counts them either way)")
+    p.add_argument("--cause-split", nargs="*", default=[], metavar="GROUP",
+                   help="cause groups whose causes the head tells apart as classes of their own, e.g. other "
+                        "(PipelineConfig.cause_split; issue 3 follow-up 42)")
     p.add_argument("--cause-balance", type=float, default=_default_cause_balance(),
                    help="how far the cause head's loss evens out the training sites' cause groups: 0 every failing "
                         "row alike, 1 every group alike (PipelineConfig.cause_balance; default %(default)s)")

@@ -29,7 +29,9 @@ trainable layer):
    its loss reaches the shared layers, and it is built with the random state forked, so the failure logits train
    exactly as without it. ``cause_weights`` weight each group's rows in its cross-entropy (follow-up 35: rare
    groups can count more; by default every row counts alike: evening the groups out named no more failures
-   right).
+   right). ``cause_split`` gives a group one class per contract cause in it, the group's logit their
+   log-sum-exp (follow-up 42: "other" split into the GPU bus, host maintenance, SSD and the rest named the groups
+   no better; off by default).
 """
 
 from __future__ import annotations
@@ -76,6 +78,10 @@ class ModelConfig(BaseModel):
     cause_weights: tuple[float, ...] = Field((), description="per cause group (cause_groups order), the weight of "
                                              "its rows in the cause head's cross-entropy "
                                              "(training.estimate_cause_weights); empty: every group weighs 1")
+    cause_split: tuple[str, ...] = Field((), description="cause groups (of cause_groups) whose causes the head "
+                                         "tells apart as classes of their own, the group's probability their sum: "
+                                         "'other' holds a GPU falling off the bus, host maintenance and SSD "
+                                         "failures, which share no signal; empty: one class per group")
 
     @field_validator("cause_groups")
     @classmethod
@@ -103,6 +109,9 @@ class ModelConfig(BaseModel):
         if self.cause_weights and len(self.cause_weights) != len(self.cause_groups):
             raise ValueError(f"cause_weights has {len(self.cause_weights)} weights for {len(self.cause_groups)} "
                              f"cause_groups {list(self.cause_groups)}: give one per group, or none")
+        bad = [g for g in self.cause_split if g not in self.cause_groups]
+        if bad:
+            raise ValueError(f"cause_split names {bad}, which cause_groups {list(self.cause_groups)} does not hold")
         return self
 
 
@@ -111,6 +120,16 @@ def cause_group_of() -> dict[str, str]:
     from infrabrain.simulation.faults import CAUSE_GROUP, CAUSES
 
     return {c: CAUSE_GROUP.get(c, "other") for c in CAUSES}
+
+
+def cause_classes(config: ModelConfig) -> tuple[tuple[str, str], ...]:
+    """The cause head's classes as ``(group, class)``: one per group of ``cause_groups``, except that a group of
+    ``cause_split`` has one per contract cause in it (``("other", "gpu")``, ...), in ``CAUSES`` order."""
+    out: list[tuple[str, str]] = []
+    for g in config.cause_groups:
+        split = [c for c, cg in cause_group_of().items() if cg == g] if g in config.cause_split else []
+        out += [(g, c) for c in split] if len(split) > 1 else [(g, g)]
+    return tuple(out)
 
 
 class FailurePredictor(nn.Module):
@@ -139,14 +158,19 @@ class FailurePredictor(nn.Module):
         self.act = nn.ReLU()
         self.drop = nn.Dropout(c.dropout)
         if c.cause_groups:
+            classes = cause_classes(c)
             with torch.random.fork_rng(devices=[]):  # the failure head's training draws the same numbers
                 self.cause_head = nn.Sequential(nn.Linear(4 * c.hidden, c.hidden), nn.ReLU(),
-                                                nn.Linear(c.hidden, len(c.cause_groups)))
-            # index into the contract's CAUSES (-1: no failure, the table's last entry) -> group position or -1
-            table = [c.cause_groups.index(g) if g in c.cause_groups else -1 for g in cause_group_of().values()]
+                                                nn.Linear(c.hidden, len(classes)))
+            # index into the contract's CAUSES (-1: no failure, the table's last entry) -> class position or -1
+            table = [next((i for i, (g, k) in enumerate(classes) if g == group and k in (cause, group)), -1)
+                     for cause, group in cause_group_of().items()]
             self.register_buffer("cause_to_group", torch.tensor(table + [-1], dtype=torch.int64), persistent=False)
+            #: per group, its classes' positions (the group's logit is their log-sum-exp)
+            self._group_classes = [[i for i, (g, _) in enumerate(classes) if g == grp] for grp in c.cause_groups]
             weights = c.cause_weights or (1.0,) * len(c.cause_groups)
-            self.register_buffer("cause_weight", torch.tensor(weights, dtype=torch.float32), persistent=False)
+            self.register_buffer("cause_weight", torch.tensor([weights[c.cause_groups.index(g)] for g, _ in classes],
+                                                              dtype=torch.float32), persistent=False)
 
     @property
     def bins(self) -> int:
@@ -263,21 +287,28 @@ class FailurePredictor(nn.Module):
         return torch.cat([s / cnt[:, None], mx], dim=1).view(b, m, 2 * hid)
 
     def cause_targets(self, cause: torch.Tensor) -> torch.Tensor:
-        """Causes (indices into the contract's ``CAUSES``, -1 for none) -> positions in ``cause_groups``; -1 for
-        no failure and for a cause whose group the head does not name."""
+        """Causes (indices into the contract's ``CAUSES``, -1 for none) -> positions of the head's classes
+        (:func:`cause_classes`: ``cause_groups``' positions without ``cause_split``); -1 for no failure and for a
+        cause whose group the head does not name."""
         if not self.config.cause_groups:
             raise ValueError("model was built without a cause head (ModelConfig.cause_groups is empty)")
         return self.cause_to_group[cause.clamp(min=-1)]
 
-    def forward(self, batch: dict[str, torch.Tensor],
-                with_causes: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, batch: dict[str, torch.Tensor], with_causes: bool = False,
+                cause_classes: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Batch from :func:`~infrabrain.models.snapshots.collate_snapshots` -> logits ``[B, n_node_max]``; with
-        ``with_causes`` also the cause head's logits ``[B, n_node_max, G]``."""
+        ``with_causes`` also the cause head's logits per group ``[B, n_node_max, G]`` (``cause_classes``: per class
+        of :func:`cause_classes`, what the head is trained on)."""
         if with_causes and not self.config.cause_groups:
             raise ValueError("with_causes=True but the model has no cause head (ModelConfig.cause_groups is empty)")
         hn = self.node_representation(batch)
         logits = self.head2(self.drop(self.act(self.head1(self.drop(hn))))).squeeze(-1)
-        return (logits, self.cause_head(hn.detach())) if with_causes else logits
+        if not with_causes:
+            return logits
+        fine = self.cause_head(hn.detach())
+        if cause_classes or not self.config.cause_split:
+            return logits, fine
+        return logits, torch.stack([fine[..., idx].logsumexp(-1) for idx in self._group_classes], dim=-1)
 
     def node_representation(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """What the heads read, per node: its final and initial states and its GPU pool ``[B, n_node_max, 4H]``."""
@@ -303,10 +334,13 @@ def cause_groups_of(model: nn.Module) -> tuple[str, ...]:
     return tuple(getattr(getattr(core, "config", None), "cause_groups", ()))
 
 
-def risk_and_cause_logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``model(batch)``'s failure logits and, from the same pass, its cause logits (None for a model without a
-    cause head). ``model`` may be wrapped by Opacus."""
-    return model(batch, with_causes=True) if cause_groups_of(model) else (model(batch), None)
+def risk_and_cause_logits(model: nn.Module, batch: dict[str, torch.Tensor],
+                          classes: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``model(batch)``'s failure logits and, from the same pass, its cause logits per group (``classes``: per
+    class, as trained; None for a model without a cause head). ``model`` may be wrapped by Opacus."""
+    if not cause_groups_of(model):
+        return model(batch), None
+    return model(batch, with_causes=True, cause_classes=True) if classes else model(batch, with_causes=True)
 
 
 @torch.no_grad()

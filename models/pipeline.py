@@ -90,6 +90,8 @@ class PipelineConfig(BaseModel):
     cause_balance: float = Field(0.0, ge=0.0, le=1.0, description="how far the cause head's loss evens out the "
                                  "training sites' cause groups (training.estimate_cause_weights): 0 weighs every "
                                  "failing row alike, 1 every group alike (issue 3 follow-up 35)")
+    cause_split: tuple[str, ...] = Field((), description="cause groups whose causes the head tells apart as "
+                                         "classes of their own (ModelConfig.cause_split; issue 3 follow-up 42)")
 
 
 def training_fractions(train_until: float) -> tuple[float, float]:
@@ -173,7 +175,8 @@ def train_predictor(runs: Sequence[Any], config: PipelineConfig | None = None,
                                          hidden=cfg.hidden, layers=cfg.layers, level_features=cfg.level_features,
                                          dropout=cfg.dropout, summary_features=cfg.summary_features, pos_weight=pw,
                                          bin_features=cfg.bin_features, input_scaling=cfg.input_scaling,
-                                         cause_groups=groups, cause_weights=cw))
+                                         cause_groups=groups, cause_weights=cw,
+                                         cause_split=tuple(g for g in cfg.cause_split if g in groups)))
     if cfg.input_scaling:
         from infrabrain.models.gnn import fit_input_scaling
         from infrabrain.models.training import make_loader

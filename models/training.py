@@ -55,7 +55,7 @@ def loss_fn(model: nn.Module, batch: dict[str, torch.Tensor], ignore_causes: Seq
     """
     core = model._module if hasattr(model, "_module") else model
     batch = batch_to(batch, model_device(core))
-    logits, cause_logits = risk_and_cause_logits(model, batch)
+    logits, cause_logits = risk_and_cause_logits(model, batch, classes=True)
     y, m = batch["y"], batch["label_mask"]
     if logits.shape[0] == 0:  # every parameter stays in the graph (Opacus expects a per-sample gradient of each)
         return (logits.sum() + (cause_logits.sum() if cause_logits is not None else 0.0)) * 0.0

@@ -14,7 +14,7 @@ from infrabrain.models.evaluation import (TYPED_CAUSE_GROUPS, cause_head_accurac
                                           typed_pr_auc)
 from infrabrain.models.cause_naming import MIN_CAUSE_P
 from infrabrain.models.explain import Contribution, explanation_sentence
-from infrabrain.models.gnn import ModelConfig, build_model, cause_group_of
+from infrabrain.models.gnn import ModelConfig, build_model, cause_classes, cause_group_of
 from infrabrain.models.snapshots import collate_snapshots
 from infrabrain.models.training import TrainConfig, cause_column, loss_fn, predict_scores, train_model
 
@@ -115,6 +115,38 @@ def test_the_checkpoint_keeps_the_head_and_an_older_card_loads_without_one(pair,
     assert ck.model.config.cause_groups == ()
     with pytest.raises(ValueError, match="no cause head"):
         ck.model(batch, with_causes=True)
+
+
+def test_a_split_group_is_one_class_per_cause_and_its_logit_their_log_sum_exp(small_splits):
+    """``cause_split=("other",)`` (issue 3 follow-up 42, a probe not adopted): the head has one class per cause of
+    "other" (a GPU falling off the bus, host maintenance, SSD, the rest), is trained on them, and gives every
+    reader the groups' logits, each its classes' log-sum-exp, so their probabilities add up."""
+    sp = small_splits
+    torch.manual_seed(0)
+    model = build_model(sp.feature_set.f_max, sp.window, pool=sp.pool, hidden=8, cause_groups=TYPED_CAUSE_GROUPS,
+                        cause_split=("other",))
+    classes = cause_classes(model.config)
+    assert classes == (*((g, g) for g in TYPED_CAUSE_GROUPS[:-1]), ("other", "gpu"), ("other", "host_maintenance"),
+                       ("other", "ssd"), ("other", "other"))
+    causes = list(cause_group_of())
+    targets = model.cause_targets(torch.tensor([causes.index(c) for c in ("gpu", "ssd", "hbm", "nic", "software")]
+                                               + [-1]))
+    assert targets.tolist() == [classes.index(("other", "gpu")), classes.index(("other", "ssd")), 0, 1, -1, -1]
+    batch = collate_snapshots([sp.test_sites[i] for i in range(2)])
+    with torch.no_grad():
+        _, groups = model(batch, with_causes=True)
+        _, fine = model(batch, with_causes=True, cause_classes=True)
+    assert groups.shape[-1] == len(TYPED_CAUSE_GROUPS) and fine.shape[-1] == len(classes)
+    p_fine = fine.softmax(-1)
+    torch.testing.assert_close(groups.softmax(-1)[..., -1], p_fine[..., 4:].sum(-1))
+    torch.testing.assert_close(groups.softmax(-1)[..., :4], p_fine[..., :4])
+    # the loss is the classes' cross-entropy (on a failing row: one gradient row per class)
+    failing = next(i for i in range(len(sp.train)) if sp.train[i]["y"].sum() > 0)
+    loss_fn(model, collate_snapshots([sp.train[failing]])).backward()
+    g = model.cause_head[2].weight.grad
+    assert g.shape[0] == len(classes) and float(g.abs().sum()) > 0
+    with pytest.raises(ValueError, match=r"cause_split names \['power'\]"):
+        ModelConfig(n_features=3, cause_groups=("memory", "other"), cause_split=("power",))
 
 
 @pytest.mark.parametrize(("groups", "match"), [(("memory", "cosmic"), r"unknown cause group\(s\) \['cosmic'\]"),

@@ -17,16 +17,19 @@ def _double(batch):
     return {k: (v.double() if v.is_floating_point() else v) for k, v in batch.items()}
 
 
-@pytest.mark.parametrize(("bin_features", "scaled", "causes"),
-                         [(True, False, ()), (False, False, ()), (False, True, ()), (False, True, TYPED_CAUSE_GROUPS)],
-                         ids=["per-bin", "summaries", "summaries+input-scaling", "summaries+input-scaling+cause-head"])
-def test_per_sample_gradients_equal_microbatches(small_splits, bin_features, scaled, causes):
+@pytest.mark.parametrize(("bin_features", "scaled", "causes", "split"),
+                         [(True, False, (), ()), (False, False, (), ()), (False, True, (), ()),
+                          (False, True, TYPED_CAUSE_GROUPS, ()), (False, True, TYPED_CAUSE_GROUPS, ("other",))],
+                         ids=["per-bin", "summaries", "summaries+input-scaling", "summaries+input-scaling+cause-head",
+                              "summaries+input-scaling+cause-head-split"])
+def test_per_sample_gradients_equal_microbatches(small_splits, bin_features, scaled, causes, split):
     from opacus import GradSampleModule
 
     sp = small_splits
     torch.manual_seed(0)
     model = build_model(sp.feature_set.f_max, sp.window, pool=sp.pool, pos_weight=4.0, hidden=8,
-                        bin_features=bin_features, input_scaling=scaled, cause_groups=causes).double()
+                        bin_features=bin_features, input_scaling=scaled, cause_groups=causes,
+                        cause_split=split).double()
     if scaled:
         from infrabrain.models.gnn import fit_input_scaling
         from infrabrain.models.training import make_loader
