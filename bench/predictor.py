@@ -21,10 +21,12 @@ The explanation keys (``explanation_*``, :mod:`infrabrain.models.precursor_namin
 a precursor (``explanation_failures``), the share whose sentence quotes the root (``explanation_root_quoted``) and
 names its precursor (``explanation_precursor_named``), beside the sentence before issue 3 follow-up 40
 (``*_before_follow_up_40``), and how often it ends by naming an unquoted upstream root (``explanation_root_clause``)
-and how often that root is the true one (``explanation_root_clause_right``); how often it names the cause group
-"other" (``explanation_other_named``), of those how often it also names the part of the machine
+and how often that root is the true one (``explanation_root_clause_right``); how often it names a cause group
+(``explanation_group_named``) and the failure's (``explanation_group_right``), how often "other"
+(``explanation_other_named``), of those how often it also names the part of the machine
 (``explanation_part_named``: "at the GPU bus", issue 3 follow-up 42) and how often that part is the precursor's
-(``explanation_part_right``).
+(``explanation_part_right``); the group the cause head alone names, as before follow-up 42
+(``explanation_group_named_by_head``, ``explanation_group_right_by_head``).
 The root-cause keys (``rootcause_top3`` ...) rank with the card's prior as a deployed site does: the training
 sites' pooled labels plus the published failure mix on the site's topology at 50 pseudo-failures (follow-up 29;
 ``rootcause_top3_labels``: the labels alone, as before). A GNN with a cause head also ranks with the head's
@@ -519,7 +521,9 @@ PER_DRAW_KEYS = ("pr_auc_gnn", "pr_auc_best_baseline", "pr_auc_ratio", "pr_auc_r
                  "cause_head_balanced_accuracy", "explanation_root_quoted", "explanation_precursor_named",
                  "explanation_root_quoted_before_follow_up_40", "explanation_precursor_named_before_follow_up_40",
                  "explanation_failures", "explanation_root_clause", "explanation_root_clause_right",
-                 "explanation_other_named", "explanation_part_named", "explanation_part_right")
+                 "explanation_group_named", "explanation_group_right", "explanation_other_named",
+                 "explanation_part_named", "explanation_part_right", "explanation_group_named_by_head",
+                 "explanation_group_right_by_head")
 
 
 def _is_num(v: object) -> bool:
@@ -773,7 +777,8 @@ def _one_seed(runs: list, args: argparse.Namespace, seed: int, report_dir: str |
            for rule, suffix in (("deployed", ""), ("before_follow_up_40", "_before_follow_up_40"))
            for key in ("root_quoted", "precursor_named")},
         **{f"explanation_{key}": rep.get("precursor_naming", {}).get("deployed", {}).get(key)
-           for key in ("failures", "root_clause", "root_clause_right", "other_named", "part_named", "part_right")},
+           for key in ("failures", "root_clause", "root_clause_right", "group_named", "group_right", "other_named",
+                       "part_named", "part_right", "group_named_by_head", "group_right_by_head")},
         **{f"oracle_{kind}_{key}": m[src] for kind, m in oracle.items()
            for key, src in (("pr_auc", "pr_auc"), ("recall_at_p50", "event_recall_at_p50_precursor"),
                             ("recall_at_p50_all", "event_recall_at_p50"), ("median_lead_min", "median_lead_min"))},

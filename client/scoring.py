@@ -35,7 +35,7 @@ import numpy as np
 
 from infrabrain.client.topology_file import SiteTopology
 from infrabrain.logs import get_logger
-from infrabrain.models.cause_part import OTHER_PART_OF_METRIC, cause_part  # torch-free
+from infrabrain.models.cause_part import OTHER_PART_OF_METRIC, part_of_metric  # torch-free
 
 if TYPE_CHECKING:
     from infrabrain.client.alert_pictures import AlertPictures
@@ -179,7 +179,7 @@ class PredictorScorer:
         first = quoted[0] if quoted else None
         metric = first.metric if first is not None else ""
         cause = exp.cause_named or (cause_of_metric(metric) if metric else r.top_cause)
-        part = exp.cause_part or cause_part(cause, metric) or ""
+        part = exp.cause_part or (part_of_metric(metric) if cause == "other" else None) or ""
         if first is None:  # a named group and nothing material to quote: no component to point at
             return {"top_cause": cause, "component_id": "", "metric": "", "deviation": 0.0, "cause_source": "model",
                     "cause_part": part}
@@ -252,7 +252,7 @@ class PredictorScorer:
             cause = cause_of_metric(metric) if metric else "none"
             out.append(NodeRisk(node_id=node_id, rack=self._rack_of.get(node_id, ""), risk=float(risk[i]),
                                 top_cause=cause, component_id=str(comp_ids[j]) if metric else "", metric=metric,
-                                deviation=float(best_v[j]), cause_part=cause_part(cause, metric) or ""))
+                                deviation=float(best_v[j]), cause_part=part_of_metric(metric) or ""))
         self._last = (snap, metrics, np.where(scored, logits, np.nan), dev)  # unscored nodes: no sibling evidence
         return out
 

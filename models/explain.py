@@ -6,8 +6,9 @@ contributors are rendered with the metric whose window alone moves that logit mo
 most deviating metric where no single one moves it by :data:`MIN_QUOTED_DROP`), in raw units, e.g.
 ``node r03-n07 at risk 0.82: cooling unit crac-2 airflow -35 % over 40 min; rack r03 inlet +6.1 C over 40 min``,
 and with the cause group the model's cause head names (``likely thermal (0.91)``), as far as the model card's
-check of that naming allows (:mod:`~infrabrain.models.cause_naming`), and for "other" the part of the machine its
-first quoted metric lies in (``likely other (0.71) at the GPU bus``, :mod:`~infrabrain.models.cause_part`). Each
+check of that naming allows (:mod:`~infrabrain.models.cause_naming`); where the first quoted metric is a part's
+precursor (a GPU's PCIe replays), "other" at that part (``likely other (0.71) at the GPU bus``,
+:mod:`~infrabrain.models.cause_part`). Each
 explanation also carries the root-cause ranking (``Explanation.roots``, :mod:`~infrabrain.models.root_cause_ranking`)
 and why each root is where it is (``Explanation.root_parts``).
 """
@@ -23,7 +24,7 @@ import pandas as pd
 import torch
 
 from infrabrain.models.cause_naming import FAILED, MIN_CAUSE_P, TOO_FEW, CauseNamingCheck
-from infrabrain.models.cause_part import cause_part
+from infrabrain.models.cause_part import PARTED_GROUP, sentence_cause
 from infrabrain.models.derived_metrics import with_derived_metrics
 from infrabrain.models.features import KINDS, STATIC_METRICS, FeatureSet, is_counter
 from infrabrain.models.gnn import cause_groups_of
@@ -100,11 +101,13 @@ class Explanation:
     #: :func:`~infrabrain.models.cause_naming.named_cause`)
     causes: dict[str, float] = field(default_factory=dict)
     cause: str | None = None
-    #: the group the sentence names ("likely thermal (0.91)"): the head's, where it reaches MIN_CAUSE_P and the
-    #: card's check of its naming did not fail; None where the sentence names none or says the cause is unsure
+    #: the group the sentence names ("likely thermal (0.91)"): "other" where its first quoted metric is a part's
+    #: precursor (:func:`~infrabrain.models.cause_part.sentence_cause`), else the head's, where it reaches
+    #: MIN_CAUSE_P and the card's check of its naming did not fail; None where the sentence names none or says the
+    #: cause is unsure
     cause_named: str | None = None
-    #: where ``cause_named`` is "other", the part of the machine its first quoted metric lies in ("likely other
-    #: (0.71) at the GPU bus": :func:`~infrabrain.models.cause_part.cause_part`); None otherwise
+    #: the part of the machine that first quoted metric lies in ("likely other (0.71) at the GPU bus"); None
+    #: where it is no part's precursor
     cause_part: str | None = None
     #: the ranking's likeliest root where the sentence quotes it as none of its contributors (it ends the sentence:
     #: "likeliest root leaf switch leaf-r05: ..."); None where it is one of them or nothing is quoted
@@ -352,8 +355,8 @@ def explain_node(
                   and KINDS[int(graph.kind[roots[0]])] in UPSTREAM_KINDS
                   and root_parts[roots[0]].get("cause_evidence", 0.0) > 0.0 else None)
     status, note = _naming_verdict(naming, cause)
-    named = cause if _head_names(cause, causes.get(cause)) and status != FAILED else None
-    part = cause_part(named, material[0].metric if material else None)
+    named, part = sentence_cause(cause if _head_names(cause, causes.get(cause)) and status != FAILED else None,
+                                 material[0].metric if material else None)
     return Explanation(node_id=node_id, risk=risk, contributors=contribs, causes=causes, cause=cause,
                        cause_named=named, cause_part=part,
                        sentence=explanation_sentence(node_id, risk, contribs, top_k, cause,
@@ -426,20 +429,27 @@ def explanation_sentence(node_id: str, risk: float, contribs: Sequence[Contribut
     (:meth:`~infrabrain.models.cause_naming.CauseNamingCheck.status` and ``note``): where it failed, "cause unsure
     (the head says <group> P, but <note>)"; where it was too rarely made to tell, "likely <group> (P; unchecked:
     <note>)". ``root`` (the ranking's likeliest root where it is not quoted) ends it: "likeliest root leaf switch
-    leaf-r05: port errors +1935 over 59 min (32.8/min)". ``part`` (:mod:`~infrabrain.models.cause_part`) follows a
-    named group: "likely other (0.71) at the GPU bus"."""
+    leaf-r05: port errors +1935 over 59 min (32.8/min)". ``part`` (the part of the machine the first contributor's
+    metric lies in, :mod:`~infrabrain.models.cause_part`) names "other" at that part, with the head's probability
+    where the head names "other" too ("likely other (0.71) at the GPU bus"), else with what the head names
+    ("likely other at the GPU bus (the cause head says memory 0.55)")."""
     parts = [f"{KIND_LABEL[c.kind]} {c.component_id} {', '.join([c.change, *(a.change for a in c.also)])}".strip()
              for c in quoted_contributors(contribs, top_k)]
     if root is not None and parts:
         parts.append(f"likeliest root {KIND_LABEL[root.kind]} {root.component_id}"
                      + (f": {root.change}" if root.change else ""))
     named = _head_names(cause, cause_p)
+    unchecked = f"; unchecked: {naming_note}" if naming_status == TOO_FEW else ""
     why = ""
-    if named and naming_status == FAILED:
+    if part and named and cause == PARTED_GROUP and naming_status != FAILED:
+        why = f", likely {cause} ({cause_p:.2f}{unchecked}) at the {part}"
+    elif part:  # the metric names the part whatever the head says
+        why = f", likely {PARTED_GROUP} at the {part}" + (f" (the cause head says {cause} {cause_p:.2f})"
+                                                           if named and cause != PARTED_GROUP else "")
+    elif named and naming_status == FAILED:
         why = f", cause unsure (the head says {cause} {cause_p:.2f}, but {naming_note})"
     elif named:
-        why = f", likely {cause} ({cause_p:.2f}" + (f"; unchecked: {naming_note})" if naming_status == TOO_FEW
-                                                     else ")") + (f" at the {part}" if part else "")
+        why = f", likely {cause} ({cause_p:.2f}{unchecked})"
     return f"node {node_id} at risk {risk:.2f}{why}" + (": " + "; ".join(parts) if parts else "")
 
 

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from infrabrain.models.cause_naming import MIN_CAUSE_P
 from infrabrain.models.cause_part import PARTED_GROUP
 from infrabrain.models.explain import Explanation, explain_dataset_row
 from infrabrain.models.own_change_evidence import OwnChangeTails
@@ -99,9 +100,11 @@ def precursor_naming(model: torch.nn.Module, dataset: SnapshotDataset, feature_s
     """How often the sentences of the failures with a precursor (``events["precursor"]``, at most ``max_events``,
     sampled with ``seed``) quote the root and name its precursor, overall and per signal, for each of
     :data:`RULES`; with how often the sentence ends by naming the likeliest root (``root_clause``) and how often
-    that root is the true one (``root_clause_right``), how often it names the group "other" (``other_named``), of
-    those how often it names a part of the machine too (``part_named``, :mod:`~infrabrain.models.cause_part`), and
-    how often that part is the precursor's (``part_right``, :data:`SIGNAL_PART`). ``prior`` (one, or one
+    that root is the true one (``root_clause_right``), how often it names a cause group (``group_named``) and the
+    failure's (``group_right``), how often "other" (``other_named``), of those how often it names a part of the
+    machine too (``part_named``, :mod:`~infrabrain.models.cause_part`), and how often that part is the precursor's
+    (``part_right``, :data:`SIGNAL_PART`); and the group the cause head alone names, as sentences did before
+    issue 3 follow-up 42 (``group_named_by_head``, ``group_right_by_head``). ``prior`` (one, or one
     per site index) and ``own_tails`` as :func:`~infrabrain.models.explain.explain_node`'s: they change the
     roots, not the sentence."""
     from infrabrain.models.root_cause_accuracy import explained_snapshot
@@ -124,11 +127,15 @@ def precursor_naming(model: torch.nn.Module, dataset: SnapshotDataset, feature_s
             x = explain_dataset_row(model, dataset, feature_set, rows, int(e.site), step, int(e.node), prior=prior,
                                     own_tails=own_tails, metric_by_occlusion=now, name_root=now)
             clause = x.root_quote is not None
+            head = x.cause if x.cause is not None and x.causes.get(x.cause, 0.0) >= MIN_CAUSE_P else None
             out.append((rule, signal, *names_precursor(x, root, signal), clause,
-                        clause and x.root_quote.component == root, x.cause_named == PARTED_GROUP,
-                        x.cause_part is not None, x.cause_part is not None and x.cause_part == SIGNAL_PART.get(signal)))
+                        clause and x.root_quote.component == root, x.cause_named is not None,
+                        x.cause_named == str(e.group), x.cause_named == PARTED_GROUP, x.cause_part is not None,
+                        x.cause_part is not None and x.cause_part == SIGNAL_PART.get(signal), head is not None,
+                        head == str(e.group)))
     df = pd.DataFrame(out, columns=["rule", "signal", "root_quoted", "named", "root_clause", "root_clause_right",
-                                    "other_named", "part_named", "part_right"])
+                                    "group_named", "group_right", "other_named", "part_named", "part_right",
+                                    "head_named", "head_right"])
     return {rule: _summary(df[df["rule"] == rule]) for rule in RULES}
 
 
@@ -139,8 +146,11 @@ def _summary(df: pd.DataFrame) -> dict[str, Any]:
                 "named_when_root_quoted": _share(d.loc[d["root_quoted"], "named"]),
                 "root_clause": _share(d["root_clause"]),
                 "root_clause_right": _share(d.loc[d["root_clause"], "root_clause_right"]),
+                "group_named": _share(d["group_named"]), "group_right": _share(d.loc[d["group_named"], "group_right"]),
                 "other_named": _share(d["other_named"]), "part_named": _share(d.loc[d["other_named"], "part_named"]),
-                "part_right": _share(d.loc[d["part_named"], "part_right"])}
+                "part_right": _share(d.loc[d["part_named"], "part_right"]),
+                "group_named_by_head": _share(d["head_named"]),
+                "group_right_by_head": _share(d.loc[d["head_named"], "head_right"])}
 
     return {**shares(df), "by_signal": {s: shares(d) for s, d in df.groupby("signal")}}
 

@@ -1,24 +1,28 @@
 """The part of the machine a "likely other" alert names (issue 3 follow-up 42): read off the first quoted metric,
-only for the group "other", in the sentence after the group; and the parts against the simulator's precursors."""
+which then names "other" whatever the cause head says, in the sentence after the group; and the parts against the
+simulator's precursors."""
 
 from __future__ import annotations
 
-from infrabrain.models.cause_part import OTHER_PART_OF_METRIC, PARTED_GROUP, cause_part
+from infrabrain.models.cause_naming import FAILED, TOO_FEW
+from infrabrain.models.cause_part import OTHER_PART_OF_METRIC, PARTED_GROUP, part_of_metric, sentence_cause
 from infrabrain.models.explain import Contribution, explanation_sentence
 from infrabrain.models.precursor_naming import SIGNAL_METRICS, SIGNAL_PART
 from infrabrain.simulation.faults import CAUSE_GROUP, MODES
 
 
-def test_a_part_is_named_only_for_other_and_only_by_a_precursor_metric() -> None:
-    assert cause_part("other", "DCGM_FI_DEV_PCIE_REPLAY_COUNTER") == "GPU bus"
-    assert cause_part("other", "node_edac_correctable_errors_total") == "host memory"
-    assert cause_part("other", "node_disk_io_time_seconds_total") == "disk"
-    # the head names another group: its word stands, whatever the metric
-    assert cause_part("memory", "DCGM_FI_DEV_PCIE_REPLAY_COUNTER") is None
-    # "other" quoted by a metric that is no part's precursor, by nothing, or no group named at all
-    assert cause_part("other", "cooling_supply_temp_celsius") is None
-    assert cause_part("other", None) is None and cause_part("other", "") is None
-    assert cause_part(None, "DCGM_FI_DEV_PCIE_REPLAY_COUNTER") is None
+def test_a_part_is_named_by_its_precursor_metric_whatever_the_head_says() -> None:
+    assert sentence_cause("other", "DCGM_FI_DEV_PCIE_REPLAY_COUNTER") == ("other", "GPU bus")
+    assert sentence_cause("other", "node_edac_correctable_errors_total") == ("other", "host memory")
+    assert sentence_cause("other", "node_disk_io_time_seconds_total") == ("other", "disk")
+    # the head names another group, or none: a GPU's PCIe replays are still its bus
+    assert sentence_cause("memory", "DCGM_FI_DEV_PCIE_REPLAY_COUNTER") == ("other", "GPU bus")
+    assert sentence_cause(None, "node_edac_correctable_errors_total") == ("other", "host memory")
+    # a first metric that is no part's precursor, or none: the head's word stands, with no part
+    assert sentence_cause("other", "cooling_supply_temp_celsius") == ("other", None)
+    assert sentence_cause("thermal", "DCGM_FI_DEV_GPU_TEMP") == ("thermal", None)
+    assert sentence_cause("other", None) == ("other", None) and sentence_cause(None, "") == (None, None)
+    assert part_of_metric("DCGM_FI_DEV_PCIE_REPLAY_COUNTER") == "GPU bus" and part_of_metric(None) is None
 
 
 def test_the_sentence_names_the_part_after_the_group() -> None:
@@ -27,9 +31,19 @@ def test_the_sentence_names_the_part_after_the_group() -> None:
         "node n at risk 0.73, likely other (0.71) at the GPU bus: GPU g0 PCIe replays +734 over 47 min"
     assert explanation_sentence("n", 0.73, [pcie], cause="other", cause_p=0.71) == \
         "node n at risk 0.73, likely other (0.71): GPU g0 PCIe replays +734 over 47 min"
-    # a group too unsure to name names no part either
+    # the head names another group: the metric names the part, and the sentence says what the head said
+    assert explanation_sentence("n", 0.73, [pcie], cause="memory", cause_p=0.55, part="GPU bus") == \
+        "node n at risk 0.73, likely other at the GPU bus (the cause head says memory 0.55): GPU g0 PCIe replays " \
+        "+734 over 47 min"
+    # ... or is too unsure to name one, or its naming of "other" failed the card's check
     assert explanation_sentence("n", 0.73, [pcie], cause="other", cause_p=0.2, part="GPU bus") == \
-        "node n at risk 0.73: GPU g0 PCIe replays +734 over 47 min"
+        "node n at risk 0.73, likely other at the GPU bus: GPU g0 PCIe replays +734 over 47 min"
+    assert explanation_sentence("n", 0.73, [pcie], cause="other", cause_p=0.71, part="GPU bus",
+                                naming_status=FAILED, naming_note="it named other on 2 of 9 rows right").startswith(
+        "node n at risk 0.73, likely other at the GPU bus: ")
+    assert explanation_sentence("n", 0.73, [pcie], cause="other", cause_p=0.71, part="GPU bus",
+                                naming_status=TOO_FEW, naming_note="it named other on no validation row").startswith(
+        "node n at risk 0.73, likely other (0.71; unchecked: it named other on no validation row) at the GPU bus: ")
 
 
 def test_each_part_is_the_one_precursor_of_the_other_group_its_metrics_show() -> None:

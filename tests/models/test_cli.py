@@ -115,10 +115,11 @@ def test_train_evaluate_predict(dataset, tmp_path, capsys, monkeypatch):
     # ... flagged as unchecked where the card's check has no verdict on that group (follow-up 38)
     assert (f", likely {top['cause']} ({probs[top['cause']]:.2f}; unchecked: it named {top['cause']} on no "
             "validation row)") in top["explanation"]
-    assert top["cause_named"] == top["cause"]  # what the sentence names, the cause the daemon's /alerts gives
-    # a part of the machine only beside "other", and in the sentence where given (follow-up 42)
-    assert top["cause_part"] is None or (top["cause_named"] == "other"
-                                         and f" at the {top['cause_part']}: " in top["explanation"])
+    # what the sentence names, the cause the daemon's /alerts gives: the head's group, or "other" at the part of
+    # the machine its first quoted metric points at (follow-up 42)
+    assert top["cause_named"] == ("other" if top["cause_part"] else top["cause"])
+    assert top["cause_part"] is None or ", likely other" in top["explanation"] and \
+        f" at the {top['cause_part']}" in top["explanation"]
     # the three likeliest roots among the node's candidates (itself, its GPUs, its rack's infrastructure)
     roots = top["root_causes"]
     assert len(set(roots)) == 3 and all(c.startswith(top["node_id"]) for c in roots if "-n" in c), roots
