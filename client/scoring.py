@@ -67,6 +67,17 @@ _CAUSE_PATTERNS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
+#: A GPU's hardware XID (NVIDIA's XID catalogue) -> the cause group and part it names. The model reads only
+#: whether a hardware XID was raised (:data:`infrabrain.models.features.HARDWARE_XIDS`), so the heuristic's
+#: strongest signal says "an XID", and the code in the raw window says which: 48 double-bit ECC, 63 / 64 row
+#: remapping recorded / failed, 92 high single-bit ECC rate and 94 / 95 contained / uncontained ECC are the GPU's
+#: memory; 79 is a GPU fallen off the bus (whatever made it fall: a thermal shutdown shows as heat first).
+XID_CAUSE: dict[int, tuple[str, str]] = {
+    48: ("memory", ""), 63: ("memory", ""), 64: ("memory", ""), 92: ("memory", ""), 94: ("memory", ""),
+    95: ("memory", ""), 79: ("other", "GPU bus"),
+}
+
+
 def cause_of_metric(metric: str) -> str:
     """Cause group suggested by a metric name (``other`` when none fits)."""
     for cause, patterns in _CAUSE_PATTERNS:
@@ -161,6 +172,8 @@ class PredictorScorer:
         #: tell. None for a card without it (before issue 3 follow-up 38), which names causes as before.
         self.cause_naming = CauseNamingCheck.from_card(self._ckpt.card)
         self._node_ids = topology.ids("node")
+        #: global index of each GPU -> its column in the raw window's ``gpu`` block
+        self._gpu_local = {int(g): i for i, g in enumerate(self._graph.kind_index.get("gpu", []))}
         self._rack_of = topology.rack_of()
         self._neigh = self._node_neighbourhoods()
         self._own = self._node_components()
@@ -249,12 +262,24 @@ class PredictorScorer:
             names = self.feature_set.metrics_of(kinds[comp_kind[j]])
             f = int(best_f[j])
             metric = names[f] if f < len(names) and abs(best_v[j]) >= ABNORMAL_DEVIATION else ""
-            cause = cause_of_metric(metric) if metric else "none"
+            cause, part = (cause_of_metric(metric), part_of_metric(metric) or "") if metric else ("none", "")
+            if "XID" in metric:
+                cause, part = XID_CAUSE.get(self._last_xid(metrics, int(j), metric), (cause, part))
             out.append(NodeRisk(node_id=node_id, rack=self._rack_of.get(node_id, ""), risk=float(risk[i]),
                                 top_cause=cause, component_id=str(comp_ids[j]) if metric else "", metric=metric,
-                                deviation=float(best_v[j]), cause_part=part_of_metric(metric) or ""))
+                                deviation=float(best_v[j]), cause_part=part))
         self._last = (snap, metrics, np.where(scored, logits, np.nan), dev)  # unscored nodes: no sibling evidence
         return out
+
+    def _last_xid(self, metrics: Mapping[str, np.ndarray], component: int, metric: str) -> int:
+        """The last XID code GPU ``component`` (a global index) logged in the raw window ``metrics``; 0 where it
+        logged none or the window lacks the column."""
+        names = list(self.metric_names.get("gpu", []))
+        if component not in self._gpu_local or metric not in names or "gpu" not in metrics:
+            return 0
+        v = np.asarray(metrics["gpu"])[:, self._gpu_local[component], names.index(metric)]
+        v = v[np.isfinite(v) & (v > 0)]
+        return int(v[-1]) if len(v) else 0
 
     def explain(self, risks: Sequence[NodeRisk], pictures: AlertPictures | None = None,
                 now: float | None = None, draw: Collection[str] | None = None) -> list[NodeRisk]:

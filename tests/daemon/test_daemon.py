@@ -605,6 +605,25 @@ def test_a_quiet_node_has_no_cause_and_an_abnormal_signal_names_one(tmp_path: Pa
     assert abs(hot.deviation) >= ABNORMAL_DEVIATION
 
 
+@pytest.mark.parametrize(("code", "cause", "part"), [(63, "memory", ""), (48, "memory", ""), (79, "other", "GPU bus")])
+def test_an_xid_is_named_by_its_code(tmp_path: Path, small_dataset: Path, small_checkpoint: Path, small_run: Any,
+                                     code: int, cause: str, part: str) -> None:
+    """The model reads that a GPU raised a hardware XID, not which; the signal heuristic reads the code from the raw
+    window (follow-up 42): a row remap or double-bit ECC is the GPU's memory, a GPU fallen off the bus its bus.
+    Before, every XID read "gpu", a group the cause head does not name."""
+    from infrabrain.client.topology_file import load_topology
+
+    _site_yaml(tmp_path, small_dataset, None)
+    scorer = PredictorScorer(small_checkpoint, load_topology(tmp_path / "topology.yaml"))
+    window = {k: np.asarray(v)[-scorer.window_steps:].copy() for k, v in small_run.metrics.items()}
+    xid = list(scorer.metric_names["gpu"]).index("DCGM_FI_DEV_XID_ERRORS")
+    window["gpu"][:, :, xid] = 0.0
+    window["gpu"][-20:, 3, xid] = code  # r00-n01's second GPU
+    r = {r.node_id: r for r in scorer.score(window)}["r00-n01"]
+    assert (r.metric, r.component_id) == ("DCGM_FI_DEV_XID_ERRORS", "r00-n01-g1"), r
+    assert (r.top_cause, r.cause_part) == (cause, part)
+
+
 def test_cause_groups() -> None:
     assert cause_of_metric("DCGM_FI_DEV_GPU_TEMP") == "thermal"
     assert cause_of_metric("DCGM_FI_DEV_ECC_DBE_VOL_TOTAL") == "memory"
