@@ -72,18 +72,20 @@ class NodeSeries:
         risk = GaugeMetricFamily("infrabrain_node_failure_risk", "Probability that the node fails within the next hour",
                                  labels=["site", "node", "rack"])
         cause = GaugeMetricFamily("infrabrain_node_top_cause",
-                                  "1 for the node's most likely cause and its signal: what its alert sentence says "
-                                  "(source model) for a node at or above the alert threshold, else its strongest "
-                                  "abnormal signal (source signal)",
-                                  labels=["site", "node", "rack", "cause", "component", "metric", "source"])
+                                  "1 for the node's most likely cause (for other, the part of the machine its "
+                                  "signal points at) and its signal: what its alert sentence says (source model) "
+                                  "for a node at or above the alert threshold, else its strongest abnormal signal "
+                                  "(source signal)",
+                                  labels=["site", "node", "rack", "cause", "part", "component", "metric",
+                                          "source"])
         deviation = GaugeMetricFamily("infrabrain_node_top_signal_deviation",
                                       "Normalised deviation of the node's strongest signal (the metric "
                                       "infrabrain_node_top_cause names, where it is abnormal)",
                                       labels=["site", "node"])
         for r in risks:
             risk.add_metric([self.site, r.node_id, r.rack], r.risk)
-            cause.add_metric([self.site, r.node_id, r.rack, r.top_cause, r.component_id, r.metric, r.cause_source],
-                             1.0)
+            cause.add_metric([self.site, r.node_id, r.rack, r.top_cause, r.cause_part, r.component_id, r.metric,
+                              r.cause_source], 1.0)
             deviation.add_metric([self.site, r.node_id], r.deviation)
         yield from (risk, cause, deviation)
 

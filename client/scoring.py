@@ -78,6 +78,13 @@ XID_CAUSE: dict[int, tuple[str, str]] = {
 }
 
 
+def last_code(series: np.ndarray) -> int:
+    """The last code an XID gauge's ``series`` held (its last finite positive value); 0 for none."""
+    v = np.asarray(series, dtype=np.float64)
+    v = v[np.isfinite(v) & (v > 0)]
+    return int(v[-1]) if len(v) else 0
+
+
 def cause_of_metric(metric: str) -> str:
     """Cause group suggested by a metric name (``other`` when none fits)."""
     for cause, patterns in _CAUSE_PATTERNS:
@@ -193,6 +200,8 @@ class PredictorScorer:
         metric = first.metric if first is not None else ""
         cause = exp.cause_named or (cause_of_metric(metric) if metric else r.top_cause)
         part = exp.cause_part or (part_of_metric(metric) if cause == "other" else None) or ""
+        if exp.cause_named is None and "XID" in metric and first is not None and first.series is not None:
+            cause, part = XID_CAUSE.get(last_code(first.series), (cause, part))
         if first is None:  # a named group and nothing material to quote: no component to point at
             return {"top_cause": cause, "component_id": "", "metric": "", "deviation": 0.0, "cause_source": "model",
                     "cause_part": part}
@@ -277,9 +286,7 @@ class PredictorScorer:
         names = list(self.metric_names.get("gpu", []))
         if component not in self._gpu_local or metric not in names or "gpu" not in metrics:
             return 0
-        v = np.asarray(metrics["gpu"])[:, self._gpu_local[component], names.index(metric)]
-        v = v[np.isfinite(v) & (v > 0)]
-        return int(v[-1]) if len(v) else 0
+        return last_code(np.asarray(metrics["gpu"])[:, self._gpu_local[component], names.index(metric)])
 
     def explain(self, risks: Sequence[NodeRisk], pictures: AlertPictures | None = None,
                 now: float | None = None, draw: Collection[str] | None = None) -> list[NodeRisk]:

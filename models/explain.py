@@ -8,9 +8,9 @@ most deviating metric where no single one moves it by :data:`MIN_QUOTED_DROP`), 
 and with the cause group the model's cause head names (``likely thermal (0.91)``), as far as the model card's
 check of that naming allows (:mod:`~infrabrain.models.cause_naming`); where the first quoted metric is a part's
 precursor (a GPU's PCIe replays), "other" at that part (``likely other (0.71) at the GPU bus``,
-:mod:`~infrabrain.models.cause_part`). Each
-explanation also carries the root-cause ranking (``Explanation.roots``, :mod:`~infrabrain.models.root_cause_ranking`)
-and why each root is where it is (``Explanation.root_parts``).
+:mod:`~infrabrain.models.cause_part`). Each explanation also carries the root-cause ranking
+(``Explanation.roots``, :mod:`~infrabrain.models.root_cause_ranking`) and why each root is where it is
+(``Explanation.root_parts``).
 """
 
 from __future__ import annotations
@@ -422,9 +422,8 @@ def _head_names(cause: str | None, cause_p: float | None) -> bool:
 def explanation_sentence(node_id: str, risk: float, contribs: Sequence[Contribution], top_k: int = 3,
                          cause: str | None = None, cause_p: float | None = None, naming_status: str | None = None,
                          naming_note: str = "", root: Contribution | None = None, part: str | None = None) -> str:
-    """'node X at risk R[, likely <cause group> (P)[ at the <part>]]: <top contributor>; <others within MATERIAL_SHARE
-    of it>'
-    (``contribs`` ranked; ``cause`` and ``cause_p``: the cause head's likeliest group and its probability, named
+    """'node X at risk R[, likely <cause group> (P)[ at the <part>]]: <top contributor>; <others within
+    MATERIAL_SHARE of it>' (``contribs`` ranked; ``cause`` and ``cause_p``: the cause head's likeliest group and its probability, named
     only if ``cause_p >= MIN_CAUSE_P``). With the card's check of that naming
     (:meth:`~infrabrain.models.cause_naming.CauseNamingCheck.status` and ``note``): where it failed, "cause unsure
     (the head says <group> P, but <note>)"; where it was too rarely made to tell, "likely <group> (P; unchecked:

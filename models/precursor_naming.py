@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from infrabrain.models.cause_naming import MIN_CAUSE_P
+from infrabrain.models.cause_naming import named_cause
 from infrabrain.models.cause_part import PARTED_GROUP
 from infrabrain.models.explain import Explanation, explain_dataset_row
 from infrabrain.models.own_change_evidence import OwnChangeTails
@@ -127,7 +127,7 @@ def precursor_naming(model: torch.nn.Module, dataset: SnapshotDataset, feature_s
             x = explain_dataset_row(model, dataset, feature_set, rows, int(e.site), step, int(e.node), prior=prior,
                                     own_tails=own_tails, metric_by_occlusion=now, name_root=now)
             clause = x.root_quote is not None
-            head = x.cause if x.cause is not None and x.causes.get(x.cause, 0.0) >= MIN_CAUSE_P else None
+            head = named_cause(x.causes)
             out.append((rule, signal, *names_precursor(x, root, signal), clause,
                         clause and x.root_quote.component == root, x.cause_named is not None,
                         x.cause_named == str(e.group), x.cause_named == PARTED_GROUP, x.cause_part is not None,

@@ -188,11 +188,13 @@ def test_an_at_risk_nodes_cause_on_metrics_is_its_alert_sentences_between_alerts
         for r in risks:
             said = r.explanation
             assert r.cause_source == "model" and said == alerts[r.node_id].explanation
-            named = re.search(r", likely (\w+) \(", said)
+            named = re.search(r", likely (\w+)[ (]", said)
             assert r.top_cause == (named[1] if named else cause_of_metric(r.metric)), said
+            assert (f" at the {r.cause_part}" in said) if r.cause_part else " at the " not in said.split(": ")[0]
             assert said.split(": ", 1)[1].split(" ", 2)[1] == r.component_id  # the first component quoted
             assert labels[r.node_id] == {"site": "lab", "node": r.node_id, "rack": "r00", "cause": r.top_cause,
-                                         "component": r.component_id, "metric": r.metric, "source": "model"}
+                                         "part": r.cause_part, "component": r.component_id, "metric": r.metric,
+                                         "source": "model"}
             assert alerts[r.node_id].cause == r.top_cause and alerts[r.node_id].cause_source == "model"
         caplog.clear()
         with caplog.at_level("WARNING"):
@@ -279,6 +281,16 @@ def test_the_cause_an_explained_node_carries_is_its_sentences(tmp_path: Path, sm
     unnamed = scorer._sentence_cause(Explanation("r00-n00", 0.9, [pcie]), heuristic, dev)
     assert (unnamed["top_cause"], unnamed["cause_part"], unnamed["component_id"]) == ("other", "GPU bus",
                                                                                       "r00-n00-g1")
+    # ... an XID by its code, as the heuristic names it: the quoted series holds the code
+    xid = Contribution(g1, "r00-n00-g1", "gpu", 3.0, "DCGM_FI_DEV_XID_ERRORS", "XID 63 raised 20 min ago",
+                       np.array([0.0, np.nan, 63.0, 63.0]))
+    said = scorer._sentence_cause(Explanation("r00-n00", 0.9, [xid]), heuristic, dev)
+    assert (said["top_cause"], said["cause_part"]) == ("memory", "")
+    xid.series = np.array([0.0, 79.0])
+    said = scorer._sentence_cause(Explanation("r00-n00", 0.9, [xid]), heuristic, dev)
+    assert (said["top_cause"], said["cause_part"]) == ("other", "GPU bus")
+    assert scorer._sentence_cause(Explanation("r00-n00", 0.9, [xid], cause_named="thermal"), heuristic,
+                                  dev)["top_cause"] == "thermal"  # the sentence's own group stands
     assert scorer._sentence_cause(Explanation("r00-n00", 0.9, [], cause_named="thermal"), heuristic, dev) == {
         "top_cause": "thermal", "component_id": "", "metric": "", "deviation": 0.0, "cause_source": "model",
         "cause_part": ""}

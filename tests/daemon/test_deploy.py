@@ -124,11 +124,12 @@ def test_a_real_prometheus_fires_the_node_at_risk_alert_with_the_daemons_cause(
             n = view[node]
             assert a["state"] == "firing"
             # (Prometheus drops a label whose value is empty: a cause "none" names no component or metric)
-            assert {k: a["labels"].get(k, "") for k in ("cause", "component", "metric", "source", "rack",
+            assert {k: a["labels"].get(k, "") for k in ("cause", "part", "component", "metric", "source", "rack",
                                                          "site")} == {
-                "cause": n["cause"], "component": n["component"], "metric": n["metric"],
-                "source": n["cause_source"], "rack": n["rack"], "site": "lab"}
-            said = (f"likely {n['cause']}" + (f": {n['component']} {n['metric']}" if n["component"] else "")
+                "cause": n["cause"], "part": n["cause_part"] or "", "component": n["component"],
+                "metric": n["metric"], "source": n["cause_source"], "rack": n["rack"], "site": "lab"}
+            said = (f"likely {n['cause']}" + (f" at the {n['cause_part']}" if n["cause_part"] else "")
+                    + (f": {n['component']} {n['metric']}" if n["component"] else "")
                     if n["cause"] != "none" else "no single abnormal signal")
             assert a["annotations"]["description"].startswith(f"{said} (from the {n['cause_source']})")
             assert float(a["value"]) == pytest.approx(n["risk"], rel=1e-6)
