@@ -24,7 +24,7 @@ names its precursor (``explanation_precursor_named``), beside the sentence befor
 and how often that root is the true one (``explanation_root_clause_right``); how often it names a cause group
 (``explanation_group_named``) and the failure's (``explanation_group_right``), how often "other"
 (``explanation_other_named``), of those how often it also names the part of the machine
-(``explanation_part_named``: "at the GPU bus", issue 3 follow-up 42) and how often that part is the precursor's
+(``explanation_part_named``: "the GPU bus", issue 3 follow-up 42) and how often that part is the precursor's
 (``explanation_part_right``); the group the cause head alone names, as before follow-up 42
 (``explanation_group_named_by_head``, ``explanation_group_right_by_head``).
 The root-cause keys (``rootcause_top3`` ...) rank with the card's prior as a deployed site does: the training

@@ -122,7 +122,7 @@ class NodeRisk:
             return self.detail
         if not self.metric:
             return "no abnormal signal"
-        part = f" at the {self.cause_part}" if self.cause_part else ""
+        part = f", the {self.cause_part}" if self.cause_part else ""
         return f"{self.component_id} {self.metric} {self.deviation:+.1f} (normalised) -> {self.top_cause}{part}"
 
 

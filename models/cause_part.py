@@ -7,7 +7,7 @@ alone tells an operator nothing, though the sentence's first quoted metric usual
 GPU's PCIe replays are its bus, a host's EDAC correctable errors its DIMMs, a host's disk busy time its disk.
 
 Where the sentence's first quoted metric is one of :data:`OTHER_PART_OF_METRIC`'s, the alert names that part
-(:func:`sentence_cause`): "likely other (0.71) at the GPU bus". The part is read off the metric, a physical
+(:func:`sentence_cause`): "likely other (0.71), the GPU bus". The part is read off the metric, a physical
 statement about where the evidence the risk hangs on lies; there is no model of its own. It also stands where the
 cause head names another group or none: a GPU's PCIe replays are no memory fault and a host's EDAC errors no
 network one, and on the bench's sixteen draws every such naming of the head was wrong (issue 3 follow-up 42).

@@ -7,7 +7,7 @@ most deviating metric where no single one moves it by :data:`MIN_QUOTED_DROP`), 
 ``node r03-n07 at risk 0.82: cooling unit crac-2 airflow -35 % over 40 min; rack r03 inlet +6.1 C over 40 min``,
 and with the cause group the model's cause head names (``likely thermal (0.91)``), as far as the model card's
 check of that naming allows (:mod:`~infrabrain.models.cause_naming`); where the first quoted metric is a part's
-precursor (a GPU's PCIe replays), "other" at that part (``likely other (0.71) at the GPU bus``,
+precursor (a GPU's PCIe replays), "other" at that part (``likely other (0.71), the GPU bus``,
 :mod:`~infrabrain.models.cause_part`). Each explanation also carries the root-cause ranking
 (``Explanation.roots``, :mod:`~infrabrain.models.root_cause_ranking`) and why each root is where it is
 (``Explanation.root_parts``).
@@ -106,7 +106,7 @@ class Explanation:
     #: MIN_CAUSE_P and the card's check of its naming did not fail; None where the sentence names none or says the
     #: cause is unsure
     cause_named: str | None = None
-    #: the part of the machine that first quoted metric lies in ("likely other (0.71) at the GPU bus"); None
+    #: the part of the machine that first quoted metric lies in ("likely other (0.71), the GPU bus"); None
     #: where it is no part's precursor
     cause_part: str | None = None
     #: the ranking's likeliest root where the sentence quotes it as none of its contributors (it ends the sentence:
@@ -430,8 +430,8 @@ def explanation_sentence(node_id: str, risk: float, contribs: Sequence[Contribut
     <note>)". ``root`` (the ranking's likeliest root where it is not quoted) ends it: "likeliest root leaf switch
     leaf-r05: port errors +1935 over 59 min (32.8/min)". ``part`` (the part of the machine the first contributor's
     metric lies in, :mod:`~infrabrain.models.cause_part`) names "other" at that part, with the head's probability
-    where the head names "other" too ("likely other (0.71) at the GPU bus"), else with what the head names
-    ("likely other at the GPU bus (the cause head says memory 0.55)")."""
+    where the head names "other" too ("likely other (0.71), the GPU bus"), else with what the head names
+    ("likely other, the GPU bus (the cause head says memory 0.55)")."""
     parts = [f"{KIND_LABEL[c.kind]} {c.component_id} {', '.join([c.change, *(a.change for a in c.also)])}".strip()
              for c in quoted_contributors(contribs, top_k)]
     if root is not None and parts:
@@ -441,9 +441,9 @@ def explanation_sentence(node_id: str, risk: float, contribs: Sequence[Contribut
     unchecked = f"; unchecked: {naming_note}" if naming_status == TOO_FEW else ""
     why = ""
     if part and named and cause == PARTED_GROUP and naming_status != FAILED:
-        why = f", likely {cause} ({cause_p:.2f}{unchecked}) at the {part}"
+        why = f", likely {cause} ({cause_p:.2f}{unchecked}), the {part}"
     elif part:  # the metric names the part whatever the head says
-        why = f", likely {PARTED_GROUP} at the {part}" + (f" (the cause head says {cause} {cause_p:.2f})"
+        why = f", likely {PARTED_GROUP}, the {part}" + (f" (the cause head says {cause} {cause_p:.2f})"
                                                            if named and cause != PARTED_GROUP else "")
     elif named and naming_status == FAILED:
         why = f", cause unsure (the head says {cause} {cause_p:.2f}, but {naming_note})"

@@ -188,9 +188,9 @@ def test_an_at_risk_nodes_cause_on_metrics_is_its_alert_sentences_between_alerts
         for r in risks:
             said = r.explanation
             assert r.cause_source == "model" and said == alerts[r.node_id].explanation
-            named = re.search(r", likely (\w+)[ (]", said)
+            named = re.search(r", likely (\w+)[ (,]", said)
             assert r.top_cause == (named[1] if named else cause_of_metric(r.metric)), said
-            assert (f" at the {r.cause_part}" in said) if r.cause_part else " at the " not in said.split(": ")[0]
+            assert (f", the {r.cause_part}" in said) if r.cause_part else ", the " not in said.split(": ")[0]
             assert said.split(": ", 1)[1].split(" ", 2)[1] == r.component_id  # the first component quoted
             assert labels[r.node_id] == {"site": "lab", "node": r.node_id, "rack": "r00", "cause": r.top_cause,
                                          "part": r.cause_part, "component": r.component_id, "metric": r.metric,
@@ -272,7 +272,7 @@ def test_the_cause_an_explained_node_carries_is_its_sentences(tmp_path: Path, sm
                                   heuristic, dev)
     assert said == {"top_cause": "memory", "component_id": "r00-n00-g1", "metric": pcie.metric, "deviation": 4.5,
                     "cause_source": "model", "cause_part": ""}
-    # "likely other (0.71) at the GPU bus": the sentence's part (follow-up 42)
+    # "likely other (0.71), the GPU bus": the sentence's part (follow-up 42)
     other = scorer._sentence_cause(Explanation("r00-n00", 0.9, [pcie], cause="other", cause_named="other",
                                                cause_part="GPU bus"), heuristic, dev)
     assert (other["top_cause"], other["cause_part"]) == ("other", "GPU bus")
@@ -650,7 +650,7 @@ def test_cause_groups() -> None:
     assert cause_of_metric("node_edac_correctable_errors_total") == "other"
     r = NodeRisk("r00-n00", "r00", 0.2, "other", "r00-n00-g1", "DCGM_FI_DEV_PCIE_REPLAY_COUNTER", 4.2,
                  cause_part="GPU bus")
-    assert r.explanation == "r00-n00-g1 DCGM_FI_DEV_PCIE_REPLAY_COUNTER +4.2 (normalised) -> other at the GPU bus"
+    assert r.explanation == "r00-n00-g1 DCGM_FI_DEV_PCIE_REPLAY_COUNTER +4.2 (normalised) -> other, the GPU bus"
 
 
 def test_site_config_errors_name_the_field(tmp_path: Path) -> None:

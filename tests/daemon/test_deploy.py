@@ -128,7 +128,7 @@ def test_a_real_prometheus_fires_the_node_at_risk_alert_with_the_daemons_cause(
                                                          "site")} == {
                 "cause": n["cause"], "part": n["cause_part"] or "", "component": n["component"],
                 "metric": n["metric"], "source": n["cause_source"], "rack": n["rack"], "site": "lab"}
-            said = (f"likely {n['cause']}" + (f" at the {n['cause_part']}" if n["cause_part"] else "")
+            said = (f"likely {n['cause']}" + (f", the {n['cause_part']}" if n["cause_part"] else "")
                     + (f": {n['component']} {n['metric']}" if n["component"] else "")
                     if n["cause"] != "none" else "no single abnormal signal")
             assert a["annotations"]["description"].startswith(f"{said} (from the {n['cause_source']})")

@@ -28,22 +28,22 @@ def test_a_part_is_named_by_its_precursor_metric_whatever_the_head_says() -> Non
 def test_the_sentence_names_the_part_after_the_group() -> None:
     pcie = Contribution(0, "g0", "gpu", 2.0, "DCGM_FI_DEV_PCIE_REPLAY_COUNTER", "PCIe replays +734 over 47 min")
     assert explanation_sentence("n", 0.73, [pcie], cause="other", cause_p=0.71, part="GPU bus") == \
-        "node n at risk 0.73, likely other (0.71) at the GPU bus: GPU g0 PCIe replays +734 over 47 min"
+        "node n at risk 0.73, likely other (0.71), the GPU bus: GPU g0 PCIe replays +734 over 47 min"
     assert explanation_sentence("n", 0.73, [pcie], cause="other", cause_p=0.71) == \
         "node n at risk 0.73, likely other (0.71): GPU g0 PCIe replays +734 over 47 min"
     # the head names another group: the metric names the part, and the sentence says what the head said
     assert explanation_sentence("n", 0.73, [pcie], cause="memory", cause_p=0.55, part="GPU bus") == \
-        "node n at risk 0.73, likely other at the GPU bus (the cause head says memory 0.55): GPU g0 PCIe replays " \
+        "node n at risk 0.73, likely other, the GPU bus (the cause head says memory 0.55): GPU g0 PCIe replays " \
         "+734 over 47 min"
     # ... or is too unsure to name one, or its naming of "other" failed the card's check
     assert explanation_sentence("n", 0.73, [pcie], cause="other", cause_p=0.2, part="GPU bus") == \
-        "node n at risk 0.73, likely other at the GPU bus: GPU g0 PCIe replays +734 over 47 min"
+        "node n at risk 0.73, likely other, the GPU bus: GPU g0 PCIe replays +734 over 47 min"
     assert explanation_sentence("n", 0.73, [pcie], cause="other", cause_p=0.71, part="GPU bus",
                                 naming_status=FAILED, naming_note="it named other on 2 of 9 rows right").startswith(
-        "node n at risk 0.73, likely other at the GPU bus: ")
+        "node n at risk 0.73, likely other, the GPU bus: ")
     assert explanation_sentence("n", 0.73, [pcie], cause="other", cause_p=0.71, part="GPU bus",
                                 naming_status=TOO_FEW, naming_note="it named other on no validation row").startswith(
-        "node n at risk 0.73, likely other (0.71; unchecked: it named other on no validation row) at the GPU bus: ")
+        "node n at risk 0.73, likely other (0.71; unchecked: it named other on no validation row), the GPU bus: ")
 
 
 def test_each_part_is_the_one_precursor_of_the_other_group_its_metrics_show() -> None:

@@ -119,7 +119,7 @@ def test_train_evaluate_predict(dataset, tmp_path, capsys, monkeypatch):
     # the machine its first quoted metric points at (follow-up 42)
     assert top["cause_named"] == ("other" if top["cause_part"] else top["cause"])
     assert top["cause_part"] is None or ", likely other" in top["explanation"] and \
-        f" at the {top['cause_part']}" in top["explanation"]
+        f", the {top['cause_part']}" in top["explanation"]
     # the three likeliest roots among the node's candidates (itself, its GPUs, its rack's infrastructure)
     roots = top["root_causes"]
     assert len(set(roots)) == 3 and all(c.startswith(top["node_id"]) for c in roots if "-n" in c), roots
