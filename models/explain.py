@@ -422,9 +422,9 @@ def _head_names(cause: str | None, cause_p: float | None) -> bool:
 def explanation_sentence(node_id: str, risk: float, contribs: Sequence[Contribution], top_k: int = 3,
                          cause: str | None = None, cause_p: float | None = None, naming_status: str | None = None,
                          naming_note: str = "", root: Contribution | None = None, part: str | None = None) -> str:
-    """'node X at risk R[, likely <cause group> (P)[ at the <part>]]: <top contributor>; <others within
-    MATERIAL_SHARE of it>' (``contribs`` ranked; ``cause`` and ``cause_p``: the cause head's likeliest group and its probability, named
-    only if ``cause_p >= MIN_CAUSE_P``). With the card's check of that naming
+    """'node X at risk R[, likely <cause group> (P)[, the <part>]]: <top contributor>; <others within
+    MATERIAL_SHARE of it>' (``contribs`` ranked; ``cause`` and ``cause_p``: the cause head's likeliest group and
+    its probability, named only if ``cause_p >= MIN_CAUSE_P``). With the card's check of that naming
     (:meth:`~infrabrain.models.cause_naming.CauseNamingCheck.status` and ``note``): where it failed, "cause unsure
     (the head says <group> P, but <note>)"; where it was too rarely made to tell, "likely <group> (P; unchecked:
     <note>)". ``root`` (the ranking's likeliest root where it is not quoted) ends it: "likeliest root leaf switch
