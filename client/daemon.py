@@ -420,9 +420,8 @@ class Daemon:
         threshold = self.alert_threshold
         nodes = [{"node": r.node_id, "rack": r.rack, "risk": _finite(r.risk), "cause": r.top_cause,
                   "cause_source": r.cause_source, "cause_part": r.cause_part or None, "component": r.component_id,
-                  "metric": r.metric,
-                  "explanation": r.explanation, "root_causes": list(r.root_causes), "root_reason": r.root_reason,
-                  "alerted_at": self._alerted.get(r.node_id),
+                  "metric": r.metric, "explanation": r.explanation, "root_causes": list(r.root_causes),
+                  "root_reason": r.root_reason, "alerted_at": self._alerted.get(r.node_id),
                   "picture": picture_url(self._pictures[r.node_id]) if r.node_id in self._pictures else None}
                  for r in sorted(risks, key=lambda r: -r.risk) if r.risk >= threshold]
         self._alert_view = {"site": self.cfg.site, "scored_at": now, "threshold": threshold, "scored": len(risks),

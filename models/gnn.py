@@ -165,7 +165,7 @@ class FailurePredictor(nn.Module):
             # index into the contract's CAUSES (-1: no failure, the table's last entry) -> class position or -1
             table = [next((i for i, (g, k) in enumerate(classes) if g == group and k in (cause, group)), -1)
                      for cause, group in cause_group_of().items()]
-            self.register_buffer("cause_to_group", torch.tensor(table + [-1], dtype=torch.int64), persistent=False)
+            self.register_buffer("cause_to_class", torch.tensor(table + [-1], dtype=torch.int64), persistent=False)
             #: per group, its classes' positions (the group's logit is their log-sum-exp)
             self._group_classes = [[i for i, (g, _) in enumerate(classes) if g == grp] for grp in c.cause_groups]
             weights = c.cause_weights or (1.0,) * len(c.cause_groups)
@@ -292,7 +292,7 @@ class FailurePredictor(nn.Module):
         cause whose group the head does not name."""
         if not self.config.cause_groups:
             raise ValueError("model was built without a cause head (ModelConfig.cause_groups is empty)")
-        return self.cause_to_group[cause.clamp(min=-1)]
+        return self.cause_to_class[cause.clamp(min=-1)]
 
     def forward(self, batch: dict[str, torch.Tensor], with_causes: bool = False,
                 cause_classes: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:

@@ -176,7 +176,7 @@ def train_predictor(runs: Sequence[Any], config: PipelineConfig | None = None,
                                          dropout=cfg.dropout, summary_features=cfg.summary_features, pos_weight=pw,
                                          bin_features=cfg.bin_features, input_scaling=cfg.input_scaling,
                                          cause_groups=groups, cause_weights=cw,
-                                         cause_split=tuple(g for g in cfg.cause_split if g in groups)))
+                                         cause_split=cfg.cause_split if groups else ()))
     if cfg.input_scaling:
         from infrabrain.models.gnn import fit_input_scaling
         from infrabrain.models.training import make_loader

@@ -100,3 +100,10 @@ def test_the_tabular_baselines_are_fitted_without_the_ignored_positives(small_sp
     n, p = len(mtr), len(pos)
     assert fitted_on == [("gbm", n, p), ("logistic", n, p), ("gbm", n - n_cause, p - n_cause),
                          ("logistic", n - n_cause, p - n_cause)]
+
+
+def test_an_unknown_group_to_split_is_named_not_dropped(small_runs):
+    """``PipelineConfig.cause_split`` reaches the model's check (issue 3 follow-up 42): a misspelt group is an
+    error that names it, where it had been filtered out silently and the head trained unsplit."""
+    with pytest.raises(ValueError, match=r"cause_split names \['othr'\]"):
+        pipeline.train_predictor(small_runs, PipelineConfig(heldout=1, progress=False, cause_split=("othr",)))
