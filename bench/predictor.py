@@ -33,7 +33,9 @@ sites' pooled labels plus the published failure mix on the site's topology at 50
 cause evidence, every variant below included (follow-up 34); ``rootcause_<metric>_without_cause_head`` is the
 card's ranking without it, on the same drops (``top1``, ``top1_cascade``, ``top3`` on cascades, ``top3_all``);
 ``rootcause_<metric>_without_explaining_away`` the card's ranking with the node's whole drop (follow-up 36);
-``rootcause_<metric>_without_own_change`` without how far each cooling unit's own telemetry moved (follow-up 37).
+``rootcause_<metric>_without_own_change`` without how far each cooling unit's own telemetry moved (follow-up 37),
+``rootcause_<metric>_without_part`` without ranking first the component an alert's part lies on (follow-up 43);
+``rootcause_top1_parted`` (and ``_without_part``) over the ``rootcause_parted_n`` failures whose sentence names a part.
 The head itself: ``cause_head_accuracy``, ``cause_head_balanced_accuracy`` (the mean of its groups' recalls) and
 ``cause_head_<recall|precision>_<group>``; ``--cause-balance B`` trains it with class weights (follow-up 35).
 The same root-cause drops are also ranked with other root priors (``rootcause_top3_<variant>``: none, and the
@@ -88,6 +90,7 @@ import numpy as np
 import torch
 
 from infrabrain.models.evaluation import GOALS, RATIO_GOAL  # the issue's goals
+from infrabrain.models.root_cause_accuracy import WITHOUT  # the ranking without each of its parts
 from infrabrain.models.selection import DEFAULT_SELECTION, SELECTIONS
 
 if TYPE_CHECKING:
@@ -514,8 +517,9 @@ PER_DRAW_KEYS = ("pr_auc_gnn", "pr_auc_best_baseline", "pr_auc_ratio", "pr_auc_r
                  *(f"rootcause_full_{m}_{v}" for m in ("top3", "top3_all", "top1_all")
                    for v in LOCAL_PRIOR_VARIANTS if "local" not in v),
                  "rootcause_top3_all", "rootcause_top1", "rootcause_top1_cascade",
-                 *(f"rootcause_{m}_without_{w}" for w in ("cause_head", "explaining_away", "own_change")
+                 *(f"rootcause_{m}_{w}" for w in WITHOUT
                    for m in ("top1", "top1_cascade", "top3", "top3_all")),
+                 "rootcause_parted_n", "rootcause_top1_parted", "rootcause_top1_parted_without_part",
                  "pr_auc_ratio_ensemble", "pr_auc_ratio_interval", "event_recall_at_p50_interval",
                  "median_lead_min_interval", "by_cause_vs_rules", "cause_head_accuracy",
                  "cause_head_balanced_accuracy", "explanation_root_quoted", "explanation_precursor_named",
@@ -748,9 +752,12 @@ def _one_seed(runs: list, args: argparse.Namespace, seed: int, report_dir: str |
         "rootcause_cascades_precursor_n": rc.get("cascade_precursor_n"),
         "rootcause_top3_alerted": rc.get("cascade_alerted_top3"),
         "rootcause_cascades_alerted_n": rc.get("cascade_alerted_n"),
+        "rootcause_parted_n": rc.get("parted_n"),  # failures whose sentence names a part (follow-up 43)
+        "rootcause_top1_parted": rc.get("parted_top1"),
+        "rootcause_top1_parted_without_part": rc.get("without_part", {}).get("parted_top1"),
         **compared,
         **{f"rootcause_{metric}_{without}": rc.get(without, {}).get(key)
-           for without in ("without_cause_head", "without_explaining_away", "without_own_change")
+           for without in WITHOUT
            for metric, key in (("top1", "top1"), ("top1_cascade", "cascade_top1"), ("top3", "cascade_top3"),
                                ("top3_all", "top3"))},
         "heldout_events": g["events"],

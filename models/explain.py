@@ -30,7 +30,8 @@ from infrabrain.models.features import KINDS, STATIC_METRICS, FeatureSet, is_cou
 from infrabrain.models.gnn import cause_groups_of
 from infrabrain.models.occlusion import metric_occlusion, occlusion_with_causes
 from infrabrain.models.own_change_evidence import OwnChangeTails
-from infrabrain.models.root_cause_ranking import own_change_part, rank_by_score, root_score_parts, silent_nodes
+from infrabrain.models.root_cause_ranking import (own_change_part, part_component, rank_by_score, root_score_parts,
+                                                  silent_nodes)
 from infrabrain.models.root_prior import RootPrior
 from infrabrain.models.snapshots import SiteGraph, SnapshotDataset, _get, build_snapshot, snapshot_steps
 
@@ -109,6 +110,9 @@ class Explanation:
     #: the part of the machine that first quoted metric lies in ("likely other (0.71), the GPU bus"); None
     #: where it is no part's precursor
     cause_part: str | None = None
+    #: the component that first quoted metric lies on, where it names a part: the ranking puts it first
+    #: (:func:`~infrabrain.models.root_cause_ranking.part_component`); None where no part is named
+    part_component: int | None = None
     #: the ranking's likeliest root where the sentence quotes it as none of its contributors (it ends the sentence:
     #: "likeliest root leaf switch leaf-r05: ..."); None where it is one of them or nothing is quoted
     root_quote: Contribution | None = None
@@ -278,6 +282,44 @@ def _quote_what_the_risk_hangs_on(model: torch.nn.Module, item: Mapping[str, tor
                   for f in allowed[1 : 1 + MAX_ALSO] if d[f] >= MIN_ALSO_DROP and d[f] >= MATERIAL_SHARE * d[best]]
 
 
+def quote_contributors(model: torch.nn.Module, item: Mapping[str, torch.Tensor], graph: SiteGraph,
+                       feature_set: FeatureSet, node_pos: int, cand: np.ndarray, drops: np.ndarray,
+                       raw: Mapping[str, np.ndarray] | None = None,
+                       raw_names: Mapping[str, Sequence[str]] | None = None, cadence_s: int = 60, top_k: int = 3,
+                       metric_by_occlusion: bool = True) -> list[Contribution]:
+    """Every candidate of ``cand`` as a :class:`Contribution`, by decreasing occlusion drop (``drops``), each quoted
+    by its most deviating metric, and those a sentence quotes (:func:`quoted_contributors`) by the metric the node's
+    risk hangs on (with ``metric_by_occlusion``); in raw units where ``raw`` and ``raw_names`` have the component
+    (:func:`explain_node`, which also says what ``raw`` holds)."""
+    order = np.argsort(-drops, kind="stable")
+    local_of = {k: {int(g): i for i, g in enumerate(graph.kind_index.get(k, []))} for k in KINDS}
+    if raw is not None and raw_names is not None:  # derived metrics quoted in raw units too
+        window = getattr(getattr(model, "config", None), "window", None)  # a caller's raw may hold history too
+        raw = {k: np.asarray(v)[-int(window):] if window else np.asarray(v) for k, v in raw.items()}
+        raw, raw_names = with_derived_metrics(raw, raw_names, feature_set.metrics, graph.gpu_node())
+    contribs = []
+    views: dict[int, tuple[Sequence[str], dict[int, np.ndarray], list[int]]] = {}
+    for j in order:
+        c = int(cand[j])
+        kind = KINDS[int(graph.kind[c])]
+        names = feature_set.metrics_of(kind)
+        series: dict[int, np.ndarray] = {}
+        if raw is not None and raw_names is not None and kind in raw:
+            cols = list(raw_names[kind])
+            series = {j: np.asarray(raw[kind])[:, local_of[kind][c], cols.index(mn)]
+                      for j, mn in enumerate(names) if mn in cols}
+        skip = [j for j, mn in enumerate(names) if mn in STATIC_METRICS or (j in series and is_constant(series[j]))]
+        if len(skip) >= len(names):  # every metric constant: fall back to the model's view
+            skip = [j for j, mn in enumerate(names) if mn in STATIC_METRICS]
+        views[c] = (names, series, skip)
+        metric, change, shown = _quote(item, c, names, series, _top_metric(item, c, names, skip), cadence_s)
+        contribs.append(Contribution(c, str(graph.component_ids[c]), kind, float(drops[j]), metric, change, shown))
+    if metric_by_occlusion:  # the contributors quoted are chosen by drop alone: the metric quoted does not change it
+        _quote_what_the_risk_hangs_on(model, item, graph, node_pos, quoted_contributors(contribs, top_k), views,
+                                      cadence_s)
+    return contribs
+
+
 def explain_node(
     model: torch.nn.Module,
     item: Mapping[str, torch.Tensor],
@@ -310,44 +352,24 @@ def explain_node(
     likeliest root is upstream of the node (:data:`UPSTREAM_KINDS`), none of the contributors the sentence
     quotes, and of a kind that starts the cause group the head names (its ``cause_evidence`` part is positive),
     the sentence names it after them (``Explanation.root_quote``; ``name_root`` False leaves it out, the sentence
-    before follow-up 40).
+    before follow-up 40). Where the sentence names a part of the machine, the component its first quoted metric
+    lies on is the likeliest root, and the head's group does not reach the ranking
+    (:func:`~infrabrain.models.root_cause_ranking.part_component`, ``Explanation.part_component``).
     """
     logit, cand, drops, probs = occlusion_with_causes(model, item, graph, node_pos)
-    order = np.argsort(-drops, kind="stable")
     node_id = str(graph.component_ids[graph.node_global[node_pos]])
     risk = float(1.0 / (1.0 + np.exp(-logit)))
-    local_of = {k: {int(g): i for i, g in enumerate(graph.kind_index.get(k, []))} for k in KINDS}
-    if raw is not None and raw_names is not None:  # derived metrics quoted in raw units too
-        window = getattr(getattr(model, "config", None), "window", None)  # a caller's raw may hold history too
-        raw = {k: np.asarray(v)[-int(window):] if window else np.asarray(v) for k, v in raw.items()}
-        raw, raw_names = with_derived_metrics(raw, raw_names, feature_set.metrics, graph.gpu_node())
-    contribs = []
-    views: dict[int, tuple[Sequence[str], dict[int, np.ndarray], list[int]]] = {}
-    for j in order:
-        c = int(cand[j])
-        kind = KINDS[int(graph.kind[c])]
-        names = feature_set.metrics_of(kind)
-        series: dict[int, np.ndarray] = {}
-        if raw is not None and raw_names is not None and kind in raw:
-            cols = list(raw_names[kind])
-            series = {j: np.asarray(raw[kind])[:, local_of[kind][c], cols.index(mn)]
-                      for j, mn in enumerate(names) if mn in cols}
-        skip = [j for j, mn in enumerate(names) if mn in STATIC_METRICS or (j in series and is_constant(series[j]))]
-        if len(skip) >= len(names):  # every metric constant: fall back to the model's view
-            skip = [j for j, mn in enumerate(names) if mn in STATIC_METRICS]
-        views[c] = (names, series, skip)
-        metric, change, shown = _quote(item, c, names, series, _top_metric(item, c, names, skip), cadence_s)
-        contribs.append(Contribution(c, str(graph.component_ids[c]), kind, float(drops[j]), metric, change, shown))
-    material = quoted_contributors(contribs, top_k)  # by drop alone: the metric quoted does not change it
-    if metric_by_occlusion:
-        _quote_what_the_risk_hangs_on(model, item, graph, node_pos, material, views, cadence_s)
+    contribs = quote_contributors(model, item, graph, feature_set, node_pos, cand, drops, raw, raw_names,
+                                  cadence_s, top_k, metric_by_occlusion)
+    material = quoted_contributors(contribs, top_k)
+    part_at = part_component((material[0].component, material[0].metric) if material else None)
     causes = {} if probs is None else {g: float(p) for g, p in zip(cause_groups_of(model), probs)}
     cause = max(causes, key=causes.__getitem__) if causes else None
     parts = root_score_parts(graph, cand, drops, prior, node_logits,
                              silent=silent_nodes(item, graph) if node_logits is not None else None, causes=causes,
                              own_change=None if own_tails is None else
-                             own_change_part(item, graph, cand, feature_set, own_tails))
-    roots = rank_by_score(graph, cand, parts["total"])  # rank_root_causes, parts kept
+                             own_change_part(item, graph, cand, feature_set, own_tails), part_at=part_at)
+    roots = rank_by_score(graph, cand, parts["total"], first=part_at)  # rank_root_causes, parts kept
     root_parts = {int(c): {k: float(v[j]) for k, v in parts.items()} for j, c in enumerate(cand)}
     quoted = {c.component for c in material}
     root_quote = (next(c for c in contribs if c.component == roots[0])
@@ -362,7 +384,7 @@ def explain_node(
                        sentence=explanation_sentence(node_id, risk, contribs, top_k, cause,
                                                      causes.get(cause) if cause else None, status, note,
                                                      root=root_quote, part=part),
-                       roots=roots, root_quote=root_quote, root_parts=root_parts)
+                       roots=roots, root_quote=root_quote, root_parts=root_parts, part_component=part_at)
 
 
 #: A contributor is named in the sentence only if occluding it lowers the logit by at least this share of what the

@@ -81,7 +81,8 @@ def explanation_figure(sentence: str, contributors: Sequence[Contribution], root
     """The figure: a title with ``sentence``, one panel per quoted contributor that has a raw series
     (``Contribution.series``; one quoted in standard deviations has none), and the ``roots``' score parts
     (:func:`~infrabrain.models.predict.root_cause_evidence` entries) as horizontal stacked bars, each root's total
-    marked. Returns the matplotlib figure (the caller saves or closes it)."""
+    marked, and the one the alert's part lies on labelled so (it is first whatever its score). Returns the
+    matplotlib figure (the caller saves or closes it)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -111,7 +112,8 @@ def explanation_figure(sentence: str, contributors: Sequence[Contribution], root
         ax.set_xlabel("minutes before the window's end", fontsize=7)
     if roots:
         ax = axes[-1, 0]
-        names = [f"{r['component_id']} ({r['kind']})" for r in roots]
+        names = [f"{r['component_id']} ({r['kind']})" + (f"\nfirst: the {r['part']}" if r.get("part") else "")
+                 for r in roots]  # the part an alert names puts its component first, whatever its score
         seen: set[str] = set()
         for i, r in enumerate(roots):
             right = left = 0.0

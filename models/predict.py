@@ -124,7 +124,9 @@ def predict_window(
 def root_cause_evidence(e: Explanation, graph: SiteGraph, top: int = 3) -> list[dict[str, Any]]:
     """Why each of an explanation's ``top`` likeliest roots is ranked where it is: its ``score`` (the ranking's
     total), the ``parts`` that add up to it (:func:`~infrabrain.models.root_cause_ranking.root_score_parts`) and what
-    its own telemetry did (``metric``, ``change``: the metric it stands out on, as the sentence quotes one)."""
+    its own telemetry did (``metric``, ``change``: the metric it stands out on, as the sentence quotes one), and
+    ``part``: the part of the machine the alert names where it lies on this root, which is then first whatever its
+    score (:func:`~infrabrain.models.root_cause_ranking.part_component`), else None."""
     from infrabrain.models.root_cause_ranking import ROOT_SCORE_PARTS
 
     said = {c.component: c for c in e.contributors}
@@ -135,7 +137,8 @@ def root_cause_evidence(e: Explanation, graph: SiteGraph, top: int = 3) -> list[
         out.append({"component_id": str(graph.component_ids[c]), "kind": KINDS[int(graph.kind[c])],
                     "score": parts.get("total"),
                     "parts": {k: parts[k] + 0.0 for k in ROOT_SCORE_PARTS if k in parts},  # + 0.0: no "-0.0"
-                    "metric": con.metric if con is not None else "", "change": con.change if con is not None else ""})
+                    "metric": con.metric if con is not None else "", "change": con.change if con is not None else "",
+                    "part": e.cause_part if c == e.part_component else None})
     return out
 
 
@@ -147,10 +150,13 @@ PART_LABELS = {"drop": "drop", "rack_credit": "racks", "prior": "prior", "cause_
 def root_reason(entry: Mapping[str, Any]) -> str:
     """One line for an alert saying why a root is ranked where it is, from a :func:`root_cause_evidence` entry:
     ``"crac-1 (cooling) 4.37: supply temperature +6.5 C over 46 min; drop 1.11 + racks 0.42 + prior 0.69 +
-    siblings 0.20 + own change 1.96"`` (parts that are 0 left out)."""
+    siblings 0.20 + own change 1.96"`` (parts that are 0 left out); where the alert's part lies on it, that comes
+    first: ``"r00-n03-g2 (gpu) 1.20: PCIe replays +1453 over 59 min; the GPU bus the alert names; drop 1.10 +
+    prior 0.10"``."""
     parts = " + ".join(f"{PART_LABELS[k]} {v:.2f}" for k, v in entry["parts"].items() if round(v, 2) != 0)
     change = f": {entry['change']}" if entry.get("change") else ""
-    return f"{entry['component_id']} ({entry['kind']}) {entry['score']:.2f}{change}; {parts or 'no evidence'}"
+    part = f"the {entry['part']} the alert names; " if entry.get("part") else ""
+    return f"{entry['component_id']} ({entry['kind']}) {entry['score']:.2f}{change}; {part}{parts or 'no evidence'}"
 
 
 def predict_run(ckpt: Checkpoint, run: Any, at_s: int | None = None, explain_top: int = 5,

@@ -16,12 +16,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from infrabrain.models.explain import snapshot_node_logits
+from infrabrain.models.explain import quote_contributors, quoted_contributors, raw_window, snapshot_node_logits
 from infrabrain.models.features import FeatureSet
 from infrabrain.models.gnn import cause_groups_of
 from infrabrain.models.occlusion import occlusion_with_causes
 from infrabrain.models.own_change_evidence import OwnChangeTails
-from infrabrain.models.root_cause_ranking import own_change_part, rank_root_causes, silent_nodes
+from infrabrain.models.root_cause_ranking import own_change_part, part_component, rank_root_causes, silent_nodes
 from infrabrain.models.root_prior import RootPrior
 from infrabrain.models.snapshots import HORIZON_S, SiteGraph, SnapshotDataset, build_snapshot, snapshot_steps
 
@@ -41,6 +41,9 @@ class ExplainedFailure:
     node_logits: np.ndarray | None  # every node's logit in the snapshot (explain.snapshot_node_logits)
     silent: np.ndarray  # the nodes that went down within the window (root_cause_ranking.silent_nodes)
     own_change: np.ndarray | None = None  # per candidate, root_cause_ranking.own_change_part (None: no training tails)
+    #: the component the alert's part lies on (root_cause_ranking.part_component, from the sentence explain_node
+    #: writes); None where it names no part, or where explained_failures was given no feature_set
+    part_at: int | None = None
 
 
 def explained_snapshot(rows: pd.DataFrame, event: Any) -> pd.Series | None:
@@ -58,7 +61,9 @@ def explained_failures(model: torch.nn.Module, dataset: SnapshotDataset, rows: p
                        feature_set: FeatureSet | None = None) -> Iterator[ExplainedFailure]:
     """Each failure of ``events`` (at most ``max_events``, sampled with ``seed``) that ``rows`` scores within the
     hour before it, explained at its highest-scoring snapshot there (:class:`ExplainedFailure`). With ``own_tails``
-    and ``feature_set`` also each candidate's :func:`~infrabrain.models.root_cause_ranking.own_change_part`."""
+    and ``feature_set`` also each candidate's :func:`~infrabrain.models.root_cause_ranking.own_change_part`; with
+    ``feature_set`` the component the alert's part lies on (``part_at``: its contributors quoted as
+    :func:`~infrabrain.models.explain.explain_node` quotes them, in raw units where the site keeps its run)."""
     if own_tails is not None and feature_set is None:
         raise ValueError("own_tails needs the feature_set the snapshots were encoded with")
     ev = events.sample(n=min(max_events, len(events)), random_state=seed) if len(events) > max_events else events
@@ -72,12 +77,20 @@ def explained_failures(model: torch.nn.Module, dataset: SnapshotDataset, rows: p
         item = build_snapshot(site, steps[(int(e.site), int(best["t"]))], dataset.window, int(e.site),
                               pool=dataset.pool)
         _, cand, drops, probs = occlusion_with_causes(model, item, site.graph, int(e.node))
+        part_at = None
+        if feature_set is not None:
+            raw, names = (raw_window(site.run, int(steps[(int(e.site), int(best["t"]))]), dataset.window)
+                          if site.run is not None else (None, None))
+            quoted = quoted_contributors(quote_contributors(model, item, site.graph, feature_set, int(e.node), cand,
+                                                            drops, raw, names, site.cadence_s))
+            part_at = part_component((quoted[0].component, quoted[0].metric) if quoted else None)
         yield ExplainedFailure(
             event=e, score=float(best["score"]), t=int(best["t"]), graph=site.graph, cand=cand, drops=drops,
             causes={} if probs is None else dict(zip(groups, probs.tolist())),
             node_logits=snapshot_node_logits(rows, int(e.site), int(best["t"]), len(site.graph.node_global)),
             silent=silent_nodes(item, site.graph),
-            own_change=None if own_tails is None else own_change_part(item, site.graph, cand, feature_set, own_tails))
+            own_change=None if own_tails is None else own_change_part(item, site.graph, cand, feature_set, own_tails),
+            part_at=part_at)
 
 
 
@@ -110,7 +123,10 @@ def rootcause_accuracy(model: torch.nn.Module, dataset: SnapshotDataset, feature
     (``report["without_explaining_away"]``, :func:`~infrabrain.models.root_cause_ranking.explained_away`; with a score
     table that has logits). With ``own_tails`` (the training sites' own changes,
     :mod:`~infrabrain.models.own_change_evidence`) every ranking also reads how far each cooling unit's own telemetry
-    moved, and the deployed one without it is scored beside (``report["without_own_change"]``).
+    moved, and the deployed one without it is scored beside (``report["without_own_change"]``). Where an alert's
+    sentence names a part of the machine (a GPU's PCIe replays, :mod:`~infrabrain.models.cause_part`), every
+    ranking puts the component that metric lies on first, as ``predict`` does; the deployed ranking without it is
+    scored beside (``report["without_part"]``); ``parted_*`` counts those failures alone.
     """
     modes = (True, False) if absolute else (True,)  # relative GPU drops, and the raw ones beside
     priors = {"": prior, **{f"compare.{k}": v for k, v in (compare_priors or {}).items()}}
@@ -123,25 +139,30 @@ def rootcause_accuracy(model: torch.nn.Module, dataset: SnapshotDataset, feature
             p = p.get(int(e.site)) if isinstance(p, Mapping) else p
             for relative in modes:
                 ranked = rank_root_causes(graph, f.cand, f.drops, p, f.node_logits, relative_gpus=relative,
-                                          silent=f.silent, causes=f.causes, own_change=f.own_change)
+                                          silent=f.silent, causes=f.causes, own_change=f.own_change,
+                                          part_at=f.part_at)
                 key = name if relative else f"{name}_absolute" if name else "compare.absolute"
-                res.append((key, e.group, bool(e.precursor), alerted, rank_of(ranked, int(e.root)), late))
+                res.append((key, e.group, bool(e.precursor), alerted, rank_of(ranked, int(e.root)), late,
+                            f.part_at is not None))
         p = prior.get(int(e.site)) if isinstance(prior, Mapping) else prior
         beside = {}  # the deployed ranking without one of its parts, on the same drops
         if f.causes:
-            beside["without_cause_head"] = {"own_change": f.own_change}
+            beside["without_cause_head"] = {"own_change": f.own_change, "part_at": f.part_at}
         if f.node_logits is not None:
             beside["without_explaining_away"] = {"causes": f.causes, "explain_away": False,
-                                                 "own_change": f.own_change}
+                                                 "own_change": f.own_change, "part_at": f.part_at}
         if f.own_change is not None:
-            beside["without_own_change"] = {"causes": f.causes}
+            beside["without_own_change"] = {"causes": f.causes, "part_at": f.part_at}
+        if feature_set is not None:
+            beside["without_part"] = {"causes": f.causes, "own_change": f.own_change}
         for name, kw in beside.items():
             ranked = rank_root_causes(graph, f.cand, f.drops, p, f.node_logits, silent=f.silent, **kw)
-            res.append((name, e.group, bool(e.precursor), alerted, rank_of(ranked, int(e.root)), late))
-    df = pd.DataFrame(res, columns=["prior", "group", "precursor", "alerted", "rank", "late"])
+            res.append((name, e.group, bool(e.precursor), alerted, rank_of(ranked, int(e.root)), late,
+                        f.part_at is not None))
+    df = pd.DataFrame(res, columns=["prior", "group", "precursor", "alerted", "rank", "late", "parted"])
     out = _rootcause_summary(df[df["prior"] == ""], alert_threshold is not None)
     out["by_group"] = {g: _top_k(d) for g, d in df[df["prior"] == ""].groupby("group")}
-    for name in ("without_cause_head", "without_explaining_away", "without_own_change"):
+    for name in WITHOUT:
         if (df["prior"] == name).any():
             out[name] = _rootcause_summary(df[df["prior"] == name], alert_threshold is not None)
     names = [*(compare_priors or {})]
@@ -156,19 +177,24 @@ def rootcause_accuracy(model: torch.nn.Module, dataset: SnapshotDataset, feature
     return out
 
 
+#: The deployed ranking without one of its parts, scored beside it (``report[name]``).
+WITHOUT = ("without_cause_head", "without_explaining_away", "without_own_change", "without_part")
+
+
 def rank_of(ranked: Sequence[int], root: int) -> int:
     """Position of ``root`` in a root-cause ranking; past every candidate when it is not one."""
     return ranked.index(root) if root in ranked else 10**6
 
 
 def _rootcause_summary(df: pd.DataFrame, with_alerted: bool) -> dict[str, Any]:
-    """Top-k of the root's rank over all explained failures, the cascades, the precursor and alerted cascades."""
+    """Top-k of the root's rank over all explained failures, the cascades, the precursor and alerted cascades,
+    and the failures whose sentence names a part (``parted_``)."""
     from infrabrain.models.evaluation import CASCADE_GROUPS
 
     casc = df[df["group"].isin(CASCADE_GROUPS)]
     alerted = _top_k(casc[casc["alerted"]], "cascade_alerted_") if with_alerted else {}
     return {**_top_k(df), **_top_k(casc, "cascade_"), **_top_k(casc[casc["precursor"]], "cascade_precursor_"),
-            **alerted}
+            **alerted, **_top_k(df[df["parted"]], "parted_")}
 
 
 def _top_k(ranks: pd.DataFrame, prefix: str = "") -> dict[str, Any]:

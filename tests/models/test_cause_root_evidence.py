@@ -12,7 +12,8 @@ import pytest
 from infrabrain.models.cause_root_evidence import CAUSE_EVIDENCE_FLOOR, cause_log_evidence, cause_root_table
 from infrabrain.models.evaluation import TYPED_CAUSE_GROUPS
 from infrabrain.models.occlusion import candidates
-from infrabrain.models.root_cause_ranking import candidate_relations, rank_root_causes
+from infrabrain.models.root_cause_ranking import (candidate_relations, part_component, rank_root_causes,
+                                                  root_score_parts)
 from infrabrain.models.published_root_prior import relation_shares
 from infrabrain.models.snapshots import graph_from_topology
 from infrabrain.simulation.federation import federation_specs
@@ -122,6 +123,36 @@ def test_the_head_moves_the_ranking_where_the_window_does_not():
     drops = flat.copy()
     drops[list(cand).index(at["node@0"])] = 5.0  # the node's own window explains the risk
     assert rank_root_causes(g, cand, drops, causes={"thermal": 0.95, "other": 0.05})[0] == at["node@0"]
+
+
+def test_the_part_an_alert_names_puts_its_component_first_and_leaves_the_head_out():
+    """Issue 3 follow-up 43: a GPU's PCIe replays are its bus failing, whatever the leaf switch's score; the head's
+    group is not read where the alert names "other" at a part. The rest keep the order of their scores."""
+    g = _graph()
+    node = int(g.node_global[0])
+    cand = candidates(g, node, 3)
+    rel = candidate_relations(g, cand)
+    at = {r: int(cand[rel.index(r)]) for r in ("leaf@1", "gpu@1")}
+    drops = np.zeros(len(cand))
+    drops[list(cand).index(at["leaf@1"])] = 3.0
+    drops[list(cand).index(at["gpu@1"])] = 1.0
+    network = {"network": 0.95, "other": 0.05}
+    assert rank_root_causes(g, cand, drops, causes=network)[0] == at["leaf@1"]
+    ranked = rank_root_causes(g, cand, drops, causes=network, part_at=at["gpu@1"])
+    assert ranked[0] == at["gpu@1"]
+    assert ranked[1:] == [c for c in rank_root_causes(g, cand, drops) if c != at["gpu@1"]]  # no cause evidence
+    assert not root_score_parts(g, cand, drops, causes=network, part_at=at["gpu@1"])["cause_evidence"].any()
+    assert root_score_parts(g, cand, drops, causes=network)["cause_evidence"].any()
+    outside = int(np.setdiff1d(np.arange(g.n), cand)[0])
+    with pytest.raises(ValueError, match=f"part's component {outside} is not a root-cause candidate"):
+        rank_root_causes(g, cand, drops, part_at=outside)
+
+
+def test_the_part_lies_on_the_first_quoted_component_where_its_metric_is_a_parts_precursor():
+    assert part_component((7, "DCGM_FI_DEV_PCIE_REPLAY_COUNTER")) == 7
+    assert part_component((3, "node_edac_correctable_errors_total")) == 3
+    assert part_component((3, "node_infiniband_port_errors_received_total")) is None
+    assert part_component((7, "")) is None and part_component(None) is None
 
 
 def test_tables_are_built_once_per_graph_and_dropped_with_it():

@@ -128,14 +128,18 @@ def test_train_evaluate_predict(dataset, tmp_path, capsys, monkeypatch):
     assert [w["component_id"] for w in why] == roots
     assert all(w["score"] == pytest.approx(sum(w["parts"].values())) for w in why)
     assert {"drop", "prior", "sibling_evidence", "own_change"} <= set(why[0]["parts"])
-    active = [w["score"] for w in why if w["kind"] != "rack"]  # racks are ranked after every active component
+    # racks are ranked after every active component, and the part the alert names puts its component first
+    assert why[0]["part"] == top["cause_part"] and all(w["part"] is None for w in why[1:])
+    active = [w["score"] for w in why if w["kind"] != "rack" and not w["part"]]
     assert active == sorted(active, reverse=True) and all(w["metric"] and w["change"] for w in why)
     from infrabrain.models.predict import root_reason
 
     line = root_reason(why[0])  # the daemon's alert says it in one line
     assert line.startswith(f"{roots[0]} ({why[0]['kind']}) {why[0]['score']:.2f}: {why[0]['change']}; "), line
-    assert root_reason({**why[0], "parts": {"drop": 1.234, "own_change": 0.0, "prior": -0.5}, "change": ""}) == (
-        f"{roots[0]} ({why[0]['kind']}) {why[0]['score']:.2f}; drop 1.23 + prior -0.50")
+    plain = {**why[0], "parts": {"drop": 1.234, "own_change": 0.0, "prior": -0.5}, "change": "", "part": None}
+    assert root_reason(plain) == f"{roots[0]} ({why[0]['kind']}) {why[0]['score']:.2f}; drop 1.23 + prior -0.50"
+    assert root_reason({**plain, "part": "GPU bus"}) == (
+        f"{roots[0]} ({why[0]['kind']}) {why[0]['score']:.2f}; the GPU bus the alert names; drop 1.23 + prior -0.50")
     risks = [r["risk"] for r in rows]
     scored = [x for x in risks if x is not None]
     assert scored and all(0.0 <= x <= 1.0 for x in scored)

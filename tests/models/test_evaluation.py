@@ -188,16 +188,20 @@ class _MetricsProbe(torch.nn.Module):
         return risk, causes
 
 
+def _last_snapshot(sp):  # noqa: ANN001, ANN202
+    """The first held-out site, its last snapshot and its first node's global index."""
+    site = sp.test_sites.sites[0]
+    _, ti = sp.test_sites.index[-1]
+    return site, build_snapshot(site, ti, sp.window, pool=sp.pool), int(site.graph.node_global[0])
+
+
 def test_a_contributor_is_quoted_by_the_metric_its_risk_hangs_on(small_splits):
     """Issue 3 follow-up 40: the sentence quoted a contributor's most deviating metric, whether or not the risk hung
     on it; a cable fault's node was quoted by its load average beside the InfiniBand errors that moved its risk."""
     from infrabrain.models.explain import MIN_ALSO_DROP
 
     sp = small_splits
-    site = sp.test_sites.sites[0]
-    _, ti = sp.test_sites.index[-1]
-    item = build_snapshot(site, ti, sp.window, pool=sp.pool)
-    node_g = int(site.graph.node_global[0])
+    site, item, node_g = _last_snapshot(sp)
     names = list(sp.feature_set.metrics_of("node"))
     a, b, c = (names.index(m) for m in ("node_infiniband_port_errors_received_total", "node_load1",
                                         "node_network_receive_errs_total"))
@@ -229,10 +233,7 @@ def test_an_upstream_likeliest_root_the_sentence_does_not_quote_ends_it(small_sp
     from infrabrain.models.root_prior import RootPrior
 
     sp = small_splits
-    site = sp.test_sites.sites[0]
-    _, ti = sp.test_sites.index[-1]
-    item = build_snapshot(site, ti, sp.window, pool=sp.pool)
-    node_g = int(site.graph.node_global[0])
+    site, item, node_g = _last_snapshot(sp)
     a = list(sp.feature_set.metrics_of("node")).index("node_infiniband_port_errors_received_total")
     x = torch.zeros_like(item["x"])
     x[node_g, :, a] = 1.0
@@ -256,6 +257,43 @@ def test_an_upstream_likeliest_root_the_sentence_does_not_quote_ends_it(small_sp
     e = explain_node(model, item, site.graph, sp.feature_set, 0, prior=gpu_first)
     assert KINDS[int(site.graph.kind[e.roots[0]])] == "gpu" and e.root_quote is None
     assert "likeliest root" not in e.sentence
+
+
+def test_the_component_an_alerts_part_lies_on_is_the_likeliest_root(small_splits):
+    """Issue 3 follow-up 43: the sentence named "other, the host memory" for a node's EDAC errors while the
+    ranking put an upstream component first, by the prior, its other nodes' risk or the head's group. The part's
+    component now comes first, the head's group does not reach the ranking, and ``predict`` says why."""
+    from infrabrain.models.predict import root_cause_evidence, root_reason
+    from infrabrain.models.root_prior import RootPrior
+
+    sp = small_splits
+    site, item, node_g = _last_snapshot(sp)
+    names = list(sp.feature_set.metrics_of("node"))
+    edac = names.index("node_edac_correctable_errors_total")
+    ib = names.index("node_infiniband_port_errors_received_total")
+    leaf_first = RootPrior(counts={"leaf@1": 10**6}, failures=10**6)
+    x = torch.zeros_like(item["x"])
+    x[node_g, :, ib] = 1.0  # no part: the ranking as before (the leaf switch first, by its prior)
+    plain = {**item, "x": x, "mask": torch.ones_like(item["mask"])}
+    e = explain_node(_MetricsProbe({ib: 1.0}, sp.window, names_cause="network"), plain, site.graph,
+                     sp.feature_set, 0, prior=leaf_first)
+    assert e.cause_part is None and e.part_component is None and e.roots[0] != node_g
+    assert any(p["cause_evidence"] != 0.0 for p in e.root_parts.values())
+    x = torch.zeros_like(item["x"])
+    x[node_g, :, edac] = 1.0  # the node's risk hangs on its DIMMs' correctable errors
+    item = {**item, "x": x, "mask": torch.ones_like(item["mask"])}
+    e = explain_node(_MetricsProbe({edac: 1.0}, sp.window, names_cause="network"), item, site.graph,
+                     sp.feature_set, 0, prior=leaf_first)
+    assert (e.cause_named, e.cause_part, e.part_component) == ("other", "host memory", node_g)
+    assert e.roots[0] == node_g and e.root_quote is None
+    assert e.root_parts[e.roots[1]]["total"] > e.root_parts[node_g]["total"]  # first by its part, not its score
+    assert e.roots[1:] == sorted(e.roots[1:], key=lambda c: (site.graph.kind[c] == 6, -e.root_parts[c]["total"]))
+    assert all(p["cause_evidence"] == 0.0 for p in e.root_parts.values())  # the head said network: not read
+    why = root_cause_evidence(e, site.graph)
+    assert [w["part"] for w in why] == ["host memory", None, None]
+    assert root_reason(why[0]).startswith(f"{site.graph.component_ids[node_g]} (node) {why[0]['score']:.2f}: ")
+    assert "; the host memory the alert names; drop " in root_reason(why[0])
+    assert "alert names" not in root_reason(why[1])
 
 
 def test_sentence_names_only_material_contributors():
@@ -452,6 +490,35 @@ def test_rootcause_accuracy_reads_own_changes_and_scores_the_ranking_without_the
         np.testing.assert_equal(out["without_own_change"][k], plain[k])
     with pytest.raises(ValueError, match="feature_set"):
         next(rca.explained_failures(model, sp.test_sites, rows, args[4], own_tails=tails))
+
+
+def test_rootcause_accuracy_ranks_the_parts_component_first_and_scores_the_ranking_without_it_beside(small_splits):
+    """Where the sentence's first quoted metric names a part, every ranking puts its component first, as
+    ``predict`` does (issue 3 follow-up 43), and the ranking without it is scored beside (``without_part``). A
+    model whose risk hangs on the node's EDAC errors names the host memory wherever it quotes them: top-1 counts
+    the failures whose node is the root there, and those the plain ranking puts first elsewhere."""
+    from infrabrain.models import root_cause_accuracy as rca
+    from infrabrain.models.training import predict_scores
+
+    sp = small_splits
+    slot = list(sp.feature_set.metrics_of("node")).index("node_edac_correctable_errors_total")
+    model = _MetricsProbe({slot: 3.0}, sp.window)
+    rows = predict_scores(model, sp.test_sites)
+    args = (model, sp.test_sites, sp.feature_set, rows, failure_events(sp.test_sites))
+    failures = list(rca.explained_failures(model, sp.test_sites, rows, args[4], feature_set=sp.feature_set))
+    parted = [f for f in failures if f.part_at is not None]
+    assert parted and all(f.part_at == int(f.graph.node_global[int(f.event.node)]) for f in parted)
+    out = rootcause_accuracy(*args)
+    first = [f.part_at if f.part_at is not None else
+             rca.rank_root_causes(f.graph, f.cand, f.drops, None, f.node_logits, silent=f.silent, causes=f.causes)[0]
+             for f in failures]
+    assert out["n"] == len(failures) > len(parted)
+    assert out["top1"] == pytest.approx(np.mean([c == int(f.event.root) for c, f in zip(first, failures)]))
+    without = [rca.rank_root_causes(f.graph, f.cand, f.drops, None, f.node_logits, silent=f.silent,
+                                    causes=f.causes)[0] for f in failures]
+    assert out["without_part"]["top1"] == pytest.approx(np.mean([c == int(f.event.root)
+                                                                 for c, f in zip(without, failures)]))
+    assert all(f.part_at is None for f in rca.explained_failures(model, sp.test_sites, rows, args[4]))  # no set
 
 
 def test_rootcause_accuracy_takes_a_prior_per_site_and_scores_late_failures(small_splits):

@@ -80,6 +80,11 @@ def test_the_figure_draws_each_quoted_series_and_the_roots_parts(tmp_path) -> No
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+    # the root an alert's part lies on is first whatever its score, and says so (issue 3 follow-up 43)
+    fig = explanation_figure("s", contribs, [{**roots[0], "score": 0.5, "part": "GPU bus"}, roots[1]], 60)
+    assert [t.get_text() for t in fig.axes[3].get_yticklabels()] == ["r00-n01-g2 (gpu)\nfirst: the GPU bus",
+                                                                     "crac-0 (cooling)"]
+    plt.close(fig)
     out = plot_explanation("s", contribs[:1], [], 60, tmp_path / "deep" / "a.png")
     assert out.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match="nothing to draw"):
