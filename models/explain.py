@@ -362,7 +362,7 @@ def explain_node(
     contribs = quote_contributors(model, item, graph, feature_set, node_pos, cand, drops, raw, raw_names,
                                   cadence_s, top_k, metric_by_occlusion)
     material = quoted_contributors(contribs, top_k)
-    part_at = part_component((material[0].component, material[0].metric) if material else None)
+    part_at = quoted_part_component(contribs, top_k)
     causes = {} if probs is None else {g: float(p) for g, p in zip(cause_groups_of(model), probs)}
     cause = max(causes, key=causes.__getitem__) if causes else None
     parts = root_score_parts(graph, cand, drops, prior, node_logits,
@@ -433,6 +433,13 @@ def quoted_contributors(contribs: Sequence[Contribution], top_k: int = 3) -> lis
     the logit by at least :data:`MIN_QUOTED_DROP` and by at least :data:`MATERIAL_SHARE` of the top one's drop."""
     top = max((c.score for c in contribs), default=0.0)
     return [c for c in contribs[:top_k] if c.score >= MIN_QUOTED_DROP and c.score >= MATERIAL_SHARE * top]
+
+
+def quoted_part_component(contribs: Sequence[Contribution], top_k: int = 3) -> int | None:
+    """The component the part a sentence names lies on: its first quoted contributor's, where the metric it is
+    quoted by is a part's precursor (:func:`~infrabrain.models.root_cause_ranking.part_component`); else None."""
+    material = quoted_contributors(contribs, top_k)
+    return part_component((material[0].component, material[0].metric) if material else None)
 
 
 def _head_names(cause: str | None, cause_p: float | None) -> bool:

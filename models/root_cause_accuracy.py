@@ -16,12 +16,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from infrabrain.models.explain import quote_contributors, quoted_contributors, raw_window, snapshot_node_logits
+from infrabrain.models.explain import quote_contributors, quoted_part_component, raw_window, snapshot_node_logits
 from infrabrain.models.features import FeatureSet
 from infrabrain.models.gnn import cause_groups_of
 from infrabrain.models.occlusion import occlusion_with_causes
 from infrabrain.models.own_change_evidence import OwnChangeTails
-from infrabrain.models.root_cause_ranking import own_change_part, part_component, rank_root_causes, silent_nodes
+from infrabrain.models.root_cause_ranking import own_change_part, rank_root_causes, silent_nodes
 from infrabrain.models.root_prior import RootPrior
 from infrabrain.models.snapshots import HORIZON_S, SiteGraph, SnapshotDataset, build_snapshot, snapshot_steps
 
@@ -74,16 +74,14 @@ def explained_failures(model: torch.nn.Module, dataset: SnapshotDataset, rows: p
         if best is None:
             continue
         site = dataset.sites[int(e.site)]
-        item = build_snapshot(site, steps[(int(e.site), int(best["t"]))], dataset.window, int(e.site),
-                              pool=dataset.pool)
+        step = steps[(int(e.site), int(best["t"]))]
+        item = build_snapshot(site, step, dataset.window, int(e.site), pool=dataset.pool)
         _, cand, drops, probs = occlusion_with_causes(model, item, site.graph, int(e.node))
         part_at = None
         if feature_set is not None:
-            raw, names = (raw_window(site.run, int(steps[(int(e.site), int(best["t"]))]), dataset.window)
-                          if site.run is not None else (None, None))
-            quoted = quoted_contributors(quote_contributors(model, item, site.graph, feature_set, int(e.node), cand,
-                                                            drops, raw, names, site.cadence_s))
-            part_at = part_component((quoted[0].component, quoted[0].metric) if quoted else None)
+            raw, names = raw_window(site.run, int(step), dataset.window) if site.run is not None else (None, None)
+            part_at = quoted_part_component(quote_contributors(model, item, site.graph, feature_set, int(e.node),
+                                                               cand, drops, raw, names, site.cadence_s))
         yield ExplainedFailure(
             event=e, score=float(best["score"]), t=int(best["t"]), graph=site.graph, cand=cand, drops=drops,
             causes={} if probs is None else dict(zip(groups, probs.tolist())),
