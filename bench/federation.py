@@ -14,8 +14,8 @@ on public simulated sites; also from a random start, for context). Prints ratios
 Goals (issue 5): federated DP >= 0.9 x centralised and >= 1.2 x local mean; round_s <= 60 (10 x 512 GPUs, 2 cores).
 Also how right each model's explanations are on the held-out sites
 (``coordinator.comparison.heldout_explanations``; issue 3 follow-up 38): ``cause_head_accuracy_<model>`` and
-``rootcause_<top1|top3>[_cascade]_<model>[_without_cause_head]`` for the federated, start and centralised models,
-and the whole reports under ``explanations``.
+``rootcause_<top1|top3>[_cascade]_<model>[_without_cause_head|_without_part]`` for the federated, start and
+centralised models, and the whole reports under ``explanations``.
 """
 
 from __future__ import annotations
@@ -194,7 +194,8 @@ def _explanation_keys(e: dict, tag: str) -> dict:
     if head is not None:
         out[f"cause_head_accuracy_{tag}"] = round(head["accuracy"], 4)
         out[f"cause_head_balanced_accuracy_{tag}"] = round(head["balanced_accuracy"], 4)
-    for src, suffix in (("root_cause", ""), ("root_cause_without_cause_head", "_without_cause_head")):
+    for src, suffix in (("root_cause", ""), ("root_cause_without_cause_head", "_without_cause_head"),
+                        ("root_cause_without_part", "_without_part")):
         for scope, name in (("", ""), ("cascade_", "_cascade")):
             for k in ("top1", "top3"):
                 if src in e:
@@ -208,6 +209,9 @@ def _explanation_line(e: dict) -> str:
     rc = e["root_cause"]
     line = (f"root cause top-1 {rc['top1']:.3f} top-3 {rc['top3']:.3f} over {rc['n']} failures; cascades "
             f"{rc['cascade_top1']:.3f} / {rc['cascade_top3']:.3f} over {rc['cascade_n']}")
+    if "root_cause_without_part" in e:
+        no = e["root_cause_without_part"]
+        line += f" (without the part {no['top1']:.3f} / {no['top3']:.3f})"
     if head is not None:
         no = e["root_cause_without_cause_head"]
         line += (f" (without the head {no['top1']:.3f} / {no['top3']:.3f}, cascades {no['cascade_top1']:.3f} / "

@@ -82,7 +82,9 @@ def heldout_explanations(weights: Sequence[np.ndarray], sites: Sequence[Any], cf
     (each site's ``n`` failures, at most ``max_events`` sampled per site), ranked as that site's checkpoint
     would rank (:mod:`infrabrain.client.site_checkpoint`): with its training split's labelled roots plus the
     published failure mix on its topology, and how far its own components moved over its training split;
-    ``root_cause_without_cause_head``: the same drops ranked without the head's cause (a model with a head)."""
+    ``root_cause_without_cause_head``: the same drops ranked without the head's cause (a model with a head);
+    ``root_cause_without_part``: without ranking first the component an alert's part lies on (issue 3 follow-up
+    43: :func:`~infrabrain.models.root_cause_ranking.part_component`)."""
     import pandas as pd
 
     from infrabrain.client.predictor_task import feature_set
@@ -104,8 +106,9 @@ def heldout_explanations(weights: Sequence[np.ndarray], sites: Sequence[Any], cf
                                           seed=seed, prior=prior, own_tails=fit_own_change_tails(s.train, fs)))
     out: dict[str, Any] = {"cause_head": cause_head_accuracy(pd.concat(frames, ignore_index=True)),
                            "root_cause": _pool_top_k(reports)}
-    if all("without_cause_head" in r for r in reports):
-        out["root_cause_without_cause_head"] = _pool_top_k([r["without_cause_head"] for r in reports])
+    for without in ("without_cause_head", "without_part"):
+        if all(without in r for r in reports):
+            out[f"root_cause_{without}"] = _pool_top_k([r[without] for r in reports])
     return out
 
 

@@ -58,7 +58,7 @@ def test_a_sites_dp_round_trains_the_head_on_its_own_labels(dp_round_inputs) -> 
 def test_the_benchs_explanation_report_pools_sites_and_scores_the_ranking_without_the_head(tmp_path) -> None:
     """``heldout_explanations`` (bench/federation.py): the head's accuracy over the failing rows it names, the
     root-cause ranking pooled over sites by their failure counts, and beside it the same ranking without the
-    head; a model without a head reports neither."""
+    head (a model without a head reports neither) and without the part an alert names."""
     from infrabrain.client import predictor_task as pt
     from infrabrain.coordinator.comparison import heldout_explanations
     from infrabrain.models.evaluation import failure_events
@@ -74,6 +74,7 @@ def test_the_benchs_explanation_report_pools_sites_and_scores_the_ranking_withou
     named = sum(group[causes[c]] in TYPED_CAUSE_GROUPS for c in data.test.failing_causes())
     assert one["cause_head"]["rows"] == named > 0
     assert one["root_cause_without_cause_head"]["n"] == one["root_cause"]["n"]
+    assert one["root_cause_without_part"]["n"] == one["root_cause"]["n"]  # issue 3 follow-up 43
     two = heldout_explanations(pt.predictor_initial_weights(cfg), [data, data], cfg, max_events=6)
     assert two["root_cause"]["n"] == 2 * one["root_cause"]["n"]
     assert two["root_cause"]["top3"] == pytest.approx(one["root_cause"]["top3"])
@@ -81,7 +82,20 @@ def test_the_benchs_explanation_report_pools_sites_and_scores_the_ranking_withou
     bare_cfg = {**cfg, "cause-head": False}
     bare = heldout_explanations(pt.predictor_initial_weights(bare_cfg), [data], bare_cfg, max_events=6)
     assert bare["cause_head"] is None and "root_cause_without_cause_head" not in bare
+    assert "root_cause_without_part" in bare  # a part is read off the metric, head or no head
     assert bare["root_cause"]["n"] == one["root_cause"]["n"]
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_federation", Path(__file__).resolve().parents[2] / "bench" / "federation.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    keys = bench._explanation_keys(one, "federated")  # the bench's JSON keys and its line
+    for src, suffix in (("root_cause", ""), ("root_cause_without_cause_head", "_without_cause_head"),
+                        ("root_cause_without_part", "_without_part")):
+        assert keys[f"rootcause_top1_federated{suffix}"] == round(one[src]["top1"], 4)
+    assert "(without the part " in bench._explanation_line(one)
 
 
 def test_the_demo_shows_a_sites_riskiest_window_with_the_cause_its_checkpoint_names(tmp_path) -> None:
