@@ -84,7 +84,7 @@ def heldout_explanations(weights: Sequence[np.ndarray], sites: Sequence[Any], cf
     published failure mix on its topology, and how far its own components moved over its training split;
     ``root_cause_without_cause_head``: the same drops ranked without the head's cause (a model with a head);
     ``root_cause_without_part``: without ranking first the component an alert's part lies on (issue 3 follow-up
-    43: :func:`~infrabrain.models.root_cause_ranking.part_component`)."""
+    43: :func:`~infrabrain.models.explain.quoted_part_component`)."""
     import pandas as pd
 
     from infrabrain.client.predictor_task import feature_set

@@ -126,7 +126,7 @@ def root_cause_evidence(e: Explanation, graph: SiteGraph, top: int = 3) -> list[
     total), the ``parts`` that add up to it (:func:`~infrabrain.models.root_cause_ranking.root_score_parts`) and what
     its own telemetry did (``metric``, ``change``: the metric it stands out on, as the sentence quotes one), and
     ``part``: the part of the machine the alert names where it lies on this root, which is then first whatever its
-    score (:func:`~infrabrain.models.root_cause_ranking.part_component`), else None."""
+    score (:func:`~infrabrain.models.explain.quoted_part_component`), else None."""
     from infrabrain.models.root_cause_ranking import ROOT_SCORE_PARTS
 
     said = {c.component: c for c in e.contributors}

@@ -41,7 +41,7 @@ class ExplainedFailure:
     node_logits: np.ndarray | None  # every node's logit in the snapshot (explain.snapshot_node_logits)
     silent: np.ndarray  # the nodes that went down within the window (root_cause_ranking.silent_nodes)
     own_change: np.ndarray | None = None  # per candidate, root_cause_ranking.own_change_part (None: no training tails)
-    #: the component the alert's part lies on (root_cause_ranking.part_component, from the sentence explain_node
+    #: the component the alert's part lies on (explain.quoted_part_component, from the sentence explain_node
     #: writes); None where it names no part, or where explained_failures was given no feature_set
     part_at: int | None = None
 

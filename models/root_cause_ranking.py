@@ -13,7 +13,8 @@ To each candidate's occlusion drop (:mod:`~infrabrain.models.occlusion`) :func:`
 - how far a cooling unit's own telemetry moved against the training sites' units (:func:`own_change_part`).
 
 Where an alert names a part of the machine (a GPU's PCIe replays: its bus; :mod:`~infrabrain.models.cause_part`),
-the component that metric lies on is ranked first (:func:`part_component`), and the others by their scores.
+the component that metric lies on is ranked first (``part_at``:
+:func:`~infrabrain.models.explain.quoted_part_component`), and the others by their scores.
 
 A GPU's drop counts only by how far it stands out from its sibling GPUs' (:func:`gpu_relative_drops`): a drop
 every GPU of the node shares points at none of them. :mod:`~infrabrain.models.root_cause_accuracy` scores the
@@ -28,7 +29,6 @@ import numpy as np
 import torch
 
 from infrabrain.models.cause_naming import named_cause
-from infrabrain.models.cause_part import part_of_metric
 from infrabrain.models.cause_root_evidence import HEAT_GROUP, UNLOCALISED_GROUPS, cause_log_evidence
 from infrabrain.models.features import KINDS, FeatureSet
 from infrabrain.models.occlusion import GRAPH_CACHE, khop
@@ -232,7 +232,8 @@ def rank_root_causes(graph: SiteGraph, cand: np.ndarray, drops: np.ndarray,
     :func:`~infrabrain.models.own_change_evidence.own_change_evidence`) adds how far a cooling unit's own
     telemetry moved, against the training sites' (issue 3 follow-up 37); None ranks as before. ``part_at`` (the
     candidate whose metric names the part of the machine an alert names: a GPU's PCIe replays, a host's EDAC
-    errors, :func:`part_component`) is ranked first, and the head's group is not read (:func:`root_score_parts`).
+    errors, :func:`~infrabrain.models.explain.quoted_part_component`) is ranked first, and the head's group is not
+    read (:func:`root_score_parts`).
     """
     total = root_score_parts(graph, cand, drops, prior, node_logits, relative_gpus, silent, causes,
                              explain_away, own_change, part_at)["total"]
@@ -250,23 +251,6 @@ def rank_by_score(graph: SiteGraph, cand: np.ndarray, score: np.ndarray, first: 
     passive = [c for c in by if graph.kind[c] == rack_k and c != first]
     return ([int(first)] if first is not None else []) + sorted(active, key=lambda c: -by[c]) \
         + sorted(passive, key=lambda c: -by[c])
-
-
-def part_component(first_quoted: tuple[int, str] | None) -> int | None:
-    """The component an alert's part lies on: that of the sentence's first quoted ``(component, metric)`` where the
-    metric is a part's precursor (:func:`~infrabrain.models.cause_part.part_of_metric`), else None.
-
-    A GPU's PCIe replays are that GPU's bus failing, a host's EDAC errors its DIMMs: the evidence the risk hangs on
-    lies on that component, whatever its neighbours show. On the bench's sixteen draws the sentence named a part
-    for 189 held-out failures; ranked by score alone their root came first on 163, often after an upstream PDU,
-    leaf or cooling unit put first by its other nodes' risk, and with the part's component first on 172. The one
-    it lost was a leaf switch's failure on a node one of whose GPUs replayed PCIe transfers for a while and
-    recovered (issue 3 follow-up 43).
-    """
-    if first_quoted is None:
-        return None
-    comp, metric = first_quoted
-    return int(comp) if part_of_metric(metric) is not None else None
 
 
 #: The parts of a root-cause score, in the order :func:`root_score_parts` adds them up.

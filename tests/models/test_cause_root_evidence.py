@@ -12,8 +12,8 @@ import pytest
 from infrabrain.models.cause_root_evidence import CAUSE_EVIDENCE_FLOOR, cause_log_evidence, cause_root_table
 from infrabrain.models.evaluation import TYPED_CAUSE_GROUPS
 from infrabrain.models.occlusion import candidates
-from infrabrain.models.root_cause_ranking import (candidate_relations, part_component, rank_root_causes,
-                                                  root_score_parts)
+from infrabrain.models.explain import Contribution, quoted_part_component
+from infrabrain.models.root_cause_ranking import candidate_relations, rank_root_causes, root_score_parts
 from infrabrain.models.published_root_prior import relation_shares
 from infrabrain.models.snapshots import graph_from_topology
 from infrabrain.simulation.federation import federation_specs
@@ -149,10 +149,13 @@ def test_the_part_an_alert_names_puts_its_component_first_and_leaves_the_head_ou
 
 
 def test_the_part_lies_on_the_first_quoted_component_where_its_metric_is_a_parts_precursor():
-    assert part_component((7, "DCGM_FI_DEV_PCIE_REPLAY_COUNTER")) == 7
-    assert part_component((3, "node_edac_correctable_errors_total")) == 3
-    assert part_component((3, "node_infiniband_port_errors_received_total")) is None
-    assert part_component((7, "")) is None and part_component(None) is None
+    def first(comp: int, metric: str) -> list[Contribution]:  # quoted first, beside a smaller contributor
+        return [Contribution(comp, "c", "gpu", 2.0, metric), Contribution(1, "n", "node", 1.0, "node_load1")]
+
+    assert quoted_part_component(first(7, "DCGM_FI_DEV_PCIE_REPLAY_COUNTER")) == 7
+    assert quoted_part_component(first(3, "node_edac_correctable_errors_total")) == 3
+    assert quoted_part_component(first(3, "node_infiniband_port_errors_received_total")) is None
+    assert quoted_part_component(first(7, "")) is None and quoted_part_component([]) is None
 
 
 def test_tables_are_built_once_per_graph_and_dropped_with_it():

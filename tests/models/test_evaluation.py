@@ -518,7 +518,8 @@ def test_rootcause_accuracy_ranks_the_parts_component_first_and_scores_the_ranki
                                     causes=f.causes)[0] for f in failures]
     assert out["without_part"]["top1"] == pytest.approx(np.mean([c == int(f.event.root)
                                                                  for c, f in zip(without, failures)]))
-    assert all(f.part_at is None for f in rca.explained_failures(model, sp.test_sites, rows, args[4]))  # no set
+    # without a feature_set no contributor is quoted, so no part is read
+    assert all(f.part_at is None for f in rca.explained_failures(model, sp.test_sites, rows, args[4]))
 
 
 def test_rootcause_accuracy_takes_a_prior_per_site_and_scores_late_failures(small_splits):
