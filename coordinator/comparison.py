@@ -128,9 +128,12 @@ def heldout_sets(cfg: FederationConfig, first_id: int, count: int, total: int) -
     """``SiteData`` of sites ``first_id .. first_id+count-1`` (never in the federation), for :func:`pooled_scores`."""
     from infrabrain.client.predictor_task import site_data
 
-    root = tempfile.mkdtemp(prefix="infrabrain-heldout-")
     site_cfg = cfg.site_config()
-    return [site_data(settings_for(cfg, pid, total, root), site_cfg) for pid in range(first_id, first_id + count)]
+    # the sites' state dirs are never written here; their data lands under cfg.state_root when set, else in this
+    # temp dir, read back before it goes (a memory-mapped array outlives its unlinked file)
+    with tempfile.TemporaryDirectory(prefix="infrabrain-heldout-") as root:
+        return [site_data(settings_for(cfg, pid, total, root), site_cfg)
+                for pid in range(first_id, first_id + count)]
 
 
 def federation_start(cfg: FederationConfig) -> list[np.ndarray]:
@@ -200,9 +203,9 @@ def train_centralized(cfg: FederationConfig, partition_ids: Sequence[int], total
     from infrabrain.privacy.nonprivate import train_nonprivate
 
     torch.set_num_threads(1)
-    root = tempfile.mkdtemp(prefix="infrabrain-central-")
     site_cfg = cfg.site_config()
-    data = [site_data(settings_for(cfg, pid, total, root), site_cfg) for pid in partition_ids]
+    with tempfile.TemporaryDirectory(prefix="infrabrain-central-") as root:  # as heldout_sets
+        data = [site_data(settings_for(cfg, pid, total, root), site_cfg) for pid in partition_ids]
     pooled = ConcatDataset([d.train for d in data])
     model = build_predictor(site_cfg, data[0].input_scaling)
     if init is not None:

@@ -148,3 +148,22 @@ def test_a_registry_from_before_the_head_resumes_only_without_it_and_says_so(tmp
     registry.save(3, pt.predictor_initial_weights({"cause-head": False})[:-1], {"task": "predictor"})
     with pytest.raises(ValueError, match="other array shapes; use another"):
         _initial(FederationConfig.from_run_config({}), registry)
+
+
+def test_the_benchs_held_out_sets_and_centralised_reference_leave_no_temp_dir(tmp_path, monkeypatch) -> None:
+    """``heldout_sets`` and ``train_centralized`` (bench/federation.py) gave each site a state dir under a temp dir
+    that nothing wrote to and nothing removed; the data they read stays usable after it is gone."""
+    import tempfile
+
+    from infrabrain.coordinator.comparison import heldout_sets, pooled_scores, train_centralized
+    from infrabrain.coordinator.simulation_run import simulation_config
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    cfg = simulation_config(2, 1, None, tmp_path / "work", site_gpus=32, site_hours=48.0, acceleration=500.0)
+    sites = heldout_sets(cfg, 1, 1, 2)
+    weights = train_centralized(cfg, [0], 2, epochs=1)
+    assert list(temp.glob("infrabrain-*")) == []  # (torch keeps its own caches there)
+    assert len(sites) == 1 and len(sites[0].test) > 0
+    assert 0.0 <= pooled_scores(weights, sites, cfg.site_config())["pr_auc"] <= 1.0
