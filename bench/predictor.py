@@ -89,7 +89,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from infrabrain.models.cause_coverage import MIN_TRAINED_FAILURES  # fewer training failures: untrained group
 from infrabrain.models.evaluation import GOALS, RATIO_GOAL  # the goals
+from infrabrain.models.pipeline import RULE_FALLBACK_MODEL  # the GNN with rules where it learned nothing
 from infrabrain.models.root_cause_accuracy import WITHOUT  # the ranking without each of its parts
 from infrabrain.models.selection import DEFAULT_SELECTION, SELECTIONS
 
@@ -691,17 +693,24 @@ def _one_seed(runs: list, args: argparse.Namespace, seed: int, report_dir: str |
               f"{op['precision']:.2f}, recall on precursor failures {op['recall_precursor']:.2f} (all "
               f"{op['recall']:.2f}), median lead {op['median_lead_min']:.1f} min", file=sys.stderr)
     ru = rep["models"]["rules"]["by_cause_group"]
+    fb = rep["models"].get(RULE_FALLBACK_MODEL, {}).get("by_cause_group", {})
+    trained_on = (rep.get("cause_coverage") or {}).get("failures", {})
     per_cause = {}
     for grp, v in g["by_cause_group"].items():
         r = ru.get(grp, {})
         per_cause[grp] = {"events": v["events"], "gnn_recall": v["recall_at_p50_threshold"],
                           "rules_recall": r.get("recall_at_p50_threshold"), "gnn_pr_auc": v["pr_auc"],
-                          "gnn_typed_pr_auc": v.get("pr_auc_typed"), "rules_pr_auc": r.get("pr_auc")}
+                          "gnn_typed_pr_auc": v.get("pr_auc_typed"), "rules_pr_auc": r.get("pr_auc"),
+                          "train_failures": trained_on.get(grp), "gnn_rules_pr_auc": fb.get(grp, {}).get("pr_auc")}
     print(f"{'cause':10s} {'events':>6s} {'rec GNN':>7s} {'rec rules':>9s} {'PR-AUC GNN':>10s} {'typed':>6s} "
-          f"{'PR-AUC rules':>12s}", file=sys.stderr)
+          f"{'PR-AUC rules':>12s} {'gnn+rules':>9s} {'trained on':>10s}", file=sys.stderr)
     for grp, v in per_cause.items():
         print(f"{grp:10s} {v['events']:6d} {v['gnn_recall']:7.2f} {_f(v['rules_recall']):>9s} {v['gnn_pr_auc']:10.3f} "
-              f"{_f(v['gnn_typed_pr_auc'], 3):>6s} {_f(v['rules_pr_auc'], 3):>12s}", file=sys.stderr)
+              f"{_f(v['gnn_typed_pr_auc'], 3):>6s} {_f(v['rules_pr_auc'], 3):>12s} "
+              f"{_f(v['gnn_rules_pr_auc'], 3):>9s} {_f(v['train_failures'], 0):>10s}", file=sys.stderr)
+    if rep.get("untrained_causes"):
+        print(f"untrained cause groups (fewer than {MIN_TRAINED_FAILURES} training failures): "
+              f"{', '.join(rep['untrained_causes'])}", file=sys.stderr)
     oracle = rep.get("oracle", {})
     for kind, m in oracle.items():
         print(f"oracle ({kind}): PR-AUC {m['pr_auc']:.3f}, recall@p50 on precursor failures "

@@ -104,6 +104,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if out["ahead_of_rules_typed"] is not None:  # beside the verdict: the cause-typed comparison (follow-up 33)
         print(f"{'  cause-typed':22s} ahead of the rules on every cause but software on {out['ahead_of_rules_typed']} "
               f"of the draws with a cause head", file=sys.stderr)
+    if out["ahead_of_rules_fallback"] is not None:  # beside the verdict: the GNN + rules it did not learn (f-up 44)
+        print(f"{'  gnn+rules':22s} ahead of the rules on every cause but software on {out['ahead_of_rules_fallback']} "
+              "of the draws that measured it", file=sys.stderr)
     if args.report_dir:
         png = plot_goal_status(rows, args.report_dir / "goal_status.png", GOALS, title=args.title)
         print(f"wrote {png}", file=sys.stderr)

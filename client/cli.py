@@ -166,6 +166,12 @@ def _alerts(args: argparse.Namespace) -> int:
             print(f"  alerted {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(n['alerted_at']))}")
         if n.get("picture"):
             print(f"  picture: {url}{n['picture']}")
+    if view.get("untrained_causes"):  # the rules kept for what the model did not learn (issue 3 follow-up 44)
+        rules = view.get("rule_alerts", [])
+        print(f"the model's training held too few {' or '.join(view['untrained_causes'])} failures to foretell them: "
+              f"{len(rules)} incumbent rule alert(s) for those")
+        for a in rules:
+            print(f"  rule alert ({a['group']}): node {a['node']}: {a['text']}")
     return 0
 
 

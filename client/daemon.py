@@ -67,7 +67,7 @@ class NodeSeries:
         self._risks = tuple(risks)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        """The three families, from one cycle's risks (prometheus_client's custom-collector protocol)."""
+        """The four families, from one cycle's risks (prometheus_client's custom-collector protocol)."""
         risks = self._risks
         risk = GaugeMetricFamily("infrabrain_node_failure_risk", "Probability that the node fails within the next hour",
                                  labels=["site", "node", "rack"])
@@ -82,12 +82,19 @@ class NodeSeries:
                                       "Normalised deviation of the node's strongest signal (the metric "
                                       "infrabrain_node_top_cause names, where it is abnormal)",
                                       labels=["site", "node"])
+        rule = GaugeMetricFamily("infrabrain_node_rule_alert",
+                                 "1 for each incumbent rule (temperature, thermal violation, single-bit ECC rate, "
+                                 "XID) firing on one of the node's GPUs, for a cause group the model's training "
+                                 "held too few failures of (it cannot foretell those)",
+                                 labels=["site", "node", "rack", "group", "rule", "gpu"])
         for r in risks:
             risk.add_metric([self.site, r.node_id, r.rack], r.risk)
             cause.add_metric([self.site, r.node_id, r.rack, r.top_cause, r.cause_part, r.component_id, r.metric,
                               r.cause_source], 1.0)
             deviation.add_metric([self.site, r.node_id], r.deviation)
-        yield from (risk, cause, deviation)
+            for a in r.rule_alerts:
+                rule.add_metric([self.site, r.node_id, r.rack, a.group, a.rule, a.gpu], 1.0)
+        yield from (risk, cause, deviation, rule)
 
 
 class NodeAnomalySeries:
@@ -138,6 +145,9 @@ class DaemonMetrics:
         self.epsilon_spent = Gauge("infrabrain_privacy_epsilon_spent", "Epsilon spent so far", ["site"], registry=r)
         self.model_loaded = Gauge("infrabrain_model_loaded", "1 when a predictor checkpoint is loaded", ["site"],
                                   registry=r)
+        self.untrained_cause = Gauge("infrabrain_model_untrained_cause",
+                                     "1 for each cause group the loaded model's training held too few failures of: "
+                                     "it cannot foretell them", ["site", "group"], registry=r)
         self.score_duration = Gauge("infrabrain_score_duration_seconds", "Duration of the last scoring cycle",
                                     ["site"], registry=r)
         self.score_time = Gauge("infrabrain_score_timestamp_seconds", "Wall time of the last scoring cycle",
@@ -244,13 +254,15 @@ class Daemon:
         self._resume_collectors()
         self._checkpoint_mtime: float | None = None
         self.scorer: RiskScorer | None = scorer if scorer is not None else self._load_model()
+        self._export_untrained()
         self.buffer = self._new_buffer()
         self._warm_buffer()
         self._alerted: dict[str, float] = {}
         self._pictures: dict[str, str] = {}  # node -> the picture of its last alert, while it stays at risk
+        self._rule_alerted: dict[tuple[str, str, str], float] = {}  # (node, rule, GPU) -> its last log line
         #: what ``/alerts`` serves: the last scoring cycle's nodes at risk (replaced whole, never mutated)
         self._alert_view: dict[str, Any] = {"site": cfg.site, "scored_at": None, "threshold": None, "scored": 0,
-                                             "nodes": []}
+                                             "nodes": [], "untrained_causes": [], "rule_alerts": []}
         self.pictures: Any = None  # AlertPictures where site.yaml asks for alert_pictures
         if cfg.alert_pictures is not None:
             from infrabrain.client.alert_pictures import AlertPictures
@@ -293,11 +305,20 @@ class Daemon:
             self._checkpoint_mtime = self._card_mtime()
             return None
         self._checkpoint_mtime = self._card_mtime()
+        untrained = tuple(getattr(scorer, "untrained_causes", ()))
         log.info("predictor loaded", extra={"checkpoint": str(ckpt), "window_steps": scorer.window_steps,
                                             "calibrated": getattr(scorer, "calibration", None) is not None,
                                             "alert_threshold": self._threshold_of(scorer),
-                                            "root_prior": getattr(scorer, "root_prior_source", None)})
+                                            "root_prior": getattr(scorer, "root_prior_source", None),
+                                            "untrained_causes": ", ".join(untrained)})
         return scorer
+
+    def _export_untrained(self) -> None:
+        """``infrabrain_model_untrained_cause``: the loaded model's untrained cause groups, in place of the last
+        model's."""
+        self.metrics.untrained_cause.clear()
+        for group in getattr(self.scorer, "untrained_causes", ()):
+            self.metrics.untrained_cause.labels(self.cfg.site, group).set(1.0)
 
     def _threshold_of(self, scorer: RiskScorer | None) -> float:
         """site.yaml's ``alert_threshold`` if set, else the model card's, else :data:`DEFAULT_ALERT_THRESHOLD`."""
@@ -321,6 +342,7 @@ class Daemon:
             if scorer is not None:
                 old_steps = self.buffer.steps
                 self.scorer = scorer
+                self._export_untrained()
                 if scorer.window_steps != old_steps or dict(scorer.metric_names) != self.buffer.metric_names:
                     self.buffer = self._new_buffer()
                     self._warm_buffer()
@@ -424,8 +446,11 @@ class Daemon:
                   "root_reason": r.root_reason, "alerted_at": self._alerted.get(r.node_id),
                   "picture": picture_url(self._pictures[r.node_id]) if r.node_id in self._pictures else None}
                  for r in sorted(risks, key=lambda r: -r.risk) if r.risk >= threshold]
+        rules = [{"node": r.node_id, "rack": r.rack, "risk": _finite(r.risk), "group": a.group, "rule": a.rule,
+                  "gpu": a.gpu, "text": a.text} for r in risks for a in r.rule_alerts]
         self._alert_view = {"site": self.cfg.site, "scored_at": now, "threshold": threshold, "scored": len(risks),
-                            "nodes": nodes}
+                            "nodes": nodes, "untrained_causes": list(getattr(self.scorer, "untrained_causes", ())),
+                            "rule_alerts": rules}
 
     def alert_view(self) -> dict[str, Any]:
         """What ``/alerts`` serves: ``site``, ``scored_at`` (the last scoring cycle, epoch seconds; None before
@@ -433,7 +458,9 @@ class Daemon:
         above the threshold, riskiest first, ``node``, ``rack``, ``risk``, ``cause``, ``cause_source``,
         ``cause_part`` (the part of the machine an "other" cause lies in, or None), ``component``, ``metric``,
         ``explanation``, ``root_causes``, ``root_reason``, ``alerted_at`` (its last alert) and ``picture`` (the
-        address of its last alert's picture, or None)."""
+        address of its last alert's picture, or None); ``untrained_causes`` (the cause groups the model's training
+        held too few failures of) and ``rule_alerts``: per incumbent rule of those groups firing this cycle, whatever
+        the node's risk, ``node``, ``rack``, ``risk``, ``group``, ``rule``, ``gpu`` and ``text``."""
         return {**self._alert_view, "model_loaded": self.scorer is not None}
 
     def _score_anomaly(self, now: float) -> None:
@@ -479,6 +506,7 @@ class Daemon:
             done = (explain(ranked, pictures=self.pictures, now=now, draw=due_ids) if self.pictures is not None
                     else explain(ranked))
             explained.update({r.node_id: r for r in done})
+        self._log_rule_alerts(risks, now)
         due = [explained[r.node_id] for r in at_risk if r.node_id in due_ids]
         for r in due:
             self._alerted[r.node_id] = now
@@ -491,6 +519,21 @@ class Daemon:
                                "explanation": r.explanation, "root_causes": ", ".join(r.root_causes),
                                "root_reason": r.root_reason, **({"picture": r.picture} if r.picture else {})})
         return [explained.get(r.node_id, r) for r in risks]
+
+    def _log_rule_alerts(self, risks: Sequence[NodeRisk], now: float) -> None:
+        """Log each incumbent rule that fires for a cause group the model did not learn (``NodeRisk.rule_alerts``):
+        when it starts, again at most every REALERT_S while it keeps firing; forgotten once it stops."""
+        firing = {(r.node_id, a.rule, a.gpu): (r, a) for r in risks for a in r.rule_alerts}
+        for key in set(self._rule_alerted) - set(firing):
+            del self._rule_alerted[key]
+        for key, (r, a) in firing.items():
+            last = self._rule_alerted.get(key)
+            if last is not None and now - last < REALERT_S:
+                continue
+            self._rule_alerted[key] = now
+            log.warning("incumbent rule fired for a cause the model did not learn",
+                        extra={"node": r.node_id, "rack": r.rack, "group": a.group, "rule": a.rule, "gpu": a.gpu,
+                               "explanation": a.text, "risk": round(r.risk, 4)})
 
     def _update_privacy(self) -> None:
         path = self.cfg.privacy_ledger

@@ -21,6 +21,11 @@ Two levels of explanation:
   ``top_cause``, component and metric are then the sentence's (``cause_source`` "model"): the group it names
   ("likely network"), else the group of the metric it quotes first, and that first quoted component and metric.
   An operator reading the alert and the dashboard sees one cause, not the sentence's and the heuristic's.
+
+Where the card's training held too few failures of a cause group (``models.cause_coverage``), the model cannot
+foretell it: the incumbent rules that watch that group (``models.rule_fallback``: thermal by temperature and
+thermal violation, memory by single-bit ECC rate and XID) fire beside it, every cycle, on every scored node
+(``NodeRisk.rule_alerts``). The risk stays the model's.
 """
 
 from __future__ import annotations
@@ -94,6 +99,16 @@ def cause_of_metric(metric: str) -> str:
 
 
 @dataclass(frozen=True)
+class RuleAlert:
+    """An incumbent rule that fired on one of a node's GPUs, for a cause group the model did not learn."""
+
+    group: str  # the cause group it watches ("thermal", "memory")
+    rule: str  # "temperature", "thermal_violation", "sbe_rate", "xid"
+    gpu: str  # the GPU's id
+    text: str  # "GPU r00-n03-g3 temperature over 85 C"
+
+
+@dataclass(frozen=True)
 class NodeRisk:
     """One node's score and its explanation."""
 
@@ -114,6 +129,8 @@ class NodeRisk:
     #: where ``top_cause`` is "other", the part of the machine its metric lies in ("GPU bus", "host memory",
     #: "disk": :mod:`~infrabrain.models.cause_part`); "" otherwise
     cause_part: str = ""
+    #: the incumbent rules of the cause groups the model did not learn that fired on the node's GPUs this cycle
+    rule_alerts: tuple[RuleAlert, ...] = ()
 
     @property
     def explanation(self) -> str:
@@ -178,6 +195,12 @@ class PredictorScorer:
         #: split): an alert says a cause is unsure where its naming failed there, and flags one made too rarely to
         #: tell. None for a card without it (before issue 3 follow-up 38), which names causes as before.
         self.cause_naming = CauseNamingCheck.from_card(self._ckpt.card)
+        from infrabrain.models.cause_coverage import CauseCoverage
+
+        coverage = CauseCoverage.from_card(self._ckpt.card)
+        #: The cause groups the card's training held too few failures of (none for a card that does not say:
+        #: written before issue 3 follow-up 44, or a federated site's); their incumbent rules fire beside it.
+        self.untrained_causes: tuple[str, ...] = coverage.untrained() if coverage is not None else ()
         self._node_ids = topology.ids("node")
         #: global index of each GPU -> its column in the raw window's ``gpu`` block
         self._gpu_local = {int(g): i for i, g in enumerate(self._graph.kind_index.get("gpu", []))}
@@ -241,6 +264,7 @@ class PredictorScorer:
     def score(self, metrics: Mapping[str, np.ndarray]) -> list[NodeRisk]:
         """Risks for every node from a raw window ``{kind: [window_steps, n, F]}`` in ``metric_names`` order."""
         from infrabrain.models.calibration import risk_of
+        from infrabrain.models.rule_fallback import window_rule_alerts
         from infrabrain.models.snapshots import collate_snapshots, snapshot_from_window
 
         torch = self._torch
@@ -262,6 +286,8 @@ class PredictorScorer:
         kinds = self.feature_set.kinds
         comp_ids = self._graph.component_ids
         comp_kind = self._graph.kind
+        fired = window_rule_alerts(self._graph, metrics, self.metric_names, self.untrained_causes, self.cadence_s,
+                                   int(self._ckpt.window))
         out = []
         for i, node_id in enumerate(self._node_ids):
             if not scored[i]:
@@ -276,7 +302,8 @@ class PredictorScorer:
                 cause, part = XID_CAUSE.get(self._last_xid(metrics, int(j), metric), (cause, part))
             out.append(NodeRisk(node_id=node_id, rack=self._rack_of.get(node_id, ""), risk=float(risk[i]),
                                 top_cause=cause, component_id=str(comp_ids[j]) if metric else "", metric=metric,
-                                deviation=float(best_v[j]), cause_part=part))
+                                deviation=float(best_v[j]), cause_part=part,
+                                rule_alerts=tuple(RuleAlert(**a) for a in fired.get(i, ()))))
         self._last = (snap, metrics, np.where(scored, logits, np.nan), dev)  # unscored nodes: no sibling evidence
         return out
 

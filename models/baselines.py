@@ -213,22 +213,62 @@ def _find_metric(names: list[str], *needles: str) -> int | None:
     return None
 
 
-def rule_scores(run: Any, site: SiteTensors, t_indices: np.ndarray, window: int) -> tuple[np.ndarray, dict[str, int]]:
+#: The GPU-metric rules :func:`gpu_rule_hits` evaluates (the XID rule reads the event log, or the XID gauge).
+GPU_METRIC_RULES: tuple[str, ...] = ("temperature", "thermal_violation", "sbe_rate")
+
+
+def gpu_rule_metrics(gpu_metric_names: Sequence[str]) -> dict[str, int | None]:
+    """Per rule of :data:`GPU_METRIC_RULES`, the index of the GPU metric it reads (None where the telemetry
+    lacks it: the rule is skipped)."""
+    names = list(gpu_metric_names)
+    return {"temperature": _find_metric(names, "GPU_TEMP"),
+            "thermal_violation": _find_metric(names, "THERMAL_VIOLATION"),
+            "sbe_rate": _find_metric(names, "SBE", "TOTAL") or _find_metric(names, "SBE")}
+
+
+def gpu_rule_hits(seg: np.ndarray, columns: dict[str, int | None], cadence_s: float,
+                  rules: Sequence[str] = GPU_METRIC_RULES) -> dict[str, np.ndarray]:
+    """Which GPUs each of ``rules`` fires on over one window ``seg`` (``[T, n_gpu, F]`` raw GPU telemetry;
+    ``columns`` from :func:`gpu_rule_metrics`): a temperature over :data:`TEMP_THRESHOLD_C`, a thermal-violation
+    counter that moved, single-bit ECC errors at over :data:`SBE_PER_HOUR`. NaN (a missed scrape) never fires a
+    rule; a rule whose metric is missing is left out of the result."""
+    cad_h = cadence_s / 3600.0
+    out: dict[str, np.ndarray] = {}
+    for name in rules:
+        idx = columns.get(name)
+        if idx is None:
+            continue
+        col = seg[:, :, idx]
+        with np.errstate(invalid="ignore"), _no_warn():
+            if name == "temperature":
+                hit = np.nanmax(col, axis=0) > TEMP_THRESHOLD_C
+            else:
+                inc = np.nanmax(col, axis=0) - np.nanmin(col, axis=0)
+                hit = inc > 0 if name == "thermal_violation" else inc / max(len(col) * cad_h, cad_h) > SBE_PER_HOUR
+        out[name] = np.nan_to_num(hit).astype(bool)
+    return out
+
+
+def rule_scores(run: Any, site: SiteTensors, t_indices: np.ndarray, window: int,
+                rules: Sequence[str] = tuple(RULE_WEIGHTS)) -> tuple[np.ndarray, dict[str, int]]:
     """Incumbent rule score ``[len(t_indices), n_node]`` from raw telemetry and events of ``run``.
 
     Returns the scores and how many (snapshot, node) pairs each rule fired on. A rule whose metric the
-    telemetry lacks is skipped (and reported with count -1).
+    telemetry lacks is skipped (and reported with count -1). ``rules`` (names of :data:`RULE_WEIGHTS`) keeps
+    only some of them (e.g. those that watch one cause group: :mod:`~infrabrain.models.rule_fallback`).
     """
     from infrabrain.models.snapshots import _get
 
+    unknown = sorted(set(rules) - set(RULE_WEIGHTS))
+    if unknown:
+        raise ValueError(f"unknown rule(s) {unknown}; the rules are {list(RULE_WEIGHTS)}")
     metrics, names = _get(run, "metrics"), _get(run, "metric_names")
     gpu_raw = np.asarray(metrics["gpu"]) if "gpu" in metrics else None
-    gnames = list(names.get("gpu", []))
     gn = site.graph.gpu_node()
     nn = len(site.graph.node_global)
     ts = site.timestamps
     out = np.zeros((len(t_indices), nn), np.float32)
-    fired = dict.fromkeys(RULE_WEIGHTS, 0)
+    fired = dict.fromkeys(rules, 0)
 
     def per_node_any(mask_gpu: np.ndarray) -> np.ndarray:  # [k, n_gpu] -> [k, n_node]
         res = np.zeros((mask_gpu.shape[0], nn), bool)
@@ -238,33 +278,22 @@ def rule_scores(run: Any, site: SiteTensors, t_indices: np.ndarray, window: int)
 
     lo = np.maximum(np.asarray(t_indices) + 1 - window, 0)
     hi = np.asarray(t_indices)
-    if gpu_raw is not None:
-        i_temp = _find_metric(gnames, "GPU_TEMP")
-        i_viol = _find_metric(gnames, "THERMAL_VIOLATION")
-        i_sbe = _find_metric(gnames, "SBE", "TOTAL") or _find_metric(gnames, "SBE")
-        cad_h = site.cadence_s / 3600.0
-        for name, idx in (("temperature", i_temp), ("thermal_violation", i_viol), ("sbe_rate", i_sbe)):
-            if idx is None:
+    metric_rules = [r for r in GPU_METRIC_RULES if r in rules]
+    if gpu_raw is not None and metric_rules:
+        columns = gpu_rule_metrics(names.get("gpu", []))
+        hits = {r: np.zeros((len(t_indices), gpu_raw.shape[1]), bool) for r in metric_rules if columns[r] is not None}
+        for j, (a, b) in enumerate(zip(lo, hi)):
+            for name, hit in gpu_rule_hits(gpu_raw[a : b + 1], columns, site.cadence_s, metric_rules).items():
+                hits[name][j] = hit
+        for name in metric_rules:
+            if name not in hits:
                 fired[name] = -1
                 continue
-            col = gpu_raw[:, :, idx]
-            hit = np.zeros((len(t_indices), col.shape[1]), bool)
-            for j, (a, b) in enumerate(zip(lo, hi)):
-                seg = col[a : b + 1]
-                with np.errstate(invalid="ignore"), _no_warn():
-                    if name == "temperature":
-                        hit[j] = np.nanmax(seg, axis=0) > TEMP_THRESHOLD_C
-                    else:
-                        inc = np.nanmax(seg, axis=0) - np.nanmin(seg, axis=0)
-                        if name == "thermal_violation":
-                            hit[j] = inc > 0
-                        else:
-                            hit[j] = inc / max(len(seg) * cad_h, cad_h) > SBE_PER_HOUR
-            node_hit = per_node_any(np.nan_to_num(hit).astype(bool))
+            node_hit = per_node_any(hits[name])
             out += RULE_WEIGHTS[name] * node_hit
             fired[name] = int(node_hit.sum())
     events = _get(run, "events")
-    if len(events):
+    if "xid" in rules and len(events):
         ev = events[(events["event"] == "xid") & events["xid"].isin(RULE_XIDS)]
         gpu_ids = {cid: i for i, cid in enumerate(site.graph.component_ids[site.graph.kind_index.get("gpu", [])])}
         node_ids = {cid: i for i, cid in enumerate(site.graph.component_ids[site.graph.node_global])}
@@ -294,9 +323,9 @@ class _no_warn:
         self._c.__exit__(*a)
 
 
-def rule_table(dataset: SnapshotDataset) -> pd.DataFrame:
-    """Rule scores for every alive node of every snapshot of ``dataset`` (from each site's raw run);
-    columns ``site, t, node, score``."""
+def rule_table(dataset: SnapshotDataset, rules: Sequence[str] = tuple(RULE_WEIGHTS)) -> pd.DataFrame:
+    """Rule scores (of ``rules``: :func:`rule_scores`) for every alive node of every snapshot of ``dataset`` (from
+    each site's raw run); columns ``site, t, node, score``."""
     rows = []
     by_site: dict[int, list[int]] = {}
     for si, ti in dataset.index:
@@ -305,13 +334,13 @@ def rule_table(dataset: SnapshotDataset) -> pd.DataFrame:
         site = dataset.sites[si]
         if site.run is None:
             raise ValueError(f"site {site.name!r} has no raw run attached; rules need raw telemetry and events")
-        scores, fired = rule_scores(site.run, site, np.asarray(tis), dataset.window)
+        scores, fired = rule_scores(site.run, site, np.asarray(tis), dataset.window, rules)
         log.debug("rules", extra={"site": site.name, **{f"fired_{k}": v for k, v in fired.items()}})
         rows.extend(site_score_rows(si, site, tis, scores))
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["site", "t", "node", "score"])
 
 
 __all__ = [
-    "KINDS", "RULE_XIDS", "TabularBaseline", "IsolationForestBaseline", "window_features", "feature_table",
-    "rule_scores", "rule_table",
+    "GPU_METRIC_RULES", "KINDS", "RULE_XIDS", "TabularBaseline", "IsolationForestBaseline", "window_features",
+    "feature_table", "gpu_rule_hits", "gpu_rule_metrics", "rule_scores", "rule_table",
 ]

@@ -69,6 +69,7 @@ def _heldout(value: str | None) -> int | list[str] | None:
 def _train(args: argparse.Namespace) -> int:
     from infrabrain.models.checkpoint import save_checkpoint
     from infrabrain.models.device import resolve_device
+    from infrabrain.models.cause_coverage import CARD_KEY as CAUSE_COVERAGE_KEY
     from infrabrain.models.cause_naming import CARD_KEY as CAUSE_NAMING_KEY
     from infrabrain.models.pipeline import PipelineConfig, root_prior_card, train_predictor, training_fractions
     from infrabrain.models.training import evaluate_model
@@ -103,7 +104,8 @@ def _train(args: argparse.Namespace) -> int:
              "best_epoch": trained.result.best_epoch, "stopped_early": trained.result.stopped_early,
              "calibration": trained.calibration.model_dump() if trained.calibration is not None else None,
              "alert_threshold": trained.val_threshold, **root_prior_card(trained),
-             CAUSE_NAMING_KEY: trained.cause_naming.model_dump() if trained.cause_naming is not None else None}
+             CAUSE_NAMING_KEY: trained.cause_naming.model_dump() if trained.cause_naming is not None else None,
+             CAUSE_COVERAGE_KEY: trained.cause_coverage.model_dump() if trained.cause_coverage is not None else None}
     save_checkpoint(out, trained.model, sp.feature_set, sp.normalizer, metrics, extra, overwrite=args.overwrite,
                     cadence_s=int(sp.train_sites[0].cadence_s))
     summary = {"checkpoint": str(out), "epochs_run": len(trained.result.history), "best_epoch": trained.result.best_epoch,
@@ -114,6 +116,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from infrabrain.models.calibration import PlattCalibrator
+    from infrabrain.models.cause_coverage import CauseCoverage
     from infrabrain.models.checkpoint import _jsonable, load_checkpoint
     from infrabrain.models.features import FeatureSet
     from infrabrain.models.own_change_evidence import OwnChangeTails
@@ -147,12 +150,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     trained = Trained(model=ckpt.model, splits=splits, result=TrainResult(history=ckpt.card.get("history", []),
                       best_epoch=int(ckpt.card.get("best_epoch", -1))), config=cfg, train_s=0.0,
                       calibration=PlattCalibrator.from_card(ckpt.card), val_threshold=ckpt.card.get("alert_threshold"),
-                      root_prior=RootPrior.from_card(ckpt.card), own_tails=OwnChangeTails.from_card(ckpt.card))
+                      root_prior=RootPrior.from_card(ckpt.card), own_tails=OwnChangeTails.from_card(ckpt.card),
+                      cause_coverage=CauseCoverage.from_card(ckpt.card))
     report = evaluate_predictor(trained, args.out, rootcause_events=args.rootcause_events, oracle=args.oracle,
                                 bootstrap=args.bootstrap)
     keys = ("split", "pr_auc_gnn", "best_baseline", "pr_auc_best_baseline", "pr_auc_ratio", "pr_auc_ratio_interval",
             "pr_auc_ratio_cascade", "pr_auc_ratio_node_rooted", "pr_auc_ratio_upstream",
-            "gnn_recall_at_p50_precursor_interval", "gnn_median_lead_min_interval")
+            "gnn_recall_at_p50_precursor_interval", "gnn_median_lead_min_interval", "untrained_causes")
     rc = report["rootcause"]
     oracles = {f"oracle_{kind}_pr_auc": m["pr_auc"] for kind, m in report["oracle"].items()}
     print(json.dumps(_jsonable({k: report[k] for k in keys} | oracles | {
@@ -165,7 +169,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from infrabrain.models.checkpoint import load_checkpoint
     from infrabrain.models.features import FeatureSet
+    from infrabrain.models.cause_coverage import CauseCoverage
     from infrabrain.models.predict import predict_run
+    from infrabrain.models.rule_fallback import fallback_rules
 
     runs = load_runs(args)
     if args.site is not None:
@@ -182,10 +188,19 @@ def _predict(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows[: args.top] if args.top else rows))
         return 0
+    coverage = CauseCoverage.from_card(ckpt.card)
+    untrained = coverage.untrained() if coverage is not None else ()
+    if coverage is not None and untrained:
+        watched = [g for g in untrained if fallback_rules([g])]
+        print(f"note: {coverage.note(untrained)}"
+              + (f"; the incumbent {' and '.join(watched)} rules run beside it" if watched else ""))
     for r in rows[: args.top]:
         line = r.get("explanation") or (f"node {r['node_id']}: no data in the window" if r["risk"] is None
                                         else f"node {r['node_id']} at risk {r['risk']:.2f}")
         print(line)
+    for r in rows:  # every node a fallback rule fires on, whatever its risk
+        for a in r.get("rule_alerts", ()):
+            print(f"rule alert ({a['group']}, which the model did not learn): node {r['node_id']}: {a['text']}")
     plots = [r["plot"] for r in rows[: args.top] if r.get("plot")]
     if plots:
         print(f"{len(plots)} explanation picture(s) in {args.plot}: {', '.join(Path(p).name for p in plots)}")

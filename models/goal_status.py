@@ -33,6 +33,10 @@ head's probability of the group, issue 3 follow-up 33): how well it ranks "this 
 which is what a cause-specific rule (an XID 63 alert, a single-bit ECC rate) says. The rules keep their whole
 score. It is reported beside the verdict, which stays the untyped comparison that the goal was first measured
 with; runs made before the model named causes have none.
+
+``behind_rules_fallback`` compares ``gnn+rules`` instead (:mod:`~infrabrain.models.rule_fallback`): the GNN
+with the incumbent rules of the cause groups its training sites held too few failures of, as ``predict`` and the
+daemon serve them. Beside the verdict too, never instead of it: runs before issue 3 follow-up 44 have none.
 """
 
 from __future__ import annotations
@@ -56,6 +60,10 @@ ACCURACY_KEYS: tuple[str, ...] = ("pr_auc_best_baseline", "pr_auc_ratio", "pr_au
                                   "event_recall_at_p50", "median_lead_min")
 #: ``by_cause_vs_rules`` column of the GNN's cause-typed PR-AUC (risk x the cause head's probability of the group).
 TYPED_KEY = "gnn_typed_pr_auc"
+#: ``by_cause_vs_rules`` column of ``gnn+rules``: the GNN with the incumbent rules of the cause groups its training
+#: held too few failures of (:mod:`~infrabrain.models.rule_fallback`; issue 3 follow-up 44). Reported beside the
+#: GNN's own comparison, never instead of it.
+FALLBACK_KEY = "gnn_rules_pr_auc"
 #: Relative difference above which the accuracy and headroom runs' best non-graph PR-AUC of a draw disagree.
 SAME_ROWS_RTOL = 1e-6
 
@@ -185,6 +193,7 @@ def _row(d: Mapping[str, Any], h: Mapping[str, Any], goals: Mapping[str, float])
         "rootcause_top3": _num(d.get("rootcause_top3")),
         "behind_rules": behind_rules(d.get("by_cause_vs_rules")),
         "behind_rules_typed": behind_rules(d.get("by_cause_vs_rules"), TYPED_KEY),
+        "behind_rules_fallback": behind_rules(d.get("by_cause_vs_rules"), FALLBACK_KEY),
     }
     row["verdicts"] = {
         "pr_auc_ratio": verdict(row["ratio"], goals["pr_auc_ratio"], row["ratio_window"], row["ratio_ceiling"]),
@@ -241,9 +250,12 @@ def summarise_goals(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         return out
 
     typed = [r for r in rows if r.get("behind_rules_typed") is not None]
+    fallback = [r for r in rows if r.get("behind_rules_fallback") is not None]
     return {"draws": [r["data_seed"] for r in rows], "verdict_counts": counts, "behind_rules_draws":
             behind("behind_rules"), "behind_rules_typed_draws": behind("behind_rules_typed"),
             "ahead_of_rules_typed": sum(not r["behind_rules_typed"] for r in typed) if typed else None,
+            "behind_rules_fallback_draws": behind("behind_rules_fallback"),
+            "ahead_of_rules_fallback": sum(not r["behind_rules_fallback"] for r in fallback) if fallback else None,
             "pr_auc_ratio_geomean": geo("ratio"), "pr_auc_ratio_cascade_geomean": geo("cascade_ratio"),
             "event_recall_at_p50_mean": mean("recall"), "median_lead_min_mean": mean("median_lead_min")}
 
@@ -315,5 +327,5 @@ def plot_goal_status(rows: Sequence[Mapping[str, Any]], path: str | Path, goals:
     return save_png(fig, path)
 
 
-__all__ = ["ACCURACY_KEYS", "BEYOND_ORACLES", "BEYOND_WINDOW", "MET", "MISSED", "VERDICTS", "accuracy_draws",
-           "behind_rules", "goal_rows", "plot_goal_status", "summarise_goals", "verdict"]
+__all__ = ["ACCURACY_KEYS", "BEYOND_ORACLES", "BEYOND_WINDOW", "FALLBACK_KEY", "MET", "MISSED", "VERDICTS",
+           "accuracy_draws", "behind_rules", "goal_rows", "plot_goal_status", "summarise_goals", "verdict"]

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from infrabrain.logs import get_logger
 from infrabrain.models.calibration import PlattCalibrator, calibrated_ensemble, logit
+from infrabrain.models.cause_coverage import CauseCoverage, fit_cause_coverage
 from infrabrain.models.cause_naming import CauseNamingCheck, fit_cause_naming
 from infrabrain.models.device import DeviceName
 from infrabrain.models.gnn import FailurePredictor, ModelConfig
@@ -26,6 +27,7 @@ from infrabrain.models.own_change_evidence import CARD_KEY as OWN_CHANGE_CARD_KE
 from infrabrain.models.own_change_evidence import OwnChangeTails, fit_own_change_tails
 from infrabrain.models.published_root_prior import CARD_PUBLISHED_KEY, DEFAULT_FAILURES, deployed_root_prior
 from infrabrain.models.root_prior import RootPrior, fit_root_prior
+from infrabrain.models.rule_fallback import with_rule_fallback
 from infrabrain.models.selection import DEFAULT_SELECTION, Selection
 from infrabrain.models.snapshots import Splits, make_splits
 from infrabrain.models.training import (TrainConfig, TrainResult, estimate_cause_weights, estimate_pos_weight,
@@ -34,6 +36,9 @@ from infrabrain.models.uncertainty import DEFAULT_BOOTSTRAP
 
 #: The baselines the GNN's ratio is taken over (the best of them, by PR-AUC).
 NONGRAPH_MODELS = ("gbm", "logistic", "iforest", "rules")
+#: The GNN with the incumbent rules of the cause groups its training held too few failures of
+#: (:mod:`~infrabrain.models.rule_fallback`): a scorer of its own, never the GNN's goals.
+RULE_FALLBACK_MODEL = "gnn+rules"
 
 log = get_logger("models.pipeline")
 
@@ -114,6 +119,7 @@ class Trained:
     root_prior: RootPrior | None = None  # where the training split's failures started (root-cause ranking)
     own_tails: OwnChangeTails | None = None  # how far the training split's components moved (root-cause ranking)
     cause_naming: CauseNamingCheck | None = None  # the head's naming of each group on the validation split
+    cause_coverage: CauseCoverage | None = None  # the training split's failures per cause group
 
 
 def root_prior_card(trained: Trained) -> dict[str, Any]:
@@ -196,7 +202,8 @@ def train_predictor(runs: Sequence[Any], config: PipelineConfig | None = None,
     return Trained(model=model, splits=splits, result=result, config=cfg, train_s=train_s, calibration=cal,
                    val_threshold=thr, root_prior=fit_root_prior(splits.train),
                    own_tails=fit_own_change_tails(splits.train, splits.feature_set),
-                   cause_naming=fit_cause_naming(val_rows, "validation") if val_rows is not None else None)
+                   cause_naming=fit_cause_naming(val_rows, "validation") if val_rows is not None else None,
+                   cause_coverage=fit_cause_coverage(splits.train))
 
 
 def fit_calibration(model: FailurePredictor, val: Any, min_precision: float = 0.5,
@@ -297,6 +304,8 @@ def evaluate_predictor(trained: Trained, out_dir: str | Path | None = None, root
     ens = ensemble_table(trained, gnn, tables.get("logistic"), fitted.get("logistic"))
     if ens is not None:
         tables["ensemble"] = ens
+    untrained = trained.cause_coverage.untrained() if trained.cause_coverage is not None else ()
+    tables[RULE_FALLBACK_MODEL] = with_rule_fallback(gnn, test, untrained)  # the GNN's where no rule watches them
     events = failure_events(test)
     models = {name: evaluate_scores(df, events, probabilistic=name in ("gnn", "gbm", "logistic", "ensemble"))
               for name, df in tables.items()}
@@ -349,6 +358,8 @@ def evaluate_predictor(trained: Trained, out_dir: str | Path | None = None, root
         "pr_auc_ratio_ensemble": (_ratio(models["ensemble"]["pr_auc"], models[best]["pr_auc"])
                                   if "ensemble" in models else float("nan")),
         "calibration": trained.calibration.model_dump() if trained.calibration is not None else None,
+        "cause_coverage": trained.cause_coverage.model_dump() if trained.cause_coverage is not None else None,
+        "untrained_causes": list(untrained),
         "rootcause": rc,
         "precursor_naming": naming_of_precursors,
         "explanations": expl,

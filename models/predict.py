@@ -44,11 +44,16 @@ def predict_window(
     much the other nodes under each upstream component are at risk too, and, from a card with
     ``own_change_tails``, how far each cooling unit's own telemetry moved) with ``root_cause_evidence`` (why:
     :func:`root_cause_evidence`). With ``plot_dir`` each explained node also gets a picture of its explanation
-    there (``plot``: the PNG's path; :mod:`~infrabrain.models.explanation_plot`).
+    there (``plot``: the PNG's path; :mod:`~infrabrain.models.explanation_plot`). Where the card's training held
+    too few failures of a cause group (:mod:`~infrabrain.models.cause_coverage`) every scored node has
+    ``untrained_causes``, and a node an incumbent rule of such a group fires on has ``rule_alerts``
+    (:func:`~infrabrain.models.rule_fallback.window_rule_alerts`); the risk is the model's either way.
     Raises ``ValueError`` for an unknown component type, a missing metric column, a too-short window or telemetry
     at another cadence than the model's (``cadence_s``, seconds per step: :meth:`Checkpoint.check_cadence`).
     """
     from infrabrain.models.calibration import PlattCalibrator, risk_of
+    from infrabrain.models.cause_coverage import CauseCoverage
+    from infrabrain.models.rule_fallback import window_rule_alerts
     from infrabrain.models.explain import explain_node
     from infrabrain.models.cause_naming import CauseNamingCheck
     from infrabrain.models.own_change_evidence import OwnChangeTails
@@ -86,6 +91,9 @@ def predict_window(
     prior, _ = deployed_root_prior(ckpt.card, graph)  # the card's, or the published mix on this topology
     own_tails = OwnChangeTails.from_card(ckpt.card)  # how far the training sites' components moved, if recorded
     naming = CauseNamingCheck.from_card(ckpt.card)  # whether the head's naming held up on checked rows, if recorded
+    coverage = CauseCoverage.from_card(ckpt.card)  # the training failures per cause group, if recorded
+    untrained = list(coverage.untrained()) if coverage is not None else []
+    rule_alerts = window_rule_alerts(graph, win, metric_names, untrained, cadence_s, w)
     risk = risk_of(logits, cal)
     out = []
     for pos, g in enumerate(graph.node_global):
@@ -95,6 +103,10 @@ def predict_window(
         if ok and causes is not None:
             rec["cause"] = groups[int(np.argmax(causes[pos]))]
             rec["cause_probabilities"] = {grp: float(p) for grp, p in zip(groups, causes[pos])}
+        if ok and untrained:
+            rec["untrained_causes"] = untrained
+        if pos in rule_alerts:
+            rec["rule_alerts"] = rule_alerts[pos]
         out.append(rec)
     out.sort(key=lambda r: (r["risk"] is None, -(r["risk"] or 0.0)))  # highest risk first, "no data" last
     node_logits = np.where(scored, logits, np.nan)  # every scored node's logit, for the sibling evidence

@@ -106,23 +106,31 @@ def snapshot_span(dataset: SnapshotDataset) -> dict[int, tuple[int, int]]:
     return out
 
 
-def root_relations(dataset: SnapshotDataset) -> pd.DataFrame:
-    """``site, tf, relation`` of each of ``dataset``'s failures whose root is known and within :data:`MAX_HOPS`
-    of the failed node (what :func:`fit_root_prior` counts, and a fleet prior clips per hour). A time split counts
-    only the failures that some of its snapshots are labelled with (the sites' tensors hold the whole run: the
-    training split of a time split must not count the test period's failures); one that starts at the beginning
-    of the run also counts those of its first hour."""
+def split_failure_events(dataset: SnapshotDataset) -> pd.DataFrame:
+    """:func:`~infrabrain.models.evaluation.failure_events` of ``dataset`` that some of its snapshots are labelled
+    with. The sites' tensors hold the whole run: the training split of a time split must not count the test
+    period's failures; one that starts at the beginning of the run also counts those of its first hour."""
     from infrabrain.models.evaluation import failure_events
 
     span = snapshot_span(dataset)
     starts_at_zero = dataset.time_range[0] == 0.0
-    rows = []
-    for e in failure_events(dataset).itertuples():
+    events = failure_events(dataset)
+    keep = []
+    for e in events.itertuples():
         lo, hi = span.get(int(e.site), (None, None))
-        if lo is None and not starts_at_zero:
-            continue
-        if lo is not None and (int(e.tf) - HORIZON_S > hi or (not starts_at_zero and int(e.tf) <= lo)):
-            continue
+        if lo is None:
+            keep.append(starts_at_zero)
+        else:
+            keep.append(not (int(e.tf) - HORIZON_S > hi or (not starts_at_zero and int(e.tf) <= lo)))
+    return events[np.asarray(keep, dtype=bool)].reset_index(drop=True) if len(events) else events
+
+
+def root_relations(dataset: SnapshotDataset) -> pd.DataFrame:
+    """``site, tf, relation`` of each of ``dataset``'s failures (:func:`split_failure_events`) whose root is known
+    and within :data:`MAX_HOPS` of the failed node (what :func:`fit_root_prior` counts, and a fleet prior clips
+    per hour)."""
+    rows = []
+    for e in split_failure_events(dataset).itertuples():
         graph = dataset.sites[int(e.site)].graph
         rel = _relation_to(graph, int(graph.node_global[int(e.node)]), int(e.root))
         if rel is not None:

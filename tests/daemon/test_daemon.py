@@ -837,3 +837,80 @@ def test_a_card_without_a_root_prior_ranks_with_the_published_mix_on_the_sites_t
     monkeypatch.setattr(explain, "explain_node", lambda *a, **k: (seen.append(k.get("naming")), real(*a, **k))[1])
     window = {k: np.asarray(v)[-named.window_steps:] for k, v in small_run.metrics.items()}
     assert len(named.explain(named.score(window))) == 2 and seen and all(n == check for n in seen)
+
+
+def test_a_model_that_learned_no_thermal_failure_keeps_the_temperature_rule(
+        tmp_path: Path, small_dataset: Path, small_checkpoint: Path, small_run: Any,
+        caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 3 follow-up 44: a card whose training held no thermal failure cannot foretell one, so the daemon keeps
+    the incumbent thermal rules beside it: a GPU over 85 C is a rule alert on its node (``NodeRisk.rule_alerts``)
+    whatever the node's risk, exported as ``infrabrain_node_rule_alert`` (which deploy/prometheus-alerts.yml
+    alerts on), served on ``/alerts`` and logged once per REALERT_S; the risks are the model's as they were."""
+    import shutil
+
+    from infrabrain.client.daemon import REALERT_S
+    from infrabrain.client.scoring import RuleAlert
+    from infrabrain.client.topology_file import load_topology
+
+    ck = tmp_path / "no-thermal"
+    shutil.copytree(small_checkpoint, ck)
+    card = json.loads((ck / "model_card.json").read_text())
+    card["cause_coverage"] = {"version": 1, "failures": {"memory": 40, "network": 40, "thermal": 0, "power": 40,
+                                                         "other": 40, "software": 0}}
+    (ck / "model_card.json").write_text(json.dumps(card))
+    cfg = load_site_config(_site_yaml(tmp_path, small_dataset, None))  # the scorer below, never reloaded
+    topology = load_topology(tmp_path / "topology.yaml")
+    scorer = PredictorScorer(ck, topology)
+    assert scorer.untrained_causes == ("thermal",)
+    assert PredictorScorer(small_checkpoint, topology).untrained_causes == ()  # its card does not say
+    temp = list(scorer.metric_names["gpu"]).index("DCGM_FI_DEV_GPU_TEMP")
+    window = {k: np.asarray(v)[-scorer.window_steps:].copy() for k, v in small_run.metrics.items()}
+    window["gpu"][:, :, temp] = np.minimum(window["gpu"][:, :, temp], 70.0)
+    window["gpu"][-3:, 3, temp] = 92.0  # r00-n01's second GPU
+    risks = {r.node_id: r for r in scorer.score(window)}
+    hot = RuleAlert("thermal", "temperature", "r00-n01-g1", "GPU r00-n01-g1 temperature over 85 C")
+    assert risks["r00-n01"].rule_alerts == (hot,) and risks["r00-n00"].rule_alerts == ()
+    plain = {r.node_id: r for r in PredictorScorer(small_checkpoint, topology).score(window)}
+    assert {n: r.risk for n, r in plain.items()} == {n: r.risk for n, r in risks.items()}
+    assert all(r.rule_alerts == () for r in plain.values())
+
+    class HotScorer(PredictorScorer):
+        def score(self, metrics):  # the replayed window, with r00-n01's second GPU over 85 C
+            metrics = {k: np.array(v) for k, v in metrics.items()}
+            metrics["gpu"][:, :, temp] = np.minimum(metrics["gpu"][:, :, temp], 70.0)
+            metrics["gpu"][-3:, 3, temp] = 92.0
+            return super().score(metrics)
+
+    t0 = 1_800_000_000.0
+    daemon = Daemon(cfg, scorer=HotScorer(ck, topology), now=t0)
+    try:
+        daemon.collect_once(t0 + 5)
+        with caplog.at_level("WARNING"):
+            daemon.score_once(t0 + 5)
+            daemon.score_once(t0 + 65)  # still firing: not logged again within REALERT_S
+            daemon.score_once(t0 + 5 + REALERT_S)
+        logged = [r for r in caplog.records
+                  if r.getMessage() == "incumbent rule fired for a cause the model did not learn"]
+        assert len(logged) == 2 and all((r.node, r.group, r.rule, r.gpu, r.explanation)
+                                        == ("r00-n01", "thermal", "temperature", "r00-n01-g1", hot.text)
+                                        for r in logged)
+        samples = {f.name: f.samples for f in daemon.metrics.registry.collect()}
+        assert [s.labels for s in samples["infrabrain_node_rule_alert"]] == [
+            {"site": "lab", "node": "r00-n01", "rack": "r00", "group": "thermal", "rule": "temperature",
+             "gpu": "r00-n01-g1"}]
+        assert [(s.labels, s.value) for s in samples["infrabrain_model_untrained_cause"]] == [
+            ({"site": "lab", "group": "thermal"}, 1.0)]
+        view = daemon.alert_view()
+        assert view["untrained_causes"] == ["thermal"]
+        assert [{k: a[k] for k in ("node", "rack", "group", "rule", "gpu", "text")} for a in view["rule_alerts"]] == [
+            {"node": "r00-n01", "rack": "r00", "group": "thermal", "rule": "temperature", "gpu": "r00-n01-g1",
+             "text": hot.text}]
+        assert view["rule_alerts"][0]["risk"] == next(r.risk for r in daemon.last_risks if r.node_id == "r00-n01")
+        port = daemon.start_metrics_server()  # `infrabrain client alerts` prints them after the nodes at risk
+        capsys.readouterr()
+        assert cli_main(["client", "alerts", "--url", f"http://127.0.0.1:{port}"]) == 0
+        assert capsys.readouterr().out.strip().splitlines()[-2:] == [
+            "the model's training held too few thermal failures to foretell them: 1 incumbent rule alert(s) for those",
+            f"  rule alert (thermal): node r00-n01: {hot.text}"]
+    finally:
+        daemon.close()

@@ -17,7 +17,7 @@ from prometheus_client import generate_latest
 from infrabrain.cli import build_parser
 from infrabrain.client.collectors.base import CollectorHealth
 from infrabrain.client.daemon import DaemonMetrics
-from infrabrain.client.scoring import NodeRisk
+from infrabrain.client.scoring import NodeRisk, RuleAlert
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
@@ -29,7 +29,10 @@ def dashboard_exprs() -> list[str]:
 
 def test_dashboard_uses_only_exported_metrics() -> None:
     m = DaemonMetrics("lab")
-    m.update_risks([NodeRisk("r00-n00", "r00", 0.7, "thermal", "r00-n00-g1", "DCGM_FI_DEV_GPU_TEMP", 3.2)])
+    hot = RuleAlert("thermal", "temperature", "r00-n00-g1", "GPU r00-n00-g1 temperature over 85 C")
+    m.update_risks([NodeRisk("r00-n00", "r00", 0.7, "thermal", "r00-n00-g1", "DCGM_FI_DEV_GPU_TEMP", 3.2,
+                             rule_alerts=(hot,))])
+    m.untrained_cause.labels("lab", "thermal").set(1.0)
     m.update_collector(CollectorHealth("nvml", up=True, last_success=1.0), 10, failed=False)
     m.alerts.labels("lab", "thermal").inc()
     m.epsilon_left.labels("lab").set(5.0)
@@ -40,7 +43,7 @@ def test_dashboard_uses_only_exported_metrics() -> None:
     exported = set(re.findall(r"^(infrabrain_[a-z_]+)", generate_latest(m.registry).decode(), flags=re.M))
     used = {name for expr in dashboard_exprs() for name in re.findall(r"infrabrain_[a-z_]+", expr)}
     assert used and used <= exported, used - exported
-    for panel_title in ("Failure risk by rack", "Top at-risk nodes", "Collector health"):
+    for panel_title in ("Failure risk by rack", "Top at-risk nodes", "Collector health", "Incumbent rule alerts"):
         assert panel_title in (DEPLOY / "grafana-dashboard.json").read_text()
     # the top-nodes table places every label of the cause gauge (source: the alert's sentence or the heuristic)
     dash = json.loads((DEPLOY / "grafana-dashboard.json").read_text())

@@ -53,6 +53,9 @@ def test_train_evaluate_predict(dataset, tmp_path, capsys, monkeypatch):
     naming = CauseNamingCheck.from_card(card)
     assert naming.source == "validation" and set(naming.groups) == set(TYPED_CAUSE_GROUPS)
     assert all(g.named == 0 for g in naming.groups.values())
+    # and how many failures of each cause group the training split held (follow-up 44): at least every one the
+    # root prior counts (those with a root within its reach)
+    assert sum(card["cause_coverage"]["failures"].values()) >= card["root_prior"]["failures"]
     capsys.readouterr()
     # refusing to overwrite loses nothing
     assert main(["train", "--data", str(dataset), "--out", str(ck)]) == 2
@@ -66,7 +69,9 @@ def test_train_evaluate_predict(dataset, tmp_path, capsys, monkeypatch):
 
     assert set(report["oracle"]) == set(ORACLE_KINDS)  # a stored simulation re-derives its fault plan
     assert report["split"] == "test_sites" and report["sites"] == ["site-2"]
-    assert {"gnn", "gbm", "logistic", "iforest", "rules"} <= set(report["models"])
+    assert {"gnn", "gbm", "logistic", "iforest", "rules", "gnn+rules"} <= set(report["models"])
+    # the card's coverage and the groups it leaves untrained, whose rules gnn+rules adds (follow-up 44)
+    assert report["cause_coverage"] == card["cause_coverage"] and report["untrained_causes"]
     assert report["calibration"] == card["calibration"]
     assert (rep / "pr_curves.png").read_bytes()[:4] == b"\x89PNG"
     # the top alerts' explanations drawn beside it, one per explained alert, in the report's order (follow-up 39)
@@ -96,6 +101,12 @@ def test_train_evaluate_predict(dataset, tmp_path, capsys, monkeypatch):
     assert main(["predict", "--checkpoint", str(ck), "--data", str(dataset / "site=site-2"), "--top", "3",
                  "--at", "20000", "--plot", str(pics)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
+    # first what the model cannot foretell (follow-up 44: the tiny training split holds few failures of most groups)
+    from infrabrain.models.cause_coverage import CauseCoverage
+
+    coverage = CauseCoverage.from_card(card)
+    assert coverage.untrained() and lines[0].startswith(f"note: {coverage.note(coverage.untrained())}")
+    lines = lines[1:]
     assert len(lines) == 4 and all(line.startswith("node ") for line in lines[:3])
     # one picture of each explained node's explanation, named by its rank and node (--plot)
     drawn = sorted(pics.glob("alert-*.png"))
@@ -146,6 +157,63 @@ def test_train_evaluate_predict(dataset, tmp_path, capsys, monkeypatch):
     # highest risk first; nodes without data come after every scored node
     assert risks[: len(scored)] == sorted(scored, reverse=True)
     assert all(x is None for x in risks[len(scored):])
+
+
+def test_a_model_that_learned_no_thermal_failure_serves_the_temperature_rule_beside_its_risk(
+        dataset, tmp_path, capsys):
+    """Issue 3 follow-up 44: where the card's training held too few failures of a cause group, ``predict`` says the
+    model cannot foretell it, and the incumbent rules that watch it fire beside the model: a GPU over 85 C is a
+    rule alert on its node, whatever the node's risk, and the risks are the model's as they were."""
+    import shutil
+
+    import numpy as np
+
+    from infrabrain.models.checkpoint import load_checkpoint
+    from infrabrain.models.predict import predict_run
+    from infrabrain.simulation.storage import load_site, write_sites
+
+    ck = tmp_path / "ckpt"
+    assert main(["train", "--data", str(dataset), "--heldout", "1", "--out", str(ck), "--epochs", "1",
+                 "--hidden", "8", "--layers", "2", "--no-progress"]) == 0
+    card_path = ck / "model_card.json"
+    card = json.loads(card_path.read_text())
+    card["cause_coverage"]["failures"].update(memory=40, network=40, power=40, other=40, thermal=0)
+    card_path.write_text(json.dumps(card))
+    blind = tmp_path / "no-coverage"
+    shutil.copytree(ck, blind)
+    bare = {k: v for k, v in card.items() if k != "cause_coverage"}
+    (blind / "model_card.json").write_text(json.dumps(bare))
+    # site-2 with one GPU over 85 C for a few minutes before t = 20000 s
+    run = load_site(dataset / "site=site-2")
+    gpu = np.array(run.metrics["gpu"])
+    temp = list(run.metric_names["gpu"]).index("DCGM_FI_DEV_GPU_TEMP")
+    at = int(np.searchsorted(run.timestamps, 20000, side="right") - 1)
+    gpu[at - 5: at + 1, 3, temp] = 92.0
+    run.metrics["gpu"] = gpu
+    hot = tmp_path / "hot"
+    write_sites([run], hot)
+    capsys.readouterr()
+    assert main(["predict", "--checkpoint", str(ck), "--data", str(hot / "site=site-2"), "--top", "2",
+                 "--at", "20000"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == ("note: the model's training sites held no thermal failure: it cannot foretell it; the "
+                        "incumbent thermal rules run beside it")
+    gpu_id = run.topology.ids["gpu"][3]
+    node_id = gpu_id.rsplit("-g", 1)[0]
+    assert lines[-1] == (f"rule alert (thermal, which the model did not learn): node {node_id}: GPU {gpu_id} "
+                         "temperature over 85 C")
+    assert sum(line.startswith("rule alert") for line in lines) == 1
+    rows = predict_run(load_checkpoint(ck), run, at_s=20000, explain_top=0)
+    plain = predict_run(load_checkpoint(blind), run, at_s=20000, explain_top=0)
+    assert [(r["node_id"], r["risk"]) for r in rows] == [(r["node_id"], r["risk"]) for r in plain]
+    assert all(r["untrained_causes"] == ["thermal"] for r in rows if r["risk"] is not None)
+    assert {r["node_id"]: r["rule_alerts"] for r in rows if "rule_alerts" in r} == {node_id: [
+        {"rule": "temperature", "group": "thermal", "gpu": gpu_id, "text": f"GPU {gpu_id} temperature over 85 C"}]}
+    assert not any("untrained_causes" in r or "rule_alerts" in r for r in plain)  # a card that does not say
+    # a model that learned thermal failures serves no rule for them
+    card["cause_coverage"]["failures"]["thermal"] = 3
+    card_path.write_text(json.dumps(card))
+    assert not any("rule_alerts" in r for r in predict_run(load_checkpoint(ck), run, at_s=20000, explain_top=0))
 
 
 def test_train_on_a_validation_site_and_the_encoder_choice(dataset, tmp_path, capsys):

@@ -9,8 +9,8 @@ import pytest
 
 from infrabrain.models.evaluation import GOALS
 from infrabrain.models.goal_status import (
-    BEYOND_ORACLES, BEYOND_WINDOW, MET, MISSED, TYPED_KEY, accuracy_draws, behind_rules, goal_rows, summarise_goals,
-    verdict,
+    BEYOND_ORACLES, BEYOND_WINDOW, FALLBACK_KEY, MET, MISSED, TYPED_KEY, accuracy_draws, behind_rules, goal_rows,
+    summarise_goals, verdict,
 )
 
 
@@ -180,3 +180,24 @@ def test_the_cause_typed_comparison_is_reported_beside_the_verdict():
     out = summarise_goals(rows)
     assert out["behind_rules_typed_draws"] == {"thermal": 1} and out["ahead_of_rules_typed"] == 1
 
+
+
+def test_gnn_plus_rules_is_reported_beside_the_verdict():
+    """``gnn+rules`` (the GNN with the incumbent rules of the groups it learned nothing of, follow-up 44) has its
+    own comparison with the rules; the verdict stays the GNN's own, and runs before it have none."""
+    def cell(gnn, fallback, rules):
+        return {"events": 3, "gnn_pr_auc": gnn, FALLBACK_KEY: fallback, "rules_pr_auc": rules}
+
+    first = {"memory": cell(0.5, 0.5, 0.4), "thermal": cell(0.003, 0.6, 0.47)}  # untrained thermal, rules served
+    second = {"memory": cell(0.5, 0.5, 0.4), "power": cell(0.003, 0.003, 0.003)}  # no rule watches power
+    acc = _accuracy([0, 1], ratio=[1.3, 1.0], recall=[0.9, 0.6])
+    acc["by_cause_vs_rules_per_draw"] = [first, second]
+    rows = goal_rows([acc], _headroom([0, 1], [1.5, 1.5], [2.0, 2.0]))
+    assert [r["behind_rules"] for r in rows] == [["thermal"], ["power"]]
+    assert [r["verdicts"]["beats_rules_by_cause"] for r in rows] == [MISSED, MISSED]  # the GNN's own
+    assert [r["behind_rules_fallback"] for r in rows] == [[], ["power"]]
+    out = summarise_goals(rows)
+    assert out["behind_rules_fallback_draws"] == {"power": 1} and out["ahead_of_rules_fallback"] == 1
+    acc["by_cause_vs_rules_per_draw"] = [{"memory": {"events": 3, "gnn_pr_auc": 0.5, "rules_pr_auc": 0.4}}] * 2
+    rows = goal_rows([acc], _headroom([0, 1], [1.5, 1.5], [2.0, 2.0]))
+    assert rows[0]["behind_rules_fallback"] is None and summarise_goals(rows)["ahead_of_rules_fallback"] is None
