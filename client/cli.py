@@ -166,13 +166,21 @@ def _alerts(args: argparse.Namespace) -> int:
             print(f"  alerted {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(n['alerted_at']))}")
         if n.get("picture"):
             print(f"  picture: {url}{n['picture']}")
-    if view.get("untrained_causes"):  # the rules kept for what the model did not learn (issue 3 follow-up 44)
-        rules = view.get("rule_alerts", [])
-        print(f"the model's training held too few {' or '.join(view['untrained_causes'])} failures to foretell them: "
-              f"{len(rules)} incumbent rule alert(s) for those")
-        for a in rules:
-            print(f"  rule alert ({a['group']}): node {a['node']}: {a['text']}")
+    _print_rule_alerts(view)
     return 0
+
+
+def _print_rule_alerts(out: dict[str, Any]) -> None:
+    """The incumbent rules kept for the cause groups the model did not learn (issue 3 follow-up 44), from
+    ``/alerts`` or ``client explain``'s ``untrained_causes`` and ``rule_alerts``; nothing for a model that says
+    it learned every group."""
+    if not out.get("untrained_causes"):
+        return
+    rules = out.get("rule_alerts", [])
+    print(f"the model's training held too few {' or '.join(out['untrained_causes'])} failures to foretell them: "
+          f"{len(rules)} incumbent rule alert(s) for those")
+    for a in rules:
+        print(f"  rule alert ({a['group']}): node {a['node']}: {a['text']}")
 
 
 def _explain(args: argparse.Namespace) -> int:
@@ -201,6 +209,7 @@ def _explain(args: argparse.Namespace) -> int:
                   "  then: the store holds nothing after this window yet")
         if n.get("picture"):
             print(f"  picture: {n['picture']}")
+    _print_rule_alerts(out)
     return 0
 
 

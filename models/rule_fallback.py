@@ -52,12 +52,21 @@ def with_rule_fallback(gnn: pd.DataFrame, dataset: Any, groups: Sequence[str]) -
     return out.assign(score=out["score"].to_numpy(np.float64) + bump)
 
 
+def _held(gauge: np.ndarray) -> np.ndarray:
+    """A gauge ``[T, n]`` with each missed scrape (NaN) holding the last value seen before it (NaN before the
+    first): a gap in the XID gauge is no new XID when the held code shows again after it."""
+    steps = np.arange(len(gauge))[:, None]
+    last = np.maximum.accumulate(np.where(np.isfinite(gauge), steps, 0), axis=0)
+    return np.take_along_axis(gauge, last, axis=0)
+
+
 def window_rule_alerts(graph: Any, metrics: Mapping[str, np.ndarray], metric_names: Mapping[str, Sequence[str]],
                        groups: Sequence[str], cadence_s: float, window: int) -> dict[int, list[dict[str, Any]]]:
     """Per node position, the alerts of :func:`fallback_rules` (``groups``) over the last ``window`` steps of a raw
-    telemetry window: ``{"rule", "group", "gpu", "text"}`` each. The XID rule reads the XID gauge: a step to an
-    XID of :data:`~infrabrain.models.baselines.RULE_XIDS` within the window (a repeat of the last XID does not
-    move it). Nodes no rule fires on are absent."""
+    telemetry window: ``{"rule", "group", "gpu", "text"}`` each. The XID rule reads the XID gauge: a step from a
+    known code to an XID of :data:`~infrabrain.models.baselines.RULE_XIDS` within the window (a repeat of the last
+    XID does not move it; a gap of missed scrapes holds the code before it, and a code seen before any other is
+    not known to be new). Nodes no rule fires on are absent."""
     rules = fallback_rules(groups)
     if not rules or "gpu" not in metrics:
         return {}
@@ -69,10 +78,11 @@ def window_rule_alerts(graph: Any, metrics: Mapping[str, np.ndarray], metric_nam
     if "xid" in rules:
         col = next((i for i, n in enumerate(names) if "XID" in n.upper()), None)
         if col is not None:
-            x = np.nan_to_num(raw[-window - 1:, :, col]) if len(raw) > window else np.nan_to_num(seg[:, :, col])
-            stepped = (x[1:] != x[:-1]) & np.isin(x[1:], RULE_XIDS)
+            x = _held(raw[-window - 1:, :, col])
+            prev, cur = x[:-1], x[1:]
+            stepped = np.isfinite(prev) & np.isfinite(cur) & (cur != prev) & np.isin(cur, RULE_XIDS)
             for gpu in np.flatnonzero(stepped.any(axis=0)):
-                xids[int(gpu)] = int(x[1:, gpu][stepped[:, gpu]][-1])
+                xids[int(gpu)] = int(cur[:, gpu][stepped[:, gpu]][-1])
             hits["xid"] = np.isin(np.arange(seg.shape[1]), list(xids))
     group_of = {r: g for g, rs in FALLBACK_RULES.items() for r in rs}
     gpu_ids = graph.component_ids[graph.kind_index.get("gpu", np.zeros(0, np.int64))]

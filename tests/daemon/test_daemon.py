@@ -914,3 +914,20 @@ def test_a_model_that_learned_no_thermal_failure_keeps_the_temperature_rule(
             f"  rule alert (thermal): node r00-n01: {hot.text}"]
     finally:
         daemon.close()
+    # `client explain` reads the same off the store: the stored hour, with that GPU over 85 C at its last minute
+    from infrabrain.client.records import SampleBatch
+    from infrabrain.client.store import TelemetryStore
+    from infrabrain.client.stored_window_explain import explain_stored_window
+
+    post = load_site_config(_site_yaml(tmp_path, small_dataset, ck))
+    store = TelemetryStore(post.store.path)
+    end = store.latest_t()
+    store.ingest(SampleBatch(t=[end], component_id=["r00-n01-g1"], kind=["gpu"], metric=["DCGM_FI_DEV_GPU_TEMP"],
+                             value=[92.0]))
+    store.close()
+    out = explain_stored_window(post, top=1)
+    assert out["t"] == end and out["untrained_causes"] == ["thermal"]
+    assert [(a["node"], a["rule"], a["text"]) for a in out["rule_alerts"]] == [("r00-n01", "temperature", hot.text)]
+    capsys.readouterr()
+    assert cli_main(["client", "explain", "--config", str(tmp_path / "site.yaml"), "--top", "1"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"  rule alert (thermal): node r00-n01: {hot.text}"

@@ -126,6 +126,15 @@ def test_rules_on_a_raw_window_name_the_gpu_and_what_fired(small_runs):
     gpu[:, 0, xid] = 48.0
     gpu[-4:, 3, xid] = 13.0
     assert alerts(["memory"]) == {}
+    # ... nor does a gap of missed scrapes in a held code, or a code seen before any other (not known to be new)
+    gpu[-20:-10, 0, xid] = np.nan
+    gpu[:, 5, xid] = np.nan
+    gpu[-3:, 5, xid] = 63.0
+    assert alerts(["memory"]) == {}
+    gpu[-30:, 0, xid] = np.nan  # 48 held, a gap, then 63: new
+    gpu[-2:, 0, xid] = 63.0
+    assert [a["text"] for a in alerts(["memory"])[int(node_of[0])]] == [f"GPU {gpu_ids[0]} XID 63"]
+    gpu[:, 0, xid] = 0.0
     # single-bit ECC errors over 100 an hour
     gpu[:, 4, sbe] = np.linspace(0, 150, len(gpu))
     assert [a["rule"] for a in alerts(["memory"])[int(node_of[4])]] == ["sbe_rate"]
