@@ -7,7 +7,8 @@ snapshot. Prints a human summary, then as its LAST line one JSON object (keys na
 means over ``--seeds`` training seeds on the same data, default 3, with ``<key>_per_seed`` lists for the headline
 keys). Also reported: the calibrated GNN + logistic ensemble (``pr_auc_ensemble``), the GNN at the alert threshold
 chosen on the validation site (``val_threshold_*``), the per-cause comparison with the rules
-(``by_cause_vs_rules``), the hardware-precursor failures each model catches at its precision-0.5 threshold per
+(``by_cause_vs_rules``; per group also its training failures, ``train_failures``, and the PR-AUC of ``gnn+rules``,
+the GNN with the rules of the groups it learned nothing of, ``gnn_rules_pr_auc``), the hardware-precursor failures each model catches at its precision-0.5 threshold per
 simulator cause (``precursor_caught``: per draw the mean over training seeds, over ``--data-seeds`` the sum), the
 ratio split by where the failure's root is (``pr_auc_ratio_node_rooted``: the node or
 its GPUs, which a per-node model reads as well; ``pr_auc_ratio_upstream``: a switch, PDU or cooling unit) and the

@@ -52,7 +52,7 @@ class RiskScorer(Protocol):
 
 
 class NodeSeries:
-    """The per-node series of one scoring cycle (risk, cause, deviation), replaced whole.
+    """The per-node series of one scoring cycle (risk, cause, deviation, rule alerts), replaced whole.
 
     A gauge cleared and then set node by node can be scraped half-way: a node missing from one scrape resolves
     its Prometheus alert and fires it again a scrape later (a second notification), and a node seen with two

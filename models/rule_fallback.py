@@ -10,7 +10,8 @@ daemon). The model's risk is unchanged; a node a rule fires on is reported with 
 Evaluated as its own scorer, ``gnn+rules`` (:func:`with_rule_fallback`): the GNN's score, with the rows a fallback
 rule fires on ranked above every other, by the rules' own weights and then by the GNN (score + the fired rules'
 weights). The model is blind to the group, so where rules fire their count is the evidence, and the GNN orders
-what they leave tied. The GNN's goals are measured without it.
+what they leave tied. The GNN's goals are measured without it. There the XID rule reads the event log, as the
+incumbents' baseline does; on a live window it reads the XID gauge, which keeps only the last code.
 """
 
 from __future__ import annotations
