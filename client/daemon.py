@@ -23,7 +23,7 @@ from prometheus_client.core import GaugeMetricFamily
 from infrabrain.client.collectors.base import Collector, CollectorHealth, run_collector
 from infrabrain.client.config import SiteConfig
 from infrabrain.client.records import known_metrics
-from infrabrain.client.scoring import NodeRisk
+from infrabrain.client.scoring import NodeRisk, rule_alert_rows
 from infrabrain.client.store import TelemetryStore
 from infrabrain.client.topology_file import KINDS, SiteTopology, load_topology
 from infrabrain.client.window_buffer import WindowBuffer, min_filled_steps
@@ -446,8 +446,7 @@ class Daemon:
                   "root_reason": r.root_reason, "alerted_at": self._alerted.get(r.node_id),
                   "picture": picture_url(self._pictures[r.node_id]) if r.node_id in self._pictures else None}
                  for r in sorted(risks, key=lambda r: -r.risk) if r.risk >= threshold]
-        rules = [{"node": r.node_id, "rack": r.rack, "risk": _finite(r.risk), "group": a.group, "rule": a.rule,
-                  "gpu": a.gpu, "text": a.text} for r in risks for a in r.rule_alerts]
+        rules = rule_alert_rows(risks)
         self._alert_view = {"site": self.cfg.site, "scored_at": now, "threshold": threshold, "scored": len(risks),
                             "nodes": nodes, "untrained_causes": list(getattr(self.scorer, "untrained_causes", ())),
                             "rule_alerts": rules}

@@ -108,6 +108,13 @@ class RuleAlert:
     text: str  # "GPU r00-n03-g3 temperature over 85 C"
 
 
+def rule_alert_rows(risks: Sequence[NodeRisk]) -> list[dict[str, object]]:
+    """Every rule alert of ``risks`` as ``/alerts`` and ``client explain`` give it: ``node``, ``rack``, ``risk``
+    (None where not finite), ``group``, ``rule``, ``gpu``, ``text``."""
+    return [{"node": r.node_id, "rack": r.rack, "risk": float(r.risk) if np.isfinite(r.risk) else None,
+             "group": a.group, "rule": a.rule, "gpu": a.gpu, "text": a.text} for r in risks for a in r.rule_alerts]
+
+
 @dataclass(frozen=True)
 class NodeRisk:
     """One node's score and its explanation."""

@@ -40,13 +40,13 @@ def explain_stored_window(cfg: SiteConfig, at: int | None = None, top: int = 5,
     ``cause``, ``cause_source`` and ``cause_part`` (as the daemon gives them), ``explanation``, ``root_causes``,
     ``root_reason``, ``after`` (the events the store holds on the node or its GPUs in the hour after the window:
     ``t``, ``component_id``, ``event``, ``xid``, ``detail``) and, with ``plot_dir``, ``picture``; and, as the
-    daemon's ``/alerts`` gives them, ``untrained_causes`` and ``rule_alerts`` (``node``, ``risk``, ``group``,
-    ``rule``, ``gpu``, ``text``: the incumbent rules of the groups the model did not learn, on any scored node).
+    daemon's ``/alerts`` gives them, ``untrained_causes`` and ``rule_alerts`` (``client.scoring.rule_alert_rows``:
+    the incumbent rules of the groups the model did not learn, on any scored node).
 
     Raises ``ValueError`` naming what is wrong: no checkpoint in ``site.yaml``, an empty store, ``at`` outside the
     stored time, a window with data in fewer than half of the model's steps, or a checkpoint at another cadence."""
     from infrabrain.client.alert_pictures import AlertPictures
-    from infrabrain.client.scoring import PredictorScorer
+    from infrabrain.client.scoring import PredictorScorer, rule_alert_rows
     from infrabrain.client.store import TelemetryStore
     from infrabrain.client.topology_file import load_topology
     from infrabrain.client.window_buffer import WindowBuffer, min_filled_steps
@@ -88,7 +88,6 @@ def explain_stored_window(cfg: SiteConfig, at: int | None = None, top: int = 5,
               "explanation": r.explanation, "root_causes": list(r.root_causes), "root_reason": r.root_reason,
               "after": _events_on(later, r.node_id), **({"picture": r.picture} if r.picture else {})}
              for r in explained]
-    rules = [{"node": r.node_id, "risk": r.risk, "group": a.group, "rule": a.rule, "gpu": a.gpu, "text": a.text}
-             for r in risks for a in r.rule_alerts]
+    rules = rule_alert_rows(risks)
     return {"site": cfg.site, "t": end, "after_until": min(int(info.t_max), end + AFTER_S), "scored": len(risks),
             "nodes": nodes, "untrained_causes": list(scorer.untrained_causes), "rule_alerts": rules}

@@ -353,7 +353,7 @@ def explain_node(
     the sentence names it after them (``Explanation.root_quote``; ``name_root`` False leaves it out, the sentence
     before follow-up 40). Where the sentence names a part of the machine, the component its first quoted metric
     lies on is the likeliest root, and the head's group does not reach the ranking
-    (:func:`~infrabrain.models.root_cause_ranking.part_component`, ``Explanation.part_component``).
+    (:func:`quoted_part_component`, ``Explanation.part_component``).
     """
     logit, cand, drops, probs = occlusion_with_causes(model, item, graph, node_pos)
     node_id = str(graph.component_ids[graph.node_global[node_pos]])

@@ -246,7 +246,9 @@ def rank_by_score(graph: SiteGraph, cand: np.ndarray, score: np.ndarray, first: 
     rack_k = KINDS.index("rack")
     by = {int(c): float(v) for c, v in zip(cand, score)}
     if first is not None and int(first) not in by:
-        raise ValueError(f"the part's component {first} is not a root-cause candidate")
+        named = f"{graph.component_ids[first]} lies" if 0 <= int(first) < graph.n else "that index lies nowhere"
+        raise ValueError(f"the part's component {first} is not a root-cause candidate of this alert ({named} "
+                         f"outside its {len(by)} candidates: the node, its GPUs and what they hang on)")
     active = [c for c in by if graph.kind[c] != rack_k and c != first]
     passive = [c for c in by if graph.kind[c] == rack_k and c != first]
     return ([int(first)] if first is not None else []) + sorted(active, key=lambda c: -by[c]) \

@@ -22,15 +22,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from infrabrain.models.baselines import GPU_METRIC_RULES, RULE_XIDS, gpu_rule_hits, gpu_rule_metrics, rule_table
+from infrabrain.models.baselines import (GPU_METRIC_RULES, RULE_XIDS, SBE_PER_HOUR, TEMP_THRESHOLD_C, gpu_rule_hits,
+                                         gpu_rule_metrics, rule_table)
 
 #: The incumbent rules that watch each cause group (names of :data:`~infrabrain.models.baselines.RULE_WEIGHTS`).
 #: Network, power and "other" failures have no rule to fall back on.
 FALLBACK_RULES: dict[str, tuple[str, ...]] = {"thermal": ("temperature", "thermal_violation"),
                                               "memory": ("sbe_rate", "xid")}
-#: How a fallback rule's alert reads.
-RULE_TEXT: dict[str, str] = {"temperature": "temperature over 85 C", "thermal_violation": "thermal violation",
-                             "sbe_rate": "single-bit ECC errors over 100/h", "xid": "XID {xid}"}
+#: How a fallback rule's alert reads (the thresholds the rules fire at: baselines' constants).
+RULE_TEXT: dict[str, str] = {"temperature": f"temperature over {TEMP_THRESHOLD_C:g} C",
+                             "thermal_violation": "thermal violation",
+                             "sbe_rate": f"single-bit ECC errors over {SBE_PER_HOUR:g}/h", "xid": "XID {xid}"}
 
 
 def fallback_rules(groups: Sequence[str]) -> tuple[str, ...]:
