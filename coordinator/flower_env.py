@@ -157,8 +157,10 @@ def flower_app_dir(app_dir: str | os.PathLike[str]) -> Path:
     Flower names the app after its directory and refuses names that do not start with a letter or contain
     anything but letters, digits and hyphens (max. 32): a checkout in ``infra_brain/`` or ``ci_check/`` could not
     be run. The copy (``<tmp>/infrabrain``: only the file types Flower packs, without virtualenvs, git data,
-    tests or run outputs) is what gets bundled then.
+    tests or run outputs) is what gets bundled then. It is removed when this process exits (``flwr run`` has
+    packed it by then, or the run was never submitted): each run had left one in the temp directory.
     """
+    import atexit
     import shutil
     import tempfile
 
@@ -166,6 +168,7 @@ def flower_app_dir(app_dir: str | os.PathLike[str]) -> Path:
     if _FLOWER_APP_NAME.fullmatch(src.name):
         return src
     dest = Path(tempfile.mkdtemp(prefix="infrabrain-app-")) / "infrabrain"
+    atexit.register(shutil.rmtree, dest.parent, ignore_errors=True)
 
     def ignore(folder: str, names: list[str]) -> list[str]:
         return [n for n in names if n in _NOT_APP_DIRS or n.endswith(".egg-info")

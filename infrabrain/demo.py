@@ -118,10 +118,11 @@ def run_demo(args: argparse.Namespace) -> int:
         from infrabrain.models.pipeline import demo_train_and_explain
 
         _heading(2, "Training the failure predictor (last site held out) and explaining the top alerts")
-        sentences = demo_train_and_explain(runs, top_n=5, epochs=3, progress=True)
-        for s in sentences:
+        alerts = demo_train_and_explain(runs, top_n=5, epochs=3, progress=True)
+        for s in ([alerts.note] if alerts.note else []) + alerts.sentences:
             print(f"  {s}")
-        results["alerts"] = sentences
+        results["alerts"] = alerts.sentences
+        results["model_note"] = alerts.note
 
     if "federate" not in args.skip:
         from infrabrain.coordinator.comparison import federated_demo

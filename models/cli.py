@@ -171,7 +171,7 @@ def _predict(args: argparse.Namespace) -> int:
     from infrabrain.models.features import FeatureSet
     from infrabrain.models.cause_coverage import CauseCoverage
     from infrabrain.models.predict import predict_run
-    from infrabrain.models.rule_fallback import fallback_rules
+    from infrabrain.models.rule_fallback import coverage_note
 
     runs = load_runs(args)
     if args.site is not None:
@@ -188,12 +188,9 @@ def _predict(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows[: args.top] if args.top else rows))
         return 0
-    coverage = CauseCoverage.from_card(ckpt.card)
-    untrained = coverage.untrained() if coverage is not None else ()
-    if coverage is not None and untrained:
-        watched = [g for g in untrained if fallback_rules([g])]
-        print(f"note: {coverage.note(untrained)}"
-              + (f"; the incumbent {' and '.join(watched)} rules run beside it" if watched else ""))
+    note = coverage_note(CauseCoverage.from_card(ckpt.card))
+    if note:
+        print(note)
     for r in rows[: args.top]:
         line = r.get("explanation") or (f"node {r['node_id']}: no data in the window" if r["risk"] is None
                                         else f"node {r['node_id']} at risk {r['risk']:.2f}")

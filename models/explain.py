@@ -60,6 +60,10 @@ _PRETTY: tuple[tuple[str, str, str], ...] = (
 )
 #: Factor from a raw level to the unit a sentence quotes it in (bytes to GiB).
 UNIT_SCALE = {"GiB": 1.0 / 2**30}
+#: A temperature that moved less than this over the window is quoted at its level ("temperature steady at 41.3
+#: C"), not as a change: NVML reports whole degrees and host sensors jitter by tenths, so "+0.1 C over 59 min"
+#: named noise as the risk's reason where the model leaned on the level.
+STEADY_C = 0.5
 
 
 @dataclass
@@ -187,7 +191,7 @@ def describe_change(series: np.ndarray, metric: str, cadence_s: int) -> str:
         if last < 0 and what.startswith("above "):  # "4.7 C below its node's other GPUs", not "-4.7 C above"
             what = "below " + what[len("above "):]
         level = f"{label} {_num(abs(last))} {u} {what}"
-        return level if round(delta, 1) == 0 else f"{level} ({delta:+.1f} {u} over {span_min} min)"
+        return level if abs(delta) < STEADY_C else f"{level} ({delta:+.1f} {u} over {span_min} min)"
     if "XID" in metric.upper():
         return f"XID {int(last)} raised {span_min} min ago" if last > 0 and delta != 0 else f"last XID {int(last)}"
     if counter:
@@ -219,7 +223,7 @@ def describe_change(series: np.ndarray, metric: str, cadence_s: int) -> str:
         if round(100 * delta / abs(first)) == 0:
             return f"{label} steady at {_num(last)} {u}"
         return f"{label} {100 * delta / abs(first):+.0f} % over {span_min} min {levels}"
-    if round(delta, 1) == 0:
+    if round(delta, 1) == 0 or (unit == "C" and abs(delta) < STEADY_C):
         return f"{label} steady at {_num(last)} {unit}".rstrip()
     return f"{label} {delta:+.1f} {unit} over {span_min} min".replace("  ", " ")
 

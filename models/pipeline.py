@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -476,11 +476,20 @@ def _ratio(a: float, b: float) -> float:
     return float(a / b)
 
 
-def demo_train_and_explain(runs: Sequence[Any], top_n: int = 5, epochs: int = 3, progress: bool = True) -> list[str]:
+class DemoAlerts(NamedTuple):
+    """What ``make demo`` prints of its briefly trained model."""
+
+    note: str  # the cause groups the model did not learn, as ``predict`` says it (:func:`coverage_note`); or ""
+    sentences: list[str]  # the top alerts' explanations, riskiest first
+
+
+def demo_train_and_explain(runs: Sequence[Any], top_n: int = 5, epochs: int = 3, progress: bool = True) -> DemoAlerts:
     """Train briefly on ``runs`` (last site held out if there are several) and return sentences for the
     ``top_n`` highest-risk nodes of the evaluation split, e.g.
-    ``node r03-n07 at risk 0.82: cooling unit crac-2 airflow -35 % over 40 min; ...``."""
+    ``node r03-n07 at risk 0.82: cooling unit crac-2 airflow -35 % over 40 min; ...``, with the note on the
+    cause groups its training sites held too few failures of."""
     from infrabrain.models.explain import alert_rows, explain_dataset_alerts
+    from infrabrain.models.rule_fallback import coverage_note
 
     # Demo budget (~1 min of CPU on 4 sites x 48 h): 30 batches of 16 snapshots per epoch, and validation and
     # scoring every 15 min instead of 5 (a third of the forward passes; the alerts are the same kind).
@@ -492,9 +501,11 @@ def demo_train_and_explain(runs: Sequence[Any], top_n: int = 5, epochs: int = 3,
     explained = explain_dataset_alerts(trained.model, test, trained.splits.feature_set, rows, top_n,
                                        prior=deployed_site_priors(trained, test), own_tails=trained.own_tails,
                                        naming=trained.cause_naming)
+    note = coverage_note(trained.cause_coverage)
     if trained.calibration is None:
-        return [e.sentence for e in explained]
-    return _quote_risks(explained, trained.calibration.apply(alert_rows(rows, top_n)["logit"].to_numpy()))
+        return DemoAlerts(note, [e.sentence for e in explained])
+    return DemoAlerts(note, _quote_risks(explained,
+                                         trained.calibration.apply(alert_rows(rows, top_n)["logit"].to_numpy())))
 
 
 def _draw_explanations(explained: Sequence[Any], sentences: Sequence[str], rows: pd.DataFrame, test: Any,

@@ -40,6 +40,19 @@ def fallback_rules(groups: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(r for g in FALLBACK_RULES if g in groups for r in FALLBACK_RULES[g]))
 
 
+def coverage_note(coverage: Any) -> str:
+    """What ``predict`` and ``make demo`` print before a model's alerts where its card's
+    :class:`~infrabrain.models.cause_coverage.CauseCoverage` (None: no claim) lists untrained groups: "note: the
+    model's training sites held no thermal failure: it cannot foretell it; the incumbent thermal rules run beside
+    it". Empty where the model learned every group it could."""
+    untrained = coverage.untrained() if coverage is not None else ()
+    if not untrained:
+        return ""
+    watched = [g for g in untrained if fallback_rules([g])]
+    return (f"note: {coverage.note(untrained)}"
+            + (f"; the incumbent {' and '.join(watched)} rules run beside it" if watched else ""))
+
+
 def with_rule_fallback(gnn: pd.DataFrame, dataset: Any, groups: Sequence[str]) -> pd.DataFrame:
     """``gnn``'s score table (``site, t, node, score`` in [0, 1], + truth) scored as ``gnn+rules``: a row on which
     rules of :func:`fallback_rules` (``groups``) fire gets their weights added (the incumbents' own score, 1 or
@@ -102,4 +115,4 @@ def window_rule_alerts(graph: Any, metrics: Mapping[str, np.ndarray], metric_nam
     return out
 
 
-__all__ = ["FALLBACK_RULES", "fallback_rules", "window_rule_alerts", "with_rule_fallback"]
+__all__ = ["FALLBACK_RULES", "coverage_note", "fallback_rules", "window_rule_alerts", "with_rule_fallback"]

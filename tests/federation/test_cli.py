@@ -64,3 +64,25 @@ def test_an_app_dir_flower_refuses_is_staged_under_a_valid_name(tmp_path) -> Non
     assert staged.name == "infrabrain" and staged != bad
     files = sorted(str(p.relative_to(staged)) for p in Path(staged).rglob("*") if p.is_file())
     assert files == ["client/app.py", "pyproject.toml"]
+
+
+def test_the_staged_app_is_removed_when_its_process_exits(tmp_path) -> None:
+    """Each run from a checkout Flower refuses the name of had left an ``infrabrain-app-*`` in the temp dir."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bad = tmp_path / "infra_brain"
+    bad.mkdir()
+    (bad / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    code = ("import sys; from infrabrain.coordinator.flower_env import flower_app_dir; "
+            "d = flower_app_dir(sys.argv[1]); assert (d / 'pyproject.toml').is_file(); print(d)")
+    res = subprocess.run([sys.executable, "-c", code, str(bad)], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "TMPDIR": str(temp)})
+    assert res.returncode == 0, res.stderr
+    staged = Path(res.stdout.strip().splitlines()[-1])
+    assert staged.parent.parent == temp and staged.parent.name.startswith("infrabrain-app-")
+    assert not staged.parent.exists() and list(temp.iterdir()) == []

@@ -11,7 +11,8 @@ from pydantic import ValidationError
 from infrabrain.models.baselines import RULE_WEIGHTS, rule_table
 from infrabrain.models.cause_coverage import MIN_TRAINED_FAILURES, CauseCoverage, fit_cause_coverage
 from infrabrain.models.root_prior import root_relations, split_failure_events
-from infrabrain.models.rule_fallback import FALLBACK_RULES, fallback_rules, window_rule_alerts, with_rule_fallback
+from infrabrain.models.rule_fallback import (FALLBACK_RULES, coverage_note, fallback_rules, window_rule_alerts,
+                                             with_rule_fallback)
 from infrabrain.simulation.faults import CAUSE_GROUP
 
 
@@ -51,6 +52,16 @@ def test_untrained_groups_and_what_an_operator_reads():
         CauseCoverage(failures={"thermal": -1})
     assert CauseCoverage.from_card({}) is None  # a card that does not say claims nothing
     assert CauseCoverage.from_card({"cause_coverage": cov.model_dump()}) == cov
+
+
+def test_the_note_predict_and_the_demo_print_names_the_rules_only_where_one_watches():
+    full = {"memory": 12, "network": 9, "thermal": 5, "power": 4, "software": 0, "other": 9}
+    assert coverage_note(None) == "" and coverage_note(CauseCoverage(failures=full)) == ""  # software never counts
+    blind_power = CauseCoverage(failures={**full, "power": 1})
+    assert coverage_note(blind_power) == "note: the model's training sites held 1 power failure: it cannot foretell it"
+    both = CauseCoverage(failures={**full, "power": 0, "thermal": 2})
+    assert coverage_note(both) == ("note: the model's training sites held 2 thermal failures and no power failure: "
+                                   "it cannot foretell them; the incumbent thermal rules run beside it")
 
 
 def test_the_rules_of_each_group_add_up_to_the_incumbents_score(small_splits):

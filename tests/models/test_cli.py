@@ -309,5 +309,6 @@ def test_cli_errors(dataset, tmp_path, capsys):
 def test_demo_train_and_explain(small_runs):
     from infrabrain.models.pipeline import demo_train_and_explain
 
-    lines = demo_train_and_explain(small_runs, top_n=2, epochs=1, progress=False)
-    assert len(lines) == 2 and all(" at risk " in s for s in lines)
+    alerts = demo_train_and_explain(small_runs, top_n=2, epochs=1, progress=False)
+    assert len(alerts.sentences) == 2 and all(" at risk " in s for s in alerts.sentences)
+    assert alerts.note == "" or alerts.note.startswith("note: the model's training sites held ")

@@ -91,8 +91,10 @@ def test_an_explanation_quotes_the_gap_as_a_level():
     assert re.fullmatch(r"temperature 8\.2 C above its node's other GPUs \(\+6\.2 C over 3\d min\)", text), text
     assert describe_change(np.full(60, 4.0), NAME, 60) == "temperature 4.0 C above its node's other GPUs"
     # a GPU cooler than its siblings is quoted as below them (follow-up 39: "-4.7 C above" had been printed)
-    cooler = describe_change(np.linspace(-4.9, -4.7, 60), NAME, 60)
-    assert re.fullmatch(r"temperature 4\.7 C below its node's other GPUs \(\+0\.2 C over \d+ min\)", cooler), cooler
+    cooler = describe_change(np.linspace(-5.9, -4.7, 60), NAME, 60)
+    assert re.fullmatch(r"temperature 4\.7 C below its node's other GPUs \(\+1\.2 C over \d+ min\)", cooler), cooler
+    # a gap that moved by less than a sensor's jitter is its level alone (STEADY_C)
+    assert describe_change(np.linspace(-4.9, -4.7, 60), NAME, 60) == "temperature 4.7 C below its node's other GPUs"
 
 
 def test_gpu_node_maps_every_gpu_to_its_node(small_runs):

@@ -332,6 +332,13 @@ def test_describe_change_units():
     steady = np.r_[np.full(30, 23985.0), np.full(30, 23945.0)]  # -0.2 %
     assert describe_change(steady, "cooling_airflow_cfm", 60) == "airflow steady at 23945 cfm"
     assert describe_change(np.full(60, 41.23), "node_hwmon_temp_celsius", 60) == "temperature steady at 41.2 C"
+    # a temperature that moved by a sensor's jitter is quoted at its level, not as "+0.1 C over 59 min"
+    jitter = np.r_[np.full(30, 41.2), np.full(30, 41.3)]
+    assert describe_change(jitter, "node_hwmon_temp_celsius", 60) == "temperature steady at 41.3 C"
+    assert describe_change(np.r_[np.full(30, 41.0), np.full(30, 41.5)], "node_hwmon_temp_celsius", 60) \
+        == "temperature +0.5 C over 29 min"
+    assert describe_change(np.r_[np.full(30, 8.0), np.full(30, 8.2)], "gpu_temp_above_siblings", 60) \
+        == "temperature 8.2 C above its node's other GPUs"
     assert describe_change(np.full(60, 0.004), "switch_port_util", 60) == "port utilisation steady at 0 %"
     # a step in the window's first minutes is quoted from the level before it, as its picture shows it (issue 3
     # follow-up 39: averaging the first sixth of the window had quoted 350 -> 1980 MHz as 1571 -> 1980, +26 %)
