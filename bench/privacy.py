@@ -9,6 +9,10 @@
    then fine-tunes it on the private sites non-privately and with DP-SGD (``train_dp``: PRV accountant, noise
    calibrated to epsilon 1, 4 and 8 at delta = min(1e-5, 1/n)), same optimizer, expected batch size and steps;
    reports PR-AUC on the private sites' later, unseen test period. The same from a random init (``*_scratch``), and the public model alone.
+   The model has the federated model's detached cause head (``--no-cause-head``: without it, as this bench
+   measured before issue 3 follow-up 45); its head trains in the same per-sample clipping norm, and
+   ``cause_named_right`` gives, per setting, the share of the test period's failing rows whose cause group it
+   names right.
 3. Times a DP-SGD step against a non-private step of the same expected batch size (``dp_step_ratio``).
 4. Runs the one-run canary audit (Steinke-Nasr-Jagielski 2023) on the trainer with DP on and off.
 
@@ -38,10 +42,16 @@ def _step_time(stamps: list[float]) -> float:
     return float(np.median(gaps)) if len(gaps) else float("nan")
 
 
-def _pr_auc(model: torch.nn.Module, dataset: Any) -> float:
-    from infrabrain.models.training import evaluate_model
+def _scores(model: torch.nn.Module, dataset: Any) -> tuple[float, tuple[float, int] | None]:
+    """PR-AUC on ``dataset``, and the share of its failing rows whose cause group the cause head names right with
+    the number of those rows (None for a model without a head)."""
+    from infrabrain.models.evaluation import cause_head_accuracy
+    from infrabrain.models.training import predict_scores, summary_metrics
 
-    return float(evaluate_model(model, dataset)["pr_auc"])
+    df = predict_scores(model, dataset)
+    named = cause_head_accuracy(df)
+    return (float(summary_metrics(df["label"].to_numpy(), df["score"].to_numpy())["pr_auc"]),
+            None if named is None else (float(named["accuracy"]), int(named["rows"])))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="train on every failure, as the federated task does by default; "
                              "--no-train-on-unpredictable leaves the positives of software and GSP faults out of "
                              "the loss (issue 3 follow-up 31)")
+    parser.add_argument("--cause-head", action=argparse.BooleanOptionalAction, default=True,
+                        help="the detached cause head the federated model trains under DP-SGD since issue 3 "
+                             "follow-up 38 (default on, as deployed; it shares each sample's clipping norm)")
     parser.add_argument("--repeats", type=int, default=5,
                         help="independent fine-tuning runs averaged per setting (DP noise makes one run noisy)")
     parser.add_argument("--timing-steps", type=int, default=30, help="steps timed for dp_step_ratio")
@@ -91,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from infrabrain.client.predictor_task import INPUT_SCALE_FLOOR, SCALING_KEYS, task_loss
+    from infrabrain.client.predictor_task import INPUT_SCALE_FLOOR, SCALING_KEYS, cause_groups, task_loss
     from infrabrain.models.features import FeatureSet
     from infrabrain.models.gnn import FailurePredictor, ModelConfig, fit_input_scaling
     from infrabrain.models.snapshots import collate_snapshots, make_splits
@@ -128,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         model = FailurePredictor(ModelConfig(window=splits.window, pool=splits.pool,
                                              n_features=splits.feature_set.f_max, hidden=args.hidden,
                                              pos_weight=pos_weight, bin_features=args.bins,
-                                             input_scaling=args.scale_inputs))
+                                             input_scaling=args.scale_inputs,
+                                             cause_groups=cause_groups({"cause-head": args.cause_head})))
         if state is not None:
             model.load_state_dict(state)
         elif scaling:
@@ -149,7 +163,18 @@ def main(argv: list[str] | None = None) -> int:
     pretrained = train_nonprivate(new_model(), public.train, train_loss, collate_snapshots, config=pre_cfg,
                                   seed=args.seed).model
     public_state = {k: v.detach().clone() for k, v in pretrained.state_dict().items()}
-    results: dict[str, Any] = {"pr_auc_public_only": _pr_auc(pretrained, test)}
+    results: dict[str, Any] = {}
+    named_by_key: dict[str, list[float]] = {}
+
+    def score(key: str, model: torch.nn.Module) -> float:
+        """The model's PR-AUC on the test period (and its cause naming, kept under ``key``)."""
+        pr, named = _scores(model, test)
+        if named is not None:
+            named_by_key.setdefault(key, []).append(named[0])
+            results["cause_named_rows"] = named[1]  # the test period's failing rows of a named group (fixed)
+        return pr
+
+    results["pr_auc_public_only"] = score("pr_auc_public_only", pretrained)
     print(f"public model alone: PR-AUC {results['pr_auc_public_only']:.4f}", file=sys.stderr)
 
     # ---- utility: non-private vs DP at epsilon 1, 4, 8 (same splits, optimizer, batch size, steps)
@@ -162,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
             for rep in range(repeats):
                 nonprivate = train_nonprivate(new_model(init), train, train_loss, collate_snapshots, config=cfg,
                                               seed=args.seed + rep)
-                runs_by_key.setdefault(f"pr_auc_nonprivate{suffix}", []).append(_pr_auc(nonprivate.model, test))
+                runs_by_key.setdefault(f"pr_auc_nonprivate{suffix}", []).append(
+                    score(f"pr_auc_nonprivate{suffix}", nonprivate.model))
                 print(f"non-private{suffix} #{rep}: {nonprivate.steps} steps, PR-AUC "
                       f"{runs_by_key[f'pr_auc_nonprivate{suffix}'][-1]:.4f}", file=sys.stderr)
                 for eps in epsilons:
@@ -170,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
                                                 BudgetConfig(epsilon_total=float(eps)))
                     res = train_dp(new_model(init), train, train_loss, collate_snapshots, config=cfg, ledger=ledger)
                     key = f"pr_auc_eps{eps}{suffix}"
-                    runs_by_key.setdefault(key, []).append(_pr_auc(res.model, test))
+                    runs_by_key.setdefault(key, []).append(score(key, res.model))
                     if not suffix:
                         eps_accounted_predictor[str(eps)] = res.epsilon_total
                         sigma_by_eps[str(eps)] = res.noise_multiplier
@@ -247,7 +273,9 @@ def main(argv: list[str] | None = None) -> int:
         "nonprivate_step_s": results["nonprivate_step_s"], "train_windows": n, "test_windows": len(test),
         "sites": args.sites, "public_sites": args.public_sites, "hours": args.hours, "epochs": args.epochs, "batch": batch,
         "optimizer": args.optimizer, "lr": args.lr, "momentum": args.momentum, "clip": args.clip,
-        "repeats": args.repeats, "train_on_unpredictable": args.train_on_unpredictable,
+        "repeats": args.repeats, "train_on_unpredictable": args.train_on_unpredictable, "cause_head": args.cause_head,
+        "cause_named_right": {k.replace("pr_auc_", ""): round(float(np.mean(v)), 4) for k, v in named_by_key.items()},
+        "cause_named_rows": results.get("cause_named_rows", 0),
         "pr_auc_runs": {k: [round(v, 4) for v in vs] for k, vs in runs_by_key.items()},
         "seconds": time.perf_counter() - t0,
     }
