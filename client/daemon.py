@@ -300,7 +300,9 @@ class Daemon:
             torch.set_num_threads(self.cfg.torch_threads)
             scorer = PredictorScorer(ckpt, self.topology, cadence_s=self.cfg.cadence_s)
         except (FileNotFoundError, ValueError) as exc:
-            log.error("cannot load the predictor checkpoint; no risk scores until it loads",
+            kept = getattr(self, "scorer", None) is not None  # a reload: the model loaded before scores on
+            log.error("cannot load the predictor checkpoint; " + ("scoring on with the model loaded before" if kept
+                                                                   else "no risk scores until it loads"),
                       extra={"checkpoint": str(ckpt), "error": str(exc)})
             self._checkpoint_mtime = self._card_mtime()
             return None

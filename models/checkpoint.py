@@ -97,8 +97,18 @@ def save_checkpoint(
     return Path(path)
 
 
+#: What a model card must hold for its model to be built (the rest is report).
+CARD_REQUIRED = ("format", "feature_set", "feature_fingerprint", "config", "normalizer")
+
+
 def load_checkpoint(path: str | Path, expected: FeatureSet | None = None) -> Checkpoint:
-    """Load a checkpoint directory; with ``expected``, refuse one made with another feature set."""
+    """Load a checkpoint directory; with ``expected``, refuse one made with another feature set.
+
+    Anything wrong with it (a card that is not JSON or lacks a field, weights that are truncated, of another
+    shape or not finite) is a ``ValueError`` naming the file and what is wrong, never a model that scores
+    garbage: the daemon then keeps the model it has (``client.daemon``)."""
+    import torch
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     p = Path(path)
@@ -106,8 +116,13 @@ def load_checkpoint(path: str | Path, expected: FeatureSet | None = None) -> Che
         raise FileNotFoundError(f"{str(p)!r} is not a predictor checkpoint (needs {CARD} and {WEIGHTS})")
     try:
         card = json.loads((p / CARD).read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"model card {str(p / CARD)!r} is not valid JSON: {exc}") from exc
+    if not isinstance(card, dict):
+        raise ValueError(f"model card {str(p / CARD)!r} holds a JSON {type(card).__name__}, not an object")
+    lacking = [k for k in CARD_REQUIRED if k not in card]
+    if lacking:
+        raise ValueError(f"model card {str(p / CARD)!r} lacks {lacking} (truncated or not a predictor card)")
     if card.get("format") != FORMAT:
         raise ValueError(f"checkpoint format {card.get('format')!r} is not {FORMAT!r}")
     fs = FeatureSet.from_dict(card["feature_set"])
@@ -118,10 +133,23 @@ def load_checkpoint(path: str | Path, expected: FeatureSet | None = None) -> Che
     # cards written before ``summary_features`` existed describe models without them
     config = ModelConfig(**{"summary_features": False, **card["config"]})
     model = FailurePredictor(config)
-    state = load_file(str(p / WEIGHTS))
+    try:
+        state = load_file(str(p / WEIGHTS))
+    except (SafetensorError, OSError) as exc:
+        raise ValueError(f"weights {str(p / WEIGHTS)!r} are not a readable safetensors file (truncated or "
+                         f"corrupt?): {exc}") from exc
     missing = set(model.state_dict()) ^ set(state)
     if missing:
         raise ValueError(f"checkpoint weights do not fit the model config (mismatched tensors {sorted(missing)})")
+    want = model.state_dict()
+    shapes = {k: (tuple(v.shape), tuple(want[k].shape)) for k, v in state.items() if v.shape != want[k].shape}
+    if shapes:
+        raise ValueError("checkpoint weights do not fit the model config (tensor: stored shape vs the card's "
+                         f"model): {shapes}")
+    bad = sorted(k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all()))
+    if bad:
+        raise ValueError(f"weights {str(p / WEIGHTS)!r} hold NaN or infinite values in {bad}: every score would "
+                         "be NaN")
     model.load_state_dict(state)
     model.eval()
     return Checkpoint(model=model, feature_set=fs, normalizer=Normalizer.from_dict(card["normalizer"]), card=card)

@@ -173,6 +173,8 @@ def _predict(args: argparse.Namespace) -> int:
     from infrabrain.models.predict import predict_run
     from infrabrain.models.rule_fallback import coverage_note
 
+    if args.top < 1:
+        raise ValueError(f"--top must be at least 1 (the nodes to print, riskiest first), got {args.top}")
     runs = load_runs(args)
     if args.site is not None:
         sel = [r for r in runs if getattr(r, "name", None) == args.site]
@@ -186,7 +188,7 @@ def _predict(args: argparse.Namespace) -> int:
     ckpt = load_checkpoint(args.checkpoint, expected=FeatureSet.from_run(run))
     rows = predict_run(ckpt, run, at_s=args.at, explain_top=args.top, plot_dir=args.plot)
     if args.json:
-        print(json.dumps(rows[: args.top] if args.top else rows))
+        print(json.dumps(rows[: args.top]))
         return 0
     note = coverage_note(CauseCoverage.from_card(ckpt.card))
     if note:
@@ -285,7 +287,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="checkpoint directory written by `infrabrain train` (or a site's daemon checkpoint)")
     p.add_argument("--site", default=None, help="site name when the data holds several")
     p.add_argument("--at", type=int, default=None, help="end of the window in seconds since run start (default: end)")
-    p.add_argument("--top", type=int, default=10, help="nodes to print (default 10)")
+    p.add_argument("--top", type=int, default=10, help="nodes to print and explain, riskiest first (default 10)")
     p.add_argument("--json", action="store_true", help="print JSON instead of sentences")
     p.add_argument("--plot", type=Path, default=None, metavar="DIR",
                    help="also draw each explained node's explanation as a PNG in DIR: the metrics its sentence "

@@ -59,6 +59,8 @@ def predict_window(
     from infrabrain.models.own_change_evidence import OwnChangeTails
     from infrabrain.models.published_root_prior import deployed_root_prior
 
+    if explain_top < 0:
+        raise ValueError(f"explain_top must be 0 (explain none) or more, got {explain_top}")
     have = FeatureSet(metrics={k: tuple(v) for k, v in metric_names.items() if k in ckpt.feature_set.kinds},
                       kinds=ckpt.feature_set.kinds) if set(metric_names) <= set(ckpt.feature_set.kinds) else None
     if have is None:

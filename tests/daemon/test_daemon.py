@@ -4,6 +4,7 @@ real predictor checkpoint, serving /metrics, NVML missing (it runs on), and a cl
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -156,6 +157,36 @@ def test_in_process_cycle_restart_warms_from_store(tmp_path: Path, small_dataset
         np.testing.assert_allclose(list(again_risks.values()), list(first.values()), rtol=1e-5)
     finally:
         again.close()
+
+
+def test_a_corrupt_checkpoint_dropped_in_its_place_keeps_the_model_the_daemon_has(
+        tmp_path: Path, small_dataset: Path, small_checkpoint: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A truncated weights file where the checkpoint was (a copy cut short, a full disk) is refused by name and the
+    daemon scores on with the model it had; the safetensors error had escaped the reload and stopped scoring."""
+    import shutil
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(small_checkpoint, ckpt)
+    cfg = load_site_config(_site_yaml(tmp_path, small_dataset, ckpt))
+    t0 = 1_800_000_000.0
+    daemon = Daemon(cfg, now=t0)
+    try:
+        loaded = daemon.scorer
+        assert isinstance(loaded, PredictorScorer)
+        daemon.collect_once(t0 + 5)
+        before = {r.node_id: r.risk for r in daemon.score_once(t0 + 5)}
+        weights = ckpt / "weights.safetensors"
+        weights.write_bytes(weights.read_bytes()[:1000])
+        card = ckpt / "model_card.json"
+        os.utime(card, (card.stat().st_atime, card.stat().st_mtime + 10))  # looks like a new checkpoint
+        with caplog.at_level(logging.ERROR, logger="infrabrain.client.daemon"):
+            after = {r.node_id: r.risk for r in daemon.score_once(t0 + 5)}
+        assert daemon.scorer is loaded and after == before
+        refused = [r for r in caplog.records if r.getMessage() == "cannot load the predictor checkpoint; scoring "
+                   "on with the model loaded before"]
+        assert refused and "not a readable safetensors file" in refused[0].__dict__["error"]
+    finally:
+        daemon.close()
 
 
 def _cause_labels(daemon: Daemon) -> dict[str, dict[str, str]]:

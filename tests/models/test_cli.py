@@ -292,6 +292,10 @@ def test_cli_errors(dataset, tmp_path, capsys):
     assert main(["predict", "--checkpoint", str(tmp_path / "none"), "--data", str(dataset), "--site", "site-0"]) == 2
     assert "not a predictor checkpoint" in capsys.readouterr().err
     assert main(["predict", "--checkpoint", str(tmp_path), "--data", str(dataset)]) == 2
+    capsys.readouterr()
+    for top in ("0", "-1"):  # -1 had printed every node but the least risky one
+        assert main(["predict", "--checkpoint", str(tmp_path), "--data", str(dataset), "--top", top]) == 2
+        assert f"--top must be at least 1 (the nodes to print, riskiest first), got {top}" in capsys.readouterr().err
     assert main(["train", "--out", str(tmp_path / "x")]) == 2
     assert "exactly one of --data" in capsys.readouterr().err
     assert main(["train", "--data", str(dataset), "--out", str(tmp_path / "x"), "--device", "gpu"]) == 2

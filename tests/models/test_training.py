@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -96,6 +98,47 @@ def test_checkpoint_roundtrip_and_feature_set_guard(trained, small_splits, tmp_p
         load_checkpoint(path)
     with pytest.raises(FileNotFoundError):
         load_checkpoint(tmp_path / "nope")
+
+
+def test_a_damaged_checkpoint_is_refused_by_name_never_loaded(trained, small_splits, tmp_path):
+    """Truncated or non-finite weights, weights of another shape, a card that lost a field or is not an object:
+    each a ValueError naming the file and the fault (a truncated file had raised safetensors' own error, which
+    the daemon's reload did not catch)."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    sp = small_splits
+    good = save_checkpoint(tmp_path / "good", trained[0], sp.feature_set, sp.normalizer)
+
+    def damaged(name: str) -> Path:
+        return Path(shutil.copytree(good, tmp_path / name))
+
+    cut = damaged("cut")
+    (cut / "weights.safetensors").write_bytes((good / "weights.safetensors").read_bytes()[:1000])
+    with pytest.raises(ValueError, match=r"weights '.*cut/weights.safetensors' are not a readable safetensors"):
+        load_checkpoint(cut)
+    state = load_file(str(good / "weights.safetensors"))
+    name = next(k for k, v in state.items() if v.is_floating_point() and v.ndim == 2)
+    nan = damaged("nan")
+    save_file({**state, name: torch.full_like(state[name], float("nan"))}, str(nan / "weights.safetensors"))
+    with pytest.raises(ValueError, match=rf"NaN or infinite values in \['{re.escape(name)}'\]"):
+        load_checkpoint(nan)
+    wide = damaged("wide")
+    save_file({**state, name: torch.zeros(state[name].shape[0] + 1, state[name].shape[1])},
+              str(wide / "weights.safetensors"))
+    with pytest.raises(ValueError, match=rf"'{re.escape(name)}': \(\({state[name].shape[0] + 1}, "):
+        load_checkpoint(wide)
+    card = json.loads((good / "model_card.json").read_text())
+    lacking = damaged("lacking")
+    (lacking / "model_card.json").write_text(json.dumps({k: v for k, v in card.items() if k != "normalizer"}))
+    with pytest.raises(ValueError, match=r"lacks \['normalizer'\]"):
+        load_checkpoint(lacking)
+    listed = damaged("listed")
+    (listed / "model_card.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="holds a JSON list, not an object"):
+        load_checkpoint(listed)
+    load_checkpoint(good)  # the original is untouched
 
 
 def test_a_checkpoint_records_its_telemetry_cadence_and_refuses_another(trained, small_splits, small_runs, tmp_path):
