@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -167,8 +168,22 @@ def list_sites(out: str | Path) -> list[Path]:
     manifest = root / "manifest.json"
     if not manifest.is_file():
         raise FileNotFoundError(f"{str(root)!r} is not a complete simulator dataset (no manifest.json)")
-    data = json.loads(manifest.read_text(encoding="utf-8"))
-    return [root / s["path"] for s in data["sites"]]
+    data = _read_json(manifest, "dataset manifest")
+    sites = data.get("sites")
+    if not isinstance(sites, list) or not all(isinstance(s, dict) and isinstance(s.get("path"), str) for s in sites):
+        raise ValueError(f"dataset manifest {str(manifest)!r} has no list of sites with a path each")
+    return [root / s["path"] for s in sites]
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    """A JSON object from ``path``; ``ValueError`` naming ``what`` and the file where it is not one."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{what} {str(path)!r} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} {str(path)!r} holds a JSON {type(data).__name__}, not an object")
+    return data
 
 
 def _decode(column: pa.ChunkedArray, mapping: dict[str, int]) -> np.ndarray:
@@ -187,8 +202,15 @@ def load_site(site_dir: str | Path) -> SiteRun:
     meta_path = d / "site.json"
     if not meta_path.is_file():
         raise FileNotFoundError(f"{str(d)!r} is not a simulated site directory (no site.json)")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta = _read_json(meta_path, "site description")
+    if "spec" not in meta:
+        raise ValueError(f"site description {str(meta_path)!r} lacks 'spec' (truncated or not a simulated site)")
     spec = SiteSpec.model_validate(meta["spec"])
+    needed = ["topology/components.parquet", *(f"telemetry/kind={k}/part-00000.parquet" for k in KINDS),
+              "events.parquet", "labels.parquet"]
+    lacking = [f for f in needed if not (d / f).is_file()]
+    if lacking:
+        raise FileNotFoundError(f"{str(d)!r} lacks {lacking} (an incomplete simulated site directory)")
     topology = build_topology(spec)
     comps = pd.read_parquet(d / "topology" / "components.parquet")
     if comps["component_id"].tolist() != topology.components["component_id"].tolist():

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from infrabrain.simulation import SiteSimulation, SiteSpec
+from infrabrain.simulation import SiteSimulation
 from infrabrain.simulation.storage import list_sites, load_dataset, load_site, write_sites
 
 
@@ -57,6 +57,32 @@ def test_bad_output_paths(tmp_path, small_run) -> None:
     assert (d / "keep.txt").read_text() == "precious"
     with pytest.raises(FileNotFoundError, match="not a complete"):
         list_sites(d)
+
+
+def test_a_damaged_dataset_is_refused_by_name(tmp_path, small_run) -> None:
+    """A manifest or site description that is not JSON, or a site that lost a file, names the file (a bad
+    manifest had given only "Expecting value: line 1 column 1", a lost telemetry file only its path)."""
+    import shutil
+
+    out = write_sites([small_run], tmp_path / "ds")
+    site = list_sites(out)[0]
+    bad = tmp_path / "bad"
+    shutil.copytree(out, bad)
+    (bad / "manifest.json").write_text("garbage")
+    with pytest.raises(ValueError, match=r"dataset manifest '.*bad/manifest.json' is not valid JSON"):
+        list_sites(bad)
+    (bad / "manifest.json").write_text('{"sites": [{"name": "x"}]}')
+    with pytest.raises(ValueError, match="has no list of sites with a path each"):
+        list_sites(bad)
+    broken = tmp_path / "site"
+    shutil.copytree(site, broken)
+    (broken / "telemetry" / "kind=gpu" / "part-00000.parquet").unlink()
+    with pytest.raises(FileNotFoundError, match=r"lacks \['telemetry/kind=gpu/part-00000.parquet'\] \(an incomplete"):
+        load_site(broken)
+    (broken / "site.json").write_text("[]")
+    with pytest.raises(ValueError, match=r"site description '.*site.json' holds a JSON list, not an object"):
+        load_site(broken)
+    assert load_site(site).spec == small_run.spec  # the original is untouched
 
 
 def test_exception_mid_write_leaves_nothing(tmp_path, small_spec, monkeypatch) -> None:
