@@ -120,12 +120,22 @@ class TelemetryStore:
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={_validate_synchronous(synchronous).upper()}")
-            self._db.executescript(_SCHEMA)
-            self._check_schema()
-        self._series: dict[tuple[str, str], int] = {}
-        self._load_series()
+        try:
+            if not read_only:
+                tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+                if tables and "meta" not in tables:  # another application's database: not ours to add tables to
+                    self._db.close()
+                    raise ValueError(f"{str(self.path)!r} is not an infrabrain telemetry store (a SQLite database "
+                                     f"with tables {sorted(tables)[:5]}); left as it is")
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute(f"PRAGMA synchronous={_validate_synchronous(synchronous).upper()}")
+                self._db.executescript(_SCHEMA)
+                self._check_schema()
+            self._series: dict[tuple[str, str], int] = {}
+            self._load_series()
+        except sqlite3.DatabaseError as exc:  # another file where the store should be: refused, left as it is
+            self._db.close()
+            raise ValueError(f"{str(self.path)!r} is not an infrabrain telemetry store (SQLite: {exc})") from exc
 
     # -- setup -------------------------------------------------------------------------------------------------
     def _check_schema(self) -> None:

@@ -79,6 +79,33 @@ def test_bad_store_options(tmp_path: Path) -> None:
         TelemetryStore(tmp_path / "missing.db", read_only=True)
 
 
+def test_a_file_that_is_not_a_store_is_refused_and_left_as_it_is(tmp_path: Path) -> None:
+    """``store.path`` pointing at another file (not SQLite, or another application's database) is refused by
+    name, for reading and writing, and the file is untouched: SQLite's own error had escaped as a traceback, and
+    a foreign database would have been given the store's tables."""
+    import sqlite3
+
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not a database at all\n" * 10)
+    for read_only in (False, True):
+        with pytest.raises(ValueError, match=r"junk.db' is not an infrabrain telemetry store \(SQLite: file is not"):
+            TelemetryStore(junk, read_only=read_only)
+    assert junk.read_bytes() == b"not a database at all\n" * 10
+    other = tmp_path / "other.db"
+    con = sqlite3.connect(other)
+    con.execute("CREATE TABLE invoices (id INTEGER)")
+    con.commit()
+    con.close()
+    before = other.read_bytes()
+    with pytest.raises(ValueError, match=r"a SQLite database with tables \['invoices'\]\); left as it is"):
+        TelemetryStore(other)
+    assert other.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["junk.db", "other.db"]
+    with TelemetryStore(tmp_path / "ours.db") as store:  # a store of ours reopens as before
+        store.ingest(_batch(60))
+    with TelemetryStore(tmp_path / "ours.db") as store:
+        assert store.info().n_samples > 0
+
+
 def test_a_position_that_is_not_json_is_refused_with_its_batch(tmp_path: Path) -> None:
     with TelemetryStore(tmp_path / "s.db") as store:
         store.ingest(_batch(60), positions={"prometheus": {"cursor": 60}})
