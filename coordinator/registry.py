@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,10 +98,15 @@ class ModelRegistry:
         d = self.root / f"v{version:06d}"
         if not (d / "meta.json").is_file():
             raise ValueError(f"registry version {version} not found under {str(self.root)!r}")
-        meta = json.loads((d / "meta.json").read_text())
-        with np.load(d / "arrays.npz", allow_pickle=False) as npz:
-            arrays = [npz[f"a{i:04d}"] for i in range(len(meta["keys"]))]
-        for a, shape in zip(arrays, meta["shapes"], strict=True):
+        try:
+            meta = json.loads((d / "meta.json").read_text())
+            with np.load(d / "arrays.npz", allow_pickle=False) as npz:
+                arrays = [npz[f"a{i:04d}"] for i in range(len(meta["keys"]))]
+            shapes = meta["shapes"]
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+            raise ValueError(f"registry version {version} under {str(d)!r} is damaged ({type(exc).__name__}: "
+                             f"{exc}); it is left as it is") from exc
+        for a, shape in zip(arrays, shapes, strict=True):
             if list(a.shape) != list(shape):
                 raise ValueError(f"registry version {version}: array shape {a.shape} differs from metadata {shape}")
         return Checkpoint(version, list(meta["keys"]), arrays, meta)
@@ -137,8 +143,13 @@ def save_site_model(dest: str | os.PathLike[str], keys: list[str], arrays: list[
 
 
 def load_site_model(path: str | os.PathLike[str]) -> tuple[list[str], list[np.ndarray], dict[str, Any]]:
-    """Read a model written by :func:`save_site_model` (no pickle)."""
-    with np.load(path, allow_pickle=False) as npz:
-        meta = json.loads(npz["meta_json"].tobytes().decode())
-        arrays = [npz[f"a{i:04d}"] for i in range(len(meta["keys"]))]
+    """Read a model written by :func:`save_site_model` (no pickle); ``ValueError`` naming the file if damaged."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            meta = json.loads(npz["meta_json"].tobytes().decode())
+            arrays = [npz[f"a{i:04d}"] for i in range(len(meta["keys"]))]
+    except (OSError, ValueError, KeyError, TypeError, EOFError, UnicodeDecodeError, zipfile.BadZipFile) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise ValueError(f"site model {str(path)!r} is damaged ({type(exc).__name__}: {exc})") from exc
     return list(meta["keys"]), arrays, meta

@@ -45,6 +45,31 @@ def test_registry_refuses_bad_input(tmp_path) -> None:
         ModelRegistry(tmp_path / "file")
 
 
+def test_a_damaged_version_or_site_model_is_refused_by_name_and_left_as_it_is(tmp_path) -> None:
+    """A registry version whose arrays or metadata were damaged on disk, and a site's global-model file cut
+    short, are a ValueError naming the version or file (a zip error or KeyError had escaped)."""
+    reg = ModelRegistry(tmp_path / "reg")
+    reg.save(1, [np.ones((2, 3), np.float32)], {})
+    v1 = tmp_path / "reg" / "v000001"
+    good = (v1 / "arrays.npz").read_bytes()
+    (v1 / "arrays.npz").write_bytes(good[: len(good) // 2])
+    with pytest.raises(ValueError, match=r"registry version 1 under '.*v000001' is damaged \(BadZipFile"):
+        reg.latest()
+    assert (v1 / "arrays.npz").read_bytes() == good[: len(good) // 2]  # left for the operator to look at
+    (v1 / "arrays.npz").write_bytes(good)
+    (v1 / "meta.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"registry version 1 .* is damaged \(KeyError"):
+        reg.load(1)
+    dest = tmp_path / "site" / "global.npz"
+    reg.save(2, [np.ones(3, np.float32)], {})
+    fetch_latest(tmp_path / "reg", dest)
+    dest.write_bytes(dest.read_bytes()[:100])
+    with pytest.raises(ValueError, match=r"site model '.*global.npz' is damaged"):
+        load_site_model(dest)
+    with pytest.raises(FileNotFoundError):
+        load_site_model(tmp_path / "none.npz")
+
+
 def test_tls_material_and_supernode_keys(tmp_path) -> None:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives.serialization import load_ssh_private_key, load_ssh_public_key
