@@ -114,6 +114,12 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_output_dir(path: Path | None, flag: str) -> None:
+    """Refuse, before any work, an output directory that exists as a file (it was found only when writing)."""
+    if path is not None and path.exists() and not path.is_dir():
+        raise ValueError(f"{flag} {str(path)!r} is a file; give a directory to write into")
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from infrabrain.models.calibration import PlattCalibrator
     from infrabrain.models.cause_coverage import CauseCoverage
@@ -128,6 +134,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     if args.bootstrap < 0:
         raise ValueError(f"--bootstrap must be 0 (skip) or a number of resamples, got {args.bootstrap}")
+    _check_output_dir(Path(args.out), "--out")
     runs = load_runs(args)
     ckpt = load_checkpoint(args.checkpoint, expected=FeatureSet.from_run(runs[0]))
     pipe = dict(ckpt.card.get("pipeline", {}))
@@ -175,6 +182,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     if args.top < 1:
         raise ValueError(f"--top must be at least 1 (the nodes to print, riskiest first), got {args.top}")
+    _check_output_dir(args.plot, "--plot")
     runs = load_runs(args)
     if args.site is not None:
         sel = [r for r in runs if getattr(r, "name", None) == args.site]

@@ -296,6 +296,12 @@ def test_cli_errors(dataset, tmp_path, capsys):
     for top in ("0", "-1"):  # -1 had printed every node but the least risky one
         assert main(["predict", "--checkpoint", str(tmp_path), "--data", str(dataset), "--top", top]) == 2
         assert f"--top must be at least 1 (the nodes to print, riskiest first), got {top}" in capsys.readouterr().err
+    afile = tmp_path / "afile"
+    afile.write_text("keep")
+    for cmd, flag in (("predict", "--plot"), ("evaluate", "--out")):  # refused before the work, not after it
+        assert main([cmd, "--checkpoint", str(tmp_path), "--data", str(dataset), flag, str(afile)]) == 2
+        assert f"{flag} '{afile}' is a file; give a directory to write into" in capsys.readouterr().err
+    assert afile.read_text() == "keep"
     assert main(["train", "--out", str(tmp_path / "x")]) == 2
     assert "exactly one of --data" in capsys.readouterr().err
     assert main(["train", "--data", str(dataset), "--out", str(tmp_path / "x"), "--device", "gpu"]) == 2
