@@ -91,11 +91,16 @@ class CauseNamingCheck(BaseModel):
         return HELD_UP if g.right >= MIN_PRECISION * g.named else FAILED
 
     def note(self, group: str) -> str:
-        """What the check found for ``group``, for the sentence: ``"it named network right on 0 of 3 validation
-        rows"``, or ``"it named thermal on no validation row"``."""
+        """What the check found for ``group``, for the sentence: ``"it named network right on 1 of 6 validation
+        rows"`` (a verdict), ``"it named other on only 4 validation rows, 4 of them right"`` (too few for one: "right
+        on 4 of 4" had read as a check passed), or ``"it named thermal on no validation row"``."""
         g = self.groups.get(group, GroupNaming(named=0, right=0))
         if g.named == 0:
             return f"it named {group} on no {self.source} row"
+        if g.named == 1:
+            return f"it named {group} on only 1 {self.source} row, {'rightly' if g.right else 'wrongly'}"
+        if g.named < MIN_NAMED:
+            return f"it named {group} on only {g.named} {self.source} rows, {g.right} of them right"
         return f"it named {group} right on {g.right} of {g.named} {self.source} rows"
 
 

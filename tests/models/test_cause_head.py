@@ -225,4 +225,4 @@ def test_an_alert_flags_a_cause_whose_naming_failed_or_was_not_checked(pair, sma
                                                       f"{e.causes[e.cause]:.2f}, but it named {e.cause} right on 1 "
                                                       f"of 9 validation rows)")
         assert w.sentence == e.sentence.replace(said, f", likely {e.cause} ({e.causes[e.cause]:.2f}; unchecked: it "
-                                                      f"named {e.cause} right on 2 of 2 validation rows)")
+                                                      f"named {e.cause} on only 2 validation rows, 2 of them right)")

@@ -59,6 +59,11 @@ def test_a_naming_holds_up_fails_or_was_made_too_rarely_to_tell() -> None:
     assert [check.status(g) for g in ("memory", "network", "thermal", "power")] == [HELD_UP, FAILED, TOO_FEW, TOO_FEW]
     assert check.note("network") == f"it named network right on {need - 1} of {MIN_NAMED} validation rows"
     assert check.note("power") == "it named power on no validation row"
+    # too few rows for a verdict reads as such ("right on 4 of 4" had read as a check passed)
+    few = MIN_NAMED - 1
+    assert check.note("thermal") == f"it named thermal on only {few} validation rows, {few} of them right"
+    once = CauseNamingCheck(source="site held-out", groups={"memory": GroupNaming(named=1, right=0)})
+    assert once.note("memory") == "it named memory on only 1 site held-out row, wrongly"
 
 
 def test_the_card_keeps_the_check_and_bad_input_is_named() -> None:
