@@ -94,7 +94,7 @@ class ModelRegistry:
         return Checkpoint(round_, keys, clean, full_meta)
 
     def load(self, version: int) -> Checkpoint:
-        """Load one version; raises ValueError when it is missing or inconsistent."""
+        """Load one version; raises ValueError when it is missing, damaged on disk or inconsistent."""
         d = self.root / f"v{version:06d}"
         if not (d / "meta.json").is_file():
             raise ValueError(f"registry version {version} not found under {str(self.root)!r}")
