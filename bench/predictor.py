@@ -400,7 +400,7 @@ def _pipeline_config(args: argparse.Namespace, seed: int) -> PipelineConfig:
                           input_scale_floor=args.scale_floor, progress=not args.no_progress, device=args.device,
                           train_on_unpredictable=args.train_on_unpredictable, cause_balance=args.cause_balance,
                           cause_split=tuple(args.cause_split),
-                          cause_head=not args.no_cause_head)
+                          cause_head=not args.no_cause_head, lead_weight=args.lead_weight)
 
 
 def headroom_part(args: argparse.Namespace) -> dict:
@@ -960,6 +960,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train the GNN and the tabular baselines on software-like failures (software, GSP) as "
                         "positives too, as before follow-up 30 (default: left out of the loss and the fit; the "
                         "evaluation counts them either way)")
+    p.add_argument("--lead-weight", type=float, default=0.0,
+                   help="weigh a positive training row 1 + W x its lead to the failure / 60 min (a probe, issue 3 "
+                        "follow-up 45; default 0: off)")
     p.add_argument("--cause-split", nargs="*", default=[], metavar="GROUP",
                    help="cause groups whose causes the head tells apart as classes of their own, e.g. other "
                         "(PipelineConfig.cause_split; issue 3 follow-up 42)")
@@ -1081,7 +1084,8 @@ def main(argv: list[str] | None = None) -> int:
                      "summary_features": not args.no_summary, "bin_features": args.bins, "dropout": args.dropout,
                      "train_until": args.train_until, "pos_weight": args.pos_weight,
                      "train_on_unpredictable": args.train_on_unpredictable, "cause_balance": args.cause_balance,
-                     "cause_head": not args.no_cause_head, "stride_min": args.stride, "window_min": args.window,
+                     "cause_head": not args.no_cause_head, "lead_weight": args.lead_weight, "stride_min": args.stride,
+                     "window_min": args.window,
                      "pool_min": args.pool,
                      "scale_inputs": args.scale_inputs,
                      "scale_floor": args.scale_floor,

@@ -89,6 +89,8 @@ class PipelineConfig(BaseModel):
                                          "evaluation.UNPREDICTABLE_GROUPS) as positives; False, the default since "
                                          "issue 3 follow-up 30, leaves those rows out of the GNN's loss and of the "
                                          "baselines' fit. Evaluation counts them either way")
+    lead_weight: float = Field(0.0, ge=0.0, description="weigh a positive row by how far ahead of its failure it "
+                               "lies (training.loss_fn; a probe, issue 3 follow-up 45; 0: off)")
     cause_head: bool = Field(True, description="give the GNN a detached cause head naming the failure's cause "
                              "group (evaluation.TYPED_CAUSE_GROUPS; ModelConfig.cause_groups): the alerts say "
                              "why, and the risk trains exactly as without it (issue 3 follow-up 33)")
@@ -192,7 +194,7 @@ def train_predictor(runs: Sequence[Any], config: PipelineConfig | None = None,
                        selection=cfg.selection,
                        weight_decay=cfg.weight_decay,
                        max_batches_per_epoch=cfg.max_batches_per_epoch, seed=cfg.seed, progress=cfg.progress,
-                       device=cfg.device, ignore_causes=ignored_causes(cfg))
+                       device=cfg.device, ignore_causes=ignored_causes(cfg), lead_weight=cfg.lead_weight)
     t0 = time.perf_counter()
     hook = (lambda epoch, rec: on_epoch(epoch, rec, model)) if on_epoch is not None else None
     result = train_model(model, splits.train, splits.val if len(splits.val) else None, tcfg, on_epoch=hook)

@@ -196,6 +196,17 @@ class SiteTensors:
         obs = np.isfinite(values)
         return cls(vals0=np.where(obs, values, 0.0).astype(np.float32), obs=obs, **kw)
 
+    def lead_min(self) -> np.ndarray:
+        """``float32 [T, n_node]``: for a positive row, the minutes from its step to the end of its run of positive
+        labels (the failure); 0 elsewhere. Cached: read by training's lead weight (``loss_fn``)."""
+        if getattr(self, "_lead_min", None) is None:
+            steps = np.zeros(self.y.shape, dtype=np.float32)
+            for t in range(len(self.y) - 1, -1, -1):  # a positive row's lead: the next row's + 1 step
+                nxt = steps[t + 1] if t + 1 < len(self.y) else 0.0
+                steps[t] = np.where(self.y[t], nxt + 1.0, 0.0)
+            self._lead_min = steps * (self.cadence_s / 60.0)
+        return self._lead_min
+
     def values_nan(self, lo: int, hi: int) -> np.ndarray:
         """Steps ``[lo, hi)`` as ``float32 [t, N, F]`` with NaN where missing."""
         return np.where(self.obs[lo:hi], self.vals0[lo:hi], np.nan).astype(np.float32)
@@ -261,6 +272,7 @@ def build_snapshot(site: SiteTensors, t_idx: int, window: int, site_index: int =
         "edge_type": torch.from_numpy(site.graph.edge_type),
         "node_index": torch.from_numpy(site.graph.node_global),
         "y": torch.from_numpy(site.y[t_idx].astype(np.float32)),
+        "lead_min": torch.from_numpy(site.lead_min()[t_idx]),
         "label_mask": torch.from_numpy(node_alive.astype(np.float32)),
         "cause": torch.from_numpy(site.cause[t_idx]),
         "root": torch.from_numpy(site.root[t_idx]),
@@ -403,6 +415,7 @@ def collate_snapshots(items: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, 
     node_index = torch.zeros(b, nn_max, dtype=torch.int64)
     node_slot = torch.zeros(b, nn_max, dtype=torch.int64)
     y = torch.zeros(b, nn_max)
+    lead = torch.zeros(b, nn_max)
     label_mask = torch.zeros(b, nn_max)
     cause = torch.full((b, nn_max), -1, dtype=torch.int64)
     root = torch.full((b, nn_max), -1, dtype=torch.int64)
@@ -424,6 +437,8 @@ def collate_snapshots(items: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, 
         node_index[i, :nn] = it["node_index"]
         node_slot[i, :nn] = remap[it["node_index"]]
         y[i, :nn] = it["y"]
+        if "lead_min" in it:
+            lead[i, :nn] = it["lead_min"]
         label_mask[i, :nn] = it["label_mask"]
         cause[i, :nn] = it["cause"]
         root[i, :nn] = it["root"]
@@ -438,7 +453,8 @@ def collate_snapshots(items: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, 
         "x": x, "mask": mask, "kind": kind, "alive": alive,
         "infra_index": infra_index, "infra_alive": infra_alive,
         "edge_index": torch.cat(edges), "edge_type": torch.cat(etypes), "gpu_edge": torch.cat(gedges),
-        "node_index": node_index, "node_slot": node_slot, "y": y, "label_mask": label_mask, "cause": cause,
+        "node_index": node_index, "node_slot": node_slot, "y": y, "lead_min": lead, "label_mask": label_mask,
+        "cause": cause,
         "root": root, "site": torch.stack([it["site"] for it in items]), "t": torch.stack([it["t"] for it in items]),
     }
     if all("peer_mean" in it for it in items):

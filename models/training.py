@@ -41,7 +41,8 @@ from infrabrain.models.snapshots import collate_snapshots
 log = get_logger("models.training")
 
 
-def loss_fn(model: nn.Module, batch: dict[str, torch.Tensor], ignore_causes: Sequence[int] = ()) -> torch.Tensor:
+def loss_fn(model: nn.Module, batch: dict[str, torch.Tensor], ignore_causes: Sequence[int] = (),
+            lead_weight: float = 0.0) -> torch.Tensor:
     """Mean over snapshots of the masked, class-weighted BCE of each snapshot's alive nodes.
 
     ``model.pos_weight`` (from :class:`~infrabrain.models.gnn.ModelConfig`) weights positive labels. Works on a
@@ -51,7 +52,9 @@ def loss_fn(model: nn.Module, batch: dict[str, torch.Tensor], ignore_causes: Seq
     (``ModelConfig.cause_groups``) adds, per snapshot, the cross-entropy of the cause logits on its positive rows
     whose group the head names, weighted like a positive row of the BCE (``pos_weight``, per alive node) times its
     group's ``ModelConfig.cause_weights``. The head is detached, so this term trains the head alone
-    (:mod:`~infrabrain.models.gnn`).
+    (:mod:`~infrabrain.models.gnn`). ``lead_weight`` (a probe, issue 3 follow-up 45; 0: off) weighs a positive row
+    ``1 + lead_weight x min(lead, 60 min) / 60 min`` by how far ahead of its failure it lies (``batch["lead_min"]``),
+    so the windows an alert would be earliest on count more.
     """
     core = model._module if hasattr(model, "_module") else model
     batch = batch_to(batch, model_device(core))
@@ -64,6 +67,8 @@ def loss_fn(model: nn.Module, batch: dict[str, torch.Tensor], ignore_causes: Seq
         m = m * (~ignored).to(m.dtype)
     pw = torch.tensor(float(getattr(core, "pos_weight", 1.0)), dtype=logits.dtype, device=logits.device)
     per = F.binary_cross_entropy_with_logits(logits, y, pos_weight=pw, reduction="none") * m
+    if lead_weight and "lead_min" in batch:
+        per = per * (1.0 + lead_weight * (y > 0).to(per.dtype) * batch["lead_min"].clamp(0.0, 60.0) / 60.0)
     per_sample = per.sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
     if cause_logits is not None:
         target = core.cause_targets(batch["cause"])
@@ -114,6 +119,8 @@ class TrainConfig(BaseModel):
     device: DeviceName = Field("cpu", description="where to train: cpu, cuda, cuda:N or auto (a GPU if torch sees one)")
     ignore_causes: tuple[int, ...] = Field((), description="cause indices (the contract's CAUSES) whose positive "
                                            "rows are left out of the loss (see loss_fn)")
+    lead_weight: float = Field(0.0, ge=0.0, description="weight on a positive row's lead to its failure (see "
+                               "loss_fn); 0: off")
 
 
 @dataclass
@@ -140,6 +147,7 @@ def train_epoch(
     progress: bool = False,
     desc: str = "train",
     ignore_causes: Sequence[int] = (),
+    lead_weight: float = 0.0,
 ) -> float:
     """One pass of ``loss_fn`` + ``optimizer.step`` over ``loader``; returns the mean batch loss."""
     from tqdm.auto import tqdm
@@ -152,7 +160,7 @@ def train_epoch(
         if max_batches is not None and i >= max_batches:
             break
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model, batch, ignore_causes)
+        loss = loss_fn(model, batch, ignore_causes, lead_weight)
         loss.backward()
         optimizer.step()
         total += float(loss.detach())
@@ -190,7 +198,7 @@ def train_model(
     for epoch in bar:
         t0 = time.perf_counter()
         loss = train_epoch(model, loader, opt, cfg.max_batches_per_epoch, progress=cfg.progress, desc=f"epoch {epoch}",
-                           ignore_causes=cfg.ignore_causes)
+                           ignore_causes=cfg.ignore_causes, lead_weight=cfg.lead_weight)
         rec: dict[str, float] = {"epoch": epoch, "loss": loss, "epoch_s": time.perf_counter() - t0}
         if val_ds is not None and len(val_ds):
             val = evaluate_model(model, val_ds, batch_size=cfg.batch_size)

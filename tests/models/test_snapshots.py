@@ -115,6 +115,33 @@ def test_collate_pads_different_sites(small_splits):
     assert batch["gpu_edge"][:, 0].max() < 2 * n_max
 
 
+def test_a_positive_rows_lead_is_the_minutes_to_the_end_of_its_run(small_splits):
+    """``lead_min`` (the lead weight's input, issue 3 follow-up 45): a positive row's minutes to its failure, 0 on
+    negatives; it is carried into the batch beside ``y``."""
+    from infrabrain.models.training import loss_fn
+
+    site = copy.copy(small_splits.train.sites[0])
+    y = np.zeros_like(site.y)
+    y[3:6, 0] = True  # a run of three positive rows: the failure follows step 5
+    y[9, 1] = True
+    site.y, site.cadence_s, site._lead_min = y, 120, None
+    lead = site.lead_min()
+    assert lead[:8, 0].tolist() == [0, 0, 0, 6.0, 4.0, 2.0, 0, 0] and lead[9, 1] == 2.0 and lead[8, 1] == 0
+    assert float(lead[~y].sum()) == 0.0
+    sp = small_splits
+    pos = next(i for i in range(len(sp.train)) if float(sp.train[i]["y"].sum()) > 0)
+    batch = collate_snapshots([sp.train[pos], sp.train[0]])
+    assert torch.equal(batch["lead_min"] > 0, batch["y"] > 0)
+    from infrabrain.models.gnn import build_model
+
+    torch.manual_seed(0)
+    model = build_model(sp.feature_set.f_max, sp.window, pool=sp.pool)
+    with torch.no_grad():
+        plain = loss_fn(model, batch)
+        assert torch.equal(loss_fn(model, batch, lead_weight=0.0), plain)
+        assert float(loss_fn(model, batch, lead_weight=1.0)) > float(plain)  # the positives weigh more
+
+
 def test_missing_metric_column_is_an_error(small_runs, small_splits):
     run = small_runs[0]
     names = {k: list(v) for k, v in run.metric_names.items()}
