@@ -202,12 +202,11 @@ class PredictorScorer:
         #: split): an alert says a cause is unsure where its naming failed there, and flags one made too rarely to
         #: tell. None for a card without it (before issue 3 follow-up 38), which names causes as before.
         self.cause_naming = CauseNamingCheck.from_card(self._ckpt.card)
-        from infrabrain.models.cause_coverage import CauseCoverage
+        from infrabrain.models.cause_coverage import CauseCoverage, untrained_groups
 
-        coverage = CauseCoverage.from_card(self._ckpt.card)
         #: The cause groups the card's training held too few failures of (none for a card that does not say:
         #: written before issue 3 follow-up 44, or a federated site's); their incumbent rules fire beside it.
-        self.untrained_causes: tuple[str, ...] = coverage.untrained() if coverage is not None else ()
+        self.untrained_causes = untrained_groups(CauseCoverage.from_card(self._ckpt.card))
         self._node_ids = topology.ids("node")
         #: global index of each GPU -> its column in the raw window's ``gpu`` block
         self._gpu_local = {int(g): i for i, g in enumerate(self._graph.kind_index.get("gpu", []))}

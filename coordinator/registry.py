@@ -148,8 +148,8 @@ def load_site_model(path: str | os.PathLike[str]) -> tuple[list[str], list[np.nd
         with np.load(path, allow_pickle=False) as npz:
             meta = json.loads(npz["meta_json"].tobytes().decode())
             arrays = [npz[f"a{i:04d}"] for i in range(len(meta["keys"]))]
+    except FileNotFoundError:
+        raise
     except (OSError, ValueError, KeyError, TypeError, EOFError, UnicodeDecodeError, zipfile.BadZipFile) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
         raise ValueError(f"site model {str(path)!r} is damaged ({type(exc).__name__}: {exc})") from exc
     return list(meta["keys"]), arrays, meta

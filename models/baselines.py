@@ -218,12 +218,13 @@ GPU_METRIC_RULES: tuple[str, ...] = ("temperature", "thermal_violation", "sbe_ra
 
 
 def gpu_rule_metrics(gpu_metric_names: Sequence[str]) -> dict[str, int | None]:
-    """Per rule of :data:`GPU_METRIC_RULES`, the index of the GPU metric it reads (None where the telemetry
-    lacks it: the rule is skipped)."""
+    """Per rule of :data:`GPU_METRIC_RULES`, and ``xid`` (the XID gauge a live window's XID rule reads), the index
+    of the GPU metric it reads (None where the telemetry lacks it: the rule is skipped)."""
     names = list(gpu_metric_names)
     return {"temperature": _find_metric(names, "GPU_TEMP"),
             "thermal_violation": _find_metric(names, "THERMAL_VIOLATION"),
-            "sbe_rate": _find_metric(names, "SBE", "TOTAL") or _find_metric(names, "SBE")}
+            "sbe_rate": _find_metric(names, "SBE", "TOTAL") or _find_metric(names, "SBE"),
+            "xid": _find_metric(names, "XID")}
 
 
 def gpu_rule_hits(seg: np.ndarray, columns: dict[str, int | None], cadence_s: float,

@@ -81,6 +81,11 @@ class CauseCoverage(BaseModel):
         return f"the model's training sites held {listed}: it cannot foretell {'it' if len(groups) == 1 else 'them'}"
 
 
+def untrained_groups(coverage: CauseCoverage | None) -> tuple[str, ...]:
+    """:meth:`CauseCoverage.untrained` of ``coverage``; none for a card without coverage (it claims nothing)."""
+    return coverage.untrained() if coverage is not None else ()
+
+
 def fit_cause_coverage(dataset: Any) -> CauseCoverage:
     """Count ``dataset``'s failures per cause group (every group of the contract, 0 where none), over the
     failures its snapshots are labelled with."""
@@ -93,4 +98,4 @@ def fit_cause_coverage(dataset: Any) -> CauseCoverage:
     return CauseCoverage(failures={g: int(counts.get(g, 0)) for g in groups})
 
 
-__all__ = ["CARD_KEY", "CauseCoverage", "MIN_TRAINED_FAILURES", "fit_cause_coverage"]
+__all__ = ["CARD_KEY", "CauseCoverage", "MIN_TRAINED_FAILURES", "fit_cause_coverage", "untrained_groups"]

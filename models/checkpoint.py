@@ -111,15 +111,12 @@ def load_checkpoint(path: str | Path, expected: FeatureSet | None = None) -> Che
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    from infrabrain.json_file import read_json_object
+
     p = Path(path)
     if not (p / CARD).is_file() or not (p / WEIGHTS).is_file():
         raise FileNotFoundError(f"{str(p)!r} is not a predictor checkpoint (needs {CARD} and {WEIGHTS})")
-    try:
-        card = json.loads((p / CARD).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"model card {str(p / CARD)!r} is not valid JSON: {exc}") from exc
-    if not isinstance(card, dict):
-        raise ValueError(f"model card {str(p / CARD)!r} holds a JSON {type(card).__name__}, not an object")
+    card = read_json_object(p / CARD, "model card")
     lacking = [k for k in CARD_REQUIRED if k not in card]
     if lacking:
         raise ValueError(f"model card {str(p / CARD)!r} lacks {lacking} (truncated or not a predictor card)")

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from infrabrain.logs import get_logger
 from infrabrain.models.calibration import PlattCalibrator, calibrated_ensemble, logit
-from infrabrain.models.cause_coverage import CauseCoverage, fit_cause_coverage
+from infrabrain.models.cause_coverage import CauseCoverage, fit_cause_coverage, untrained_groups
 from infrabrain.models.cause_naming import CauseNamingCheck, fit_cause_naming
 from infrabrain.models.device import DeviceName
 from infrabrain.models.gnn import FailurePredictor, ModelConfig
@@ -306,7 +306,7 @@ def evaluate_predictor(trained: Trained, out_dir: str | Path | None = None, root
     ens = ensemble_table(trained, gnn, tables.get("logistic"), fitted.get("logistic"))
     if ens is not None:
         tables["ensemble"] = ens
-    untrained = trained.cause_coverage.untrained() if trained.cause_coverage is not None else ()
+    untrained = untrained_groups(trained.cause_coverage)
     tables[RULE_FALLBACK_MODEL] = with_rule_fallback(gnn, test, untrained)  # the GNN's where no rule watches them
     events = failure_events(test)
     models = {name: evaluate_scores(df, events, probabilistic=name in ("gnn", "gbm", "logistic", "ensemble"))

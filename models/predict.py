@@ -52,7 +52,7 @@ def predict_window(
     at another cadence than the model's (``cadence_s``, seconds per step: :meth:`Checkpoint.check_cadence`).
     """
     from infrabrain.models.calibration import PlattCalibrator, risk_of
-    from infrabrain.models.cause_coverage import CauseCoverage
+    from infrabrain.models.cause_coverage import CauseCoverage, untrained_groups
     from infrabrain.models.rule_fallback import window_rule_alerts
     from infrabrain.models.explain import explain_node
     from infrabrain.models.cause_naming import CauseNamingCheck
@@ -93,8 +93,7 @@ def predict_window(
     prior, _ = deployed_root_prior(ckpt.card, graph)  # the card's, or the published mix on this topology
     own_tails = OwnChangeTails.from_card(ckpt.card)  # how far the training sites' components moved, if recorded
     naming = CauseNamingCheck.from_card(ckpt.card)  # whether the head's naming held up on checked rows, if recorded
-    coverage = CauseCoverage.from_card(ckpt.card)  # the training failures per cause group, if recorded
-    untrained = list(coverage.untrained()) if coverage is not None else []
+    untrained = list(untrained_groups(CauseCoverage.from_card(ckpt.card)))  # from the card's coverage, if recorded
     rule_alerts = window_rule_alerts(graph, win, metric_names, untrained, cadence_s, w)
     risk = risk_of(logits, cal)
     out = []

@@ -45,7 +45,9 @@ def coverage_note(coverage: Any) -> str:
     :class:`~infrabrain.models.cause_coverage.CauseCoverage` (None: no claim) lists untrained groups: "note: the
     model's training sites held no thermal failure: it cannot foretell it; the incumbent thermal rules run beside
     it". Empty where the model learned every group it could."""
-    untrained = coverage.untrained() if coverage is not None else ()
+    from infrabrain.models.cause_coverage import untrained_groups
+
+    untrained = untrained_groups(coverage)
     if not untrained:
         return ""
     watched = [g for g in untrained if fallback_rules([g])]
@@ -86,13 +88,13 @@ def window_rule_alerts(graph: Any, metrics: Mapping[str, np.ndarray], metric_nam
     rules = fallback_rules(groups)
     if not rules or "gpu" not in metrics:
         return {}
-    names = list(metric_names.get("gpu", []))
+    columns = gpu_rule_metrics(metric_names.get("gpu", []))
     raw = np.asarray(metrics["gpu"], dtype=np.float64)
     seg = raw[-window:]
-    hits = gpu_rule_hits(seg, gpu_rule_metrics(names), cadence_s, [r for r in rules if r in GPU_METRIC_RULES])
+    hits = gpu_rule_hits(seg, columns, cadence_s, [r for r in rules if r in GPU_METRIC_RULES])
     xids: dict[int, int] = {}
     if "xid" in rules:
-        col = next((i for i, n in enumerate(names) if "XID" in n.upper()), None)
+        col = columns["xid"]
         if col is not None:
             x = _held(raw[-window - 1:, :, col])
             prev, cur = x[:-1], x[1:]

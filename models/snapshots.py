@@ -200,11 +200,10 @@ class SiteTensors:
         """``float32 [T, n_node]``: for a positive row, the minutes from its step to the end of its run of positive
         labels (the failure); 0 elsewhere. Cached: read by training's lead weight (``loss_fn``)."""
         if getattr(self, "_lead_min", None) is None:
-            steps = np.zeros(self.y.shape, dtype=np.float32)
-            for t in range(len(self.y) - 1, -1, -1):  # a positive row's lead: the next row's + 1 step
-                nxt = steps[t + 1] if t + 1 < len(self.y) else 0.0
-                steps[t] = np.where(self.y[t], nxt + 1.0, 0.0)
-            self._lead_min = steps * (self.cadence_s / 60.0)
+            t = np.arange(len(self.y))[:, None]
+            # the first negative row at or after each step (the run's end; the run's length past the last step)
+            end = np.minimum.accumulate(np.where(self.y, len(self.y), t)[::-1], axis=0)[::-1]
+            self._lead_min = np.where(self.y, end - t, 0).astype(np.float32) * np.float32(self.cadence_s / 60.0)
         return self._lead_min
 
     def values_nan(self, lo: int, hi: int) -> np.ndarray:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from infrabrain.atomic import atomic_directory
+from infrabrain.json_file import read_json_object
 from infrabrain.logs import get_logger
 from infrabrain.simulation.engine import SIMULATOR_VERSION, SiteRun, SiteSimulation
 from infrabrain.simulation.faults import CAUSE_ID, CAUSES
@@ -168,22 +168,11 @@ def list_sites(out: str | Path) -> list[Path]:
     manifest = root / "manifest.json"
     if not manifest.is_file():
         raise FileNotFoundError(f"{str(root)!r} is not a complete simulator dataset (no manifest.json)")
-    data = _read_json(manifest, "dataset manifest")
+    data = read_json_object(manifest, "dataset manifest")
     sites = data.get("sites")
     if not isinstance(sites, list) or not all(isinstance(s, dict) and isinstance(s.get("path"), str) for s in sites):
         raise ValueError(f"dataset manifest {str(manifest)!r} has no list of sites with a path each")
     return [root / s["path"] for s in sites]
-
-
-def _read_json(path: Path, what: str) -> dict[str, Any]:
-    """A JSON object from ``path``; ``ValueError`` naming ``what`` and the file where it is not one."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{what} {str(path)!r} is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ValueError(f"{what} {str(path)!r} holds a JSON {type(data).__name__}, not an object")
-    return data
 
 
 def _decode(column: pa.ChunkedArray, mapping: dict[str, int]) -> np.ndarray:
@@ -202,7 +191,7 @@ def load_site(site_dir: str | Path) -> SiteRun:
     meta_path = d / "site.json"
     if not meta_path.is_file():
         raise FileNotFoundError(f"{str(d)!r} is not a simulated site directory (no site.json)")
-    meta = _read_json(meta_path, "site description")
+    meta = read_json_object(meta_path, "site description")
     if "spec" not in meta:
         raise ValueError(f"site description {str(meta_path)!r} lacks 'spec' (truncated or not a simulated site)")
     spec = SiteSpec.model_validate(meta["spec"])
