@@ -185,8 +185,75 @@ def _decode(column: pa.ChunkedArray, mapping: dict[str, int]) -> np.ndarray:
     return lut[idx]
 
 
+def _check_topology(d: Path, topology: Topology) -> None:
+    """The site's topology files must say what its spec builds (the spec is what the reader trusts)."""
+    comps = pd.read_parquet(d / "topology" / "components.parquet")
+    want = topology.components
+    if "kind" not in comps or comps["component_id"].tolist() != want["component_id"].tolist():
+        raise ValueError(f"{str(d)!r}: topology/components.parquet does not match the site spec (its components "
+                         "differ)")
+    differ = comps["kind"].to_numpy() != want["kind"].to_numpy()
+    if differ.any():
+        i = int(np.flatnonzero(differ)[0])
+        raise ValueError(f"{str(d)!r}: topology/components.parquet does not match the site spec: "
+                         f"{want['component_id'].iloc[i]!r} is a {comps['kind'].iloc[i]!r} there, a "
+                         f"{want['kind'].iloc[i]!r} in the spec")
+    edges = pd.read_parquet(d / "topology" / "edges.parquet")
+    ids = want["component_id"].to_numpy()
+    spec_edges = set(zip(ids[topology.edges[:, 0]], ids[topology.edges[:, 1]],
+                         np.array(EDGE_TYPES, dtype=object)[topology.edge_type]))
+    if not {"src", "dst", "edge_type"} <= set(edges.columns):
+        raise ValueError(f"{str(d)!r}: topology/edges.parquet lacks src, dst or edge_type")
+    file_edges = set(zip(edges["src"], edges["dst"], edges["edge_type"]))
+    if file_edges != spec_edges:
+        extra, lacking = sorted(file_edges - spec_edges)[:3], sorted(spec_edges - file_edges)[:3]
+        raise ValueError(f"{str(d)!r}: topology/edges.parquet does not match the site spec (edges not in the "
+                         f"spec: {extra}; spec edges it lacks: {lacking})")
+
+
+def _cells(table: pa.Table, id_column: str, ids: Sequence[str], timestamps: np.ndarray,
+           where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``(step, component)`` position from its ``t`` and ``id_column`` values, so a file sorted or
+    filtered by another tool is read right; refuses an id not among ``ids`` and a cell given twice."""
+    for col in ("t", id_column):
+        if col not in table.column_names:
+            raise ValueError(f"{where} has no {col!r} column")
+    if not pa.types.is_integer(table.column("t").type):
+        raise ValueError(f"{where}: column 't' holds {table.column('t').type}, not integer seconds")
+    comp = _decode(table.column(id_column), {c: i for i, c in enumerate(ids)})
+    if (comp < 0).any():
+        unknown = sorted(set(np.asarray(table.column(id_column).to_pylist(), dtype=object)[comp < 0]))
+        raise ValueError(f"{where} names {len(unknown)} component(s) the site's topology does not have in that "
+                         f"place, e.g. {unknown[:3]}")
+    t = table.column("t").to_numpy()
+    step = np.searchsorted(timestamps, t)
+    key = step.astype(np.int64) * len(ids) + comp
+    uniq, first, counts = np.unique(key, return_index=True, return_counts=True)
+    if len(uniq) < len(key):
+        dup = int(first[np.argmax(counts > 1)])
+        raise ValueError(f"{where} has {len(key) - len(uniq)} duplicate (t, {id_column}) row(s), e.g. t={t[dup]} "
+                         f"{ids[comp[dup]]!r}")
+    return step, comp
+
+
+def _metric_values(table: pa.Table, name: str, where: str) -> np.ndarray:
+    """Column ``name`` as float32, null -> NaN; a missing or non-numeric column is refused by name."""
+    if name not in table.column_names:
+        raise ValueError(f"{where} lacks the metric column {name!r}")
+    col = table.column(name).combine_chunks()
+    if not (pa.types.is_floating(col.type) or pa.types.is_integer(col.type) or pa.types.is_boolean(col.type)
+            or pa.types.is_null(col.type)):
+        raise ValueError(f"{where}: metric column {name!r} holds {col.type}, not numbers")
+    return col.cast(pa.float32()).fill_null(np.float32("nan")).to_numpy(zero_copy_only=False)
+
+
 def load_site(site_dir: str | Path) -> SiteRun:
-    """Read one ``site=<name>`` directory back into the `SiteRun` that the simulation produced."""
+    """Read one ``site=<name>`` directory back into the `SiteRun` that the simulation produced.
+
+    Rows are placed by their ``t`` and component id, not by their order. A (t, component) cell no row gives is
+    missing (NaN, masked downstream); labels must give every (t, node) cell. An id the topology lacks, a cell given
+    twice, a missing or non-numeric metric column, and topology files that differ from the spec are refused by
+    name."""
     d = Path(site_dir)
     meta_path = d / "site.json"
     if not meta_path.is_file():
@@ -195,39 +262,48 @@ def load_site(site_dir: str | Path) -> SiteRun:
     if "spec" not in meta:
         raise ValueError(f"site description {str(meta_path)!r} lacks 'spec' (truncated or not a simulated site)")
     spec = SiteSpec.model_validate(meta["spec"])
-    needed = ["topology/components.parquet", *(f"telemetry/kind={k}/part-00000.parquet" for k in KINDS),
-              "events.parquet", "labels.parquet"]
+    needed = ["topology/components.parquet", "topology/edges.parquet",
+              *(f"telemetry/kind={k}/part-00000.parquet" for k in KINDS), "events.parquet", "labels.parquet"]
     lacking = [f for f in needed if not (d / f).is_file()]
     if lacking:
         raise FileNotFoundError(f"{str(d)!r} lacks {lacking} (an incomplete simulated site directory)")
     topology = build_topology(spec)
-    comps = pd.read_parquet(d / "topology" / "components.parquet")
-    if comps["component_id"].tolist() != topology.components["component_id"].tolist():
-        raise ValueError(f"{str(d)!r}: topology/components.parquet does not match the site spec")
-    metrics, timestamps = {}, None
-    for kind in KINDS:
-        table = pq.read_table(d / "telemetry" / f"kind={kind}" / "part-00000.parquet")
-        n = topology.count(kind)
-        t_all = table.column("t").to_numpy()
-        steps = len(t_all) // n
-        if timestamps is None:
-            timestamps = t_all[::n].astype(np.int64)
-        arr = np.empty((steps, n, len(METRIC_NAMES[kind])), dtype=np.float32)
+    _check_topology(d, topology)
+    tables = {k: pq.read_table(d / "telemetry" / f"kind={k}" / "part-00000.parquet") for k in KINDS}
+    lab = pq.read_table(d / "labels.parquet")
+    stamps = [tbl.column("t").to_numpy() for tbl in (*tables.values(), lab) if "t" in tbl.column_names]
+    timestamps = np.unique(np.concatenate(stamps)).astype(np.int64) if stamps else np.zeros(0, np.int64)
+    steps = len(timestamps)
+    metrics = {}
+    for kind, table in tables.items():
+        where = f"{str(d)!r}: telemetry/kind={kind}"
+        step, comp = _cells(table, "component_id", topology.ids[kind], timestamps, where)
+        arr = np.full((steps, topology.count(kind), len(METRIC_NAMES[kind])), np.nan, dtype=np.float32)
         for i, name in enumerate(METRIC_NAMES[kind]):
-            col = table.column(name).combine_chunks().fill_null(np.float32("nan"))  # null -> NaN
-            arr[:, :, i] = col.to_numpy(zero_copy_only=False).reshape(steps, n)
+            arr[step, comp, i] = _metric_values(table, name, where)
         metrics[kind] = arr
     events = pd.read_parquet(d / "events.parquet")
-    lab = pq.read_table(d / "labels.parquet")
-    n_node = topology.count("node")
-    steps = lab.num_rows // n_node
-    cause = _decode(lab.column("cause"), CAUSE_ID).astype(np.int8).reshape(steps, n_node)
+    label_columns = ("fail_within_1h", "cause", "root_component", "alive")
+    if not set(label_columns) <= set(lab.column_names):
+        raise ValueError(f"{str(d)!r}: labels.parquet lacks {sorted(set(label_columns) - set(lab.column_names))}")
+    node_ids = topology.ids["node"]
+    n_node = len(node_ids)
+    step, node = _cells(lab, "node_id", node_ids, timestamps, f"{str(d)!r}: labels.parquet")
+    if len(step) != steps * n_node:
+        raise ValueError(f"{str(d)!r}: labels.parquet gives {len(step)} of the {steps * n_node} (t, node) labels "
+                         f"of {steps} steps x {n_node} nodes")
     gidx = {cid: i for i, cid in enumerate(topology.components["component_id"])}
-    root = _decode(lab.column("root_component"), gidx).reshape(steps, n_node)
+
+    def grid(values: np.ndarray, dtype: type) -> np.ndarray:
+        out = np.empty((steps, n_node), dtype=dtype)
+        out[step, node] = values
+        return out
+
     labels = Labels(
-        fail_within_1h=lab.column("fail_within_1h").to_numpy().reshape(steps, n_node),
-        cause=cause, root_component=root,
-        alive=lab.column("alive").to_numpy().reshape(steps, n_node),
+        fail_within_1h=grid(lab.column("fail_within_1h").to_numpy(zero_copy_only=False), bool),
+        cause=grid(_decode(lab.column("cause"), CAUSE_ID), np.int8),
+        root_component=grid(_decode(lab.column("root_component"), gidx), np.int64),
+        alive=grid(lab.column("alive").to_numpy(zero_copy_only=False), bool),
     )
     jobs = pd.read_parquet(d / "jobs.parquet") if (d / "jobs.parquet").is_file() else None
     return SiteRun(spec=spec, topology=topology, timestamps=timestamps, metrics=metrics,

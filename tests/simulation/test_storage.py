@@ -85,6 +85,60 @@ def test_a_damaged_dataset_is_refused_by_name(tmp_path, small_run) -> None:
     assert load_site(site).spec == small_run.spec  # the original is untouched
 
 
+def test_rows_are_placed_by_time_and_component_not_by_position(tmp_path, small_run) -> None:
+    """The reader had reshaped each file by row position: telemetry another tool re-sorted was read as a 480 s
+    cadence (or, sorted to the same period, as the wrong components' values), and duplicated or foreign rows
+    failed with "cannot reshape array of size 69170 into shape (360,192)". Rows now go where their ``t`` and id
+    say; a cell no row gives is missing (NaN)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = write_sites([small_run], tmp_path / "ds")
+    site = list_sites(out)[0]
+    gpu_file = site / "telemetry" / "kind=gpu" / "part-00000.parquet"
+    gpu = pd.read_parquet(gpu_file)
+    gpu.sample(frac=1.0, random_state=0).to_parquet(gpu_file, index=False)  # another tool's order
+    lab_file = site / "labels.parquet"
+    pd.read_parquet(lab_file).sort_values(["node_id", "t"]).to_parquet(lab_file, index=False)
+    back = load_site(site)
+    assert np.array_equal(back.metrics["gpu"], small_run.metrics["gpu"], equal_nan=True)
+    assert np.array_equal(back.timestamps, small_run.timestamps)
+    for f in ("fail_within_1h", "cause", "root_component", "alive"):
+        assert np.array_equal(getattr(small_run.labels, f), getattr(back.labels, f)), f
+    first = gpu["component_id"].iloc[0]
+    gpu[~((gpu["t"] == 0) & (gpu["component_id"] == first))].to_parquet(gpu_file, index=False)  # one row lost
+    lost = load_site(site).metrics["gpu"]
+    assert np.isnan(lost[0, 0]).all() and np.array_equal(lost[1:], small_run.metrics["gpu"][1:], equal_nan=True)
+
+    def refused(frame: pd.DataFrame, match: str, path=gpu_file) -> None:
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
+        with pytest.raises(ValueError, match=match):
+            load_site(site)
+
+    refused(pd.concat([gpu, gpu.tail(5)]), r"telemetry/kind=gpu has 5 duplicate \(t, component_id\) row\(s\)")
+    refused(pd.concat([gpu, gpu.tail(1).assign(component_id="ghost-g9")]),
+            r"telemetry/kind=gpu names 1 component\(s\) the site's topology does not have .*'ghost-g9'")
+    refused(gpu.assign(DCGM_FI_DEV_GPU_TEMP="hot"),
+            r"metric column 'DCGM_FI_DEV_GPU_TEMP' holds \w*string, not numbers")
+    refused(gpu.drop(columns="DCGM_FI_DEV_POWER_USAGE"), "lacks the metric column 'DCGM_FI_DEV_POWER_USAGE'")
+    refused(gpu.assign(t=gpu["t"] + 0.5), "column 't' holds double, not integer seconds")
+    gpu.to_parquet(gpu_file, index=False)
+    labels = pd.read_parquet(lab_file)
+    refused(labels.iloc[1:], r"labels.parquet gives \d+ of the \d+ \(t, node\) labels", lab_file)
+    labels.to_parquet(lab_file, index=False)
+    comps_file = site / "topology" / "components.parquet"
+    comps = pd.read_parquet(comps_file)
+    refused(comps.assign(kind=np.where(comps["component_id"] == first, "tpu", comps["kind"])),
+            f"'{first}' is a 'tpu' there, a 'gpu' in the spec", comps_file)
+    comps.to_parquet(comps_file, index=False)
+    edges_file = site / "topology" / "edges.parquet"
+    edges = pd.read_parquet(edges_file)
+    refused(edges.iloc[1:], r"edges.parquet does not match the site spec \(edges not in the spec: \[\]; spec edges "
+                            r"it lacks: \[\(", edges_file)
+    edges.to_parquet(edges_file, index=False)
+    assert load_site(site).spec == small_run.spec  # put back, it reads again
+
+
 def test_exception_mid_write_leaves_nothing(tmp_path, small_spec, monkeypatch) -> None:
     sim = SiteSimulation(small_spec, 6, seed=1)
     calls = {"n": 0}
