@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from infrabrain.logs import get_logger
 from infrabrain.models.calibration import PlattCalibrator, calibrated_ensemble, logit
@@ -24,7 +24,7 @@ from infrabrain.models.cause_naming import CauseNamingCheck, fit_cause_naming
 from infrabrain.models.device import DeviceName
 from infrabrain.models.gnn import FailurePredictor, ModelConfig
 from infrabrain.models.own_change_evidence import CARD_KEY as OWN_CHANGE_CARD_KEY
-from infrabrain.models.own_change_evidence import OwnChangeTails, fit_own_change_tails
+from infrabrain.models.own_change_evidence import END_BINS, OwnChangeTails, fit_own_change_tails
 from infrabrain.models.published_root_prior import CARD_PUBLISHED_KEY, DEFAULT_FAILURES, deployed_root_prior
 from infrabrain.models.root_prior import RootPrior, fit_root_prior
 from infrabrain.models.rule_fallback import with_rule_fallback
@@ -99,6 +99,18 @@ class PipelineConfig(BaseModel):
                                  "failing row alike, 1 every group alike (issue 3 follow-up 35)")
     cause_split: tuple[str, ...] = Field((), description="cause groups whose causes the head tells apart as "
                                          "classes of their own (ModelConfig.cause_split; issue 3 follow-up 42)")
+
+    @model_validator(mode="after")
+    def _validate_window_bins(self) -> PipelineConfig:
+        """A window of fewer than ``2 x END_BINS`` time bins would train, then fail in the explanations, which
+        compare its first and last ``END_BINS`` bins (:func:`~infrabrain.models.own_change_evidence.own_change`)."""
+        least = 2 * END_BINS * self.pool_min
+        if self.window_min < least:
+            raise ValueError(f"window_min {self.window_min} holds {self.window_min // self.pool_min} time bin(s) of "
+                             f"pool_min {self.pool_min} minutes; the explanations compare a window's first and last "
+                             f"{END_BINS} bins, so window_min must be at least {least} (or pool_min at most "
+                             f"{self.window_min // (2 * END_BINS)})")
+        return self
 
 
 def training_fractions(train_until: float) -> tuple[float, float]:

@@ -309,6 +309,10 @@ def test_cli_errors(dataset, tmp_path, capsys):
     if not torch.cuda.is_available():
         assert main(["train", "--data", str(dataset), "--out", str(tmp_path / "x"), "--device", "cuda"]) == 2
         assert "device 'cuda' asked for, but" in capsys.readouterr().err
+    # a window too short for the explanations had trained every epoch, then failed with "own change needs at
+    # least 4 bins, the snapshot has 1"
+    assert main(["train", "--data", str(dataset), "--out", str(tmp_path / "x"), "--window-min", "7"]) == 2
+    assert "window_min 7 holds 1 time bin(s) of pool_min 5 minutes" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
     assert main(["evaluate", "--checkpoint", str(tmp_path), "--data", str(dataset), "--out", str(tmp_path / "r"),
                  "--bootstrap", "-1"]) == 2
