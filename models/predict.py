@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from infrabrain.logs import get_logger
 from infrabrain.models.checkpoint import Checkpoint, describe_difference
 from infrabrain.models.features import KINDS, FeatureSet, history_steps
 from infrabrain.models.gnn import cause_groups_of, risk_and_cause_logits
@@ -21,6 +22,8 @@ from infrabrain.models.snapshots import SiteGraph, _get, collate_snapshots, grap
 
 if TYPE_CHECKING:
     from infrabrain.models.explain import Explanation
+
+log = get_logger("models.predict")
 
 
 def predict_window(
@@ -49,7 +52,9 @@ def predict_window(
     ``untrained_causes``, and a node an incumbent rule of such a group fires on has ``rule_alerts``
     (:func:`~infrabrain.models.rule_fallback.window_rule_alerts`); the risk is the model's either way.
     Raises ``ValueError`` for an unknown component type, a missing metric column, a too-short window or telemetry
-    at another cadence than the model's (``cadence_s``, seconds per step: :meth:`Checkpoint.check_cadence`).
+    at another cadence than the model's (``cadence_s``, seconds per step: :meth:`Checkpoint.check_cadence`). A
+    component kind with no observed value in the window is masked like any missing telemetry (its components
+    count as down) and logged as a warning naming it.
     """
     from infrabrain.models.calibration import PlattCalibrator, risk_of
     from infrabrain.models.cause_coverage import CauseCoverage, untrained_groups
@@ -78,6 +83,10 @@ def predict_window(
         raise ValueError(f"telemetry window has {t} steps, the model needs at least {w} ({w * cadence_s // 60} min)")
     lo = max(0, t - history_steps(w))  # counters need one step more, the XID state an hour more
     win = {k: np.asarray(v)[lo:] for k, v in metrics.items()}
+    unseen = [k for k in ckpt.feature_set.kinds if k in win and win[k].size and not np.isfinite(win[k][-w:]).any()]
+    if unseen:  # masked as documented, but a whole exporter gone quiet should be seen, not just scored around
+        log.warning("no telemetry of these component kinds in the window: their components count as down",
+                    extra={"kinds": ", ".join(unseen), "window_min": w * cadence_s // 60})
     alive = None if node_alive is None else np.asarray(node_alive, bool)[lo:]
     item = snapshot_from_window(topology, win, metric_names, ckpt.feature_set, ckpt.normalizer, w, alive,
                                 pool=ckpt.model.config.pool)

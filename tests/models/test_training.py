@@ -169,6 +169,27 @@ def test_a_checkpoint_records_its_telemetry_cadence_and_refuses_another(trained,
             save_checkpoint(tmp_path / f"bad{bad}", trained[0], sp.feature_set, sp.normalizer, cadence_s=bad)
 
 
+def test_a_kind_with_no_telemetry_in_the_window_is_masked_and_named(trained, small_splits, small_runs, tmp_path,
+                                                                     caplog):
+    """A window whose GPU exporter logged nothing scores every node as before (its GPUs count as down, the
+    documented masking), and a warning names the kind; a window with its GPUs seen logs none."""
+    import logging
+
+    from infrabrain.models.predict import predict_window
+
+    sp, run = small_splits, small_runs[-1]
+    ck = load_checkpoint(save_checkpoint(tmp_path / "c", trained[0], sp.feature_set, sp.normalizer))
+    metrics = {k: np.asarray(v) for k, v in run.metrics.items()}
+    with caplog.at_level(logging.WARNING, logger="infrabrain.models.predict"):
+        predict_window(ck, run.topology, metrics, run.metric_names, explain_top=0)
+        assert not [r for r in caplog.records if "no telemetry of these component kinds" in r.getMessage()]
+        quiet = {**metrics, "gpu": np.full_like(metrics["gpu"], np.nan)}
+        out = predict_window(ck, run.topology, quiet, run.metric_names, explain_top=0)
+    assert any(r["risk"] is not None for r in out)
+    warned = [r for r in caplog.records if "no telemetry of these component kinds" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].kinds == "gpu"
+
+
 def test_input_scaling_standardises_per_kind_and_travels_with_the_checkpoint(small_splits, tmp_path):
     from infrabrain.models.gnn import fit_input_scaling
     from infrabrain.models.training import make_loader
