@@ -400,7 +400,8 @@ def _pipeline_config(args: argparse.Namespace, seed: int) -> PipelineConfig:
                           input_scale_floor=args.scale_floor, progress=not args.no_progress, device=args.device,
                           train_on_unpredictable=args.train_on_unpredictable, cause_balance=args.cause_balance,
                           cause_split=tuple(args.cause_split),
-                          cause_head=not args.no_cause_head, lead_weight=args.lead_weight)
+                          cause_head=not args.no_cause_head, lead_weight=args.lead_weight,
+                          early_band_min=args.early_band)
 
 
 def headroom_part(args: argparse.Namespace) -> dict:
@@ -963,6 +964,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lead-weight", type=float, default=0.0,
                    help="weigh a positive training row 1 + W x its lead to the failure / 60 min (a probe, issue 3 "
                         "follow-up 45; default 0: off)")
+    p.add_argument("--early-band", type=float, default=0.0, metavar="MIN",
+                   help="leave out of the GNN's loss the negative rows whose failure comes within MIN minutes after "
+                        "the label's hour (a probe, issue 3 follow-up 46; default 0: off)")
     p.add_argument("--cause-split", nargs="*", default=[], metavar="GROUP",
                    help="cause groups whose causes the head tells apart as classes of their own, e.g. other "
                         "(PipelineConfig.cause_split; issue 3 follow-up 42)")
@@ -1084,7 +1088,8 @@ def main(argv: list[str] | None = None) -> int:
                      "summary_features": not args.no_summary, "bin_features": args.bins, "dropout": args.dropout,
                      "train_until": args.train_until, "pos_weight": args.pos_weight,
                      "train_on_unpredictable": args.train_on_unpredictable, "cause_balance": args.cause_balance,
-                     "cause_head": not args.no_cause_head, "lead_weight": args.lead_weight, "stride_min": args.stride,
+                     "cause_head": not args.no_cause_head, "lead_weight": args.lead_weight,
+                     "early_band_min": args.early_band, "stride_min": args.stride,
                      "window_min": args.window,
                      "pool_min": args.pool,
                      "scale_inputs": args.scale_inputs,

@@ -91,6 +91,9 @@ class PipelineConfig(BaseModel):
                                          "baselines' fit. Evaluation counts them either way")
     lead_weight: float = Field(0.0, ge=0.0, description="weigh a positive row by how far ahead of its failure it "
                                "lies (training.loss_fn; a probe, issue 3 follow-up 45; 0: off)")
+    early_band_min: float = Field(0.0, ge=0.0, description="leave out of the GNN's loss the negative rows whose "
+                                  "failure comes within this many minutes after the label's hour "
+                                  "(training.loss_fn; a probe, issue 3 follow-up 46; 0: off)")
     cause_head: bool = Field(True, description="give the GNN a detached cause head naming the failure's cause "
                              "group (evaluation.TYPED_CAUSE_GROUPS; ModelConfig.cause_groups): the alerts say "
                              "why, and the risk trains exactly as without it (issue 3 follow-up 33)")
@@ -206,7 +209,8 @@ def train_predictor(runs: Sequence[Any], config: PipelineConfig | None = None,
                        selection=cfg.selection,
                        weight_decay=cfg.weight_decay,
                        max_batches_per_epoch=cfg.max_batches_per_epoch, seed=cfg.seed, progress=cfg.progress,
-                       device=cfg.device, ignore_causes=ignored_causes(cfg), lead_weight=cfg.lead_weight)
+                       device=cfg.device, ignore_causes=ignored_causes(cfg), lead_weight=cfg.lead_weight,
+                       early_band_min=cfg.early_band_min)
     t0 = time.perf_counter()
     hook = (lambda epoch, rec: on_epoch(epoch, rec, model)) if on_epoch is not None else None
     result = train_model(model, splits.train, splits.val if len(splits.val) else None, tcfg, on_epoch=hook)

@@ -46,6 +46,8 @@ N_EDGE_TYPES = 6
 ALIVE_STEPS = 5
 #: Label horizon in seconds (fails within the next hour).
 HORIZON_S = 3600
+#: ``SiteTensors.to_failure_min`` where no failure follows (finite, so a masked product stays 0, not NaN).
+NO_FAILURE_MIN = 1e9
 
 
 def _get(obj: Any, name: str) -> Any:
@@ -196,15 +198,22 @@ class SiteTensors:
         obs = np.isfinite(values)
         return cls(vals0=np.where(obs, values, 0.0).astype(np.float32), obs=obs, **kw)
 
-    def lead_min(self) -> np.ndarray:
-        """``float32 [T, n_node]``: for a positive row, the minutes from its step to the end of its run of positive
-        labels (the failure); 0 elsewhere. Cached: read by training's lead weight (``loss_fn``)."""
-        if getattr(self, "_lead_min", None) is None:
-            t = np.arange(len(self.y))[:, None]
-            # the first negative row at or after each step (the run's end; the run's length past the last step)
-            end = np.minimum.accumulate(np.where(self.y, len(self.y), t)[::-1], axis=0)[::-1]
-            self._lead_min = np.where(self.y, end - t, 0).astype(np.float32) * np.float32(self.cadence_s / 60.0)
-        return self._lead_min
+    def to_failure_min(self) -> np.ndarray:
+        """``float32 [T, n_node]``: minutes from each step to the failure that ends the node's next run of positive
+        labels (a positive row's own run: its lead), :data:`NO_FAILURE_MIN` where no run follows. Cached: read by
+        training's lead weight and early band (``loss_fn``)."""
+        if getattr(self, "_to_failure_min", None) is None:
+            n_t = len(self.y)
+            t = np.arange(n_t)[:, None]
+            # the first negative row at or after each step (a run's end; the run's length past the last step)
+            end = np.minimum.accumulate(np.where(self.y, n_t, t)[::-1], axis=0)[::-1]
+            # the first positive row at or after each step, and the end of its run
+            nxt = np.minimum.accumulate(np.where(self.y, t, n_t)[::-1], axis=0)[::-1]
+            ahead = nxt < n_t
+            run_end = np.take_along_axis(end, np.minimum(nxt, n_t - 1), axis=0)
+            minutes = (run_end - t).astype(np.float32) * np.float32(self.cadence_s / 60.0)
+            self._to_failure_min = np.where(ahead, minutes, np.float32(NO_FAILURE_MIN)).astype(np.float32)
+        return self._to_failure_min
 
     def values_nan(self, lo: int, hi: int) -> np.ndarray:
         """Steps ``[lo, hi)`` as ``float32 [t, N, F]`` with NaN where missing."""
@@ -271,7 +280,7 @@ def build_snapshot(site: SiteTensors, t_idx: int, window: int, site_index: int =
         "edge_type": torch.from_numpy(site.graph.edge_type),
         "node_index": torch.from_numpy(site.graph.node_global),
         "y": torch.from_numpy(site.y[t_idx].astype(np.float32)),
-        "lead_min": torch.from_numpy(site.lead_min()[t_idx]),
+        "to_failure_min": torch.from_numpy(site.to_failure_min()[t_idx]),
         "label_mask": torch.from_numpy(node_alive.astype(np.float32)),
         "cause": torch.from_numpy(site.cause[t_idx]),
         "root": torch.from_numpy(site.root[t_idx]),
@@ -414,7 +423,7 @@ def collate_snapshots(items: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, 
     node_index = torch.zeros(b, nn_max, dtype=torch.int64)
     node_slot = torch.zeros(b, nn_max, dtype=torch.int64)
     y = torch.zeros(b, nn_max)
-    lead = torch.zeros(b, nn_max)
+    to_failure = torch.full((b, nn_max), NO_FAILURE_MIN)
     label_mask = torch.zeros(b, nn_max)
     cause = torch.full((b, nn_max), -1, dtype=torch.int64)
     root = torch.full((b, nn_max), -1, dtype=torch.int64)
@@ -436,8 +445,8 @@ def collate_snapshots(items: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, 
         node_index[i, :nn] = it["node_index"]
         node_slot[i, :nn] = remap[it["node_index"]]
         y[i, :nn] = it["y"]
-        if "lead_min" in it:
-            lead[i, :nn] = it["lead_min"]
+        if "to_failure_min" in it:
+            to_failure[i, :nn] = it["to_failure_min"]
         label_mask[i, :nn] = it["label_mask"]
         cause[i, :nn] = it["cause"]
         root[i, :nn] = it["root"]
@@ -452,7 +461,8 @@ def collate_snapshots(items: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, 
         "x": x, "mask": mask, "kind": kind, "alive": alive,
         "infra_index": infra_index, "infra_alive": infra_alive,
         "edge_index": torch.cat(edges), "edge_type": torch.cat(etypes), "gpu_edge": torch.cat(gedges),
-        "node_index": node_index, "node_slot": node_slot, "y": y, "lead_min": lead, "label_mask": label_mask,
+        "node_index": node_index, "node_slot": node_slot, "y": y, "to_failure_min": to_failure,
+        "label_mask": label_mask,
         "cause": cause,
         "root": root, "site": torch.stack([it["site"] for it in items]), "t": torch.stack([it["t"] for it in items]),
     }

@@ -36,13 +36,13 @@ from infrabrain.logs import get_logger
 from infrabrain.models.device import DeviceName, batch_to, model_device, resolve_device
 from infrabrain.models.gnn import cause_groups_of, risk_and_cause_logits
 from infrabrain.models.selection import DEFAULT_SELECTION, EarlyStopping, Selection, selection_score
-from infrabrain.models.snapshots import collate_snapshots
+from infrabrain.models.snapshots import HORIZON_S, collate_snapshots
 
 log = get_logger("models.training")
 
 
 def loss_fn(model: nn.Module, batch: dict[str, torch.Tensor], ignore_causes: Sequence[int] = (),
-            lead_weight: float = 0.0) -> torch.Tensor:
+            lead_weight: float = 0.0, early_band_min: float = 0.0) -> torch.Tensor:
     """Mean over snapshots of the masked, class-weighted BCE of each snapshot's alive nodes.
 
     ``model.pos_weight`` (from :class:`~infrabrain.models.gnn.ModelConfig`) weights positive labels. Works on a
@@ -53,8 +53,10 @@ def loss_fn(model: nn.Module, batch: dict[str, torch.Tensor], ignore_causes: Seq
     whose group the head names, weighted like a positive row of the BCE (``pos_weight``, per alive node) times its
     group's ``ModelConfig.cause_weights``. The head is detached, so this term trains the head alone
     (:mod:`~infrabrain.models.gnn`). ``lead_weight`` (a probe, issue 3 follow-up 45; 0: off) weighs a positive row
-    ``1 + lead_weight x min(lead, 60 min) / 60 min`` by how far ahead of its failure it lies (``batch["lead_min"]``),
-    so the windows an alert would be earliest on count more.
+    ``1 + lead_weight x min(lead, 60 min) / 60 min`` by how far ahead of its failure it lies
+    (``batch["to_failure_min"]``), so the windows an alert would be earliest on count more. ``early_band_min`` (a
+    probe, issue 3 follow-up 46; 0: off) leaves out of the loss the negative rows whose failure comes within that
+    many minutes after the label's hour: a precursor's earlier rows, which look like its positive ones.
     """
     core = model._module if hasattr(model, "_module") else model
     batch = batch_to(batch, model_device(core))
@@ -65,10 +67,14 @@ def loss_fn(model: nn.Module, batch: dict[str, torch.Tensor], ignore_causes: Seq
     if len(ignore_causes):
         ignored = torch.isin(batch["cause"], torch.as_tensor(list(ignore_causes), device=y.device)) & (y > 0)
         m = m * (~ignored).to(m.dtype)
+    if early_band_min and "to_failure_min" in batch:
+        early = (y == 0) & (batch["to_failure_min"] <= HORIZON_S / 60.0 + early_band_min)
+        m = m * (~early).to(m.dtype)
     pw = torch.tensor(float(getattr(core, "pos_weight", 1.0)), dtype=logits.dtype, device=logits.device)
     per = F.binary_cross_entropy_with_logits(logits, y, pos_weight=pw, reduction="none") * m
-    if lead_weight and "lead_min" in batch:
-        per = per * (1.0 + lead_weight * (y > 0).to(per.dtype) * batch["lead_min"].clamp(0.0, 60.0) / 60.0)
+    if lead_weight and "to_failure_min" in batch:
+        lead = batch["to_failure_min"].clamp(0.0, 60.0)
+        per = per * (1.0 + lead_weight * (y > 0).to(per.dtype) * lead / 60.0)
     per_sample = per.sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
     if cause_logits is not None:
         target = core.cause_targets(batch["cause"])
@@ -121,6 +127,8 @@ class TrainConfig(BaseModel):
                                            "rows are left out of the loss (see loss_fn)")
     lead_weight: float = Field(0.0, ge=0.0, description="weight on a positive row's lead to its failure (see "
                                "loss_fn); 0: off")
+    early_band_min: float = Field(0.0, ge=0.0, description="minutes after the label's hour whose failures' negative "
+                                  "rows are left out of the loss (see loss_fn); 0: off")
 
 
 @dataclass
@@ -148,6 +156,7 @@ def train_epoch(
     desc: str = "train",
     ignore_causes: Sequence[int] = (),
     lead_weight: float = 0.0,
+    early_band_min: float = 0.0,
 ) -> float:
     """One pass of ``loss_fn`` + ``optimizer.step`` over ``loader``; returns the mean batch loss."""
     from tqdm.auto import tqdm
@@ -160,7 +169,7 @@ def train_epoch(
         if max_batches is not None and i >= max_batches:
             break
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model, batch, ignore_causes, lead_weight)
+        loss = loss_fn(model, batch, ignore_causes, lead_weight, early_band_min)
         loss.backward()
         optimizer.step()
         total += float(loss.detach())
@@ -198,7 +207,8 @@ def train_model(
     for epoch in bar:
         t0 = time.perf_counter()
         loss = train_epoch(model, loader, opt, cfg.max_batches_per_epoch, progress=cfg.progress, desc=f"epoch {epoch}",
-                           ignore_causes=cfg.ignore_causes, lead_weight=cfg.lead_weight)
+                           ignore_causes=cfg.ignore_causes, lead_weight=cfg.lead_weight,
+                           early_band_min=cfg.early_band_min)
         rec: dict[str, float] = {"epoch": epoch, "loss": loss, "epoch_s": time.perf_counter() - t0}
         if val_ds is not None and len(val_ds):
             val = evaluate_model(model, val_ds, batch_size=cfg.batch_size)

@@ -115,31 +115,45 @@ def test_collate_pads_different_sites(small_splits):
     assert batch["gpu_edge"][:, 0].max() < 2 * n_max
 
 
-def test_a_positive_rows_lead_is_the_minutes_to_the_end_of_its_run(small_splits):
-    """``lead_min`` (the lead weight's input, issue 3 follow-up 45): a positive row's minutes to its failure, 0 on
-    negatives; it is carried into the batch beside ``y``."""
+def test_minutes_to_failure_are_counted_to_the_end_of_the_next_positive_run(small_splits):
+    """``to_failure_min`` (the input of the lead weight, issue 3 follow-up 45, and of the early band, follow-up
+    46): from every row, the minutes to the end of the node's next run of positive labels (a positive row's lead),
+    a sentinel where none follows; it is carried into the batch beside ``y``."""
+    from infrabrain.models.snapshots import NO_FAILURE_MIN
     from infrabrain.models.training import loss_fn
 
     site = copy.copy(small_splits.train.sites[0])
     y = np.zeros_like(site.y)
     y[3:6, 0] = True  # a run of three positive rows: the failure follows step 5
     y[9, 1] = True
-    site.y, site.cadence_s, site._lead_min = y, 120, None
-    lead = site.lead_min()
-    assert lead[:8, 0].tolist() == [0, 0, 0, 6.0, 4.0, 2.0, 0, 0] and lead[9, 1] == 2.0 and lead[8, 1] == 0
-    assert float(lead[~y].sum()) == 0.0
+    site.y, site.cadence_s, site._to_failure_min = y, 120, None
+    to_failure = site.to_failure_min()
+    assert to_failure[:7, 0].tolist() == [12.0, 10.0, 8.0, 6.0, 4.0, 2.0, NO_FAILURE_MIN]
+    assert to_failure[9, 1] == 2.0 and to_failure[8, 1] == 4.0 and to_failure[10, 1] == NO_FAILURE_MIN
+    assert (to_failure[:, 2:] == NO_FAILURE_MIN).all()
     sp = small_splits
     pos = next(i for i in range(len(sp.train)) if float(sp.train[i]["y"].sum()) > 0)
-    batch = collate_snapshots([sp.train[pos], sp.train[0]])
-    assert torch.equal(batch["lead_min"] > 0, batch["y"] > 0)
+    early = next(i for i in range(len(sp.train))
+                 if bool(((sp.train[i]["y"] == 0) & (sp.train[i]["to_failure_min"] <= 120.0)).any()))
+    batch = collate_snapshots([sp.train[pos], sp.train[early]])
+    lead = batch["to_failure_min"]
+    assert bool((lead[batch["y"] > 0] <= 60.0).all()) and bool((lead[batch["y"] > 0] > 0).all())
+    assert bool((lead[batch["y"] == 0] > 60.0).all())  # a negative row's failure lies beyond the label's hour
     from infrabrain.models.gnn import build_model
 
     torch.manual_seed(0)
     model = build_model(sp.feature_set.f_max, sp.window, pool=sp.pool)
     with torch.no_grad():
         plain = loss_fn(model, batch)
-        assert torch.equal(loss_fn(model, batch, lead_weight=0.0), plain)
+        assert torch.equal(loss_fn(model, batch, lead_weight=0.0, early_band_min=0.0), plain)
         assert float(loss_fn(model, batch, lead_weight=1.0)) > float(plain)  # the positives weigh more
+        # the early band leaves the precursor's earlier negative rows out: the loss changes only where some exist
+        band = (batch["y"] == 0) & (lead <= 120.0) & (batch["label_mask"] > 0)
+        banded = loss_fn(model, batch, early_band_min=60.0)
+        assert bool(band.any()) and not torch.equal(banded, plain)
+        far = batch.copy()
+        far["to_failure_min"] = torch.where(band, torch.full_like(lead, 121.0), lead)
+        assert torch.equal(loss_fn(model, far, early_band_min=60.0), plain)
 
 
 def test_missing_metric_column_is_an_error(small_runs, small_splits):
