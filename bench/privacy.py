@@ -12,7 +12,8 @@
    The model has the federated model's detached cause head (``--no-cause-head``: without it, as this bench
    measured before issue 3 follow-up 45); its head trains in the same per-sample clipping norm, and
    ``cause_named_right`` gives, per setting, the share of the test period's failing rows whose cause group it
-   names right.
+   names right. ``--freeze-cause-head`` keeps the public head fixed while fine-tuning (a probe, issue 3 follow-up
+   46, not adopted: docs/privacy.md).
 3. Times a DP-SGD step against a non-private step of the same expected batch size (``dp_step_ratio``).
 4. Runs the one-run canary audit (Steinke-Nasr-Jagielski 2023) on the trainer with DP on and off.
 
@@ -86,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cause-head", action=argparse.BooleanOptionalAction, default=True,
                         help="the detached cause head the federated model trains under DP-SGD since issue 3 "
                              "follow-up 38 (default on, as deployed; it shares each sample's clipping norm)")
+    parser.add_argument("--freeze-cause-head", action="store_true",
+                        help="probe: keep the public pretraining's cause head fixed while fine-tuning from it, so "
+                             "the whole clipping norm goes to the failure head (default: it trains too)")
     parser.add_argument("--repeats", type=int, default=5,
                         help="independent fine-tuning runs averaged per setting (DP noise makes one run noisy)")
     parser.add_argument("--timing-steps", type=int, default=30, help="steps timed for dp_step_ratio")
@@ -145,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                                              cause_groups=cause_groups({"cause-head": args.cause_head})))
         if state is not None:
             model.load_state_dict(state)
+            if args.freeze_cause_head and args.cause_head:
+                model.cause_head.requires_grad_(False)
         elif scaling:
             model.load_state_dict(scaling, strict=False)
         return model
@@ -274,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         "sites": args.sites, "public_sites": args.public_sites, "hours": args.hours, "epochs": args.epochs, "batch": batch,
         "optimizer": args.optimizer, "lr": args.lr, "momentum": args.momentum, "clip": args.clip,
         "repeats": args.repeats, "train_on_unpredictable": args.train_on_unpredictable, "cause_head": args.cause_head,
+        "freeze_cause_head": args.freeze_cause_head,
         "cause_named_right": {k.replace("pr_auc_", ""): round(float(np.mean(v)), 4) for k, v in named_by_key.items()},
         "cause_named_rows": results.get("cause_named_rows", 0),
         "pr_auc_runs": {k: [round(v, 4) for v in vs] for k, vs in runs_by_key.items()},
