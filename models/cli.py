@@ -134,6 +134,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     if args.bootstrap < 0:
         raise ValueError(f"--bootstrap must be 0 (skip) or a number of resamples, got {args.bootstrap}")
+    if args.rootcause_events < 0:  # had failed in pandas' sample() after the whole scoring
+        raise ValueError(f"--rootcause-events must be 0 (skip) or a number of failures, got {args.rootcause_events}")
     _check_output_dir(Path(args.out), "--out")
     runs = load_runs(args)
     ckpt = load_checkpoint(args.checkpoint, expected=FeatureSet.from_run(runs[0]))
@@ -277,7 +279,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="checkpoint directory written by `infrabrain train` (or a site's daemon checkpoint)")
     p.add_argument("--out", required=True, type=Path, help="directory for report.json and pr_curves.png")
     p.add_argument("--heldout", default=None, help="held-out sites (default: the checkpoint's, else time split)")
-    p.add_argument("--rootcause-events", type=int, default=150, help="failures explained for root-cause accuracy")
+    p.add_argument("--rootcause-events", type=int, default=150,
+                   help="failures explained for root-cause accuracy (default 150; 0 skips it)")
     p.add_argument("--oracle", action="store_true",
                    help="also score the same rows with the simulator-truth oracles, up to the ceiling (simulated "
                         "data only: --simulate or a stored simulation); see docs/predictor.md")

@@ -317,6 +317,9 @@ def test_cli_errors(dataset, tmp_path, capsys):
     assert main(["evaluate", "--checkpoint", str(tmp_path), "--data", str(dataset), "--out", str(tmp_path / "r"),
                  "--bootstrap", "-1"]) == 2
     assert "--bootstrap must be 0 (skip) or a number of resamples, got -1" in capsys.readouterr().err
+    assert main(["evaluate", "--checkpoint", str(tmp_path), "--data", str(dataset), "--out", str(tmp_path / "r"),
+                 "--rootcause-events", "-1"]) == 2
+    assert "--rootcause-events must be 0 (skip) or a number of failures, got -1" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
 
 
