@@ -165,6 +165,10 @@ class DaemonMetrics:
                                        ["site"], registry=r)
         self.bench_abnormal = Gauge("infrabrain_benchmark_abnormal", "1 when the metric is abnormal for the fleet",
                                     ["site", "metric"], registry=r)
+        self.kind_observed = Gauge("infrabrain_window_kind_observed",
+                                   "1 when the last scored window held telemetry of this component kind, 0 when "
+                                   "it held none (an exporter gone quiet: its components counted as down)",
+                                   ["site", "kind"], registry=r)
 
     def update_collector(self, health: CollectorHealth, samples: int, failed: bool) -> None:
         """Reflect one collector pass."""
@@ -262,7 +266,9 @@ class Daemon:
         self._rule_alerted: dict[tuple[str, str, str], float] = {}  # (node, rule, GPU) -> its last log line
         #: what ``/alerts`` serves: the last scoring cycle's nodes at risk (replaced whole, never mutated)
         self._alert_view: dict[str, Any] = {"site": cfg.site, "scored_at": None, "threshold": None, "scored": 0,
-                                             "nodes": [], "untrained_causes": [], "rule_alerts": []}
+                                             "nodes": [], "untrained_causes": [], "rule_alerts": [],
+                                             "unobserved_kinds": []}
+        self._unobserved: tuple[str, ...] = ()  # the kinds the last scored window held no telemetry of
         self.pictures: Any = None  # AlertPictures where site.yaml asks for alert_pictures
         if cfg.alert_pictures is not None:
             from infrabrain.client.alert_pictures import AlertPictures
@@ -429,6 +435,7 @@ class Daemon:
         except ValueError as exc:
             log.error("scoring failed", extra={"error": str(exc)})
             return []
+        self._report_unobserved(tuple(getattr(self.scorer, "unobserved_kinds", ())))
         self.metrics.score_duration.labels(site).set(time.perf_counter() - t0)
         self.metrics.score_time.labels(site).set(now)
         risks = self._alert(risks, now)
@@ -436,6 +443,21 @@ class Daemon:
         self._publish_alerts(risks, now)
         self.last_risks = risks
         return risks
+
+    def _report_unobserved(self, unobserved: tuple[str, ...]) -> None:
+        """``infrabrain_window_kind_observed`` per kind the model reads, and a log line when the set of kinds the
+        window held no telemetry of changes (a warning naming them; info when every kind is back)."""
+        for kind in getattr(self.scorer, "metric_names", {}):
+            self.metrics.kind_observed.labels(self.cfg.site, kind).set(0.0 if kind in unobserved else 1.0)
+        if unobserved != self._unobserved:
+            if unobserved:
+                from infrabrain.models.predict import UNOBSERVED_NOTE
+
+                log.warning(UNOBSERVED_NOTE, extra={"kinds": ", ".join(unobserved)})
+            else:
+                log.info("telemetry of every component kind is back in the window",
+                         extra={"were_missing": ", ".join(self._unobserved)})
+        self._unobserved = unobserved
 
     def _publish_alerts(self, risks: Sequence[NodeRisk], now: float) -> None:
         """Replace what ``/alerts`` serves with this cycle's nodes at or above the threshold, riskiest first."""
@@ -451,7 +473,7 @@ class Daemon:
         rules = rule_alert_rows(risks)
         self._alert_view = {"site": self.cfg.site, "scored_at": now, "threshold": threshold, "scored": len(risks),
                             "nodes": nodes, "untrained_causes": list(getattr(self.scorer, "untrained_causes", ())),
-                            "rule_alerts": rules}
+                            "rule_alerts": rules, "unobserved_kinds": list(self._unobserved)}
 
     def alert_view(self) -> dict[str, Any]:
         """What ``/alerts`` serves: ``site``, ``scored_at`` (the last scoring cycle, epoch seconds; None before
@@ -461,7 +483,8 @@ class Daemon:
         ``explanation``, ``root_causes``, ``root_reason``, ``alerted_at`` (its last alert) and ``picture`` (the
         address of its last alert's picture, or None); ``untrained_causes`` (the cause groups the model's training
         held too few failures of) and ``rule_alerts``: per incumbent rule of those groups firing this cycle, whatever
-        the node's risk, ``node``, ``rack``, ``risk``, ``group``, ``rule``, ``gpu`` and ``text``."""
+        the node's risk, ``node``, ``rack``, ``risk``, ``group``, ``rule``, ``gpu`` and ``text``; ``unobserved_kinds``:
+        the component kinds the scored window held no telemetry of (their components counted as down)."""
         return {**self._alert_view, "model_loaded": self.scorer is not None}
 
     def _score_anomaly(self, now: float) -> None:

@@ -207,6 +207,9 @@ class PredictorScorer:
         #: The cause groups the card's training held too few failures of (none for a card that does not say:
         #: written before issue 3 follow-up 44, or a federated site's); their incumbent rules fire beside it.
         self.untrained_causes = untrained_groups(CauseCoverage.from_card(self._ckpt.card))
+        #: the component kinds the last scored window held no telemetry of (:func:`~infrabrain.models.predict.
+        #: unobserved_kinds`): their components counted as down
+        self.unobserved_kinds: list[str] = []
         self._node_ids = topology.ids("node")
         #: global index of each GPU -> its column in the raw window's ``gpu`` block
         self._gpu_local = {int(g): i for i, g in enumerate(self._graph.kind_index.get("gpu", []))}
@@ -270,10 +273,12 @@ class PredictorScorer:
     def score(self, metrics: Mapping[str, np.ndarray]) -> list[NodeRisk]:
         """Risks for every node from a raw window ``{kind: [window_steps, n, F]}`` in ``metric_names`` order."""
         from infrabrain.models.calibration import risk_of
+        from infrabrain.models.predict import unobserved_kinds
         from infrabrain.models.rule_fallback import window_rule_alerts
         from infrabrain.models.snapshots import collate_snapshots, snapshot_from_window
 
         torch = self._torch
+        self.unobserved_kinds = unobserved_kinds({k: metrics[k] for k in self.metric_names if k in metrics})
         snap = snapshot_from_window(self.topology, metrics, self.metric_names, self.feature_set,
                                     self._ckpt.normalizer, self._ckpt.window, pool=self.pool)
         with torch.no_grad():

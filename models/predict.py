@@ -18,12 +18,23 @@ from infrabrain.logs import get_logger
 from infrabrain.models.checkpoint import Checkpoint, describe_difference
 from infrabrain.models.features import KINDS, FeatureSet, history_steps
 from infrabrain.models.gnn import cause_groups_of, risk_and_cause_logits
-from infrabrain.models.snapshots import SiteGraph, _get, collate_snapshots, graph_from_topology, snapshot_from_window
+from infrabrain.models.snapshots import (ALIVE_STEPS, SiteGraph, _get, collate_snapshots, graph_from_topology,
+                                         snapshot_from_window)
 
 if TYPE_CHECKING:
     from infrabrain.models.explain import Explanation
 
 log = get_logger("models.predict")
+#: What ``predict`` and the daemon log when a component kind has no telemetry in the window.
+UNOBSERVED_NOTE = "no telemetry of these component kinds in the window: their components count as down"
+
+
+def unobserved_kinds(window: Mapping[str, np.ndarray], steps: int = ALIVE_STEPS) -> list[str]:
+    """The component kinds of ``window`` (``{kind: [T, n, F]}``) with no finite value in its last ``steps`` steps
+    (:data:`~infrabrain.models.snapshots.ALIVE_STEPS`, what the model's alive rule reads): an exporter gone quiet,
+    every component of the kind counted as down, as any component without telemetry is. The caller says so. A
+    kind the site has no component of is not counted."""
+    return [k for k, v in window.items() if np.asarray(v).size and not np.isfinite(np.asarray(v)[-steps:]).any()]
 
 
 def predict_window(
@@ -53,8 +64,8 @@ def predict_window(
     (:func:`~infrabrain.models.rule_fallback.window_rule_alerts`); the risk is the model's either way.
     Raises ``ValueError`` for an unknown component type, a missing metric column, a too-short window or telemetry
     at another cadence than the model's (``cadence_s``, seconds per step: :meth:`Checkpoint.check_cadence`). A
-    component kind with no observed value in the window is masked like any missing telemetry (its components
-    count as down) and logged as a warning naming it.
+    component kind with no observed value in the window's last steps (:func:`unobserved_kinds`) is masked like any
+    missing telemetry (its components count as down) and logged as a warning naming it.
     """
     from infrabrain.models.calibration import PlattCalibrator, risk_of
     from infrabrain.models.cause_coverage import CauseCoverage, untrained_groups
@@ -83,10 +94,9 @@ def predict_window(
         raise ValueError(f"telemetry window has {t} steps, the model needs at least {w} ({w * cadence_s // 60} min)")
     lo = max(0, t - history_steps(w))  # counters need one step more, the XID state an hour more
     win = {k: np.asarray(v)[lo:] for k, v in metrics.items()}
-    unseen = [k for k in ckpt.feature_set.kinds if k in win and win[k].size and not np.isfinite(win[k][-w:]).any()]
+    unseen = unobserved_kinds(win)
     if unseen:  # masked as documented, but a whole exporter gone quiet should be seen, not just scored around
-        log.warning("no telemetry of these component kinds in the window: their components count as down",
-                    extra={"kinds": ", ".join(unseen), "window_min": w * cadence_s // 60})
+        log.warning(UNOBSERVED_NOTE, extra={"kinds": ", ".join(unseen), "window_min": w * cadence_s // 60})
     alive = None if node_alive is None else np.asarray(node_alive, bool)[lo:]
     item = snapshot_from_window(topology, win, metric_names, ckpt.feature_set, ckpt.normalizer, w, alive,
                                 pool=ckpt.model.config.pool)

@@ -189,6 +189,55 @@ def test_a_corrupt_checkpoint_dropped_in_its_place_keeps_the_model_the_daemon_ha
         daemon.close()
 
 
+def test_an_exporter_gone_quiet_is_named_on_metrics_alerts_and_the_log(
+        tmp_path: Path, small_dataset: Path, small_checkpoint: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A window without any GPU telemetry (the DCGM exporter down, the collector itself fine) is still scored,
+    its GPUs counted as down, the documented masking; before, nothing told the operator the scores leaned on the
+    rest. ``infrabrain_window_kind_observed`` goes to 0 for the kind, ``/alerts`` lists it, and one warning names
+    it (none per cycle after); when the GPUs come back the gauge returns to 1 and one line says so."""
+    from prometheus_client import generate_latest
+
+    cfg = load_site_config(_site_yaml(tmp_path, small_dataset, small_checkpoint))
+    t0 = 1_800_000_000.0
+    daemon = Daemon(cfg, now=t0)
+    try:
+        daemon.collect_once(t0 + 5)
+        full = {r.node_id: r.risk for r in daemon.score_once(t0 + 5)}
+
+        def observed(kind: str) -> float | None:
+            text = generate_latest(daemon.metrics.registry).decode()
+            m = re.search(rf'infrabrain_window_kind_observed{{kind="{kind}",site="{cfg.site}"}} (\S+)', text)
+            return None if m is None else float(m.group(1))
+
+        assert observed("gpu") == 1.0 and observed("node") == 1.0
+        assert daemon.alert_view()["unobserved_kinds"] == []
+        window = daemon.buffer.window
+
+        def quiet_gpus(*args: Any, **kw: Any) -> Any:
+            ts, win = window(*args, **kw)
+            return ts, {**win, "gpu": np.full_like(win["gpu"], np.nan)}
+
+        daemon.buffer.window = quiet_gpus  # type: ignore[method-assign]
+        with caplog.at_level(logging.INFO, logger="infrabrain.client.daemon"):
+            quiet = {r.node_id: r.risk for r in daemon.score_once(t0 + 5)}
+            daemon.score_once(t0 + 5)
+            daemon.buffer.window = window  # type: ignore[method-assign]
+            back = {r.node_id: r.risk for r in daemon.score_once(t0 + 5)}
+        assert quiet.keys() == full.keys() and quiet != full  # scored, on the rest of the telemetry
+        assert back == full
+        warned = [r for r in caplog.records if r.getMessage().startswith("no telemetry of these component kinds")]
+        assert len(warned) == 1 and warned[0].__dict__["kinds"] == "gpu"
+        assert [r.__dict__["were_missing"] for r in caplog.records
+                if r.getMessage() == "telemetry of every component kind is back in the window"] == ["gpu"]
+        assert observed("gpu") == 1.0 and daemon.alert_view()["unobserved_kinds"] == []
+        daemon.buffer.window = quiet_gpus  # type: ignore[method-assign]
+        daemon.score_once(t0 + 5)
+        assert observed("gpu") == 0.0 and observed("node") == 1.0
+        assert daemon.alert_view()["unobserved_kinds"] == ["gpu"]
+    finally:
+        daemon.close()
+
+
 def _cause_labels(daemon: Daemon) -> dict[str, dict[str, str]]:
     """Each node's ``infrabrain_node_top_cause`` labels, as the daemon serves them."""
     return {s.labels["node"]: s.labels for m in daemon.metrics.registry.collect()
