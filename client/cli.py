@@ -158,6 +158,9 @@ def _alerts(args: argparse.Namespace) -> int:
     nodes = view.get("nodes", [])
     print(f"site {view['site']}, scored {when}: {len(nodes)} of {view['scored']} node(s) at or above the alert "
           f"threshold {view['threshold']:.2f}")
+    if view.get("unobserved_kinds"):  # issue 3 follow-up 46: an exporter gone quiet
+        print(f"no {' or '.join(view['unobserved_kinds'])} telemetry in the scored window: every such component "
+              "counts as down in these scores")
     for n in nodes:
         print(n["explanation"])
         if n["root_causes"]:

@@ -190,7 +190,8 @@ def test_a_corrupt_checkpoint_dropped_in_its_place_keeps_the_model_the_daemon_ha
 
 
 def test_an_exporter_gone_quiet_is_named_on_metrics_alerts_and_the_log(
-        tmp_path: Path, small_dataset: Path, small_checkpoint: Path, caplog: pytest.LogCaptureFixture) -> None:
+        tmp_path: Path, small_dataset: Path, small_checkpoint: Path, caplog: pytest.LogCaptureFixture,
+        capfd: pytest.CaptureFixture[str]) -> None:
     """A window without any GPU telemetry (the DCGM exporter down, the collector itself fine) is still scored,
     its GPUs counted as down, the documented masking; before, nothing told the operator the scores leaned on the
     rest. ``infrabrain_window_kind_observed`` goes to 0 for the kind, ``/alerts`` lists it, and one warning names
@@ -234,6 +235,11 @@ def test_an_exporter_gone_quiet_is_named_on_metrics_alerts_and_the_log(
         daemon.score_once(t0 + 5)
         assert observed("gpu") == 0.0 and observed("node") == 1.0
         assert daemon.alert_view()["unobserved_kinds"] == ["gpu"]
+        port = daemon.start_metrics_server()
+        capfd.readouterr()
+        assert cli_main(["client", "alerts", "--url", f"http://127.0.0.1:{port}"]) == 0
+        assert ("\nno gpu telemetry in the scored window: every such component counts as down in these scores\n"
+                in capfd.readouterr().out)
     finally:
         daemon.close()
 
