@@ -212,9 +212,10 @@ def _check_topology(d: Path, topology: Topology) -> None:
 
 
 def _cells(table: pa.Table, id_column: str, ids: Sequence[str], timestamps: np.ndarray,
-           where: str) -> tuple[np.ndarray, np.ndarray]:
+           where: str) -> tuple[np.ndarray, np.ndarray] | None:
     """Each row's ``(step, component)`` position from its ``t`` and ``id_column`` values, so a file sorted or
-    filtered by another tool is read right; refuses an id not among ``ids`` and a cell given twice."""
+    filtered by another tool is read right; refuses an id not among ``ids`` and a cell given twice. None where
+    the rows are every cell in the order ``write_sites`` writes them (a plain reshape reads them)."""
     for col in ("t", id_column):
         if col not in table.column_names:
             raise ValueError(f"{where} has no {col!r} column")
@@ -228,6 +229,8 @@ def _cells(table: pa.Table, id_column: str, ids: Sequence[str], timestamps: np.n
     t = table.column("t").to_numpy()
     step = np.searchsorted(timestamps, t)
     key = step.astype(np.int64) * len(ids) + comp
+    if len(key) == len(timestamps) * len(ids) and np.array_equal(key, np.arange(len(key))):
+        return None  # as written: every cell once, in order
     uniq, first, counts = np.unique(key, return_index=True, return_counts=True)
     if len(uniq) < len(key):
         dup = int(first[np.argmax(counts > 1)])
@@ -277,10 +280,16 @@ def load_site(site_dir: str | Path) -> SiteRun:
     metrics = {}
     for kind, table in tables.items():
         where = f"{str(d)!r}: telemetry/kind={kind}"
-        step, comp = _cells(table, "component_id", topology.ids[kind], timestamps, where)
-        arr = np.full((steps, topology.count(kind), len(METRIC_NAMES[kind])), np.nan, dtype=np.float32)
+        cells = _cells(table, "component_id", topology.ids[kind], timestamps, where)
+        n = topology.count(kind)
+        shape = (steps, n, len(METRIC_NAMES[kind]))
+        arr = np.empty(shape, dtype=np.float32) if cells is None else np.full(shape, np.nan, dtype=np.float32)
         for i, name in enumerate(METRIC_NAMES[kind]):
-            arr[step, comp, i] = _metric_values(table, name, where)
+            values = _metric_values(table, name, where)
+            if cells is None:
+                arr[:, :, i] = values.reshape(steps, n)
+            else:
+                arr[cells[0], cells[1], i] = values
         metrics[kind] = arr
     events = pd.read_parquet(d / "events.parquet")
     label_columns = ("fail_within_1h", "cause", "root_component", "alive")
@@ -288,15 +297,17 @@ def load_site(site_dir: str | Path) -> SiteRun:
         raise ValueError(f"{str(d)!r}: labels.parquet lacks {sorted(set(label_columns) - set(lab.column_names))}")
     node_ids = topology.ids["node"]
     n_node = len(node_ids)
-    step, node = _cells(lab, "node_id", node_ids, timestamps, f"{str(d)!r}: labels.parquet")
-    if len(step) != steps * n_node:
-        raise ValueError(f"{str(d)!r}: labels.parquet gives {len(step)} of the {steps * n_node} (t, node) labels "
-                         f"of {steps} steps x {n_node} nodes")
+    cells = _cells(lab, "node_id", node_ids, timestamps, f"{str(d)!r}: labels.parquet")
+    if cells is not None and len(cells[0]) != steps * n_node:
+        raise ValueError(f"{str(d)!r}: labels.parquet gives {len(cells[0])} of the {steps * n_node} (t, node) "
+                         f"labels of {steps} steps x {n_node} nodes")
     gidx = {cid: i for i, cid in enumerate(topology.components["component_id"])}
 
     def grid(values: np.ndarray, dtype: type) -> np.ndarray:
+        if cells is None:
+            return values.reshape(steps, n_node).astype(dtype, copy=False)
         out = np.empty((steps, n_node), dtype=dtype)
-        out[step, node] = values
+        out[cells[0], cells[1]] = values
         return out
 
     labels = Labels(
