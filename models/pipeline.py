@@ -109,10 +109,11 @@ class PipelineConfig(BaseModel):
         compare its first and last ``END_BINS`` bins (:func:`~infrabrain.models.own_change_evidence.own_change`)."""
         least = 2 * END_BINS * self.pool_min
         if self.window_min < least:
+            finer = self.window_min // (2 * END_BINS)  # the largest pool_min that would do, if any (pool_min >= 1)
             raise ValueError(f"window_min {self.window_min} holds {self.window_min // self.pool_min} time bin(s) of "
                              f"pool_min {self.pool_min} minutes; the explanations compare a window's first and last "
-                             f"{END_BINS} bins, so window_min must be at least {least} (or pool_min at most "
-                             f"{self.window_min // (2 * END_BINS)})")
+                             f"{END_BINS} bins, so window_min must be at least {least}"
+                             + (f" (or pool_min at most {finer})" if finer >= 1 else ""))
         return self
 
 

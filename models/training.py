@@ -67,14 +67,15 @@ def loss_fn(model: nn.Module, batch: dict[str, torch.Tensor], ignore_causes: Seq
     if len(ignore_causes):
         ignored = torch.isin(batch["cause"], torch.as_tensor(list(ignore_causes), device=y.device)) & (y > 0)
         m = m * (~ignored).to(m.dtype)
+    horizon_min = HORIZON_S / 60.0  # a positive row lies at most this far before its failure
     if early_band_min and "to_failure_min" in batch:
-        early = (y == 0) & (batch["to_failure_min"] <= HORIZON_S / 60.0 + early_band_min)
+        early = (y == 0) & (batch["to_failure_min"] <= horizon_min + early_band_min)
         m = m * (~early).to(m.dtype)
     pw = torch.tensor(float(getattr(core, "pos_weight", 1.0)), dtype=logits.dtype, device=logits.device)
     per = F.binary_cross_entropy_with_logits(logits, y, pos_weight=pw, reduction="none") * m
     if lead_weight and "to_failure_min" in batch:
-        lead = batch["to_failure_min"].clamp(0.0, 60.0)
-        per = per * (1.0 + lead_weight * (y > 0).to(per.dtype) * lead / 60.0)
+        lead = batch["to_failure_min"].clamp(0.0, horizon_min)
+        per = per * (1.0 + lead_weight * (y > 0).to(per.dtype) * lead / horizon_min)
     per_sample = per.sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
     if cause_logits is not None:
         target = core.cause_targets(batch["cause"])
