@@ -269,6 +269,7 @@ class Daemon:
                                              "nodes": [], "untrained_causes": [], "rule_alerts": [],
                                              "unobserved_kinds": []}
         self._unobserved: tuple[str, ...] = ()  # the kinds the last scored window held no telemetry of
+        self._kinds_exported: set[str] = set()  # the kinds infrabrain_window_kind_observed has a series of
         self.pictures: Any = None  # AlertPictures where site.yaml asks for alert_pictures
         if cfg.alert_pictures is not None:
             from infrabrain.client.alert_pictures import AlertPictures
@@ -446,9 +447,15 @@ class Daemon:
 
     def _report_unobserved(self, unobserved: tuple[str, ...]) -> None:
         """``infrabrain_window_kind_observed`` per kind the model reads, and a log line when the set of kinds the
-        window held no telemetry of changes (a warning naming them; info when every kind is back)."""
-        for kind in getattr(self.scorer, "metric_names", {}):
+        window held no telemetry of changes (a warning naming them; info when every kind is back). A kind the
+        model read before a reload and reads no more loses its series, after the new kinds are set (a scrape in
+        between sees a kind too many, never one too few)."""
+        kinds = tuple(getattr(self.scorer, "metric_names", {}))
+        for kind in kinds:
             self.metrics.kind_observed.labels(self.cfg.site, kind).set(0.0 if kind in unobserved else 1.0)
+        for kind in self._kinds_exported.difference(kinds):
+            self.metrics.kind_observed.remove(self.cfg.site, kind)
+        self._kinds_exported = set(kinds)
         if unobserved != self._unobserved:
             if unobserved:
                 from infrabrain.models.predict import UNOBSERVED_NOTE

@@ -244,6 +244,52 @@ def test_an_exporter_gone_quiet_is_named_on_metrics_alerts_and_the_log(
         daemon.close()
 
 
+def test_a_reloaded_model_that_reads_a_kind_no_more_drops_its_observed_series(
+        tmp_path: Path, small_dataset: Path, small_checkpoint: Path, small_run: Any) -> None:
+    """A new checkpoint whose feature set has no PDU metric: after the reload ``infrabrain_window_kind_observed``
+    has no PDU series left (it had stayed at its last value, 1, for a kind nothing read any more), and the kinds
+    the new model reads keep theirs."""
+    import shutil
+
+    import torch
+    from prometheus_client import generate_latest
+
+    from infrabrain.models.checkpoint import save_checkpoint
+    from infrabrain.models.features import FeatureSet
+    from infrabrain.models.gnn import build_model
+    from infrabrain.models.snapshots import fit_normalizer
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(small_checkpoint, ckpt)
+    cfg = load_site_config(_site_yaml(tmp_path, small_dataset, ckpt))
+    t0 = 1_800_000_000.0
+    daemon = Daemon(cfg, now=t0)
+
+    def observed() -> dict[str, float]:
+        text = generate_latest(daemon.metrics.registry).decode()
+        return {k: float(v) for k, v in
+                re.findall(rf'infrabrain_window_kind_observed{{kind="(\w+)",site="{cfg.site}"}} (\S+)', text)}
+
+    try:
+        daemon.collect_once(t0 + 5)
+        assert daemon.score_once(t0 + 5)
+        before = observed()
+        assert before.get("pdu") == 1.0 and before.get("gpu") == 1.0
+        full = FeatureSet.from_run(small_run)
+        fs = FeatureSet(metrics={k: full.metrics_of(k) for k in full.kinds if k != "pdu"}, kinds=full.kinds)
+        torch.manual_seed(0)
+        shutil.rmtree(ckpt)
+        save_checkpoint(ckpt, build_model(fs.f_max, window=10), fs, fit_normalizer([small_run], fs))
+        card = ckpt / "model_card.json"
+        os.utime(card, (card.stat().st_atime, card.stat().st_mtime + 10))  # newer than the model loaded
+        assert daemon.score_once(t0 + 5)
+        assert "pdu" not in daemon.scorer.metric_names  # type: ignore[union-attr]
+        after = observed()
+        assert "pdu" not in after and after == {k: v for k, v in before.items() if k != "pdu"}
+    finally:
+        daemon.close()
+
+
 def _cause_labels(daemon: Daemon) -> dict[str, dict[str, str]]:
     """Each node's ``infrabrain_node_top_cause`` labels, as the daemon serves them."""
     return {s.labels["node"]: s.labels for m in daemon.metrics.registry.collect()
