@@ -161,6 +161,11 @@ def _alerts(args: argparse.Namespace) -> int:
     if view.get("unobserved_kinds"):  # issue 3 follow-up 46: an exporter gone quiet
         print(f"no {' or '.join(view['unobserved_kinds'])} telemetry in the scored window: every such component "
               "counts as down in these scores")
+    if view.get("unknown_component_count"):
+        listed = view.get("unknown_components", [])
+        more = view["unknown_component_count"] - len(listed)
+        print(f"telemetry of {view['unknown_component_count']} component(s) the topology does not have, not scored: "
+              f"{', '.join(listed)}" + (f" and {more} more" if more > 0 else ""))
     for n in nodes:
         print(n["explanation"])
         if n["root_causes"]:

@@ -37,6 +37,11 @@ DEFAULT_WINDOW_STEPS = 61
 REALERT_S = 3600.0
 #: Alert threshold when site.yaml sets none and the model card has none (no calibration, no validation failures).
 DEFAULT_ALERT_THRESHOLD = 0.5
+#: What the log says of telemetry from components the topology lacks.
+UNKNOWN_NOTE = ("telemetry of components the site's topology does not have: stored, not scored (hardware added to "
+                "the site but not to the topology file, or a collector that names components otherwise)")
+#: ``/alerts`` lists at most this many unknown components (and counts them all).
+UNKNOWN_LISTED = 100
 
 
 @runtime_checkable
@@ -165,6 +170,9 @@ class DaemonMetrics:
                                        ["site"], registry=r)
         self.bench_abnormal = Gauge("infrabrain_benchmark_abnormal", "1 when the metric is abnormal for the fleet",
                                     ["site", "metric"], registry=r)
+        self.unknown_components = Gauge("infrabrain_unknown_components",
+                                        "Components the telemetry names that the site's topology does not have "
+                                        "(their samples are stored, not scored)", ["site"], registry=r)
         self.kind_observed = Gauge("infrabrain_window_kind_observed",
                                    "1 when the last scored window held telemetry of this component kind, 0 when "
                                    "it held none (an exporter gone quiet: its components counted as down)",
@@ -270,6 +278,8 @@ class Daemon:
                                              "unobserved_kinds": []}
         self._unobserved: tuple[str, ...] = ()  # the kinds the last scored window held no telemetry of
         self._kinds_exported: set[str] = set()  # the kinds infrabrain_window_kind_observed has a series of
+        self._unknown_of: dict[str, set[str]] = {}  # per collector, the unknown components of its last batch
+        self._unknown: frozenset[str] = frozenset()  # their union, as reported (replaced whole, never mutated)
         self.pictures: Any = None  # AlertPictures where site.yaml asks for alert_pictures
         if cfg.alert_pictures is not None:
             from infrabrain.client.alert_pictures import AlertPictures
@@ -410,8 +420,24 @@ class Daemon:
                 log.exception("store refused a batch", extra={"collector": collector.name, "error": str(exc)})
                 continue
             self.buffer.add(result.samples)
+            self._unknown_of[collector.name] = self.buffer.unknown_components
         self.metrics.stored.labels(self.cfg.site).inc(total)
+        self._report_unknown(frozenset().union(*self._unknown_of.values()))
         return total
+
+    def _report_unknown(self, unknown: frozenset[str]) -> None:
+        """``infrabrain_unknown_components``, and a warning naming the components the topology lacks when new ones
+        appear (not per pass; info when there are none left). Each collector counts by its last batch, so one
+        that had nothing new this pass neither adds nor clears its own."""
+        self.metrics.unknown_components.labels(self.cfg.site).set(len(unknown))
+        new = unknown - self._unknown
+        if new:
+            names = sorted(new)
+            log.warning(UNKNOWN_NOTE, extra={"components": ", ".join(names[:20]) + (
+                f" and {len(names) - 20} more" if len(names) > 20 else ""), "unknown_components": len(unknown)})
+        elif self._unknown and not unknown:
+            log.info("every component the telemetry names is in the topology now")
+        self._unknown = unknown
 
     def score_once(self, now: float | None = None) -> list[NodeRisk]:
         """Score the newest window, update the gauges, log alerts. Empty when no model is loaded."""
@@ -491,8 +517,12 @@ class Daemon:
         address of its last alert's picture, or None); ``untrained_causes`` (the cause groups the model's training
         held too few failures of) and ``rule_alerts``: per incumbent rule of those groups firing this cycle, whatever
         the node's risk, ``node``, ``rack``, ``risk``, ``group``, ``rule``, ``gpu`` and ``text``; ``unobserved_kinds``:
-        the component kinds the scored window held no telemetry of (their components counted as down)."""
-        return {**self._alert_view, "model_loaded": self.scorer is not None}
+        the component kinds the scored window held no telemetry of (their components counted as down);
+        ``unknown_components`` (at most :data:`UNKNOWN_LISTED`, sorted) and ``unknown_component_count``: the
+        components the last collection's telemetry named that the topology does not have (not scored)."""
+        unknown = self._unknown
+        return {**self._alert_view, "model_loaded": self.scorer is not None,
+                "unknown_components": sorted(unknown)[:UNKNOWN_LISTED], "unknown_component_count": len(unknown)}
 
     def _score_anomaly(self, now: float) -> None:
         """The label-free anomaly score (``anomaly:`` in site.yaml); independent of the predictor."""

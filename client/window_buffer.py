@@ -5,7 +5,7 @@ each time, so the daemon keeps the recent window in a dense ring ``[W, n_kind, F
 simulator's ``SiteRun.metrics`` layout), fills it from each ingested batch, and warms it from the store on
 start. Samples are snapped down to their cadence step; a step never written stays NaN (missing, not
 invented). Components or metrics outside the topology/feature set are counted and otherwise ignored here
-(they are still in the store).
+(they are still in the store); the components the topology lacks are named per batch, for the daemon to say so.
 """
 
 from __future__ import annotations
@@ -46,7 +46,9 @@ class WindowBuffer:
             for k in self.component_ids
         }
         self._slot_step = np.full(self.steps, -1, dtype=np.int64)
-        self.ignored_components: set[str] = set()
+        #: the components of the last :meth:`add`'s batch that the topology lacks ("id" or "id (kind)" where the
+        #: kind is not one the buffer holds): their samples are ignored here
+        self.unknown_components: set[str] = set()
         self.ignored_samples = 0
         self.latest_step: int = -1
 
@@ -65,12 +67,13 @@ class WindowBuffer:
         landed = 0
         oldest_ok = self.latest_step - self.steps + 1
         slots: dict[int, int] = {}
+        unknown: set[str] = set()
         for t, comp, kind, metric, value in zip(batch.t, batch.component_id, batch.kind, batch.metric, batch.value,
                                                 strict=True):
             cidx = self._cidx.get(kind)
             i = cidx.get(comp) if cidx is not None else None
             if i is None:
-                self.ignored_components.add(comp)
+                unknown.add(comp if cidx is not None else f"{comp} ({kind})")
                 self.ignored_samples += 1
                 continue
             j = self._midx[kind].get(metric)
@@ -90,6 +93,7 @@ class WindowBuffer:
                 continue
             self._data[kind][slot, i, j] = value
             landed += 1
+        self.unknown_components = unknown
         return landed
 
     def filled_steps(self, steps: int | None = None, end_t: int | None = None) -> int:

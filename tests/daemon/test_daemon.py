@@ -23,7 +23,7 @@ import yaml
 
 from infrabrain.cli import main as cli_main
 from infrabrain.client.config import load_site_config
-from infrabrain.client.daemon import Daemon, RiskScorer
+from infrabrain.client.daemon import UNKNOWN_NOTE, Daemon, RiskScorer
 from infrabrain.client.scoring import NodeRisk, PredictorScorer, cause_of_metric
 from infrabrain.client.store import TelemetryStore
 
@@ -286,6 +286,54 @@ def test_a_reloaded_model_that_reads_a_kind_no_more_drops_its_observed_series(
         assert "pdu" not in daemon.scorer.metric_names  # type: ignore[union-attr]
         after = observed()
         assert "pdu" not in after and after == {k: v for k, v in before.items() if k != "pdu"}
+    finally:
+        daemon.close()
+
+
+def test_telemetry_of_hardware_the_topology_lacks_is_named_stored_and_scored_once_the_topology_has_it(
+        tmp_path: Path, small_dataset: Path, small_checkpoint: Path, caplog: pytest.LogCaptureFixture,
+        capfd: pytest.CaptureFixture[str]) -> None:
+    """A node the topology file does not have (added to the site, not to the file): its telemetry and its GPUs'
+    were dropped from the window without a word, so it was never scored. Now ``infrabrain_unknown_components``
+    counts them, one warning names them (not one per pass), ``/alerts`` and ``client alerts`` list them; the
+    store keeps their samples, so once the topology has the node a restarted daemon scores it from them."""
+    site_yaml = _site_yaml(tmp_path, small_dataset, small_checkpoint)
+    topo_path = tmp_path / "topology.yaml"
+    full_topology = topo_path.read_text()
+    topo = yaml.safe_load(full_topology)
+    topo["racks"][0]["nodes"] = [n for n in topo["racks"][0]["nodes"] if n["id"] != "r00-n01"]
+    topo_path.write_text(yaml.safe_dump(topo))
+    cfg = load_site_config(site_yaml)
+    t0 = 1_800_000_000.0
+    unknown = ["r00-n01", "r00-n01-g0", "r00-n01-g1"]
+    daemon = Daemon(cfg, now=t0)
+    try:
+        with caplog.at_level(logging.INFO, logger="infrabrain.client.daemon"):
+            daemon.collect_once(t0 + 5)
+            daemon.collect_once(t0 + 10)
+        warned = [r for r in caplog.records if r.getMessage() == UNKNOWN_NOTE]
+        assert len(warned) == 1 and warned[0].__dict__["components"] == ", ".join(unknown)
+        assert [r.node_id for r in daemon.score_once(t0 + 10)] == ["r00-n00"]
+        port = daemon.start_metrics_server()
+        assert _scrape(port)[f'infrabrain_unknown_components{{site="{cfg.site}"}}'] == 3.0
+        view = daemon.alert_view()
+        assert view["unknown_components"] == unknown and view["unknown_component_count"] == 3
+        capfd.readouterr()
+        assert cli_main(["client", "alerts", "--url", f"http://127.0.0.1:{port}"]) == 0
+        assert ("\ntelemetry of 3 component(s) the topology does not have, not scored: r00-n01, r00-n01-g0, "
+                "r00-n01-g1\n") in capfd.readouterr().out
+    finally:
+        daemon.close()
+    topo_path.write_text(full_topology)
+    daemon = Daemon(load_site_config(site_yaml), now=t0 + 10)
+    try:
+        window = daemon.buffer.window()[1]
+        n01 = daemon.topology.ids("node").index("r00-n01")
+        assert np.isfinite(window["node"][:, n01]).any()  # collected while unknown, kept by the store
+        assert sorted(r.node_id for r in daemon.score_once(t0 + 10)) == ["r00-n00", "r00-n01"]
+        daemon.collect_once(t0 + 15)
+        assert daemon.alert_view()["unknown_component_count"] == 0
+        assert daemon.metrics.registry.get_sample_value("infrabrain_unknown_components", {"site": "lab"}) == 0.0
     finally:
         daemon.close()
 
