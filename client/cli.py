@@ -161,6 +161,9 @@ def _alerts(args: argparse.Namespace) -> int:
     if view.get("unobserved_kinds"):  # issue 3 follow-up 46: an exporter gone quiet
         print(f"no {' or '.join(view['unobserved_kinds'])} telemetry in the scored window: every such component "
               "counts as down in these scores")
+    for kind, names in (view.get("unobserved_metrics") or {}).items():
+        print(f"no value of {', '.join(names)} ({kind}) in the scored window: scored as missing, where the "
+              "training data held them")
     if view.get("unknown_component_count"):
         listed = view.get("unknown_components", [])
         more = view["unknown_component_count"] - len(listed)

@@ -173,6 +173,10 @@ class DaemonMetrics:
         self.unknown_components = Gauge("infrabrain_unknown_components",
                                         "Components the telemetry names that the site's topology does not have "
                                         "(their samples are stored, not scored)", ["site"], registry=r)
+        self.metric_observed = Gauge("infrabrain_window_metric_observed",
+                                     "1 when the last scored window held a value of this metric the model reads, 0 "
+                                     "when it held none (masked as missing in the scores)",
+                                     ["site", "kind", "metric"], registry=r)
         self.kind_observed = Gauge("infrabrain_window_kind_observed",
                                    "1 when the last scored window held telemetry of this component kind, 0 when "
                                    "it held none (an exporter gone quiet: its components counted as down)",
@@ -201,6 +205,18 @@ class DaemonMetrics:
     def update_risks(self, risks: Sequence[NodeRisk]) -> None:
         """Replace the per-node series with this cycle's scores (at once: :class:`NodeSeries`)."""
         self.nodes.replace(risks)
+
+
+def _replace_series(gauge: Gauge, site: str, exported: set[tuple[str, ...]],
+                    values: Mapping[tuple[str, ...], float]) -> set[tuple[str, ...]]:
+    """Set ``gauge``'s series ``(site, *labels)`` to ``values``, then remove those of ``exported`` that are not
+    among them (a model reloaded without a kind or metric): a scrape in between sees one too many, never one too
+    few. Returns the label tuples now exported."""
+    for labels, value in values.items():
+        gauge.labels(site, *labels).set(value)
+    for labels in exported.difference(values):
+        gauge.remove(site, *labels)
+    return set(values)
 
 
 def _finite(value: float) -> float | None:
@@ -275,9 +291,11 @@ class Daemon:
         #: what ``/alerts`` serves: the last scoring cycle's nodes at risk (replaced whole, never mutated)
         self._alert_view: dict[str, Any] = {"site": cfg.site, "scored_at": None, "threshold": None, "scored": 0,
                                              "nodes": [], "untrained_causes": [], "rule_alerts": [],
-                                             "unobserved_kinds": []}
+                                             "unobserved_kinds": [], "unobserved_metrics": {}}
         self._unobserved: tuple[str, ...] = ()  # the kinds the last scored window held no telemetry of
-        self._kinds_exported: set[str] = set()  # the kinds infrabrain_window_kind_observed has a series of
+        self._kinds_exported: set[tuple[str, ...]] = set()  # the kinds infrabrain_window_kind_observed has
+        self._metrics_exported: set[tuple[str, ...]] = set()  # the (kind, metric)s _metric_observed has
+        self._missing_metrics: dict[str, list[str]] = {}  # per kind, the metrics the last window held no value of
         self._unknown_of: dict[str, set[str]] = {}  # per collector, the unknown components of its last batch
         self._unknown: frozenset[str] = frozenset()  # their union, as reported (replaced whole, never mutated)
         self.pictures: Any = None  # AlertPictures where site.yaml asks for alert_pictures
@@ -462,7 +480,8 @@ class Daemon:
         except ValueError as exc:
             log.error("scoring failed", extra={"error": str(exc)})
             return []
-        self._report_unobserved(tuple(getattr(self.scorer, "unobserved_kinds", ())))
+        self._report_unobserved(tuple(getattr(self.scorer, "unobserved_kinds", ())),
+                                dict(getattr(self.scorer, "unobserved_metrics", {})))
         self.metrics.score_duration.labels(site).set(time.perf_counter() - t0)
         self.metrics.score_time.labels(site).set(now)
         risks = self._alert(risks, now)
@@ -471,17 +490,27 @@ class Daemon:
         self.last_risks = risks
         return risks
 
-    def _report_unobserved(self, unobserved: tuple[str, ...]) -> None:
-        """``infrabrain_window_kind_observed`` per kind the model reads, and a log line when the set of kinds the
-        window held no telemetry of changes (a warning naming them; info when every kind is back). A kind the
-        model read before a reload and reads no more loses its series, after the new kinds are set (a scrape in
-        between sees a kind too many, never one too few)."""
-        kinds = tuple(getattr(self.scorer, "metric_names", {}))
-        for kind in kinds:
-            self.metrics.kind_observed.labels(self.cfg.site, kind).set(0.0 if kind in unobserved else 1.0)
-        for kind in self._kinds_exported.difference(kinds):
-            self.metrics.kind_observed.remove(self.cfg.site, kind)
-        self._kinds_exported = set(kinds)
+    def _report_unobserved(self, unobserved: tuple[str, ...], missing: dict[str, list[str]]) -> None:
+        """``infrabrain_window_kind_observed`` per kind the model reads and ``infrabrain_window_metric_observed``
+        per metric, and a log line when the kinds the window held no telemetry of, or the metrics it held no value
+        of, change (a warning naming them; info when all are back). A kind or metric the model read before a
+        reload and reads no more loses its series (:func:`_replace_series`)."""
+        names = getattr(self.scorer, "metric_names", {})
+        site = self.cfg.site
+        self._kinds_exported = _replace_series(self.metrics.kind_observed, site, self._kinds_exported,
+                                               {(k,): 0.0 if k in unobserved else 1.0 for k in names})
+        self._metrics_exported = _replace_series(
+            self.metrics.metric_observed, site, self._metrics_exported,
+            {(k, m): 0.0 if k in unobserved or m in missing.get(k, ()) else 1.0 for k in names for m in names[k]})
+        if missing != self._missing_metrics:
+            from infrabrain.models.predict import UNOBSERVED_METRICS_NOTE, describe_metrics
+
+            if missing:
+                log.warning(UNOBSERVED_METRICS_NOTE, extra={"metrics": describe_metrics(missing)})
+            else:
+                log.info("every metric the model reads is back in the window",
+                         extra={"were_missing": describe_metrics(self._missing_metrics)})
+            self._missing_metrics = missing
         if unobserved != self._unobserved:
             if unobserved:
                 from infrabrain.models.predict import UNOBSERVED_NOTE
@@ -506,7 +535,8 @@ class Daemon:
         rules = rule_alert_rows(risks)
         self._alert_view = {"site": self.cfg.site, "scored_at": now, "threshold": threshold, "scored": len(risks),
                             "nodes": nodes, "untrained_causes": list(getattr(self.scorer, "untrained_causes", ())),
-                            "rule_alerts": rules, "unobserved_kinds": list(self._unobserved)}
+                            "rule_alerts": rules, "unobserved_kinds": list(self._unobserved),
+                            "unobserved_metrics": {k: list(v) for k, v in self._missing_metrics.items()}}
 
     def alert_view(self) -> dict[str, Any]:
         """What ``/alerts`` serves: ``site``, ``scored_at`` (the last scoring cycle, epoch seconds; None before
@@ -518,6 +548,7 @@ class Daemon:
         held too few failures of) and ``rule_alerts``: per incumbent rule of those groups firing this cycle, whatever
         the node's risk, ``node``, ``rack``, ``risk``, ``group``, ``rule``, ``gpu`` and ``text``; ``unobserved_kinds``:
         the component kinds the scored window held no telemetry of (their components counted as down);
+        ``unobserved_metrics``: per kind with telemetry, the metrics the model reads that it held no value of;
         ``unknown_components`` (at most :data:`UNKNOWN_LISTED`, sorted) and ``unknown_component_count``: the
         components the last collection's telemetry named that the topology does not have (not scored)."""
         unknown = self._unknown

@@ -210,6 +210,9 @@ class PredictorScorer:
         #: the component kinds the last scored window held no telemetry of (:func:`~infrabrain.models.predict.
         #: unobserved_kinds`): their components counted as down
         self.unobserved_kinds: list[str] = []
+        #: per kind with telemetry, the metrics the model reads that the last scored window held no value of
+        #: (:func:`~infrabrain.models.predict.unobserved_metrics`): masked as missing
+        self.unobserved_metrics: dict[str, list[str]] = {}
         self._node_ids = topology.ids("node")
         #: global index of each GPU -> its column in the raw window's ``gpu`` block
         self._gpu_local = {int(g): i for i, g in enumerate(self._graph.kind_index.get("gpu", []))}
@@ -273,12 +276,13 @@ class PredictorScorer:
     def score(self, metrics: Mapping[str, np.ndarray]) -> list[NodeRisk]:
         """Risks for every node from a raw window ``{kind: [window_steps, n, F]}`` in ``metric_names`` order."""
         from infrabrain.models.calibration import risk_of
-        from infrabrain.models.predict import unobserved_kinds
+        from infrabrain.models.predict import unobserved_kinds, unobserved_metrics
         from infrabrain.models.rule_fallback import window_rule_alerts
         from infrabrain.models.snapshots import collate_snapshots, snapshot_from_window
 
         torch = self._torch
         self.unobserved_kinds = unobserved_kinds({k: metrics[k] for k in self.metric_names if k in metrics})
+        self.unobserved_metrics = unobserved_metrics(metrics, self.metric_names, self.model_steps)
         snap = snapshot_from_window(self.topology, metrics, self.metric_names, self.feature_set,
                                     self._ckpt.normalizer, self._ckpt.window, pool=self.pool)
         with torch.no_grad():

@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 log = get_logger("models.predict")
 #: What ``predict`` and the daemon log when a component kind has no telemetry in the window.
 UNOBSERVED_NOTE = "no telemetry of these component kinds in the window: their components count as down"
+#: What ``predict`` and the daemon log when metrics the model reads have no value in the window.
+UNOBSERVED_METRICS_NOTE = ("no value of these metrics the model reads in the window: scored as missing where the "
+                           "training data held them")
 
 
 def unobserved_kinds(window: Mapping[str, np.ndarray], steps: int = ALIVE_STEPS) -> list[str]:
@@ -35,6 +38,28 @@ def unobserved_kinds(window: Mapping[str, np.ndarray], steps: int = ALIVE_STEPS)
     every component of the kind counted as down, as any component without telemetry is. The caller says so. A
     kind the site has no component of is not counted."""
     return [k for k, v in window.items() if np.asarray(v).size and not np.isfinite(np.asarray(v)[-steps:]).any()]
+
+
+def unobserved_metrics(window: Mapping[str, np.ndarray], metric_names: Mapping[str, Sequence[str]],
+                       steps: int) -> dict[str, list[str]]:
+    """Per component kind of ``window`` (``{kind: [T, n, F]}`` in ``metric_names`` order) that has telemetry, the
+    metrics with no finite value in its last ``steps`` steps (the model's window): a field an exporter does not
+    export, or a collector mapping without it. The model masks them like any missing value; the caller says so. A
+    kind with no telemetry at all is :func:`unobserved_kinds`'s to name."""
+    out: dict[str, list[str]] = {}
+    for kind, names in metric_names.items():
+        a = np.asarray(window.get(kind, np.empty((0, 0, 0))))
+        if not a.size:
+            continue
+        seen = np.isfinite(a[-steps:]).any(axis=(0, 1))
+        if seen.any() and not seen.all():
+            out[kind] = [m for m, s in zip(names, seen, strict=True) if not s]
+    return out
+
+
+def describe_metrics(missing: Mapping[str, Sequence[str]]) -> str:
+    """``{"gpu": ["A", "B"], "node": ["C"]}`` as "gpu: A, B; node: C" (for a log line)."""
+    return "; ".join(f"{kind}: {', '.join(names)}" for kind, names in missing.items())
 
 
 def predict_window(
@@ -65,7 +90,8 @@ def predict_window(
     Raises ``ValueError`` for an unknown component type, a missing metric column, a too-short window or telemetry
     at another cadence than the model's (``cadence_s``, seconds per step: :meth:`Checkpoint.check_cadence`). A
     component kind with no observed value in the window's last steps (:func:`unobserved_kinds`) is masked like any
-    missing telemetry (its components count as down) and logged as a warning naming it.
+    missing telemetry (its components count as down) and logged as a warning naming it; so is a metric the model
+    reads with no value in the model's window while its kind has telemetry (:func:`unobserved_metrics`).
     """
     from infrabrain.models.calibration import PlattCalibrator, risk_of
     from infrabrain.models.cause_coverage import CauseCoverage, untrained_groups
@@ -97,6 +123,10 @@ def predict_window(
     unseen = unobserved_kinds(win)
     if unseen:  # masked as documented, but a whole exporter gone quiet should be seen, not just scored around
         log.warning(UNOBSERVED_NOTE, extra={"kinds": ", ".join(unseen), "window_min": w * cadence_s // 60})
+    absent = unobserved_metrics(win, metric_names, w + 1)
+    if absent:  # the same for one field: masked, and said
+        log.warning(UNOBSERVED_METRICS_NOTE, extra={"metrics": describe_metrics(absent),
+                                                    "window_min": w * cadence_s // 60})
     alive = None if node_alive is None else np.asarray(node_alive, bool)[lo:]
     item = snapshot_from_window(topology, win, metric_names, ckpt.feature_set, ckpt.normalizer, w, alive,
                                 pool=ckpt.model.config.pool)

@@ -244,11 +244,68 @@ def test_an_exporter_gone_quiet_is_named_on_metrics_alerts_and_the_log(
         daemon.close()
 
 
+def test_a_field_the_exporter_does_not_send_is_named_on_metrics_alerts_and_the_log(
+        tmp_path: Path, small_dataset: Path, small_checkpoint: Path, caplog: pytest.LogCaptureFixture,
+        capfd: pytest.CaptureFixture[str]) -> None:
+    """GPUs whose exporter sends every field but the single-bit ECC counter (the DCGM exporter's field list
+    without it): the window is scored with the counter masked as missing, as before, and now said.
+    ``infrabrain_window_metric_observed`` is 0 for that metric only, ``/alerts`` and ``client alerts`` name it,
+    one warning names it over two cycles, and when it is back the gauge is 1 and one info line says so."""
+    from prometheus_client import generate_latest
+
+    ecc = "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL"
+    cfg = load_site_config(_site_yaml(tmp_path, small_dataset, small_checkpoint))
+    t0 = 1_800_000_000.0
+    daemon = Daemon(cfg, now=t0)
+    try:
+        daemon.collect_once(t0 + 5)
+        full = {r.node_id: r.risk for r in daemon.score_once(t0 + 5)}
+
+        def observed() -> dict[tuple[str, str], float]:
+            text = generate_latest(daemon.metrics.registry).decode()
+            pattern = rf'infrabrain_window_metric_observed{{kind="(\w+)",metric="(\w+)",site="{cfg.site}"}} (\S+)'
+            return {(k, m): float(v) for k, m, v in re.findall(pattern, text)}
+
+        names = daemon.scorer.metric_names  # type: ignore[union-attr]
+        assert observed() == {(k, m): 1.0 for k in names for m in names[k]}
+        assert daemon.alert_view()["unobserved_metrics"] == {}
+        window = daemon.buffer.window
+        j = names["gpu"].index(ecc)
+
+        def without_ecc(*args: Any, **kw: Any) -> Any:
+            ts, win = window(*args, **kw)
+            gpu = win["gpu"].copy()
+            gpu[:, :, j] = np.nan
+            return ts, {**win, "gpu": gpu}
+
+        daemon.buffer.window = without_ecc  # type: ignore[method-assign]
+        with caplog.at_level(logging.INFO, logger="infrabrain.client.daemon"):
+            masked = {r.node_id: r.risk for r in daemon.score_once(t0 + 5)}
+            assert observed() == {(k, m): 0.0 if m == ecc else 1.0 for k in names for m in names[k]}
+            assert daemon.alert_view()["unobserved_metrics"] == {"gpu": [ecc]}
+            port = daemon.start_metrics_server()
+            capfd.readouterr()
+            assert cli_main(["client", "alerts", "--url", f"http://127.0.0.1:{port}"]) == 0
+            assert (f"\nno value of {ecc} (gpu) in the scored window: scored as missing, where the training data "
+                    "held them\n") in capfd.readouterr().out
+            daemon.score_once(t0 + 5)
+            daemon.buffer.window = window  # type: ignore[method-assign]
+            back = {r.node_id: r.risk for r in daemon.score_once(t0 + 5)}
+        assert masked.keys() == full.keys() and back == full
+        warned = [r for r in caplog.records if r.getMessage().startswith("no value of these metrics the model reads")]
+        assert len(warned) == 1 and warned[0].__dict__["metrics"] == f"gpu: {ecc}"
+        assert [r.__dict__["were_missing"] for r in caplog.records
+                if r.getMessage() == "every metric the model reads is back in the window"] == [f"gpu: {ecc}"]
+        assert set(observed().values()) == {1.0} and daemon.alert_view()["unobserved_metrics"] == {}
+    finally:
+        daemon.close()
+
+
 def test_a_reloaded_model_that_reads_a_kind_no_more_drops_its_observed_series(
         tmp_path: Path, small_dataset: Path, small_checkpoint: Path, small_run: Any) -> None:
     """A new checkpoint whose feature set has no PDU metric: after the reload ``infrabrain_window_kind_observed``
-    has no PDU series left (it had stayed at its last value, 1, for a kind nothing read any more), and the kinds
-    the new model reads keep theirs."""
+    has no PDU series left (it had stayed at its last value, 1, for a kind nothing read any more), nor has
+    ``infrabrain_window_metric_observed``, and the kinds the new model reads keep theirs."""
     import shutil
 
     import torch
@@ -286,6 +343,8 @@ def test_a_reloaded_model_that_reads_a_kind_no_more_drops_its_observed_series(
         assert "pdu" not in daemon.scorer.metric_names  # type: ignore[union-attr]
         after = observed()
         assert "pdu" not in after and after == {k: v for k, v in before.items() if k != "pdu"}
+        text = generate_latest(daemon.metrics.registry).decode()
+        assert 'infrabrain_window_metric_observed{kind="gpu"' in text and 'kind="pdu"' not in text
     finally:
         daemon.close()
 

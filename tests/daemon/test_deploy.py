@@ -42,11 +42,13 @@ def test_dashboard_uses_only_exported_metrics() -> None:
     m.anomaly_threshold.labels("lab").set(10.0)
     m.kind_observed.labels("lab", "gpu").set(0.0)
     m.unknown_components.labels("lab").set(2.0)
+    m.metric_observed.labels("lab", "node", "node_load1").set(0.0)
     exported = set(re.findall(r"^(infrabrain_[a-z_]+)", generate_latest(m.registry).decode(), flags=re.M))
     used = {name for expr in dashboard_exprs() for name in re.findall(r"infrabrain_[a-z_]+", expr)}
     assert used and used <= exported, used - exported
     for panel_title in ("Failure risk by rack", "Top at-risk nodes", "Collector health", "Incumbent rule alerts",
-                        "Telemetry in the scored window", "Components the topology does not have"):
+                        "Telemetry in the scored window", "Components the topology does not have",
+                        "Metrics the model reads, missing"):
         assert panel_title in (DEPLOY / "grafana-dashboard.json").read_text()
     # the top-nodes table places every label of the cause gauge (source: the alert's sentence or the heuristic)
     dash = json.loads((DEPLOY / "grafana-dashboard.json").read_text())

@@ -190,6 +190,43 @@ def test_a_kind_with_no_telemetry_in_the_window_is_masked_and_named(trained, sma
     assert len(warned) == 1 and warned[0].kinds == "gpu"
 
 
+def test_a_metric_with_no_value_in_the_window_is_masked_and_named(trained, small_splits, small_runs, tmp_path,
+                                                                   caplog):
+    """A window whose GPUs export no single-bit ECC counter (a field the exporter was not configured with) is
+    scored, the counter masked as missing, and one warning names it with its kind; a metric seen only before the
+    model's window counts as missing too. A full window warns of nothing, and a kind with no telemetry at all
+    is named as a kind, not metric by metric."""
+    import logging
+
+    from infrabrain.models.predict import predict_window, unobserved_metrics
+
+    sp, run = small_splits, small_runs[-1]
+    ck = load_checkpoint(save_checkpoint(tmp_path / "c", trained[0], sp.feature_set, sp.normalizer))
+    metrics = {k: np.asarray(v) for k, v in run.metrics.items()}
+    names = run.metric_names
+    ecc = list(names["gpu"]).index("DCGM_FI_DEV_ECC_SBE_VOL_TOTAL")
+    steps = ck.window + 1
+    assert unobserved_metrics(metrics, names, steps) == {}
+    gpu = metrics["gpu"].copy()
+    gpu[-steps:, :, ecc] = np.nan  # seen before the model's window, not in it
+    assert unobserved_metrics({**metrics, "gpu": gpu}, names, steps) == {"gpu": ["DCGM_FI_DEV_ECC_SBE_VOL_TOTAL"]}
+    gpu[-steps - 1, :, ecc] = metrics["gpu"][-steps - 1, :, ecc]
+    gpu[-1, 0, ecc] = 3.0  # one GPU's one reading in the window: seen
+    assert unobserved_metrics({**metrics, "gpu": gpu}, names, steps) == {}
+    assert unobserved_metrics({**metrics, "gpu": np.full_like(gpu, np.nan)}, names, steps) == {}
+    note = "no value of these metrics the model reads in the window"
+    with caplog.at_level(logging.WARNING, logger="infrabrain.models.predict"):
+        full = predict_window(ck, run.topology, metrics, names, explain_top=0)
+        assert not [r for r in caplog.records if note in r.getMessage()]
+        gpu = metrics["gpu"].copy()
+        gpu[:, :, ecc] = np.nan
+        out = predict_window(ck, run.topology, {**metrics, "gpu": gpu}, names, explain_top=0)
+    assert [r["node_id"] for r in out if r["risk"] is not None] == [r["node_id"] for r in full
+                                                                   if r["risk"] is not None]
+    warned = [r for r in caplog.records if note in r.getMessage()]
+    assert len(warned) == 1 and warned[0].metrics == "gpu: DCGM_FI_DEV_ECC_SBE_VOL_TOTAL"
+
+
 def test_input_scaling_standardises_per_kind_and_travels_with_the_checkpoint(small_splits, tmp_path):
     from infrabrain.models.gnn import fit_input_scaling
     from infrabrain.models.training import make_loader
