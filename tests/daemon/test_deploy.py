@@ -173,3 +173,21 @@ def test_example_configs_are_valid() -> None:
     assert len(topo.ids("gpu")) == 32 and cfg.collectors.prometheus is not None
     mapping = load_mapping(cfg.collectors.prometheus.mapping)
     assert mapping.label_values["instance"]["10.0.0.10:9100"] in topo.ids("node")
+
+
+def test_dcgm_exporter_counters_file_lists_every_gpu_field_the_model_reads() -> None:
+    """deploy/dcgm-exporter-counters.csv (dcgm-exporter's `-f` file) has exactly the GPU fields a model trained on
+    the simulator's telemetry reads, each with the Prometheus type the encoder treats it as: dcgm-exporter's
+    default file leaves five of them out, which the model then reads as missing in every window."""
+    from infrabrain.models.features import is_counter, is_xid_code
+    from infrabrain.simulation.telemetry import METRIC_NAMES
+
+    rows = [[c.strip() for c in line.split(",", 2)]
+            for line in (DEPLOY / "dcgm-exporter-counters.csv").read_text().splitlines()
+            if line.strip() and not line.startswith("#")]
+    assert all(len(r) == 3 and r[2] for r in rows), rows
+    fields = [r[0] for r in rows]
+    assert len(fields) == len(set(fields)) and set(fields) == set(METRIC_NAMES["gpu"])
+    for field, kind, _ in rows:
+        assert kind == ("counter" if is_counter(field) else "gauge"), field
+        assert not (is_xid_code(field) and kind == "counter")
