@@ -32,8 +32,18 @@ def register(subparsers: Any) -> None:
     run.add_argument("--max-cycles", type=int, default=None, help="stop after N collection cycles (testing)")
     run.set_defaults(handler=_run)
 
-    once = sub.add_parser("collect-once", help="run every configured collector once and store the result")
+    once = sub.add_parser(
+        "collect-once", help="run every configured collector once and store the result",
+        description="Run every collector of site.yaml once, store what they give, and print one JSON object: "
+                    "samples stored, each collector's health, and what the window now holds of the fields the "
+                    "model reads (the checkpoint's, else the federated feature set's): kinds_missing, "
+                    "fields_missing (e.g. dcgm-exporter started without deploy/dcgm-exporter-counters.csv) and "
+                    "unknown_components (telemetry of components the topology file lacks). Exit 1 when no "
+                    "collector is up; with --strict, 2 when anything the model reads is missing or a component "
+                    "is unknown. A check to run before `client run`.")
     once.add_argument("--config", required=True, help="site.yaml")
+    once.add_argument("--strict", action="store_true",
+                      help="exit 2 when a kind or field the model reads is missing, or a component is unknown")
     once.set_defaults(handler=_collect_once)
 
     info = sub.add_parser("store-info", help="size, sample counts, time range, integrity and collector positions "
@@ -233,10 +243,14 @@ def _collect_once(args: argparse.Namespace) -> int:
         stored = daemon.collect_once()
         health = {name: {"up": h.up, "samples": h.samples_total, "error": h.last_error}
                   for name, h in daemon.health.items()}
+        coverage = daemon.window_coverage()
     finally:
         daemon.close()
-    print(json.dumps({"stored": stored, "collectors": health}))
-    return 0 if any(h["up"] for h in health.values()) else 1
+    print(json.dumps({"stored": stored, "collectors": health, "window": coverage}))
+    if not any(h["up"] for h in health.values()):
+        return 1
+    lacking = coverage["kinds_missing"] or coverage["fields_missing"] or coverage["unknown_component_count"]
+    return 2 if args.strict and lacking else 0
 
 
 def _store_info(args: argparse.Namespace) -> int:

@@ -457,6 +457,32 @@ class Daemon:
             log.info("every component the telemetry names is in the topology now")
         self._unknown = unknown
 
+    def window_coverage(self) -> dict[str, Any]:
+        """What the window now holds of what a model reads, for a check before scoring starts (``client
+        collect-once``): ``model`` (whose fields: the loaded checkpoint's, else the federated feature set's),
+        ``kinds_missing`` (kinds the topology has that the whole window holds no telemetry of),
+        ``fields_missing`` (per kind with telemetry, the fields it holds no value of) and the unknown components
+        of the last collection."""
+        from infrabrain.client.predictor_task import feature_set
+        from infrabrain.models.features import STATIC_METRICS
+        from infrabrain.models.predict import unobserved_kinds, unobserved_metrics
+
+        if self.scorer is not None:
+            names = {k: list(v) for k, v in self.scorer.metric_names.items()}
+        else:
+            fs = feature_set()
+            names = {k: [m for m in fs.raw_metrics_of(k) if m not in STATIC_METRICS] for k in fs.kinds}
+        _, win = self.buffer.window()
+        cols = {k: [self.buffer.metric_names[k].index(m) for m in v if m in self.buffer.metric_names.get(k, ())]
+                for k, v in names.items() if v and self.topology.ids(k)}
+        window = {k: win[k][:, :, c] for k, c in cols.items()}
+        return {"model": "checkpoint" if self.scorer is not None else "federated feature set",
+                "window_steps": self.buffer.steps,
+                "kinds_missing": unobserved_kinds(window, steps=self.buffer.steps),
+                "fields_missing": unobserved_metrics(window, {k: names[k] for k in cols}, self.buffer.steps),
+                "unknown_components": sorted(self._unknown)[:UNKNOWN_LISTED],
+                "unknown_component_count": len(self._unknown)}
+
     def score_once(self, now: float | None = None) -> list[NodeRisk]:
         """Score the newest window, update the gauges, log alerts. Empty when no model is loaded."""
         now = time.time() if now is None else now

@@ -99,6 +99,7 @@ def default_mapping(instance_to_node: dict[str, str] | None = None, step_s: int 
         "node_memory_MemAvailable_bytes": "node_memory_MemAvailable_bytes",
         "node_network_receive_errs_total": "node_network_receive_errs_total",
         "node_network_transmit_errs_total": "node_network_transmit_errs_total",
+        "node_infiniband_port_errors_received_total": "node_infiniband_port_errors_received_total",
         "node_disk_io_time_seconds_total": "node_disk_io_time_seconds_total",
         "node_edac_correctable_errors_total": "node_edac_correctable_errors_total",
         "node_edac_uncorrectable_errors_total": "node_edac_uncorrectable_errors_total",

@@ -564,15 +564,50 @@ def test_cli_collect_once_and_store_info(tmp_path: Path, small_dataset: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     cfg = _site_yaml(tmp_path, small_dataset, None)
     capsys.readouterr()
-    assert cli_main(["client", "collect-once", "--config", str(cfg)]) == 0
+    assert cli_main(["client", "collect-once", "--config", str(cfg), "--strict"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["stored"] > 0 and out["collectors"]["replay"]["up"] and not out["collectors"]["nvml"]["up"]
     assert "NVML library not found" in out["collectors"]["nvml"]["error"]
+    assert out["window"]["model"] == "federated feature set"
+    assert (out["window"]["kinds_missing"], out["window"]["fields_missing"],
+            out["window"]["unknown_component_count"]) == ([], {}, 0)
     assert cli_main(["client", "store-info", "--config", str(cfg)]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["integrity"] == "ok" and info["n_samples"] == out["stored"]
     assert cli_main(["client", "check-topology", str(tmp_path / "topology.yaml")]) == 0
     assert json.loads(capsys.readouterr().out)["components"]["gpu"] == 4
+
+
+def test_collect_once_says_what_a_model_would_miss_before_the_daemon_runs(
+        tmp_path: Path, small_dataset: Path, small_checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`client collect-once` as a check before `client run`: telemetry whose GPUs export no single-bit ECC counter
+    (dcgm-exporter's default fields), and a node the topology file lacks, are named in its JSON at once, where the
+    daemon says so only once it scores (half a window later). ``--strict`` exits 2 on them; 0 without it."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = tmp_path / "dataset"
+    shutil.copytree(small_dataset, data)
+    gpu_file = next((data / "site=lab" / "telemetry" / "kind=gpu").glob("*.parquet"))
+    table = pq.read_table(gpu_file)
+    ecc = "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL"
+    col = table.schema.get_field_index(ecc)
+    never_sent = pa.nulls(table.num_rows, type=table.schema.field(ecc).type)
+    pq.write_table(table.set_column(col, ecc, never_sent), gpu_file)
+    cfg = _site_yaml(tmp_path, data, small_checkpoint)
+    topo = yaml.safe_load((tmp_path / "topology.yaml").read_text())
+    topo["racks"][0]["nodes"] = topo["racks"][0]["nodes"][:1]
+    (tmp_path / "topology.yaml").write_text(yaml.safe_dump(topo))
+    capsys.readouterr()
+    assert cli_main(["client", "collect-once", "--config", str(cfg)]) == 0
+    window = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["window"]
+    assert window["model"] == "checkpoint" and window["kinds_missing"] == []
+    assert window["fields_missing"] == {"gpu": [ecc]}
+    assert window["unknown_components"] == ["r00-n01", "r00-n01-g0", "r00-n01-g1"]
+    (tmp_path / "store.db").unlink()
+    assert cli_main(["client", "collect-once", "--config", str(cfg), "--strict"]) == 2
 
 
 def test_no_model_means_no_scores_and_privacy_budget_from_the_ledger(tmp_path: Path, small_dataset: Path) -> None:

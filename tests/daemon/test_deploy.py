@@ -191,3 +191,18 @@ def test_dcgm_exporter_counters_file_lists_every_gpu_field_the_model_reads() -> 
     for field, kind, _ in rows:
         assert kind == ("counter" if is_counter(field) else "gauge"), field
         assert not (is_xid_code(field) and kind == "counter")
+
+
+def test_the_default_and_example_prometheus_mappings_give_every_field_the_model_reads() -> None:
+    """The Prometheus collector's default mapping (no mapping file) and deploy's example mapping map every node
+    metric the model reads, and every DCGM field through ``{__name__}``. The default had no InfiniBand port
+    errors, the node metric network cascades are foretold by: a site without a mapping file scored every window
+    without it."""
+    from infrabrain.client.collectors.prometheus import default_mapping, load_mapping
+    from infrabrain.simulation.telemetry import METRIC_NAMES
+
+    for mapping in (default_mapping(), load_mapping(DEPLOY / "prometheus-mapping.example.yaml")):
+        node = {s.metric for s in mapping.series if s.kind == "node"}
+        assert set(METRIC_NAMES["node"]) <= node, set(METRIC_NAMES["node"]) - node
+        assert any(s.kind == "gpu" and s.metric == "{__name__}" and "DCGM_FI_DEV_" in s.query
+                   for s in mapping.series)
