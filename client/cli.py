@@ -38,7 +38,8 @@ def register(subparsers: Any) -> None:
                     "samples stored, each collector's health, and what the window now holds of the fields the "
                     "model reads (the checkpoint's, else the federated feature set's): kinds_missing, "
                     "fields_missing (e.g. dcgm-exporter started without deploy/dcgm-exporter-counters.csv) and "
-                    "unknown_components (telemetry of components the topology file lacks). Exit 1 when no "
+                    "unknown_components (telemetry of components the topology file lacks); the kinds site.yaml "
+                    "lists as unmonitored_kinds are not missing. Exit 1 when no "
                     "collector is up; with --strict, 2 when anything the model reads is missing or a component "
                     "is unknown. A check to run before `client run`.")
     once.add_argument("--config", required=True, help="site.yaml")
@@ -171,6 +172,9 @@ def _alerts(args: argparse.Namespace) -> int:
     if view.get("unobserved_kinds"):  # issue 3 follow-up 46: an exporter gone quiet
         print(f"no {' or '.join(view['unobserved_kinds'])} telemetry in the scored window: every such component "
               "counts as down in these scores")
+    if view.get("unmonitored_kinds"):
+        print(f"this site sends no {', '.join(view['unmonitored_kinds'])} telemetry (site.yaml's unmonitored_kinds): "
+              "every such component counts as down in these scores")
     for kind, names in (view.get("unobserved_metrics") or {}).items():
         print(f"no value of {', '.join(names)} ({kind}) in the scored window: scored as missing, where the "
               "training data held them")

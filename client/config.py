@@ -8,6 +8,7 @@ Example (every section but ``site``, ``topology`` and one collector is optional)
     collect_interval_s: 60
     score_interval_s: 60
     alert_threshold: 0.5          # optional; unset: the model card's validated threshold
+    unmonitored_kinds: [pdu, cooling, rack]   # optional: kinds no exporter sends (their absence is not paged)
     store: {path: /var/lib/infrabrain/store.db, retention_days: 14, synchronous: normal}
     metrics: {host: 0.0.0.0, port: 9464}
     model: {checkpoint: /var/lib/infrabrain/model}
@@ -140,6 +141,10 @@ class SiteConfig(_Strict):
         None, ge=0, le=1, description="risk at which a node is alerted; unset: the model card's threshold (chosen "
         "on the validation split at precision >= 0.5), or DEFAULT_ALERT_THRESHOLD where the card has none")
     torch_threads: int = Field(1, ge=1, le=256, description="CPU threads for scoring (the daemon shares its host)")
+    unmonitored_kinds: tuple[str, ...] = Field(
+        (), description="component kinds no collector sends telemetry of by design (no exporter for the switches, "
+        "PDUs, cooling units or racks): the model counts them as down in every score, as without this, but their "
+        "absence is not reported as an exporter gone quiet")
     store: StoreConfig = Field(default_factory=StoreConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     model: ModelConfigSection = Field(default_factory=ModelConfigSection)
@@ -149,6 +154,21 @@ class SiteConfig(_Strict):
     federation: dict[str, Any] | None = None
     benchmark: dict[str, Any] | None = None
     anomaly: AnomalySection | None = None
+
+    @model_validator(mode="after")
+    def _validate_unmonitored_kinds(self) -> SiteConfig:
+        from infrabrain.client.topology_file import KINDS
+
+        unknown = [k for k in self.unmonitored_kinds if k not in KINDS]
+        if unknown:
+            raise ValueError(f"unmonitored_kinds: unknown component kind(s) {unknown}; known: {list(KINDS)}")
+        if {"gpu", "node"} & set(self.unmonitored_kinds):
+            raise ValueError("unmonitored_kinds: gpu and node cannot be unmonitored (the model scores each node from "
+                             "its own and its GPUs' telemetry); list only upstream kinds: leaf, spine, pdu, cooling, "
+                             "rack")
+        if len(set(self.unmonitored_kinds)) != len(self.unmonitored_kinds):
+            raise ValueError(f"unmonitored_kinds names a kind twice: {list(self.unmonitored_kinds)}")
+        return self
 
 
 def _resolve(base: Path, value: Any) -> Any:

@@ -298,6 +298,9 @@ class Daemon:
         self._missing_metrics: dict[str, list[str]] = {}  # per kind, the metrics the last window held no value of
         self._unknown_of: dict[str, set[str]] = {}  # per collector, the unknown components of its last batch
         self._unknown: frozenset[str] = frozenset()  # their union, as reported (replaced whole, never mutated)
+        if cfg.unmonitored_kinds:
+            log.info("site.yaml lists component kinds no collector sends: every such component counts as down in "
+                     "the scores, and their absence is not reported", extra={"kinds": ", ".join(cfg.unmonitored_kinds)})
         self.pictures: Any = None  # AlertPictures where site.yaml asks for alert_pictures
         if cfg.alert_pictures is not None:
             from infrabrain.client.alert_pictures import AlertPictures
@@ -460,7 +463,8 @@ class Daemon:
     def window_coverage(self) -> dict[str, Any]:
         """What the window now holds of what a model reads, for a check before scoring starts (``client
         collect-once``): ``model`` (whose fields: the loaded checkpoint's, else the federated feature set's),
-        ``kinds_missing`` (kinds the topology has that the whole window holds no telemetry of),
+        ``kinds_missing`` (kinds the topology has that the whole window holds no telemetry of, but for site.yaml's
+        ``unmonitored_kinds``, listed as ``kinds_unmonitored``),
         ``fields_missing`` (per kind with telemetry, the fields it holds no value of) and the unknown components
         of the last collection."""
         from infrabrain.client.predictor_task import feature_set
@@ -476,10 +480,14 @@ class Daemon:
         cols = {k: [self.buffer.metric_names[k].index(m) for m in v if m in self.buffer.metric_names.get(k, ())]
                 for k, v in names.items() if v and self.topology.ids(k)}
         window = {k: win[k][:, :, c] for k, c in cols.items()}
+        unmonitored = self.cfg.unmonitored_kinds
         return {"model": "checkpoint" if self.scorer is not None else "federated feature set",
                 "window_steps": self.buffer.steps,
-                "kinds_missing": unobserved_kinds(window, steps=self.buffer.steps),
-                "fields_missing": unobserved_metrics(window, {k: names[k] for k in cols}, self.buffer.steps),
+                "kinds_missing": [k for k in unobserved_kinds(window, steps=self.buffer.steps) if k not in unmonitored],
+                "kinds_unmonitored": list(unmonitored),
+                "fields_missing": {k: v for k, v in unobserved_metrics(window, {k: names[k] for k in cols},
+                                                                       self.buffer.steps).items()
+                                   if k not in unmonitored},
                 "unknown_components": sorted(self._unknown)[:UNKNOWN_LISTED],
                 "unknown_component_count": len(self._unknown)}
 
@@ -521,7 +529,10 @@ class Daemon:
         per metric, and a log line when the kinds the window held no telemetry of, or the metrics it held no value
         of, change (a warning naming them; info when all are back). A kind or metric the model read before a
         reload and reads no more loses its series (:func:`_replace_series`)."""
-        names = getattr(self.scorer, "metric_names", {})
+        names = {k: v for k, v in getattr(self.scorer, "metric_names", {}).items()
+                 if k not in self.cfg.unmonitored_kinds}  # a kind no exporter sends by design is not "gone quiet"
+        unobserved = tuple(k for k in unobserved if k in names)
+        missing = {k: v for k, v in missing.items() if k in names}
         site = self.cfg.site
         self._kinds_exported = _replace_series(self.metrics.kind_observed, site, self._kinds_exported,
                                                {(k,): 0.0 if k in unobserved else 1.0 for k in names})
@@ -575,10 +586,13 @@ class Daemon:
         the node's risk, ``node``, ``rack``, ``risk``, ``group``, ``rule``, ``gpu`` and ``text``; ``unobserved_kinds``:
         the component kinds the scored window held no telemetry of (their components counted as down);
         ``unobserved_metrics``: per kind with telemetry, the metrics the model reads that it held no value of;
-        ``unknown_components`` (at most :data:`UNKNOWN_LISTED`, sorted) and ``unknown_component_count``: the
-        components the last collection's telemetry named that the topology does not have (not scored)."""
+        ``unmonitored_kinds`` (site.yaml's: no telemetry expected, their components counted as down, not in
+        ``unobserved_kinds``); ``unknown_components`` (at most :data:`UNKNOWN_LISTED`, sorted) and
+        ``unknown_component_count``: the components the last collection's telemetry named that the topology does
+        not have (not scored)."""
         unknown = self._unknown
         return {**self._alert_view, "model_loaded": self.scorer is not None,
+                "unmonitored_kinds": list(self.cfg.unmonitored_kinds),
                 "unknown_components": sorted(unknown)[:UNKNOWN_LISTED], "unknown_component_count": len(unknown)}
 
     def _score_anomaly(self, now: float) -> None:

@@ -301,6 +301,47 @@ def test_a_field_the_exporter_does_not_send_is_named_on_metrics_alerts_and_the_l
         daemon.close()
 
 
+def test_a_kind_the_site_declares_unmonitored_is_scored_as_down_without_being_reported_gone_quiet(
+        tmp_path: Path, small_dataset: Path, small_checkpoint: Path, caplog: pytest.LogCaptureFixture,
+        capfd: pytest.CaptureFixture[str]) -> None:
+    """A site with no exporter for its PDUs (site.yaml ``unmonitored_kinds: [pdu]``): the window without PDU
+    telemetry is scored as any such window is, but no kind gauge, warning or ``unobserved_kinds`` entry says an
+    exporter went quiet (its alert would fire for good); ``/alerts`` and ``client alerts`` say the site sends none."""
+    from prometheus_client import generate_latest
+
+    with caplog.at_level(logging.INFO, logger="infrabrain.client.daemon"):
+        cfg = load_site_config(_site_yaml(tmp_path, small_dataset, small_checkpoint, unmonitored_kinds=["pdu"]))
+        t0 = 1_800_000_000.0
+        daemon = Daemon(cfg, now=t0)
+    try:
+        assert [r.__dict__["kinds"] for r in caplog.records if r.getMessage().startswith(
+            "site.yaml lists component kinds no collector sends")] == ["pdu"]
+        daemon.collect_once(t0 + 5)
+        window = daemon.buffer.window
+
+        def quiet_pdus(*args: Any, **kw: Any) -> Any:
+            ts, win = window(*args, **kw)
+            return ts, {**win, "pdu": np.full_like(win["pdu"], np.nan)}
+
+        daemon.buffer.window = quiet_pdus  # type: ignore[method-assign]
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="infrabrain.client.daemon"):
+            assert daemon.score_once(t0 + 5)
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "kinds" in r.__dict__]
+        text = generate_latest(daemon.metrics.registry).decode()
+        assert 'kind="pdu"' not in text and 'infrabrain_window_kind_observed{kind="gpu"' in text
+        view = daemon.alert_view()
+        assert view["unobserved_kinds"] == [] and view["unmonitored_kinds"] == ["pdu"]
+        port = daemon.start_metrics_server()
+        capfd.readouterr()
+        assert cli_main(["client", "alerts", "--url", f"http://127.0.0.1:{port}"]) == 0
+        out = capfd.readouterr().out
+        assert ("\nthis site sends no pdu telemetry (site.yaml's unmonitored_kinds): every such component counts as "
+                "down in these scores\n") in out and "no pdu telemetry in the scored window" not in out
+    finally:
+        daemon.close()
+
+
 def test_a_reloaded_model_that_reads_a_kind_no_more_drops_its_observed_series(
         tmp_path: Path, small_dataset: Path, small_checkpoint: Path, small_run: Any) -> None:
     """A new checkpoint whose feature set has no PDU metric: after the reload ``infrabrain_window_kind_observed``
@@ -581,8 +622,9 @@ def test_cli_collect_once_and_store_info(tmp_path: Path, small_dataset: Path,
 def test_collect_once_says_what_a_model_would_miss_before_the_daemon_runs(
         tmp_path: Path, small_dataset: Path, small_checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`client collect-once` as a check before `client run`: telemetry whose GPUs export no single-bit ECC counter
-    (dcgm-exporter's default fields), and a node the topology file lacks, are named in its JSON at once, where the
-    daemon says so only once it scores (half a window later). ``--strict`` exits 2 on them; 0 without it."""
+    (dcgm-exporter's default fields), PDUs no exporter sends, and a node the topology file lacks, are named in its
+    JSON at once, where the daemon says so only once it scores (half a window later). ``--strict`` exits 2 on
+    them; 0 without it, and 0 once they are fixed or, for the PDUs, declared in ``unmonitored_kinds``."""
     import shutil
 
     import pyarrow as pa
@@ -596,18 +638,36 @@ def test_collect_once_says_what_a_model_would_miss_before_the_daemon_runs(
     col = table.schema.get_field_index(ecc)
     never_sent = pa.nulls(table.num_rows, type=table.schema.field(ecc).type)
     pq.write_table(table.set_column(col, ecc, never_sent), gpu_file)
+    pdu_file = next((data / "site=lab" / "telemetry" / "kind=pdu").glob("*.parquet"))
+    pdu = pq.read_table(pdu_file)
+    for name in ("pdu_load_kw", "pdu_rating_kw"):  # no exporter for the PDUs
+        pdu = pdu.set_column(pdu.schema.get_field_index(name), name, pa.nulls(pdu.num_rows, type=pa.float32()))
+    pq.write_table(pdu, pdu_file)
     cfg = _site_yaml(tmp_path, data, small_checkpoint)
-    topo = yaml.safe_load((tmp_path / "topology.yaml").read_text())
+    full_topology = (tmp_path / "topology.yaml").read_text()
+    topo = yaml.safe_load(full_topology)
     topo["racks"][0]["nodes"] = topo["racks"][0]["nodes"][:1]
     (tmp_path / "topology.yaml").write_text(yaml.safe_dump(topo))
     capsys.readouterr()
     assert cli_main(["client", "collect-once", "--config", str(cfg)]) == 0
     window = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["window"]
-    assert window["model"] == "checkpoint" and window["kinds_missing"] == []
+    assert window["model"] == "checkpoint" and window["kinds_missing"] == ["pdu"]
     assert window["fields_missing"] == {"gpu": [ecc]}
     assert window["unknown_components"] == ["r00-n01", "r00-n01-g0", "r00-n01-g1"]
     (tmp_path / "store.db").unlink()
     assert cli_main(["client", "collect-once", "--config", str(cfg), "--strict"]) == 2
+    # the PDUs declared unmonitored, the node in the topology, the counter exported: nothing is missing
+    doc = yaml.safe_load(cfg.read_text())
+    cfg.write_text(yaml.safe_dump({**doc, "unmonitored_kinds": ["pdu"],
+                                   "collectors": {"replay": {**doc["collectors"]["replay"], "dataset": str(data)}}}))
+    (tmp_path / "topology.yaml").write_text(full_topology)
+    pq.write_table(table, gpu_file)
+    (tmp_path / "store.db").unlink()
+    capsys.readouterr()
+    assert cli_main(["client", "collect-once", "--config", str(cfg), "--strict"]) == 0
+    window = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["window"]
+    assert (window["kinds_missing"], window["kinds_unmonitored"], window["fields_missing"],
+            window["unknown_component_count"]) == ([], ["pdu"], {}, 0)
 
 
 def test_no_model_means_no_scores_and_privacy_budget_from_the_ledger(tmp_path: Path, small_dataset: Path) -> None:
@@ -938,6 +998,12 @@ def test_site_config_errors_name_the_field(tmp_path: Path) -> None:
     p.write_text("site: lab\ntopology: t.yaml\ncollectors: {nvml: {}}\ncolectors: 1\n")
     with pytest.raises(ValueError, match="colectors"):
         load_site_config(p)
+    for kinds, message in (("[pdu, tpu]", r"unmonitored_kinds: unknown component kind\(s\) \['tpu'\]"),
+                           ("[gpu]", "gpu and node cannot be unmonitored"),
+                           ("[pdu, pdu]", "unmonitored_kinds names a kind twice")):
+        p.write_text(f"site: lab\ntopology: t.yaml\ncollectors: {{nvml: {{}}}}\nunmonitored_kinds: {kinds}\n")
+        with pytest.raises(ValueError, match=message):
+            load_site_config(p)
     assert cli_main(["client", "run", "--config", str(tmp_path / "missing.yaml")]) == 2
 
 

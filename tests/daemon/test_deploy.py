@@ -172,6 +172,9 @@ def test_example_configs_are_valid() -> None:
     topo = load_topology(cfg.topology)
     assert len(topo.ids("gpu")) == 32 and cfg.collectors.prometheus is not None
     mapping = load_mapping(cfg.collectors.prometheus.mapping)
+    # the kinds the example declares unmonitored are exactly those its mapping sends nothing of
+    has = {k for k in ("leaf", "spine", "pdu", "cooling", "rack") if topo.ids(k)}
+    assert set(cfg.unmonitored_kinds) == has - {s.kind for s in mapping.series}
     assert mapping.label_values["instance"]["10.0.0.10:9100"] in topo.ids("node")
 
 
