@@ -7,7 +7,7 @@ masks both, as documented). Conditions:
 
 - each field alone (``--per-field``, default on);
 - ``dcgm_default_counters``: the five GPU fields dcgm-exporter's default counters file leaves commented out
-  (``DCGM_OFF``; ``deploy/dcgm-exporter-counters.csv`` has them);
+  (``client.collectors.prometheus.DCGM_EXPORTER_DEFAULT_OFF``; ``deploy/dcgm-exporter-counters.csv`` has them);
 - ``no_upstream_kinds``: no switch, PDU, cooling-unit or rack telemetry (DCGM and node_exporter only, as
   ``deploy/site.example.yaml``);
 - ``no_infiniband``: no InfiniBand port errors (the Prometheus collector's default mapping before issue 3
@@ -42,10 +42,10 @@ from typing import Any
 
 import numpy as np
 
-#: The GPU fields the model reads that dcgm-exporter's default counters file (etc/default-counters.csv) leaves out.
-DCGM_OFF: tuple[str, ...] = ("DCGM_FI_DEV_ECC_SBE_VOL_TOTAL", "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL",
-                             "DCGM_FI_DEV_THERMAL_VIOLATION", "DCGM_FI_DEV_POWER_VIOLATION",
-                             "DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL")
+from infrabrain.client.collectors.prometheus import DCGM_EXPORTER_DEFAULT_OFF
+
+#: The GPU fields the model reads that dcgm-exporter's default counters file leaves out.
+DCGM_OFF: tuple[str, ...] = DCGM_EXPORTER_DEFAULT_OFF
 UPSTREAM: tuple[str, ...] = ("leaf", "spine", "pdu", "cooling", "rack")
 IB = "node_infiniband_port_errors_received_total"
 #: condition -> {kind: fields missing (None: the whole kind)}

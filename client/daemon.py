@@ -465,8 +465,10 @@ class Daemon:
         collect-once``): ``model`` (whose fields: the loaded checkpoint's, else the federated feature set's),
         ``kinds_missing`` (kinds the topology has that the whole window holds no telemetry of, but for site.yaml's
         ``unmonitored_kinds``, listed as ``kinds_unmonitored``),
-        ``fields_missing`` (per kind with telemetry, the fields it holds no value of) and the unknown components
-        of the last collection."""
+        ``fields_missing`` (per kind with telemetry, the fields it holds no value of), ``hint`` (what to do where
+        they are dcgm-exporter's default omissions, else None) and the unknown components of the last
+        collection."""
+        from infrabrain.client.collectors.prometheus import dcgm_counters_hint
         from infrabrain.client.predictor_task import feature_set
         from infrabrain.models.features import STATIC_METRICS
         from infrabrain.models.predict import unobserved_kinds, unobserved_metrics
@@ -481,13 +483,13 @@ class Daemon:
                 for k, v in names.items() if v and self.topology.ids(k)}
         window = {k: win[k][:, :, c] for k, c in cols.items()}
         unmonitored = self.cfg.unmonitored_kinds
+        missing = {k: v for k, v in unobserved_metrics(window, {k: names[k] for k in cols}, self.buffer.steps).items()
+                   if k not in unmonitored}
         return {"model": "checkpoint" if self.scorer is not None else "federated feature set",
                 "window_steps": self.buffer.steps,
                 "kinds_missing": [k for k in unobserved_kinds(window, steps=self.buffer.steps) if k not in unmonitored],
                 "kinds_unmonitored": list(unmonitored),
-                "fields_missing": {k: v for k, v in unobserved_metrics(window, {k: names[k] for k in cols},
-                                                                       self.buffer.steps).items()
-                                   if k not in unmonitored},
+                "fields_missing": missing, "hint": dcgm_counters_hint(missing),
                 "unknown_components": sorted(self._unknown)[:UNKNOWN_LISTED],
                 "unknown_component_count": len(self._unknown)}
 
@@ -543,7 +545,11 @@ class Daemon:
             from infrabrain.models.predict import UNOBSERVED_METRICS_NOTE, describe_metrics
 
             if missing:
-                log.warning(UNOBSERVED_METRICS_NOTE, extra={"metrics": describe_metrics(missing)})
+                from infrabrain.client.collectors.prometheus import dcgm_counters_hint
+
+                hint = dcgm_counters_hint(missing)
+                log.warning(UNOBSERVED_METRICS_NOTE, extra={"metrics": describe_metrics(missing),
+                                                            **({"hint": hint} if hint else {})})
             else:
                 log.info("every metric the model reads is back in the window",
                          extra={"were_missing": describe_metrics(self._missing_metrics)})

@@ -36,6 +36,7 @@ import socket
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,6 +48,22 @@ from infrabrain.yaml_file import read_yaml_mapping
 
 _TEMPLATE_FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 MAX_POINTS_PER_QUERY = 10_000  # Prometheus refuses > 11,000 points per series
+
+#: The GPU fields the model reads that dcgm-exporter's default counters file (etc/default-counters.csv) leaves
+#: commented out; ``deploy/dcgm-exporter-counters.csv`` lists them (issue 3 follow-up 47).
+DCGM_EXPORTER_DEFAULT_OFF: tuple[str, ...] = (
+    "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL", "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL", "DCGM_FI_DEV_THERMAL_VIOLATION",
+    "DCGM_FI_DEV_POWER_VIOLATION", "DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL")
+
+
+def dcgm_counters_hint(missing: Mapping[str, Sequence[str]]) -> str | None:
+    """What to do where the GPU fields ``missing`` (per kind, as :func:`~infrabrain.models.predict.
+    unobserved_metrics` gives them) include any that dcgm-exporter leaves out by default; None otherwise."""
+    off = [m for m in missing.get("gpu", ()) if m in DCGM_EXPORTER_DEFAULT_OFF]
+    if not off:
+        return None
+    return (f"dcgm-exporter's default counters file leaves out {', '.join(off)}: start it with "
+            "`dcgm-exporter -f dcgm-exporter-counters.csv` (infrabrain's deploy/ has the file)")
 
 
 class SeriesMapping(BaseModel):

@@ -294,6 +294,9 @@ def test_a_field_the_exporter_does_not_send_is_named_on_metrics_alerts_and_the_l
         assert masked.keys() == full.keys() and back == full
         warned = [r for r in caplog.records if r.getMessage().startswith("no value of these metrics the model reads")]
         assert len(warned) == 1 and warned[0].__dict__["metrics"] == f"gpu: {ecc}"
+        assert warned[0].__dict__["hint"] == (f"dcgm-exporter's default counters file leaves out {ecc}: start it "
+                                              "with `dcgm-exporter -f dcgm-exporter-counters.csv` (infrabrain's "
+                                              "deploy/ has the file)")
         assert [r.__dict__["were_missing"] for r in caplog.records
                 if r.getMessage() == "every metric the model reads is back in the window"] == [f"gpu: {ecc}"]
         assert set(observed().values()) == {1.0} and daemon.alert_view()["unobserved_metrics"] == {}
@@ -652,7 +655,7 @@ def test_collect_once_says_what_a_model_would_miss_before_the_daemon_runs(
     assert cli_main(["client", "collect-once", "--config", str(cfg)]) == 0
     window = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["window"]
     assert window["model"] == "checkpoint" and window["kinds_missing"] == ["pdu"]
-    assert window["fields_missing"] == {"gpu": [ecc]}
+    assert window["fields_missing"] == {"gpu": [ecc]} and "dcgm-exporter-counters.csv" in window["hint"]
     assert window["unknown_components"] == ["r00-n01", "r00-n01-g0", "r00-n01-g1"]
     (tmp_path / "store.db").unlink()
     assert cli_main(["client", "collect-once", "--config", str(cfg), "--strict"]) == 2
@@ -666,8 +669,8 @@ def test_collect_once_says_what_a_model_would_miss_before_the_daemon_runs(
     capsys.readouterr()
     assert cli_main(["client", "collect-once", "--config", str(cfg), "--strict"]) == 0
     window = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["window"]
-    assert (window["kinds_missing"], window["kinds_unmonitored"], window["fields_missing"],
-            window["unknown_component_count"]) == ([], ["pdu"], {}, 0)
+    assert (window["kinds_missing"], window["kinds_unmonitored"], window["fields_missing"], window["hint"],
+            window["unknown_component_count"]) == ([], ["pdu"], {}, None, 0)
 
 
 def test_no_model_means_no_scores_and_privacy_budget_from_the_ledger(tmp_path: Path, small_dataset: Path) -> None:

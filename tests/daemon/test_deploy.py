@@ -182,6 +182,7 @@ def test_dcgm_exporter_counters_file_lists_every_gpu_field_the_model_reads() -> 
     """deploy/dcgm-exporter-counters.csv (dcgm-exporter's `-f` file) has exactly the GPU fields a model trained on
     the simulator's telemetry reads, each with the Prometheus type the encoder treats it as: dcgm-exporter's
     default file leaves five of them out, which the model then reads as missing in every window."""
+    from infrabrain.client.collectors.prometheus import DCGM_EXPORTER_DEFAULT_OFF, dcgm_counters_hint
     from infrabrain.models.features import is_counter, is_xid_code
     from infrabrain.simulation.telemetry import METRIC_NAMES
 
@@ -194,6 +195,10 @@ def test_dcgm_exporter_counters_file_lists_every_gpu_field_the_model_reads() -> 
     for field, kind, _ in rows:
         assert kind == ("counter" if is_counter(field) else "gauge"), field
         assert not (is_xid_code(field) and kind == "counter")
+    # the fields the daemon's hint sends an operator to this file for are among them, and only those get the hint
+    assert set(DCGM_EXPORTER_DEFAULT_OFF) < set(fields)
+    assert dcgm_counters_hint({"gpu": ["DCGM_FI_DEV_GPU_TEMP"], "node": ["node_load1"]}) is None
+    assert "DCGM_FI_DEV_POWER_VIOLATION: start it" in dcgm_counters_hint({"gpu": ["DCGM_FI_DEV_POWER_VIOLATION"]})
 
 
 def test_the_default_and_example_prometheus_mappings_give_every_field_the_model_reads() -> None:
