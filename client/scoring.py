@@ -276,13 +276,14 @@ class PredictorScorer:
     def score(self, metrics: Mapping[str, np.ndarray]) -> list[NodeRisk]:
         """Risks for every node from a raw window ``{kind: [window_steps, n, F]}`` in ``metric_names`` order."""
         from infrabrain.models.calibration import risk_of
-        from infrabrain.models.predict import unobserved_kinds, unobserved_metrics
+        from infrabrain.models.predict import unobserved_kinds, unobserved_metrics, without_unlearned
         from infrabrain.models.rule_fallback import window_rule_alerts
         from infrabrain.models.snapshots import collate_snapshots, snapshot_from_window
 
         torch = self._torch
         self.unobserved_kinds = unobserved_kinds({k: metrics[k] for k in self.metric_names if k in metrics})
-        self.unobserved_metrics = unobserved_metrics(metrics, self.metric_names, self.model_steps)
+        self.unobserved_metrics = without_unlearned(unobserved_metrics(metrics, self.metric_names, self.model_steps),
+                                                    self._ckpt.normalizer.unlearned_metrics(self.feature_set))
         snap = snapshot_from_window(self.topology, metrics, self.metric_names, self.feature_set,
                                     self._ckpt.normalizer, self._ckpt.window, pool=self.pool)
         with torch.no_grad():

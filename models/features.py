@@ -257,20 +257,29 @@ def xid_state(codes: np.ndarray, hold_steps: int = XID_HOLD_STEPS, gap_steps: in
 
 @dataclass
 class Normalizer:
-    """Per (kind, metric) centre and scale, fitted on training data only; applied as ``(x - centre) / scale``."""
+    """Per (kind, metric) centre and scale, fitted on training data only; applied as ``(x - centre) / scale``.
+
+    ``unlearned`` marks, per kind, the metrics the training data held no value of (a field its exporters never
+    sent). The model saw them only masked, so :meth:`apply` masks them everywhere (NaN), also where a site sends
+    them: read unmasked, a value would reach weights that never learned it (issue 3 follow-up 47)."""
 
     center: dict[str, np.ndarray] = field(default_factory=dict)
     scale: dict[str, np.ndarray] = field(default_factory=dict)
+    unlearned: dict[str, np.ndarray] = field(default_factory=dict)
 
     @classmethod
-    def fit(cls, transformed: Mapping[str, Sequence[np.ndarray]], feature_set: FeatureSet) -> Normalizer:
+    def fit(cls, transformed: Mapping[str, Sequence[np.ndarray]], feature_set: FeatureSet,
+            observed: Mapping[str, np.ndarray] | None = None) -> Normalizer:
         """Fit from lists of transformed arrays ``[T, n, F_kind]`` per kind (NaNs ignored).
 
-        A metric never observed gets centre 0 and scale 1 (its inputs are masked anyway). A counter's scale is at
-        least :data:`COUNTER_SCALE_FLOOR`, so its amplitude survives the clip.
+        A metric never observed gets centre 0 and scale 1 and is ``unlearned``: never observed in ``observed``
+        (per kind, whether each metric had a value anywhere in the training data, where ``transformed`` is a
+        subsample of it), else in ``transformed``. A counter's scale is at least :data:`COUNTER_SCALE_FLOOR`, so
+        its amplitude survives the clip.
         """
         center: dict[str, np.ndarray] = {}
         scale: dict[str, np.ndarray] = {}
+        unlearned: dict[str, np.ndarray] = {}
         for kind in feature_set.kinds:
             f = len(feature_set.metrics_of(kind))
             if f == 0:
@@ -280,6 +289,9 @@ class Normalizer:
             with np.errstate(invalid="ignore"), _quiet_nan_warnings():
                 mu = np.nanmean(flat, axis=0)
                 sd = np.nanstd(flat, axis=0)
+            seen = np.asarray(observed[kind], bool) if observed is not None and kind in observed else np.isfinite(mu)
+            if not seen.all():
+                unlearned[kind] = ~seen
             mu = np.where(np.isfinite(mu), mu, 0.0)
             sd = np.where(np.isfinite(sd), sd, 1.0)
             # A floor on the scale: a counter that is almost always 0 must not turn one event into 1e6, nor every
@@ -288,29 +300,47 @@ class Normalizer:
             floor = np.where(feature_set.counters(kind), np.maximum(floor, COUNTER_SCALE_FLOOR), floor)
             center[kind] = mu.astype(np.float32)
             scale[kind] = np.maximum(sd, floor).astype(np.float32)
-        return cls(center=center, scale=scale)
+        return cls(center=center, scale=scale, unlearned=unlearned)
 
     def apply(self, kind: str, transformed: np.ndarray) -> np.ndarray:
         """Normalise a transformed ``[..., F_kind]`` array of ``kind`` and clip to +-CLIP (NaN stays NaN)."""
         if kind not in self.center:
             raise ValueError(f"normaliser has no statistics for component kind {kind!r}")
-        z = (transformed - self.center[kind]) / self.scale[kind]
-        return np.clip(z, -CLIP, CLIP).astype(np.float32)
+        z = np.clip((transformed - self.center[kind]) / self.scale[kind], -CLIP, CLIP).astype(np.float32)
+        if kind in self.unlearned:
+            z[..., self.unlearned[kind]] = np.nan  # as the model saw them in training
+        return z
+
+    def unlearned_metrics(self, feature_set: FeatureSet) -> dict[str, list[str]]:
+        """Per kind, the names of the ``unlearned`` metrics (empty for a normaliser fitted where every metric had a
+        value, and for one read from a card written before issue 3 follow-up 47)."""
+        return {k: [m for m, u in zip(feature_set.metrics_of(k), v, strict=True) if u]
+                for k, v in self.unlearned.items() if v.any()}
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (stored in the model card)."""
-        return {
+        out: dict[str, Any] = {
             "center": {k: [float(x) for x in v] for k, v in self.center.items()},
             "scale": {k: [float(x) for x in v] for k, v in self.scale.items()},
         }
+        if self.unlearned:
+            out["unlearned"] = {k: [int(i) for i in np.flatnonzero(v)] for k, v in self.unlearned.items()}
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Normalizer:
         """Inverse of :meth:`to_dict`."""
-        return cls(
-            center={k: np.asarray(v, np.float32) for k, v in data["center"].items()},
-            scale={k: np.asarray(v, np.float32) for k, v in data["scale"].items()},
-        )
+        center = {k: np.asarray(v, np.float32) for k, v in data["center"].items()}
+        unlearned = {}
+        for k, idx in (data.get("unlearned") or {}).items():
+            if k not in center or not all(isinstance(i, int) and 0 <= i < len(center[k]) for i in idx):
+                raise ValueError(f"normaliser: unlearned metrics of {k!r} must be column indices of that kind, got "
+                                 f"{idx!r}")
+            mask = np.zeros(len(center[k]), bool)
+            mask[list(idx)] = True
+            unlearned[k] = mask
+        return cls(center=center, scale={k: np.asarray(v, np.float32) for k, v in data["scale"].items()},
+                   unlearned=unlearned)
 
 
 class _quiet_nan_warnings:

@@ -57,6 +57,14 @@ def unobserved_metrics(window: Mapping[str, np.ndarray], metric_names: Mapping[s
     return out
 
 
+def without_unlearned(missing: Mapping[str, Sequence[str]],
+                      unlearned: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    """``missing`` less the metrics the model never learned (its normaliser masks them wherever they are sent,
+    :class:`~infrabrain.models.features.Normalizer`): a site that does not send them loses nothing."""
+    out = {k: [m for m in v if m not in unlearned.get(k, ())] for k, v in missing.items()}
+    return {k: v for k, v in out.items() if v}
+
+
 def describe_metrics(missing: Mapping[str, Sequence[str]]) -> str:
     """``{"gpu": ["A", "B"], "node": ["C"]}`` as "gpu: A, B; node: C" (for a log line)."""
     return "; ".join(f"{kind}: {', '.join(names)}" for kind, names in missing.items())
@@ -123,7 +131,8 @@ def predict_window(
     unseen = unobserved_kinds(win)
     if unseen:  # masked as documented, but a whole exporter gone quiet should be seen, not just scored around
         log.warning(UNOBSERVED_NOTE, extra={"kinds": ", ".join(unseen), "window_min": w * cadence_s // 60})
-    absent = unobserved_metrics(win, metric_names, w + 1)
+    absent = without_unlearned(unobserved_metrics(win, metric_names, w + 1),
+                               ckpt.normalizer.unlearned_metrics(ckpt.feature_set))
     if absent:  # the same for one field: masked, and said
         log.warning(UNOBSERVED_METRICS_NOTE, extra={"metrics": describe_metrics(absent),
                                                     "window_min": w * cadence_s // 60})

@@ -490,6 +490,7 @@ class Splits:
 def fit_normalizer(runs: Sequence[Any], feature_set: FeatureSet, time_range: tuple[float, float] = (0.0, 1.0)) -> Normalizer:
     """Fit a :class:`Normalizer` on the ``time_range`` fraction of each (training) run only."""
     per_kind: dict[str, list[np.ndarray]] = {}
+    observed: dict[str, np.ndarray] = {}  # per kind, whether each metric had a value anywhere (not subsampled)
     for run in runs:
         gpu_node = graph_from_topology(_get(run, "topology")).gpu_node()
         metrics, names = with_derived_metrics(_get(run, "metrics"), _get(run, "metric_names"), feature_set.metrics,
@@ -501,7 +502,9 @@ def fit_normalizer(runs: Sequence[Any], feature_set: FeatureSet, time_range: tup
             lo, hi = int(time_range[0] * t), max(int(time_range[1] * t), int(time_range[0] * t) + 1)
             sub = transform_series(arr[lo:hi][:, :, idx], feature_set.counters(kind), feature_set.xid_codes(kind))
             per_kind.setdefault(kind, []).append(sub[:: max(1, len(sub) // 500)])  # subsample steps
-    return Normalizer.fit(per_kind, feature_set)
+            seen = np.isfinite(sub).any(axis=(0, 1))
+            observed[kind] = observed[kind] | seen if kind in observed else seen
+    return Normalizer.fit(per_kind, feature_set, observed)
 
 
 def make_splits(
@@ -552,6 +555,10 @@ def make_splits(
     held_or_val = held | val_names
     train_runs = [r for r, n in zip(runs, names) if n not in held_or_val]
     norm = normalizer or fit_normalizer(train_runs, fs, (0.0, fractions[0]))
+    if normalizer is None and norm.unlearned_metrics(fs):
+        log.warning("no value of these metrics in the training data: the model does not read them, and masks them "
+                    "wherever they are sent", extra={"metrics": "; ".join(
+                        f"{k}: {', '.join(v)}" for k, v in norm.unlearned_metrics(fs).items())})
     train_sites = [site_tensors(r, fs, norm, name=n) for r, n in zip(runs, names) if n not in held_or_val]
     val_site_t = [site_tensors(r, fs, norm, name=n) for r, n in zip(runs, names) if n in val_names]
     held_sites = [site_tensors(r, fs, norm, name=n) for r, n in zip(runs, names) if n in held]

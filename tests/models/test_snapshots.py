@@ -320,3 +320,49 @@ def test_validation_by_site(small_runs):
     assert {s.name for s in sp.heldout_sites} == {small_runs[2].name}
     with pytest.raises(ValueError, match="val_sites"):
         make_splits(small_runs, heldout=1, val_sites=2)
+
+
+def _without_field(run, kind: str, name: str):
+    """A copy of ``run`` whose exporters never sent ``name`` (NaN at every component and step)."""
+    out = copy.copy(run)
+    values = np.array(run.metrics[kind], copy=True)
+    values[:, :, list(run.metric_names[kind]).index(name)] = np.nan
+    out.metrics = {**run.metrics, kind: values}
+    return out
+
+
+def test_a_field_the_training_data_never_held_is_masked_wherever_it_is_sent(small_runs, caplog):
+    """Training sites without the single-bit ECC counter (dcgm-exporter's default fields): the normaliser marks it
+    unlearned, training warns, and the held-out site that sends it has it masked as the model saw it in training
+    (read unmasked, its values reached weights that never learned them). The mark travels in the card's dict;
+    a field the whole training data held a value of is not marked, whatever the fit's subsample read."""
+    import logging
+
+    ecc = "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL"
+    runs = [_without_field(r, "gpu", ecc) for r in small_runs[:-1]] + [small_runs[-1]]
+    with caplog.at_level(logging.WARNING, logger="infrabrain.models.snapshots"):
+        sp = make_splits(runs, heldout=1, stride_min=10, eval_stride_min=10)
+    fs, norm = sp.feature_set, sp.normalizer
+    assert norm.unlearned_metrics(fs) == {"gpu": [ecc]}
+    assert [r.metrics for r in caplog.records if "no value of these metrics" in r.getMessage()] == [f"gpu: {ecc}"]
+    j = list(fs.metrics_of("gpu")).index(ecc)
+    held = sp.test_sites.sites[0]
+    assert not held.obs[:, held.graph.kind_index["gpu"], j].any()  # sent by the held-out site, masked
+    assert np.isfinite(small_runs[-1].metrics["gpu"][:, :, list(small_runs[-1].metric_names["gpu"]).index(ecc)]).any()
+    again = Normalizer.from_dict(norm.to_dict())
+    assert again.unlearned_metrics(fs) == {"gpu": [ecc]}
+    assert Normalizer.from_dict({k: v for k, v in norm.to_dict().items() if k != "unlearned"}).unlearned == {}
+    with pytest.raises(ValueError, match="unlearned metrics of 'gpu' must be column indices"):
+        Normalizer.from_dict({**norm.to_dict(), "unlearned": {"gpu": [99]}})
+    # a field with values at two steps of the whole training data is learned
+    sparse = _without_field(small_runs[0], "gpu", ecc)
+    sparse.metrics["gpu"][1:3, 0, list(sparse.metric_names["gpu"]).index(ecc)] = [0.0, 1.0]
+    assert fit_normalizer([sparse], fs).unlearned_metrics(fs) == {}
+    assert fit_normalizer(small_runs, fs).unlearned == {}
+    # what decides is whether the whole data held a value, not the subsample the centre and scale come from
+    f = len(fs.metrics_of("gpu"))
+    subsample = np.ones((4, 2, f), np.float32)
+    subsample[:, :, j] = np.nan
+    only = FeatureSet(metrics={"gpu": fs.metrics_of("gpu")})
+    assert Normalizer.fit({"gpu": [subsample]}, only).unlearned_metrics(only) == {"gpu": [ecc]}
+    assert Normalizer.fit({"gpu": [subsample]}, only, {"gpu": np.ones(f, bool)}).unlearned == {}

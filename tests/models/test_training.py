@@ -227,6 +227,40 @@ def test_a_metric_with_no_value_in_the_window_is_masked_and_named(trained, small
     assert len(warned) == 1 and warned[0].metrics == "gpu: DCGM_FI_DEV_ECC_SBE_VOL_TOTAL"
 
 
+def test_a_field_the_model_never_learned_does_not_move_its_scores_nor_is_missed(trained, small_splits, small_runs,
+                                                                                tmp_path, caplog):
+    """A card whose training data held no single-bit ECC value (its normaliser marks the field unlearned): a window
+    that sends the counter scores exactly as one that does not (the field is masked as in training), and a window
+    without it is not warned of, since the model loses nothing."""
+    import dataclasses
+    import logging
+
+    from infrabrain.models.predict import predict_window
+
+    sp, run = small_splits, small_runs[-1]
+    ecc = "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL"
+    mask = np.array([m == ecc for m in sp.feature_set.metrics_of("gpu")])
+    norm = dataclasses.replace(sp.normalizer, unlearned={"gpu": mask})
+    ck = load_checkpoint(save_checkpoint(tmp_path / "c", trained[0], sp.feature_set, norm))
+    assert ck.normalizer.unlearned_metrics(ck.feature_set) == {"gpu": [ecc]}
+    metrics = {k: np.asarray(v) for k, v in run.metrics.items()}
+    gpu = metrics["gpu"].copy()
+    j = list(run.metric_names["gpu"]).index(ecc)
+    gpu[:, :, j] = np.where(np.arange(gpu.shape[1]) % 2 == 0, 50.0 * np.arange(gpu.shape[0])[:, None], 0.0)
+    sent = {**metrics, "gpu": gpu}  # a site that sends the counter, a burst of errors on half the GPUs
+    gpu_none = metrics["gpu"].copy()
+    gpu_none[:, :, j] = np.nan
+    with caplog.at_level(logging.WARNING, logger="infrabrain.models.predict"):
+        with_ecc = predict_window(ck, run.topology, sent, run.metric_names, explain_top=0)
+        without = predict_window(ck, run.topology, {**metrics, "gpu": gpu_none}, run.metric_names, explain_top=0)
+    assert [(r["node_id"], r["risk"]) for r in with_ecc] == [(r["node_id"], r["risk"]) for r in without]
+    assert not [r for r in caplog.records if "no value of these metrics" in r.getMessage()]
+    learned = load_checkpoint(save_checkpoint(tmp_path / "l", trained[0], sp.feature_set, sp.normalizer))
+    moved = predict_window(learned, run.topology, sent, run.metric_names, explain_top=0)
+    assert [r["risk"] for r in moved] != [r["risk"] for r in predict_window(
+        learned, run.topology, {**metrics, "gpu": gpu_none}, run.metric_names, explain_top=0)]  # the test can fail
+
+
 def test_input_scaling_standardises_per_kind_and_travels_with_the_checkpoint(small_splits, tmp_path):
     from infrabrain.models.gnn import fit_input_scaling
     from infrabrain.models.training import make_loader
