@@ -465,13 +465,14 @@ class Daemon:
         collect-once``): ``model`` (whose fields: the loaded checkpoint's, else the federated feature set's),
         ``kinds_missing`` (kinds the topology has that the whole window holds no telemetry of, but for site.yaml's
         ``unmonitored_kinds``, listed as ``kinds_unmonitored``),
-        ``fields_missing`` (per kind with telemetry, the fields it holds no value of), ``hint`` (what to do where
+        ``fields_missing`` (per kind with telemetry, the fields it holds no value of, but those the model never
+        learned), ``hint`` (what to do where
         they are dcgm-exporter's default omissions, else None) and the unknown components of the last
         collection."""
         from infrabrain.client.collectors.prometheus import dcgm_counters_hint
         from infrabrain.client.predictor_task import feature_set
         from infrabrain.models.features import STATIC_METRICS
-        from infrabrain.models.predict import unobserved_kinds, unobserved_metrics
+        from infrabrain.models.predict import unobserved_kinds, unobserved_metrics, without_unlearned
 
         if self.scorer is not None:
             names = {k: list(v) for k, v in self.scorer.metric_names.items()}
@@ -483,8 +484,9 @@ class Daemon:
                 for k, v in names.items() if v and self.topology.ids(k)}
         window = {k: win[k][:, :, c] for k, c in cols.items()}
         unmonitored = self.cfg.unmonitored_kinds
-        missing = {k: v for k, v in unobserved_metrics(window, {k: names[k] for k in cols}, self.buffer.steps).items()
-                   if k not in unmonitored}
+        missing = {k: v for k, v in without_unlearned(
+            unobserved_metrics(window, {k: names[k] for k in cols}, self.buffer.steps),
+            dict(getattr(self.scorer, "unlearned_metrics", {}))).items() if k not in unmonitored}
         return {"model": "checkpoint" if self.scorer is not None else "federated feature set",
                 "window_steps": self.buffer.steps,
                 "kinds_missing": [k for k in unobserved_kinds(window, steps=self.buffer.steps) if k not in unmonitored],
@@ -531,7 +533,9 @@ class Daemon:
         per metric, and a log line when the kinds the window held no telemetry of, or the metrics it held no value
         of, change (a warning naming them; info when all are back). A kind or metric the model read before a
         reload and reads no more loses its series (:func:`_replace_series`)."""
-        names = {k: v for k, v in getattr(self.scorer, "metric_names", {}).items()
+        unlearned = getattr(self.scorer, "unlearned_metrics", {})  # masked wherever sent: nothing to report
+        names = {k: [m for m in v if m not in unlearned.get(k, ())]
+                 for k, v in getattr(self.scorer, "metric_names", {}).items()
                  if k not in self.cfg.unmonitored_kinds}  # a kind no exporter sends by design is not "gone quiet"
         unobserved = tuple(k for k in unobserved if k in names)
         missing = {k: v for k, v in missing.items() if k in names}

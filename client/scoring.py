@@ -213,6 +213,9 @@ class PredictorScorer:
         #: per kind with telemetry, the metrics the model reads that the last scored window held no value of
         #: (:func:`~infrabrain.models.predict.unobserved_metrics`): masked as missing
         self.unobserved_metrics: dict[str, list[str]] = {}
+        #: per kind, the metrics the card's training data held no value of: masked wherever they are sent, so
+        #: never reported missing (:class:`~infrabrain.models.features.Normalizer`)
+        self.unlearned_metrics = self._ckpt.normalizer.unlearned_metrics(self.feature_set)
         self._node_ids = topology.ids("node")
         #: global index of each GPU -> its column in the raw window's ``gpu`` block
         self._gpu_local = {int(g): i for i, g in enumerate(self._graph.kind_index.get("gpu", []))}
@@ -283,7 +286,7 @@ class PredictorScorer:
         torch = self._torch
         self.unobserved_kinds = unobserved_kinds({k: metrics[k] for k in self.metric_names if k in metrics})
         self.unobserved_metrics = without_unlearned(unobserved_metrics(metrics, self.metric_names, self.model_steps),
-                                                    self._ckpt.normalizer.unlearned_metrics(self.feature_set))
+                                                    self.unlearned_metrics)
         snap = snapshot_from_window(self.topology, metrics, self.metric_names, self.feature_set,
                                     self._ckpt.normalizer, self._ckpt.window, pool=self.pool)
         with torch.no_grad():

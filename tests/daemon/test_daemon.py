@@ -304,6 +304,53 @@ def test_a_field_the_exporter_does_not_send_is_named_on_metrics_alerts_and_the_l
         daemon.close()
 
 
+def test_a_field_the_model_never_learned_is_not_reported_missing(
+        tmp_path: Path, small_dataset: Path, small_run: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """A checkpoint whose training data held no single-bit ECC value masks that field wherever it is sent, so a
+    site that does not send it loses nothing: no warning, no ``infrabrain_window_metric_observed`` series for it,
+    nothing under ``/alerts``' ``unobserved_metrics``, and ``collect-once`` does not list it."""
+    import dataclasses
+
+    import torch
+    from prometheus_client import generate_latest
+
+    from infrabrain.models.checkpoint import save_checkpoint
+    from infrabrain.models.features import FeatureSet
+    from infrabrain.models.gnn import build_model
+    from infrabrain.models.snapshots import fit_normalizer
+
+    ecc = "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL"
+    fs = FeatureSet.from_run(small_run)
+    norm = fit_normalizer([small_run], fs)
+    norm = dataclasses.replace(norm, unlearned={"gpu": np.array([m == ecc for m in fs.metrics_of("gpu")])})
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "ckpt", build_model(fs.f_max, window=10), fs, norm)
+    cfg = load_site_config(_site_yaml(tmp_path, small_dataset, ckpt))
+    t0 = 1_800_000_000.0
+    daemon = Daemon(cfg, now=t0)
+    try:
+        daemon.collect_once(t0 + 5)
+        window = daemon.buffer.window
+        j = daemon.scorer.metric_names["gpu"].index(ecc)  # type: ignore[union-attr]
+
+        def without_ecc(*args: Any, **kw: Any) -> Any:
+            ts, win = window(*args, **kw)
+            gpu = win["gpu"].copy()
+            gpu[:, :, j] = np.nan
+            return ts, {**win, "gpu": gpu}
+
+        daemon.buffer.window = without_ecc  # type: ignore[method-assign]
+        with caplog.at_level(logging.WARNING, logger="infrabrain.client.daemon"):
+            assert daemon.score_once(t0 + 5)
+            coverage = daemon.window_coverage()
+        assert not [r for r in caplog.records if r.getMessage().startswith("no value of these metrics")]
+        text = generate_latest(daemon.metrics.registry).decode()
+        assert f'metric="{ecc}"' not in text and 'metric="DCGM_FI_DEV_GPU_TEMP"' in text
+        assert daemon.alert_view()["unobserved_metrics"] == {} and coverage["fields_missing"] == {}
+    finally:
+        daemon.close()
+
+
 def test_a_kind_the_site_declares_unmonitored_is_scored_as_down_without_being_reported_gone_quiet(
         tmp_path: Path, small_dataset: Path, small_checkpoint: Path, caplog: pytest.LogCaptureFixture,
         capfd: pytest.CaptureFixture[str]) -> None:
