@@ -61,6 +61,21 @@ def _scrape(port: int) -> dict[str, float]:
     return out
 
 
+def _silence(daemon: Daemon, kind: str, column: int | None = None) -> Any:
+    """Make the daemon's window lack every reading of ``kind`` (or of its metric ``column``), as an exporter that
+    sends none while the collector is fine. Returns the buffer's own ``window``, to put back."""
+    window = daemon.buffer.window
+
+    def silenced(*args: Any, **kw: Any) -> Any:
+        ts, win = window(*args, **kw)
+        values = win[kind].copy()
+        values[..., slice(None) if column is None else column] = np.nan
+        return ts, {**win, kind: values}
+
+    daemon.buffer.window = silenced  # type: ignore[method-assign]
+    return window
+
+
 def test_daemon_process_scores_serves_metrics_and_stops_on_sigterm(tmp_path: Path, small_dataset: Path,
                                                                    small_checkpoint: Path) -> None:
     cfg = _site_yaml(tmp_path, small_dataset, small_checkpoint)
@@ -212,13 +227,7 @@ def test_an_exporter_gone_quiet_is_named_on_metrics_alerts_and_the_log(
 
         assert observed("gpu") == 1.0 and observed("node") == 1.0
         assert daemon.alert_view()["unobserved_kinds"] == []
-        window = daemon.buffer.window
-
-        def quiet_gpus(*args: Any, **kw: Any) -> Any:
-            ts, win = window(*args, **kw)
-            return ts, {**win, "gpu": np.full_like(win["gpu"], np.nan)}
-
-        daemon.buffer.window = quiet_gpus  # type: ignore[method-assign]
+        window = _silence(daemon, "gpu")
         with caplog.at_level(logging.INFO, logger="infrabrain.client.daemon"):
             quiet = {r.node_id: r.risk for r in daemon.score_once(t0 + 5)}
             daemon.score_once(t0 + 5)
@@ -231,7 +240,7 @@ def test_an_exporter_gone_quiet_is_named_on_metrics_alerts_and_the_log(
         assert [r.__dict__["were_missing"] for r in caplog.records
                 if r.getMessage() == "telemetry of every component kind is back in the window"] == ["gpu"]
         assert observed("gpu") == 1.0 and daemon.alert_view()["unobserved_kinds"] == []
-        daemon.buffer.window = quiet_gpus  # type: ignore[method-assign]
+        _silence(daemon, "gpu")
         daemon.score_once(t0 + 5)
         assert observed("gpu") == 0.0 and observed("node") == 1.0
         assert daemon.alert_view()["unobserved_kinds"] == ["gpu"]
@@ -269,16 +278,7 @@ def test_a_field_the_exporter_does_not_send_is_named_on_metrics_alerts_and_the_l
         names = daemon.scorer.metric_names  # type: ignore[union-attr]
         assert observed() == {(k, m): 1.0 for k in names for m in names[k]}
         assert daemon.alert_view()["unobserved_metrics"] == {}
-        window = daemon.buffer.window
-        j = names["gpu"].index(ecc)
-
-        def without_ecc(*args: Any, **kw: Any) -> Any:
-            ts, win = window(*args, **kw)
-            gpu = win["gpu"].copy()
-            gpu[:, :, j] = np.nan
-            return ts, {**win, "gpu": gpu}
-
-        daemon.buffer.window = without_ecc  # type: ignore[method-assign]
+        window = _silence(daemon, "gpu", names["gpu"].index(ecc))
         with caplog.at_level(logging.INFO, logger="infrabrain.client.daemon"):
             masked = {r.node_id: r.risk for r in daemon.score_once(t0 + 5)}
             assert observed() == {(k, m): 0.0 if m == ecc else 1.0 for k in names for m in names[k]}
@@ -330,16 +330,7 @@ def test_a_field_the_model_never_learned_is_not_reported_missing(
     daemon = Daemon(cfg, now=t0)
     try:
         daemon.collect_once(t0 + 5)
-        window = daemon.buffer.window
-        j = daemon.scorer.metric_names["gpu"].index(ecc)  # type: ignore[union-attr]
-
-        def without_ecc(*args: Any, **kw: Any) -> Any:
-            ts, win = window(*args, **kw)
-            gpu = win["gpu"].copy()
-            gpu[:, :, j] = np.nan
-            return ts, {**win, "gpu": gpu}
-
-        daemon.buffer.window = without_ecc  # type: ignore[method-assign]
+        _silence(daemon, "gpu", daemon.scorer.metric_names["gpu"].index(ecc))  # type: ignore[union-attr]
         with caplog.at_level(logging.WARNING, logger="infrabrain.client.daemon"):
             assert daemon.score_once(t0 + 5)
             coverage = daemon.window_coverage()
@@ -367,13 +358,7 @@ def test_a_kind_the_site_declares_unmonitored_is_scored_as_down_without_being_re
         assert [r.__dict__["kinds"] for r in caplog.records if r.getMessage().startswith(
             "site.yaml lists component kinds no collector sends")] == ["pdu"]
         daemon.collect_once(t0 + 5)
-        window = daemon.buffer.window
-
-        def quiet_pdus(*args: Any, **kw: Any) -> Any:
-            ts, win = window(*args, **kw)
-            return ts, {**win, "pdu": np.full_like(win["pdu"], np.nan)}
-
-        daemon.buffer.window = quiet_pdus  # type: ignore[method-assign]
+        _silence(daemon, "pdu")
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="infrabrain.client.daemon"):
             assert daemon.score_once(t0 + 5)
