@@ -190,6 +190,8 @@ class PublicReference:
 
 @lru_cache(maxsize=8)
 def _public_reference_cached(site_gpus: int, site_hours: float, data_seed: int, acceleration: float) -> PublicReference:
+    import dataclasses
+
     import torch
 
     from infrabrain.models.gnn import fit_input_scaling
@@ -210,7 +212,8 @@ def _public_reference_cached(site_gpus: int, site_hours: float, data_seed: int, 
         model = build_predictor(None, None)
     fit_input_scaling(model, make_loader(splits.train, 16), floor=INPUT_SCALE_FLOOR)
     scaling = {k: getattr(model, k).detach().numpy().copy() for k in SCALING_KEYS}
-    return PublicReference(splits.normalizer, scaling)
+    # every site trains every field under DP: one the public sites lack is learned in the rounds, not unlearned
+    return PublicReference(dataclasses.replace(splits.normalizer, unlearned={}), scaling)
 
 
 def public_reference(settings: SiteSettings, acceleration: float) -> PublicReference:
