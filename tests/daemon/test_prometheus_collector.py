@@ -244,6 +244,9 @@ def test_mapping_file_errors_name_the_problem(tmp_path: Path) -> None:
 
 def test_daemon_scores_from_the_real_prometheus(site, small_dataset: Path, small_checkpoint: Path,  # noqa: ANN001
                                                 tmp_path: Path) -> None:
+    import urllib.parse
+    import urllib.request
+
     import yaml
 
     from infrabrain.cli import main as cli_main
@@ -279,5 +282,16 @@ def test_daemon_scores_from_the_real_prometheus(site, small_dataset: Path, small
         assert all(0.0 <= r.risk <= 1.0 for r in risks)
         gpu_window = daemon.buffer.window()[1]["gpu"]
         assert np.isfinite(gpu_window).any()
+        # what the daemon says its window lacks is what this Prometheus has no series of: node_exporter runs here
+        # without its edac, infiniband and diskstats collectors (hwmon depends on the host's sensors)
+        missing = daemon.window_coverage()["fields_missing"]
+        assert "gpu" not in missing
+        for field in daemon.scorer.metric_names["node"]:  # type: ignore[union-attr]
+            q = urllib.parse.quote(field)
+            with urllib.request.urlopen(f"{prom.url}/api/v1/query?query={q}", timeout=5) as r:
+                series = json.loads(r.read())["data"]["result"]
+            assert (not series) == (field in missing.get("node", [])), field
+        assert {"node_edac_correctable_errors_total", "node_infiniband_port_errors_received_total",
+                "node_disk_io_time_seconds_total"} <= set(missing["node"])
     finally:
         daemon.close()
