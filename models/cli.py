@@ -109,7 +109,9 @@ def _train(args: argparse.Namespace) -> int:
     save_checkpoint(out, trained.model, sp.feature_set, sp.normalizer, metrics, extra, overwrite=args.overwrite,
                     cadence_s=int(sp.train_sites[0].cadence_s))
     summary = {"checkpoint": str(out), "epochs_run": len(trained.result.history), "best_epoch": trained.result.best_epoch,
-               **{f"{k}_pr_auc": v.get("pr_auc") for k, v in metrics.items()}}
+               **{f"{k}_pr_auc": v.get("pr_auc") for k, v in metrics.items()},
+               # the fields the training data held no value of: the model masks them wherever they are sent
+               "unlearned_metrics": sp.normalizer.unlearned_metrics(sp.feature_set)}
     print(json.dumps(summary))
     return 0
 

@@ -555,10 +555,12 @@ def make_splits(
     held_or_val = held | val_names
     train_runs = [r for r, n in zip(runs, names) if n not in held_or_val]
     norm = normalizer or fit_normalizer(train_runs, fs, (0.0, fractions[0]))
-    if normalizer is None and norm.unlearned_metrics(fs):
+    unlearned = norm.unlearned_metrics(fs) if normalizer is None else {}
+    if unlearned:  # a kind without any value is named as a kind, not field by field
         log.warning("no value of these metrics in the training data: the model does not read them, and masks them "
                     "wherever they are sent", extra={"metrics": "; ".join(
-                        f"{k}: {', '.join(v)}" for k, v in norm.unlearned_metrics(fs).items())})
+                        f"{k}: " + ("every field (no telemetry of the kind)" if len(v) == len(fs.metrics_of(k))
+                                    else ", ".join(v)) for k, v in unlearned.items())})
     train_sites = [site_tensors(r, fs, norm, name=n) for r, n in zip(runs, names) if n not in held_or_val]
     val_site_t = [site_tensors(r, fs, norm, name=n) for r, n in zip(runs, names) if n in val_names]
     held_sites = [site_tensors(r, fs, norm, name=n) for r, n in zip(runs, names) if n in held]

@@ -329,3 +329,38 @@ def test_demo_train_and_explain(small_runs):
     alerts = demo_train_and_explain(small_runs, top_n=2, epochs=1, progress=False)
     assert len(alerts.sentences) == 2 and all(" at risk " in s for s in alerts.sentences)
     assert alerts.note == "" or alerts.note.startswith("note: the model's training sites held ")
+
+
+def test_train_on_sites_that_never_sent_a_field_names_it_and_the_card_masks_it(dataset, tmp_path, capsys, caplog):
+    """Training sites whose exporters never sent the single-bit ECC counter, nor any cooling-unit telemetry: `train`
+    warns of both (the cooling units as a kind), and its summary and the card's normaliser list them as unlearned
+    (a site that sends them has them masked: tests/models/test_snapshots.py)."""
+    import logging
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = tmp_path / "fed"
+    shutil.copytree(dataset, data)
+    ecc = "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL"
+    for site in ("site-0", "site-1"):  # the training and validation sites; site-2 is held out and sends both
+        for kind, fields in (("gpu", [ecc]), ("cooling", None)):
+            path = next((data / f"site={site}" / "telemetry" / f"kind={kind}").glob("*.parquet"))
+            table = pq.read_table(path)
+            for name in fields or [f.name for f in table.schema if f.name not in ("t", "component_id")]:
+                i = table.schema.get_field_index(name)
+                table = table.set_column(i, name, pa.nulls(table.num_rows, type=table.schema.field(i).type))
+            pq.write_table(table, path)
+    ck = tmp_path / "ckpt"
+    capsys.readouterr()
+    with caplog.at_level(logging.WARNING, logger="infrabrain.models.snapshots"):
+        assert main(["train", "--data", str(data), "--heldout", "1", "--out", str(ck), "--epochs", "1",
+                     "--hidden", "8", "--layers", "2", "--no-progress"]) == 0
+    warned = [r.metrics for r in caplog.records if "no value of these metrics" in r.getMessage()]
+    assert warned == [f"gpu: {ecc}; cooling: every field (no telemetry of the kind)"]
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    card = json.loads((ck / "model_card.json").read_text())
+    cooling = card["feature_set"]["metrics"]["cooling"]
+    assert summary["unlearned_metrics"] == {"gpu": [ecc], "cooling": cooling}
+    assert card["normalizer"]["unlearned"]["cooling"] == list(range(len(cooling)))
