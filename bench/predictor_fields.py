@@ -44,17 +44,15 @@ import numpy as np
 
 from infrabrain.client.collectors.prometheus import DCGM_EXPORTER_DEFAULT_OFF
 
-#: The GPU fields the model reads that dcgm-exporter's default counters file leaves out.
-DCGM_OFF: tuple[str, ...] = DCGM_EXPORTER_DEFAULT_OFF
 UPSTREAM: tuple[str, ...] = ("leaf", "spine", "pdu", "cooling", "rack")
 IB = "node_infiniband_port_errors_received_total"
 #: condition -> {kind: fields missing (None: the whole kind)}
 PRESETS: dict[str, dict[str, tuple[str, ...] | None]] = {
-    "dcgm_default_counters": {"gpu": DCGM_OFF},
+    "dcgm_default_counters": {"gpu": DCGM_EXPORTER_DEFAULT_OFF},
     "no_upstream_kinds": {k: None for k in UPSTREAM},
     "no_infiniband": {"node": (IB,)},
-    "dcgm_default_and_no_upstream": {"gpu": DCGM_OFF, **{k: None for k in UPSTREAM}},
-    "dcgm_default_no_upstream_no_ib": {"gpu": DCGM_OFF, "node": (IB,), **{k: None for k in UPSTREAM}},
+    "dcgm_default_and_no_upstream": {"gpu": DCGM_EXPORTER_DEFAULT_OFF, **{k: None for k in UPSTREAM}},
+    "dcgm_default_no_upstream_no_ib": {"gpu": DCGM_EXPORTER_DEFAULT_OFF, "node": (IB,), **{k: None for k in UPSTREAM}},
 }
 KEYS: tuple[str, ...] = ("pr_auc", "pr_auc_cascade", "event_recall_at_p50_precursor", "median_lead_min")
 

@@ -464,33 +464,31 @@ class Daemon:
         """What the window now holds of what a model reads, for a check before scoring starts (``client
         collect-once``): ``model`` (whose fields: the loaded checkpoint's, else the federated feature set's),
         ``kinds_missing`` (kinds the topology has that the whole window holds no telemetry of, but for site.yaml's
-        ``unmonitored_kinds``, listed as ``kinds_unmonitored``),
-        ``fields_missing`` (per kind with telemetry, the fields it holds no value of, but those the model never
-        learned), ``hint`` (what to do where
-        they are dcgm-exporter's default omissions, else None) and the unknown components of the last
-        collection."""
+        ``unmonitored_kinds``, listed as ``kinds_unmonitored``), ``fields_missing`` (per kind with telemetry, the
+        fields it holds no value of, but those the model never learned), ``hint`` (what to do where they are
+        dcgm-exporter's default omissions, else None) and the unknown components of the last collection."""
         from infrabrain.client.collectors.prometheus import dcgm_counters_hint
         from infrabrain.client.predictor_task import feature_set
         from infrabrain.models.features import STATIC_METRICS
         from infrabrain.models.predict import unobserved_kinds, unobserved_metrics, without_unlearned
 
         if self.scorer is not None:
-            names = {k: list(v) for k, v in self.scorer.metric_names.items()}
+            wanted = {k: list(v) for k, v in self.scorer.metric_names.items()}
         else:
             fs = feature_set()
-            names = {k: [m for m in fs.raw_metrics_of(k) if m not in STATIC_METRICS] for k in fs.kinds}
+            wanted = {k: [m for m in fs.raw_metrics_of(k) if m not in STATIC_METRICS] for k in fs.kinds}
+        held = self.buffer.metric_names  # the model's names, or with none every known metric
+        names = {k: [m for m in v if m in held.get(k, ())] for k, v in wanted.items()
+                 if k not in self.cfg.unmonitored_kinds and self.topology.ids(k)}
+        names = {k: v for k, v in names.items() if v}
         _, win = self.buffer.window()
-        cols = {k: [self.buffer.metric_names[k].index(m) for m in v if m in self.buffer.metric_names.get(k, ())]
-                for k, v in names.items() if v and self.topology.ids(k)}
-        window = {k: win[k][:, :, c] for k, c in cols.items()}
-        unmonitored = self.cfg.unmonitored_kinds
-        missing = {k: v for k, v in without_unlearned(
-            unobserved_metrics(window, {k: names[k] for k in cols}, self.buffer.steps),
-            dict(getattr(self.scorer, "unlearned_metrics", {}))).items() if k not in unmonitored}
+        window = {k: win[k][:, :, [held[k].index(m) for m in v]] for k, v in names.items()}
+        missing = without_unlearned(unobserved_metrics(window, names, self.buffer.steps),
+                                    dict(getattr(self.scorer, "unlearned_metrics", {})))
         return {"model": "checkpoint" if self.scorer is not None else "federated feature set",
                 "window_steps": self.buffer.steps,
-                "kinds_missing": [k for k in unobserved_kinds(window, steps=self.buffer.steps) if k not in unmonitored],
-                "kinds_unmonitored": list(unmonitored),
+                "kinds_missing": unobserved_kinds(window, steps=self.buffer.steps),
+                "kinds_unmonitored": list(self.cfg.unmonitored_kinds),
                 "fields_missing": missing, "hint": dcgm_counters_hint(missing),
                 "unknown_components": sorted(self._unknown)[:UNKNOWN_LISTED],
                 "unknown_component_count": len(self._unknown)}
